@@ -1,0 +1,149 @@
+#pragma once
+// BackendClient: one typed call per request the front-end sends to a
+// back-end (crosvm's naming: we are the client of the back-end).
+//
+// Rules every call follows:
+// * the request is refused locally (errc::not_negotiated) when it needs a
+//   protocol feature that was not acked with set_protocol_features();
+// * with REPLY_ACK negotiated, requests without a native reply carry
+//   NEED_REPLY and their u64 ack is awaited (non-zero -> backend_failure);
+// * a reply is accepted only if it answers the pending request (same code),
+//   has flags == VERSION|REPLY exactly, the right body size and exactly the
+//   fds that reply may carry, and its values validate;
+// * every wait has a deadline (Timeouts); any violation or timeout marks the
+//   connection broken and the Error names the request.
+// A back-end's documented refusal (GET_CONFIG answered with size 0, a
+// failure ack, a non-zero CHECK_DEVICE_STATE) is errc::backend_failure and
+// leaves the stream in sync: the connection stays usable.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "protocol/connection.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/wire.hpp"
+
+namespace vufront {
+
+struct Timeouts {
+  /// Default deadline for one request/reply round trip.
+  std::chrono::milliseconds request{5000};
+  /// SET_MEM_TABLE / ADD_MEM_REG: real back-ends map and fault in memory and
+  /// can take seconds.
+  std::chrono::milliseconds mem_table{30000};
+  /// GET_VRING_BASE drains in-flight I/O before answering.
+  std::chrono::milliseconds vring_stop{30000};
+  /// SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE (the back-end may serialise state).
+  std::chrono::milliseconds device_state{60000};
+};
+
+/// Reply of GET_INFLIGHT_FD: the description plus the back-end's fd (empty
+/// when mmap_size == 0, i.e. the back-end declined).
+struct InflightRegion {
+  wire::InflightDesc desc{};
+  UniqueFd fd;
+};
+
+/// Reply of SET_DEVICE_STATE_FD: the back-end's own fd when it returned one
+/// (then the front-end must use it instead of its pipe end).
+struct DeviceStateReply {
+  std::optional<UniqueFd> backend_fd;
+};
+
+class BackendClient {
+public:
+  explicit BackendClient(Connection conn, Timeouts timeouts = {});
+
+  /// Connects to a listening back-end (retrying until the deadline, see
+  /// Connection::connect).
+  [[nodiscard]] static Result<BackendClient> connect(const std::string& path,
+                                                     std::chrono::milliseconds timeout,
+                                                     Timeouts timeouts = {});
+
+  // ---- session and features
+  [[nodiscard]] Result<void> set_owner();
+  /// Deprecated by the spec (back-ends may drop all state); offered for completeness.
+  [[nodiscard]] Result<void> reset_owner();
+  [[nodiscard]] Result<uint64_t> get_features();
+  [[nodiscard]] Result<void> set_features(uint64_t features);
+  /// Needs bit 30 (PROTOCOL_FEATURES) in the last get_features() answer.
+  [[nodiscard]] Result<uint64_t> get_protocol_features();
+  /// Records the acked set; it gates every later call (and REPLY_ACK use).
+  [[nodiscard]] Result<void> set_protocol_features(uint64_t features);
+  /// MQ. Validates 1 <= n <= 0x8000.
+  [[nodiscard]] Result<uint64_t> get_queue_num();
+  /// CONFIGURE_MEM_SLOTS. Validates 1 <= n <= 512 (QEMU's cap).
+  [[nodiscard]] Result<uint64_t> get_max_mem_slots();
+
+  // ---- memory
+  /// 1..8 regions, one fd each (fds[i] backs regions[i]).
+  [[nodiscard]] Result<void> set_mem_table(const std::vector<wire::MemoryRegion>& regions,
+                                           const std::vector<int>& fds);
+  [[nodiscard]] Result<void> add_mem_reg(const wire::MemoryRegion& region, int fd);
+  [[nodiscard]] Result<void> rem_mem_reg(const wire::MemoryRegion& region);
+  /// LOG_SHMFD: sends the log memfd and waits for the back-end's reply.
+  [[nodiscard]] Result<void> set_log_base(const wire::Log& log, int fd);
+
+  // ---- virtqueues
+  [[nodiscard]] Result<void> set_vring_num(uint32_t index, uint32_t num);
+  [[nodiscard]] Result<void> set_vring_addr(const wire::VringAddr& addr);
+  [[nodiscard]] Result<void> set_vring_base(uint32_t index, uint32_t base);
+  /// Stops the ring; returns its base. Validates the echoed index, and that a
+  /// split-ring base fits 16 bits unless `packed`.
+  [[nodiscard]] Result<uint32_t> get_vring_base(uint32_t index, bool packed = false);
+  /// fd < 0 sends the NOFD flag. index <= 255 (the fd word has 8 index bits).
+  [[nodiscard]] Result<void> set_vring_kick(uint32_t index, int fd);
+  [[nodiscard]] Result<void> set_vring_call(uint32_t index, int fd);
+  [[nodiscard]] Result<void> set_vring_err(uint32_t index, int fd);
+  /// Needs bit 30 negotiated (set_features with PROTOCOL_FEATURES).
+  [[nodiscard]] Result<void> set_vring_enable(uint32_t index, bool enable);
+
+  // ---- device config (CONFIG)
+  /// Validates the reply's offset/size equal the request's and size != 0.
+  [[nodiscard]] Result<std::vector<uint8_t>> get_config(uint32_t offset, uint32_t size,
+                                                         uint32_t flags = 0);
+  [[nodiscard]] Result<void> set_config(uint32_t offset, const std::vector<uint8_t>& data,
+                                        uint32_t flags = 0);
+
+  // ---- channels, inflight, status, reset
+  /// BACKEND_REQ: hands one end of a socketpair to the back-end.
+  [[nodiscard]] Result<void> set_backend_req_fd(int fd);
+  [[nodiscard]] Result<InflightRegion> get_inflight_fd(uint16_t num_queues, uint16_t queue_size);
+  [[nodiscard]] Result<void> set_inflight_fd(const wire::InflightDesc& desc, int fd);
+  [[nodiscard]] Result<void> set_status(uint8_t status);
+  /// Validates the reply fits a status byte.
+  [[nodiscard]] Result<uint8_t> get_status();
+  [[nodiscard]] Result<void> reset_device();
+
+  // ---- shared memory and device state
+  /// SHMEM. Validates nregions equals the count of non-zero sizes.
+  [[nodiscard]] Result<wire::ShmemConfig> get_shmem_config();
+  /// DEVICE_STATE. `fd` is the pipe end handed over (write end for save).
+  [[nodiscard]] Result<DeviceStateReply> set_device_state_fd(uint32_t direction, uint32_t phase,
+                                                             int fd);
+  [[nodiscard]] Result<void> check_device_state();
+
+  // ---- state
+  /// Features answered by the last get_features() (0 before).
+  [[nodiscard]] uint64_t backend_features() const noexcept { return backend_features_; }
+  /// Features sent with the last set_features() (0 before).
+  [[nodiscard]] uint64_t acked_features() const noexcept { return acked_features_; }
+  [[nodiscard]] uint64_t acked_protocol_features() const noexcept { return acked_protocol_; }
+  [[nodiscard]] bool protocol_feature(unsigned b) const noexcept { return has_bit(acked_protocol_, b); }
+  [[nodiscard]] bool broken() const noexcept { return conn_.broken(); }
+  [[nodiscard]] Connection& connection() noexcept { return conn_; }
+  [[nodiscard]] const Timeouts& timeouts() const noexcept { return timeouts_; }
+  void set_timeouts(const Timeouts& t) { timeouts_ = t; }
+
+private:
+  // (private helpers for send/ack/reply handling live in backend_client.cpp)
+  Connection conn_;
+  Timeouts timeouts_;
+  uint64_t backend_features_ = 0;
+  uint64_t acked_features_ = 0;
+  uint64_t acked_protocol_ = 0;
+};
+
+}  // namespace vufront

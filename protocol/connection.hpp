@@ -1,0 +1,96 @@
+#pragma once
+// Connection: vhost-user framing over a unix stream socket.
+//
+// One message = one 12-byte header + `size` body bytes; fds ride as
+// SCM_RIGHTS on the sendmsg carrying the header's first byte. Sending uses
+// MSG_NOSIGNAL and continues short writes (without re-sending fds);
+// receiving uses MSG_CMSG_CLOEXEC, detects MSG_CTRUNC, accepts fds only
+// with the first chunk of a message, checks the announced size against a
+// caller-given bound *before* reading the body, and never waits past a
+// deadline. The socket is non-blocking; all waits are poll() with the time
+// left to the deadline, EINTR is retried.
+//
+// Once any call fails the connection is *broken*: every later call returns
+// errc::broken with the first error in its detail. A reply that arrives after
+// a deadline can therefore never be taken for the answer to a later request.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "memory/unique_fd.hpp"
+#include "protocol/error.hpp"
+#include "protocol/wire.hpp"
+
+namespace vufront {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+[[nodiscard]] inline Deadline deadline_in(std::chrono::milliseconds d) {
+  return Clock::now() + d;
+}
+
+/// A received message: header, exactly `header.size` body bytes, and the fds
+/// that came with it (owned).
+struct Message {
+  wire::Header header{};
+  std::vector<uint8_t> body;
+  std::vector<UniqueFd> fds;
+};
+
+/// Upper bound on fds accepted with one message (the back-end channel's 8);
+/// the control buffer is sized for more so surplus fds are received and
+/// closed rather than truncated.
+inline constexpr size_t max_fds_per_message = 8;
+
+class Connection {
+public:
+  /// Takes an already connected unix stream socket.
+  explicit Connection(UniqueFd socket);
+  Connection(Connection&&) noexcept = default;
+  Connection& operator=(Connection&&) noexcept = default;
+
+  /// Connects to the unix socket at `path`, retrying ECONNREFUSED/ENOENT
+  /// (back-end not listening yet) until `deadline`.
+  /// Errors: invalid_argument (path too long), timeout, io_error.
+  [[nodiscard]] static Result<Connection> connect(const std::string& path, Deadline deadline);
+
+  /// Sends one message: header {request, flags, body.size()} + body, with
+  /// `fds` attached to the first byte. `what` names the request in errors.
+  /// Errors: broken, io_error, disconnected (EPIPE/ECONNRESET), timeout.
+  [[nodiscard]] Result<void> send(uint32_t request, uint32_t flags, const uint8_t* body,
+                                  size_t body_size, const int* fds, size_t nfds,
+                                  Deadline deadline, const std::string& what);
+
+  /// Receives one message whose body may be at most `max_body` bytes and
+  /// which may carry at most `max_fds` fds. `what` names the pending request.
+  /// Errors: broken, disconnected (EOF, also mid-message), timeout, io_error,
+  /// oversized (size > max_body; the body is not read), bad_fds (more than
+  /// max_fds or MSG_CTRUNC; all received fds are closed).
+  [[nodiscard]] Result<Message> receive(size_t max_body, size_t max_fds, Deadline deadline,
+                                        const std::string& what);
+
+  /// Marks the connection broken with `why` (no-op if already broken).
+  void mark_broken(const Error& why);
+  [[nodiscard]] bool broken() const noexcept { return broken_.has_value(); }
+  [[nodiscard]] const std::optional<Error>& broken_reason() const noexcept { return broken_; }
+
+  /// The socket (still owned here), e.g. to watch it for hang-up.
+  [[nodiscard]] int fd() const noexcept { return sock_.get(); }
+
+  /// Closes the socket; later calls fail with errc::broken.
+  void close();
+
+private:
+  [[nodiscard]] Result<void> fail(Error e);
+  [[nodiscard]] Error broken_error(const std::string& what) const;
+
+  UniqueFd sock_;
+  std::optional<Error> broken_;
+};
+
+}  // namespace vufront

@@ -1,0 +1,35 @@
+#pragma once
+// Small helpers shared by the tests.
+
+#include <string>
+
+#include "memory/unique_fd.hpp"
+
+namespace vufront::test {
+
+/// Records the process's open fd count on construction; `leaked()` is the
+/// difference now. Tests check it is 0 after every scenario.
+class FdCount {
+public:
+  FdCount() : before_(count_open_fds()) {}
+  [[nodiscard]] int leaked() const { return count_open_fds() - before_; }
+
+private:
+  int before_;
+};
+
+/// A fresh private directory under /tmp, removed with its contents.
+class TempDir {
+public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+private:
+  std::string path_;
+};
+
+}  // namespace vufront::test
