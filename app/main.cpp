@@ -1,1 +1,69 @@
-int main() { return 0; }
+// vufront: command-line entry point. Parsing and wiring only; each command
+// lives in its own file.
+//
+// Exit status: 0 success, 1 back-end or protocol error, 2 usage error.
+
+#include <cmath>
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "app/probe_command.hpp"
+#include "protocol/virtio_config.hpp"
+
+namespace {
+
+constexpr int exit_usage = 2;
+
+std::chrono::milliseconds seconds_to_ms(double s) {
+  return std::chrono::milliseconds(static_cast<long long>(std::llround(s * 1000.0)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vufront - a vhost-user front-end.\n"
+               "Talks to vhost-user back-ends (qemu-storage-daemon, virtiofsd, DPDK, ...)\n"
+               "over their unix socket.",
+               "vufront"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "vufront 0.1.0");
+
+  // ---- probe
+  vufront::app::ProbeOptions probe;
+  std::string device = "blk";
+  double timeout_s = 5.0;
+  uint32_t config_size = 0;
+  auto* cmd_probe = app.add_subcommand(
+      "probe", "Connect to a back-end, negotiate what it offers and print features,\n"
+               "protocol features, queues, memory slots, config space and shared-memory regions.");
+  cmd_probe->add_option("SOCKET", probe.socket, "Back-end's vhost-user unix socket")->required();
+  cmd_probe->add_flag("--json", probe.json, "Print one JSON object instead of the text report");
+  cmd_probe->add_option("--timeout", timeout_s,
+                        "Seconds to wait for the socket to accept and for each reply")
+      ->default_val(5.0)
+      ->check(CLI::Range(0.001, 3600.0));
+  cmd_probe->add_option("--device", device, "Device kind, for decoding config and feature names")
+      ->default_val("blk")
+      ->check(CLI::IsMember({"blk", "net", "fs", "generic"}));
+  cmd_probe->add_option("--config-size", config_size,
+                        "Config bytes to read (default: blk 60, net 12, fs 40, generic 256)")
+      ->check(CLI::Range(1u, vufront::wire::max_config_size));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);  // prints help/version to stdout, errors to stderr
+    return rc == 0 ? 0 : exit_usage;
+  }
+
+  if (cmd_probe->parsed()) {
+    probe.device = *vufront::device_kind_from_string(device);
+    probe.timeout = seconds_to_ms(timeout_s);
+    if (config_size != 0)
+      probe.config_size = config_size;
+    return vufront::app::probe_main(probe);
+  }
+  return exit_usage;
+}

@@ -139,6 +139,23 @@ public:
 
 private:
   // (private helpers for send/ack/reply handling live in backend_client.cpp)
+  /// not_negotiated unless protocol feature `b` was acked.
+  [[nodiscard]] Result<void> require_protocol(FrontendReq req, unsigned b) const;
+  /// Sends a request without a native reply; with REPLY_ACK it carries
+  /// NEED_REPLY and the ack is awaited.
+  [[nodiscard]] Result<void> call_no_reply(FrontendReq req, const std::vector<uint8_t>& body,
+                                           const std::vector<int>& fds, Deadline deadline);
+  /// Sends a request with a native reply and receives that reply (framing
+  /// checked by Connection; the caller parses it and passes errors to
+  /// reply_error()).
+  [[nodiscard]] Result<Message> call_with_reply(FrontendReq req, const std::vector<uint8_t>& body,
+                                                const std::vector<int>& fds, Deadline deadline,
+                                                uint32_t config_size = 0);
+  /// Marks the connection broken unless `e` is a refusal; returns `e`.
+  [[nodiscard]] Error reply_error(Error e);
+  /// Parses a u64 reply of `req` (marking the connection broken on violation).
+  [[nodiscard]] Result<uint64_t> call_u64(FrontendReq req, Deadline deadline);
+
   Connection conn_;
   Timeouts timeouts_;
   uint64_t backend_features_ = 0;

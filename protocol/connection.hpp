@@ -61,7 +61,9 @@ public:
 
   /// Sends one message: header {request, flags, body.size()} + body, with
   /// `fds` attached to the first byte. `what` names the request in errors.
-  /// Errors: broken, io_error, disconnected (EPIPE/ECONNRESET), timeout.
+  /// Errors: broken, io_error, disconnected (EPIPE/ECONNRESET), timeout;
+  /// invalid_argument (body over wire::max_payload_size or more fds than one
+  /// sendmsg carries) is returned before anything is sent and does not break.
   [[nodiscard]] Result<void> send(uint32_t request, uint32_t flags, const uint8_t* body,
                                   size_t body_size, const int* fds, size_t nfds,
                                   Deadline deadline, const std::string& what);

@@ -59,7 +59,8 @@ namespace vufront::reply {
 
 /// GET_INFLIGHT_FD: 24-byte InflightDesc; exactly one fd when mmap_size != 0,
 /// none when 0; num_queues/queue_size echo the request; mmap_offset+mmap_size
-/// does not overflow. Takes the fd out of `m`.
+/// does not overflow. A declined reply (mmap_size 0) is accepted whatever its
+/// other fields say (as QEMU does). Takes the fd out of `m`.
 [[nodiscard]] Result<InflightRegion> parse_inflight(Message& m, uint16_t num_queues,
                                                     uint16_t queue_size);
 

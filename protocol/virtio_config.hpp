@@ -1,0 +1,88 @@
+#pragma once
+// Device-specific virtio config spaces that vufront reads through GET_CONFIG
+// (virtio 1.2 §5.2.4 blk, §5.1.4 net, §5.11.4 fs), as wire structs with
+// layout proofs, plus the config size vufront asks for per device kind.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "protocol/messages.hpp"
+#include "protocol/wire.hpp"
+
+namespace vufront::virtio {
+
+/// struct virtio_blk_config up to write_zeroes_may_unmap + padding (60 bytes:
+/// what qemu-storage-daemon 7.2 serves; it refuses larger reads). Packed,
+/// as in Linux's uapi header: 60 is not a multiple of capacity's alignment.
+struct __attribute__((packed)) BlkConfig {
+  uint64_t capacity;  ///< in 512-byte sectors
+  uint32_t size_max;
+  uint32_t seg_max;
+  uint16_t cylinders;
+  uint8_t heads;
+  uint8_t sectors;
+  uint32_t blk_size;
+  uint8_t physical_block_exp;
+  uint8_t alignment_offset;
+  uint16_t min_io_size;
+  uint32_t opt_io_size;
+  uint8_t writeback;
+  uint8_t unused0;
+  uint16_t num_queues;
+  uint32_t max_discard_sectors;
+  uint32_t max_discard_seg;
+  uint32_t discard_sector_alignment;
+  uint32_t max_write_zeroes_sectors;
+  uint32_t max_write_zeroes_seg;
+  uint8_t write_zeroes_may_unmap;
+  uint8_t unused1[3];
+};
+static_assert(wire::is_wire_v<BlkConfig> && sizeof(BlkConfig) == 60);
+static_assert(offsetof(BlkConfig, size_max) == 8 && offsetof(BlkConfig, seg_max) == 12);
+static_assert(offsetof(BlkConfig, cylinders) == 16 && offsetof(BlkConfig, blk_size) == 20);
+static_assert(offsetof(BlkConfig, physical_block_exp) == 24 && offsetof(BlkConfig, opt_io_size) == 28);
+static_assert(offsetof(BlkConfig, writeback) == 32 && offsetof(BlkConfig, num_queues) == 34);
+static_assert(offsetof(BlkConfig, max_discard_sectors) == 36);
+static_assert(offsetof(BlkConfig, max_write_zeroes_sectors) == 48);
+static_assert(offsetof(BlkConfig, write_zeroes_may_unmap) == 56);
+
+/// struct virtio_net_config up to mtu (12 bytes).
+struct NetConfig {
+  uint8_t mac[6];
+  uint16_t status;
+  uint16_t max_virtqueue_pairs;
+  uint16_t mtu;
+};
+static_assert(wire::is_wire_v<NetConfig> && sizeof(NetConfig) == 12);
+static_assert(offsetof(NetConfig, status) == 6 && offsetof(NetConfig, mtu) == 10);
+
+/// struct virtio_fs_config (40 bytes).
+struct FsConfig {
+  uint8_t tag[36];
+  uint32_t num_request_queues;
+};
+static_assert(wire::is_wire_v<FsConfig> && sizeof(FsConfig) == 40);
+static_assert(offsetof(FsConfig, num_request_queues) == 36);
+
+/// Bytes of device config vufront reads for a device kind (generic: 256,
+/// QEMU's VHOST_USER_MAX_CONFIG_SIZE).
+[[nodiscard]] constexpr uint32_t config_size(DeviceKind kind) noexcept {
+  switch (kind) {
+    case DeviceKind::blk: return sizeof(BlkConfig);
+    case DeviceKind::net: return sizeof(NetConfig);
+    case DeviceKind::fs: return sizeof(FsConfig);
+    case DeviceKind::generic: return 256;
+  }
+  return 256;
+}
+
+/// Named fields of a config space, in order, as printable strings; empty
+/// when the device kind has no decoder or the bytes are too few.
+using Fields = std::vector<std::pair<std::string, std::string>>;
+[[nodiscard]] Fields decode_config(DeviceKind kind, const std::vector<uint8_t>& bytes);
+
+}  // namespace vufront::virtio

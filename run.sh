@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# vufront's one-stop script: installs what is missing (Debian 12 packages),
+# configures and builds (Release, into build/), then runs.
+#
+#   ./run.sh          the main job: start a qemu-storage-daemon vhost-user-blk
+#                     back-end on a private socket and run `vufront probe` on it
+#   ./run.sh test     build and run every test (unit, integration, corpus replay)
+#   ./run.sh build    only install and build
+#   ./run.sh --help   this text
+#
+# Environment: BUILD_DIR (default build), JOBS (default: number of cores),
+#              CMAKE_ARGS (extra arguments for the configure step).
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "$0")")"
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+
+# Debian packages the build, the tests and the main job need.
+PACKAGES=(
+  cmake make g++ pkg-config
+  libcaf-dev libboost-dev nlohmann-json3-dev libcli11-dev doctest-dev
+  python3 qemu-system-common
+)
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+
+install_missing() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+      missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "run.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q >&2
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
+
+build() {
+  install_missing
+  # shellcheck disable=SC2086
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-} >/dev/null
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+}
+
+run_tests() {
+  build
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
+}
+
+# The main job: a real back-end, started here and stopped by pid whatever happens.
+run_main() {
+  build
+  local dir pid=""
+  dir=$(mktemp -d /tmp/vufront-run-XXXXXX)
+  cleanup() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -INT "$pid" 2>/dev/null || true
+      for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+  }
+  trap cleanup EXIT
+  local sock="$dir/blk.sock" img="$dir/disk.img"
+  truncate -s 64M "$img"
+  setsid qemu-storage-daemon \
+    --blockdev "driver=file,node-name=disk0,filename=$img" \
+    --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on,num-queues=2" \
+    --pidfile "$dir/qsd.pid" >"$dir/qsd.log" 2>&1 </dev/null &
+  pid=$!
+  for _ in $(seq 100); do
+    [ -S "$sock" ] && [ -s "$dir/qsd.pid" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/qsd.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "== qemu-storage-daemon (pid $pid) serving vhost-user-blk on $sock"
+  echo "== $BUILD_DIR/bin/vufront probe $sock"
+  "$BUILD_DIR/bin/vufront" probe "$sock"
+}
+
+case "${1:-main}" in
+  main) run_main ;;
+  test) run_tests ;;
+  build) build ;;
+  -h|--help|help) usage ;;
+  *) echo "run.sh: unknown command '$1'" >&2; usage >&2; exit 2 ;;
+esac

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Integration tests of `vufront probe` against real back-ends.
+
+Each test starts the back-end it needs (shared/peers start scripts), stops it
+by pid in a `finally`, and compares vufront's view with what the independent
+Python front-end shared/peers/probe.py reports for the same daemon.
+
+    test_probe.py --vufront build/bin/vufront --peers ../shared/peers [-k NAME]
+"""
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+
+ARGS = None
+
+
+class Peer:
+    """A back-end started by a shared/peers start script; stopped by pid."""
+
+    def __init__(self, script, sock, *args, env=None):
+        self.sock = sock
+        full_env = dict(os.environ, **(env or {}))
+        out = subprocess.run([os.path.join(ARGS.peers, script), sock, *args], env=full_env,
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError('%s failed: %s' % (script, out.stderr[-2000:]))
+        self.pid = int(out.stdout.strip().splitlines()[-1])
+
+    def stop(self):
+        """SIGINT, then SIGKILL after 3 s, by pid, whatever state the test left it in."""
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                for sig, wait_s in ((signal.SIGINT, 3.0), (signal.SIGKILL, 2.0)):
+                    try:
+                        os.kill(self.pid, sig)
+                    except ProcessLookupError:
+                        break
+                    if select.select([pidfd], [], [], wait_s)[0]:   # readable = exited
+                        break
+            finally:
+                os.close(pidfd)
+        subprocess.run([os.path.join(ARGS.peers, 'stop-peer.sh'), self.sock], capture_output=True)
+
+
+def vufront(*args, timeout=60):
+    return subprocess.run([ARGS.vufront, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def probe_py(sock, *args):
+    out_json = sock + '.probe.json'
+    r = subprocess.run([sys.executable, os.path.join(ARGS.peers, 'probe.py'), sock,
+                        '--json', out_json, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, 'probe.py failed:\n' + r.stdout + r.stderr
+    with open(out_json) as f:
+        return json.load(f)
+
+
+def probe_json(sock, *args):
+    r = vufront('probe', sock, '--json', *args)
+    assert r.returncode == 0, 'vufront probe exit %d: %s' % (r.returncode, r.stderr)
+    return json.loads(r.stdout)
+
+
+# ---- tests -------------------------------------------------------------------
+
+def test_qsd_matches_probe_py(tmp):
+    peer = Peer('start-qsd-blk.sh', os.path.join(tmp, 'b.sock'), os.path.join(tmp, 'b.img'))
+    try:
+        ours = probe_json(peer.sock)
+        theirs = probe_py(peer.sock)
+    finally:
+        peer.stop()
+    for key in ('features', 'protocol_features', 'queue_num', 'max_mem_slots'):
+        assert ours[key] == theirs[key], '%s: vufront %r, probe.py %r' % (key, ours[key], theirs[key])
+    assert ours['config'] == theirs['config_raw'], (ours['config'], theirs['config_raw'])
+    assert isinstance(ours['features'], int) and ours['features'] & (1 << 32)
+    assert ours['config_decoded']['capacity'].startswith('131072 sectors')
+    assert ours['backend_channel'] is True
+    # vufront acks only protocol features it implements, all of them offered
+    assert ours['protocol_features_acked'] & ~ours['protocol_features'] == 0
+    assert ours['protocol_features_acked'] & (1 << 8) == 0, 'PAGEFAULT must not be acked'
+
+
+def test_qsd_four_queues(tmp):
+    peer = Peer('start-qsd-blk.sh', os.path.join(tmp, 'q.sock'), 'null',
+                env={'QSD_NUM_QUEUES': '4'})
+    try:
+        ours = probe_json(peer.sock)
+    finally:
+        peer.stop()
+    assert ours['queue_num'] == 4, ours['queue_num']
+    assert ours['config_decoded']['num_queues'] == '4'
+
+
+def test_qsd_text_report_and_refused_config(tmp):
+    peer = Peer('start-qsd-blk.sh', os.path.join(tmp, 't.sock'), 'null')
+    try:
+        text = vufront('probe', peer.sock)
+        # qsd 7.2 refuses GET_CONFIG larger than 60 bytes with a size-0 reply:
+        # reported, not fatal, and the connection goes on (queues still read)
+        big = probe_json(peer.sock, '--config-size', '96')
+    finally:
+        peer.stop()
+    assert text.returncode == 0, text.stderr
+    for needle in ('VERSION_1', 'PROTOCOL_FEATURES', 'REPLY_ACK', 'capacity', 'max mem slots'):
+        assert needle in text.stdout, needle + ' missing from:\n' + text.stdout
+    assert big['config'] is None and 'GET_CONFIG' in big['config_error'], big
+
+
+def test_virtiofsd_matches_probe_py(tmp):
+    share = os.path.join(tmp, 'share')
+    os.mkdir(share)
+    with open(os.path.join(share, 'hello.txt'), 'w') as f:
+        f.write('hi\n')
+    # virtiofsd serves a single connection: one instance per front-end
+    peer = Peer('start-virtiofsd.sh', os.path.join(tmp, 'f1.sock'), share)
+    try:
+        ours = probe_json(peer.sock, '--device', 'fs')
+    finally:
+        peer.stop()
+    peer = Peer('start-virtiofsd.sh', os.path.join(tmp, 'f2.sock'), share)
+    try:
+        theirs = probe_py(peer.sock, '--device', 'fs', '--no-reconnect')
+    finally:
+        peer.stop()
+    for key in ('features', 'protocol_features', 'queue_num', 'max_mem_slots'):
+        assert ours[key] == theirs[key], '%s: vufront %r, probe.py %r' % (key, ours[key], theirs[key])
+    assert ours['config'] is None and ours['queue_num'] == 2
+
+
+def serve_once(path, behaviour):
+    """A hostile 'back-end': accepts one connection and misbehaves."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    done = threading.Event()
+
+    def run():
+        try:
+            srv.settimeout(30)
+            conn, _ = srv.accept()
+            behaviour(conn, done)
+            conn.close()
+        except OSError:
+            pass
+        finally:
+            srv.close()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, done
+
+
+def test_errors_and_exit_codes(tmp):
+    missing = os.path.join(tmp, 'nothing.sock')
+    r = vufront('probe', missing, '--timeout', '0.3')
+    assert r.returncode == 1, r
+    assert len(r.stderr.strip().splitlines()) == 1 and 'timeout' in r.stderr, r.stderr
+
+    r = vufront('probe')
+    assert r.returncode == 2, r
+    r = vufront('probe', missing, '--device', 'gpu')
+    assert r.returncode == 2, r
+    r = vufront('probe', missing, '--timeout', 'soon')
+    assert r.returncode == 2, r
+    r = vufront('--help')
+    assert r.returncode == 0 and 'probe' in r.stdout, r
+    r = vufront('probe', '--help')
+    assert r.returncode == 0 and '--json' in r.stdout, r
+
+    # accepts, then closes at once (QEMU's connect-fail case)
+    path = os.path.join(tmp, 'closer.sock')
+    t, _ = serve_once(path, lambda conn, done: None)
+    r = vufront('probe', path, '--timeout', '2')
+    t.join(10)
+    assert r.returncode == 1, r
+    assert 'GET_FEATURES' in r.stderr or 'SET_OWNER' in r.stderr, r.stderr
+    assert 'disconnected' in r.stderr or 'Broken pipe' in r.stderr, r.stderr
+
+    # accepts, reads, never answers: the deadline ends the wait
+    path = os.path.join(tmp, 'silent.sock')
+
+    def silent(conn, done):
+        conn.settimeout(10)
+        try:
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
+    t, _ = serve_once(path, silent)
+    r = vufront('probe', path, '--timeout', '0.5')
+    t.join(15)
+    assert r.returncode == 1, r
+    assert 'GET_FEATURES: timeout' in r.stderr, r.stderr
+
+    # answers GET_FEATURES with a reply for another request
+    path = os.path.join(tmp, 'liar.sock')
+
+    def liar(conn, done):
+        conn.settimeout(10)
+        import struct
+        conn.recv(12)                      # SET_OWNER (no reply)
+        conn.recv(12)                      # GET_FEATURES
+        conn.sendall(struct.pack('<IIIQ', 2, 5, 8, 1 << 32))
+    t, _ = serve_once(path, liar)
+    r = vufront('probe', path, '--timeout', '2')
+    t.join(15)
+    assert r.returncode == 1, r
+    assert 'GET_FEATURES: unexpected_reply' in r.stderr, r.stderr
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--vufront', required=True)
+    ap.add_argument('--peers', required=True)
+    ap.add_argument('-k', help='run only tests whose name contains this')
+    ARGS = ap.parse_args()
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith('test_') and callable(f)]
+    if ARGS.k:
+        tests = [(n, f) for n, f in tests if ARGS.k in n]
+    passed = failed = 0
+    for name, fn in tests:
+        tmp = tempfile.mkdtemp(prefix='vufront-it-')
+        try:
+            fn(tmp)
+            passed += 1
+            print('PASS', name, flush=True)
+        except Exception:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print('FAIL', name, flush=True)
+            traceback.print_exc()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print('%d passed, %d failed' % (passed, failed))
+    return 1 if failed or not passed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

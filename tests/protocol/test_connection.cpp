@@ -1,0 +1,370 @@
+// Connection: framing, fd passing, deadlines and the broken state.
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "protocol/connection.hpp"
+#include "tests/fakes/fake_backend.hpp"
+#include "tests/support.hpp"
+
+using namespace vufront;
+using namespace std::chrono_literals;
+using vufront::test::FdCount;
+
+namespace {
+
+struct Pair {
+  Connection a;
+  Connection b;
+};
+
+Pair connected_pair() {
+  auto sp = make_socketpair();
+  REQUIRE(sp.first.valid());
+  return {Connection(std::move(sp.first)), Connection(std::move(sp.second))};
+}
+
+/// A connection and the raw (blocking) peer socket, to write arbitrary bytes.
+struct RawPair {
+  Connection conn;
+  UniqueFd peer;
+};
+
+RawPair raw_pair() {
+  auto sp = make_socketpair();
+  REQUIRE(sp.first.valid());
+  return {Connection(std::move(sp.first)), std::move(sp.second)};
+}
+
+size_t unread(int fd) {
+  int n = 0;
+  REQUIRE(::ioctl(fd, FIONREAD, &n) == 0);
+  return static_cast<size_t>(n);
+}
+
+/// Writes `bytes` (with `fds` on the first sendmsg) in one go.
+void write_raw(int fd, const std::vector<uint8_t>& bytes, const std::vector<int>& fds = {}) {
+  iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<unsigned char> control;
+  if (!fds.empty()) {
+    control.assign(CMSG_SPACE(fds.size() * sizeof(int)), 0);
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    // BOUNDS: control was sized with CMSG_SPACE(fds.size() * sizeof(int)).
+    std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+  }
+  REQUIRE(::sendmsg(fd, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+}
+
+/// Writes one byte at a time, each only after the reader (watching
+/// `reader_fd`) has consumed the previous one, so every recvmsg is short.
+/// Waits are bounded by a deadline and only yield the CPU.
+void write_bytewise(int fd, int reader_fd, const std::vector<uint8_t>& bytes,
+                    const std::vector<int>& fds_on_byte0 = {}, size_t late_fd_at = SIZE_MAX,
+                    int late_fd = -1) {
+  auto deadline = deadline_in(5000ms);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::vector<int> fds;
+    if (i == 0)
+      fds = fds_on_byte0;
+    if (i == late_fd_at)
+      fds = {late_fd};
+    write_raw(fd, {bytes[i]}, fds);
+    if (i == late_fd_at)
+      break;  // the reader fails on this byte and reads no further
+    int n = 1;
+    while (Clock::now() < deadline && ::ioctl(reader_fd, FIONREAD, &n) == 0 && n > 0)
+      std::this_thread::yield();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("connection: send/receive with 0, 1 and 8 fds") {
+  FdCount leak;
+  for (size_t nfds : {size_t{0}, size_t{1}, size_t{8}}) {
+    CAPTURE(nfds);
+    auto p = connected_pair();
+    std::vector<UniqueFd> mine;
+    std::vector<int> raw;
+    for (size_t i = 0; i < nfds; ++i) {
+      mine.push_back(make_eventfd());
+      raw.push_back(mine.back().get());
+    }
+    std::vector<uint8_t> body = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    REQUIRE(p.a.send(5, 0x9, body.data(), body.size(), raw.data(), raw.size(), deadline_in(1000ms),
+                     "TEST").ok());
+    auto m = p.b.receive(64, 8, deadline_in(1000ms), "TEST");
+    REQUIRE(m.ok());
+    CHECK(m->header.request == 5);
+    CHECK(m->header.flags == 0x9);
+    CHECK(m->header.size == 9);
+    CHECK(m->body == body);
+    REQUIRE(m->fds.size() == nfds);
+    for (size_t i = 0; i < nfds; ++i) {
+      // the received fd is the same eventfd: a write on ours is readable there
+      uint64_t one = 1, got = 0;
+      REQUIRE(::write(mine[i].get(), &one, 8) == 8);
+      REQUIRE(::read(m->fds[i].get(), &got, 8) == 8);
+      CHECK(got == 1);
+      CHECK((::fcntl(m->fds[i].get(), F_GETFD) & FD_CLOEXEC) != 0);
+    }
+    // header-only message
+    REQUIRE(p.a.send(1, 0x1, nullptr, 0, nullptr, 0, deadline_in(1000ms), "TEST").ok());
+    auto e = p.b.receive(0, 0, deadline_in(1000ms), "TEST");
+    REQUIRE(e.ok());
+    CHECK(e->body.empty());
+    CHECK_FALSE(p.a.broken());
+    CHECK_FALSE(p.b.broken());
+  }
+  CHECK(leak.leaked() == 0);
+}
+
+TEST_CASE("connection: short reads of header and body, fds on the first byte") {
+  FdCount leak;
+  {
+    auto p = raw_pair();
+    auto efd = make_eventfd();
+    auto bytes = vufront::test::raw_message(24, 0x5, 4, {9, 8, 7, 6});
+    std::thread writer(
+        [&] { write_bytewise(p.peer.get(), p.conn.fd(), bytes, {efd.get()}); });
+    auto m = p.conn.receive(16, 1, deadline_in(5000ms), "TEST");
+    writer.join();
+    REQUIRE(m.ok());
+    CHECK(m->header.request == 24);
+    CHECK(m->header.size == 4);
+    CHECK(m->body == std::vector<uint8_t>{9, 8, 7, 6});
+    CHECK(m->fds.size() == 1);
+  }
+  CHECK(leak.leaked() == 0);
+}
+
+TEST_CASE("connection: fds after the first chunk are bad_fds and closed") {
+  FdCount leak;
+  for (size_t at : {size_t{5}, size_t{13}}) {  // in the header, in the body
+    CAPTURE(at);
+    auto p = raw_pair();
+    auto efd = make_eventfd();
+    auto bytes = vufront::test::raw_message(1, 0x5, 4, {1, 2, 3, 4});
+    std::thread writer([&] {
+      write_bytewise(p.peer.get(), p.conn.fd(), bytes, {}, at, efd.get());
+    });
+    auto m = p.conn.receive(16, 1, deadline_in(5000ms), "TEST");
+    writer.join();
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.error().code == errc::bad_fds);
+    CHECK(p.conn.broken());
+  }
+  CHECK(leak.leaked() == 0);
+}
+
+namespace {
+std::atomic<int> g_signals{0};
+void on_signal(int) { g_signals.fetch_add(1); }
+}  // namespace
+
+TEST_CASE("connection: signals (EINTR) do not disturb a waiting receive") {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: poll() returns EINTR
+  struct sigaction old {};
+  REQUIRE(::sigaction(SIGUSR1, &sa, &old) == 0);
+
+  auto p = raw_pair();
+  std::promise<pthread_t> tid;
+  auto fut = std::async(std::launch::async, [&] {
+    tid.set_value(::pthread_self());
+    return p.conn.receive(8, 0, deadline_in(5000ms), "TEST");
+  });
+  pthread_t t = tid.get_future().get();
+  for (int i = 0; i < 20; ++i) {
+    ::pthread_kill(t, SIGUSR1);
+    std::this_thread::yield();
+  }
+  write_raw(p.peer.get(), vufront::test::reply_u64(FrontendReq::get_features, 42));
+  REQUIRE(fut.wait_for(5s) == std::future_status::ready);
+  auto m = fut.get();
+  ::sigaction(SIGUSR1, &old, nullptr);
+  REQUIRE(m.ok());
+  CHECK(m->body.size() == 8);
+  CHECK(g_signals.load() > 0);
+}
+
+TEST_CASE("connection: receive times out, then the connection is broken") {
+  auto p = raw_pair();
+  auto start = Clock::now();
+  auto m = p.conn.receive(8, 0, deadline_in(50ms), "GET_FEATURES");
+  REQUIRE_FALSE(m.ok());
+  CHECK(m.error().code == errc::timeout);
+  CHECK(m.error().request == "GET_FEATURES");
+  CHECK(Clock::now() - start >= 50ms);
+  CHECK(Clock::now() - start < 2s);
+  CHECK(p.conn.broken());
+  // a late message is never read: the connection stays broken
+  write_raw(p.peer.get(), vufront::test::reply_u64(FrontendReq::get_features, 1));
+  auto again = p.conn.receive(8, 0, deadline_in(1000ms), "GET_STATUS");
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().code == errc::broken);
+  CHECK(again.error().request == "GET_STATUS");
+  CHECK(again.error().detail.find("GET_FEATURES: timeout") != std::string::npos);
+  auto s = p.conn.send(1, 1, nullptr, 0, nullptr, 0, deadline_in(100ms), "SET_OWNER");
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error().code == errc::broken);
+  CHECK(unread(p.conn.fd()) == 20);
+}
+
+TEST_CASE("connection: EOF at the start, mid-header and mid-body") {
+  FdCount leak;
+  SUBCASE("no bytes") {
+    auto p = raw_pair();
+    p.peer.reset();
+    auto m = p.conn.receive(8, 0, deadline_in(1000ms), "TEST");
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.error().code == errc::disconnected);
+  }
+  SUBCASE("mid-header") {
+    auto p = raw_pair();
+    write_raw(p.peer.get(), {1, 0, 0, 0, 5});
+    p.peer.reset();
+    auto m = p.conn.receive(8, 0, deadline_in(1000ms), "TEST");
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.error().code == errc::disconnected);
+    CHECK(m.error().detail.find("7 of 12 header bytes missing") != std::string::npos);
+  }
+  SUBCASE("mid-body") {
+    auto p = raw_pair();
+    write_raw(p.peer.get(), vufront::test::raw_message(1, 5, 8, {1, 2, 3}));
+    p.peer.reset();
+    auto m = p.conn.receive(8, 0, deadline_in(1000ms), "TEST");
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.error().code == errc::disconnected);
+    CHECK(m.error().detail.find("5 of 8 body bytes missing") != std::string::npos);
+    CHECK(p.conn.broken());
+  }
+  CHECK(leak.leaked() == 0);
+}
+
+TEST_CASE("connection: oversized header is refused before the body is read") {
+  auto p = raw_pair();
+  write_raw(p.peer.get(), vufront::test::raw_message(1, 5, 100, std::vector<uint8_t>(100, 0)));
+  auto m = p.conn.receive(8, 0, deadline_in(1000ms), "GET_FEATURES");
+  REQUIRE_FALSE(m.ok());
+  CHECK(m.error().code == errc::oversized);
+  CHECK(unread(p.conn.fd()) == 100);  // not a byte of the body was read
+  CHECK(p.conn.broken());
+}
+
+TEST_CASE("connection: surplus and truncated fds are bad_fds and all closed") {
+  FdCount leak;
+  struct Row {
+    size_t sent;
+    size_t allowed;
+  };
+  for (auto row : {Row{1, 0}, Row{9, 8}, Row{40, 8}}) {  // 40 > the 32-fd control buffer
+    CAPTURE(row.sent);
+    auto p = raw_pair();
+    {
+      std::vector<UniqueFd> owned;
+      std::vector<int> raw;
+      for (size_t i = 0; i < row.sent; ++i) {
+        owned.push_back(make_eventfd());
+        raw.push_back(owned.back().get());
+      }
+      write_raw(p.peer.get(), vufront::test::reply_u64(FrontendReq::get_features, 0), raw);
+    }
+    auto m = p.conn.receive(8, row.allowed, deadline_in(1000ms), "TEST");
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.error().code == errc::bad_fds);
+    CHECK(p.conn.broken());
+  }
+  CHECK(leak.leaked() == 0);
+}
+
+TEST_CASE("connection: send to a closed peer is disconnected; close() breaks") {
+  auto p = raw_pair();
+  p.peer.reset();
+  uint8_t b[8] = {};
+  auto r = p.conn.send(2, 1, b, sizeof(b), nullptr, 0, deadline_in(1000ms), "SET_FEATURES");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == errc::disconnected);
+  CHECK(r.error().request == "SET_FEATURES");
+
+  auto q = connected_pair();
+  q.a.close();
+  CHECK(q.a.broken());
+  auto s = q.a.send(3, 1, nullptr, 0, nullptr, 0, deadline_in(100ms), "SET_OWNER");
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error().code == errc::broken);
+}
+
+TEST_CASE("connection: send times out when the peer never reads") {
+  auto p = raw_pair();
+  int small = 4096;
+  ::setsockopt(p.conn.fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  std::vector<uint8_t> body(wire::max_payload_size, 0xAB);
+  Result<void> r;
+  for (int i = 0; i < 100000 && r.ok(); ++i)
+    r = p.conn.send(25, 1, body.data(), body.size(), nullptr, 0, deadline_in(30ms), "SET_CONFIG");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == errc::timeout);
+  CHECK(p.conn.broken());
+}
+
+TEST_CASE("connection: connect() times out on a missing path, works when listening") {
+  vufront::test::TempDir dir;
+  SUBCASE("missing") {
+    auto start = Clock::now();
+    auto c = Connection::connect(dir.file("nobody.sock"), deadline_in(100ms));
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().code == errc::timeout);
+    CHECK(Clock::now() - start >= 100ms);
+    CHECK(Clock::now() - start < 3s);
+  }
+  SUBCASE("path too long") {
+    auto c = Connection::connect(std::string(200, 'x'), deadline_in(100ms));
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().code == errc::invalid_argument);
+  }
+  SUBCASE("listening") {
+    FdCount leak;
+    {
+      auto path = dir.file("be.sock");
+      auto lfd = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      REQUIRE(lfd.valid());
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+      REQUIRE(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+      REQUIRE(::listen(lfd.get(), 4) == 0);
+      auto c = Connection::connect(path, deadline_in(2000ms));
+      REQUIRE(c.ok());
+      auto peer = Connection(UniqueFd::adopt(::accept4(lfd.get(), nullptr, nullptr, SOCK_CLOEXEC)));
+      REQUIRE(c->send(3, 1, nullptr, 0, nullptr, 0, deadline_in(1000ms), "SET_OWNER").ok());
+      auto m = peer.receive(0, 0, deadline_in(1000ms), "peer");
+      REQUIRE(m.ok());
+      CHECK(m->header.request == 3);
+    }
+    CHECK(leak.leaked() == 0);
+  }
+}
