@@ -1,0 +1,96 @@
+#include "tests/integration/peer_process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "memory/unique_fd.hpp"
+
+namespace vufront::test {
+
+namespace {
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
+  }
+  return out + "'";
+}
+
+/// Waits until `pid` exits or `ms` pass; true if it is gone.
+bool wait_gone(int pid, int ms) {
+  auto pidfd = UniqueFd::adopt(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd)
+    return errno == ESRCH;
+  pollfd p{pidfd.get(), POLLIN, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, ms);
+  } while (r < 0 && errno == EINTR);
+  return r > 0;
+}
+
+}  // namespace
+
+std::string PeerProcess::peers_dir() { return VUFRONT_PEERS_DIR; }
+
+PeerProcess::PeerProcess(std::string socket, std::vector<std::string> argv,
+                         std::vector<std::string> env)
+    : socket_(std::move(socket)) {
+  std::string cmd;
+  for (const auto& e : env)
+    cmd += e + " ";
+  for (const auto& a : argv)
+    cmd += shell_quote(a) + " ";
+  cmd += "2>&1";
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (f == nullptr)
+    throw std::runtime_error("popen failed for: " + cmd);
+  std::string out, last;
+  char line[512];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    out += line;
+    last = line;
+  }
+  int status = ::pclose(f);
+  char* end = nullptr;
+  long pid = std::strtol(last.c_str(), &end, 10);
+  if (status != 0 || pid <= 0)
+    throw std::runtime_error("start of back-end failed: " + cmd + "\n" + out);
+  pid_ = static_cast<int>(pid);
+}
+
+PeerProcess::~PeerProcess() { stop(); }
+
+void PeerProcess::stop() {
+  if (pid_ <= 0)
+    return;
+  if (::kill(pid_, SIGINT) == 0 && !wait_gone(pid_, 3000)) {
+    ::kill(pid_, SIGKILL);
+    wait_gone(pid_, 2000);
+  }
+  pid_ = -1;
+  ::unlink(socket_.c_str());
+  ::unlink((socket_ + ".pid").c_str());
+  ::unlink((socket_ + ".log").c_str());
+}
+
+std::vector<std::string> qsd_command(const std::string& socket, const std::string& image) {
+  return {PeerProcess::peers_dir() + "/start-qsd-blk.sh", socket, image};
+}
+
+std::vector<std::string> virtiofsd_command(const std::string& socket, const std::string& dir) {
+  return {PeerProcess::peers_dir() + "/start-virtiofsd.sh", socket, dir};
+}
+
+}  // namespace vufront::test

@@ -1,0 +1,43 @@
+#pragma once
+// A real back-end process for integration tests: started through one of the
+// shared/peers start scripts (or any command that prints its pid as the last
+// line of stdout once its socket is ready) and stopped by pid when the
+// object dies — also when the test fails.
+
+#include <string>
+#include <vector>
+
+namespace vufront::test {
+
+class PeerProcess {
+public:
+  /// Runs `argv` (a start script), whose last stdout line must be the pid.
+  /// `env` entries are "NAME=value". Throws std::runtime_error on failure
+  /// (the test then fails with the script's output in the message).
+  PeerProcess(std::string socket, std::vector<std::string> argv,
+              std::vector<std::string> env = {});
+  ~PeerProcess();
+  PeerProcess(const PeerProcess&) = delete;
+  PeerProcess& operator=(const PeerProcess&) = delete;
+
+  [[nodiscard]] const std::string& socket() const { return socket_; }
+  [[nodiscard]] int pid() const { return pid_; }
+  /// SIGINT, then SIGKILL after 3 s; waits (pidfd, bounded) until it is gone.
+  void stop();
+
+  /// Directory of the shared peer scripts (compile-time VUFRONT_PEERS_DIR).
+  [[nodiscard]] static std::string peers_dir();
+
+private:
+  std::string socket_;
+  int pid_ = -1;
+};
+
+/// qemu-storage-daemon vhost-user-blk on `socket` backed by `image` ("null" for null-co).
+[[nodiscard]] std::vector<std::string> qsd_command(const std::string& socket,
+                                                   const std::string& image);
+/// virtiofsd sharing `dir` on `socket` (single connection).
+[[nodiscard]] std::vector<std::string> virtiofsd_command(const std::string& socket,
+                                                         const std::string& dir);
+
+}  // namespace vufront::test

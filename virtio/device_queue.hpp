@@ -1,0 +1,116 @@
+#pragma once
+// The device side of a virtqueue, for vufront's reference back-end: reads
+// available chains and writes used entries, split or packed. The driver is
+// untrusted: every index, length and address it wrote is checked, every
+// descriptor is copied out of shared memory once before it is validated and
+// used, and a malformed ring yields an invalid_payload error, never a crash
+// or an access outside the translated buffers. After such an error the queue
+// is broken (every later pop/push fails with bad_state), as a device would
+// set DEVICE_NEEDS_RESET.
+//
+// Limits on top of the spec: an indirect descriptor must be the only
+// descriptor of its chain (the spec forbids INDIRECT|NEXT, Linux never puts
+// direct descriptors before one); packed buffer ids must be < queue size.
+// Event suppression: none; needs_notify() is always true.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <optional>
+#include <vector>
+
+#include "protocol/error.hpp"
+#include "virtio/ring_layout.hpp"
+
+namespace vufront::virtio {
+
+/// Translates `[addr, addr+len)` to a host pointer, nullptr unless the whole
+/// range is mapped.
+using Translate = std::function<uint8_t*(uint64_t addr, uint64_t len)>;
+
+struct DeviceQueueConfig {
+  RingKind kind = RingKind::split;
+  uint16_t size = 0;
+  uint64_t desc_addr = 0;    ///< SET_VRING_ADDR desc (ring address space)
+  uint64_t driver_addr = 0;  ///< avail (split) / driver event area (packed)
+  uint64_t device_addr = 0;  ///< used (split) / device event area (packed)
+  uint32_t base = 0;         ///< SET_VRING_BASE num (§10.4 encoding)
+};
+
+/// One buffer of a popped chain, already translated and bounds-checked.
+struct Segment {
+  uint8_t* ptr = nullptr;
+  uint32_t len = 0;
+  bool writable = false;
+};
+
+struct Chain {
+  uint16_t id = 0;  ///< head index (split) / buffer id (packed): what push() takes
+  std::vector<Segment> segments;  ///< readable ones first
+
+  [[nodiscard]] uint64_t readable_bytes() const noexcept;
+  [[nodiscard]] uint64_t writable_bytes() const noexcept;
+};
+
+/// Move-only: exactly one owner serves a ring.
+class DeviceQueue {
+public:
+  DeviceQueue(DeviceQueue&&) noexcept = default;
+  DeviceQueue& operator=(DeviceQueue&&) noexcept = default;
+  DeviceQueue(const DeviceQueue&) = delete;
+  DeviceQueue& operator=(const DeviceQueue&) = delete;
+  ~DeviceQueue() = default;
+
+  /// `ring` translates the ring addresses (user addresses in vhost-user),
+  /// `buffer` translates descriptor addresses (GPAs). Both must stay valid
+  /// while the queue lives. Split: the used idx is read from the used ring.
+  /// Errors: invalid_argument (queue size, misaligned or unmapped ring area,
+  /// base out of range for the kind/size).
+  [[nodiscard]] static Result<DeviceQueue> create(Translate ring, Translate buffer,
+                                                  const DeviceQueueConfig& config);
+
+  /// The next available chain, nullopt if none. Errors: invalid_payload
+  /// (malformed ring: index out of range, loop, bad indirect table, unmapped
+  /// buffer, readable after writable, head/id already in flight), bad_state
+  /// (queue broken by an earlier error).
+  [[nodiscard]] Result<std::optional<Chain>> pop();
+
+  /// Completes the chain `id` with `written` bytes. Errors: invalid_argument
+  /// (id not in flight), bad_state (queue broken).
+  [[nodiscard]] Result<void> push(uint16_t id, uint32_t written);
+
+  /// GET_VRING_BASE value: split = next avail idx; packed = §10.4 encoding.
+  [[nodiscard]] uint32_t base() const noexcept;
+  /// Whether the driver wants an interrupt after push(): always (no EVENT_IDX).
+  [[nodiscard]] bool needs_notify() const noexcept { return true; }
+  [[nodiscard]] uint16_t in_flight() const noexcept { return in_flight_count_; }
+  [[nodiscard]] bool broken() const noexcept { return broken_; }
+
+private:
+  DeviceQueue() = default;
+  [[nodiscard]] Error fail(std::string detail);
+  [[nodiscard]] Result<void> add_segment(Chain& chain, uint64_t addr, uint32_t len,
+                                         uint16_t flags, bool& seen_writable);
+  [[nodiscard]] Result<void> walk_indirect(Chain& chain, uint64_t addr, uint32_t len);
+  [[nodiscard]] Result<std::optional<Chain>> pop_split();
+  [[nodiscard]] Result<std::optional<Chain>> pop_packed();
+
+  Translate buffer_;
+  RingKind kind_ = RingKind::split;
+  uint16_t size_ = 0;
+  uint8_t* desc_ = nullptr;
+  uint8_t* driver_ = nullptr;
+  uint8_t* device_ = nullptr;
+  bool broken_ = false;
+
+  uint16_t in_flight_count_ = 0;
+  std::vector<uint16_t> chain_len_;  ///< ring descriptors per in-flight id
+  std::vector<bool> in_flight_;
+
+  uint16_t last_avail_ = 0;  ///< split, free-running
+  uint16_t used_idx_ = 0;    ///< split, free-running
+  PackedPos next_avail_;     ///< packed
+  PackedPos next_used_;      ///< packed
+};
+
+}  // namespace vufront::virtio
