@@ -41,14 +41,18 @@ struct __attribute__((packed)) BlkConfig {
   uint8_t write_zeroes_may_unmap;
   uint8_t unused1[3];
 };
-static_assert(wire::is_wire_v<BlkConfig> && sizeof(BlkConfig) == 60);
-static_assert(offsetof(BlkConfig, size_max) == 8 && offsetof(BlkConfig, seg_max) == 12);
-static_assert(offsetof(BlkConfig, cylinders) == 16 && offsetof(BlkConfig, blk_size) == 20);
-static_assert(offsetof(BlkConfig, physical_block_exp) == 24 && offsetof(BlkConfig, opt_io_size) == 28);
-static_assert(offsetof(BlkConfig, writeback) == 32 && offsetof(BlkConfig, num_queues) == 34);
-static_assert(offsetof(BlkConfig, max_discard_sectors) == 36);
-static_assert(offsetof(BlkConfig, max_write_zeroes_sectors) == 48);
-static_assert(offsetof(BlkConfig, write_zeroes_may_unmap) == 56);
+VUFRONT_LAYOUT_SIZE(BlkConfig, 60);
+VUFRONT_LAYOUT_AT(BlkConfig, size_max, 8);
+VUFRONT_LAYOUT_AT(BlkConfig, seg_max, 12);
+VUFRONT_LAYOUT_AT(BlkConfig, cylinders, 16);
+VUFRONT_LAYOUT_AT(BlkConfig, blk_size, 20);
+VUFRONT_LAYOUT_AT(BlkConfig, physical_block_exp, 24);
+VUFRONT_LAYOUT_AT(BlkConfig, opt_io_size, 28);
+VUFRONT_LAYOUT_AT(BlkConfig, writeback, 32);
+VUFRONT_LAYOUT_AT(BlkConfig, num_queues, 34);
+VUFRONT_LAYOUT_AT(BlkConfig, max_discard_sectors, 36);
+VUFRONT_LAYOUT_AT(BlkConfig, max_write_zeroes_sectors, 48);
+VUFRONT_LAYOUT_AT(BlkConfig, write_zeroes_may_unmap, 56);
 
 /// struct virtio_net_config up to mtu (12 bytes).
 struct NetConfig {
@@ -57,16 +61,18 @@ struct NetConfig {
   uint16_t max_virtqueue_pairs;
   uint16_t mtu;
 };
-static_assert(wire::is_wire_v<NetConfig> && sizeof(NetConfig) == 12);
-static_assert(offsetof(NetConfig, status) == 6 && offsetof(NetConfig, mtu) == 10);
+VUFRONT_LAYOUT_SIZE(NetConfig, 12);
+VUFRONT_LAYOUT_AT(NetConfig, status, 6);
+VUFRONT_LAYOUT_AT(NetConfig, max_virtqueue_pairs, 8);
+VUFRONT_LAYOUT_AT(NetConfig, mtu, 10);
 
 /// struct virtio_fs_config (40 bytes).
 struct FsConfig {
   uint8_t tag[36];
   uint32_t num_request_queues;
 };
-static_assert(wire::is_wire_v<FsConfig> && sizeof(FsConfig) == 40);
-static_assert(offsetof(FsConfig, num_request_queues) == 36);
+VUFRONT_LAYOUT_SIZE(FsConfig, 40);
+VUFRONT_LAYOUT_AT(FsConfig, num_request_queues, 36);
 
 /// Bytes of device config vufront reads for a device kind (generic: 256,
 /// QEMU's VHOST_USER_MAX_CONFIG_SIZE).

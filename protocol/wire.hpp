@@ -152,97 +152,99 @@ inline constexpr bool is_wire_v = std::is_trivially_copyable_v<T> &&
                                   std::is_standard_layout_v<T> &&
                                   std::has_unique_object_representations_v<T>;
 
-#define VUFRONT_WIRE_SIZE(T, n) \
-  static_assert(is_wire_v<T>, #T " must be a padding-free trivially copyable struct"); \
+/// Layout proofs, used for every wire struct of the project (also virtio/):
+/// VUFRONT_LAYOUT_SIZE(T, n) — padding-free, trivially copyable, n bytes;
+/// VUFRONT_LAYOUT_AT(T, field, off) — field at that offset.
+#define VUFRONT_LAYOUT_SIZE(T, n)                                                  \
+  static_assert(::vufront::wire::is_wire_v<T>,                                     \
+                #T " must be a padding-free trivially copyable struct");           \
   static_assert(sizeof(T) == (n), #T " has the wrong size")
-#define VUFRONT_WIRE_AT(T, field, off) \
+#define VUFRONT_LAYOUT_AT(T, field, off) \
   static_assert(offsetof(T, field) == (off), #T "::" #field " is at the wrong offset")
 
-VUFRONT_WIRE_SIZE(Header, 12);
-VUFRONT_WIRE_AT(Header, request, 0);
-VUFRONT_WIRE_AT(Header, flags, 4);
-VUFRONT_WIRE_AT(Header, size, 8);
+VUFRONT_LAYOUT_SIZE(Header, 12);
+VUFRONT_LAYOUT_AT(Header, request, 0);
+VUFRONT_LAYOUT_AT(Header, flags, 4);
+VUFRONT_LAYOUT_AT(Header, size, 8);
 
-VUFRONT_WIRE_SIZE(U64, 8);
-VUFRONT_WIRE_AT(U64, value, 0);
+VUFRONT_LAYOUT_SIZE(U64, 8);
+VUFRONT_LAYOUT_AT(U64, value, 0);
 
-VUFRONT_WIRE_SIZE(VringState, 8);
-VUFRONT_WIRE_AT(VringState, index, 0);
-VUFRONT_WIRE_AT(VringState, num, 4);
+VUFRONT_LAYOUT_SIZE(VringState, 8);
+VUFRONT_LAYOUT_AT(VringState, index, 0);
+VUFRONT_LAYOUT_AT(VringState, num, 4);
 
-VUFRONT_WIRE_SIZE(VringAddr, 40);
-VUFRONT_WIRE_AT(VringAddr, index, 0);
-VUFRONT_WIRE_AT(VringAddr, flags, 4);
-VUFRONT_WIRE_AT(VringAddr, desc, 8);
-VUFRONT_WIRE_AT(VringAddr, used, 16);
-VUFRONT_WIRE_AT(VringAddr, avail, 24);
-VUFRONT_WIRE_AT(VringAddr, log, 32);
+VUFRONT_LAYOUT_SIZE(VringAddr, 40);
+VUFRONT_LAYOUT_AT(VringAddr, index, 0);
+VUFRONT_LAYOUT_AT(VringAddr, flags, 4);
+VUFRONT_LAYOUT_AT(VringAddr, desc, 8);
+VUFRONT_LAYOUT_AT(VringAddr, used, 16);
+VUFRONT_LAYOUT_AT(VringAddr, avail, 24);
+VUFRONT_LAYOUT_AT(VringAddr, log, 32);
 
-VUFRONT_WIRE_SIZE(MemoryRegion, 32);
-VUFRONT_WIRE_AT(MemoryRegion, guest_phys_addr, 0);
-VUFRONT_WIRE_AT(MemoryRegion, memory_size, 8);
-VUFRONT_WIRE_AT(MemoryRegion, user_addr, 16);
-VUFRONT_WIRE_AT(MemoryRegion, mmap_offset, 24);
+VUFRONT_LAYOUT_SIZE(MemoryRegion, 32);
+VUFRONT_LAYOUT_AT(MemoryRegion, guest_phys_addr, 0);
+VUFRONT_LAYOUT_AT(MemoryRegion, memory_size, 8);
+VUFRONT_LAYOUT_AT(MemoryRegion, user_addr, 16);
+VUFRONT_LAYOUT_AT(MemoryRegion, mmap_offset, 24);
 
-VUFRONT_WIRE_SIZE(MemoryTableHeader, 8);
-VUFRONT_WIRE_AT(MemoryTableHeader, nregions, 0);
-VUFRONT_WIRE_AT(MemoryTableHeader, padding, 4);
+VUFRONT_LAYOUT_SIZE(MemoryTableHeader, 8);
+VUFRONT_LAYOUT_AT(MemoryTableHeader, nregions, 0);
+VUFRONT_LAYOUT_AT(MemoryTableHeader, padding, 4);
 
-VUFRONT_WIRE_SIZE(SingleMemoryRegion, 40);
-VUFRONT_WIRE_AT(SingleMemoryRegion, padding, 0);
-VUFRONT_WIRE_AT(SingleMemoryRegion, region, 8);
+VUFRONT_LAYOUT_SIZE(SingleMemoryRegion, 40);
+VUFRONT_LAYOUT_AT(SingleMemoryRegion, padding, 0);
+VUFRONT_LAYOUT_AT(SingleMemoryRegion, region, 8);
 
-VUFRONT_WIRE_SIZE(Log, 16);
-VUFRONT_WIRE_AT(Log, mmap_size, 0);
-VUFRONT_WIRE_AT(Log, mmap_offset, 8);
+VUFRONT_LAYOUT_SIZE(Log, 16);
+VUFRONT_LAYOUT_AT(Log, mmap_size, 0);
+VUFRONT_LAYOUT_AT(Log, mmap_offset, 8);
 
-VUFRONT_WIRE_SIZE(Iotlb, 32);
-VUFRONT_WIRE_AT(Iotlb, iova, 0);
-VUFRONT_WIRE_AT(Iotlb, size, 8);
-VUFRONT_WIRE_AT(Iotlb, uaddr, 16);
-VUFRONT_WIRE_AT(Iotlb, perm, 24);
-VUFRONT_WIRE_AT(Iotlb, type, 25);
-VUFRONT_WIRE_AT(Iotlb, padding, 26);
+VUFRONT_LAYOUT_SIZE(Iotlb, 32);
+VUFRONT_LAYOUT_AT(Iotlb, iova, 0);
+VUFRONT_LAYOUT_AT(Iotlb, size, 8);
+VUFRONT_LAYOUT_AT(Iotlb, uaddr, 16);
+VUFRONT_LAYOUT_AT(Iotlb, perm, 24);
+VUFRONT_LAYOUT_AT(Iotlb, type, 25);
+VUFRONT_LAYOUT_AT(Iotlb, padding, 26);
 
-VUFRONT_WIRE_SIZE(ConfigHeader, 12);
-VUFRONT_WIRE_AT(ConfigHeader, offset, 0);
-VUFRONT_WIRE_AT(ConfigHeader, size, 4);
-VUFRONT_WIRE_AT(ConfigHeader, flags, 8);
+VUFRONT_LAYOUT_SIZE(ConfigHeader, 12);
+VUFRONT_LAYOUT_AT(ConfigHeader, offset, 0);
+VUFRONT_LAYOUT_AT(ConfigHeader, size, 4);
+VUFRONT_LAYOUT_AT(ConfigHeader, flags, 8);
 
-VUFRONT_WIRE_SIZE(VringArea, 24);
-VUFRONT_WIRE_AT(VringArea, u64, 0);
-VUFRONT_WIRE_AT(VringArea, size, 8);
-VUFRONT_WIRE_AT(VringArea, offset, 16);
+VUFRONT_LAYOUT_SIZE(VringArea, 24);
+VUFRONT_LAYOUT_AT(VringArea, u64, 0);
+VUFRONT_LAYOUT_AT(VringArea, size, 8);
+VUFRONT_LAYOUT_AT(VringArea, offset, 16);
 
-VUFRONT_WIRE_SIZE(InflightDesc, 24);
-VUFRONT_WIRE_AT(InflightDesc, mmap_size, 0);
-VUFRONT_WIRE_AT(InflightDesc, mmap_offset, 8);
-VUFRONT_WIRE_AT(InflightDesc, num_queues, 16);
-VUFRONT_WIRE_AT(InflightDesc, queue_size, 18);
-VUFRONT_WIRE_AT(InflightDesc, padding, 20);
+VUFRONT_LAYOUT_SIZE(InflightDesc, 24);
+VUFRONT_LAYOUT_AT(InflightDesc, mmap_size, 0);
+VUFRONT_LAYOUT_AT(InflightDesc, mmap_offset, 8);
+VUFRONT_LAYOUT_AT(InflightDesc, num_queues, 16);
+VUFRONT_LAYOUT_AT(InflightDesc, queue_size, 18);
+VUFRONT_LAYOUT_AT(InflightDesc, padding, 20);
 
-VUFRONT_WIRE_SIZE(SharedObject, 16);
-VUFRONT_WIRE_AT(SharedObject, uuid, 0);
+VUFRONT_LAYOUT_SIZE(SharedObject, 16);
+VUFRONT_LAYOUT_AT(SharedObject, uuid, 0);
 
-VUFRONT_WIRE_SIZE(DeviceStateTransfer, 8);
-VUFRONT_WIRE_AT(DeviceStateTransfer, direction, 0);
-VUFRONT_WIRE_AT(DeviceStateTransfer, phase, 4);
+VUFRONT_LAYOUT_SIZE(DeviceStateTransfer, 8);
+VUFRONT_LAYOUT_AT(DeviceStateTransfer, direction, 0);
+VUFRONT_LAYOUT_AT(DeviceStateTransfer, phase, 4);
 
-VUFRONT_WIRE_SIZE(ShmemMap, 40);
-VUFRONT_WIRE_AT(ShmemMap, shmid, 0);
-VUFRONT_WIRE_AT(ShmemMap, padding, 1);
-VUFRONT_WIRE_AT(ShmemMap, fd_offset, 8);
-VUFRONT_WIRE_AT(ShmemMap, shm_offset, 16);
-VUFRONT_WIRE_AT(ShmemMap, len, 24);
-VUFRONT_WIRE_AT(ShmemMap, flags, 32);
+VUFRONT_LAYOUT_SIZE(ShmemMap, 40);
+VUFRONT_LAYOUT_AT(ShmemMap, shmid, 0);
+VUFRONT_LAYOUT_AT(ShmemMap, padding, 1);
+VUFRONT_LAYOUT_AT(ShmemMap, fd_offset, 8);
+VUFRONT_LAYOUT_AT(ShmemMap, shm_offset, 16);
+VUFRONT_LAYOUT_AT(ShmemMap, len, 24);
+VUFRONT_LAYOUT_AT(ShmemMap, flags, 32);
 
-VUFRONT_WIRE_SIZE(ShmemConfig, 2056);
-VUFRONT_WIRE_AT(ShmemConfig, nregions, 0);
-VUFRONT_WIRE_AT(ShmemConfig, padding, 4);
-VUFRONT_WIRE_AT(ShmemConfig, sizes, 8);
+VUFRONT_LAYOUT_SIZE(ShmemConfig, 2056);
+VUFRONT_LAYOUT_AT(ShmemConfig, nregions, 0);
+VUFRONT_LAYOUT_AT(ShmemConfig, padding, 4);
+VUFRONT_LAYOUT_AT(ShmemConfig, sizes, 8);
 
-#undef VUFRONT_WIRE_SIZE
-#undef VUFRONT_WIRE_AT
 
 /// The largest payload any vhost-user message we handle may carry: a GET_CONFIG
 /// reply at the config bound (4096). Headers announcing more are refused

@@ -90,14 +90,6 @@ struct PackedEvent {
   uint16_t flags;     ///< ring_event_flags_*
 };
 
-// Layout proofs in the style of protocol/wire.hpp (whose macros are private to it).
-#define VUFRONT_LAYOUT_SIZE(T, n) \
-  static_assert(::vufront::wire::is_wire_v<T>,                                   \
-                #T " must be a padding-free trivially copyable struct");          \
-  static_assert(sizeof(T) == (n), #T " has the wrong size")
-#define VUFRONT_LAYOUT_AT(T, field, off) \
-  static_assert(offsetof(T, field) == (off), #T "::" #field " is at the wrong offset")
-
 VUFRONT_LAYOUT_SIZE(SplitDesc, 16);
 VUFRONT_LAYOUT_AT(SplitDesc, addr, 0);
 VUFRONT_LAYOUT_AT(SplitDesc, len, 8);
