@@ -55,9 +55,11 @@ run_tests() {
 # The main job: a real back-end, started here and stopped by pid whatever happens.
 run_main() {
   build
-  local dir pid=""
-  dir=$(mktemp -d /tmp/vufront-run-XXXXXX)
+  # globals, not locals: the EXIT trap runs after this function has returned
+  RUN_DIR=$(mktemp -d /tmp/vufront-run-XXXXXX)
+  RUN_PID=""
   cleanup() {
+    local pid=$RUN_PID dir=$RUN_DIR
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill -INT "$pid" 2>/dev/null || true
       for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -66,6 +68,7 @@ run_main() {
     rm -rf "$dir"
   }
   trap cleanup EXIT
+  local dir=$RUN_DIR pid
   local sock="$dir/blk.sock" img="$dir/disk.img"
   truncate -s 64M "$img"
   setsid qemu-storage-daemon \
@@ -73,6 +76,7 @@ run_main() {
     --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on,num-queues=2" \
     --pidfile "$dir/qsd.pid" >"$dir/qsd.log" 2>&1 </dev/null &
   pid=$!
+  RUN_PID=$pid
   for _ in $(seq 100); do
     [ -S "$sock" ] && [ -s "$dir/qsd.pid" ] && break
     kill -0 "$pid" 2>/dev/null || { cat "$dir/qsd.log" >&2; exit 1; }
