@@ -140,58 +140,48 @@ Result<virtio::Used> DirectDevice::submit(uint16_t q, const std::vector<virtio::
   return used;
 }
 
-Result<void> DirectDevice::blk_write(uint16_t q, uint64_t sector, const std::vector<uint8_t>& d) {
+Result<virtio::BlkRequest> DirectDevice::blk_request(
+    uint16_t q, const std::function<Result<virtio::BlkRequest>(virtio::GuestScratch&)>& build) {
   auto& s = scratch(q);
   s.reset();
-  auto req = virtio::blk_write(s, sector, d);
+  auto req = build(s);
   if (!req)
-    return fail(std::move(req));
+    return req;
   auto used = submit(q, req->chain);
   if (!used)
     return fail(std::move(used));
-  return virtio::blk_status(s, *req, used->len);
+  if (auto st = virtio::blk_status(s, *req, used->len); !st)
+    return std::move(st).error();
+  return req;
+}
+
+Result<void> DirectDevice::blk_write(uint16_t q, uint64_t sector, const std::vector<uint8_t>& d) {
+  auto req = blk_request(q, [&](auto& s) { return virtio::blk_write(s, sector, d); });
+  if (!req)
+    return fail(std::move(req));
+  return ok();
 }
 
 Result<std::vector<uint8_t>> DirectDevice::blk_read(uint16_t q, uint64_t sector, uint32_t len) {
-  auto& s = scratch(q);
-  s.reset();
-  auto req = virtio::blk_read(s, sector, len);
+  auto req = blk_request(q, [&](auto& s) { return virtio::blk_read(s, sector, len); });
   if (!req)
     return fail(std::move(req));
-  auto used = submit(q, req->chain);
-  if (!used)
-    return fail(std::move(used));
-  if (auto st = virtio::blk_status(s, *req, used->len); !st)
-    return std::move(st).error();
-  return virtio::blk_data(s, *req);
+  return virtio::blk_data(scratch(q), *req);
 }
 
 Result<void> DirectDevice::blk_flush(uint16_t q) {
-  auto& s = scratch(q);
-  s.reset();
-  auto req = virtio::blk_flush(s);
+  auto req = blk_request(q, [](auto& s) { return virtio::blk_flush(s); });
   if (!req)
     return fail(std::move(req));
-  auto used = submit(q, req->chain);
-  if (!used)
-    return fail(std::move(used));
-  return virtio::blk_status(s, *req, used->len);
+  return ok();
 }
 
 Result<std::string> DirectDevice::blk_get_id(uint16_t q) {
-  auto& s = scratch(q);
-  s.reset();
-  auto req = virtio::blk_get_id(s);
+  auto req = blk_request(q, [](auto& s) { return virtio::blk_get_id(s); });
   if (!req)
     return fail(std::move(req));
-  auto used = submit(q, req->chain);
-  if (!used)
-    return fail(std::move(used));
-  if (auto st = virtio::blk_status(s, *req, used->len); !st)
-    return std::move(st).error();
-  auto bytes = virtio::blk_data(s, *req);
   std::string id;
-  for (uint8_t b : bytes) {
+  for (uint8_t b : virtio::blk_data(scratch(q), *req)) {
     if (b == 0)
       break;
     id.push_back(static_cast<char>(b));

@@ -5,6 +5,7 @@
 // The back-end channel is not negotiated here (nothing would serve it).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,6 +62,10 @@ private:
   };
   DirectDevice(BackendClient client, GuestMemory mem)
       : client_(std::move(client)), mem_(std::move(mem)) {}
+  /// Builds a blk request in queue q's (reset) scratch area, submits it and
+  /// checks the status byte.
+  [[nodiscard]] Result<virtio::BlkRequest> blk_request(
+      uint16_t q, const std::function<Result<virtio::BlkRequest>(virtio::GuestScratch&)>& build);
   [[nodiscard]] Result<void> setup_queue(uint16_t index, const DirectDeviceOptions& o,
                                          uint64_t rings_gpa, uint64_t scratch_gpa);
 
