@@ -1,0 +1,183 @@
+#include "backend/options.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cctype>
+#include <limits>
+
+#include "protocol/messages.hpp"
+
+namespace vufront::backend {
+
+namespace {
+
+constexpr const char* op = "command line";
+
+std::optional<uint64_t> parse_u64(const std::string& s) {
+  if (s.empty() || s.size() > 20)
+    return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (!std::isdigit(static_cast<unsigned char>(c)))
+      return std::nullopt;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (std::numeric_limits<uint64_t>::max() - d) / 10)
+      return std::nullopt;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+std::string upper(std::string s) {
+  for (char& c : s)
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+Result<uint64_t> parse_size(const std::string& text) {
+  if (text.empty())
+    return make_error(errc::invalid_argument, op, "empty size");
+  std::string digits = text;
+  unsigned shift = 0;
+  switch (std::toupper(static_cast<unsigned char>(text.back()))) {
+    case 'K': shift = 10; break;
+    case 'M': shift = 20; break;
+    case 'G': shift = 30; break;
+    default: break;
+  }
+  if (shift != 0)
+    digits.pop_back();
+  const auto v = parse_u64(digits);
+  if (!v || *v > (std::numeric_limits<uint64_t>::max() >> shift))
+    return make_error(errc::invalid_argument, op, "bad size '" + text + "'");
+  return *v << shift;
+}
+
+Result<uint32_t> parse_request(const std::string& text) {
+  if (const auto n = parse_u64(text)) {
+    if (*n <= frontend_req_max && frontend_req_from_code(static_cast<uint32_t>(*n)))
+      return static_cast<uint32_t>(*n);
+    return make_error(errc::invalid_argument, op, "unknown request code " + text);
+  }
+  const std::string want = upper(text);
+  for (uint32_t code = 1; code <= frontend_req_max; ++code) {
+    const auto r = frontend_req_from_code(code);
+    if (r && want == name(*r))
+      return code;
+  }
+  return make_error(errc::invalid_argument, op, "unknown request name '" + text + "'");
+}
+
+Result<FaultSpec> parse_fault(FaultKind kind, const std::string& text) {
+  FaultSpec f;
+  f.kind = kind;
+  const auto colon = text.find(':');
+  auto req = parse_request(text.substr(0, colon));
+  if (!req)
+    return req.error();
+  f.request = *req;
+  if (colon == std::string::npos) {
+    if (kind == FaultKind::delay)
+      return make_error(errc::invalid_argument, op, "--delay-reply needs REQ:MS, got '" + text + "'");
+    return f;
+  }
+  const auto n = parse_u64(text.substr(colon + 1));
+  if (!n || *n > std::numeric_limits<uint32_t>::max() || (kind != FaultKind::delay && *n == 0))
+    return make_error(errc::invalid_argument, op, "bad number in '" + text + "'");
+  if (kind == FaultKind::delay)
+    f.delay_ms = static_cast<uint32_t>(*n);
+  else
+    f.nth = static_cast<uint32_t>(*n);
+  return f;
+}
+
+Result<std::vector<Refusal>> parse_refusal(const std::string& text) {
+  bool want_virtio = true, want_proto = true;
+  std::string rest = text;
+  if (rest.rfind("virtio:", 0) == 0) {
+    want_proto = false;
+    rest = rest.substr(7);
+  } else if (rest.rfind("proto:", 0) == 0) {
+    want_virtio = false;
+    rest = rest.substr(6);
+  }
+  std::vector<Refusal> out;
+  if (const auto n = parse_u64(rest)) {
+    if (*n > 63)
+      return make_error(errc::invalid_argument, op, "feature bit " + rest + " > 63");
+    out.push_back({!want_virtio, static_cast<unsigned>(*n)});
+    return out;
+  }
+  const std::string want = upper(rest);
+  for (unsigned b = 0; b < 64; ++b) {
+    if (want_virtio && feature_name(b, DeviceKind::blk) == want)
+      out.push_back({false, b});
+    if (want_proto && protocol_feature_name(b) == want)
+      out.push_back({true, b});
+  }
+  if (out.empty())
+    return make_error(errc::invalid_argument, op, "unknown feature '" + text + "'");
+  return out;
+}
+
+ParseOutcome parse_options(int argc, char** argv) {
+  CLI::App app{"vufront-backend: reference vhost-user virtio-blk back-end"};
+  Options o;
+  std::string size_text = "64M", shmem_text = "0";
+  std::vector<std::string> refuse, delays, closes, crashes;
+  app.add_option("--socket", o.socket_path, "unix socket to listen on")->required();
+  app.add_option("--size", size_text, "disk size (suffix K/M/G), default 64M");
+  app.add_option("--image", o.image, "back the disk with this file instead of a memfd");
+  app.add_option("--queues", o.queues, "number of request queues (1..64)")
+      ->check(CLI::Range(1, 64));
+  app.add_flag("--once", o.once, "exit after the first front-end disconnects");
+  app.add_flag("--packed,!--no-packed", o.packed, "offer RING_PACKED (default on)");
+  app.add_option("--shmem-size", shmem_text, "offer SHMEM with one region of this size");
+  app.add_option("--refuse-feature", refuse, "do not offer this virtio/protocol feature");
+  app.add_option("--delay-reply", delays, "REQ:MS wait MS before answering REQ");
+  app.add_option("--close-at", closes, "REQ[:N] close the connection at the N-th REQ");
+  app.add_option("--crash-at", crashes, "REQ[:N] _exit at the N-th REQ, no cleanup");
+  app.add_option("--pidfile", o.pidfile, "write the pid here once listening");
+  app.add_flag("--verbose,-v", o.verbose, "log every request");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return {std::nullopt, app.exit(e)};
+  }
+  auto fail = [](const Error& e) {
+    std::fprintf(stderr, "vufront-backend: %s\n", e.message().c_str());
+    return ParseOutcome{std::nullopt, 2};
+  };
+  auto size = parse_size(size_text);
+  if (!size)
+    return fail(size.error());
+  if (*size == 0 || *size % 512 != 0)
+    return fail(make_error(errc::invalid_argument, op, "--size must be a non-zero multiple of 512"));
+  o.size = *size;
+  auto shm = parse_size(shmem_text);
+  if (!shm)
+    return fail(shm.error());
+  if (*shm % 4096 != 0)
+    return fail(make_error(errc::invalid_argument, op, "--shmem-size must be a multiple of 4096"));
+  o.shmem_size = *shm;
+  for (const auto& r : refuse) {
+    auto v = parse_refusal(r);
+    if (!v)
+      return fail(v.error());
+    o.refusals.insert(o.refusals.end(), v->begin(), v->end());
+  }
+  const std::pair<FaultKind, const std::vector<std::string>*> groups[] = {
+      {FaultKind::delay, &delays}, {FaultKind::close, &closes}, {FaultKind::crash, &crashes}};
+  for (const auto& [kind, list] : groups)
+    for (const auto& t : *list) {
+      auto f = parse_fault(kind, t);
+      if (!f)
+        return fail(f.error());
+      o.faults.push_back(*f);
+    }
+  return {std::move(o), 0};
+}
+
+}  // namespace vufront::backend

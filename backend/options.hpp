@@ -1,0 +1,66 @@
+#pragma once
+// vufront-backend command line: options and fault-injection specs.
+// parse_options() is CLI11-free in its interface so the rest of backend/
+// never sees CLI11.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/error.hpp"
+
+namespace vufront::backend {
+
+/// One fault switch: what to do when request `request` arrives for the
+/// `nth` time (1-based, counted over the daemon's lifetime).
+enum class FaultKind { close, crash, delay };
+
+struct FaultSpec {
+  FaultKind kind = FaultKind::close;
+  uint32_t request = 0;  ///< front-end request code
+  uint32_t nth = 1;      ///< occurrence that triggers (close/crash); delay: every one
+  uint32_t delay_ms = 0; ///< delay only
+};
+
+/// A feature to withhold from the offer.
+struct Refusal {
+  bool protocol = false;  ///< protocol feature (else virtio feature)
+  unsigned bit = 0;
+};
+
+struct Options {
+  std::string socket_path;
+  uint64_t size = 64ull << 20;
+  std::string image;
+  uint32_t queues = 1;
+  bool once = false;
+  bool packed = true;
+  uint64_t shmem_size = 0;
+  std::vector<Refusal> refusals;
+  std::vector<FaultSpec> faults;
+  std::string pidfile;
+  bool verbose = false;
+};
+
+/// "64M", "4096", "1G" -> bytes. Errors: invalid_argument.
+[[nodiscard]] Result<uint64_t> parse_size(const std::string& text);
+/// "SET_MEM_TABLE" / "5" -> 5. Errors: invalid_argument (unknown name or code).
+[[nodiscard]] Result<uint32_t> parse_request(const std::string& text);
+/// "REQ:MS" (delay) or "REQ[:N]" (close/crash). Errors: invalid_argument.
+[[nodiscard]] Result<FaultSpec> parse_fault(FaultKind kind, const std::string& text);
+/// A feature name or bit: "REPLY_ACK", "RING_PACKED", "FLUSH" (blk names),
+/// "12" (virtio bit), "virtio:MQ" / "proto:MQ" / "proto:3" to pick a side.
+/// A bare name that exists on both sides (MQ) refuses both.
+/// Errors: invalid_argument (unknown name, bit > 63).
+[[nodiscard]] Result<std::vector<Refusal>> parse_refusal(const std::string& text);
+
+/// Parses argv. Returns the options, or an exit code (0 for --help) after
+/// CLI11 printed its message.
+struct ParseOutcome {
+  std::optional<Options> options;
+  int exit_code = 0;
+};
+[[nodiscard]] ParseOutcome parse_options(int argc, char** argv);
+
+}  // namespace vufront::backend

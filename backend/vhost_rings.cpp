@@ -1,0 +1,294 @@
+// VhostServer: per-vring requests (digest §10), ring processing, device
+// reset, and the back-end channel (SHMEM_MAP, CONFIG_CHANGE_MSG).
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "backend/vhost_server.hpp"
+#include "protocol/messages.hpp"
+
+namespace vufront::backend {
+
+namespace {
+
+constexpr auto backend_deadline = std::chrono::milliseconds(5000);
+
+Error violation(errc code, FrontendReq req, const std::string& detail) {
+  return make_error(code, name(req), detail);
+}
+
+}  // namespace
+
+VhostServer::Status VhostServer::vring_request(FrontendReq req, Message& m) {
+  using Ack = std::optional<uint64_t>;
+  const bool fd_word = req == FrontendReq::set_vring_kick || req == FrontendReq::set_vring_call ||
+                       req == FrontendReq::set_vring_err;
+  const size_t want = req == FrontendReq::set_vring_addr ? sizeof(wire::VringAddr) : 8;
+  if (m.body.size() != want)
+    return violation(errc::bad_size, req,
+                     "payload is " + std::to_string(m.body.size()) + " bytes, expected " +
+                         std::to_string(want));
+  uint32_t index = 0;
+  uint64_t word = 0;
+  wire::VringState state{};
+  if (fd_word) {
+    word = wire::decode_exact<wire::U64>(m.body.data(), m.body.size())->value;
+    if (word & ~(wire::vring_index_mask | wire::vring_nofd_mask))
+      return violation(errc::invalid_payload, req, "reserved bits set in the fd word");
+    index = static_cast<uint32_t>(word & wire::vring_index_mask);
+    const size_t nfds = (word & wire::vring_nofd_mask) ? 0 : 1;
+    if (m.fds.size() != nfds)
+      return violation(errc::bad_fds, req,
+                       std::to_string(m.fds.size()) + " fds, expected " + std::to_string(nfds));
+  } else {
+    if (!m.fds.empty())
+      return violation(errc::bad_fds, req, "unexpected fd");
+    if (req == FrontendReq::set_vring_addr) {
+      index = wire::decode_exact<wire::VringAddr>(m.body.data(), m.body.size())->index;
+    } else {
+      state = *wire::decode_exact<wire::VringState>(m.body.data(), m.body.size());
+      index = state.index;
+    }
+  }
+  if (index >= s_->vrings.size())
+    return violation(errc::invalid_payload, req,
+                     "vring " + std::to_string(index) + " >= queue count " +
+                         std::to_string(s_->vrings.size()));
+  Vring& v = s_->vrings[index];
+  switch (req) {
+    case FrontendReq::set_vring_num:
+      if (state.num == 0 || state.num > virtio::max_queue_size)
+        return violation(errc::invalid_payload, req, "queue size " + std::to_string(state.num));
+      v.num = static_cast<uint16_t>(state.num);  // <= 32768 checked above
+      return Ack{0};
+    case FrontendReq::set_vring_addr: {
+      const auto a = *wire::decode_exact<wire::VringAddr>(m.body.data(), m.body.size());
+      if (a.flags != 0)
+        return violation(errc::invalid_payload, req, "LOG flag without LOG_ALL");
+      v.addr = a;
+      v.addr_set = true;
+      return Ack{0};
+    }
+    case FrontendReq::set_vring_base:
+      v.base = state.num;
+      v.base_set = true;
+      return Ack{0};
+    case FrontendReq::get_vring_base: {
+      if (state.num != 0)
+        return violation(errc::invalid_payload, req, "num must be 0");
+      stop_ring(index);
+      const wire::VringState out{index, v.base};
+      if (auto r = reply(m, &out, sizeof out); !r)
+        return std::move(r).error();
+      return Ack{};
+    }
+    case FrontendReq::set_vring_kick:
+      v.kick = m.fds.empty() ? UniqueFd{} : std::move(m.fds[0]);
+      if (v.kick && !set_nonblocking(v.kick.get(), true))
+        return violation(errc::io_error, req, "kick fd unusable");
+      if (auto r = start_ring(index); !r)
+        return std::move(r).error();
+      process_ring(index);
+      return Ack{0};
+    case FrontendReq::set_vring_call:
+      v.call = m.fds.empty() ? UniqueFd{} : std::move(m.fds[0]);
+      return Ack{0};
+    case FrontendReq::set_vring_err:
+      v.err = m.fds.empty() ? UniqueFd{} : std::move(m.fds[0]);
+      return Ack{0};
+    case FrontendReq::set_vring_enable:
+      if (!has_bit(s_->features, feature::protocol_features))
+        return violation(errc::not_negotiated, req, "PROTOCOL_FEATURES not negotiated");
+      if (state.num > 1)
+        return violation(errc::invalid_payload, req, "enable must be 0 or 1");
+      v.enabled = state.num == 1;
+      process_ring(index);
+      return Ack{0};
+    default:
+      return violation(errc::invalid_argument, req, "not a vring request");
+  }
+}
+
+Result<void> VhostServer::start_ring(uint32_t index) {
+  Vring& v = s_->vrings[index];
+  const auto kind = has_bit(s_->features, feature::ring_packed) ? virtio::RingKind::packed
+                                                                : virtio::RingKind::split;
+  if (v.num == 0 || !v.addr_set)
+    return make_error(errc::bad_state, "SET_VRING_KICK",
+                      "vring " + std::to_string(index) + " started before SET_VRING_NUM/ADDR");
+  if (!v.base_set)
+    v.base = kind == virtio::RingKind::packed ? virtio::packed_fresh_base : 0;
+  v.started = true;
+  v.queue.reset();
+  const BackendMemory* mem = &s_->mem;
+  virtio::DeviceQueueConfig c;
+  c.kind = kind;
+  c.size = v.num;
+  c.desc_addr = v.addr.desc;
+  c.driver_addr = v.addr.avail;
+  c.device_addr = v.addr.used;
+  c.base = v.base;
+  auto q = virtio::DeviceQueue::create(
+      [mem](uint64_t a, uint64_t l) { return mem->uva_to_ptr(a, l); },
+      [mem](uint64_t a, uint64_t l) { return mem->gpa_to_ptr(a, l); }, c);
+  if (!q)
+    return make_error(errc::invalid_payload, "SET_VRING_KICK",
+                      "vring " + std::to_string(index) + ": " + q.error().message());
+  v.queue.emplace(std::move(q).value());
+  if (kind == virtio::RingKind::split && s_->inflight.active()) {
+    const int pending = s_->inflight.start_queue(static_cast<uint16_t>(index), v.num);
+    if (pending > 0)
+      std::fprintf(stderr,
+                   "vufront-backend: vring %u: %d requests left in flight by a previous "
+                   "back-end (not resubmitted)\n",
+                   index, pending);
+  }
+  if (!(s_->status & status_bit::driver_ok))
+    s_->start_pending = true;  // first kick set-up counts as device start
+  return ok();
+}
+
+void VhostServer::stop_ring(uint32_t index) {
+  Vring& v = s_->vrings[index];
+  if (v.queue) {
+    process_ring(index);  // drain what is available before stopping (§10.3)
+    v.base = v.queue->base();
+    v.base_set = true;
+  }
+  v.queue.reset();
+  v.started = false;
+  v.kick.reset();
+}
+
+void VhostServer::rebuild_queues() {
+  for (uint32_t i = 0; i < s_->vrings.size(); ++i) {
+    Vring& v = s_->vrings[i];
+    if (!v.started)
+      continue;
+    if (v.queue) {
+      v.base = v.queue->base();
+      v.base_set = true;
+    }
+    v.queue.reset();
+    if (s_->mem.region_count() == 0)
+      continue;
+    if (auto r = start_ring(i); !r)
+      std::fprintf(stderr, "vufront-backend: %s\n", r.error().message().c_str());
+  }
+}
+
+void VhostServer::process_ring(uint32_t index) {
+  Vring& v = s_->vrings[index];
+  if (!v.queue || !v.enabled || v.queue->broken())
+    return;
+  const bool split = !has_bit(s_->features, feature::ring_packed);
+  bool pushed = false;
+  for (;;) {
+    auto c = v.queue->pop();
+    if (!c) {
+      std::fprintf(stderr, "vufront-backend: vring %u: %s; device needs reset\n", index,
+                   c.error().message().c_str());
+      s_->status |= status_bit::device_needs_reset;
+      break;
+    }
+    if (!c->has_value())
+      break;
+    const virtio::Chain& chain = **c;
+    if (split)
+      s_->inflight.begin(static_cast<uint16_t>(index), chain.id);
+    const uint32_t len = dev_.execute(chain);
+    if (auto r = v.queue->push(chain.id, len); !r) {
+      std::fprintf(stderr, "vufront-backend: vring %u: %s\n", index, r.error().message().c_str());
+      s_->status |= status_bit::device_needs_reset;
+      break;
+    }
+    if (split && s_->inflight.active()) {
+      const uint8_t* used = s_->mem.uva_to_ptr(v.addr.used, 4);
+      uint16_t used_idx = 0;
+      if (used != nullptr)
+        used_idx = virtio::ring_load(reinterpret_cast<const uint16_t*>(used + 2));
+      s_->inflight.end(static_cast<uint16_t>(index), chain.id, used_idx);
+    }
+    pushed = true;
+  }
+  if (pushed && v.call) {
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(v.call.get(), &one, sizeof one);
+  }
+}
+
+void VhostServer::reset_device() {
+  for (Vring& v : s_->vrings)
+    v = Vring{};
+  s_->status = 0;
+  s_->features = 0;
+  s_->shmem_mapped = false;
+  s_->start_pending = false;
+}
+
+void VhostServer::device_started() {
+  if (!s_->backend || s_->shmem_mapped || !negotiated(protocol_feature::shmem) ||
+      opt_.shmem_size == 0)
+    return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  wire::ShmemMap map{};
+  map.shmid = 0;
+  map.fd_offset = 0;
+  map.shm_offset = 0;
+  map.len = std::min(opt_.shmem_size, dev_.size()) & ~(page - 1);
+  map.flags = wire::shmem_map_flag_rw;
+  if (map.len == 0)
+    return;
+  s_->shmem_mapped = true;
+  send_backend(BackendReq::shmem_map, &map, sizeof map, dev_.fd());
+}
+
+void VhostServer::send_backend(BackendReq req, const void* body, size_t size, int fd) {
+  const bool ack = negotiated(protocol_feature::reply_ack);
+  const uint32_t flags = flag_version | (ack ? flag_need_reply : 0);
+  auto r = s_->backend->send(static_cast<uint32_t>(req), flags,
+                             static_cast<const uint8_t*>(body), size, fd >= 0 ? &fd : nullptr,
+                             fd >= 0 ? 1 : 0, deadline_in(backend_deadline), name(req));
+  if (!r) {
+    std::fprintf(stderr, "vufront-backend: back-end channel: %s\n", r.error().message().c_str());
+    s_->backend.reset();
+    return;
+  }
+  if (opt_.verbose)
+    std::fprintf(stderr, "vufront-backend: -> %s on the back-end channel\n", name(req));
+  if (ack)
+    ++s_->backend_pending;
+}
+
+void VhostServer::on_backend_readable() {
+  auto m = s_->backend->receive(8, 0, deadline_in(backend_deadline), "back-end channel reply");
+  if (!m) {
+    if (m.error().code != errc::disconnected)
+      std::fprintf(stderr, "vufront-backend: back-end channel: %s\n", m.error().message().c_str());
+    s_->backend.reset();
+    return;
+  }
+  const auto req = backend_req_from_code(m->header.request);
+  const std::string what = req ? name(*req) : backend_req_name(m->header.request);
+  uint64_t v = 0;
+  const bool well_formed = m->header.flags == (flag_version | flag_reply) && m->body.size() == 8 &&
+                           s_->backend_pending > 0;
+  if (well_formed)
+    std::memcpy(&v, m->body.data(), 8);  // BOUNDS: body is 8 bytes
+  if (!well_formed) {
+    std::fprintf(stderr, "vufront-backend: unexpected message on the back-end channel (%s)\n",
+                 what.c_str());
+    s_->backend.reset();
+    return;
+  }
+  --s_->backend_pending;
+  if (v != 0)
+    std::fprintf(stderr, "vufront-backend: front-end refused %s (status %llu)\n", what.c_str(),
+                 static_cast<unsigned long long>(v));
+  else if (opt_.verbose)
+    std::fprintf(stderr, "vufront-backend: front-end acked %s\n", what.c_str());
+}
+
+}  // namespace vufront::backend

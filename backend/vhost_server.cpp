@@ -1,0 +1,261 @@
+#include "backend/vhost_server.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "protocol/messages.hpp"
+
+namespace vufront::backend {
+
+namespace {
+
+constexpr auto io_deadline = std::chrono::milliseconds(5000);
+
+void log(const char* fmt, const std::string& a, const std::string& b = {}) {
+  std::fprintf(stderr, "vufront-backend: ");
+  std::fprintf(stderr, fmt, a.c_str(), b.c_str());
+  std::fputc('\n', stderr);
+}
+
+}  // namespace
+
+uint64_t offered_features(const Options& o) {
+  uint64_t f = bit(feature::version_1) | bit(feature::protocol_features) |
+               bit(feature::indirect_desc) | bit(blk_feature::flush) |
+               bit(blk_feature::blk_size) | bit(blk_feature::seg_max);
+  if (o.packed)
+    f |= bit(feature::ring_packed);
+  if (o.queues > 1)
+    f |= bit(blk_feature::mq);
+  for (const Refusal& r : o.refusals)
+    if (!r.protocol)
+      f &= ~bit(r.bit);
+  return f;
+}
+
+uint64_t offered_protocol_features(const Options& o) {
+  namespace pf = protocol_feature;
+  uint64_t f = bit(pf::mq) | bit(pf::reply_ack) | bit(pf::backend_req) | bit(pf::config) |
+               bit(pf::configure_mem_slots) | bit(pf::status) | bit(pf::reset_device) |
+               bit(pf::inflight_shmfd) | bit(pf::device_state);
+  if (o.shmem_size > 0)
+    f |= bit(pf::shmem);
+  for (const Refusal& r : o.refusals)
+    if (r.protocol)
+      f &= ~bit(r.bit);
+  return f;
+}
+
+VhostServer::VhostServer(Options options, BlkDevice device)
+    : opt_(std::move(options)), dev_(std::move(device)), faults_(opt_.faults) {}
+
+VhostServer::~VhostServer() {
+  s_.reset();
+  if (listening_) {
+    ::unlink(opt_.socket_path.c_str());
+    if (!opt_.pidfile.empty())
+      ::unlink(opt_.pidfile.c_str());
+  }
+}
+
+bool VhostServer::negotiated(unsigned protocol_bit) const {
+  return s_ && has_bit(s_->protocol, protocol_bit);
+}
+
+Result<void> VhostServer::listen() {
+  constexpr const char* op = "listen";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (opt_.socket_path.size() >= sizeof addr.sun_path)
+    return make_error(errc::invalid_argument, op, "socket path too long");
+  std::memcpy(addr.sun_path, opt_.socket_path.c_str(), opt_.socket_path.size() + 1);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
+  if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0)
+    return make_error(errc::io_error, op, "sigprocmask", errno);
+  ::signal(SIGPIPE, SIG_IGN);
+  // OWNERSHIP: adopted at once.
+  signal_fd_ = UniqueFd::adopt(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_)
+    return make_error(errc::io_error, op, "signalfd", errno);
+  listen_fd_ = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listen_fd_)
+    return make_error(errc::io_error, op, "socket", errno);
+  ::unlink(opt_.socket_path.c_str());
+  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return make_error(errc::io_error, op, "bind " + opt_.socket_path, errno);
+  listening_ = true;
+  if (::listen(listen_fd_.get(), 4) != 0)
+    return make_error(errc::io_error, op, "listen", errno);
+  if (!opt_.pidfile.empty()) {
+    std::ofstream pf(opt_.pidfile);
+    pf << ::getpid() << "\n";
+    if (!pf)
+      return make_error(errc::io_error, op, "cannot write pidfile " + opt_.pidfile);
+  }
+  if (opt_.verbose)
+    log("listening on %s%s", opt_.socket_path);
+  return ok();
+}
+
+bool VhostServer::handle_signal() {
+  signalfd_siginfo si{};
+  while (::read(signal_fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+    if (si.ssi_signo == SIGUSR1) {
+      if (s_ && s_->backend && negotiated(protocol_feature::config))
+        send_backend(BackendReq::config_change_msg, nullptr, 0, -1);
+      else
+        log("SIGUSR1: no back-end channel with CONFIG, config change not sent%s%s", "");
+    } else {
+      stop_ = true;
+    }
+  }
+  return stop_;
+}
+
+int VhostServer::run() {
+  while (!stop_) {
+    pollfd p[2] = {{listen_fd_.get(), POLLIN, 0}, {signal_fd_.get(), POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      log("poll: %s%s", std::strerror(errno));
+      return 1;
+    }
+    if ((p[1].revents & POLLIN) && handle_signal())
+      break;
+    if (!(p[0].revents & POLLIN))
+      continue;
+    // OWNERSHIP: adopted at once.
+    UniqueFd client = UniqueFd::adopt(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!client)
+      continue;
+    serve(std::move(client));
+    if (opt_.once)
+      break;
+  }
+  if (opt_.verbose)
+    log("exiting%s%s", "");
+  return 0;
+}
+
+void VhostServer::serve(UniqueFd client) {
+  if (!set_nonblocking(client.get(), true))
+    return;
+  s_ = std::make_unique<Session>(Connection(std::move(client)));
+  s_->vrings.resize(opt_.queues);
+  if (opt_.verbose)
+    log("front-end connected%s%s", "");
+  while (!stop_) {
+    std::vector<pollfd> p;
+    p.push_back({signal_fd_.get(), POLLIN, 0});
+    p.push_back({s_->conn.fd(), POLLIN, 0});
+    p.push_back({s_->backend ? s_->backend->fd() : -1, POLLIN, 0});
+    for (const Vring& v : s_->vrings)
+      p.push_back({v.started && v.kick ? v.kick.get() : -1, POLLIN, 0});
+    if (::poll(p.data(), p.size(), -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      log("poll: %s%s", std::strerror(errno));
+      break;
+    }
+    if ((p[0].revents & POLLIN) && handle_signal())
+      break;
+    if (p[2].revents != 0)
+      on_backend_readable();
+    for (size_t i = 0; i < s_->vrings.size(); ++i)
+      if (p[3 + i].revents & POLLIN) {
+        uint64_t v = 0;
+        [[maybe_unused]] const ssize_t n = ::read(s_->vrings[i].kick.get(), &v, sizeof v);
+        process_ring(static_cast<uint32_t>(i));
+      }
+    if (p[1].revents != 0) {
+      auto m = s_->conn.receive(wire::max_payload_size, max_fds_per_message,
+                                deadline_in(io_deadline), "request");
+      if (!m) {
+        if (m.error().code != errc::disconnected)
+          log("dropping front-end: %s%s", m.error().message());
+        break;
+      }
+      if (on_message(*m) == Next::drop)
+        break;
+      if (s_->start_pending) {
+        s_->start_pending = false;
+        device_started();
+      }
+    }
+  }
+  if (opt_.verbose)
+    log("front-end disconnected%s%s", "");
+  s_.reset();
+}
+
+Result<void> VhostServer::reply(const Message& m, const void* body, size_t size, const int* fds,
+                                size_t nfds) {
+  return s_->conn.send(m.header.request, flag_version | flag_reply,
+                       static_cast<const uint8_t*>(body), size, fds, nfds,
+                       deadline_in(io_deadline), frontend_req_name(m.header.request));
+}
+
+Result<void> VhostServer::reply_u64(const Message& m, uint64_t v) {
+  return reply(m, &v, sizeof v);
+}
+
+VhostServer::Next VhostServer::on_message(Message& m) {
+  const uint32_t code = m.header.request;
+  const std::string name = frontend_req_name(code);
+  const FaultAction fa = faults_.on_request(code);
+  if (fa.crash) {
+    log("--crash-at %s: exiting without cleanup%s", name);
+    crash_now();
+  }
+  if (fa.close) {
+    log("--close-at %s: closing the connection%s", name);
+    return Next::drop;
+  }
+  if (fa.delay_ms > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(fa.delay_ms));
+  if (opt_.verbose)
+    log("<- %s (%s bytes)", name, std::to_string(m.header.size));
+  const uint32_t flags = m.header.flags;
+  if ((flags & flag_version_mask) != flag_version || (flags & flag_reply) ||
+      (flags & flag_reserved_mask)) {
+    log("%s: bad header flags, dropping the front-end%s", name);
+    return Next::drop;
+  }
+  const auto req = frontend_req_from_code(code);
+  if (!req) {
+    log("unknown request %s, dropping the front-end%s", name);
+    return Next::drop;
+  }
+  Status st = dispatch(*req, m);
+  if (!st) {
+    log("dropping front-end: %s%s", st.error().message());
+    return Next::drop;
+  }
+  if (st->has_value() && (flags & flag_need_reply) && negotiated(protocol_feature::reply_ack)) {
+    if (auto r = reply_u64(m, **st); !r) {
+      log("dropping front-end: %s%s", r.error().message());
+      return Next::drop;
+    }
+  } else if (st->has_value() && **st != 0) {
+    log("%s failed (no ack requested)%s", name);
+  }
+  return Next::keep;
+}
+
+}  // namespace vufront::backend

@@ -1,0 +1,110 @@
+#pragma once
+// VhostServer: the vhost-user server side of vufront-backend. Listens on a
+// unix socket, serves one front-end at a time (the next one after a
+// disconnect unless --once), and runs every connection in one poll loop over
+// the socket, the kick eventfds, the back-end channel and a signalfd
+// (SIGINT/SIGTERM: clean exit; SIGUSR1: CONFIG_CHANGE_MSG).
+//
+// The front-end is untrusted: every request is checked for exact payload
+// size, fd count, gating feature and index range before it is applied; a
+// violation or an unknown request is logged and the connection dropped
+// (the daemon keeps accepting).
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/backend_memory.hpp"
+#include "backend/blk_device.hpp"
+#include "backend/faults.hpp"
+#include "backend/inflight.hpp"
+#include "backend/options.hpp"
+#include "protocol/connection.hpp"
+#include "virtio/device_queue.hpp"
+
+namespace vufront::backend {
+
+/// Virtio and protocol features offered for these options.
+[[nodiscard]] uint64_t offered_features(const Options& o);
+[[nodiscard]] uint64_t offered_protocol_features(const Options& o);
+
+class VhostServer {
+public:
+  VhostServer(Options options, BlkDevice device);
+  VhostServer(const VhostServer&) = delete;
+  VhostServer& operator=(const VhostServer&) = delete;
+  ~VhostServer();
+
+  /// Binds and listens on the socket (replacing a stale socket file), writes
+  /// the pidfile, blocks the handled signals. Errors: io_error, invalid_argument.
+  [[nodiscard]] Result<void> listen();
+  /// Accept/serve loop; returns the process exit code.
+  int run();
+
+private:
+  struct Vring {
+    uint16_t num = 0;
+    wire::VringAddr addr{};
+    bool addr_set = false;
+    uint32_t base = 0;
+    bool base_set = false;
+    UniqueFd kick, call, err;
+    bool started = false;
+    bool enabled = false;
+    std::optional<virtio::DeviceQueue> queue;
+  };
+  /// Per-connection state; a new one for every front-end.
+  struct Session {
+    explicit Session(Connection c) : conn(std::move(c)) {}
+    Connection conn;
+    uint64_t features = 0;
+    uint64_t protocol = 0;
+    uint8_t status = 0;
+    BackendMemory mem;
+    std::vector<Vring> vrings;
+    Inflight inflight;
+    std::optional<Connection> backend;
+    uint32_t backend_pending = 0;  ///< back-end requests awaiting an ack
+    bool shmem_mapped = false;
+    bool start_pending = false;    ///< device just started: send SHMEM_MAP after the reply
+  };
+  enum class Next { keep, drop };
+  using Status = Result<std::optional<uint64_t>>;  ///< ack value, nullopt = replied natively
+
+  void serve(UniqueFd client);
+  [[nodiscard]] bool handle_signal();
+  [[nodiscard]] Next on_message(Message& m);
+  [[nodiscard]] Status dispatch(FrontendReq req, Message& m);
+  [[nodiscard]] Result<void> reply(const Message& m, const void* body, size_t size,
+                                   const int* fds = nullptr, size_t nfds = 0);
+  [[nodiscard]] Result<void> reply_u64(const Message& m, uint64_t v);
+
+  // request groups (vhost_server_rings.cpp)
+  [[nodiscard]] Status vring_request(FrontendReq req, Message& m);
+  [[nodiscard]] Result<void> start_ring(uint32_t index);
+  void stop_ring(uint32_t index);
+  void process_ring(uint32_t index);
+  void rebuild_queues();
+  void reset_device();
+  // device state and back-end channel
+  [[nodiscard]] Status device_state_request(Message& m);
+  void device_started();
+  void send_backend(BackendReq req, const void* body, size_t size, int fd);
+  void on_backend_readable();
+
+  [[nodiscard]] bool negotiated(unsigned protocol_bit) const;
+
+  Options opt_;
+  BlkDevice dev_;
+  Faults faults_;
+  UniqueFd listen_fd_;
+  UniqueFd signal_fd_;
+  bool stop_ = false;
+  bool listening_ = false;
+  bool last_state_ok_ = false;  ///< CHECK_DEVICE_STATE: the last transfer succeeded
+  std::unique_ptr<Session> s_;
+};
+
+}  // namespace vufront::backend

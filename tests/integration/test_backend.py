@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Integration tests of vufront-backend, the reference vhost-user back-end.
+
+The independent Python front-end shared/peers/probe.py drives real I/O
+through it; the fault switches, --once, signals, SHMEM and DEVICE_STATE are
+checked from here. Each test starts its own back-end and stops it by pid in
+a `finally`. No sleeps: waits are on pipes, pidfds and select with deadlines.
+
+    test_backend.py --backend build/bin/vufront-backend --peers ../shared/peers [-k NAME]
+"""
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+ARGS = None
+
+
+class Backend:
+    """One vufront-backend process; stderr is collected by a thread."""
+
+    def __init__(self, tmp, *args, name='b.sock'):
+        self.sock = os.path.join(tmp, name)
+        self.proc = subprocess.Popen([ARGS.backend, '--socket', self.sock, '--verbose', *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.lines = []
+        self.listening = threading.Event()
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+        if not self.listening.wait(10):
+            self.stop()
+            raise AssertionError('back-end did not start listening:\n' + self.log())
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if 'listening on' in line:
+                self.listening.set()
+
+    def log(self):
+        return ''.join(self.lines)
+
+    def wait_exit(self, timeout):
+        """Exit status, or None if still running after `timeout` seconds."""
+        if not select.select([self.pidfd], [], [], timeout)[0]:
+            return None
+        return self.proc.wait()
+
+    def stop(self):
+        try:
+            for sig, wait_s in ((signal.SIGINT, 3.0), (signal.SIGKILL, 2.0)):
+                if self.proc.poll() is not None:
+                    break
+                self.proc.send_signal(sig)
+                if select.select([self.pidfd], [], [], wait_s)[0]:
+                    break
+            self.proc.wait()
+        finally:
+            os.close(self.pidfd)
+            self.reader.join(2)
+
+
+def probe(sock, *args, expect_ok=True):
+    out_json = sock + '.probe.json'
+    if os.path.exists(out_json):
+        os.unlink(out_json)
+    r = subprocess.run([sys.executable, os.path.join(ARGS.peers, 'probe.py'), sock,
+                        '--json', out_json, '--timeout', '5', *args],
+                       capture_output=True, text=True, timeout=120)
+    if expect_ok:
+        assert r.returncode == 0, 'probe.py failed:\n' + r.stdout + r.stderr
+    st = {}
+    if os.path.exists(out_json):
+        with open(out_json) as f:
+            st = json.load(f)
+    return r, st
+
+
+# ---- a tiny raw front-end for what probe.py does not send --------------------
+
+class Raw:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(10)
+        self.s.connect(path)
+
+    def send(self, req, payload=b'', fds=(), flags=0x1):
+        socket.send_fds(self.s, [struct.pack('<III', req, flags, len(payload)) + payload], list(fds))
+
+    def recv(self, req):
+        hdr = self._exact(12)
+        r, flags, size = struct.unpack('<III', hdr)
+        assert r == req and flags == 0x5, (r, flags)
+        return self._exact(size)
+
+    def _exact(self, n):
+        b = b''
+        while len(b) < n:
+            chunk = self.s.recv(n - len(b))
+            if not chunk:
+                raise ConnectionError('back-end closed the connection')
+            b += chunk
+        return b
+
+    def u64(self, req):
+        self.send(req)
+        return struct.unpack('<Q', self.recv(req))[0]
+
+    def setup(self, proto_bits):
+        self.send(3)                                        # SET_OWNER
+        feats = self.u64(1)
+        self.send(2, struct.pack('<Q', feats & ((1 << 30) | (1 << 32))))
+        self.send(16, struct.pack('<Q', proto_bits))
+        return feats
+
+    def close(self):
+        self.s.close()
+
+
+def drain(fd, sink):
+    """Reads fd to EOF into the list sink (thread body)."""
+    with os.fdopen(fd, 'rb') as f:
+        while True:
+            b = f.read(1 << 16)
+            if not b:
+                return
+            sink.append(b)
+
+
+# ---- tests --------------------------------------------------------------------
+
+def test_io_reconnect_and_unknown_request(tmp):
+    b = Backend(tmp)
+    try:
+        _, st = probe(b.sock, '--io', '--unknown')
+    finally:
+        b.stop()
+    assert st['read_matches'] and st['serial'] == 'vufront-backend', st
+    assert st['read_used_len'] == 4097, st
+    assert st['vring_base'] == {'0': 4}, st['vring_base']
+    assert st['reconnect_ok'] is True
+    assert st['unknown_request'].startswith('connection dropped'), st['unknown_request']
+    assert st['alive_after_unknown'] is True
+    assert 'SET_VRING_KICK' in st['acked_requests']
+
+
+def test_io_inflight(tmp):
+    b = Backend(tmp)
+    try:
+        _, st = probe(b.sock, '--io', '--inflight')
+    finally:
+        b.stop()
+    assert st['protocol_acked'] >> 12 & 1
+    assert st['inflight']['fds'] == 1 and st['inflight']['mmap_size'] > 0, st['inflight']
+    assert 'SET_INFLIGHT_FD' in st['acked_requests']
+
+
+def test_io_add_mem_reg(tmp):
+    b = Backend(tmp)
+    try:
+        _, st = probe(b.sock, '--io', '--add-mem-reg')
+    finally:
+        b.stop()
+    assert st['read_matches']
+
+
+def test_four_queues(tmp):
+    b = Backend(tmp, '--queues', '4')
+    try:
+        _, st = probe(b.sock, '--io')
+    finally:
+        b.stop()
+    assert st['queue_num'] == 4
+    assert st['config']['num_queues'] == 4
+    assert st['features'] >> 12 & 1, 'blk MQ must be offered with 4 queues'
+
+
+def test_image_file(tmp):
+    img = os.path.join(tmp, 'disk.img')
+    b = Backend(tmp, '--image', img, '--size', '1M')
+    try:
+        probe(b.sock, '--io')
+    finally:
+        b.stop()
+    with open(img, 'rb') as f:
+        data = f.read()
+    assert len(data) == 1 << 20
+    assert data[8 * 512:8 * 512 + 4096] == bytes((i * 7 + 0x5a) & 0xff for i in range(4096))
+
+
+def test_close_at_get_features(tmp):
+    b = Backend(tmp, '--close-at', 'GET_FEATURES')
+    try:
+        r, _ = probe(b.sock, '--no-reconnect', expect_ok=False)
+        assert r.returncode != 0, r.stdout
+        _, st = probe(b.sock)                  # second GET_FEATURES is answered
+        assert st['features'] >> 32 & 1
+    finally:
+        b.stop()
+    assert '--close-at GET_FEATURES' in b.log()
+
+
+def test_close_at_nth(tmp):
+    b = Backend(tmp, '--close-at', '1:2')    # the 2nd GET_FEATURES
+    try:
+        probe(b.sock, '--no-reconnect')
+        r, _ = probe(b.sock, '--no-reconnect', expect_ok=False)
+        assert r.returncode != 0
+    finally:
+        b.stop()
+
+
+def test_crash_at_set_mem_table(tmp):
+    b = Backend(tmp, '--crash-at', 'SET_MEM_TABLE')
+    try:
+        r, _ = probe(b.sock, '--io', '--no-reconnect', expect_ok=False)
+        assert r.returncode != 0
+        status = b.wait_exit(10)
+        assert status is not None and status != 0, status
+        assert os.path.exists(b.sock), 'a crash must not clean up the socket'
+    finally:
+        b.stop()
+
+
+def test_delay_reply(tmp):
+    b = Backend(tmp, '--delay-reply', 'GET_QUEUE_NUM:700')
+    try:
+        t0 = time.monotonic()
+        probe(b.sock, '--no-reconnect')
+        slow = time.monotonic() - t0
+    finally:
+        b.stop()
+    assert slow >= 0.7, slow
+
+
+def test_refuse_features(tmp):
+    b = Backend(tmp, '--refuse-feature', 'REPLY_ACK', '--refuse-feature', 'FLUSH', '--no-packed')
+    try:
+        _, st = probe(b.sock, '--io')
+    finally:
+        b.stop()
+    assert not st['protocol_features'] >> 3 & 1
+    assert not st['features'] >> 9 & 1 and not st['features'] >> 34 & 1
+    assert 'flush_status' not in st and st['read_matches']
+
+
+def test_once_exits_after_one_client(tmp):
+    b = Backend(tmp, '--once')
+    try:
+        probe(b.sock, '--no-reconnect')
+        assert b.wait_exit(10) == 0
+        assert not os.path.exists(b.sock)
+    finally:
+        b.stop()
+
+
+def test_sigterm_removes_socket(tmp):
+    pidfile = os.path.join(tmp, 'pid')
+    b = Backend(tmp, '--pidfile', pidfile)
+    try:
+        with open(pidfile) as f:
+            assert int(f.read()) == b.proc.pid
+        b.proc.send_signal(signal.SIGTERM)
+        assert b.wait_exit(10) == 0
+        assert not os.path.exists(b.sock) and not os.path.exists(pidfile)
+    finally:
+        b.stop()
+
+
+def test_shmem_map_on_start(tmp):
+    b = Backend(tmp, '--shmem-size', '1M')
+    try:
+        # MQ REPLY_ACK BACKEND_REQ CONFIG STATUS SHMEM
+        _, st = probe(b.sock, '--io', '--proto', hex(1 | 8 | 32 | 512 | (1 << 16) | (1 << 22)))
+    finally:
+        b.stop()
+    assert st['protocol_features'] >> 22 & 1
+    msgs = st.get('backend_channel_msgs', [])
+    assert any(m.startswith('9 ') and 'fds=1' in m and 'flags=0x9' in m for m in msgs), msgs
+    assert 'refused' not in b.log()
+
+
+def test_device_state_save_and_load(tmp):
+    src = Backend(tmp, '--size', '4M', name='src.sock')
+    dst = Backend(tmp, '--size', '4M', name='dst.sock')
+    try:
+        proto = (1 << 19) | (1 << 3)            # DEVICE_STATE, REPLY_ACK
+        c = Raw(src.sock)
+        c.setup(proto)
+        assert c.u64(43) != 0, 'no transfer yet: CHECK_DEVICE_STATE must fail'
+        rd, wr = os.pipe()
+        chunks = []
+        t = threading.Thread(target=drain, args=(rd, chunks))
+        t.start()
+        c.send(42, struct.pack('<II', 0, 0), fds=[wr])
+        os.close(wr)
+        assert struct.unpack('<Q', c.recv(42))[0] == 0x100
+        t.join(30)
+        state = b''.join(chunks)
+        assert state[:8] == b'VUFBKST1' and struct.unpack_from('<I', state, 8)[0] == 1
+        assert len(state) > 4 << 20
+        assert c.u64(43) == 0
+        c.close()
+
+        d = Raw(dst.sock)
+        d.setup(proto)
+        for data, ok in ((state[:-1], False), (state, True)):
+            rd, wr = os.pipe()
+            d.send(42, struct.pack('<II', 1, 0), fds=[rd])
+            os.close(rd)
+            assert struct.unpack('<Q', d.recv(42))[0] == 0x100
+            with os.fdopen(wr, 'wb') as f:
+                f.write(data)
+            assert (d.u64(43) == 0) == ok
+        d.close()
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def test_malformed_requests_drop_connection(tmp):
+    b = Backend(tmp)
+    try:
+        for req, payload in ((2, b'\0' * 4),                      # SET_FEATURES short
+                             (8, struct.pack('<II', 7, 8)),        # vring index out of range
+                             (5, struct.pack('<II', 9, 0))):       # 9 regions
+            c = Raw(b.sock)
+            c.setup(0)
+            c.send(req, payload)
+            try:
+                c.u64(1)
+                raise AssertionError('request %d %r was accepted' % (req, payload))
+            except (ConnectionError, OSError):
+                pass
+            c.close()
+        c = Raw(b.sock)
+        assert c.u64(1) >> 32 & 1                                   # still serving
+        c.close()
+    finally:
+        b.stop()
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--backend', required=True)
+    ap.add_argument('--peers', required=True)
+    ap.add_argument('-k', help='run only tests whose name contains this')
+    ARGS = ap.parse_args()
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith('test_') and callable(f)]
+    if ARGS.k:
+        tests = [(n, f) for n, f in tests if ARGS.k in n]
+    passed = failed = 0
+    for name, fn in tests:
+        tmp = tempfile.mkdtemp(prefix='vufront-be-')
+        try:
+            fn(tmp)
+            passed += 1
+            print('PASS', name, flush=True)
+        except Exception:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print('FAIL', name, flush=True)
+            traceback.print_exc()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print('%d passed, %d failed' % (passed, failed))
+    return 1 if failed or not passed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
