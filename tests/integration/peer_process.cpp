@@ -93,4 +93,18 @@ std::vector<std::string> virtiofsd_command(const std::string& socket, const std:
   return {PeerProcess::peers_dir() + "/start-virtiofsd.sh", socket, dir};
 }
 
+std::vector<std::string> backend_command(const std::string& socket,
+                                         const std::vector<std::string>& args) {
+  // start in the background, wait (bounded) for the listening socket, print the pid
+  std::string cmd = "setsid " + shell_quote(VUFRONT_BACKEND_BIN) + " --socket " +
+                    shell_quote(socket);
+  for (const auto& a : args)
+    cmd += " " + shell_quote(a);
+  cmd += " >" + shell_quote(socket + ".log") + " 2>&1 </dev/null & p=$!; "
+         "for i in $(seq 100); do [ -S " + shell_quote(socket) + " ] && break; "
+         "kill -0 $p 2>/dev/null || exit 1; sleep 0.1; done; "
+         "[ -S " + shell_quote(socket) + " ] || exit 1; echo $p";
+  return {"sh", "-c", cmd};
+}
+
 }  // namespace vufront::test

@@ -40,4 +40,9 @@ private:
 [[nodiscard]] std::vector<std::string> virtiofsd_command(const std::string& socket,
                                                          const std::string& dir);
 
+/// vufront-backend (compile-time VUFRONT_BACKEND_BIN) on `socket` with extra
+/// arguments; the pid is printed once the socket exists.
+[[nodiscard]] std::vector<std::string> backend_command(const std::string& socket,
+                                                       const std::vector<std::string>& args = {});
+
 }  // namespace vufront::test
