@@ -124,6 +124,11 @@ Result<std::vector<Refusal>> parse_refusal(const std::string& text) {
 
 ParseOutcome parse_options(int argc, char** argv) {
   CLI::App app{"vufront-backend: reference vhost-user virtio-blk back-end"};
+  app.footer(
+      "Signals: SIGINT/SIGTERM stop cleanly (socket removed); SIGUSR1 sends\n"
+      "BACKEND_CONFIG_CHANGE_MSG; SIGUSR2 sends SHMEM_UNMAP of the shared-memory\n"
+      "window, or SHMEM_MAP when it is not mapped (needs --shmem-size).\n"
+      "Device-state format: docs/backend-state-format.md.");
   Options o;
   std::string size_text = "64M", shmem_text = "0";
   std::vector<std::string> refuse, delays, closes, crashes;

@@ -245,6 +245,21 @@ void VhostServer::device_started() {
   send_backend(BackendReq::shmem_map, &map, sizeof map, dev_.fd());
 }
 
+void VhostServer::toggle_shmem() {
+  if (!s_->shmem_mapped) {
+    device_started();
+    return;
+  }
+  if (!s_->backend)
+    return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  wire::ShmemMap unmap{};
+  unmap.shmid = 0;
+  unmap.len = std::min(opt_.shmem_size, dev_.size()) & ~(page - 1);
+  s_->shmem_mapped = false;
+  send_backend(BackendReq::shmem_unmap, &unmap, sizeof unmap, -1);
+}
+
 void VhostServer::send_backend(BackendReq req, const void* body, size_t size, int fd) {
   const bool ack = negotiated(protocol_feature::reply_ack);
   const uint32_t flags = flag_version | (ack ? flag_need_reply : 0);

@@ -85,6 +85,7 @@ Result<void> VhostServer::listen() {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGUSR2);
   if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0)
     return make_error(errc::io_error, op, "sigprocmask", errno);
   ::signal(SIGPIPE, SIG_IGN);
@@ -120,6 +121,9 @@ bool VhostServer::handle_signal() {
         send_backend(BackendReq::config_change_msg, nullptr, 0, -1);
       else
         log("SIGUSR1: no back-end channel with CONFIG, config change not sent%s%s", "");
+    } else if (si.ssi_signo == SIGUSR2) {
+      if (s_)
+        toggle_shmem();
     } else {
       stop_ = true;
     }

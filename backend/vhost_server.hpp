@@ -91,6 +91,9 @@ private:
   // device state and back-end channel
   [[nodiscard]] Status device_state_request(Message& m);
   void device_started();
+  /// SIGUSR2: unmaps the shared-memory window if mapped, maps it again if not
+  /// (exercises SHMEM_UNMAP / SHMEM_MAP on a running device).
+  void toggle_shmem();
   void send_backend(BackendReq req, const void* body, size_t size, int fd);
   void on_backend_readable();
 

@@ -47,8 +47,22 @@ Result<std::unique_ptr<DirectDevice>> DirectDevice::start(const DirectDeviceOpti
       return fail(std::move(pf));
     uint64_t pwant = bit(protocol_feature::mq) | bit(protocol_feature::reply_ack) |
                      bit(protocol_feature::config) | bit(protocol_feature::status);
+    if (o.backend_channel)
+      pwant |= bit(protocol_feature::backend_req) | bit(protocol_feature::backend_send_fd) |
+               bit(protocol_feature::shmem);
     if (auto r = client->set_protocol_features(*pf & pwant); !r)
       return std::move(r).error();
+  }
+  std::optional<Connection> channel;
+  if (o.backend_channel) {
+    if (!client->protocol_feature(protocol_feature::backend_req))
+      return make_error(errc::not_negotiated, "SET_BACKEND_REQ_FD", "back-end offers no BACKEND_REQ");
+    auto pair = make_socketpair();
+    if (!pair.first)
+      return make_error(errc::io_error, "SET_BACKEND_REQ_FD", "socketpair", errno);
+    if (auto r = client->set_backend_req_fd(pair.second.get()); !r)
+      return std::move(r).error();
+    channel.emplace(std::move(pair.first));
   }
   if (client->protocol_feature(protocol_feature::mq)) {
     auto n = client->get_queue_num();
@@ -70,6 +84,7 @@ Result<std::unique_ptr<DirectDevice>> DirectDevice::start(const DirectDeviceOpti
     return std::move(r).error();
 
   std::unique_ptr<DirectDevice> dev(new DirectDevice(std::move(*client), std::move(mem)));
+  dev->channel_ = std::move(channel);
   for (uint16_t i = 0; i < o.queues; ++i) {
     uint64_t rings = guest_base + i * per_queue_rings;
     uint64_t scratch = guest_base + o.queues * per_queue_rings + i * per_queue_scratch;

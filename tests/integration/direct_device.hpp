@@ -2,11 +2,12 @@
 // A minimal VMM for integration tests: brings a device up on a real back-end
 // directly through BackendClient (no actors), with guest memory from
 // memory/ and guest-side virtqueues from virtio/, then pushes real requests.
-// The back-end channel is not negotiated here (nothing would serve it).
+// The back-end channel is negotiated only on request; the test then serves it.
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,9 @@ struct DirectDeviceOptions {
   uint16_t queue_size = 128;
   virtio::RingKind ring = virtio::RingKind::split;
   bool indirect = false;  ///< negotiate INDIRECT_DESC and give the queues indirect tables
+  /// Negotiate BACKEND_REQ (+ SHMEM when offered) and keep our end of the
+  /// back-end channel for the test to serve (backend_channel()).
+  bool backend_channel = false;
 };
 
 class DirectDevice {
@@ -52,6 +56,8 @@ public:
   [[nodiscard]] int call_fd(uint16_t q) const { return queues_[q].call.get(); }
   [[nodiscard]] uint16_t queue_count() const { return static_cast<uint16_t>(queues_.size()); }
   [[nodiscard]] const GuestMemory& memory() const { return mem_; }
+  /// Our end of the back-end channel (empty unless options.backend_channel).
+  [[nodiscard]] std::optional<Connection>& backend_channel() { return channel_; }
 
 private:
   struct Queue {
@@ -72,6 +78,7 @@ private:
   BackendClient client_;
   GuestMemory mem_;
   std::vector<Queue> queues_;
+  std::optional<Connection> channel_;
 };
 
 }  // namespace vufront::test

@@ -5,9 +5,13 @@
 
 #include <thread>
 
+#include <csignal>
+
 #include <poll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include "protocol/backend_request.hpp"
 #include "tests/integration/direct_device.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/support.hpp"
@@ -207,4 +211,68 @@ TEST_CASE("vufront-backend: device state saved from one back-end restores into a
     REQUIRE_FALSE(check.ok());
     CHECK(check.error().code == errc::backend_failure);
   }
+}
+
+namespace {
+
+/// Receives one back-end request from the channel, decodes it and acks it
+/// when the back-end asked for a reply.
+BackendRequest serve_one(Connection& ch, uint64_t acked_protocol) {
+  auto m = must(ch.receive(backend_request_max_body, backend_request_max_fds,
+                           deadline_in(std::chrono::seconds(10)), "back-end channel"),
+                "receive back-end request");
+  auto req = must(decode_backend_request(std::move(m), acked_protocol), "decode back-end request");
+  if (req.need_reply) {
+    auto reply = encode_backend_reply(static_cast<uint32_t>(req.type), 0);
+    must(ch.send(static_cast<uint32_t>(req.type), flag_version | flag_reply, reply.data() + 12,
+                 reply.size() - 12, nullptr, 0, deadline_in(std::chrono::seconds(5)), "ack"),
+         "ack back-end request");
+  }
+  return req;
+}
+
+}  // namespace
+
+TEST_CASE("vufront-backend: back-end channel carries SHMEM_MAP, SHMEM_UNMAP and CONFIG_CHANGE") {
+  TempDir tmp;
+  PeerProcess be(tmp.file("sh.sock"),
+                 backend_command(tmp.file("sh.sock"), {"--size", "8M", "--shmem-size", "1M"}));
+  DirectDeviceOptions o{be.socket()};
+  o.backend_channel = true;
+  auto dev = must(DirectDevice::start(o), "bring-up");
+  BackendClient& c = dev->client();
+  REQUIRE(c.protocol_feature(protocol_feature::shmem));
+  auto shm = must(c.get_shmem_config(), "GET_SHMEM_CONFIG");
+  CHECK(shm.nregions == 1);
+  CHECK(shm.sizes[0] == (1u << 20));
+  auto& ch = *dev->backend_channel();
+
+  // the device started: the back-end maps its disk window into region 0
+  auto map = serve_one(ch, c.acked_protocol_features());
+  REQUIRE(map.type == BackendReq::shmem_map);
+  auto m = std::get<wire::ShmemMap>(map.payload);
+  CHECK(m.shmid == 0);
+  CHECK(m.shm_offset == 0);
+  CHECK(m.len == (1u << 20));
+  REQUIRE(map.fds.size() == 1);
+  // what the window shows is the disk: data written through the ring appears in it
+  auto data = pattern(4096, 9);
+  must(dev->blk_write(0, 16, data), "write");
+  auto* window = static_cast<uint8_t*>(
+      ::mmap(nullptr, m.len, PROT_READ, MAP_SHARED, map.fds[0].get(), static_cast<off_t>(m.fd_offset)));
+  REQUIRE(window != MAP_FAILED);
+  CHECK(std::vector<uint8_t>(window + 16 * 512, window + 16 * 512 + 4096) == data);
+  ::munmap(window, m.len);
+
+  REQUIRE(::kill(be.pid(), SIGUSR2) == 0);
+  auto unmap = serve_one(ch, c.acked_protocol_features());
+  CHECK(unmap.type == BackendReq::shmem_unmap);
+  CHECK(std::get<wire::ShmemMap>(unmap.payload).len == (1u << 20));
+  CHECK(unmap.fds.empty());
+
+  REQUIRE(::kill(be.pid(), SIGUSR1) == 0);
+  auto change = serve_one(ch, c.acked_protocol_features());
+  CHECK(change.type == BackendReq::config_change_msg);
+  // the device keeps working after the channel traffic
+  CHECK(must(dev->blk_read(0, 16, 4096), "read") == data);
 }
