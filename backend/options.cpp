@@ -133,6 +133,9 @@ ParseOutcome parse_options(int argc, char** argv) {
   std::string size_text = "64M", shmem_text = "0";
   std::vector<std::string> refuse, delays, closes, crashes;
   app.add_option("--socket", o.socket_path, "unix socket to listen on")->required();
+  std::string device = "blk";
+  app.add_option("--device", device, "device to emulate (only blk is implemented)")
+      ->check(CLI::IsMember({"blk"}));
   app.add_option("--size", size_text, "disk size (suffix K/M/G), default 64M");
   app.add_option("--image", o.image, "back the disk with this file instead of a memfd");
   app.add_option("--queues", o.queues, "number of request queues (1..64)")
@@ -149,7 +152,8 @@ ParseOutcome parse_options(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return {std::nullopt, app.exit(e)};
+    const int rc = app.exit(e);  // help/version: 0; usage errors: 2, as vufront
+    return {std::nullopt, rc == 0 ? 0 : 2};
   }
   auto fail = [](const Error& e) {
     std::fprintf(stderr, "vufront-backend: %s\n", e.message().c_str());
