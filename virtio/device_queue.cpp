@@ -10,19 +10,6 @@ namespace {
 constexpr const char* op_pop = "virtqueue pop";
 constexpr const char* op_push = "virtqueue push";
 
-uint16_t* u16_at(uint8_t* base, uint64_t off) {
-  return reinterpret_cast<uint16_t*>(base + off);
-}
-
-void advance(PackedPos& p, uint16_t n, uint16_t size) {
-  uint32_t idx = uint32_t{p.idx} + n;
-  if (idx >= size) {
-    idx -= size;
-    p.wrap = !p.wrap;
-  }
-  p.idx = static_cast<uint16_t>(idx);
-}
-
 bool aligned(const void* p, uint64_t a) {
   return reinterpret_cast<uintptr_t>(p) % a == 0;
 }

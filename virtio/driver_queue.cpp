@@ -17,19 +17,6 @@ constexpr const char* op_place = "virtqueue place";
 constexpr const char* op_add = "virtqueue add";
 constexpr const char* op_used = "virtqueue used";
 
-uint16_t* u16_at(uint8_t* base, uint64_t off) {
-  return reinterpret_cast<uint16_t*>(base + off);
-}
-
-void advance(PackedPos& p, uint16_t n, uint16_t size) {
-  uint32_t idx = uint32_t{p.idx} + n;
-  if (idx >= size) {
-    idx -= size;
-    p.wrap = !p.wrap;
-  }
-  p.idx = static_cast<uint16_t>(idx);
-}
-
 }  // namespace
 
 uint64_t rings_footprint(RingKind kind, uint16_t size, uint16_t indirect_max) {

@@ -156,6 +156,23 @@ struct PackedPos {
   bool wrap = true;
 };
 
+/// Moves a packed-ring position `n` slots on in a ring of `size`, flipping the
+/// wrap counter when it passes the end (n <= size).
+inline void advance(PackedPos& p, uint16_t n, uint16_t size) noexcept {
+  uint32_t idx = uint32_t{p.idx} + n;
+  if (idx >= size) {
+    idx -= size;
+    p.wrap = !p.wrap;
+  }
+  p.idx = static_cast<uint16_t>(idx);
+}
+
+/// The u16 ring word at byte offset `off` of a ring area (ring memory is
+/// 2-aligned; access it with ring_load/ring_store).
+[[nodiscard]] inline uint16_t* u16_at(uint8_t* base, uint64_t off) noexcept {
+  return reinterpret_cast<uint16_t*>(base + off);
+}
+
 /// Fresh packed queue: both wrap counters 1, both indices 0.
 inline constexpr uint32_t packed_fresh_base = 0x8000'8000u;
 
