@@ -12,16 +12,15 @@ import argparse
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
+
+from runner import run_tests
 
 ARGS = None
 
@@ -359,24 +358,7 @@ def main():
     ap.add_argument('--peers', required=True)
     ap.add_argument('-k', help='run only tests whose name contains this')
     ARGS = ap.parse_args()
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith('test_') and callable(f)]
-    if ARGS.k:
-        tests = [(n, f) for n, f in tests if ARGS.k in n]
-    passed = failed = 0
-    for name, fn in tests:
-        tmp = tempfile.mkdtemp(prefix='vufront-be-')
-        try:
-            fn(tmp)
-            passed += 1
-            print('PASS', name, flush=True)
-        except Exception:  # noqa: BLE001 - report every failure and go on
-            failed += 1
-            print('FAIL', name, flush=True)
-            traceback.print_exc()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print('%d passed, %d failed' % (passed, failed))
-    return 1 if failed or not passed else 0
+    return run_tests(globals(), ARGS.k, prefix='vufront-be-')
 
 
 if __name__ == '__main__':
