@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "protocol/backend_request.hpp"
+#include "tests/integration/checks.hpp"
 #include "tests/integration/direct_device.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/support.hpp"
@@ -20,25 +21,6 @@ using namespace vufront;
 using namespace vufront::test;
 
 namespace {
-
-std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
-  std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; ++i)
-    v[i] = static_cast<uint8_t>(seed * 31 + i * 13 + (i >> 8));
-  return v;
-}
-
-template <class T>
-T must(Result<T> r, const char* what) {
-  if (!r.ok())
-    FAIL(what << " failed: " << r.error().message());
-  return std::move(r).value();
-}
-
-void must(Result<void> r, const char* what) {
-  if (!r.ok())
-    FAIL(what << " failed: " << r.error().message());
-}
 
 /// Reads `fd` to EOF (bounded by a deadline) into memory; test-sized states only.
 std::vector<uint8_t> read_all(int fd) {

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <thread>
 
+#include "tests/integration/checks.hpp"
 #include "tests/integration/direct_device.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/support.hpp"
@@ -13,48 +14,23 @@
 using namespace vufront;
 using namespace vufront::test;
 
-namespace {
-
-std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
-  std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; ++i)
-    v[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 9));
-  return v;
-}
-
-#define REQUIRE_OK(expr)                                   \
-  do {                                                     \
-    auto&& r_ = (expr);                                    \
-    if (!r_.ok())                                          \
-      FAIL(#expr << " failed: " << r_.error().message());  \
-  } while (0)
-
-template <class T>
-T value_or_fail(Result<T> r, const char* what) {
-  if (!r.ok())
-    FAIL(what << " failed: " << r.error().message());
-  return std::move(r).value();
-}
-
-}  // namespace
-
 TEST_CASE("qemu-storage-daemon: blk write, flush, read back through a split ring") {
   TempDir tmp;
   std::string image = tmp.file("disk.img");
   PeerProcess qsd(tmp.file("b.sock"), qsd_command(tmp.file("b.sock"), image));
   FdCount fds;
   {
-    auto dev = value_or_fail(DirectDevice::start({qsd.socket()}), "bring-up");
+    auto dev = must(DirectDevice::start({qsd.socket()}), "bring-up");
     auto data = pattern(8192, 3);
-    REQUIRE_OK(dev->blk_write(0, 8, data));
-    REQUIRE_OK(dev->blk_flush(0));
-    auto back = value_or_fail(dev->blk_read(0, 8, 8192), "read");
+    must(dev->blk_write(0, 8, data), "blk_write");
+    must(dev->blk_flush(0), "blk_flush");
+    auto back = must(dev->blk_read(0, 8, 8192), "read");
     CHECK(back == data);
-    auto other = value_or_fail(dev->blk_read(0, 1000, 512), "read elsewhere");
+    auto other = must(dev->blk_read(0, 1000, 512), "read elsewhere");
     CHECK(other == std::vector<uint8_t>(512, 0));
-    CHECK(value_or_fail(dev->blk_get_id(0), "get id") == "vhost_user_blk");
+    CHECK(must(dev->blk_get_id(0), "get id") == "vhost_user_blk");
     // four requests, and the ring stops at the next avail index
-    CHECK(value_or_fail(dev->stop_queue(0), "GET_VRING_BASE") == 5);
+    CHECK(must(dev->stop_queue(0), "GET_VRING_BASE") == 5);
   }
   CHECK(fds.leaked() == 0);
   // the data landed in the image file at sector 8
@@ -69,7 +45,7 @@ TEST_CASE("qemu-storage-daemon: four queues carry requests concurrently") {
   TempDir tmp;
   PeerProcess qsd(tmp.file("q.sock"), qsd_command(tmp.file("q.sock"), tmp.file("disk.img")),
                   {"QSD_NUM_QUEUES=4"});
-  auto dev = value_or_fail(DirectDevice::start({qsd.socket(), DeviceKind::blk, 4}), "bring-up");
+  auto dev = must(DirectDevice::start({qsd.socket(), DeviceKind::blk, 4}), "bring-up");
   REQUIRE(dev->queue_count() == 4);
   // one thread per queue, each with its own ring, scratch and eventfds
   std::vector<std::string> errors(4);
@@ -96,7 +72,7 @@ TEST_CASE("qemu-storage-daemon: four queues carry requests concurrently") {
   for (uint16_t q = 0; q < 4; ++q) {
     CAPTURE(q);
     CHECK(errors[q] == "");
-    CHECK(value_or_fail(dev->stop_queue(q), "GET_VRING_BASE") == 32);
+    CHECK(must(dev->stop_queue(q), "GET_VRING_BASE") == 32);
   }
 }
 
@@ -109,23 +85,23 @@ TEST_CASE("virtiofsd: FUSE_INIT, LOOKUP, OPEN and READ of a shared file") {
     f << "hello from the host\n";
   }
   PeerProcess fsd(tmp.file("f.sock"), virtiofsd_command(tmp.file("f.sock"), share));
-  auto dev = value_or_fail(DirectDevice::start({fsd.socket(), DeviceKind::fs, 2}), "bring-up");
+  auto dev = must(DirectDevice::start({fsd.socket(), DeviceKind::fs, 2}), "bring-up");
   auto& s = dev->scratch(1);  // queue 0 is hiprio, 1 the request queue
   auto call = [&](Result<virtio::fuse::Request> req) {
-    auto r = value_or_fail(std::move(req), "build request");
-    auto used = value_or_fail(dev->submit(1, r.chain), "submit");
-    return value_or_fail(virtio::fuse::reply(s, r, used.len), "reply");
+    auto r = must(std::move(req), "build request");
+    auto used = must(dev->submit(1, r.chain), "submit");
+    return must(virtio::fuse::reply(s, r, used.len), "reply");
   };
   auto init = call(virtio::fuse::init(s, 1));
   REQUIRE(init.error == 0);
-  auto init_out = value_or_fail(virtio::fuse::decode_init(init.body), "init body");
+  auto init_out = must(virtio::fuse::decode_init(init.body), "init body");
   CHECK(init_out.major == 7);
   auto lookup = call(virtio::fuse::lookup(s, 2, virtio::fuse::root_nodeid, "hello.txt"));
   REQUIRE(lookup.error == 0);
-  auto entry = value_or_fail(virtio::fuse::decode_entry(lookup.body), "entry");
+  auto entry = must(virtio::fuse::decode_entry(lookup.body), "entry");
   auto opened = call(virtio::fuse::open(s, 3, entry.nodeid, 0));
   REQUIRE(opened.error == 0);
-  auto fh = value_or_fail(virtio::fuse::decode_open(opened.body), "open body").fh;
+  auto fh = must(virtio::fuse::decode_open(opened.body), "open body").fh;
   auto data = call(virtio::fuse::read(s, 4, entry.nodeid, fh, 0, 4096));
   REQUIRE(data.error == 0);
   CHECK(std::string(data.body.begin(), data.body.end()) == "hello from the host\n");
