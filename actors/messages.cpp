@@ -1,0 +1,28 @@
+#include "actors/messages.hpp"
+
+namespace vufront::actors {
+
+const char* to_string(DeviceState s) noexcept {
+  switch (s) {
+    case DeviceState::disconnected: return "disconnected";
+    case DeviceState::negotiated: return "negotiated";
+    case DeviceState::active: return "active";
+    case DeviceState::sleeping: return "sleeping";
+    case DeviceState::broken: return "broken";
+  }
+  return "unknown";
+}
+
+const char* to_string(DeviceEvent::Kind k) noexcept {
+  switch (k) {
+    case DeviceEvent::Kind::state_changed: return "state_changed";
+    case DeviceEvent::Kind::config_changed: return "config_changed";
+    case DeviceEvent::Kind::backend_lost: return "backend_lost";
+    case DeviceEvent::Kind::vring_error: return "vring_error";
+    case DeviceEvent::Kind::shmem_mapped: return "shmem_mapped";
+    case DeviceEvent::Kind::shmem_unmapped: return "shmem_unmapped";
+  }
+  return "unknown";
+}
+
+}  // namespace vufront::actors

@@ -1,0 +1,337 @@
+#pragma once
+// Every atom, message payload and typed actor interface of the actor layer,
+// in one place (one CAF type-ID block). CAF 0.17.6: `replies_to<...>::with<...>`
+// syntax, atoms of at most 10 characters.
+//
+// Actor tree (see docs/lifecycle.md):
+//   device ──linked──> connection  (detached; owns the socket and BackendClient)
+//          ──linked──> worker      (interrupt loop + hang-up watch; fd_watcher thread)
+//          ──linked──> channel     (back-end request handler; reader thread)
+// Children hold only a weak handle (caf::actor_addr) to the device, so the
+// device dies when its last outside handle is dropped and takes its children
+// with it.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/type_id.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "memory/shmem_mapper.hpp"
+#include "memory/unique_fd.hpp"
+#include "protocol/backend_request.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/wire.hpp"
+
+CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
+  // device facade
+  CAF_ADD_ATOM(vufront, vufront::actors, negotiate_atom, "negotiate")
+  CAF_ADD_ATOM(vufront, vufront::actors, memory_atom, "memory")
+  CAF_ADD_ATOM(vufront, vufront::actors, activate_atom, "activate")
+  CAF_ADD_ATOM(vufront, vufront::actors, sleep_atom, "sleep")
+  CAF_ADD_ATOM(vufront, vufront::actors, wake_atom, "wake")
+  CAF_ADD_ATOM(vufront, vufront::actors, rd_config_atom, "rdconfig")
+  CAF_ADD_ATOM(vufront, vufront::actors, wr_config_atom, "wrconfig")
+  CAF_ADD_ATOM(vufront, vufront::actors, status_atom, "status")
+  CAF_ADD_ATOM(vufront, vufront::actors, shmem_atom, "shmem")
+  CAF_ADD_ATOM(vufront, vufront::actors, mapper_atom, "mapper")
+  CAF_ADD_ATOM(vufront, vufront::actors, subscribe_atom, "subscribe")
+  CAF_ADD_ATOM(vufront, vufront::actors, event_atom, "event")
+  // children -> device
+  CAF_ADD_ATOM(vufront, vufront::actors, lost_atom, "lost")
+  CAF_ADD_ATOM(vufront, vufront::actors, cfg_change_atom, "cfgchange")
+  CAF_ADD_ATOM(vufront, vufront::actors, vring_call_atom, "vringcall")
+  CAF_ADD_ATOM(vufront, vufront::actors, vring_err_atom, "vringerr")
+  // connection actor (one message per lifecycle step, not per request)
+  CAF_ADD_ATOM(vufront, vufront::actors, connect_atom, "connect")
+  CAF_ADD_ATOM(vufront, vufront::actors, features_atom, "features")
+  CAF_ADD_ATOM(vufront, vufront::actors, mem_table_atom, "memtable")
+  CAF_ADD_ATOM(vufront, vufront::actors, start_queues_atom, "startq")
+  CAF_ADD_ATOM(vufront, vufront::actors, stop_queues_atom, "stopq")
+  CAF_ADD_ATOM(vufront, vufront::actors, get_config_atom, "getconfig")
+  CAF_ADD_ATOM(vufront, vufront::actors, set_config_atom, "setconfig")
+  CAF_ADD_ATOM(vufront, vufront::actors, set_status_atom, "setstatus")
+  CAF_ADD_ATOM(vufront, vufront::actors, reset_device_atom, "resetdev")
+  CAF_ADD_ATOM(vufront, vufront::actors, state_fd_atom, "statefd")
+  CAF_ADD_ATOM(vufront, vufront::actors, check_state_atom, "chkstate")
+  // worker
+  CAF_ADD_ATOM(vufront, vufront::actors, watch_atom, "watch")
+  CAF_ADD_ATOM(vufront, vufront::actors, start_atom, "start")
+  CAF_ADD_ATOM(vufront, vufront::actors, stop_atom, "stop")
+  CAF_ADD_ATOM(vufront, vufront::actors, irq_atom, "irq")
+  CAF_ADD_ATOM(vufront, vufront::actors, hangup_atom, "hangup")
+  CAF_ADD_ATOM(vufront, vufront::actors, interrupt_atom, "interrupt")
+  // back-end request handler
+  CAF_ADD_ATOM(vufront, vufront::actors, backend_req_atom, "bereq")
+  CAF_ADD_ATOM(vufront, vufront::actors, channel_eof_atom, "chaneof")
+CAF_END_TYPE_ID_BLOCK(vufront)
+// (caf::get_atom, caf::ok_atom, caf::reset_atom are predefined.)
+
+namespace vufront::actors {
+
+// ---- device facade payloads --------------------------------------------------
+
+/// What the VMM asks for when negotiating.
+struct NegotiateOptions {
+  DeviceKind kind = DeviceKind::blk;
+  /// Queues the VMM will use; negotiation fails if the back-end has fewer.
+  uint16_t queues = 1;
+  /// Largest queue size the VMM will use; rounded down to a power of two and
+  /// capped at 32768 (split ring limit).
+  uint16_t max_queue_size = 256;
+  /// Negotiate BACKEND_REQ (and SHMEM, BACKEND_SEND_FD) when offered and
+  /// serve the back-end channel.
+  bool backend_channel = true;
+  /// Request INFLIGHT_SHMFD when offered (the reconnect issue uses it).
+  bool inflight = false;
+};
+
+/// What negotiation found; stays valid until reset or loss.
+struct DeviceInfo {
+  DeviceKind kind = DeviceKind::blk;
+  uint64_t backend_features = 0;           ///< GET_FEATURES
+  uint64_t protocol_features_offered = 0;  ///< GET_PROTOCOL_FEATURES (0 without bit 30)
+  uint64_t protocol_features = 0;          ///< what vufront acked
+  uint16_t queue_num = 1;                  ///< GET_QUEUE_NUM or the device's fixed count
+  uint16_t max_queue_size = 256;           ///< power of two
+  uint32_t max_mem_slots = 8;
+  uint32_t config_size = 0;                ///< virtio config bytes for this device kind
+  bool backend_channel = false;            ///< SET_BACKEND_REQ_FD accepted
+  std::vector<uint64_t> shmem_sizes;       ///< GET_SHMEM_CONFIG, index = shmid (0 = absent)
+};
+
+/// One guest RAM region as the VMM shares it.
+struct MemoryRegionSpec {
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+  uint64_t fd_offset = 0;  ///< offset of the region in fd
+  SharedFd fd;
+};
+using MemorySpec = std::vector<MemoryRegionSpec>;
+
+/// One virtqueue as the guest driver set it up. Addresses are guest-physical.
+struct QueueSpec {
+  uint16_t index = 0;
+  uint16_t size = 0;
+  uint64_t desc = 0;    ///< descriptor table (packed: descriptor ring)
+  uint64_t driver = 0;  ///< avail ring (packed: driver event suppression)
+  uint64_t device = 0;  ///< used ring (packed: device event suppression)
+  SharedFd kick;        ///< the queue-notify eventfd (required)
+  /// MSI-X path: an irqfd the back-end signals directly. Empty: vufront
+  /// creates the call eventfd and the worker forwards it to the sink.
+  SharedFd call;
+};
+
+/// Where forwarded interrupts go (the non-MSI-X path). At least one of the
+/// two must be set when any queue has no call fd.
+struct InterruptSink {
+  /// Written with 1 per forwarded interrupt (e.g. the VMM's INTx irqfd).
+  SharedFd eventfd;
+  /// Receives (interrupt_atom, int32_t vector): the queue index, or -1 for
+  /// a configuration change.
+  caf::actor target;
+};
+
+struct ActivateSpec {
+  /// Features the guest driver acked; must be offered by the back-end.
+  /// PROTOCOL_FEATURES (bit 30) is added by the device when offered.
+  uint64_t driver_features = 0;
+  std::vector<QueueSpec> queues;
+  InterruptSink sink;
+};
+
+enum class DeviceState : uint8_t {
+  disconnected,  ///< no back-end connection yet (or after a clean close)
+  negotiated,    ///< features known, memory may be set, queues not running
+  active,        ///< queues running
+  sleeping,      ///< queues stopped with their indices saved
+  broken,        ///< the back-end was lost or violated the protocol
+};
+[[nodiscard]] const char* to_string(DeviceState s) noexcept;
+
+/// Per-queue state the device keeps (replayed on wake and, later, reconnect).
+struct QueueStatus {
+  uint16_t index = 0;
+  uint16_t size = 0;
+  uint32_t base = 0;  ///< last vring base (GET_VRING_BASE, or the initial one)
+  uint64_t interrupts = 0;  ///< forwarded by the worker (0 on the MSI-X path)
+};
+
+struct DeviceStatus {
+  DeviceState state = DeviceState::disconnected;
+  std::string socket;
+  DeviceInfo info;
+  uint64_t acked_features = 0;  ///< SET_FEATURES value of the last activation
+  uint8_t virtio_status = 0;    ///< last SET_STATUS value
+  std::vector<QueueStatus> queues;
+  std::string last_error;       ///< why the device is broken, if it is
+};
+
+struct DeviceEvent {
+  enum class Kind : uint8_t {
+    state_changed,   ///< state: the new state
+    config_changed,  ///< the back-end sent CONFIG_CHANGE_MSG
+    backend_lost,    ///< detail: why
+    vring_error,     ///< queue: which ring reported an error
+    shmem_mapped,    ///< detail: "shmid offset len"
+    shmem_unmapped,
+  };
+  Kind kind = Kind::state_changed;
+  DeviceState state = DeviceState::disconnected;
+  int32_t queue = -1;
+  std::string detail;
+};
+[[nodiscard]] const char* to_string(DeviceEvent::Kind k) noexcept;
+
+// ---- connection actor payloads ---------------------------------------------
+
+struct ConnectRequest {
+  std::string socket;
+  uint32_t connect_timeout_ms = 5000;
+};
+
+/// Negotiation as one step: SET_OWNER, GET_FEATURES, GET/SET_PROTOCOL_FEATURES,
+/// SET_BACKEND_REQ_FD (with `channel_fd` if set and negotiated), GET_QUEUE_NUM,
+/// GET_MAX_MEM_SLOTS, GET_SHMEM_CONFIG.
+struct NegotiateRequest {
+  NegotiateOptions options;
+  /// The back-end's end of the channel socketpair (may be empty).
+  SharedFd channel_fd;
+};
+
+/// One queue start: SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE,
+/// SET_VRING_CALL, SET_VRING_KICK (+ one kick), SET_VRING_ENABLE(1).
+struct QueueStart {
+  wire::VringAddr addr{};  ///< user addresses (already translated)
+  uint32_t num = 0;
+  uint32_t base = 0;
+  SharedFd kick;
+  SharedFd call;
+};
+
+// ---- worker payloads ---------------------------------------------------------
+
+struct WatchedQueue {
+  uint16_t index = 0;
+  SharedFd call;  ///< the eventfd the back-end signals
+};
+
+}  // namespace vufront::actors
+
+// Local-only types: copyable, never serialised (they carry fds / handles).
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::NegotiateOptions)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceInfo)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::MemorySpec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ActivateSpec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::InterruptSink)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceStatus)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceEvent)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ConnectRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::NegotiateRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::QueueStart>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::WatchedQueue>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::wire::MemoryRegion>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::SharedFd)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::SharedFd>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<vufront::BackendRequest>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<vufront::SharedMemoryMapper>)
+
+namespace vufront::actors {
+
+// ---- typed interfaces --------------------------------------------------------
+
+/// The facade a VMM (or `vufront check`, or the attach server) talks to.
+/// Every request is answered with a value or a caf::error made from a
+/// vufront::Error (actors/error.hpp), naming the step that failed.
+using device_actor = caf::typed_actor<
+    caf::replies_to<negotiate_atom, NegotiateOptions>::with<DeviceInfo>,
+    caf::replies_to<memory_atom, MemorySpec>::with<caf::ok_atom>,
+    caf::replies_to<activate_atom, ActivateSpec>::with<caf::ok_atom>,
+    caf::replies_to<rd_config_atom, uint32_t, uint32_t>::with<std::vector<uint8_t>>,
+    caf::replies_to<wr_config_atom, uint32_t, std::vector<uint8_t>>::with<caf::ok_atom>,
+    caf::replies_to<sleep_atom>::with<caf::ok_atom>,
+    caf::replies_to<wake_atom>::with<caf::ok_atom>,
+    caf::replies_to<caf::reset_atom>::with<caf::ok_atom>,
+    caf::replies_to<status_atom>::with<DeviceStatus>,
+    /// (shmid, size) of the first shared-memory region; error if none.
+    caf::replies_to<shmem_atom>::with<uint8_t, uint64_t>,
+    caf::replies_to<mapper_atom, std::shared_ptr<SharedMemoryMapper>>::with<caf::ok_atom>,
+    /// Events go to `subscriber` as (event_atom, DeviceEvent).
+    caf::reacts_to<subscribe_atom, caf::actor>,
+    // ---- from the children (not for VMMs)
+    caf::reacts_to<lost_atom, std::string>,
+    caf::reacts_to<cfg_change_atom>,
+    caf::reacts_to<vring_call_atom, uint16_t>,
+    caf::reacts_to<vring_err_atom, uint16_t>,
+    caf::reacts_to<event_atom, DeviceEvent>>;
+
+/// Owns the back-end socket and BackendClient; runs detached and blocks in
+/// one request sequence at a time, each bounded by its deadline. After any
+/// error that breaks the connection it also sends (lost_atom, reason) to the
+/// device, once.
+using connection_actor = caf::typed_actor<
+    /// Connects (retrying until the timeout); replies with a dup of the
+    /// socket for hang-up watching.
+    caf::replies_to<connect_atom, ConnectRequest>::with<SharedFd>,
+    caf::replies_to<negotiate_atom, NegotiateRequest>::with<DeviceInfo>,
+    /// SET_FEATURES(features); with STATUS also SET_STATUS(ACK|DRIVER|FEATURES_OK).
+    caf::replies_to<features_atom, uint64_t>::with<caf::ok_atom>,
+    caf::replies_to<mem_table_atom, std::vector<wire::MemoryRegion>, std::vector<SharedFd>>::with<
+        caf::ok_atom>,
+    caf::replies_to<start_queues_atom, std::vector<QueueStart>>::with<caf::ok_atom>,
+    /// SET_VRING_ENABLE(0) (bit 30) then GET_VRING_BASE for each index;
+    /// replies with the bases in the same order. `packed` relaxes the
+    /// 16-bit check of split-ring bases.
+    caf::replies_to<stop_queues_atom, std::vector<uint16_t>, bool>::with<std::vector<uint32_t>>,
+    caf::replies_to<get_config_atom, uint32_t, uint32_t>::with<std::vector<uint8_t>>,
+    caf::replies_to<set_config_atom, uint32_t, std::vector<uint8_t>>::with<caf::ok_atom>,
+    /// SET_STATUS when STATUS was negotiated (no-op otherwise).
+    caf::replies_to<set_status_atom, uint8_t>::with<caf::ok_atom>,
+    /// RESET_DEVICE when negotiated, then SET_STATUS(0) when STATUS was.
+    caf::replies_to<reset_device_atom>::with<caf::ok_atom>,
+    /// SET_DEVICE_STATE_FD(direction, phase 0, fd): replies with the fd to
+    /// use (the back-end's own, or empty = keep ours).
+    caf::replies_to<state_fd_atom, uint32_t, SharedFd>::with<SharedFd>,
+    caf::replies_to<check_state_atom>::with<caf::ok_atom>>;
+
+/// The interrupt loop and the hang-up watch.
+using worker_actor = caf::typed_actor<
+    /// Watch these fds for hang-up (POLLHUP/POLLERR) until stopped by exit;
+    /// on hang-up sends (lost_atom, reason) to the device. Either may be empty.
+    caf::reacts_to<watch_atom, SharedFd, SharedFd>,
+    /// Start forwarding each queue's call eventfd to the sink.
+    caf::replies_to<start_atom, std::vector<WatchedQueue>, InterruptSink>::with<caf::ok_atom>,
+    /// Stop forwarding; forwards what is pending first. Signals that arrive
+    /// afterwards stay in the eventfds and are forwarded by the next start.
+    caf::replies_to<stop_atom>::with<caf::ok_atom>,
+    /// From the watcher thread: `count` signals on queue `queue`.
+    caf::reacts_to<irq_atom, int32_t, uint64_t>,
+    /// An interrupt that did not come through an eventfd (BACKEND_VRING_CALL,
+    /// vector -1 = config change): forwarded now if running, else at start.
+    caf::reacts_to<interrupt_atom, int32_t>,
+    /// From the watcher thread: a watched socket hung up (tag 0 main, 1 channel).
+    caf::reacts_to<hangup_atom, int32_t>,
+    /// Interrupts forwarded so far, per queue index (size = highest index + 1).
+    caf::replies_to<caf::get_atom>::with<std::vector<uint64_t>>>;
+
+/// Serves the back-end channel (BACKEND_REQ).
+using channel_actor = caf::typed_actor<
+    /// From the reader thread: one decoded request (fds owned by it).
+    caf::reacts_to<backend_req_atom, std::shared_ptr<BackendRequest>>,
+    /// From the reader thread: the channel closed or broke (reason).
+    caf::reacts_to<channel_eof_atom, std::string>,
+    /// The mapper for SHMEM_MAP/UNMAP and the region sizes (index = shmid).
+    caf::replies_to<mapper_atom, std::shared_ptr<SharedMemoryMapper>, std::vector<uint64_t>>::with<
+        caf::ok_atom>,
+    /// Drops every mapping (device reset); keeps serving.
+    caf::replies_to<caf::reset_atom>::with<caf::ok_atom>,
+    /// Requests served so far.
+    caf::replies_to<caf::get_atom>::with<uint64_t>>;
+
+}  // namespace vufront::actors

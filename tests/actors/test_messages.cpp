@@ -1,0 +1,28 @@
+// The actor layer's error conversion: vufront::Error survives the trip
+// through caf::error unchanged, and CAF's own errors get a step name.
+#include <doctest/doctest.h>
+
+#include <caf/sec.hpp>
+
+#include "actors/error.hpp"
+#include "actors/messages.hpp"
+
+using namespace vufront;
+
+TEST_CASE("an Error round-trips through caf::error") {
+  Error e = make_error(errc::timeout, "GET_VRING_BASE", "no reply within 30000 ms", 0);
+  auto c = actors::to_caf(e);
+  auto back = actors::from_caf(c, "ignored");
+  CHECK(back.code == errc::timeout);
+  CHECK(back.request == "GET_VRING_BASE");
+  CHECK(back.detail == "no reply within 30000 ms");
+  CHECK(actors::render_error(c.code(), c.category(), c.context()) == e.message());
+}
+
+TEST_CASE("CAF's request timeout becomes a timeout of the named step") {
+  auto back = actors::from_caf(caf::make_error(caf::sec::request_timeout), "sleep");
+  CHECK(back.code == errc::timeout);
+  CHECK(back.request == "sleep");
+  auto down = actors::from_caf(caf::make_error(caf::sec::request_receiver_down), "wake");
+  CHECK(down.code == errc::broken);
+}
