@@ -280,7 +280,7 @@ using connection_actor = caf::typed_actor<
     /// socket for hang-up watching.
     caf::replies_to<connect_atom, ConnectRequest>::with<SharedFd>,
     caf::replies_to<negotiate_atom, NegotiateRequest>::with<DeviceInfo>,
-    /// SET_FEATURES(features); with STATUS also SET_STATUS(ACK|DRIVER|FEATURES_OK).
+    /// SET_FEATURES(features).
     caf::replies_to<features_atom, uint64_t>::with<caf::ok_atom>,
     caf::replies_to<mem_table_atom, std::vector<wire::MemoryRegion>, std::vector<SharedFd>>::with<
         caf::ok_atom>,

@@ -1,0 +1,283 @@
+#include "actors/connection.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <utility>
+
+#include <caf/send.hpp>
+
+#include "actors/error.hpp"
+#include "protocol/virtio_config.hpp"
+
+namespace vufront::actors {
+
+namespace {
+
+using Self = connection_actor::stateful_pointer<ConnectionState>;
+
+/// The result of one step, with the loss report as a side effect.
+template <class T>
+caf::result<T> answer(Self self, Result<T>&& r) {
+  if (r)
+    return std::move(r).value();
+  Error e = std::move(r).error();
+  auto& st = self->state;
+  if (st.client && st.client->broken() && !st.lost_reported) {
+    st.lost_reported = true;
+    if (auto dev = caf::actor_cast<caf::actor>(st.device))
+      caf::anon_send(dev, lost_atom_v, e.message());
+  }
+  return to_caf(e);
+}
+
+caf::result<caf::ok_atom> answer_ok(Self self, Result<void>&& r) {
+  if (r)
+    return caf::ok_atom_v;
+  return answer<caf::ok_atom>(self, Result<caf::ok_atom>(std::move(r).error()));
+}
+
+Error not_connected(const char* step) {
+  return make_error(errc::bad_state, step, "not connected to a back-end");
+}
+
+uint16_t floor_pow2(uint32_t v) {
+  uint32_t p = 1;
+  while (p * 2 <= v && p * 2 <= 32768)
+    p *= 2;
+  return static_cast<uint16_t>(p);
+}
+
+/// Protocol features vufront asks for, given what the VMM wants.
+uint64_t wanted_protocol_features(const NegotiateRequest& req) {
+  uint64_t want = supported_protocol_features;
+  // Dirty logging is not offered by the actor layer (no migration while running).
+  want &= ~bit(protocol_feature::log_shmfd);
+  if (!req.options.backend_channel || !req.channel_fd)
+    want &= ~(bit(protocol_feature::backend_req) | bit(protocol_feature::backend_send_fd) |
+              bit(protocol_feature::shmem));
+  if (!req.options.inflight)
+    want &= ~bit(protocol_feature::inflight_shmfd);
+  return want;
+}
+
+Result<DeviceInfo> negotiate(BackendClient& c, const NegotiateRequest& req) {
+  DeviceInfo info;
+  info.kind = req.options.kind;
+  info.config_size = virtio::config_size(req.options.kind);
+  info.max_queue_size = floor_pow2(req.options.max_queue_size == 0 ? 1 : req.options.max_queue_size);
+  if (auto r = c.set_owner(); !r)
+    return std::move(r).error();
+  auto features = c.get_features();
+  if (!features)
+    return std::move(features).error();
+  info.backend_features = *features;
+  if (has_bit(*features, feature::protocol_features)) {
+    auto offered = c.get_protocol_features();
+    if (!offered)
+      return std::move(offered).error();
+    info.protocol_features_offered = *offered;
+    uint64_t ack = *offered & wanted_protocol_features(req);
+    if (auto r = c.set_protocol_features(ack); !r)
+      return std::move(r).error();
+    info.protocol_features = ack;
+  }
+  if (c.protocol_feature(protocol_feature::backend_req)) {
+    if (auto r = c.set_backend_req_fd(req.channel_fd->get()); !r)
+      return std::move(r).error();
+    info.backend_channel = true;
+  }
+  info.queue_num = fixed_queue_count(req.options.kind);
+  if (c.protocol_feature(protocol_feature::mq)) {
+    auto n = c.get_queue_num();
+    if (!n)
+      return std::move(n).error();
+    info.queue_num = static_cast<uint16_t>(*n > 0xffff ? 0xffff : *n);
+  }
+  if (req.options.queues > info.queue_num)
+    return make_error(errc::invalid_argument, "GET_QUEUE_NUM",
+                      "the back-end has " + std::to_string(info.queue_num) +
+                          " queues, the device needs " + std::to_string(req.options.queues));
+  if (c.protocol_feature(protocol_feature::configure_mem_slots)) {
+    auto slots = c.get_max_mem_slots();
+    if (!slots)
+      return std::move(slots).error();
+    info.max_mem_slots = static_cast<uint32_t>(*slots);
+  }
+  if (c.protocol_feature(protocol_feature::shmem)) {
+    auto shm = c.get_shmem_config();
+    if (!shm)
+      return std::move(shm).error();
+    size_t last = 0;
+    for (size_t i = 0; i < wire::max_shmem_regions; ++i)
+      if (shm->sizes[i] != 0)
+        last = i + 1;
+    info.shmem_sizes.assign(shm->sizes, shm->sizes + last);
+  }
+  return info;
+}
+
+Result<void> start_queues(BackendClient& c, const std::vector<QueueStart>& queues) {
+  for (const auto& q : queues) {
+    uint32_t i = q.addr.index;
+    if (!q.kick || !q.call)
+      return make_error(errc::invalid_argument, "SET_VRING_KICK",
+                        "queue " + std::to_string(i) + " has no kick or call eventfd");
+    if (auto r = c.set_vring_num(i, q.num); !r)
+      return r;
+    if (auto r = c.set_vring_addr(q.addr); !r)
+      return r;
+    if (auto r = c.set_vring_base(i, q.base); !r)
+      return r;
+    if (auto r = c.set_vring_call(i, q.call->get()); !r)
+      return r;
+    if (auto r = c.set_vring_kick(i, q.kick->get()); !r)
+      return r;
+    // Older back-ends start a ring on its first kick (protocol doc §10.1).
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(q.kick->get(), &one, sizeof one);
+  }
+  if (has_bit(c.acked_features(), feature::protocol_features))
+    for (const auto& q : queues)
+      if (auto r = c.set_vring_enable(q.addr.index, true); !r)
+        return r;
+  return ok();
+}
+
+Result<std::vector<uint32_t>> stop_queues(BackendClient& c, const std::vector<uint16_t>& indices,
+                                          bool packed) {
+  if (has_bit(c.acked_features(), feature::protocol_features))
+    for (auto i : indices)
+      if (auto r = c.set_vring_enable(i, false); !r)
+        return std::move(r).error();
+  std::vector<uint32_t> bases;
+  bases.reserve(indices.size());
+  for (auto i : indices) {
+    auto b = c.get_vring_base(i, packed);
+    if (!b)
+      return std::move(b).error();
+    bases.push_back(*b);
+  }
+  return bases;
+}
+
+Result<void> reset_device(BackendClient& c) {
+  if (c.protocol_feature(protocol_feature::reset_device))
+    if (auto r = c.reset_device(); !r)
+      return r;
+  if (c.protocol_feature(protocol_feature::status))
+    return c.set_status(0);
+  return ok();
+}
+
+}  // namespace
+
+uint16_t fixed_queue_count(DeviceKind kind) noexcept {
+  switch (kind) {
+    case DeviceKind::net: return 2;
+    case DeviceKind::fs: return 2;
+    default: return 1;
+  }
+}
+
+connection_actor::behavior_type connection_impl(
+    connection_actor::stateful_pointer<ConnectionState> self, caf::actor_addr device,
+    Timeouts timeouts) {
+  self->state.device = std::move(device);
+  self->state.timeouts = timeouts;
+  // An exception must never escape a handler (it would kill the actor);
+  // every BackendClient call returns Result, so none should.
+  return {
+      [self](connect_atom, const ConnectRequest& req) -> caf::result<SharedFd> {
+        auto& st = self->state;
+        auto c = BackendClient::connect(req.socket,
+                                        std::chrono::milliseconds(req.connect_timeout_ms),
+                                        st.timeouts);
+        if (!c)
+          return to_caf(c.error());
+        st.client.emplace(std::move(c).value());
+        st.lost_reported = false;
+        UniqueFd dup = UniqueFd::adopt(::fcntl(st.client->connection().fd(), F_DUPFD_CLOEXEC, 0));
+        if (!dup)
+          return to_caf(make_error(errc::io_error, "connect", "dup of the socket", errno));
+        return share(std::move(dup));
+      },
+      [self](negotiate_atom, const NegotiateRequest& req) -> caf::result<DeviceInfo> {
+        if (!self->state.client)
+          return to_caf(not_connected("negotiate"));
+        return answer(self, negotiate(*self->state.client, req));
+      },
+      [self](features_atom, uint64_t features) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("SET_FEATURES"));
+        return answer_ok(self, self->state.client->set_features(features));
+      },
+      [self](mem_table_atom, const std::vector<wire::MemoryRegion>& regions,
+             const std::vector<SharedFd>& fds) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("SET_MEM_TABLE"));
+        std::vector<int> raw;
+        for (const auto& f : fds)
+          raw.push_back(f ? f->get() : -1);
+        return answer_ok(self, self->state.client->set_mem_table(regions, raw));
+      },
+      [self](start_queues_atom, const std::vector<QueueStart>& queues) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("SET_VRING_NUM"));
+        return answer_ok(self, start_queues(*self->state.client, queues));
+      },
+      [self](stop_queues_atom, const std::vector<uint16_t>& indices,
+             bool packed) -> caf::result<std::vector<uint32_t>> {
+        if (!self->state.client)
+          return to_caf(not_connected("GET_VRING_BASE"));
+        return answer(self, stop_queues(*self->state.client, indices, packed));
+      },
+      [self](get_config_atom, uint32_t offset,
+             uint32_t size) -> caf::result<std::vector<uint8_t>> {
+        if (!self->state.client)
+          return to_caf(not_connected("GET_CONFIG"));
+        return answer(self, self->state.client->get_config(offset, size));
+      },
+      [self](set_config_atom, uint32_t offset,
+             const std::vector<uint8_t>& data) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("SET_CONFIG"));
+        return answer_ok(self, self->state.client->set_config(offset, data));
+      },
+      [self](set_status_atom, uint8_t status) -> caf::result<caf::ok_atom> {
+        auto& c = self->state.client;
+        if (!c)
+          return to_caf(not_connected("SET_STATUS"));
+        if (!c->protocol_feature(protocol_feature::status))
+          return caf::ok_atom_v;
+        return answer_ok(self, c->set_status(status));
+      },
+      [self](reset_device_atom) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("RESET_DEVICE"));
+        return answer_ok(self, reset_device(*self->state.client));
+      },
+      [self](state_fd_atom, uint32_t direction, const SharedFd& fd) -> caf::result<SharedFd> {
+        auto& c = self->state.client;
+        if (!c)
+          return to_caf(not_connected("SET_DEVICE_STATE_FD"));
+        if (!fd)
+          return to_caf(make_error(errc::invalid_argument, "SET_DEVICE_STATE_FD", "no pipe end"));
+        auto r = c->set_device_state_fd(direction, 0, fd->get());
+        if (!r)
+          return answer<SharedFd>(self, Result<SharedFd>(std::move(r).error()));
+        if (r->backend_fd)
+          return share(std::move(*r->backend_fd));
+        return SharedFd{};
+      },
+      [self](check_state_atom) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("CHECK_DEVICE_STATE"));
+        return answer_ok(self, self->state.client->check_device_state());
+      },
+  };
+}
+
+}  // namespace vufront::actors
