@@ -303,9 +303,11 @@ using connection_actor = caf::typed_actor<
 /// The interrupt loop and the hang-up watch.
 using worker_actor = caf::typed_actor<
     /// Watch these fds for hang-up (POLLHUP/POLLERR) until stopped by exit;
-    /// on hang-up sends (lost_atom, reason) to the device. Either may be empty.
+    /// on hang-up sends (lost_atom, reason) to the device, once per watch (a
+    /// new watch replaces the old one). Either may be empty.
     caf::reacts_to<watch_atom, SharedFd, SharedFd>,
-    /// Start forwarding each queue's call eventfd to the sink.
+    /// Start forwarding each queue's call eventfd to the sink. Interrupts kept
+    /// pending while stopped merge per vector (like an eventfd) and go out first.
     caf::replies_to<start_atom, std::vector<WatchedQueue>, InterruptSink>::with<caf::ok_atom>,
     /// Stop forwarding; forwards what is pending first. Signals that arrive
     /// afterwards stay in the eventfds and are forwarded by the next start.
@@ -315,9 +317,10 @@ using worker_actor = caf::typed_actor<
     /// An interrupt that did not come through an eventfd (BACKEND_VRING_CALL,
     /// vector -1 = config change): forwarded now if running, else at start.
     caf::reacts_to<interrupt_atom, int32_t>,
-    /// From the watcher thread: a watched socket hung up (tag 0 main, 1 channel).
+    /// From the watcher thread: a watched socket hung up (tag = which | generation << 1;
+    /// which: 0 main socket, 1 channel; generation tells replaced watches apart).
     caf::reacts_to<hangup_atom, int32_t>,
-    /// Interrupts forwarded so far, per queue index (size = highest index + 1).
+    /// Interrupts forwarded so far (not raw eventfd signals), per queue index.
     caf::replies_to<caf::get_atom>::with<std::vector<uint64_t>>>;
 
 /// Serves the back-end channel (BACKEND_REQ).

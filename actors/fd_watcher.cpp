@@ -1,0 +1,146 @@
+#include "actors/fd_watcher.hpp"
+
+#include <cerrno>
+#include <new>
+#include <system_error>
+#include <utility>
+
+#include <poll.h>
+#include <unistd.h>
+
+namespace vufront::actors {
+
+std::atomic<int> FdWatcher::live_{0};
+
+// Everything the thread touches. Shared between the FdWatcher and its thread,
+// so it outlives a FdWatcher that was destroyed on the thread itself.
+struct FdWatcher::Core {
+  std::vector<Entry> entries;
+  std::vector<pollfd> pfds;  // [0] = stop_fd, [i + 1] = entries[i]; built before the thread starts
+  Callback cb;
+  UniqueFd stop_fd;
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> active{true};
+
+  void run() noexcept;
+};
+
+void FdWatcher::Core::run() noexcept {
+  size_t watched = 0;
+  for (size_t i = 1; i < pfds.size(); ++i)
+    if (pfds[i].fd >= 0)
+      ++watched;
+  while (watched > 0 && !stopping.load()) {
+    int n = ::poll(pfds.data(), pfds.size(), -1);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      break;  // EINVAL/ENOMEM: give up; active() tells the owner
+    }
+    if (pfds[0].revents != 0)
+      break;  // stop requested
+    for (size_t i = 1; i < pfds.size(); ++i) {
+      const short revents = pfds[i].revents;
+      if (pfds[i].fd < 0 || revents == 0)
+        continue;
+      bool keep = false;
+      try {
+        keep = cb(entries[i - 1].tag, pfds[i].fd, revents);
+      } catch (...) {
+        keep = false;
+      }
+      // The owner may be gone now (or be joining us): its fds may be closed,
+      // so touch none of them again.
+      if (stopping.load()) {
+        active.store(false);
+        return;
+      }
+      if (!keep || (revents & POLLNVAL) != 0) {
+        pfds[i].fd = -1;  // poll() ignores negative fds
+        --watched;
+      }
+    }
+  }
+  active.store(false);
+}
+
+FdWatcher::FdWatcher(std::shared_ptr<Core> core) : core_(std::move(core)) {}
+
+Result<std::unique_ptr<FdWatcher>> FdWatcher::start(std::vector<Entry> entries, Callback cb) {
+  std::unique_ptr<FdWatcher> watcher;
+  try {
+    auto core = std::make_shared<Core>();
+    core->stop_fd = make_eventfd(true);
+    if (!core->stop_fd)
+      return make_error(errc::io_error, "fd watcher", "cannot create the stop eventfd", errno);
+    core->pfds.reserve(entries.size() + 1);
+    core->pfds.push_back(pollfd{core->stop_fd.get(), POLLIN, 0});
+    for (const auto& e : entries)
+      core->pfds.push_back(pollfd{e.fd, e.events, 0});
+    core->entries = std::move(entries);
+    core->cb = std::move(cb);
+    watcher.reset(new FdWatcher(core));
+    ++live_;
+    try {
+      watcher->thread_ = std::thread([c = std::move(core)] {
+        c->run();
+        --live_;
+      });
+    } catch (const std::system_error& e) {
+      --live_;
+      watcher->core_->active.store(false);
+      return make_error(errc::io_error, "fd watcher", "cannot start the watcher thread",
+                        e.code().value());
+    }
+  } catch (const std::bad_alloc&) {
+    return make_error(errc::io_error, "fd watcher", "out of memory", ENOMEM);
+  }
+  return Result<std::unique_ptr<FdWatcher>>(std::move(watcher));
+}
+
+FdWatcher::~FdWatcher() {
+  stop();
+  if (!thread_.joinable())
+    return;
+  // The owner's last strong reference may be dropped inside the callback:
+  // then this destructor runs on the watcher thread, and joining would wait
+  // for ourselves. The thread returns right after the callback (stopping).
+  if (thread_.get_id() == std::this_thread::get_id())
+    thread_.detach();
+  else
+    thread_.join();
+}
+
+void FdWatcher::stop() noexcept {
+  core_->stopping.store(true);
+  const uint64_t one = 1;
+  ssize_t n;
+  do
+    n = ::write(core_->stop_fd.get(), &one, sizeof one);
+  while (n < 0 && errno == EINTR);
+  // EAGAIN means the counter is already non-zero: the thread wakes anyway.
+}
+
+bool FdWatcher::active() const noexcept {
+  return core_->active.load();
+}
+
+uint64_t drain_eventfd(int fd) noexcept {
+  if (fd < 0)
+    return 0;
+  pollfd p{fd, POLLIN, 0};
+  int r;
+  do
+    r = ::poll(&p, 1, 0);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0 || (p.revents & POLLIN) == 0)
+    return 0;
+  uint64_t value = 0;
+  ssize_t got;
+  do
+    got = ::read(fd, &value, sizeof value);
+  while (got < 0 && errno == EINTR);
+  return got == static_cast<ssize_t>(sizeof value) ? value : 0;
+}
+
+}  // namespace vufront::actors

@@ -1,0 +1,90 @@
+#pragma once
+// FdWatcher: one std::thread that waits in poll() on a list of fds (not
+// owned) plus a private stop eventfd, and runs a callback on that thread for
+// every fd that becomes ready. This is how fd readiness (call eventfds,
+// hang-up of the back-end sockets) becomes CAF messages: the callback
+// consumes the readiness and anon_sends a message to the owning actor.
+//
+// Ownership rules (shared/docs/caf-0.17-notes.md §4):
+//  * The owning actor keeps the FdWatcher in its state, as the LAST member,
+//    so the thread is stopped and joined (state destruction in on_exit) before
+//    the fds it watches are closed.
+//  * The callback holds only a WEAK handle (caf::actor_addr) to the actor.
+//    A strong one would be a cycle actor -> state -> thread -> actor.
+//  * If the last strong reference to the owner is dropped inside the
+//    callback, ~FdWatcher runs on the watcher thread itself: it then detaches
+//    instead of joining, and the thread returns as soon as the callback does
+//    without touching any watched fd again (they may already be closed).
+//    Everything the thread uses lives in a shared core for that reason.
+//
+// No mutex anywhere: the entry list is fixed at construction, stopping is an
+// atomic flag plus one write to the stop eventfd.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "memory/unique_fd.hpp"
+#include "protocol/error.hpp"
+
+namespace vufront::actors {
+
+class FdWatcher {
+public:
+  struct Entry {
+    int fd = -1;       ///< NOT owned: the owner keeps it open while watching
+    int tag = 0;       ///< handed back to the callback
+    short events = 0;  ///< poll() events, e.g. POLLIN; 0 = only POLLHUP/POLLERR
+  };
+
+  /// Runs on the watcher thread for each ready fd with poll()'s revents.
+  /// It must consume level-triggered readiness (read the eventfd, ...) or
+  /// return false, else poll() spins. Returning false stops watching that
+  /// fd. POLLNVAL always stops watching it (after the callback ran). The
+  /// callback must not throw; if it does, the fd is no longer watched.
+  using Callback = std::function<bool(int tag, int fd, short revents)>;
+
+  /// Starts the thread. Errors (eventfd or thread creation failed) come back
+  /// as an Error with request "fd watcher"; nothing throws.
+  [[nodiscard]] static Result<std::unique_ptr<FdWatcher>> start(std::vector<Entry> entries,
+                                                                Callback cb);
+
+  /// stop() + join (detach when called on the watcher thread itself).
+  ~FdWatcher();
+
+  FdWatcher(const FdWatcher&) = delete;
+  FdWatcher& operator=(const FdWatcher&) = delete;
+  FdWatcher(FdWatcher&&) = delete;
+  FdWatcher& operator=(FdWatcher&&) = delete;
+
+  /// Asks the thread to finish; it does after the callback that may be
+  /// running returns. Thread-safe, idempotent, does not wait.
+  void stop() noexcept;
+
+  /// Whether the thread is still in its poll loop. It leaves the loop on
+  /// stop(), when no watched fd is left, or when poll() fails.
+  [[nodiscard]] bool active() const noexcept;
+
+  /// Watcher threads alive in this process (for tests and leak checks).
+  [[nodiscard]] static int live_threads() noexcept { return live_.load(); }
+
+private:
+  struct Core;
+  explicit FdWatcher(std::shared_ptr<Core> core);
+
+  std::shared_ptr<Core> core_;
+  std::thread thread_;
+
+  static std::atomic<int> live_;
+};
+
+/// Reads and returns an eventfd's counter without ever blocking, also when
+/// the fd is in blocking mode (poll with zero timeout first, then read).
+/// 0 when nothing was pending or on error. Only safe while no other thread
+/// of this process reads the same eventfd.
+[[nodiscard]] uint64_t drain_eventfd(int fd) noexcept;
+
+}  // namespace vufront::actors

@@ -1,0 +1,281 @@
+#include "actors/worker.hpp"
+
+#include <cerrno>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <caf/actor_cast.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/error.hpp"
+
+namespace vufront::actors {
+
+namespace {
+
+constexpr int32_t config_vector = -1;
+constexpr int32_t max_queue_index = 0xffff;  // queue indices are uint16_t
+constexpr int32_t generation_mask = 0x3fffffff;
+
+using WorkerPtr = worker_actor::stateful_pointer<WorkerState>;
+
+bool has_fd(const SharedFd& fd) {
+  return fd && fd->valid();
+}
+
+bool valid_vector(int32_t v) {
+  return v >= config_vector && v <= max_queue_index;
+}
+
+/// Adds 1 to an eventfd without ever blocking a scheduler thread (a
+/// saturated counter would block; then the interrupt is pending anyway).
+void signal_eventfd(int fd) {
+  pollfd p{fd, POLLOUT, 0};
+  int r;
+  do
+    r = ::poll(&p, 1, 0);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0 || (p.revents & POLLOUT) == 0)
+    return;
+  const uint64_t one = 1;
+  ssize_t n;
+  do
+    n = ::write(fd, &one, sizeof one);
+  while (n < 0 && errno == EINTR);
+}
+
+/// Delivers one interrupt to the sink now and counts it.
+void forward(WorkerState& st, int32_t vector) {
+  bool delivered = false;
+  if (has_fd(st.sink.eventfd)) {
+    signal_eventfd(st.sink.eventfd->get());
+    delivered = true;
+  }
+  if (st.sink.target) {
+    caf::anon_send(st.sink.target, interrupt_atom_v, vector);
+    delivered = true;
+  }
+  if (!delivered)
+    return;
+  if (vector == config_vector) {
+    ++st.config_forwarded;
+    return;
+  }
+  const auto i = static_cast<size_t>(vector);
+  if (st.forwarded.size() <= i)
+    st.forwarded.resize(i + 1, 0);
+  ++st.forwarded[i];
+}
+
+/// An interrupt for `vector`: forwarded when running, else remembered.
+void raise(WorkerState& st, int32_t vector) {
+  if (!valid_vector(vector))
+    return;
+  if (st.running)
+    forward(st, vector);
+  else
+    st.pending.insert(vector);
+}
+
+void forward_pending(WorkerState& st) {
+  auto pending = std::exchange(st.pending, {});
+  for (int32_t v : pending)
+    forward(st, v);
+}
+
+std::string lost_reason(int32_t which) {
+  if (which == 0)
+    return "back-end closed the connection (hang-up on the vhost-user socket)";
+  return "back-end closed the back-end channel (hang-up on the channel socket)";
+}
+
+caf::error worker_error(errc code, const char* step, std::string detail, int sys_errno = 0) {
+  return to_caf(make_error(code, step, std::move(detail), sys_errno));
+}
+
+// ---- the handlers' bodies (each may not throw out of the handler)
+
+void on_watch(WorkerPtr self, SharedFd main_socket, SharedFd channel) {
+  auto& st = self->state;
+  st.hangup_watcher.reset();  // stops and joins the old watch
+  if (st.watched)
+    st.watch_generation = (st.watch_generation + 1) & generation_mask;
+  st.watched = true;
+  st.lost_reported = false;
+  st.main_socket = std::move(main_socket);
+  st.channel = std::move(channel);
+  if (!st.start_threads)
+    return;
+  const int base = st.watch_generation << 1;
+  std::vector<FdWatcher::Entry> entries;
+  if (has_fd(st.main_socket))
+    entries.push_back({st.main_socket->get(), base | 0, 0});
+  if (has_fd(st.channel))
+    entries.push_back({st.channel->get(), base | 1, 0});
+  if (entries.empty())
+    return;
+  // Weak: the thread must not keep the worker alive.
+  auto weak = caf::actor_cast<caf::actor_addr>(self);
+  auto watcher = FdWatcher::start(std::move(entries), [weak](int tag, int, short revents) {
+    // With events 0 poll() reports only POLLHUP, POLLERR and POLLNVAL.
+    if ((revents & (POLLHUP | POLLERR | POLLNVAL)) != 0)
+      if (auto hdl = caf::actor_cast<worker_actor>(weak))
+        caf::anon_send(hdl, hangup_atom_v, static_cast<int32_t>(tag));
+    return false;  // one report per fd and watch is enough
+  });
+  // Without a watcher the loss shows up at the next request instead.
+  if (watcher)
+    st.hangup_watcher = std::move(watcher).value();
+}
+
+void on_hangup(WorkerPtr self, int32_t tag) {
+  auto& st = self->state;
+  if (tag < 0 || (tag >> 1) != st.watch_generation || st.lost_reported)
+    return;  // not ours, from a replaced watch, or already reported
+  st.lost_reported = true;
+  if (auto dev = caf::actor_cast<caf::actor>(st.device))
+    caf::anon_send(dev, lost_atom_v, lost_reason(tag & 1));
+}
+
+caf::result<caf::ok_atom> on_start(WorkerPtr self, std::vector<WatchedQueue> queues,
+                                   InterruptSink sink) {
+  auto& st = self->state;
+  if (st.running)
+    return worker_error(errc::bad_state, "worker start", "the interrupt loop is already running");
+  for (const auto& q : queues)
+    if (!has_fd(q.call))
+      return worker_error(errc::invalid_argument, "worker start",
+                          "queue " + std::to_string(q.index) + " has no call eventfd");
+  if (!queues.empty() && !has_fd(sink.eventfd) && !sink.target)
+    return worker_error(errc::invalid_argument, "worker start",
+                        "queues to watch but no interrupt sink (eventfd or target)");
+  // Signals written while stopped are still in the eventfds: take them now,
+  // before a watcher thread reads the same fds.
+  for (const auto& q : queues)
+    if (drain_eventfd(q.call->get()) > 0)
+      st.pending.insert(q.index);
+  std::unique_ptr<FdWatcher> watcher;
+  if (st.start_threads && !queues.empty()) {
+    std::vector<FdWatcher::Entry> entries;
+    entries.reserve(queues.size());
+    for (const auto& q : queues)
+      entries.push_back({q.call->get(), q.index, POLLIN});
+    auto weak = caf::actor_cast<caf::actor_addr>(self);
+    auto started = FdWatcher::start(std::move(entries), [weak](int tag, int fd, short revents) {
+      if ((revents & POLLIN) == 0)
+        return false;  // POLLERR/POLLNVAL: not an eventfd we can use
+      // Consume the readiness; with this thread the only reader the counter
+      // is non-zero here, so 0 means the fd is unusable (stop, don't spin).
+      const uint64_t n = drain_eventfd(fd);
+      if (n == 0)
+        return false;
+      auto hdl = caf::actor_cast<worker_actor>(weak);
+      if (!hdl)
+        return false;
+      caf::anon_send(hdl, irq_atom_v, static_cast<int32_t>(tag), n);
+      return true;
+    });
+    if (!started) {
+      Error e = std::move(started).error();
+      e.request = "worker start";
+      return to_caf(e);  // stays stopped; what was drained stays pending
+    }
+    watcher = std::move(started).value();
+  }
+  st.queues = std::move(queues);
+  st.sink = std::move(sink);
+  st.running = true;
+  forward_pending(st);
+  st.call_watcher = std::move(watcher);
+  return caf::ok_atom_v;
+}
+
+caf::ok_atom on_stop(WorkerPtr self) {
+  auto& st = self->state;
+  if (!st.running)
+    return caf::ok_atom_v;
+  // Join first: afterwards nobody else reads the call eventfds. irq messages
+  // the thread sent before it stopped arrive after this and become pending.
+  st.call_watcher.reset();
+  for (const auto& q : st.queues)
+    if (has_fd(q.call) && drain_eventfd(q.call->get()) > 0)
+      forward(st, q.index);
+  st.running = false;
+  return caf::ok_atom_v;
+}
+
+std::vector<uint64_t> on_get(WorkerPtr self) {
+  auto& st = self->state;
+  auto out = st.forwarded;
+  for (const auto& q : st.queues)
+    if (out.size() <= q.index)
+      out.resize(size_t{q.index} + 1, 0);
+  return out;
+}
+
+}  // namespace
+
+worker_actor::behavior_type worker_impl(WorkerPtr self, caf::actor_addr device,
+                                        bool start_threads) {
+  self->state.device = std::move(device);
+  self->state.start_threads = start_threads;
+  return {
+      [self](watch_atom, SharedFd main_socket, SharedFd channel) {
+        try {
+          on_watch(self, std::move(main_socket), std::move(channel));
+        } catch (const std::exception&) {
+          // Out of memory: no hang-up watch; the loss surfaces elsewhere.
+        }
+      },
+      [self](start_atom, std::vector<WatchedQueue>& queues,
+             InterruptSink& sink) -> caf::result<caf::ok_atom> {
+        try {
+          return on_start(self, std::move(queues), std::move(sink));
+        } catch (const std::exception& e) {
+          return worker_error(errc::io_error, "worker start", e.what());
+        }
+      },
+      [self](stop_atom) -> caf::result<caf::ok_atom> {
+        try {
+          return on_stop(self);
+        } catch (const std::exception& e) {
+          self->state.running = false;
+          return worker_error(errc::io_error, "worker stop", e.what());
+        }
+      },
+      [self](irq_atom, int32_t queue, uint64_t count) {
+        if (count == 0)
+          return;
+        try {
+          raise(self->state, queue);
+        } catch (const std::exception&) {
+        }
+      },
+      [self](interrupt_atom, int32_t vector) {
+        try {
+          raise(self->state, vector);
+        } catch (const std::exception&) {
+        }
+      },
+      [self](hangup_atom, int32_t tag) {
+        try {
+          on_hangup(self, tag);
+        } catch (const std::exception&) {
+        }
+      },
+      [self](caf::get_atom) -> caf::result<std::vector<uint64_t>> {
+        try {
+          return on_get(self);
+        } catch (const std::exception& e) {
+          return worker_error(errc::io_error, "worker get", e.what());
+        }
+      },
+  };
+}
+
+}  // namespace vufront::actors

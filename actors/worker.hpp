@@ -1,0 +1,81 @@
+#pragma once
+// The worker: the interrupt loop and the hang-up watch of one device
+// (worker_actor in actors/messages.hpp).
+//
+// Interrupts. While running, every signal on a queue's call eventfd (read by
+// the call watcher thread, which sends (irq_atom, queue, count) to the
+// worker) and every (interrupt_atom, vector) is forwarded to the
+// InterruptSink: 1 is written to sink.eventfd and (interrupt_atom, vector) is
+// sent to sink.target, each if set. One irq message is one forwarded
+// interrupt, whatever its count (the eventfd already coalesced the signals),
+// and (get_atom) counts the forwarded interrupts per queue.
+// While stopped nothing is forwarded and nothing is lost:
+//  * stop joins the call watcher, then drains every call eventfd and forwards
+//    what it held;
+//  * signals written into a call eventfd while stopped stay there; start
+//    drains them and forwards them before starting the new watcher;
+//  * irq/interrupt messages that arrive while stopped (the thread's last ones,
+//    BACKEND_VRING_CALL, config changes) are remembered per vector and
+//    forwarded at the next start. Like an eventfd, several pending
+//    interrupts of one vector become one.
+//
+// Hang-up. (watch_atom, main, channel) watches the sockets for POLLHUP/POLLERR
+// only (events 0: another actor reads them). The first hang-up of a watch
+// sends (lost_atom, reason) to the device, once; a new watch replaces the old
+// one and re-arms that. The watcher's hangup tag is `which | generation << 1`
+// (which: 0 main, 1 channel; generation: the watch it belongs to, 0 for the
+// first), so a hang-up of a replaced watch is ignored.
+//
+// The device is held only as a weak caf::actor_addr. The watcher threads are
+// owned by the state (last members) and are joined when the actor exits,
+// before the fds they watch are released.
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include <caf/actor_addr.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/fd_watcher.hpp"
+#include "actors/messages.hpp"
+
+namespace vufront::actors {
+
+struct WorkerState {
+  static inline const char* name = "vufront.worker";
+
+  caf::actor_addr device;     ///< weak: receives (lost_atom, reason)
+  bool start_threads = true;  ///< false in deterministic tests: no watcher threads
+
+  // ---- interrupt loop
+  bool running = false;
+  std::vector<WatchedQueue> queues;  ///< of the current/last start
+  InterruptSink sink;                ///< of the current/last start
+  std::vector<uint64_t> forwarded;   ///< per queue index
+  uint64_t config_forwarded = 0;     ///< vector -1
+  std::set<int32_t> pending;         ///< vectors to forward at the next start
+
+  // ---- hang-up watch
+  SharedFd main_socket;
+  SharedFd channel;
+  int32_t watch_generation = 0;  ///< of the current watch (0 before the first)
+  bool watched = false;          ///< a watch message was seen
+  bool lost_reported = false;    ///< for the current watch
+
+  // Declared last, so destroyed first: the threads are joined while the fds
+  // above (and the queues' call fds) are still open.
+  std::unique_ptr<FdWatcher> hangup_watcher;
+  std::unique_ptr<FdWatcher> call_watcher;
+};
+
+/// Spawn with `sys.spawn(worker_impl, caf::actor_cast<caf::actor_addr>(device), true)`
+/// (or `self->spawn<caf::linked>(...)` from the device). With
+/// `start_threads == false` no thread is created; tests then inject
+/// (irq_atom, q, n) and (hangup_atom, tag) themselves.
+worker_actor::behavior_type worker_impl(worker_actor::stateful_pointer<WorkerState> self,
+                                        caf::actor_addr device, bool start_threads);
+
+}  // namespace vufront::actors

@@ -1,0 +1,479 @@
+// The worker: the interrupt loop (forwarding, counting, pending interrupts
+// across stop/start, draining at stop) and the hang-up watch.
+// Deterministic cases run without threads and inject the watcher's messages;
+// threaded cases use real eventfds and sockets. The test's scoped actor plays
+// the interrupt target and the device. Nothing sleeps: every wait is a
+// receive or poll() with a deadline.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <caf/actor_cast.hpp>
+#include <caf/after.hpp>
+#include <caf/system_messages.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include "actors/fd_watcher.hpp"
+#include "actors/worker.hpp"
+#include "memory/unique_fd.hpp"
+#include "tests/actors/fixture.hpp"
+#include "tests/support.hpp"
+
+using namespace vufront;
+using namespace vufront::actors;
+using namespace std::chrono_literals;
+
+namespace {
+
+using Counts = std::vector<uint64_t>;
+using Vectors = std::vector<int32_t>;
+using Queues = std::vector<WatchedQueue>;
+
+SharedFd new_eventfd(bool nonblocking = true) {
+  auto fd = make_eventfd(nonblocking);
+  REQUIRE(fd);
+  return share(std::move(fd));
+}
+
+void signal(const SharedFd& fd, uint64_t n = 1) {
+  REQUIRE(::write(fd->get(), &n, sizeof n) == static_cast<ssize_t>(sizeof n));
+}
+
+uint64_t take(const SharedFd& fd) {
+  return drain_eventfd(fd->get());
+}
+
+bool wait_readable(const SharedFd& fd, int timeout_ms) {
+  pollfd p{fd->get(), POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) > 0 && (p.revents & POLLIN) != 0;
+}
+
+bool wait_live_threads(int n) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (FdWatcher::live_threads() != n) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+bool contains(const std::string& s, const char* part) {
+  return s.find(part) != std::string::npos;
+}
+
+/// What both fixtures need from the test's scoped actor.
+template <class Self>
+InterruptSink sink_to(Self& self, SharedFd eventfd = {}) {
+  InterruptSink s;
+  s.eventfd = std::move(eventfd);
+  s.target = caf::actor_cast<caf::actor>(self);
+  return s;
+}
+
+/// Every (interrupt_atom, vector) already in the mailbox, in order.
+template <class Self>
+Vectors received_interrupts(Self& self) {
+  Vectors out;
+  bool more = true;
+  while (more)
+    self->receive([&](interrupt_atom, int32_t v) { out.push_back(v); },
+                  caf::after(0ms) >> [&] { more = false; });
+  return out;
+}
+
+/// Every (lost_atom, reason) already in the mailbox.
+template <class Self>
+std::vector<std::string> received_losses(Self& self) {
+  std::vector<std::string> out;
+  bool more = true;
+  while (more)
+    self->receive([&](lost_atom, std::string& why) { out.push_back(why); },
+                  caf::after(0ms) >> [&] { more = false; });
+  return out;
+}
+
+// ---- deterministic ------------------------------------------------------------
+
+struct DetWorker : test::DetFixture {
+  worker_actor worker;
+
+  void setup(caf::actor_addr device = {}) {
+    worker = spawn(worker_impl, std::move(device), false);
+    sched.run();
+  }
+
+  template <class... Ts>
+  void inject(Ts... xs) {
+    caf::anon_send(worker, xs...);
+    sched.run();
+  }
+
+  /// Request answered with ok: "" or the error's message.
+  template <class... Ts>
+  std::string call(Ts... xs) {
+    auto rh = self->request(worker, caf::infinite, xs...);
+    sched.run();
+    std::string out = "no reply";
+    rh.receive([&](caf::ok_atom) { out.clear(); },
+               [&](caf::error& e) { out = from_caf(e, "worker").message(); });
+    return out;
+  }
+
+  Counts counts() {
+    auto rh = self->request(worker, caf::infinite, caf::get_atom_v);
+    sched.run();
+    Counts out;
+    rh.receive([&](Counts& v) { out = v; },
+               [&](caf::error& e) { FAIL(from_caf(e, "get").message()); });
+    return out;
+  }
+};
+
+// ---- threaded -----------------------------------------------------------------
+
+struct RtWorker : test::RtFixture {
+  worker_actor spawn_worker(caf::actor_addr device = {}) {
+    return spawn(worker_impl, std::move(device), true);
+  }
+
+  std::optional<int32_t> next_interrupt(std::chrono::milliseconds timeout = 2s) {
+    std::optional<int32_t> out;
+    self->receive([&](interrupt_atom, int32_t v) { out = v; }, caf::after(timeout) >> [] {});
+    return out;
+  }
+
+  Counts counts(const worker_actor& w) {
+    auto [v, err] = ask<Counts>(w, 2s, caf::get_atom_v);
+    REQUIRE_MESSAGE(v.has_value(), err);
+    return *v;
+  }
+
+  /// Exits `w` and waits for its termination (its threads are joined by then).
+  bool exit_and_wait(const worker_actor& w) {
+    self->monitor(w);
+    caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    bool down = false;
+    self->receive([&](caf::down_msg&) { down = true; }, caf::after(5s) >> [] {});
+    return down;
+  }
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): interrupts while running are forwarded and counted") {
+  setup();
+  auto call0 = new_eventfd();
+  auto call2 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  CHECK(call(start_atom_v, Queues{{0, call0}, {2, call2}}, sink_to(self, sinkfd)) == "");
+  CHECK(counts() == Counts{0, 0, 0});
+
+  inject(irq_atom_v, int32_t{2}, uint64_t{5});  // 5 coalesced signals: one interrupt
+  CHECK(received_interrupts(self) == Vectors{2});
+  CHECK(take(sinkfd) == 1);
+
+  inject(irq_atom_v, int32_t{0}, uint64_t{1});
+  inject(irq_atom_v, int32_t{0}, uint64_t{1});
+  CHECK(received_interrupts(self) == Vectors{0, 0});
+  CHECK(take(sinkfd) == 2);
+
+  inject(interrupt_atom_v, int32_t{-1});  // config change: forwarded, not a queue count
+  inject(interrupt_atom_v, int32_t{1});   // BACKEND_VRING_CALL for a queue
+  CHECK(received_interrupts(self) == Vectors{-1, 1});
+  CHECK(take(sinkfd) == 2);
+  CHECK(counts() == Counts{2, 1, 1});
+
+  // Nonsense is ignored.
+  inject(interrupt_atom_v, int32_t{-7});
+  inject(interrupt_atom_v, int32_t{1 << 20});
+  inject(irq_atom_v, int32_t{0}, uint64_t{0});
+  CHECK(received_interrupts(self).empty());
+  CHECK(counts() == Counts{2, 1, 1});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): interrupts while stopped are pending until start") {
+  setup();
+  auto call1 = new_eventfd();
+  // Before the first start: kept, the same vector coalesces.
+  inject(irq_atom_v, int32_t{1}, uint64_t{1});
+  inject(interrupt_atom_v, int32_t{-1});
+  inject(irq_atom_v, int32_t{1}, uint64_t{2});
+  CHECK(received_interrupts(self).empty());
+
+  CHECK(call(start_atom_v, Queues{{1, call1}}, sink_to(self)) == "");
+  CHECK(received_interrupts(self) == Vectors{-1, 1});
+  CHECK(counts() == Counts{0, 1});
+
+  // After a stop: the thread's last irq arrives late; it is kept, not dropped.
+  CHECK(call(stop_atom_v) == "");
+  inject(irq_atom_v, int32_t{1}, uint64_t{1});
+  inject(interrupt_atom_v, int32_t{-1});
+  CHECK(received_interrupts(self).empty());
+  CHECK(counts() == Counts{0, 1});
+
+  CHECK(call(start_atom_v, Queues{{1, call1}}, sink_to(self)) == "");
+  CHECK(received_interrupts(self) == Vectors{-1, 1});
+  CHECK(counts() == Counts{0, 2});
+  // Pending interrupts are forwarded once.
+  CHECK(call(stop_atom_v) == "");
+  CHECK(call(start_atom_v, Queues{{1, call1}}, sink_to(self)) == "");
+  CHECK(received_interrupts(self).empty());
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): stop drains the call eventfds, start takes what came while stopped") {
+  setup();
+  auto call0 = new_eventfd(false);  // blocking: the drain must not block
+  auto call3 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  CHECK(call(start_atom_v, Queues{{0, call0}, {3, call3}}, sink_to(self, sinkfd)) == "");
+
+  // Raised just before sleep and not yet read by a watcher: stop forwards it.
+  signal(call3);
+  CHECK(call(stop_atom_v) == "");
+  CHECK(received_interrupts(self) == Vectors{3});
+  CHECK(take(call3) == 0);
+  CHECK(take(sinkfd) == 1);
+
+  // Raised during sleep: stays in the eventfd, forwarded (once) at start.
+  signal(call0);
+  signal(call0);
+  CHECK(call(stop_atom_v) == "");  // idempotent, does not touch the fds
+  CHECK(received_interrupts(self).empty());
+  CHECK(call(start_atom_v, Queues{{0, call0}, {3, call3}}, sink_to(self, sinkfd)) == "");
+  CHECK(received_interrupts(self) == Vectors{0});
+  CHECK(take(call0) == 0);
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{1, 0, 0, 1});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): start while running fails, bad starts are refused") {
+  setup();
+  auto call0 = new_eventfd();
+  CHECK(call(stop_atom_v) == "");  // stop while stopped: ok
+
+  auto err = call(start_atom_v, Queues{{0, SharedFd{}}}, sink_to(self));
+  CHECK(contains(err, "invalid_argument"));
+  err = call(start_atom_v, Queues{{0, call0}}, InterruptSink{});
+  CHECK(contains(err, "invalid_argument"));
+
+  CHECK(call(start_atom_v, Queues{{0, call0}}, sink_to(self)) == "");
+  err = call(start_atom_v, Queues{{0, call0}}, sink_to(self));
+  CHECK(contains(err, "worker start"));
+  CHECK(contains(err, "bad_state"));
+  // Still running with the first start's sink.
+  inject(irq_atom_v, int32_t{0}, uint64_t{1});
+  CHECK(received_interrupts(self) == Vectors{0});
+
+  CHECK(call(stop_atom_v) == "");
+  CHECK(call(stop_atom_v) == "");
+  // No queues and no sink: allowed (nothing to forward to, nothing counted).
+  CHECK(call(start_atom_v, Queues{}, InterruptSink{}) == "");
+  inject(interrupt_atom_v, int32_t{0});
+  CHECK(counts() == Counts{1});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): a hang-up is reported to the device once per watch") {
+  setup(caf::actor_cast<caf::actor_addr>(self));
+  auto main1 = make_socketpair();
+  auto chan1 = make_socketpair();
+  inject(watch_atom_v, share(std::move(main1.first)), share(std::move(chan1.first)));
+  inject(hangup_atom_v, int32_t{0});  // main socket
+  inject(hangup_atom_v, int32_t{1});  // channel: same loss, not reported again
+  inject(hangup_atom_v, int32_t{0});
+  auto losses = received_losses(self);
+  REQUIRE(losses.size() == 1);
+  CHECK(contains(losses[0], "vhost-user socket"));
+
+  // A new watch (reconnect) re-arms; hang-ups of the old watch are stale.
+  auto main2 = make_socketpair();
+  inject(watch_atom_v, share(std::move(main2.first)), SharedFd{});
+  inject(hangup_atom_v, int32_t{1});
+  inject(hangup_atom_v, int32_t{0});
+  CHECK(received_losses(self).empty());
+  inject(hangup_atom_v, int32_t{(1 << 1) | 1});  // second watch, channel tag
+  inject(hangup_atom_v, int32_t{(1 << 1) | 0});
+  losses = received_losses(self);
+  REQUIRE(losses.size() == 1);
+  CHECK(contains(losses[0], "channel"));
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): without a device a hang-up goes nowhere") {
+  setup();
+  inject(hangup_atom_v, int32_t{0});
+  inject(hangup_atom_v, int32_t{-3});
+  CHECK(received_losses(self).empty());
+  CHECK(counts().empty());
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a call signal reaches the sink eventfd and the target") {
+  auto w = spawn_worker();
+  auto call0 = new_eventfd();
+  auto call1 = new_eventfd(false);  // a blocking call fd works too
+  auto sinkfd = new_eventfd();
+  REQUIRE(ask_ok(w, 2s, start_atom_v, Queues{{0, call0}, {1, call1}}, sink_to(self, sinkfd)) ==
+          "");
+  CHECK(FdWatcher::live_threads() == 1);
+
+  signal(call1);
+  auto v = next_interrupt();
+  REQUIRE(v);
+  CHECK(*v == 1);
+  CHECK(wait_readable(sinkfd, 2000));
+  CHECK(take(sinkfd) == 1);
+
+  signal(call0, 3);  // one write of 3: one wakeup, one interrupt
+  v = next_interrupt();
+  REQUIRE(v);
+  CHECK(*v == 0);
+  CHECK(counts(w) == Counts{1, 1});
+  CHECK(take(sinkfd) == 1);
+
+  CHECK(ask_ok(w, 2s, stop_atom_v) == "");
+  CHECK(FdWatcher::live_threads() == 0);  // joined before the reply
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): an interrupt raised during sleep is not lost") {
+  auto w = spawn_worker();
+  auto call0 = new_eventfd();
+  const Queues queues{{0, call0}};
+  REQUIRE(ask_ok(w, 2s, start_atom_v, queues, sink_to(self)) == "");
+  REQUIRE(ask_ok(w, 2s, stop_atom_v) == "");
+  CHECK(FdWatcher::live_threads() == 0);
+
+  signal(call0);  // during sleep: no thread reads it
+  CHECK(counts(w) == Counts{0});
+  CHECK(received_interrupts(self).empty());
+
+  REQUIRE(ask_ok(w, 2s, start_atom_v, queues, sink_to(self)) == "");
+  auto v = next_interrupt();
+  REQUIRE(v);
+  CHECK(*v == 0);
+  CHECK(counts(w) == Counts{1});
+  REQUIRE(ask_ok(w, 2s, stop_atom_v) == "");
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a signal racing with stop is forwarded exactly once") {
+  auto w = spawn_worker();
+  auto call0 = new_eventfd();
+  const Queues queues{{0, call0}};
+  REQUIRE(ask_ok(w, 2s, start_atom_v, queues, sink_to(self)) == "");
+  // Read by the thread, drained by stop, or pending until the next start:
+  // by the end of that start it has been forwarded, once.
+  for (uint64_t i = 1; i <= 100; ++i) {
+    signal(call0);
+    REQUIRE(ask_ok(w, 2s, stop_atom_v) == "");
+    REQUIRE(ask_ok(w, 2s, start_atom_v, queues, sink_to(self)) == "");
+    REQUIRE(counts(w) == Counts{i});
+  }
+  CHECK(received_interrupts(self) == Vectors(100, 0));
+  CHECK(ask_ok(w, 2s, stop_atom_v) == "");
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a hang-up is reported to the device exactly once") {
+  auto w = spawn_worker(caf::actor_cast<caf::actor_addr>(self));
+  auto main_sp = make_socketpair();
+  auto chan_sp = make_socketpair();
+  REQUIRE(main_sp.first);
+  REQUIRE(chan_sp.first);
+  caf::anon_send(w, watch_atom_v, share(std::move(main_sp.first)), share(std::move(chan_sp.first)));
+  // Both peers go away: two hang-ups, one loss.
+  main_sp.second.reset();
+  chan_sp.second.reset();
+  std::string reason;
+  self->receive([&](lost_atom, std::string& why) { reason = why; },
+                caf::after(2s) >> [] { FAIL("no lost message"); });
+  CHECK((contains(reason, "vhost-user socket") || contains(reason, "channel")));
+  // The watch thread ends after reporting both fds; once the worker has
+  // handled everything it sent (get round trip), no second loss may exist.
+  CHECK(wait_live_threads(0));
+  CHECK(counts(w).empty());
+  CHECK(received_losses(self).empty());
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a live socket is not reported, its hang-up later is") {
+  auto w = spawn_worker(caf::actor_cast<caf::actor_addr>(self));
+  auto main_sp = make_socketpair();
+  caf::anon_send(w, watch_atom_v, share(std::move(main_sp.first)), SharedFd{});
+  // Traffic on the socket is not a hang-up (and the watch does not read it).
+  char byte = 'v';
+  REQUIRE(::write(main_sp.second.get(), &byte, 1) == 1);
+  CHECK(counts(w).empty());
+  CHECK(received_losses(self).empty());
+  main_sp.second.reset();
+  std::string reason;
+  self->receive([&](lost_atom, std::string& why) { reason = why; },
+                caf::after(2s) >> [] { FAIL("no lost message"); });
+  CHECK(contains(reason, "vhost-user socket"));
+  CHECK(exit_and_wait(w));
+  CHECK(FdWatcher::live_threads() == 0);
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): 1,000 start/stop cycles leak neither fds nor threads") {
+  test::FdCount fds;
+  {
+    auto w = spawn_worker(caf::actor_cast<caf::actor_addr>(self));
+    auto call0 = new_eventfd();
+    auto call1 = new_eventfd();
+    auto sinkfd = new_eventfd();
+    auto sp = make_socketpair();
+    caf::anon_send(w, watch_atom_v, share(std::move(sp.first)), SharedFd{});
+    const Queues queues{{0, call0}, {1, call1}};
+    InterruptSink sink;
+    sink.eventfd = sinkfd;
+    for (int i = 0; i < 1000; ++i) {
+      REQUIRE(ask_ok(w, 2s, start_atom_v, queues, sink) == "");
+      if (i % 100 == 0)
+        signal(call0);
+      REQUIRE(ask_ok(w, 2s, stop_atom_v) == "");
+    }
+    // Whatever the last stop left pending goes out with this start.
+    REQUIRE(ask_ok(w, 2s, start_atom_v, queues, sink) == "");
+    CHECK(counts(w) == Counts{10, 0});
+    CHECK(ask_ok(w, 2s, stop_atom_v) == "");
+    CHECK(take(sinkfd) == 10);
+    CHECK(FdWatcher::live_threads() == 1);  // the hang-up watch
+    CHECK(exit_and_wait(w));
+    CHECK(FdWatcher::live_threads() == 0);
+    CHECK(received_losses(self).empty());
+  }
+  CHECK(fds.leaked() == 0);
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): dropping the last handle ends the worker and its threads") {
+  std::optional<caf::actor_addr> addr;
+  // The peer outlives the worker: a hang-up now would let the watcher thread
+  // hold the last reference, and the worker would end on that thread (then
+  // it detaches, and the thread count drops only a moment after the down).
+  auto sp = make_socketpair();
+  {
+    auto w = spawn_worker();
+    auto call0 = new_eventfd();
+    caf::anon_send(w, watch_atom_v, share(std::move(sp.first)), SharedFd{});
+    REQUIRE(ask_ok(w, 2s, start_atom_v, Queues{{0, call0}}, sink_to(self)) == "");
+    CHECK(FdWatcher::live_threads() == 2);
+    self->monitor(w);
+    addr = caf::actor_cast<caf::actor_addr>(w);
+  }  // the last strong handle goes away here
+  caf::error reason;
+  bool down = false;
+  self->receive(
+      [&](caf::down_msg& dm) {
+        down = true;
+        reason = dm.reason;
+      },
+      caf::after(5s) >> [] {});
+  REQUIRE(down);
+  CHECK(reason == caf::exit_reason::unreachable);
+  CHECK(FdWatcher::live_threads() == 0);
+  CHECK_FALSE(caf::actor_cast<caf::actor>(*addr));
+}
