@@ -63,7 +63,8 @@ VUFRONT_LAYOUT_SIZE(ReqHeader, 16);
 }  // namespace
 
 BlkDevice::BlkDevice(BlkDevice&& o) noexcept
-    : fd_(std::move(o.fd_)),
+    : Device(),
+      fd_(std::move(o.fd_)),
       data_(std::exchange(o.data_, nullptr)),
       size_(std::exchange(o.size_, 0)),
       num_queues_(o.num_queues_),
@@ -108,7 +109,26 @@ Result<BlkDevice> BlkDevice::open(uint64_t size, const std::string& image, uint1
   return d;
 }
 
-virtio::BlkConfig BlkDevice::config() const noexcept {
+uint64_t BlkDevice::device_features() const noexcept {
+  uint64_t f = bit(blk_feature::flush) | bit(blk_feature::blk_size) | bit(blk_feature::seg_max);
+  if (num_queues_ > 1)
+    f |= bit(blk_feature::mq);
+  return f;
+}
+
+std::vector<uint8_t> BlkDevice::config() const {
+  const virtio::BlkConfig c = blk_config();
+  const auto* b = reinterpret_cast<const uint8_t*>(&c);
+  return std::vector<uint8_t>(b, b + sizeof c);
+}
+
+void BlkDevice::process(uint32_t index, Rings& rings) {
+  while (auto chain = rings.pop(index))
+    if (!rings.push(index, *chain, execute(*chain)))
+      return;
+}
+
+virtio::BlkConfig BlkDevice::blk_config() const noexcept {
   virtio::BlkConfig c{};
   c.capacity = size_ / 512;
   c.seg_max = blk_seg_max;

@@ -1,14 +1,15 @@
 #pragma once
 // The virtio-blk device model (virtio 1.2 §5.2): the disk (a memfd, or a
 // file with --image), its config space and request execution on popped
-// chains. No sockets, no rings: the server pops, this executes, the server
-// pushes `used.len`.
+// chains. No sockets: every request queue is served alike, each popped
+// chain executed and pushed back with its `used.len`.
 
 #include <cstdint>
 #include <string>
 
 #include "memory/unique_fd.hpp"
 #include "protocol/error.hpp"
+#include "backend/device.hpp"
 #include "protocol/virtio_config.hpp"
 #include "virtio/device_queue.hpp"
 
@@ -28,13 +29,13 @@ inline constexpr uint8_t blk_s_ok = 0, blk_s_ioerr = 1, blk_s_unsupp = 2;
 inline constexpr const char* blk_serial = "vufront-backend";
 inline constexpr uint32_t blk_seg_max = 126;
 
-class BlkDevice {
+class BlkDevice final : public Device {
 public:
   BlkDevice(const BlkDevice&) = delete;
   BlkDevice& operator=(const BlkDevice&) = delete;
   BlkDevice(BlkDevice&& other) noexcept;
   BlkDevice& operator=(BlkDevice&&) = delete;
-  ~BlkDevice();
+  ~BlkDevice() override;
 
   /// A RAM disk of `size` bytes (memfd), or the file `image` (created with
   /// `size` bytes when missing or empty; otherwise its own size is used).
@@ -47,11 +48,24 @@ public:
   /// no room for a status byte (malformed, nothing written).
   [[nodiscard]] uint32_t execute(const virtio::Chain& chain);
 
-  [[nodiscard]] virtio::BlkConfig config() const noexcept;
+  [[nodiscard]] virtio::BlkConfig blk_config() const noexcept;
   [[nodiscard]] uint64_t size() const noexcept { return size_; }
   [[nodiscard]] uint8_t* data() noexcept { return data_; }
   /// The disk's fd (memfd or image), still owned here; shared by SHMEM_MAP.
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+
+  // Device
+  [[nodiscard]] DeviceKind kind() const noexcept override { return DeviceKind::blk; }
+  [[nodiscard]] uint32_t num_vrings() const noexcept override { return num_queues_; }
+  /// FLUSH, BLK_SIZE, SEG_MAX, and MQ with more than one queue.
+  [[nodiscard]] uint64_t device_features() const noexcept override;
+  [[nodiscard]] std::vector<uint8_t> config() const override;
+  /// Executes every available chain of request queue `index`.
+  void process(uint32_t index, Rings& rings) override;
+  [[nodiscard]] uint8_t* state_data() noexcept override { return data_; }
+  [[nodiscard]] uint64_t state_bytes() const noexcept override { return size_; }
+  /// The disk (SHMEM_MAP shares it).
+  [[nodiscard]] SharedWindow shared_window() const noexcept override { return {fd_.get(), size_}; }
   /// Writes the disk back (msync) for FLUSH. Errors: io_error.
   [[nodiscard]] Result<void> flush();
 

@@ -131,4 +131,11 @@ void Inflight::end(uint16_t q, uint16_t head, uint16_t used_idx) {
   put<uint16_t>(b + off_used_idx, used_idx);
 }
 
+void Inflight::abort(uint16_t q, uint16_t head) {
+  uint8_t* b = queue_base(q);
+  if (b == nullptr || head >= queue_size_)
+    return;
+  b[header_bytes + entry_bytes * head] = 0;
+}
+
 }  // namespace vufront::backend

@@ -49,6 +49,9 @@ public:
   void begin(uint16_t q, uint16_t head);
   /// Marks `head` completed after its used entry was published with used idx `used_idx`.
   void end(uint16_t q, uint16_t head, uint16_t used_idx);
+  /// Clears `head` of queue `q` without a completion (the chain went back to
+  /// the ring unused).
+  void abort(uint16_t q, uint16_t head);
 
 private:
   [[nodiscard]] uint8_t* queue_base(uint16_t q) const noexcept;

@@ -93,7 +93,7 @@ Result<FaultSpec> parse_fault(FaultKind kind, const std::string& text) {
   return f;
 }
 
-Result<std::vector<Refusal>> parse_refusal(const std::string& text) {
+Result<std::vector<Refusal>> parse_refusal(const std::string& text, DeviceKind kind) {
   bool want_virtio = true, want_proto = true;
   std::string rest = text;
   if (rest.rfind("virtio:", 0) == 0) {
@@ -112,7 +112,7 @@ Result<std::vector<Refusal>> parse_refusal(const std::string& text) {
   }
   const std::string want = upper(rest);
   for (unsigned b = 0; b < 64; ++b) {
-    if (want_virtio && feature_name(b, DeviceKind::blk) == want)
+    if (want_virtio && feature_name(b, kind) == want)
       out.push_back({false, b});
     if (want_proto && protocol_feature_name(b) == want)
       out.push_back({true, b});
@@ -122,27 +122,60 @@ Result<std::vector<Refusal>> parse_refusal(const std::string& text) {
   return out;
 }
 
+Result<std::array<uint8_t, 6>> parse_mac(const std::string& text) {
+  std::array<uint8_t, 6> mac{};
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  bool good = text.size() == 17;
+  for (size_t i = 0; good && i < 6; ++i) {
+    const int hi = hex(text[3 * i]), lo = hex(text[3 * i + 1]);
+    good = hi >= 0 && lo >= 0 && (i == 5 || text[3 * i + 2] == ':');
+    mac[i] = static_cast<uint8_t>(hi * 16 + lo);
+  }
+  if (!good)
+    return make_error(errc::invalid_argument, op, "bad MAC address '" + text + "'");
+  if (mac[0] & 1)
+    return make_error(errc::invalid_argument, op, "MAC address '" + text + "' is multicast");
+  return mac;
+}
+
 ParseOutcome parse_options(int argc, char** argv) {
-  CLI::App app{"vufront-backend: reference vhost-user virtio-blk back-end"};
+  CLI::App app{"vufront-backend: reference vhost-user back-end (virtio-blk disk, "
+               "virtio-net echo)"};
   app.footer(
+      "--device net echoes every frame sent on TX queue 2k+1 back into RX queue 2k\n"
+      "(features VERSION_1, MAC, STATUS, MQ with more than one pair; GET_QUEUE_NUM\n"
+      "answers 2 x --queues). Frames that find no RX buffer wait in a backlog of\n"
+      "256 per pair (the oldest dropped beyond it).\n"
       "Signals: SIGINT/SIGTERM stop cleanly (socket removed); SIGUSR1 sends\n"
       "BACKEND_CONFIG_CHANGE_MSG; SIGUSR2 sends SHMEM_UNMAP of the shared-memory\n"
       "window, or SHMEM_MAP when it is not mapped (needs --shmem-size).\n"
       "Device-state format: docs/backend-state-format.md.");
   Options o;
-  std::string size_text = "64M", shmem_text = "0";
+  std::string size_text = "64M", shmem_text = "0", mac_text;
   std::vector<std::string> refuse, delays, closes, crashes;
   app.add_option("--socket", o.socket_path, "unix socket to listen on")->required();
   std::string device = "blk";
-  app.add_option("--device", device, "device to emulate (only blk is implemented)")
-      ->check(CLI::IsMember({"blk"}));
-  app.add_option("--size", size_text, "disk size (suffix K/M/G), default 64M");
-  app.add_option("--image", o.image, "back the disk with this file instead of a memfd");
-  app.add_option("--queues", o.queues, "number of request queues (1..64)")
+  app.add_option("--device", device, "device to emulate: blk (a disk, default) or net "
+                                     "(echoes transmitted frames)")
+      ->check(CLI::IsMember({"blk", "net"}));
+  auto* size_opt = app.add_option("--size", size_text, "blk: disk size (suffix K/M/G), default 64M");
+  auto* image_opt =
+      app.add_option("--image", o.image, "blk: back the disk with this file instead of a memfd");
+  app.add_option("--queues", o.queues,
+                 "blk: request queues (1..64); net: queue PAIRS (1..32, 2 vrings each, "
+                 "GET_QUEUE_NUM answers 2N)")
       ->check(CLI::Range(1, 64));
+  auto* mac_opt = app.add_option("--mac", mac_text,
+                                 "net: MAC address in the config space, default 52:54:00:12:34:56");
   app.add_flag("--once", o.once, "exit after the first front-end disconnects");
   app.add_flag("--packed,!--no-packed", o.packed, "offer RING_PACKED (default on)");
-  app.add_option("--shmem-size", shmem_text, "offer SHMEM with one region of this size");
+  auto* shmem_opt = app.add_option("--shmem-size", shmem_text,
+                                   "blk: offer SHMEM with one region of this size (the disk)");
   app.add_option("--refuse-feature", refuse, "do not offer this virtio/protocol feature");
   app.add_option("--delay-reply", delays, "REQ:MS wait MS before answering REQ");
   app.add_option("--close-at", closes, "REQ[:N] close the connection at the N-th REQ");
@@ -159,6 +192,22 @@ ParseOutcome parse_options(int argc, char** argv) {
     std::fprintf(stderr, "vufront-backend: %s\n", e.message().c_str());
     return ParseOutcome{std::nullopt, 2};
   };
+  o.device = *device_kind_from_string(device);  // IsMember checked it
+  if (o.device == DeviceKind::net) {
+    for (const auto* opt : {size_opt, image_opt, shmem_opt})
+      if (opt->count() > 0)
+        return fail(make_error(errc::invalid_argument, op, opt->get_name() + " is for --device blk"));
+    if (o.queues > 32)
+      return fail(make_error(errc::invalid_argument, op, "--device net: --queues is 1..32 pairs"));
+    if (mac_opt->count() > 0) {
+      auto mac = parse_mac(mac_text);
+      if (!mac)
+        return fail(mac.error());
+      o.mac = *mac;
+    }
+  } else if (mac_opt->count() > 0) {
+    return fail(make_error(errc::invalid_argument, op, "--mac is for --device net"));
+  }
   auto size = parse_size(size_text);
   if (!size)
     return fail(size.error());
@@ -172,7 +221,7 @@ ParseOutcome parse_options(int argc, char** argv) {
     return fail(make_error(errc::invalid_argument, op, "--shmem-size must be a multiple of 4096"));
   o.shmem_size = *shm;
   for (const auto& r : refuse) {
-    auto v = parse_refusal(r);
+    auto v = parse_refusal(r, o.device);
     if (!v)
       return fail(v.error());
     o.refusals.insert(o.refusals.end(), v->begin(), v->end());

@@ -3,12 +3,14 @@
 // parse_options() is CLI11-free in its interface so the rest of backend/
 // never sees CLI11.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "protocol/error.hpp"
+#include "protocol/messages.hpp"
 
 namespace vufront::backend {
 
@@ -31,9 +33,11 @@ struct Refusal {
 
 struct Options {
   std::string socket_path;
-  uint64_t size = 64ull << 20;
-  std::string image;
-  uint32_t queues = 1;
+  DeviceKind device = DeviceKind::blk;  ///< blk or net
+  uint64_t size = 64ull << 20;          ///< blk only
+  std::string image;                    ///< blk only
+  uint32_t queues = 1;                  ///< blk: request queues; net: queue pairs
+  std::array<uint8_t, 6> mac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};  ///< net only
   bool once = false;
   bool packed = true;
   uint64_t shmem_size = 0;
@@ -49,11 +53,15 @@ struct Options {
 [[nodiscard]] Result<uint32_t> parse_request(const std::string& text);
 /// "REQ:MS" (delay) or "REQ[:N]" (close/crash). Errors: invalid_argument.
 [[nodiscard]] Result<FaultSpec> parse_fault(FaultKind kind, const std::string& text);
-/// A feature name or bit: "REPLY_ACK", "RING_PACKED", "FLUSH" (blk names),
-/// "12" (virtio bit), "virtio:MQ" / "proto:MQ" / "proto:3" to pick a side.
-/// A bare name that exists on both sides (MQ) refuses both.
+/// A feature name or bit: "REPLY_ACK", "RING_PACKED", "FLUSH" (names of
+/// `kind`'s bits), "12" (virtio bit), "virtio:MQ" / "proto:MQ" / "proto:3"
+/// to pick a side. A bare name that exists on both sides (MQ) refuses both.
 /// Errors: invalid_argument (unknown name, bit > 63).
-[[nodiscard]] Result<std::vector<Refusal>> parse_refusal(const std::string& text);
+[[nodiscard]] Result<std::vector<Refusal>> parse_refusal(const std::string& text,
+                                                         DeviceKind kind = DeviceKind::blk);
+/// "52:54:00:12:34:56" -> bytes. Errors: invalid_argument (not six hex
+/// octets, or a multicast address).
+[[nodiscard]] Result<std::array<uint8_t, 6>> parse_mac(const std::string& text);
 
 /// Parses argv. Returns the options, or an exit code (0 for --help) after
 /// CLI11 printed its message.

@@ -42,7 +42,7 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
     return ok();
   };
   auto offered = [&](unsigned protocol_bit) -> Result<void> {
-    if (!has_bit(offered_protocol_features(opt_), protocol_bit))
+    if (!has_bit(offered_protocol_features(opt_, *dev_), protocol_bit))
       return violation(errc::not_negotiated, req,
                        "protocol feature " + protocol_feature_name(protocol_bit) + " not offered");
     return ok();
@@ -61,11 +61,11 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
   switch (req) {
     case FrontendReq::get_features:
       VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, offered_features(opt_)));
+      VU_REPLY(reply_u64(m, offered_features(opt_, *dev_)));
     case FrontendReq::set_features: {
       VU_TRY(expect(m, req, 8, 0));
       const uint64_t f = decode<wire::U64>(m).value;
-      if (f & ~offered_features(opt_))
+      if (f & ~offered_features(opt_, *dev_))
         return violation(errc::invalid_payload, req, "acks features that were not offered");
       s_->features = f;
       if (!has_bit(f, feature::protocol_features))
@@ -82,11 +82,11 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
       return Ack{0};
     case FrontendReq::get_protocol_features:
       VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, offered_protocol_features(opt_)));
+      VU_REPLY(reply_u64(m, offered_protocol_features(opt_, *dev_)));
     case FrontendReq::set_protocol_features: {
       VU_TRY(expect(m, req, 8, 0));
       const uint64_t f = decode<wire::U64>(m).value;
-      if (f & ~offered_protocol_features(opt_))
+      if (f & ~offered_protocol_features(opt_, *dev_))
         return violation(errc::invalid_payload, req, "acks protocol features that were not offered");
       s_->protocol = f;
       return Ack{0};
@@ -94,7 +94,7 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
     case FrontendReq::get_queue_num:
       VU_TRY(offered(pf::mq));
       VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, opt_.queues));
+      VU_REPLY(reply_u64(m, dev_->num_vrings()));
     case FrontendReq::get_max_mem_slots:
       VU_TRY(offered(pf::configure_mem_slots));
       VU_TRY(expect(m, req, 0, 0));
@@ -162,10 +162,10 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
       if (!h)
         return violation(errc::bad_size, req, "payload shorter than the config header");
       VU_TRY(expect(m, req, sizeof(wire::ConfigHeader) + uint64_t{h->size}, 0));
-      const virtio::BlkConfig cfg = dev_.config();
-      const auto* bytes = reinterpret_cast<const uint8_t*>(&cfg);
-      const bool in_range = h->size > 0 && h->offset <= sizeof cfg &&
-                            h->size <= sizeof cfg - h->offset;
+      const std::vector<uint8_t> cfg = dev_->config();
+      const uint8_t* bytes = cfg.data();
+      const bool in_range = h->size > 0 && h->offset <= cfg.size() &&
+                            h->size <= cfg.size() - h->offset;
       if (req == FrontendReq::set_config) {
         // Nothing is writable (no CONFIG_WCE): accept only writes that change nothing.
         const bool same = in_range && std::memcmp(bytes + h->offset, m.body.data() + sizeof *h,
@@ -176,7 +176,7 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
         VU_REPLY(reply(m, nullptr, 0));  // error = zero-size reply (§5)
       std::vector<uint8_t> out(sizeof *h + h->size);
       std::memcpy(out.data(), &*h, sizeof *h);
-      // BOUNDS: offset + size <= sizeof cfg (in_range).
+      // BOUNDS: offset + size <= cfg.size() (in_range).
       std::memcpy(out.data() + sizeof *h, bytes + h->offset, h->size);
       VU_REPLY(reply(m, out.data(), out.size()));
     }
@@ -266,23 +266,23 @@ VhostServer::Status VhostServer::device_state_request(Message& m) {
   }
   if (auto r = reply_u64(m, wire::device_state_nofd); !r)
     return std::move(r).error();
-  const virtio::BlkConfig cfg = dev_.config();
+  const std::vector<uint8_t> cfg = dev_->config();
   if (t.direction == wire::device_state_save) {
     DeviceState st;
     st.features = s_->features;
     st.status = s_->status;
-    const auto* b = reinterpret_cast<const uint8_t*>(&cfg);
-    st.config.assign(b, b + sizeof cfg);
+    st.config = cfg;
     for (const Vring& v : s_->vrings)
       st.vring_bases.push_back(v.base);
-    auto r = save_state(pipe.get(), st, dev_.data(), dev_.size());
+    auto r = save_state(pipe.get(), st, dev_->state_data(), dev_->state_bytes());
     last_state_ok_ = r.ok();
     if (!r)
       std::fprintf(stderr, "vufront-backend: state save failed: %s\n", r.error().message().c_str());
   } else {
-    auto r = load_state(pipe.get(), dev_.data(), dev_.size(),
-                        static_cast<uint32_t>(s_->vrings.size()), sizeof cfg);
-    if (r && std::memcmp(r->config.data(), &cfg, sizeof cfg) != 0)
+    auto r = load_state(pipe.get(), dev_->state_data(), dev_->state_bytes(),
+                        static_cast<uint32_t>(s_->vrings.size()),
+                        static_cast<uint32_t>(cfg.size()));
+    if (r && r->config != cfg)
       r = make_error(errc::invalid_payload, "SET_DEVICE_STATE_FD(load)", "config space differs");
     last_state_ok_ = r.ok();
     if (r) {

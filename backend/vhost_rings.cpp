@@ -1,5 +1,6 @@
-// VhostServer: per-vring requests (digest §10), ring processing, device
-// reset, and the back-end channel (SHMEM_MAP, CONFIG_CHANGE_MSG).
+// VhostServer: per-vring requests (digest §10), ring processing (the Rings
+// the device pops and pushes through), device reset, and the back-end
+// channel (SHMEM_MAP, CONFIG_CHANGE_MSG).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -183,45 +184,85 @@ void VhostServer::process_ring(uint32_t index) {
   Vring& v = s_->vrings[index];
   if (!v.queue || !v.enabled || v.queue->broken())
     return;
-  const bool split = !has_bit(s_->features, feature::ring_packed);
-  bool pushed = false;
-  for (;;) {
-    auto c = v.queue->pop();
-    if (!c) {
-      std::fprintf(stderr, "vufront-backend: vring %u: %s; device needs reset\n", index,
-                   c.error().message().c_str());
-      s_->status |= status_bit::device_needs_reset;
-      break;
+  dev_->process(index, *this);
+  // one interrupt per ring the device completed chains on (net: TX and RX)
+  for (Vring& r : s_->vrings) {
+    if (!r.notify)
+      continue;
+    r.notify = false;
+    if (r.call) {
+      const uint64_t one = 1;
+      [[maybe_unused]] const ssize_t n = ::write(r.call.get(), &one, sizeof one);
     }
-    if (!c->has_value())
-      break;
-    const virtio::Chain& chain = **c;
-    if (split)
-      s_->inflight.begin(static_cast<uint16_t>(index), chain.id);
-    const uint32_t len = dev_.execute(chain);
-    if (auto r = v.queue->push(chain.id, len); !r) {
-      std::fprintf(stderr, "vufront-backend: vring %u: %s\n", index, r.error().message().c_str());
-      s_->status |= status_bit::device_needs_reset;
-      break;
-    }
-    if (split && s_->inflight.active()) {
-      const uint8_t* used = s_->mem.uva_to_ptr(v.addr.used, 4);
-      uint16_t used_idx = 0;
-      if (used != nullptr)
-        used_idx = virtio::ring_load(reinterpret_cast<const uint16_t*>(used + 2));
-      s_->inflight.end(static_cast<uint16_t>(index), chain.id, used_idx);
-    }
-    pushed = true;
-  }
-  if (pushed && v.call) {
-    const uint64_t one = 1;
-    [[maybe_unused]] const ssize_t n = ::write(v.call.get(), &one, sizeof one);
   }
 }
 
+bool VhostServer::ready(uint32_t index) const {
+  if (!s_ || index >= s_->vrings.size())
+    return false;
+  const Vring& v = s_->vrings[index];
+  return v.queue && v.enabled && !v.queue->broken();
+}
+
+std::optional<virtio::Chain> VhostServer::pop(uint32_t index) {
+  if (!ready(index))
+    return std::nullopt;
+  Vring& v = s_->vrings[index];
+  auto c = v.queue->pop();
+  if (!c) {
+    std::fprintf(stderr, "vufront-backend: vring %u: %s; device needs reset\n", index,
+                 c.error().message().c_str());
+    s_->status |= status_bit::device_needs_reset;
+    return std::nullopt;
+  }
+  if (c->has_value() && !has_bit(s_->features, feature::ring_packed))
+    s_->inflight.begin(static_cast<uint16_t>(index), (*c)->id);
+  return std::move(*c);
+}
+
+bool VhostServer::unpop(uint32_t index, const virtio::Chain& chain) {
+  Vring& v = s_->vrings.at(index);
+  if (!v.queue)
+    return false;
+  if (auto r = v.queue->unpop(chain.id); !r) {
+    std::fprintf(stderr, "vufront-backend: vring %u: %s\n", index, r.error().message().c_str());
+    return false;
+  }
+  if (!has_bit(s_->features, feature::ring_packed))
+    s_->inflight.abort(static_cast<uint16_t>(index), chain.id);
+  return true;
+}
+
+bool VhostServer::push(uint32_t index, const virtio::Chain& chain, uint32_t written) {
+  Vring& v = s_->vrings.at(index);
+  if (!v.queue)
+    return false;
+  if (auto r = v.queue->push(chain.id, written); !r) {
+    std::fprintf(stderr, "vufront-backend: vring %u: %s\n", index, r.error().message().c_str());
+    s_->status |= status_bit::device_needs_reset;
+    return false;
+  }
+  v.notify = true;
+  if (!has_bit(s_->features, feature::ring_packed) && s_->inflight.active()) {
+    const uint8_t* used = s_->mem.uva_to_ptr(v.addr.used, 4);
+    uint16_t used_idx = 0;
+    if (used != nullptr)
+      used_idx = virtio::ring_load(reinterpret_cast<const uint16_t*>(used + 2));
+    s_->inflight.end(static_cast<uint16_t>(index), chain.id, used_idx);
+  }
+  return true;
+}
+
+void VhostServer::init_vrings() {
+  s_->vrings.clear();
+  s_->vrings.resize(dev_->num_vrings());
+  for (uint32_t i = 0; i < s_->vrings.size(); ++i)
+    s_->vrings[i].enabled = dev_->enabled_at_start(i);
+}
+
 void VhostServer::reset_device() {
-  for (Vring& v : s_->vrings)
-    v = Vring{};
+  init_vrings();
+  dev_->reset();
   s_->status = 0;
   s_->features = 0;
   s_->shmem_mapped = false;
@@ -229,20 +270,21 @@ void VhostServer::reset_device() {
 }
 
 void VhostServer::device_started() {
+  const SharedWindow window = dev_->shared_window();
   if (!s_->backend || s_->shmem_mapped || !negotiated(protocol_feature::shmem) ||
-      opt_.shmem_size == 0)
+      opt_.shmem_size == 0 || window.fd < 0)
     return;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   wire::ShmemMap map{};
   map.shmid = 0;
   map.fd_offset = 0;
   map.shm_offset = 0;
-  map.len = std::min(opt_.shmem_size, dev_.size()) & ~(page - 1);
+  map.len = std::min(opt_.shmem_size, window.size) & ~(page - 1);
   map.flags = wire::shmem_map_flag_rw;
   if (map.len == 0)
     return;
   s_->shmem_mapped = true;
-  send_backend(BackendReq::shmem_map, &map, sizeof map, dev_.fd());
+  send_backend(BackendReq::shmem_map, &map, sizeof map, window.fd);
 }
 
 void VhostServer::toggle_shmem() {
@@ -255,7 +297,7 @@ void VhostServer::toggle_shmem() {
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   wire::ShmemMap unmap{};
   unmap.shmid = 0;
-  unmap.len = std::min(opt_.shmem_size, dev_.size()) & ~(page - 1);
+  unmap.len = std::min(opt_.shmem_size, dev_->shared_window().size) & ~(page - 1);
   s_->shmem_mapped = false;
   send_backend(BackendReq::shmem_unmap, &unmap, sizeof unmap, -1);
 }

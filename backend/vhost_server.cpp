@@ -30,26 +30,23 @@ void log(const char* fmt, const std::string& a, const std::string& b = {}) {
 
 }  // namespace
 
-uint64_t offered_features(const Options& o) {
+uint64_t offered_features(const Options& o, const Device& d) {
   uint64_t f = bit(feature::version_1) | bit(feature::protocol_features) |
-               bit(feature::indirect_desc) | bit(blk_feature::flush) |
-               bit(blk_feature::blk_size) | bit(blk_feature::seg_max);
+               bit(feature::indirect_desc) | d.device_features();
   if (o.packed)
     f |= bit(feature::ring_packed);
-  if (o.queues > 1)
-    f |= bit(blk_feature::mq);
   for (const Refusal& r : o.refusals)
     if (!r.protocol)
       f &= ~bit(r.bit);
   return f;
 }
 
-uint64_t offered_protocol_features(const Options& o) {
+uint64_t offered_protocol_features(const Options& o, const Device& d) {
   namespace pf = protocol_feature;
   uint64_t f = bit(pf::mq) | bit(pf::reply_ack) | bit(pf::backend_req) | bit(pf::config) |
                bit(pf::configure_mem_slots) | bit(pf::status) | bit(pf::reset_device) |
                bit(pf::inflight_shmfd) | bit(pf::device_state);
-  if (o.shmem_size > 0)
+  if (o.shmem_size > 0 && d.shared_window().fd >= 0)
     f |= bit(pf::shmem);
   for (const Refusal& r : o.refusals)
     if (r.protocol)
@@ -57,7 +54,7 @@ uint64_t offered_protocol_features(const Options& o) {
   return f;
 }
 
-VhostServer::VhostServer(Options options, BlkDevice device)
+VhostServer::VhostServer(Options options, std::unique_ptr<Device> device)
     : opt_(std::move(options)), dev_(std::move(device)), faults_(opt_.faults) {}
 
 VhostServer::~VhostServer() {
@@ -161,7 +158,8 @@ void VhostServer::serve(UniqueFd client) {
   if (!set_nonblocking(client.get(), true))
     return;
   s_ = std::make_unique<Session>(Connection(std::move(client)));
-  s_->vrings.resize(opt_.queues);
+  dev_->reset();
+  init_vrings();
   if (opt_.verbose)
     log("front-end connected%s%s", "");
   while (!stop_) {
@@ -204,7 +202,7 @@ void VhostServer::serve(UniqueFd client) {
     }
   }
   if (opt_.verbose)
-    log("front-end disconnected%s%s", "");
+    log("front-end disconnected%s%s", dev_->summary().empty() ? "" : "; " + dev_->summary());
   s_.reset();
 }
 

@@ -3,7 +3,9 @@
 // unix socket, serves one front-end at a time (the next one after a
 // disconnect unless --once), and runs every connection in one poll loop over
 // the socket, the kick eventfds, the back-end channel and a signalfd
-// (SIGINT/SIGTERM: clean exit; SIGUSR1: CONFIG_CHANGE_MSG).
+// (SIGINT/SIGTERM: clean exit; SIGUSR1: CONFIG_CHANGE_MSG). What the rings
+// carry is up to the Device (backend/device.hpp: blk or net); the server
+// pops and pushes for it through the Rings interface.
 //
 // The front-end is untrusted: every request is checked for exact payload
 // size, fd count, gating feature and index range before it is applied; a
@@ -17,7 +19,7 @@
 #include <vector>
 
 #include "backend/backend_memory.hpp"
-#include "backend/blk_device.hpp"
+#include "backend/device.hpp"
 #include "backend/faults.hpp"
 #include "backend/inflight.hpp"
 #include "backend/options.hpp"
@@ -26,16 +28,16 @@
 
 namespace vufront::backend {
 
-/// Virtio and protocol features offered for these options.
-[[nodiscard]] uint64_t offered_features(const Options& o);
-[[nodiscard]] uint64_t offered_protocol_features(const Options& o);
+/// Virtio and protocol features offered for these options and device.
+[[nodiscard]] uint64_t offered_features(const Options& o, const Device& d);
+[[nodiscard]] uint64_t offered_protocol_features(const Options& o, const Device& d);
 
-class VhostServer {
+class VhostServer final : private Rings {
 public:
-  VhostServer(Options options, BlkDevice device);
+  VhostServer(Options options, std::unique_ptr<Device> device);
   VhostServer(const VhostServer&) = delete;
   VhostServer& operator=(const VhostServer&) = delete;
-  ~VhostServer();
+  ~VhostServer() override;
 
   /// Binds and listens on the socket (replacing a stale socket file), writes
   /// the pidfile, blocks the handled signals. Errors: io_error, invalid_argument.
@@ -53,6 +55,7 @@ private:
     UniqueFd kick, call, err;
     bool started = false;
     bool enabled = false;
+    bool notify = false;  ///< pushed since the last call signal
     std::optional<virtio::DeviceQueue> queue;
   };
   /// Per-connection state; a new one for every front-end.
@@ -88,6 +91,14 @@ private:
   void process_ring(uint32_t index);
   void rebuild_queues();
   void reset_device();
+  /// Fresh vrings for a new front-end or a device reset (the device decides
+  /// which start enabled).
+  void init_vrings();
+  // Rings, for the device (vhost_rings.cpp)
+  [[nodiscard]] bool ready(uint32_t index) const override;
+  [[nodiscard]] std::optional<virtio::Chain> pop(uint32_t index) override;
+  bool unpop(uint32_t index, const virtio::Chain& chain) override;
+  bool push(uint32_t index, const virtio::Chain& chain, uint32_t written) override;
   // device state and back-end channel
   [[nodiscard]] Status device_state_request(Message& m);
   void device_started();
@@ -100,7 +111,7 @@ private:
   [[nodiscard]] bool negotiated(unsigned protocol_bit) const;
 
   Options opt_;
-  BlkDevice dev_;
+  std::unique_ptr<Device> dev_;
   Faults faults_;
   UniqueFd listen_fd_;
   UniqueFd signal_fd_;

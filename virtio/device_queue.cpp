@@ -124,9 +124,33 @@ Result<void> DeviceQueue::walk_indirect(Chain& chain, uint64_t addr, uint32_t le
 }
 
 Result<std::optional<Chain>> DeviceQueue::pop() {
+  can_unpop_ = false;
   if (broken_)
     return make_error(errc::bad_state, op_pop, "queue broken by an earlier error");
-  return kind_ == RingKind::split ? pop_split() : pop_packed();
+  const PackedPos before = next_avail_;
+  auto r = kind_ == RingKind::split ? pop_split() : pop_packed();
+  if (r && r->has_value()) {
+    can_unpop_ = true;
+    unpop_id_ = (*r)->id;
+    unpop_avail_ = before;
+  }
+  return r;
+}
+
+Result<void> DeviceQueue::unpop(uint16_t id) {
+  if (broken_)
+    return make_error(errc::bad_state, "virtqueue unpop", "queue broken by an earlier error");
+  if (!can_unpop_ || id != unpop_id_)
+    return make_error(errc::invalid_argument, "virtqueue unpop",
+                      "id " + std::to_string(id) + " is not the chain just popped");
+  can_unpop_ = false;
+  if (kind_ == RingKind::split)
+    --last_avail_;
+  else
+    next_avail_ = unpop_avail_;
+  in_flight_[id] = false;
+  --in_flight_count_;
+  return ok();
 }
 
 Result<std::optional<Chain>> DeviceQueue::pop_split() {
@@ -222,6 +246,7 @@ Result<std::optional<Chain>> DeviceQueue::pop_packed() {
 }
 
 Result<void> DeviceQueue::push(uint16_t id, uint32_t written) {
+  can_unpop_ = false;
   if (broken_)
     return make_error(errc::bad_state, op_push, "queue broken by an earlier error");
   if (id >= size_ || !in_flight_[id])

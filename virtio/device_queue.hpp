@@ -79,6 +79,13 @@ public:
   /// (id not in flight), bad_state (queue broken).
   [[nodiscard]] Result<void> push(uint16_t id, uint32_t written);
 
+  /// Gives the most recently popped chain `id` back unused, as if it had
+  /// never been popped: the next pop() reads it again (re-validating it).
+  /// Only allowed right after that pop, before any other pop() or push().
+  /// Errors: invalid_argument (`id` is not the chain just popped), bad_state
+  /// (queue broken).
+  [[nodiscard]] Result<void> unpop(uint16_t id);
+
   /// GET_VRING_BASE value: split = next avail idx; packed = §10.4 encoding.
   [[nodiscard]] uint32_t base() const noexcept;
   /// Whether the driver wants an interrupt after push(): always (no EVENT_IDX).
@@ -111,6 +118,10 @@ private:
   uint16_t used_idx_ = 0;    ///< split, free-running
   PackedPos next_avail_;     ///< packed
   PackedPos next_used_;      ///< packed
+
+  bool can_unpop_ = false;   ///< the last operation was a pop of unpop_id_
+  uint16_t unpop_id_ = 0;
+  PackedPos unpop_avail_;    ///< packed: next_avail_ before that pop
 };
 
 }  // namespace vufront::virtio

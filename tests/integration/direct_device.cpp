@@ -31,11 +31,17 @@ Result<std::unique_ptr<DirectDevice>> DirectDevice::start(const DirectDeviceOpti
     want |= bit(feature::ring_packed);
   if (o.indirect)
     want |= bit(feature::indirect_desc);
-  if (o.kind == DeviceKind::blk)
-    want |= bit(9) /*FLUSH*/ | bit(6) /*BLK_SIZE*/ | bit(2) /*SEG_MAX*/ |
-            (o.queues > 1 ? bit(12) /*MQ*/ : 0);
+  uint64_t optional = 0;  // taken when offered
+  if (o.kind == DeviceKind::blk) {
+    optional = bit(9) /*FLUSH*/ | bit(6) /*BLK_SIZE*/ | bit(2) /*SEG_MAX*/;
+    want |= o.queues > 1 ? bit(12) /*MQ*/ : 0;
+  } else if (o.kind == DeviceKind::net) {
+    optional = bit(5) /*MAC*/ | bit(16) /*STATUS*/;
+    want |= o.queues > 2 ? bit(22) /*MQ*/ : 0;
+  }
+  want |= optional;
   uint64_t acked = *offered & want;
-  uint64_t required = want & ~(o.kind == DeviceKind::blk ? bit(9) | bit(6) | bit(2) : 0);
+  uint64_t required = want & ~optional;
   if ((acked & required) != required)
     return make_error(errc::not_negotiated, "GET_FEATURES",
                       "back-end lacks features the test needs: offered 0x" +
@@ -98,7 +104,7 @@ Result<std::unique_ptr<DirectDevice>> DirectDevice::start(const DirectDeviceOpti
         !r)
       return std::move(r).error();
   }
-  if (has_bit(c.acked_features(), feature::protocol_features))
+  if (o.enable_rings && has_bit(c.acked_features(), feature::protocol_features))
     for (uint16_t i = 0; i < o.queues; ++i)
       if (auto r = c.set_vring_enable(i, true); !r)
         return std::move(r).error();
@@ -121,7 +127,7 @@ Result<void> DirectDevice::setup_queue(uint16_t index, const DirectDeviceOptions
   auto addr = virtio::vring_addr(mem_, index, *areas);
   if (!addr)
     return fail(std::move(addr));
-  Queue q{std::move(*driver), std::move(*scratch), make_eventfd(), make_eventfd()};
+  Queue q{std::move(*driver), std::move(*scratch), make_eventfd(), make_eventfd(), {}};
   if (!q.kick || !q.call)
     return make_error(errc::io_error, "eventfd", "cannot create kick/call eventfds", errno);
   if (auto r = client_.set_vring_num(index, o.queue_size); !r)
@@ -202,6 +208,59 @@ Result<std::string> DirectDevice::blk_get_id(uint16_t q) {
     id.push_back(static_cast<char>(b));
   }
   return id;
+}
+
+Result<void> DirectDevice::net_send(uint16_t p, const std::vector<uint8_t>& frame,
+                                    bool split_header) {
+  const uint16_t q = static_cast<uint16_t>(2 * p + 1);
+  auto& s = scratch(q);
+  s.reset();
+  auto b = virtio::net_tx_frame(s, frame);
+  if (!b)
+    return fail(std::move(b));
+  std::vector<virtio::Buffer> chain = b->chain;
+  if (split_header) {
+    const uint32_t hdr = sizeof(virtio::NetHdrV1);
+    chain = {{b->gpa, hdr, false}, {b->gpa + hdr, b->len - hdr, false}};
+  }
+  auto used = submit(q, chain);
+  if (!used)
+    return fail(std::move(used));
+  if (used->len != 0)
+    return make_error(errc::invalid_payload, "net tx",
+                      "used len " + std::to_string(used->len) + " for a TX buffer");
+  return ok();
+}
+
+Result<void> DirectDevice::net_post_rx(uint16_t p, uint32_t len) {
+  Queue& queue = queues_.at(2u * p);
+  if (queue.rx.empty())
+    queue.scratch.reset();
+  auto b = virtio::net_rx_buffer(queue.scratch, len);
+  if (!b)
+    return fail(std::move(b));
+  auto id = queue.driver.add_chain(b->chain, queue.driver.areas().indirect_max > 0);
+  if (!id)
+    return fail(std::move(id));
+  queue.rx.emplace(*id, std::move(*b));
+  return queue.driver.kick(queue.kick.get());
+}
+
+Result<virtio::NetFrame> DirectDevice::net_receive(uint16_t p) {
+  Queue& queue = queues_.at(2u * p);
+  if (queue.rx.empty())
+    if (auto r = net_post_rx(p); !r)
+      return std::move(r).error();
+  auto used = queue.driver.wait_used(queue.call.get(), std::chrono::steady_clock::now() + io_deadline);
+  if (!used)
+    return fail(std::move(used));
+  auto it = queue.rx.find(used->id);
+  if (it == queue.rx.end())
+    return make_error(errc::invalid_payload, "net rx",
+                      "completion for id " + std::to_string(used->id) + ", not a posted buffer");
+  const virtio::NetBuffer b = std::move(it->second);
+  queue.rx.erase(it);
+  return virtio::net_rx_frame(queue.scratch, b, used->len);
 }
 
 Result<uint32_t> DirectDevice::stop_queue(uint16_t q) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,13 +22,15 @@ namespace vufront::test {
 struct DirectDeviceOptions {
   std::string socket;
   DeviceKind kind = DeviceKind::blk;
-  uint16_t queues = 1;
+  uint16_t queues = 1;  ///< vrings (net: 2 per queue pair, RX 2k and TX 2k+1)
   uint16_t queue_size = 128;
   virtio::RingKind ring = virtio::RingKind::split;
   bool indirect = false;  ///< negotiate INDIRECT_DESC and give the queues indirect tables
   /// Negotiate BACKEND_REQ (+ SHMEM when offered) and keep our end of the
   /// back-end channel for the test to serve (backend_channel()).
   bool backend_channel = false;
+  /// Send SET_VRING_ENABLE(1) for every queue once they are set up.
+  bool enable_rings = true;
 };
 
 class DirectDevice {
@@ -45,6 +48,19 @@ public:
   [[nodiscard]] Result<std::vector<uint8_t>> blk_read(uint16_t q, uint64_t sector, uint32_t len);
   [[nodiscard]] Result<void> blk_flush(uint16_t q);
   [[nodiscard]] Result<std::string> blk_get_id(uint16_t q);
+
+  // virtio-net helpers: queue pair p = RX queue 2p + TX queue 2p+1
+  /// Transmits one frame on pair p and waits for the TX completion. With
+  /// `split_header` the 12-byte header and the frame are separate buffers.
+  [[nodiscard]] Result<void> net_send(uint16_t p, const std::vector<uint8_t>& frame,
+                                      bool split_header = false);
+  /// Posts one receive buffer of `len` bytes (header included) on pair p and kicks.
+  [[nodiscard]] Result<void> net_post_rx(uint16_t p, uint32_t len = 2048);
+  /// Waits for the next received frame on pair p (posting a buffer first
+  /// when none is posted) and parses it.
+  [[nodiscard]] Result<virtio::NetFrame> net_receive(uint16_t p);
+  /// RX buffers of pair p posted and not yet received into.
+  [[nodiscard]] size_t net_rx_posted(uint16_t p) const { return queues_.at(2u * p).rx.size(); }
 
   /// GET_VRING_BASE on queue q (stops it).
   [[nodiscard]] Result<uint32_t> stop_queue(uint16_t q);
@@ -65,6 +81,7 @@ private:
     virtio::GuestScratch scratch;
     UniqueFd kick;
     UniqueFd call;
+    std::map<uint16_t, virtio::NetBuffer> rx;  ///< net RX buffers posted, by chain id
   };
   DirectDevice(BackendClient client, GuestMemory mem)
       : client_(std::move(client)), mem_(std::move(mem)) {}

@@ -328,6 +328,35 @@ def test_device_state_save_and_load(tmp):
         dst.stop()
 
 
+def test_net_echo(tmp):
+    b = Backend(tmp, '--device', 'net', '--queues', '2')
+    try:
+        _, st = probe(b.sock, '--device', 'net', '--io')
+    finally:
+        b.stop()
+    assert st['echo_matches'] and st['rx_len'] == 12 + 60, st
+    assert st['queue_num'] == 4 and st['features'] >> 22 & 1, 'net: 2 pairs = 4 vrings, MQ'
+    assert st['config'] == {'mac': '52:54:00:12:34:56', 'status': 1,
+                            'max_virtqueue_pairs': 2, 'mtu': 0}, st['config']
+    assert 'net: tx 1, rx 1' in b.log(), b.log()
+
+
+def test_device_option_checks(tmp):
+    def usage(*args):
+        r = subprocess.run([ARGS.backend, '--socket', os.path.join(tmp, 'u.sock'), *args],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stderr
+    assert usage('--device', 'scsi')[0] == 2
+    for args in (('--device', 'net', '--queues', '33'), ('--device', 'net', '--size', '1M'),
+                 ('--device', 'net', '--shmem-size', '1M'), ('--mac', '52:54:00:12:34:56'),
+                 ('--device', 'net', '--mac', '01:00:5e:00:00:01'),
+                 ('--device', 'net', '--mac', '52:54:00:12:34')):
+        rc, err = usage(*args)
+        assert rc == 2 and 'vufront-backend' in err, (args, rc, err)
+    r = subprocess.run([ARGS.backend, '--help'], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and 'queue PAIRS' in r.stdout and 'net' in r.stdout, r.stdout
+
+
 def test_malformed_requests_drop_connection(tmp):
     b = Backend(tmp)
     try:

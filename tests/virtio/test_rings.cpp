@@ -206,6 +206,41 @@ TEST_CASE("ring: full queue, out-of-order completion") {
   }
 }
 
+TEST_CASE("ring unpop: a chain given back is popped again, only right after its pop") {
+  for (RingKind k : {RingKind::split, RingKind::packed}) {
+    CAPTURE(to_string(k));
+    RingRig rig(k, 8, 4);
+    auto drv = rig.driver();
+    auto dev = rig.device();
+    // 3-descriptor chains on 8 entries: the packed ring wraps mid-chain
+    for (uint32_t seq = 0; seq < 20; ++seq) {
+      CAPTURE(seq);
+      auto id = drv.add_chain(request_chain(rig, seq, 0), seq % 3 == 2);
+      REQUIRE(id.ok());
+      const uint32_t base = dev.base();
+      auto c = dev.pop();
+      REQUIRE(c.ok());
+      REQUIRE(c->has_value());
+      CHECK(dev.unpop(static_cast<uint16_t>((*c)->id + 1)).error().code == errc::invalid_argument);
+      REQUIRE(dev.unpop((*c)->id).ok());
+      CHECK(dev.base() == base);
+      CHECK(dev.in_flight() == 0);
+      CHECK(dev.unpop((*c)->id).error().code == errc::invalid_argument);  // once only
+      serve(dev, seq);  // pops the same chain again and completes it
+      CHECK(dev.unpop(*id).error().code == errc::invalid_argument);  // not after a push
+      auto u = drv.poll_used();
+      REQUIRE(u.ok());
+      REQUIRE(u->has_value());
+      CHECK((*u)->id == *id);
+      CHECK(drv.next_avail_base() == dev.base());
+    }
+    auto none = dev.pop();
+    REQUIRE(none.ok());
+    REQUIRE_FALSE(none->has_value());
+    CHECK(dev.unpop(0).error().code == errc::invalid_argument);  // nothing was popped
+  }
+}
+
 TEST_CASE("ring base: stop at a base, resume both sides from it, indices continue") {
   for (RingKind k : {RingKind::split, RingKind::packed}) {
     CAPTURE(to_string(k));
