@@ -2,8 +2,10 @@
 # vufront's one-stop script: installs what is missing (Debian 12 packages),
 # configures and builds (Release, into build/), then runs.
 #
-#   ./run.sh          the main job: start a qemu-storage-daemon vhost-user-blk
-#                     back-end on a private socket and run `vufront probe` on it
+#   ./run.sh          the main job: `vufront demo` (the reference back-end on a
+#                     private socket, the whole device lifecycle through the
+#                     actors), then `vufront check` against a qemu-storage-daemon
+#                     vhost-user-blk back-end started (and stopped) here
 #   ./run.sh test     build and run every test (unit, integration, corpus replay)
 #   ./run.sh build    only install and build
 #   ./run.sh --help   this text
@@ -23,7 +25,7 @@ PACKAGES=(
   python3 qemu-system-common
 )
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 install_missing() {
   local missing=()
@@ -55,6 +57,8 @@ run_tests() {
 # The main job: a real back-end, started here and stopped by pid whatever happens.
 run_main() {
   build
+  echo "== $BUILD_DIR/bin/vufront demo"
+  "$BUILD_DIR/bin/vufront" demo
   # globals, not locals: the EXIT trap runs after this function has returned
   RUN_DIR=$(mktemp -d /tmp/vufront-run-XXXXXX)
   RUN_PID=""
@@ -83,8 +87,8 @@ run_main() {
     sleep 0.1
   done
   echo "== qemu-storage-daemon (pid $pid) serving vhost-user-blk on $sock"
-  echo "== $BUILD_DIR/bin/vufront probe $sock"
-  "$BUILD_DIR/bin/vufront" probe "$sock"
+  echo "== $BUILD_DIR/bin/vufront check $sock --queues 2"
+  "$BUILD_DIR/bin/vufront" check "$sock" --queues 2
 }
 
 case "${1:-main}" in

@@ -179,7 +179,7 @@ struct DeviceEvent {
     config_changed,  ///< the back-end sent CONFIG_CHANGE_MSG
     backend_lost,    ///< detail: why
     vring_error,     ///< queue: which ring reported an error
-    shmem_mapped,    ///< detail: "shmid offset len"
+    shmem_mapped,    ///< detail: "shmid=0 offset=0x2000 len=0x3000"
     shmem_unmapped,
   };
   Kind kind = Kind::state_changed;

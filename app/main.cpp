@@ -9,6 +9,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "app/check_command.hpp"
+#include "app/demo_command.hpp"
 #include "app/probe_command.hpp"
 #include "protocol/virtio_config.hpp"
 
@@ -51,6 +53,49 @@ int main(int argc, char** argv) {
                         "Config bytes to read (default: blk 60, net 12, fs 40, generic 256)")
       ->check(CLI::Range(1u, vufront::wire::max_config_size));
 
+  // ---- check
+  vufront::app::CheckOptions check;
+  std::string check_device = "blk";
+  double check_timeout_s = 5.0;
+  auto* cmd_check = app.add_subcommand(
+      "check", "End-to-end check of a back-end through the device actors and a guest-side\n"
+               "driver: negotiate, set memory, activate, real I/O, sleep, wake, I/O (rings\n"
+               "resume at the right index), reset, activate again, I/O. Prints each step\n"
+               "with its time; exit 0 only when every step worked.");
+  cmd_check->add_option("SOCKET", check.socket, "Back-end's vhost-user unix socket")->required();
+  cmd_check->add_option("--device", check_device,
+                        "blk: write, flush, read back, compare on every queue; net: frames\n"
+                        "echoed on every queue pair (needs an echoing back-end); fs: FUSE_INIT\n"
+                        "and read --fs-file")
+      ->default_val("blk")
+      ->check(CLI::IsMember({"blk", "net", "fs"}));
+  cmd_check->add_option("--queues", check.queues,
+                        "blk: queues; net: queue pairs; fs: request queues")
+      ->default_val(1)
+      ->check(CLI::Range(1, 64));
+  cmd_check->add_option("--queue-size", check.queue_size, "Entries per ring")
+      ->default_val(128)
+      ->check(CLI::Range(2, 32768));
+  cmd_check->add_flag("--packed", check.packed, "Use packed rings (the back-end must offer them)");
+  cmd_check->add_flag("--msix", check.msix,
+                      "Give the back-end each queue's interrupt eventfd directly (MSI-X path)\n"
+                      "instead of having the worker forward interrupts");
+  cmd_check->add_option("--fs-file", check.fs_file, "fs: a file in the shared directory to read");
+  cmd_check->add_option("--timeout", check_timeout_s, "Seconds for the socket and for each reply")
+      ->default_val(5.0)
+      ->check(CLI::Range(0.001, 3600.0));
+  cmd_check->add_flag("--json", check.json, "Print one JSON object instead of the text report");
+
+  // ---- demo
+  vufront::app::DemoOptions demo;
+  auto* cmd_demo = app.add_subcommand(
+      "demo", "Start the reference back-end (vufront-backend) on a private socket and run\n"
+              "the whole check plus a config change and a shared-memory mapping.\n"
+              "No arguments needed.");
+  cmd_demo->add_option("--backend", demo.backend,
+                       "Path of vufront-backend (default: next to this executable)");
+  cmd_demo->add_flag("--json", demo.json, "Print one JSON object instead of the text report");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -65,5 +110,12 @@ int main(int argc, char** argv) {
       probe.config_size = config_size;
     return vufront::app::probe_main(probe);
   }
+  if (cmd_check->parsed()) {
+    check.device = *vufront::device_kind_from_string(check_device);
+    check.timeout = seconds_to_ms(check_timeout_s);
+    return vufront::app::check_main(check);
+  }
+  if (cmd_demo->parsed())
+    return vufront::app::demo_main(demo);
   return exit_usage;
 }

@@ -1,0 +1,637 @@
+#include "actors/device.hpp"
+
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include "actors/backend_channel.hpp"
+#include "actors/connection.hpp"
+#include "actors/device_checks.hpp"
+#include "actors/error.hpp"
+#include "actors/worker.hpp"
+#include "virtio/ring_layout.hpp"
+
+namespace vufront::actors {
+
+namespace {
+
+using Self = device_actor::stateful_pointer<DeviceData>;
+using std::chrono::milliseconds;
+
+// ---- deadlines of the steps (the connection actor bounds every request;
+// these are the safety net around a whole step) -------------------------------
+
+constexpr milliseconds slack{1000};
+constexpr milliseconds local_step{5000};  // worker / channel: no I/O with the back-end
+
+milliseconds requests(const DeviceData& st, size_t n) { return st.config.timeouts.request * n + slack; }
+milliseconds stop_deadline(const DeviceData& st, size_t n) {
+  return (st.config.timeouts.request + st.config.timeouts.vring_stop) * n + slack;
+}
+
+// ---- events and state ----------------------------------------------------------
+
+void emit(Self self, DeviceEvent ev) {
+  ev.state = self->state.state;
+  if (self->state.subscriber)
+    caf::anon_send(self->state.subscriber, event_atom_v, std::move(ev));
+}
+
+void set_state(Self self, DeviceState s) {
+  if (self->state.state == s)
+    return;
+  self->state.state = s;
+  emit(self, DeviceEvent{DeviceEvent::Kind::state_changed, s, -1, to_string(s)});
+}
+
+std::string states_text(std::initializer_list<DeviceState> allowed) {
+  std::string out;
+  for (auto s : allowed)
+    out += (out.empty() ? "" : " or ") + std::string(to_string(s));
+  return out;
+}
+
+/// An error unless `op` may run now: not busy, and in one of `allowed`.
+std::optional<caf::error> admit(Self self, const char* op,
+                                std::initializer_list<DeviceState> allowed) {
+  auto& st = self->state;
+  if (!st.busy.empty())
+    return to_caf(make_error(errc::bad_state, op, "busy: " + st.busy + " is in progress"));
+  for (auto s : allowed)
+    if (st.state == s)
+      return std::nullopt;
+  return to_caf(make_error(errc::bad_state, op,
+                           std::string("the device is ") + to_string(st.state) + ", needs " +
+                               states_text(allowed)));
+}
+
+void stop_worker(Self self) {
+  if (self->state.worker)
+    self->request(self->state.worker, local_step, stop_atom_v)
+        .then([](caf::ok_atom) {}, [](caf::error&) {});
+}
+
+void mark_broken(Self self, const std::string& why) {
+  auto& st = self->state;
+  if (st.state == DeviceState::broken || st.state == DeviceState::disconnected)
+    return;
+  st.last_error = why;
+  stop_worker(self);
+  set_state(self, DeviceState::broken);
+  emit(self, DeviceEvent{DeviceEvent::Kind::backend_lost, st.state, -1, why});
+}
+
+/// The step's error with the operation in front: "sleep: GET_VRING_BASE: ...".
+Error step_error(const caf::error& e, const char* op) {
+  Error x = from_caf(e, op);
+  if (x.request != op)
+    x.request = std::string(op) + ": " + x.request;
+  return x;
+}
+
+/// Ends `op` with an error; the device is broken when the back-end is at fault.
+template <class Promise>
+void fail(Self self, Promise& rp, const char* op, const caf::error& e) {
+  Error x = step_error(e, op);
+  self->state.busy.clear();
+  if (x.reconnect_may_help())
+    mark_broken(self, x.message());
+  rp.deliver(to_caf(x));
+}
+
+/// After an asynchronous step: the back-end may have been lost meanwhile.
+template <class Promise>
+bool lost_meanwhile(Self self, Promise& rp, const char* op) {
+  auto& st = self->state;
+  if (st.state != DeviceState::broken)
+    return false;
+  st.busy.clear();
+  rp.deliver(to_caf(make_error(errc::broken, op, "the back-end was lost: " + st.last_error)));
+  return true;
+}
+
+// ---- children --------------------------------------------------------------------
+
+caf::actor_addr weak(Self self) { return caf::actor_cast<caf::actor_addr>(self); }
+
+void spawn_children(Self self) {
+  auto& st = self->state;
+  st.conn = self->spawn<caf::detached + caf::linked>(connection_impl, weak(self), st.config.timeouts);
+  st.worker = self->spawn<caf::linked>(worker_impl, weak(self), st.config.start_threads);
+}
+
+template <class Handle>
+void drop_child(Self self, Handle& h) {
+  if (!h)
+    return;
+  self->unlink_from(h);
+  caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
+  h = nullptr;
+}
+
+void drop_children(Self self) {
+  auto& st = self->state;
+  drop_child(self, st.conn);
+  drop_child(self, st.worker);
+  drop_child(self, st.channel);
+}
+
+/// Ends the device only after its children are gone, so that when a VMM
+/// sees the device down, every fd and thread of the device is released.
+void shut_down(Self self, const caf::error& reason) {
+  auto& st = self->state;
+  if (st.exiting)
+    return;
+  st.exiting = true;
+  st.exit_reason = reason;
+  auto stop = [&](auto& h) {
+    if (!h)
+      return;
+    self->unlink_from(h);
+    self->monitor(h);
+    caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
+    ++st.children_left;
+  };
+  stop(st.conn);
+  stop(st.worker);
+  stop(st.channel);
+  if (st.children_left == 0)
+    self->quit(reason);
+}
+
+bool is_child(Self self, const caf::actor_addr& a) {
+  auto& st = self->state;
+  return a == caf::actor_cast<caf::actor_addr>(st.conn) ||
+         a == caf::actor_cast<caf::actor_addr>(st.worker) ||
+         a == caf::actor_cast<caf::actor_addr>(st.channel);
+}
+
+/// Forgets everything negotiated (back to disconnected).
+void forget_negotiation(DeviceData& st) {
+  st.info = DeviceInfo{};
+  st.queues.clear();
+  st.sink = InterruptSink{};
+  st.acked_features = 0;
+  st.virtio_status = 0;
+}
+
+// ---- queue helpers ------------------------------------------------------------------
+
+std::vector<QueueStart> queue_starts(const DeviceData& st) {
+  std::vector<QueueStart> out;
+  for (const auto& q : st.queues) {
+    QueueStart s;
+    // Checked by check_activation; the table cannot change the translation
+    // (user addresses are gpa + bias).
+    s.addr = vring_addr(q.spec, st.packed, st.mem_table).value();
+    s.num = q.spec.size;
+    s.base = q.base;
+    s.kick = q.spec.kick;
+    s.call = q.call;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<uint16_t> queue_indices(const DeviceData& st) {
+  std::vector<uint16_t> out;
+  for (const auto& q : st.queues)
+    out.push_back(q.spec.index);
+  return out;
+}
+
+std::vector<WatchedQueue> watched_queues(const DeviceData& st) {
+  std::vector<WatchedQueue> out;
+  for (const auto& q : st.queues)
+    if (q.forwarded)
+      out.push_back({q.spec.index, q.call});
+  return out;
+}
+
+std::vector<SharedFd> memory_fds(const MemorySpec& m) {
+  std::vector<SharedFd> out;
+  for (const auto& r : m)
+    out.push_back(r.fd);
+  return out;
+}
+
+// ---- sequences ------------------------------------------------------------------------
+
+using OkPromise = caf::typed_response_promise<caf::ok_atom>;
+
+/// start worker -> active.
+void start_worker(Self self, OkPromise rp, const char* op) {
+  auto& st = self->state;
+  self->request(st.worker, local_step, start_atom_v, watched_queues(st), st.sink)
+      .then(
+          [self, rp, op](caf::ok_atom) mutable {
+            if (lost_meanwhile(self, rp, op))
+              return;
+            self->state.busy.clear();
+            set_state(self, DeviceState::active);
+            rp.deliver(caf::ok_atom_v);
+          },
+          [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
+}
+
+/// start queues at their bases -> [SET_STATUS DRIVER_OK] -> start worker ->
+/// active (activate's tail, and wake).
+void start_running(Self self, OkPromise rp, const char* op, bool driver_ok) {
+  auto& st = self->state;
+  self->request(st.conn, requests(st, 6 * st.queues.size() + 1), start_queues_atom_v,
+                queue_starts(st))
+      .then(
+          [self, rp, op, driver_ok](caf::ok_atom) mutable {
+            if (lost_meanwhile(self, rp, op))
+              return;
+            if (!driver_ok)
+              return start_worker(self, rp, op);
+            auto& st = self->state;
+            auto status = static_cast<uint8_t>(st.virtio_status | status_bit::driver_ok);
+            self->request(st.conn, requests(st, 1), set_status_atom_v, status)
+                .then(
+                    [self, rp, op, status](caf::ok_atom) mutable {
+                      self->state.virtio_status = status;
+                      start_worker(self, rp, op);
+                    },
+                    [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
+          },
+          [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
+}
+
+/// stop queues (bases saved) -> stop worker; then `next` (sleep and reset).
+template <class Next>
+void stop_running(Self self, OkPromise rp, const char* op, Next next) {
+  auto& st = self->state;
+  self->request(st.conn, stop_deadline(st, st.queues.size()), stop_queues_atom_v,
+                queue_indices(st), st.packed)
+      .then(
+          [self, rp, op, next](const std::vector<uint32_t>& bases) mutable {
+            auto& st = self->state;
+            for (size_t i = 0; i < bases.size() && i < st.queues.size(); ++i)
+              st.queues[i].base = bases[i];
+            self->request(st.worker, local_step, stop_atom_v)
+                .then([self, rp, next](caf::ok_atom) mutable { next(self, rp); },
+                      [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
+          },
+          [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
+}
+
+/// Device reset proper: RESET_DEVICE / SET_STATUS(0), drop shared-memory
+/// mappings, forget the queues -> negotiated.
+void reset_tail(Self self, OkPromise rp) {
+  auto& st = self->state;
+  self->request(st.conn, requests(st, 2), reset_device_atom_v)
+      .then(
+          [self, rp](caf::ok_atom) mutable {
+            auto finish = [self, rp]() mutable {
+              auto& st = self->state;
+              st.queues.clear();
+              st.sink = InterruptSink{};
+              st.acked_features = 0;
+              st.virtio_status = 0;
+              st.busy.clear();
+              set_state(self, DeviceState::negotiated);
+              rp.deliver(caf::ok_atom_v);
+            };
+            if (!self->state.channel)
+              return finish();
+            self->request(self->state.channel, local_step, caf::reset_atom_v)
+                .then([finish](caf::ok_atom) mutable { finish(); },
+                      [self, rp](caf::error& e) mutable { fail(self, rp, "reset", e); });
+          },
+          [self, rp](caf::error& e) mutable { fail(self, rp, "reset", e); });
+}
+
+/// activate: SET_FEATURES -> FEATURES_OK -> memory table -> queues -> DRIVER_OK -> worker.
+void activate_sequence(Self self, OkPromise rp) {
+  auto& st = self->state;
+  constexpr const char* op = "activate";
+  auto features_ok = static_cast<uint8_t>(status_bit::acknowledge | status_bit::driver |
+                                          status_bit::features_ok);
+  auto send_memory = [self, rp]() mutable {
+    auto& st = self->state;
+    self->request(st.conn, st.config.timeouts.mem_table + slack, mem_table_atom_v, st.mem_table,
+                  memory_fds(st.memory))
+        .then([self, rp](caf::ok_atom) mutable { start_running(self, rp, op, true); },
+              [self, rp](caf::error& e) mutable { fail(self, rp, op, e); });
+  };
+  self->request(st.conn, requests(st, 1), features_atom_v, st.acked_features)
+      .then(
+          [self, rp, features_ok, send_memory](caf::ok_atom) mutable {
+            auto& st = self->state;
+            self->request(st.conn, requests(st, 1), set_status_atom_v, features_ok)
+                .then(
+                    [self, features_ok, send_memory](caf::ok_atom) mutable {
+                      self->state.virtio_status = features_ok;
+                      send_memory();
+                    },
+                    [self, rp](caf::error& e) mutable { fail(self, rp, op, e); });
+          },
+          [self, rp](caf::error& e) mutable { fail(self, rp, op, e); });
+}
+
+void negotiate_failed(Self self, caf::typed_response_promise<DeviceInfo>& rp,
+                      const caf::error& e) {
+  auto& st = self->state;
+  Error x = step_error(e, "negotiate");
+  st.last_error = x.message();
+  st.busy.clear();
+  drop_children(self);
+  forget_negotiation(st);
+  rp.deliver(to_caf(x));
+}
+
+}  // namespace
+
+device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceData> self,
+                                        DeviceConfig config) {
+  self->state.config = std::move(config);
+  // A child that dies (it should not) breaks the device instead of killing
+  // it; an exit from anyone else ends the device, and its linked children.
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    if (is_child(self, em.source)) {
+      mark_broken(self, "an actor of the device stopped: " + caf::to_string(em.reason));
+      return;
+    }
+    shut_down(self, em.reason);
+  });
+  self->set_down_handler([self](caf::down_msg&) {
+    auto& st = self->state;
+    if (st.exiting && st.children_left > 0 && --st.children_left == 0)
+      self->quit(st.exit_reason);
+  });
+  return {
+      // ---- negotiate: connect, features, protocol features, channel
+      [self](negotiate_atom, const NegotiateOptions& opts) -> caf::result<DeviceInfo> {
+        if (auto e = admit(self, "negotiate", {DeviceState::disconnected}))
+          return *e;
+        if (opts.queues == 0 || opts.max_queue_size == 0)
+          return to_caf(make_error(errc::invalid_argument, "negotiate",
+                                   "queues and max_queue_size must be at least 1"));
+        auto& st = self->state;
+        st.busy = "negotiate";
+        st.options = opts;
+        st.last_error.clear();
+        spawn_children(self);
+        auto rp = self->make_response_promise<DeviceInfo>();
+        ConnectRequest creq{st.config.socket, static_cast<uint32_t>(st.config.connect_timeout.count())};
+        self->request(st.conn, st.config.connect_timeout + slack, connect_atom_v, creq)
+            .then(
+                [self, rp](const SharedFd& sock) mutable {
+                  auto& st = self->state;
+                  NegotiateRequest req{st.options, {}};
+                  SharedFd ours;
+                  if (st.options.backend_channel) {
+                    auto pair = make_socketpair();
+                    if (!pair.first || !pair.second)
+                      return negotiate_failed(
+                          self, rp,
+                          to_caf(make_error(errc::io_error, "SET_BACKEND_REQ_FD", "socketpair", errno)));
+                    ours = share(std::move(pair.first));
+                    req.channel_fd = share(std::move(pair.second));
+                  }
+                  self->request(st.conn, requests(st, 10), negotiate_atom_v, std::move(req))
+                      .then(
+                          [self, rp, sock, ours](const DeviceInfo& info) mutable {
+                            auto& st = self->state;
+                            st.info = info;
+                            SharedFd channel = info.backend_channel ? ours : SharedFd{};
+                            if (channel) {
+                              st.channel = self->spawn<caf::linked + caf::detached>(
+                                  channel_impl, channel, info.protocol_features, weak(self),
+                                  st.config.start_threads);
+                              if (st.mapper)
+                                self->request(st.channel, local_step, mapper_atom_v, st.mapper,
+                                              info.shmem_sizes)
+                                    .then([](caf::ok_atom) {}, [](caf::error&) {});
+                            }
+                            self->send(st.worker, watch_atom_v, sock, channel);
+                            st.busy.clear();
+                            set_state(self, DeviceState::negotiated);
+                            rp.deliver(info);
+                          },
+                          [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); });
+                },
+                [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); });
+        return rp;
+      },
+      // ---- memory: checked now, sent at activation (or now when running)
+      [self](memory_atom, const MemorySpec& m) -> caf::result<caf::ok_atom> {
+        if (auto e = admit(self, "set_memory", {DeviceState::negotiated, DeviceState::active,
+                                                DeviceState::sleeping}))
+          return *e;
+        auto& st = self->state;
+        auto table = check_memory(m, st.info.max_mem_slots);
+        if (!table)
+          return to_caf(table.error());
+        if (st.state == DeviceState::negotiated) {
+          st.memory = m;
+          st.mem_table = std::move(table).value();
+          return caf::ok_atom_v;
+        }
+        st.busy = "set_memory";
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        auto t = table.value();
+        self->request(st.conn, st.config.timeouts.mem_table + slack, mem_table_atom_v, t,
+                      memory_fds(m))
+            .then(
+                [self, rp, m, t](caf::ok_atom) mutable {
+                  self->state.memory = m;
+                  self->state.mem_table = t;
+                  self->state.busy.clear();
+                  rp.deliver(caf::ok_atom_v);
+                },
+                [self, rp](caf::error& e) mutable { fail(self, rp, "set_memory", e); });
+        return rp;
+      },
+      // ---- activate
+      [self](activate_atom, const ActivateSpec& spec) -> caf::result<caf::ok_atom> {
+        if (auto e = admit(self, "activate", {DeviceState::negotiated}))
+          return *e;
+        auto& st = self->state;
+        if (st.mem_table.empty())
+          return to_caf(make_error(errc::bad_state, "activate", "no guest memory: set_memory first"));
+        auto features = check_activation(spec, st.info, st.mem_table);
+        if (!features)
+          return to_caf(features.error());
+        st.acked_features = *features;
+        st.packed = has_bit(*features, feature::ring_packed);
+        st.sink = spec.sink;
+        st.queues.clear();
+        for (const auto& q : spec.queues) {
+          DeviceData::Queue dq;
+          dq.spec = q;
+          dq.forwarded = !q.call;
+          dq.call = q.call ? q.call : share(make_eventfd());
+          if (!*dq.call)
+            return to_caf(make_error(errc::io_error, "activate", "eventfd for a call fd", errno));
+          dq.base = st.packed ? virtio::packed_fresh_base : 0;
+          st.queues.push_back(std::move(dq));
+        }
+        st.busy = "activate";
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        activate_sequence(self, rp);
+        return rp;
+      },
+      // ---- config space
+      [self](rd_config_atom, uint32_t offset, uint32_t size) -> caf::result<std::vector<uint8_t>> {
+        auto& st = self->state;
+        if (st.state != DeviceState::negotiated && st.state != DeviceState::active &&
+            st.state != DeviceState::sleeping)
+          return to_caf(make_error(errc::bad_state, "read_config",
+                                   std::string("the device is ") + to_string(st.state)));
+        uint32_t limit = st.info.config_size ? st.info.config_size : 256;
+        if (size == 0 || offset > limit || size > limit - offset)
+          return to_caf(make_error(errc::invalid_argument, "read_config",
+                                   "bytes " + std::to_string(offset) + "+" + std::to_string(size) +
+                                       " are outside the " + std::to_string(limit) +
+                                       "-byte config space"));
+        auto rp = self->make_response_promise<std::vector<uint8_t>>();
+        self->request(st.conn, requests(st, 1), get_config_atom_v, offset, size)
+            .then([rp](std::vector<uint8_t>& data) mutable { rp.deliver(std::move(data)); },
+                  [self, rp](caf::error& e) mutable {
+                    Error x = step_error(e, "read_config");
+                    if (x.reconnect_may_help())
+                      mark_broken(self, x.message());
+                    rp.deliver(to_caf(x));
+                  });
+        return rp;
+      },
+      [self](wr_config_atom, uint32_t offset,
+             const std::vector<uint8_t>& data) -> caf::result<caf::ok_atom> {
+        if (auto e = admit(self, "write_config", {DeviceState::negotiated, DeviceState::active,
+                                                  DeviceState::sleeping}))
+          return *e;
+        auto& st = self->state;
+        uint32_t limit = st.info.config_size ? st.info.config_size : 256;
+        if (data.empty() || offset > limit || data.size() > limit - offset)
+          return to_caf(make_error(errc::invalid_argument, "write_config",
+                                   "bytes outside the " + std::to_string(limit) +
+                                       "-byte config space"));
+        st.busy = "write_config";
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        self->request(st.conn, requests(st, 1), set_config_atom_v, offset, data)
+            .then(
+                [self, rp](caf::ok_atom) mutable {
+                  self->state.busy.clear();
+                  rp.deliver(caf::ok_atom_v);
+                },
+                [self, rp](caf::error& e) mutable { fail(self, rp, "write_config", e); });
+        return rp;
+      },
+      // ---- sleep / wake / reset
+      [self](sleep_atom) -> caf::result<caf::ok_atom> {
+        if (auto e = admit(self, "sleep", {DeviceState::active}))
+          return *e;
+        self->state.busy = "sleep";
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        stop_running(self, rp, "sleep", [](Self s, OkPromise& p) {
+          if (lost_meanwhile(s, p, "sleep"))
+            return;
+          s->state.busy.clear();
+          set_state(s, DeviceState::sleeping);
+          p.deliver(caf::ok_atom_v);
+        });
+        return rp;
+      },
+      [self](wake_atom) -> caf::result<caf::ok_atom> {
+        if (auto e = admit(self, "wake", {DeviceState::sleeping}))
+          return *e;
+        self->state.busy = "wake";
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        start_running(self, rp, "wake", false);
+        return rp;
+      },
+      [self](caf::reset_atom) -> caf::result<caf::ok_atom> {
+        if (auto e = admit(self, "reset",
+                           {DeviceState::disconnected, DeviceState::negotiated, DeviceState::active,
+                            DeviceState::sleeping, DeviceState::broken}))
+          return *e;
+        auto& st = self->state;
+        if (st.state == DeviceState::disconnected)
+          return caf::ok_atom_v;
+        if (st.state == DeviceState::broken) {
+          // Nothing to tell a lost back-end: drop the connection; negotiate
+          // connects again.
+          drop_children(self);
+          forget_negotiation(st);
+          set_state(self, DeviceState::disconnected);
+          return caf::ok_atom_v;
+        }
+        st.busy = "reset";
+        auto rp = self->make_response_promise<caf::ok_atom>();
+        if (st.state == DeviceState::active)
+          stop_running(self, rp, "reset", [](Self s, OkPromise& p) { reset_tail(s, p); });
+        else
+          reset_tail(self, rp);
+        return rp;
+      },
+      // ---- queries and settings
+      [self](status_atom) -> caf::result<DeviceStatus> {
+        auto& st = self->state;
+        DeviceStatus s;
+        s.state = st.state;
+        s.socket = st.config.socket;
+        s.info = st.info;
+        s.acked_features = st.acked_features;
+        s.virtio_status = st.virtio_status;
+        s.last_error = st.last_error;
+        for (const auto& q : st.queues)
+          s.queues.push_back({q.spec.index, q.spec.size, q.base, 0});
+        if (!st.worker)
+          return s;
+        auto rp = self->make_response_promise<DeviceStatus>();
+        self->request(st.worker, local_step, caf::get_atom_v)
+            .then(
+                [rp, s](const std::vector<uint64_t>& counts) mutable {
+                  for (auto& q : s.queues)
+                    if (q.index < counts.size())
+                      q.interrupts = counts[q.index];
+                  rp.deliver(s);
+                },
+                [rp, s](caf::error&) mutable { rp.deliver(s); });
+        return rp;
+      },
+      [self](shmem_atom) -> caf::result<uint8_t, uint64_t> {
+        const auto& sizes = self->state.info.shmem_sizes;
+        for (size_t i = 0; i < sizes.size(); ++i)
+          if (sizes[i] != 0)
+            return {static_cast<uint8_t>(i), sizes[i]};
+        return to_caf(make_error(errc::not_negotiated, "shared_memory_region",
+                                 "the back-end has no shared-memory region"));
+      },
+      [self](mapper_atom, std::shared_ptr<SharedMemoryMapper> m) -> caf::result<caf::ok_atom> {
+        auto& st = self->state;
+        st.mapper = std::move(m);
+        if (!st.channel)
+          return caf::ok_atom_v;
+        return self->delegate(st.channel, mapper_atom_v, st.mapper, st.info.shmem_sizes);
+      },
+      [self](subscribe_atom, caf::actor subscriber) {
+        self->state.subscriber = std::move(subscriber);
+      },
+      // ---- from the children
+      [self](lost_atom, const std::string& why) { mark_broken(self, why); },
+      [self](cfg_change_atom) {
+        emit(self, DeviceEvent{DeviceEvent::Kind::config_changed, self->state.state, -1, ""});
+        if (self->state.worker)
+          self->send(self->state.worker, interrupt_atom_v, int32_t{-1});
+      },
+      [self](vring_call_atom, uint16_t index) {
+        for (const auto& q : self->state.queues)
+          if (q.spec.index == index && self->state.worker)
+            self->send(self->state.worker, interrupt_atom_v, static_cast<int32_t>(index));
+      },
+      [self](vring_err_atom, uint16_t index) {
+        emit(self, DeviceEvent{DeviceEvent::Kind::vring_error, self->state.state, index,
+                               "the back-end reported an error on queue " + std::to_string(index)});
+      },
+      [self](event_atom, DeviceEvent ev) { emit(self, std::move(ev)); },
+  };
+}
+
+}  // namespace vufront::actors

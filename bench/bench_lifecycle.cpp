@@ -1,0 +1,177 @@
+// vufront-bench-lifecycle: the cost of the actor layer, as a ratio to the
+// floor measured in the same run. Against InstantPeer (a raw C++ back-end
+// that answers at once):
+//   * activation: negotiate + set memory + activate (1 and 64 queues), each
+//     on a fresh connection, through DeviceSession and the actors;
+//   * a sleep -> wake cycle of an active device (1 and 64 queues).
+// The floor is the very same sequence of requests, recorded at the peer and
+// replayed with plain blocking socket calls. Medians of interleaved runs.
+// Targets (issue 5): activation <= 1.3x, sleep -> wake <= 1.5x.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "actors/session.hpp"
+#include "actors/system.hpp"
+#include "bench/instant_peer.hpp"
+
+using namespace vufront;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double us_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "vufront-bench-lifecycle: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <class T>
+T must(Result<T> r, const char* what) {
+  if (!r)
+    die(std::string(what) + ": " + r.error().message());
+  return std::move(r).value();
+}
+void must(Result<void> r, const char* what) {
+  if (!r)
+    die(std::string(what) + ": " + r.error().message());
+}
+
+struct Row {
+  std::string name;
+  double actors_us;
+  double raw_us;
+  size_t requests;
+  double target;
+};
+
+actors::DeviceConfig config_for(const std::string& socket) {
+  actors::DeviceConfig c;
+  c.socket = socket;
+  return c;
+}
+
+/// negotiate + memory + activate through the actors; returns microseconds.
+double activate_once(caf::actor_system& sys, const std::string& socket, virtio::GuestDriver& g,
+                     uint16_t queues) {
+  actors::DeviceSession s(sys, config_for(socket));
+  actors::NegotiateOptions n;
+  n.queues = queues;
+  auto t0 = Clock::now();
+  must(s.negotiate(n), "negotiate");
+  must(s.set_memory(actors::memory_spec(g.memory())), "set_memory");
+  must(s.activate(actors::activate_spec(g, bit(feature::version_1), false)), "activate");
+  return us_since(t0);
+}
+
+Row bench_activation(caf::actor_system& sys, bench::InstantPeer& peer, uint16_t queues, int runs) {
+  virtio::GuestDriverOptions go;
+  go.queues = queues;
+  auto g = must(virtio::GuestDriver::create(go), "guest");
+  peer.record();
+  activate_once(sys, peer.socket(), *g, queues);  // warm-up, and the recording
+  auto msgs = peer.recorded();
+  std::vector<double> a, r;
+  for (int i = 0; i < runs; ++i) {
+    a.push_back(activate_once(sys, peer.socket(), *g, queues));
+    auto t0 = Clock::now();
+    if (!bench::replay(peer.socket(), msgs))
+      die("raw replay failed");
+    r.push_back(us_since(t0));
+  }
+  return {"activation, " + std::to_string(queues) + " queue(s)", median(a), median(r), msgs.size(),
+          1.3};
+}
+
+Row bench_sleep_wake(caf::actor_system& sys, bench::InstantPeer& peer, uint16_t queues, int runs) {
+  virtio::GuestDriverOptions go;
+  go.queues = queues;
+  auto g = must(virtio::GuestDriver::create(go), "guest");
+  actors::DeviceSession s(sys, config_for(peer.socket()));
+  actors::NegotiateOptions n;
+  n.queues = queues;
+  must(s.negotiate(n), "negotiate");
+  must(s.set_memory(actors::memory_spec(g->memory())), "set_memory");
+  must(s.activate(actors::activate_spec(*g, bit(feature::version_1), false)), "activate");
+  peer.record();
+  must(s.sleep(), "sleep");
+  must(s.wake(), "wake");
+  auto msgs = peer.recorded();
+  bench::RawClient raw(peer.socket());
+  if (!raw.ok())
+    die("raw connect failed");
+  std::vector<double> a, r;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = Clock::now();
+    must(s.sleep(), "sleep");
+    must(s.wake(), "wake");
+    a.push_back(us_since(t0));
+    t0 = Clock::now();
+    if (!raw.replay(msgs))
+      die("raw replay failed");
+    r.push_back(us_since(t0));
+  }
+  return {"sleep -> wake, " + std::to_string(queues) + " queue(s)", median(a), median(r),
+          msgs.size(), 1.5};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else {
+      std::printf("usage: %s [--quick]\n"
+                  "Measures activation and sleep->wake through vufront's actors against a\n"
+                  "peer that answers at once, as a ratio to the same requests sent with\n"
+                  "plain blocking socket calls in the same run. --quick: few runs (smoke test).\n",
+                  argv[0]);
+      return std::strcmp(argv[i], "--help") == 0 ? 0 : 2;
+    }
+  }
+  char dir[] = "/tmp/vufront-bench.XXXXXX";
+  if (::mkdtemp(dir) == nullptr)
+    die("mkdtemp");
+  std::string socket = std::string(dir) + "/peer.sock";
+  std::vector<Row> rows;
+  {
+    bench::InstantPeer peer(socket);
+    actors::SystemConfig cfg;
+    caf::actor_system sys{cfg};
+    int n = quick ? 5 : 1;
+    rows.push_back(bench_activation(sys, peer, 1, quick ? n : 300));
+    rows.push_back(bench_activation(sys, peer, 64, quick ? n : 60));
+    rows.push_back(bench_sleep_wake(sys, peer, 1, quick ? n : 2000));
+    rows.push_back(bench_sleep_wake(sys, peer, 64, quick ? n : 200));
+  }
+  ::rmdir(dir);
+  std::printf("%-28s %9s %12s %12s %7s %8s\n", "sequence", "requests", "actors (us)", "raw (us)",
+              "ratio", "target");
+  bool met = true;
+  for (const auto& r : rows) {
+    double ratio = r.actors_us / r.raw_us;
+    met = met && ratio <= r.target;
+    std::printf("%-28s %9zu %12.1f %12.1f %6.2fx %7s%.1fx\n", r.name.c_str(), r.requests,
+                r.actors_us, r.raw_us, ratio, ratio <= r.target ? "<=" : "> ", r.target);
+  }
+  std::printf("%s\n", met ? "all targets met" : "some targets missed");
+  return 0;
+}
