@@ -1,7 +1,7 @@
 #pragma once
 // InstantPeer: a raw C++ vhost-user back-end for benchmarks. It listens on
-// a unix socket, serves one connection after another on its own thread and
-// answers every request at once (features, queue count, vring bases, acks),
+// a unix socket, serves all connections on one thread that busy-polls
+// (no wake-up latency) and answers every request at once (features, queue count, vring bases, acks),
 // so what a benchmark measures is the front-end, not the back-end. It
 // records the messages of the current connection so the same round trips
 // can be replayed with plain blocking socket calls: the floor.
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "memory/unique_fd.hpp"
+#include "protocol/connection.hpp"
 
 namespace vufront::bench {
 
@@ -42,7 +43,8 @@ public:
 
 private:
   void run();
-  void serve(UniqueFd conn);
+  /// Answers one request; false when the connection is done.
+  bool serve_one(Connection& conn);
 
   std::string path_;
   UniqueFd listener_;
