@@ -18,12 +18,9 @@ namespace {
 
 using Self = connection_actor::stateful_pointer<ConnectionState>;
 
-/// The result of one step, with the loss report as a side effect.
-template <class T>
-caf::result<T> answer(Self self, Result<T>&& r) {
-  if (r)
-    return std::move(r).value();
-  Error e = std::move(r).error();
+/// A failed step as the reply's error; tells the device once when the
+/// failure broke the connection.
+caf::error failure(Self self, const Error& e) {
   auto& st = self->state;
   if (st.client && st.client->broken() && !st.lost_reported) {
     st.lost_reported = true;
@@ -33,10 +30,17 @@ caf::result<T> answer(Self self, Result<T>&& r) {
   return to_caf(e);
 }
 
+template <class T>
+caf::result<T> answer(Self self, Result<T>&& r) {
+  if (r)
+    return std::move(r).value();
+  return failure(self, r.error());
+}
+
 caf::result<caf::ok_atom> answer_ok(Self self, Result<void>&& r) {
   if (r)
     return caf::ok_atom_v;
-  return answer<caf::ok_atom>(self, Result<caf::ok_atom>(std::move(r).error()));
+  return failure(self, r.error());
 }
 
 Error not_connected(const char* step) {
@@ -163,6 +167,25 @@ Result<std::vector<uint32_t>> stop_queues(BackendClient& c, const std::vector<ui
   return bases;
 }
 
+Result<void> activate(BackendClient& c, const ActivateRequest& req) {
+  bool status = c.protocol_feature(protocol_feature::status);
+  if (auto r = c.set_features(req.features); !r)
+    return r;
+  if (status)
+    if (auto r = c.set_status(req.features_ok_status); !r)
+      return r;
+  std::vector<int> fds;
+  for (const auto& f : req.mem_fds)
+    fds.push_back(f ? f->get() : -1);
+  if (auto r = c.set_mem_table(req.mem_table, fds); !r)
+    return r;
+  if (auto r = start_queues(c, req.queues); !r)
+    return r;
+  if (status)
+    return c.set_status(req.driver_ok_status);
+  return ok();
+}
+
 Result<void> reset_device(BackendClient& c) {
   if (c.protocol_feature(protocol_feature::reset_device))
     if (auto r = c.reset_device(); !r)
@@ -190,7 +213,7 @@ connection_actor::behavior_type connection_impl(
   // An exception must never escape a handler (it would kill the actor);
   // every BackendClient call returns Result, so none should.
   return {
-      [self](connect_atom, const ConnectRequest& req) -> caf::result<SharedFd> {
+      [self](negotiate_atom, const NegotiateRequest& req) -> caf::result<DeviceInfo, SharedFd> {
         auto& st = self->state;
         auto c = BackendClient::connect(req.socket,
                                         std::chrono::milliseconds(req.connect_timeout_ms),
@@ -202,17 +225,15 @@ connection_actor::behavior_type connection_impl(
         UniqueFd dup = UniqueFd::adopt(::fcntl(st.client->connection().fd(), F_DUPFD_CLOEXEC, 0));
         if (!dup)
           return to_caf(make_error(errc::io_error, "connect", "dup of the socket", errno));
-        return share(std::move(dup));
+        auto info = negotiate(*st.client, req);
+        if (!info)
+          return failure(self, info.error());
+        return {std::move(info).value(), share(std::move(dup))};
       },
-      [self](negotiate_atom, const NegotiateRequest& req) -> caf::result<DeviceInfo> {
-        if (!self->state.client)
-          return to_caf(not_connected("negotiate"));
-        return answer(self, negotiate(*self->state.client, req));
-      },
-      [self](features_atom, uint64_t features) -> caf::result<caf::ok_atom> {
+      [self](activate_atom, const ActivateRequest& req) -> caf::result<caf::ok_atom> {
         if (!self->state.client)
           return to_caf(not_connected("SET_FEATURES"));
-        return answer_ok(self, self->state.client->set_features(features));
+        return answer_ok(self, activate(*self->state.client, req));
       },
       [self](mem_table_atom, const std::vector<wire::MemoryRegion>& regions,
              const std::vector<SharedFd>& fds) -> caf::result<caf::ok_atom> {
@@ -246,14 +267,6 @@ connection_actor::behavior_type connection_impl(
           return to_caf(not_connected("SET_CONFIG"));
         return answer_ok(self, self->state.client->set_config(offset, data));
       },
-      [self](set_status_atom, uint8_t status) -> caf::result<caf::ok_atom> {
-        auto& c = self->state.client;
-        if (!c)
-          return to_caf(not_connected("SET_STATUS"));
-        if (!c->protocol_feature(protocol_feature::status))
-          return caf::ok_atom_v;
-        return answer_ok(self, c->set_status(status));
-      },
       [self](reset_device_atom) -> caf::result<caf::ok_atom> {
         if (!self->state.client)
           return to_caf(not_connected("RESET_DEVICE"));
@@ -267,7 +280,7 @@ connection_actor::behavior_type connection_impl(
           return to_caf(make_error(errc::invalid_argument, "SET_DEVICE_STATE_FD", "no pipe end"));
         auto r = c->set_device_state_fd(direction, 0, fd->get());
         if (!r)
-          return answer<SharedFd>(self, Result<SharedFd>(std::move(r).error()));
+          return failure(self, r.error());
         if (r->backend_fd)
           return share(std::move(*r->backend_fd));
         return SharedFd{};

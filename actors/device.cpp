@@ -237,27 +237,16 @@ void start_worker(Self self, OkPromise rp, const char* op) {
           [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
 }
 
-/// start queues at their bases -> [SET_STATUS DRIVER_OK] -> start worker ->
-/// active (activate's tail, and wake).
-void start_running(Self self, OkPromise rp, const char* op, bool driver_ok) {
+/// start queues at their bases -> start worker -> active (wake).
+void start_running(Self self, OkPromise rp, const char* op) {
   auto& st = self->state;
   self->request(st.conn, requests(st, 6 * st.queues.size() + 1), start_queues_atom_v,
                 queue_starts(st))
       .then(
-          [self, rp, op, driver_ok](caf::ok_atom) mutable {
+          [self, rp, op](caf::ok_atom) mutable {
             if (lost_meanwhile(self, rp, op))
               return;
-            if (!driver_ok)
-              return start_worker(self, rp, op);
-            auto& st = self->state;
-            auto status = static_cast<uint8_t>(st.virtio_status | status_bit::driver_ok);
-            self->request(st.conn, requests(st, 1), set_status_atom_v, status)
-                .then(
-                    [self, rp, op, status](caf::ok_atom) mutable {
-                      self->state.virtio_status = status;
-                      start_worker(self, rp, op);
-                    },
-                    [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
+            start_worker(self, rp, op);
           },
           [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
 }
@@ -306,30 +295,30 @@ void reset_tail(Self self, OkPromise rp) {
           [self, rp](caf::error& e) mutable { fail(self, rp, "reset", e); });
 }
 
-/// activate: SET_FEATURES -> FEATURES_OK -> memory table -> queues -> DRIVER_OK -> worker.
+/// activate: one connection step (features, FEATURES_OK, memory table,
+/// queues, DRIVER_OK), then the worker.
 void activate_sequence(Self self, OkPromise rp) {
   auto& st = self->state;
   constexpr const char* op = "activate";
-  auto features_ok = static_cast<uint8_t>(status_bit::acknowledge | status_bit::driver |
-                                          status_bit::features_ok);
-  auto send_memory = [self, rp]() mutable {
-    auto& st = self->state;
-    self->request(st.conn, st.config.timeouts.mem_table + slack, mem_table_atom_v, st.mem_table,
-                  memory_fds(st.memory))
-        .then([self, rp](caf::ok_atom) mutable { start_running(self, rp, op, true); },
-              [self, rp](caf::error& e) mutable { fail(self, rp, op, e); });
-  };
-  self->request(st.conn, requests(st, 1), features_atom_v, st.acked_features)
+  ActivateRequest req;
+  req.features = st.acked_features;
+  req.features_ok_status = static_cast<uint8_t>(status_bit::acknowledge | status_bit::driver |
+                                                status_bit::features_ok);
+  req.driver_ok_status = static_cast<uint8_t>(req.features_ok_status | status_bit::driver_ok);
+  req.mem_table = st.mem_table;
+  req.mem_fds = memory_fds(st.memory);
+  req.queues = queue_starts(st);
+  auto status = req.driver_ok_status;
+  self->request(st.conn,
+                st.config.timeouts.mem_table + requests(st, 6 * st.queues.size() + 4),
+                activate_atom_v, std::move(req))
       .then(
-          [self, rp, features_ok, send_memory](caf::ok_atom) mutable {
-            auto& st = self->state;
-            self->request(st.conn, requests(st, 1), set_status_atom_v, features_ok)
-                .then(
-                    [self, features_ok, send_memory](caf::ok_atom) mutable {
-                      self->state.virtio_status = features_ok;
-                      send_memory();
-                    },
-                    [self, rp](caf::error& e) mutable { fail(self, rp, op, e); });
+          [self, rp, status](caf::ok_atom) mutable {
+            if (lost_meanwhile(self, rp, op))
+              return;
+            if (has_bit(self->state.info.protocol_features, protocol_feature::status))
+              self->state.virtio_status = status;
+            start_worker(self, rp, op);
           },
           [self, rp](caf::error& e) mutable { fail(self, rp, op, e); });
 }
@@ -378,43 +367,42 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         st.last_error.clear();
         spawn_children(self);
         auto rp = self->make_response_promise<DeviceInfo>();
-        ConnectRequest creq{st.config.socket, static_cast<uint32_t>(st.config.connect_timeout.count())};
-        self->request(st.conn, st.config.connect_timeout + slack, connect_atom_v, creq)
+        NegotiateRequest req;
+        req.socket = st.config.socket;
+        req.connect_timeout_ms = static_cast<uint32_t>(st.config.connect_timeout.count());
+        req.options = st.options;
+        SharedFd ours;
+        if (st.options.backend_channel) {
+          auto pair = make_socketpair();
+          if (!pair.first || !pair.second) {
+            negotiate_failed(self, rp,
+                             to_caf(make_error(errc::io_error, "SET_BACKEND_REQ_FD", "socketpair",
+                                               errno)));
+            return rp;
+          }
+          ours = share(std::move(pair.first));
+          req.channel_fd = share(std::move(pair.second));
+        }
+        self->request(st.conn, st.config.connect_timeout + requests(st, 10), negotiate_atom_v,
+                      std::move(req))
             .then(
-                [self, rp](const SharedFd& sock) mutable {
+                [self, rp, ours](const DeviceInfo& info, const SharedFd& sock) mutable {
                   auto& st = self->state;
-                  NegotiateRequest req{st.options, {}};
-                  SharedFd ours;
-                  if (st.options.backend_channel) {
-                    auto pair = make_socketpair();
-                    if (!pair.first || !pair.second)
-                      return negotiate_failed(
-                          self, rp,
-                          to_caf(make_error(errc::io_error, "SET_BACKEND_REQ_FD", "socketpair", errno)));
-                    ours = share(std::move(pair.first));
-                    req.channel_fd = share(std::move(pair.second));
+                  st.info = info;
+                  SharedFd channel = info.backend_channel ? ours : SharedFd{};
+                  if (channel) {
+                    st.channel = self->spawn<caf::linked + caf::detached>(
+                        channel_impl, channel, info.protocol_features, weak(self),
+                        st.config.start_threads);
+                    if (st.mapper)
+                      self->request(st.channel, local_step, mapper_atom_v, st.mapper,
+                                    info.shmem_sizes)
+                          .then([](caf::ok_atom) {}, [](caf::error&) {});
                   }
-                  self->request(st.conn, requests(st, 10), negotiate_atom_v, std::move(req))
-                      .then(
-                          [self, rp, sock, ours](const DeviceInfo& info) mutable {
-                            auto& st = self->state;
-                            st.info = info;
-                            SharedFd channel = info.backend_channel ? ours : SharedFd{};
-                            if (channel) {
-                              st.channel = self->spawn<caf::linked + caf::detached>(
-                                  channel_impl, channel, info.protocol_features, weak(self),
-                                  st.config.start_threads);
-                              if (st.mapper)
-                                self->request(st.channel, local_step, mapper_atom_v, st.mapper,
-                                              info.shmem_sizes)
-                                    .then([](caf::ok_atom) {}, [](caf::error&) {});
-                            }
-                            self->send(st.worker, watch_atom_v, sock, channel);
-                            st.busy.clear();
-                            set_state(self, DeviceState::negotiated);
-                            rp.deliver(info);
-                          },
-                          [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); });
+                  self->send(st.worker, watch_atom_v, sock, channel);
+                  st.busy.clear();
+                  set_state(self, DeviceState::negotiated);
+                  rp.deliver(info);
                 },
                 [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); });
         return rp;
@@ -543,7 +531,7 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
           return *e;
         self->state.busy = "wake";
         auto rp = self->make_response_promise<caf::ok_atom>();
-        start_running(self, rp, "wake", false);
+        start_running(self, rp, "wake");
         return rp;
       },
       [self](caf::reset_atom) -> caf::result<caf::ok_atom> {

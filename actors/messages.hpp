@@ -49,14 +49,11 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, vring_call_atom, "vringcall")
   CAF_ADD_ATOM(vufront, vufront::actors, vring_err_atom, "vringerr")
   // connection actor (one message per lifecycle step, not per request)
-  CAF_ADD_ATOM(vufront, vufront::actors, connect_atom, "connect")
-  CAF_ADD_ATOM(vufront, vufront::actors, features_atom, "features")
   CAF_ADD_ATOM(vufront, vufront::actors, mem_table_atom, "memtable")
   CAF_ADD_ATOM(vufront, vufront::actors, start_queues_atom, "startq")
   CAF_ADD_ATOM(vufront, vufront::actors, stop_queues_atom, "stopq")
   CAF_ADD_ATOM(vufront, vufront::actors, get_config_atom, "getconfig")
   CAF_ADD_ATOM(vufront, vufront::actors, set_config_atom, "setconfig")
-  CAF_ADD_ATOM(vufront, vufront::actors, set_status_atom, "setstatus")
   CAF_ADD_ATOM(vufront, vufront::actors, reset_device_atom, "resetdev")
   CAF_ADD_ATOM(vufront, vufront::actors, state_fd_atom, "statefd")
   CAF_ADD_ATOM(vufront, vufront::actors, check_state_atom, "chkstate")
@@ -191,15 +188,13 @@ struct DeviceEvent {
 
 // ---- connection actor payloads ---------------------------------------------
 
-struct ConnectRequest {
+/// Negotiation as one step: connect (retrying until the timeout), SET_OWNER,
+/// GET_FEATURES, GET/SET_PROTOCOL_FEATURES, SET_BACKEND_REQ_FD (with
+/// `channel_fd` if set and negotiated), GET_QUEUE_NUM, GET_MAX_MEM_SLOTS,
+/// GET_SHMEM_CONFIG.
+struct NegotiateRequest {
   std::string socket;
   uint32_t connect_timeout_ms = 5000;
-};
-
-/// Negotiation as one step: SET_OWNER, GET_FEATURES, GET/SET_PROTOCOL_FEATURES,
-/// SET_BACKEND_REQ_FD (with `channel_fd` if set and negotiated), GET_QUEUE_NUM,
-/// GET_MAX_MEM_SLOTS, GET_SHMEM_CONFIG.
-struct NegotiateRequest {
   NegotiateOptions options;
   /// The back-end's end of the channel socketpair (may be empty).
   SharedFd channel_fd;
@@ -213,6 +208,18 @@ struct QueueStart {
   uint32_t base = 0;
   SharedFd kick;
   SharedFd call;
+};
+
+/// Activation as one step: SET_FEATURES, SET_STATUS(FEATURES_OK),
+/// SET_MEM_TABLE, the queues (as start_queues), SET_STATUS(+DRIVER_OK);
+/// SET_STATUS only when STATUS was negotiated.
+struct ActivateRequest {
+  uint64_t features = 0;
+  uint8_t features_ok_status = 0;
+  uint8_t driver_ok_status = 0;
+  std::vector<wire::MemoryRegion> mem_table;
+  std::vector<SharedFd> mem_fds;
+  std::vector<QueueStart> queues;
 };
 
 // ---- worker payloads ---------------------------------------------------------
@@ -232,7 +239,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ActivateSpec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::InterruptSink)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceStatus)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceEvent)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ConnectRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ActivateRequest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::NegotiateRequest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::QueueStart>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::WatchedQueue>)
@@ -276,12 +283,10 @@ using device_actor = caf::typed_actor<
 /// error that breaks the connection it also sends (lost_atom, reason) to the
 /// device, once.
 using connection_actor = caf::typed_actor<
-    /// Connects (retrying until the timeout); replies with a dup of the
-    /// socket for hang-up watching.
-    caf::replies_to<connect_atom, ConnectRequest>::with<SharedFd>,
-    caf::replies_to<negotiate_atom, NegotiateRequest>::with<DeviceInfo>,
-    /// SET_FEATURES(features).
-    caf::replies_to<features_atom, uint64_t>::with<caf::ok_atom>,
+    /// Replies with what was negotiated and a dup of the socket (for the
+    /// hang-up watch).
+    caf::replies_to<negotiate_atom, NegotiateRequest>::with<DeviceInfo, SharedFd>,
+    caf::replies_to<activate_atom, ActivateRequest>::with<caf::ok_atom>,
     caf::replies_to<mem_table_atom, std::vector<wire::MemoryRegion>, std::vector<SharedFd>>::with<
         caf::ok_atom>,
     caf::replies_to<start_queues_atom, std::vector<QueueStart>>::with<caf::ok_atom>,
@@ -291,8 +296,6 @@ using connection_actor = caf::typed_actor<
     caf::replies_to<stop_queues_atom, std::vector<uint16_t>, bool>::with<std::vector<uint32_t>>,
     caf::replies_to<get_config_atom, uint32_t, uint32_t>::with<std::vector<uint8_t>>,
     caf::replies_to<set_config_atom, uint32_t, std::vector<uint8_t>>::with<caf::ok_atom>,
-    /// SET_STATUS when STATUS was negotiated (no-op otherwise).
-    caf::replies_to<set_status_atom, uint8_t>::with<caf::ok_atom>,
     /// RESET_DEVICE when negotiated, then SET_STATUS(0) when STATUS was.
     caf::replies_to<reset_device_atom>::with<caf::ok_atom>,
     /// SET_DEVICE_STATE_FD(direction, phase 0, fd): replies with the fd to
