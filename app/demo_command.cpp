@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "actors/system.hpp"
@@ -116,6 +117,11 @@ int demo_main(const DemoOptions& opts) {
     steps = checker.steps();
   }
   backend->stop();
+  if (!ok) {
+    // The private directory goes away with us: show the back-end's log now.
+    std::ifstream log(dir.path + "/backend.log");
+    std::cerr << "vufront demo: reference back-end log:\n" << log.rdbuf();
+  }
   if (opts.json) {
     auto j = steps_json(steps);
     j["ok"] = ok;
@@ -124,8 +130,8 @@ int demo_main(const DemoOptions& opts) {
     std::cout << (ok ? "demo: every step worked: negotiate, memory, activate, I/O on 2 queues, a "
                        "shared-memory mapping,\n      a config change, sleep/wake with rings "
                        "resuming, reset and re-activation.\n"
-                     : "demo: FAILED (see the step marked FAIL above; back-end log was in " +
-                           dir.path + "/backend.log)\n");
+                     : "demo: FAILED (see the step marked FAIL above and the back-end log on "
+                       "stderr)\n");
   }
   return ok ? 0 : 1;
 }

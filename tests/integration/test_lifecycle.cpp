@@ -122,10 +122,7 @@ TEST_CASE("lifecycle: the whole check against virtiofsd reads a shared file") {
   o.device = DeviceKind::fs;
   o.fs_file = "hello.txt";
   app::Checker c(sys, o);
-  // virtiofsd serves one front-end session: negotiate, I/O, sleep, wake, I/O.
-  bool ok = c.negotiate() && c.set_memory() && c.activate() && c.io("I/O") && c.sleep() &&
-            c.wake() && c.io("I/O after wake");
-  CHECK_MESSAGE(ok, failure(c));
+  CHECK_MESSAGE(c.run(), failure(c));
   CHECK(c.steps().back().detail.find("read 32 bytes of hello.txt") != std::string::npos);
 }
 

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""`vufront demo` and `vufront check` as a user runs them: exit codes, the
+steps they print, JSON output, against vufront-backend (blk and net) and
+virtiofsd, and the failures a user sees (no back-end, a back-end that dies,
+usage errors)."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from runner import run_tests
+
+ARGS = None
+
+
+class Backend:
+    """vufront-backend on a socket in `tmp`, stopped by pid."""
+
+    def __init__(self, tmp, *args):
+        self.sock = os.path.join(tmp, 'b.sock')
+        self.proc = subprocess.Popen([ARGS.backend, '--socket', self.sock, *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.sock):
+            assert self.proc.poll() is None, 'back-end exited at start'
+            assert time.monotonic() < deadline, 'back-end did not start listening'
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def vufront(*args, timeout=120):
+    return subprocess.run([ARGS.vufront, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def check_json(*args):
+    r = vufront('check', *args, '--json')
+    out = json.loads(r.stdout)
+    return r.returncode, out
+
+
+def test_demo(tmp):
+    r = vufront('demo')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'every step worked' in r.stdout
+    for step in ('negotiate', 'shared memory', 'config change', 'sleep', 'wake', 'reset'):
+        assert step in r.stdout, step
+    j = json.loads(vufront('demo', '--json').stdout)
+    assert j['ok'] is True
+    assert len(j['steps']) == 13 and all(s['ok'] for s in j['steps'])
+
+
+def test_check_blk_four_queues_packed(tmp):
+    b = Backend(tmp, '--queues', '4')
+    try:
+        rc, j = check_json(b.sock, '--queues', '4', '--packed')
+        assert rc == 0, j
+        assert [s['name'] for s in j['steps']][:4] == ['negotiate', 'read config', 'set memory',
+                                                      'activate']
+        assert len(j['steps']) == 11 and all(s['ok'] for s in j['steps'])
+        r = vufront('check', b.sock, '--msix')  # text output, MSI-X path
+        assert r.returncode == 0 and 'result: ok' in r.stdout, r.stdout
+    finally:
+        b.stop()
+
+
+def test_check_net_echo(tmp):
+    b = Backend(tmp, '--device', 'net', '--queues', '2')
+    try:
+        rc, j = check_json(b.sock, '--device', 'net', '--queues', '2')
+        assert rc == 0, j
+        assert 'frames echoed' in j['steps'][4]['detail']
+    finally:
+        b.stop()
+
+
+def test_check_fs_virtiofsd(tmp):
+    share = os.path.join(tmp, 'share')
+    os.mkdir(share)
+    with open(os.path.join(share, 'hello.txt'), 'w') as f:
+        f.write('hello from the shared directory\n')
+    sock = os.path.join(tmp, 'fs.sock')
+    out = subprocess.run([os.path.join(ARGS.peers, 'start-virtiofsd.sh'), sock, share],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    pid = int(out.strip().splitlines()[-1])
+    try:
+        rc, j = check_json(sock, '--device', 'fs', '--fs-file', 'hello.txt')
+        assert rc == 0, j
+        assert 'read 32 bytes of hello.txt' in j['steps'][4]['detail']
+    finally:
+        os.kill(pid, 9)
+
+
+def test_check_without_backend_fails_at_negotiate(tmp):
+    r = vufront('check', os.path.join(tmp, 'nobody.sock'), '--timeout', '0.2')
+    assert r.returncode == 1
+    assert 'FAIL  negotiate' in r.stdout and 'No such file' in r.stdout, r.stdout
+
+
+def test_check_backend_dying_at_sleep_names_the_step(tmp):
+    b = Backend(tmp, '--crash-at', 'GET_VRING_BASE')
+    try:
+        rc, j = check_json(b.sock)
+        assert rc == 1
+        failed = [s for s in j['steps'] if not s['ok']]
+        assert len(failed) == 1 and failed[0]['name'] == 'sleep', j
+        assert failed[0]['detail'].startswith('sleep: GET_VRING_BASE'), failed[0]
+    finally:
+        b.stop()
+
+
+def test_check_usage_errors_exit_2(tmp):
+    for args in ([], ['s', '--queues', '0'], ['s', '--device', 'gpu'], ['s', '--bogus']):
+        r = vufront('check', *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+    assert vufront('check', '--help').returncode == 0
+    assert vufront('demo', '--backend', os.path.join(tmp, 'missing')).returncode == 1
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--vufront', required=True)
+    ap.add_argument('--backend', required=True)
+    ap.add_argument('--peers', required=True)
+    ap.add_argument('-k', help='run only tests whose name contains this')
+    ARGS = ap.parse_args()
+    return run_tests(globals(), ARGS.k, prefix='vufront-check-')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
