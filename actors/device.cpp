@@ -259,10 +259,10 @@ void stop_running(Self self, OkPromise rp, const char* op, Next next) {
                 queue_indices(st), st.packed)
       .then(
           [self, rp, op, next](const std::vector<uint32_t>& bases) mutable {
-            auto& st = self->state;
-            for (size_t i = 0; i < bases.size() && i < st.queues.size(); ++i)
-              st.queues[i].base = bases[i];
-            self->request(st.worker, local_step, stop_atom_v)
+            auto& now = self->state;
+            for (size_t i = 0; i < bases.size() && i < now.queues.size(); ++i)
+              now.queues[i].base = bases[i];
+            self->request(now.worker, local_step, stop_atom_v)
                 .then([self, rp, next](caf::ok_atom) mutable { next(self, rp); },
                       [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
           },
@@ -277,12 +277,12 @@ void reset_tail(Self self, OkPromise rp) {
       .then(
           [self, rp](caf::ok_atom) mutable {
             auto finish = [self, rp]() mutable {
-              auto& st = self->state;
-              st.queues.clear();
-              st.sink = InterruptSink{};
-              st.acked_features = 0;
-              st.virtio_status = 0;
-              st.busy.clear();
+              auto& now = self->state;
+              now.queues.clear();
+              now.sink = InterruptSink{};
+              now.acked_features = 0;
+              now.virtio_status = 0;
+              now.busy.clear();
               set_state(self, DeviceState::negotiated);
               rp.deliver(caf::ok_atom_v);
             };
@@ -387,20 +387,20 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
                       std::move(req))
             .then(
                 [self, rp, ours](const DeviceInfo& info, const SharedFd& sock) mutable {
-                  auto& st = self->state;
-                  st.info = info;
+                  auto& now = self->state;
+                  now.info = info;
                   SharedFd channel = info.backend_channel ? ours : SharedFd{};
                   if (channel) {
-                    st.channel = self->spawn<caf::linked + caf::detached>(
+                    now.channel = self->spawn<caf::linked + caf::detached>(
                         channel_impl, channel, info.protocol_features, weak(self),
-                        st.config.start_threads);
-                    if (st.mapper)
-                      self->request(st.channel, local_step, mapper_atom_v, st.mapper,
+                        now.config.start_threads);
+                    if (now.mapper)
+                      self->request(now.channel, local_step, mapper_atom_v, now.mapper,
                                     info.shmem_sizes)
                           .then([](caf::ok_atom) {}, [](caf::error&) {});
                   }
-                  self->send(st.worker, watch_atom_v, sock, channel);
-                  st.busy.clear();
+                  self->send(now.worker, watch_atom_v, sock, channel);
+                  now.busy.clear();
                   set_state(self, DeviceState::negotiated);
                   rp.deliver(info);
                 },
