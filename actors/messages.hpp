@@ -313,7 +313,9 @@ using worker_actor = caf::typed_actor<
     /// pending while stopped merge per vector (like an eventfd) and go out first.
     caf::replies_to<start_atom, std::vector<WatchedQueue>, InterruptSink>::with<caf::ok_atom>,
     /// Stop forwarding; forwards what is pending first. Signals that arrive
-    /// afterwards stay in the eventfds and are forwarded by the next start.
+    /// afterwards are held (in the eventfds, or as pending) and forwarded by
+    /// the next start. The watcher thread is kept: a start with the same
+    /// queues (wake) reuses it, other queues replace it.
     caf::replies_to<stop_atom>::with<caf::ok_atom>,
     /// From the watcher thread: `count` signals on queue `queue`.
     caf::reacts_to<irq_atom, int32_t, uint64_t>,

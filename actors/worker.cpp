@@ -142,6 +142,16 @@ void on_hangup(WorkerPtr self, int32_t tag) {
     caf::anon_send(dev, lost_atom_v, lost_reason(tag & 1));
 }
 
+/// Whether `queues` are the ones the kept watcher watches (same fds).
+bool same_queues(const std::vector<WatchedQueue>& a, const std::vector<WatchedQueue>& b) {
+  if (a.size() != b.size())
+    return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].index != b[i].index || a[i].call != b[i].call)
+      return false;
+  return true;
+}
+
 caf::result<caf::ok_atom> on_start(WorkerPtr self, std::vector<WatchedQueue> queues,
                                    InterruptSink sink) {
   auto& st = self->state;
@@ -154,6 +164,17 @@ caf::result<caf::ok_atom> on_start(WorkerPtr self, std::vector<WatchedQueue> que
   if (!queues.empty() && !has_fd(sink.eventfd) && !sink.target)
     return worker_error(errc::invalid_argument, "worker start",
                         "queues to watch but no interrupt sink (eventfd or target)");
+  // The same queues as before (wake after sleep): the kept watcher goes on.
+  if (st.call_watcher && st.call_watcher->active() && same_queues(st.queues, queues)) {
+    for (const auto& q : queues)
+      if (drain_eventfd(q.call->get()) > 0)
+        st.pending.insert(q.index);
+    st.sink = std::move(sink);
+    st.running = true;
+    forward_pending(st);
+    return caf::ok_atom_v;
+  }
+  st.call_watcher.reset();  // other queues: the old watcher goes first
   // Signals written while stopped are still in the eventfds: take them now,
   // before a watcher thread reads the same fds.
   for (const auto& q : queues)
@@ -199,9 +220,9 @@ caf::ok_atom on_stop(WorkerPtr self) {
   auto& st = self->state;
   if (!st.running)
     return caf::ok_atom_v;
-  // Join first: afterwards nobody else reads the call eventfds. irq messages
-  // the thread sent before it stopped arrive after this and become pending.
-  st.call_watcher.reset();
+  // Forward what is pending now. The watcher thread is kept for the next
+  // start (a sleep -> wake cycle creates no thread): what it reads from now
+  // on arrives as irq messages while stopped and becomes pending.
   for (const auto& q : st.queues)
     if (has_fd(q.call) && drain_eventfd(q.call->get()) > 0)
       forward(st, q.index);
