@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+import threading
 
 from runner import run_tests
 
@@ -16,22 +16,30 @@ ARGS = None
 
 
 class Backend:
-    """vufront-backend on a socket in `tmp`, stopped by pid."""
+    """vufront-backend on a socket in `tmp`, stopped by pid. Ready once it
+    logs that it listens (its stderr is drained by a thread)."""
 
     def __init__(self, tmp, *args):
         self.sock = os.path.join(tmp, 'b.sock')
-        self.proc = subprocess.Popen([ARGS.backend, '--socket', self.sock, *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.sock):
-            assert self.proc.poll() is None, 'back-end exited at start'
-            assert time.monotonic() < deadline, 'back-end did not start listening'
-            time.sleep(0.02)
+        self.proc = subprocess.Popen([ARGS.backend, '--socket', self.sock, '--verbose', *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.listening = threading.Event()
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+        if not self.listening.wait(10):
+            self.stop()
+            raise AssertionError('back-end did not start listening')
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            if 'listening on' in line:
+                self.listening.set()
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+        self.reader.join(2)
 
 
 def vufront(*args, timeout=120):
