@@ -43,16 +43,6 @@ int errno_for(const Error& e) {
   }
 }
 
-std::string hex(uint64_t v) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  do {
-    s.insert(s.begin(), digits[v & 0xf]);
-    v >>= 4;
-  } while (v != 0);
-  return "0x" + s;
-}
-
 uint64_t page_size() {
   long v = ::sysconf(_SC_PAGESIZE);
   return v > 0 ? static_cast<uint64_t>(v) : uint64_t{4096};

@@ -17,12 +17,6 @@ namespace {
 constexpr const char* mem_step = "set_memory";
 constexpr const char* act_step = "activate";
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 }  // namespace
 
 Result<std::vector<wire::MemoryRegion>> check_memory(const MemorySpec& m, uint32_t max_slots) {

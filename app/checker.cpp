@@ -32,12 +32,6 @@ std::vector<uint8_t> pattern(size_t n, unsigned seed) {
   return out;
 }
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 namespace blk_bit {
 constexpr unsigned seg_max = 2, blk_size = 6, flush = 9, mq = 12;
 }

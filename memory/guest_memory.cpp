@@ -37,12 +37,6 @@ uint64_t page_size() noexcept {
   return ps;
 }
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 std::string range(uint64_t gpa, uint64_t size) { return hex(gpa) + "+" + hex(size); }
 
 Error invalid(const char* op, std::string detail) {

@@ -16,16 +16,6 @@ constexpr const char* kMap = "BACKEND_SHMEM_MAP";
 constexpr const char* kUnmap = "BACKEND_SHMEM_UNMAP";
 constexpr size_t kMaxRegions = 256;  // shmid is a u8
 
-std::string hex(uint64_t v) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  do {
-    s.insert(s.begin(), digits[v & 0xf]);
-    v >>= 4;
-  } while (v != 0);
-  return "0x" + s;
-}
-
 }  // namespace
 
 uint64_t ShmemWindow::page_size() noexcept {

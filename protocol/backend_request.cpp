@@ -48,16 +48,6 @@ int gate(BackendReq r) noexcept {
   return -1;
 }
 
-std::string hex(uint64_t v) {
-  static const char digits[] = "0123456789abcdef";
-  std::string s;
-  do {
-    s.insert(s.begin(), digits[v & 0xf]);
-    v >>= 4;
-  } while (v != 0);
-  return "0x" + s;
-}
-
 /// Decodes the exact-size payload of `r` (the size was checked before).
 template <class T>
 T decode(const std::vector<uint8_t>& body) {

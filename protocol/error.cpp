@@ -1,5 +1,6 @@
 #include "protocol/error.hpp"
 
+#include <cstdio>
 #include <cstring>
 
 namespace vufront {
@@ -65,6 +66,12 @@ std::string Error::message() const {
     out += ")";
   }
   return out;
+}
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
 }
 
 Error make_error(errc code, std::string request, std::string detail, int sys_errno) {

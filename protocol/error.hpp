@@ -4,6 +4,7 @@
 // Functions return Result<T>; nothing throws across module boundaries.
 
 #include <cassert>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -49,6 +50,9 @@ struct Error {
 
 [[nodiscard]] Error make_error(errc code, std::string request, std::string detail,
                                int sys_errno = 0);
+
+/// "0x1f": lower-case hex for error details and reports.
+[[nodiscard]] std::string hex(uint64_t v);
 
 /// A value or an Error. Minimal on purpose (C++17 has no std::expected and
 /// Debian 12 packages no implementation of it).

@@ -8,12 +8,6 @@ namespace vufront::reply {
 
 namespace {
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 std::string code_and_name(uint32_t code) {
   return frontend_req_name(code) + " (" + std::to_string(code) + ")";
 }

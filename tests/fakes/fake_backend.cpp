@@ -13,12 +13,6 @@ namespace vufront::test {
 
 namespace {
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 int ms_left(Deadline d) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(d - Clock::now()).count();
   return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left + 1, 1 << 30));
