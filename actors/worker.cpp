@@ -190,11 +190,12 @@ caf::result<caf::ok_atom> on_start(WorkerPtr self, std::vector<WatchedQueue> que
     auto started = FdWatcher::start(std::move(entries), [weak](int tag, int fd, short revents) {
       if ((revents & POLLIN) == 0)
         return false;  // POLLERR/POLLNVAL: not an eventfd we can use
-      // Consume the readiness; with this thread the only reader the counter
-      // is non-zero here, so 0 means the fd is unusable (stop, don't spin).
+      // Consume the readiness. 0: the worker drained the counter first (it
+      // does at stop and start while this thread is kept); the fd is then
+      // not readable until the next signal, so watching on does not spin.
       const uint64_t n = drain_eventfd(fd);
       if (n == 0)
-        return false;
+        return true;
       auto hdl = caf::actor_cast<worker_actor>(weak);
       if (!hdl)
         return false;

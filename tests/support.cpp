@@ -1,5 +1,8 @@
 #include "tests/support.hpp"
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -16,6 +19,23 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::string FdCount::listing() {
+  std::string out;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr)
+    return out;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.')
+      continue;
+    char target[256] = {};
+    std::string link = std::string("/proc/self/fd/") + e->d_name;
+    ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    out += std::string(e->d_name) + " -> " + (n > 0 ? std::string(target, size_t(n)) : "?") + "\n";
+  }
+  ::closedir(dir);
+  return out;
 }
 
 }  // namespace vufront::test

@@ -13,6 +13,9 @@ class FdCount {
 public:
   FdCount() : before_(count_open_fds()) {}
   [[nodiscard]] int leaked() const { return count_open_fds() - before_; }
+  /// The open fds now ("3 -> anon_inode:[eventfd]", one per line), for the
+  /// message of a failed leak check.
+  [[nodiscard]] static std::string listing();
 
 private:
   int before_;

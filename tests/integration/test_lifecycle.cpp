@@ -85,7 +85,7 @@ TEST_CASE("lifecycle: the whole check against vufront-backend (split/packed, for
         CHECK_MESSAGE(c.run(), failure(c));
         CHECK(c.steps().size() == 11);
       }
-      CHECK(fds.leaked() == 0);
+      CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
     }
 }
 
@@ -258,7 +258,7 @@ TEST_CASE("lifecycle: 1,000 sleep/wake cycles leave the fd count unchanged") {
     auto w = c.session().wake();
     REQUIRE_MESSAGE(w.ok(), "cycle " << i << ": " << w.error().message());
   }
-  CHECK(fds.leaked() == 0);
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
   CHECK_MESSAGE(c.io("I/O after the soak"), failure(c));
   CHECK(state_of(c.session()) == DeviceState::active);
 }
