@@ -17,9 +17,6 @@ extern char** environ;
 
 namespace vufront::app {
 
-namespace {
-
-/// Waits until `pid` exited (pidfd, bounded); true if it did.
 bool wait_exit(int pid, std::chrono::milliseconds ms) {
   auto pidfd = UniqueFd::adopt(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd)
@@ -31,8 +28,6 @@ bool wait_exit(int pid, std::chrono::milliseconds ms) {
   } while (r < 0 && errno == EINTR);
   return r > 0;
 }
-
-}  // namespace
 
 Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv,
                                          const std::string& log_path) {
@@ -68,7 +63,7 @@ void ChildProcess::stop(std::chrono::milliseconds grace) noexcept {
     return;
   if (::kill(pid_, SIGTERM) == 0 && !wait_exit(pid_, grace)) {
     ::kill(pid_, SIGKILL);
-    wait_exit(pid_, std::chrono::milliseconds(5000));
+    (void)wait_exit(pid_, std::chrono::milliseconds(5000));
   }
   int status = 0;
   ::waitpid(pid_, &status, WNOHANG);

@@ -33,6 +33,10 @@ private:
   int pid_ = -1;
 };
 
+/// Waits until process `pid` has exited (pidfd, bounded by `ms`); true if
+/// it has (or no longer exists).
+[[nodiscard]] bool wait_exit(int pid, std::chrono::milliseconds ms);
+
 /// The directory of the running executable ("/path/to/build/bin").
 [[nodiscard]] std::string executable_dir();
 

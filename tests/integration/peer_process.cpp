@@ -6,11 +6,9 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#include <poll.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#include "memory/unique_fd.hpp"
+#include "app/child_process.hpp"
 
 namespace vufront::test {
 
@@ -25,19 +23,6 @@ std::string shell_quote(const std::string& s) {
       out += c;
   }
   return out + "'";
-}
-
-/// Waits until `pid` exits or `ms` pass; true if it is gone.
-bool wait_gone(int pid, int ms) {
-  auto pidfd = UniqueFd::adopt(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd)
-    return errno == ESRCH;
-  pollfd p{pidfd.get(), POLLIN, 0};
-  int r;
-  do {
-    r = ::poll(&p, 1, ms);
-  } while (r < 0 && errno == EINTR);
-  return r > 0;
 }
 
 }  // namespace
@@ -75,9 +60,9 @@ PeerProcess::~PeerProcess() { stop(); }
 void PeerProcess::stop() {
   if (pid_ <= 0)
     return;
-  if (::kill(pid_, SIGINT) == 0 && !wait_gone(pid_, 3000)) {
+  if (::kill(pid_, SIGINT) == 0 && !app::wait_exit(pid_, std::chrono::milliseconds(3000))) {
     ::kill(pid_, SIGKILL);
-    wait_gone(pid_, 2000);
+    (void)app::wait_exit(pid_, std::chrono::milliseconds(2000));
   }
   pid_ = -1;
   ::unlink(socket_.c_str());
