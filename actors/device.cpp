@@ -400,9 +400,23 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
                           .then([](caf::ok_atom) {}, [](caf::error&) {});
                   }
                   self->send(now.worker, watch_atom_v, sock, channel);
-                  now.busy.clear();
-                  set_state(self, DeviceState::negotiated);
-                  rp.deliver(info);
+                  // Negotiated once the children have set up (the worker's
+                  // watch, the channel's reader): one round trip to each.
+                  auto finish = [self, rp, info]() mutable {
+                    self->state.busy.clear();
+                    set_state(self, DeviceState::negotiated);
+                    rp.deliver(info);
+                  };
+                  auto failed = [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); };
+                  self->request(now.worker, local_step, caf::get_atom_v)
+                      .then(
+                          [self, finish, failed](const std::vector<uint64_t>&) mutable {
+                            if (!self->state.channel)
+                              return finish();
+                            self->request(self->state.channel, local_step, caf::get_atom_v)
+                                .then([finish](uint64_t) mutable { finish(); }, failed);
+                          },
+                          failed);
                 },
                 [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); });
         return rp;
