@@ -169,13 +169,18 @@ bool is_child(Self self, const caf::actor_addr& a) {
          a == caf::actor_cast<caf::actor_addr>(st.channel);
 }
 
-/// Forgets everything negotiated (back to disconnected).
-void forget_negotiation(DeviceData& st) {
-  st.info = DeviceInfo{};
+/// Forgets the activation (queues, sink, features, status): after a reset.
+void forget_activation(DeviceData& st) {
   st.queues.clear();
   st.sink = InterruptSink{};
   st.acked_features = 0;
   st.virtio_status = 0;
+}
+
+/// Forgets everything negotiated (back to disconnected).
+void forget_negotiation(DeviceData& st) {
+  st.info = DeviceInfo{};
+  forget_activation(st);
 }
 
 // ---- queue helpers ------------------------------------------------------------------
@@ -278,10 +283,7 @@ void reset_tail(Self self, OkPromise rp) {
           [self, rp](caf::ok_atom) mutable {
             auto finish = [self, rp]() mutable {
               auto& now = self->state;
-              now.queues.clear();
-              now.sink = InterruptSink{};
-              now.acked_features = 0;
-              now.virtio_status = 0;
+              forget_activation(now);
               now.busy.clear();
               set_state(self, DeviceState::negotiated);
               rp.deliver(caf::ok_atom_v);
