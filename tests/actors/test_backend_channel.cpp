@@ -514,7 +514,7 @@ using Call = RecordingMapper::Call;
 
 }  // namespace
 
-TEST_CASE_FIXTURE(DetChannelTest, "channel (det): UNMAP trims the tracked mappings; reset "
+TEST_CASE_FIXTURE(DetChannelTest, "channel (det): UNMAP trims the tracked mappings, reset "
                                   "unmaps what is left") {
   CHECK(map(0, 4 * kPage) == 0);
   CHECK(map(8 * kPage, 2 * kPage) == 0);

@@ -165,7 +165,7 @@ TEST_CASE("lifecycle: every operation in every state is answered, invalid ones w
     }
 }
 
-TEST_CASE("lifecycle: a back-end killed in every state is reported; the device recovers by reset") {
+TEST_CASE("lifecycle: a back-end killed in every state is reported, the device recovers by reset") {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   for (auto state : {DeviceState::negotiated, DeviceState::active, DeviceState::sleeping}) {

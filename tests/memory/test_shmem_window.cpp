@@ -97,7 +97,7 @@ TEST_CASE("ShmemWindow: create refuses bad sizes") {
   CHECK(none.value()->regions() == 0);
 }
 
-TEST_CASE("ShmemWindow: map shows the fd's bytes; unmap puts the hole back") {
+TEST_CASE("ShmemWindow: map shows the fd's bytes, unmap puts the hole back") {
   FdCount count;
   {
     auto w = make_window({8 * kPage});

@@ -451,7 +451,7 @@ TEST_CASE("backend_client: malformed-reply table") {
   }
 }
 
-TEST_CASE("backend_client: no reply times out; a late reply is never matched") {
+TEST_CASE("backend_client: no reply times out, a late reply is never matched") {
   FdCount leak;
   {
     FakeBackend f;

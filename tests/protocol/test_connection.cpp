@@ -301,7 +301,7 @@ TEST_CASE("connection: surplus and truncated fds are bad_fds and all closed") {
   CHECK(leak.leaked() == 0);
 }
 
-TEST_CASE("connection: send to a closed peer is disconnected; close() breaks") {
+TEST_CASE("connection: send to a closed peer is disconnected, close() breaks") {
   auto p = raw_pair();
   p.peer.reset();
   uint8_t b[8] = {};

@@ -71,7 +71,7 @@ TEST_CASE("virtio-blk config decodes the fields qemu-storage-daemon serves") {
   CHECK(virtio::decode_config(DeviceKind::blk, bytes).empty());
 }
 
-TEST_CASE("virtio-net and virtio-fs configs decode; generic does not") {
+TEST_CASE("virtio-net and virtio-fs configs decode, generic does not") {
   std::vector<uint8_t> net = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 1, 0, 2, 0, 0xdc, 0x05};
   auto f = virtio::decode_config(DeviceKind::net, net);
   REQUIRE(f.size() == 4);

@@ -398,7 +398,7 @@ TEST_CASE("snapshot: a writer dropped without commit leaves nothing") {
   CHECK(fds.leaked() == 0);
 }
 
-TEST_CASE("snapshot: commit replaces an existing file; old content intact until then") {
+TEST_CASE("snapshot: commit replaces an existing file, old content intact until then") {
   TempDir dir;
   const std::string path = dir.file("s.snap");
   auto old_state = make_state(20000, 7);
