@@ -36,61 +36,123 @@ Result<void> wait_fd(int fd, short events, int stall_ms, const char* what) {
   }
 }
 
-Result<void> write_all(int fd, const void* data, uint64_t n, int stall_ms) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    if (auto w = wait_fd(fd, POLLOUT, stall_ms, op_save); !w)
-      return w;
-    const ssize_t r = ::write(fd, p, std::min<uint64_t>(n, 1u << 16));
-    if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN)
-        continue;
-      return make_error(errc::io_error, op_save, "write", errno);
-    }
-    p += r;
-    n -= static_cast<uint64_t>(r);
-  }
-  return ok();
-}
+/// One transfer's end of the pipe: moves bytes in pieces of at most 64 KiB,
+/// counts them and applies the plan's byte budget.
+class Transfer {
+public:
+  Transfer(int fd, const TransferPlan& plan, int stall_ms, const char* op)
+      : fd_(fd), plan_(plan), stall_ms_(stall_ms), op_(op) {}
 
-/// Reads exactly n bytes; n == 0 checks for EOF instead (trailing bytes = error).
-Result<void> read_exact(int fd, void* data, uint64_t n, int stall_ms) {
-  auto* p = static_cast<uint8_t*>(data);
-  if (n == 0) {
+  Result<void> write_all(const void* data, uint64_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    while (n > 0) {
+      auto now = allowance(std::min<uint64_t>(n, 1u << 16));
+      if (!now)
+        return std::move(now).error();
+      if (auto w = wait_fd(fd_, POLLOUT, stall_ms_, op_); !w)
+        return w;
+      const ssize_t r = ::write(fd_, p, *now);
+      if (r < 0) {
+        if (errno == EINTR || errno == EAGAIN)
+          continue;
+        return make_error(errc::io_error, op_, "write", errno);
+      }
+      moved_ += static_cast<uint64_t>(r);
+      p += r;
+      n -= static_cast<uint64_t>(r);
+    }
+    return ok();
+  }
+
+  /// Reads exactly n bytes.
+  Result<void> read_exact(void* data, uint64_t n) {
+    auto* p = static_cast<uint8_t*>(data);
+    while (n > 0) {
+      auto now = allowance(std::min<uint64_t>(n, 1u << 16));
+      if (!now)
+        return std::move(now).error();
+      if (auto w = wait_fd(fd_, POLLIN, stall_ms_, op_); !w)
+        return w;
+      const ssize_t r = ::read(fd_, p, *now);
+      if (r == 0)
+        return make_error(errc::disconnected, op_, "state stream ended early");
+      if (r < 0) {
+        if (errno == EINTR || errno == EAGAIN)
+          continue;
+        return make_error(errc::io_error, op_, "read", errno);
+      }
+      moved_ += static_cast<uint64_t>(r);
+      p += r;
+      n -= static_cast<uint64_t>(r);
+    }
+    return ok();
+  }
+
+  /// Checks the stream ends here (trailing bytes are an error). Moves no
+  /// state, so the budget does not apply.
+  Result<void> read_eof() {
     uint8_t extra = 0;
     for (;;) {
-      if (auto w = wait_fd(fd, POLLIN, stall_ms, op_load); !w)
+      if (auto w = wait_fd(fd_, POLLIN, stall_ms_, op_); !w)
         return w;
-      const ssize_t r = ::read(fd, &extra, 1);
+      const ssize_t r = ::read(fd_, &extra, 1);
       if (r == 0)
         return ok();
       if (r > 0)
-        return make_error(errc::invalid_payload, op_load, "bytes after the end of the state");
+        return make_error(errc::invalid_payload, op_, "bytes after the end of the state");
       if (errno != EINTR && errno != EAGAIN)
-        return make_error(errc::io_error, op_load, "read", errno);
+        return make_error(errc::io_error, op_, "read", errno);
     }
   }
-  while (n > 0) {
-    if (auto w = wait_fd(fd, POLLIN, stall_ms, op_load); !w)
-      return w;
-    const ssize_t r = ::read(fd, p, std::min<uint64_t>(n, 1u << 16));
-    if (r == 0)
-      return make_error(errc::disconnected, op_load, "state stream ended early");
-    if (r < 0) {
-      if (errno == EINTR || errno == EAGAIN)
-        continue;
-      return make_error(errc::io_error, op_load, "read", errno);
-    }
-    p += r;
-    n -= static_cast<uint64_t>(r);
+
+private:
+  /// How many of `want` bytes may move now: clipped to what is left of the
+  /// budget; once it is spent the plan's hook runs (once) before anything
+  /// else moves.
+  Result<uint64_t> allowance(uint64_t want) {
+    if (hook_done_ || !plan_.at_budget)
+      return want;
+    if (moved_ < plan_.budget)
+      return std::min(want, plan_.budget - moved_);
+    hook_done_ = true;
+    if (auto r = plan_.at_budget(fd_); !r)
+      return std::move(r).error();
+    return want;
   }
-  return ok();
+
+  int fd_;
+  const TransferPlan& plan_;
+  int stall_ms_;
+  const char* op_;
+  uint64_t moved_ = 0;
+  bool hook_done_ = false;
+};
+
+/// Endless save: disk chunks after the header, round and round (zero-filled
+/// ones without a disk), until a write fails. Returns that error.
+Error write_endless(Transfer& out, const uint8_t* disk, uint64_t disk_bytes) {
+  static const uint8_t zeros[1u << 16] = {};
+  for (uint64_t off = 0;;) {
+    const uint8_t* data = zeros;
+    uint32_t n = sizeof zeros;
+    if (disk_bytes > 0) {
+      data = disk + off;
+      n = static_cast<uint32_t>(std::min<uint64_t>(state_chunk_bytes, disk_bytes - off));
+      off = off + n == disk_bytes ? 0 : off + n;
+    }
+    const StateChunk c{n, 0};
+    if (auto r = out.write_all(&c, sizeof c); !r)
+      return std::move(r).error();
+    if (auto r = out.write_all(data, n); !r)
+      return std::move(r).error();
+  }
 }
 
 }  // namespace
 
 Result<void> save_state(int fd, const DeviceState& s, const uint8_t* disk, uint64_t disk_bytes,
-                        int stall_ms) {
+                        const TransferPlan& plan, int stall_ms) {
+  Transfer out(fd, plan, stall_ms, op_save);
   StateHeader h{};
   std::memcpy(h.magic, state_magic, sizeof h.magic);
   h.version = state_version;
@@ -99,35 +161,36 @@ Result<void> save_state(int fd, const DeviceState& s, const uint8_t* disk, uint6
   h.features = s.features;
   h.config_bytes = static_cast<uint32_t>(s.config.size());
   h.status = s.status;
-  if (auto r = write_all(fd, &h, sizeof h, stall_ms); !r)
+  if (auto r = out.write_all(&h, sizeof h); !r)
     return r;
-  if (auto r = write_all(fd, s.config.data(), s.config.size(), stall_ms); !r)
+  if (auto r = out.write_all(s.config.data(), s.config.size()); !r)
     return r;
-  if (auto r = write_all(fd, s.vring_bases.data(), s.vring_bases.size() * sizeof(uint32_t),
-                         stall_ms);
-      !r)
+  if (auto r = out.write_all(s.vring_bases.data(), s.vring_bases.size() * sizeof(uint32_t)); !r)
     return r;
+  if (plan.endless)
+    return write_endless(out, disk, disk_bytes);
   uint64_t sum = fnv_basis;
   for (uint64_t off = 0; off < disk_bytes;) {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(state_chunk_bytes, disk_bytes - off));
     const StateChunk c{n, 0};
-    if (auto r = write_all(fd, &c, sizeof c, stall_ms); !r)
+    if (auto r = out.write_all(&c, sizeof c); !r)
       return r;
-    if (auto r = write_all(fd, disk + off, n, stall_ms); !r)
+    if (auto r = out.write_all(disk + off, n); !r)
       return r;
     sum = fnv1a(sum, disk + off, n);
     off += n;
   }
   const StateChunk end{0, 0};
-  if (auto r = write_all(fd, &end, sizeof end, stall_ms); !r)
+  if (auto r = out.write_all(&end, sizeof end); !r)
     return r;
-  return write_all(fd, &sum, sizeof sum, stall_ms);
+  return out.write_all(&sum, sizeof sum);
 }
 
 Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes, uint32_t num_queues,
-                               uint32_t config_bytes, int stall_ms) {
+                               uint32_t config_bytes, const TransferPlan& plan, int stall_ms) {
+  Transfer in(fd, plan, stall_ms, op_load);
   StateHeader h{};
-  if (auto r = read_exact(fd, &h, sizeof h, stall_ms); !r)
+  if (auto r = in.read_exact(&h, sizeof h); !r)
     return std::move(r).error();
   if (std::memcmp(h.magic, state_magic, sizeof h.magic) != 0)
     return make_error(errc::invalid_payload, op_load, "bad magic");
@@ -145,21 +208,21 @@ Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes, uint3
   s.status = static_cast<uint8_t>(h.status);
   s.config.resize(config_bytes);
   s.vring_bases.resize(num_queues);
-  if (auto r = read_exact(fd, s.config.data(), s.config.size(), stall_ms); !r)
+  if (auto r = in.read_exact(s.config.data(), s.config.size()); !r)
     return std::move(r).error();
-  if (auto r = read_exact(fd, s.vring_bases.data(), num_queues * sizeof(uint32_t), stall_ms); !r)
+  if (auto r = in.read_exact(s.vring_bases.data(), num_queues * sizeof(uint32_t)); !r)
     return std::move(r).error();
   uint64_t off = 0, sum = fnv_basis;
   for (;;) {
     StateChunk c{};
-    if (auto r = read_exact(fd, &c, sizeof c, stall_ms); !r)
+    if (auto r = in.read_exact(&c, sizeof c); !r)
       return std::move(r).error();
     if (c.bytes == 0)
       break;
     if (c.reserved != 0 || c.bytes > state_chunk_bytes || c.bytes > disk_bytes - off)
       return make_error(errc::invalid_payload, op_load, "bad disk chunk");
     // BOUNDS: off + c.bytes <= disk_bytes checked above.
-    if (auto r = read_exact(fd, disk + off, c.bytes, stall_ms); !r)
+    if (auto r = in.read_exact(disk + off, c.bytes); !r)
       return std::move(r).error();
     sum = fnv1a(sum, disk + off, c.bytes);
     off += c.bytes;
@@ -167,11 +230,11 @@ Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes, uint3
   if (off != disk_bytes)
     return make_error(errc::invalid_payload, op_load, "disk data incomplete");
   uint64_t want = 0;
-  if (auto r = read_exact(fd, &want, sizeof want, stall_ms); !r)
+  if (auto r = in.read_exact(&want, sizeof want); !r)
     return std::move(r).error();
   if (want != sum)
     return make_error(errc::invalid_payload, op_load, "disk checksum mismatch");
-  if (auto r = read_exact(fd, nullptr, 0, stall_ms); !r)
+  if (auto r = in.read_eof(); !r)
     return std::move(r).error();
   return s;
 }

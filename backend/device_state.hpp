@@ -5,6 +5,8 @@
 // chunks straight from / into its mapping, never copied whole.
 
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <vector>
 
 #include "protocol/error.hpp"
@@ -49,19 +51,40 @@ struct DeviceState {
   std::vector<uint32_t> vring_bases;  ///< one per queue (§10.4 encoding)
 };
 
+/// How one transfer deviates from the normal one, for fault injection
+/// (backend/faults.hpp builds it from the --state-* options). The default
+/// value is a normal transfer.
+struct TransferPlan {
+  /// Stream bytes (header included) that move before `at_budget` runs.
+  uint64_t budget = std::numeric_limits<uint64_t>::max();
+  /// Runs once, with the pipe fd, when `budget` bytes have moved and more are
+  /// about to (never for a stream of at most `budget` bytes). An error ends
+  /// the transfer with that error; ok lets it go on without a budget.
+  std::function<Result<void>(int fd)> at_budget;
+  /// Save only: after the header (config, vring bases) the disk chunks repeat
+  /// forever (wrapping around the disk; zero-filled chunks when there is no
+  /// disk); no end marker is ever written, so the save only ends with an
+  /// error, e.g. io_error EPIPE when the reader closes its end.
+  bool endless = false;
+};
+
 /// Writes the whole state to `fd` (blocking until written; a stall of
-/// `stall_ms` without progress is an error). Errors: io_error, timeout.
+/// `stall_ms` without progress is an error). Errors: io_error, timeout,
+/// and whatever `plan.at_budget` returns.
 [[nodiscard]] Result<void> save_state(int fd, const DeviceState& state, const uint8_t* disk,
-                                      uint64_t disk_bytes, int stall_ms = 10000);
+                                      uint64_t disk_bytes, const TransferPlan& plan = {},
+                                      int stall_ms = 10000);
 
 /// Reads a state stream from `fd` until EOF, validates it against this
 /// device (disk size, queue count, config size) and writes the disk contents
 /// into `disk`. Errors: invalid_payload (bad magic/version/sizes/checksum,
 /// trailing bytes), disconnected (EOF too early), io_error, timeout.
 /// On a validation error after the disk chunks started, the disk may hold a
-/// mix of old and new contents.
+/// mix of old and new contents. `plan.at_budget` applies as for save_state
+/// (`plan.endless` does not apply to a load).
 [[nodiscard]] Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes,
                                              uint32_t num_queues, uint32_t config_bytes,
+                                             const TransferPlan& plan = {},
                                              int stall_ms = 10000);
 
 }  // namespace vufront::backend

@@ -2,11 +2,14 @@
 // Fault injection: decides, per arriving request, whether the back-end
 // answers normally, waits first, drops the connection or dies on the spot.
 // Occurrences are counted over the daemon's lifetime (all connections).
+// For device-state transfers, state_transfer_plan() turns the --state-*
+// options into the TransferPlan that save_state/load_state follow.
 
 #include <cstdint>
 #include <map>
 #include <vector>
 
+#include "backend/device_state.hpp"
 #include "backend/options.hpp"
 
 namespace vufront::backend {
@@ -28,6 +31,23 @@ private:
   std::vector<FaultSpec> specs_;
   std::map<uint32_t, uint32_t> seen_;
 };
+
+/// How long --state-stall-after keeps a stalled pipe open at most (10 min).
+inline constexpr int state_stall_hold_ms = 10 * 60 * 1000;
+
+/// The plan of one SET_DEVICE_STATE_FD transfer (`save`: direction SAVE)
+/// under `f`: --state-endless (save only) streams forever;
+/// --state-crash-after calls crash_now() once that many bytes moved;
+/// --state-stall-after then calls stall_until_closed(). --state-own-fd is
+/// the server's business (which pipe), not the plan's.
+[[nodiscard]] TransferPlan state_transfer_plan(const StateFaults& f, bool save);
+
+/// Keeps the transfer's pipe end `fd` open without moving data, polling it
+/// until the front-end closes its end (POLLERR/POLLHUP) or `max_ms` pass.
+/// Always an error, as the transfer failed: disconnected (the front-end
+/// closed) or timeout; io_error if poll fails.
+[[nodiscard]] Result<void> stall_until_closed(int fd, const char* op,
+                                              int max_ms = state_stall_hold_ms);
 
 /// Terminates the process immediately without any cleanup (socket file and
 /// pidfile stay behind), as a crashing back-end would.

@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <limits>
+#include <tuple>
 
 #include "protocol/messages.hpp"
 
@@ -154,7 +155,9 @@ ParseOutcome parse_options(int argc, char** argv) {
       "Signals: SIGINT/SIGTERM stop cleanly (socket removed); SIGUSR1 sends\n"
       "BACKEND_CONFIG_CHANGE_MSG; SIGUSR2 sends SHMEM_UNMAP of the shared-memory\n"
       "window, or SHMEM_MAP when it is not mapped (needs --shmem-size).\n"
-      "Device-state format: docs/backend-state-format.md.");
+      "Device-state format: docs/backend-state-format.md. The --state-* faults apply\n"
+      "to every SET_DEVICE_STATE_FD transfer; BYTES counts the whole stream (header\n"
+      "included), so with a disk larger than BYTES the fault lands mid-disk.");
   Options o;
   std::string size_text = "64M", shmem_text = "0", mac_text;
   std::vector<std::string> refuse, delays, closes, crashes;
@@ -180,6 +183,25 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--delay-reply", delays, "REQ:MS wait MS before answering REQ");
   app.add_option("--close-at", closes, "REQ[:N] close the connection at the N-th REQ");
   app.add_option("--crash-at", crashes, "REQ[:N] _exit at the N-th REQ, no cleanup");
+  app.add_flag("--state-own-fd", o.state_faults.own_fd,
+               "SET_DEVICE_STATE_FD: ignore the front-end's pipe end, reply 0 with the "
+               "back-end's own pipe end attached (save: its read end; load: its write end)");
+  app.add_flag("--state-endless", o.state_faults.endless,
+               "save: after the header stream disk chunks forever (never the end marker) "
+               "until the reader closes its end (EPIPE); the save counts as failed");
+  std::string crash_after_text, stall_after_text;
+  auto* crash_after_opt = app.add_option(
+      "--state-crash-after", crash_after_text,
+      "during a save or load, _exit (no cleanup) once BYTES bytes (suffix K/M/G) of "
+      "state went through the pipe")
+      ->type_name("BYTES");
+  auto* stall_after_opt = app.add_option(
+      "--state-stall-after", stall_after_text,
+      "during a save or load, stop moving state after BYTES bytes (suffix K/M/G) "
+      "but keep the pipe open until the front-end closes its end (or 10 min); the "
+      "transfer counts as failed")
+      ->type_name("BYTES");
+  stall_after_opt->excludes(crash_after_opt);
   app.add_option("--pidfile", o.pidfile, "write the pid here once listening");
   app.add_flag("--verbose,-v", o.verbose, "log every request");
   try {
@@ -225,6 +247,19 @@ ParseOutcome parse_options(int argc, char** argv) {
     if (!v)
       return fail(v.error());
     o.refusals.insert(o.refusals.end(), v->begin(), v->end());
+  }
+  const std::tuple<const CLI::Option*, const std::string*, std::optional<uint64_t>*>
+      state_sizes[] = {{crash_after_opt, &crash_after_text, &o.state_faults.crash_after},
+                       {stall_after_opt, &stall_after_text, &o.state_faults.stall_after}};
+  for (const auto& [opt, text, out] : state_sizes) {
+    if (opt->count() == 0)
+      continue;
+    auto bytes = parse_size(*text);
+    if (!bytes)
+      return fail(make_error(errc::invalid_argument, op,
+                             opt->get_name() + ": bad size '" + *text +
+                                 "' (BYTES: a number with an optional K/M/G suffix)"));
+    *out = *bytes;
   }
   const std::pair<FaultKind, const std::vector<std::string>*> groups[] = {
       {FaultKind::delay, &delays}, {FaultKind::close, &closes}, {FaultKind::crash, &crashes}};

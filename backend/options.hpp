@@ -25,6 +25,15 @@ struct FaultSpec {
   uint32_t delay_ms = 0; ///< delay only
 };
 
+/// Faults of the device-state transfer (SET_DEVICE_STATE_FD, digest §15);
+/// what each does is decided in backend/faults.hpp (state_transfer_plan).
+struct StateFaults {
+  bool own_fd = false;   ///< --state-own-fd: reply with the back-end's own pipe end
+  bool endless = false;  ///< --state-endless: a save never ends (until EPIPE)
+  std::optional<uint64_t> crash_after;  ///< --state-crash-after BYTES: _exit mid-transfer
+  std::optional<uint64_t> stall_after;  ///< --state-stall-after BYTES: stop moving data
+};
+
 /// A feature to withhold from the offer.
 struct Refusal {
   bool protocol = false;  ///< protocol feature (else virtio feature)
@@ -43,6 +52,7 @@ struct Options {
   uint64_t shmem_size = 0;
   std::vector<Refusal> refusals;
   std::vector<FaultSpec> faults;
+  StateFaults state_faults;
   std::string pidfile;
   bool verbose = false;
 };

@@ -1,5 +1,7 @@
 // VhostServer::dispatch: validation and handling of every front-end request
 // except the per-vring ones (vhost_rings.cpp).
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "backend/device_state.hpp"
@@ -253,6 +255,7 @@ VhostServer::Status VhostServer::device_state_request(Message& m) {
   const auto t = decode<wire::DeviceStateTransfer>(m);
   if (t.direction > wire::device_state_load || t.phase != wire::device_state_phase_stopped)
     return violation(errc::invalid_payload, req, "bad direction or phase");
+  const bool save = t.direction == wire::device_state_save;
   UniqueFd pipe = std::move(m.fds[0]);
   bool running = false;
   for (const Vring& v : s_->vrings)
@@ -264,24 +267,41 @@ VhostServer::Status VhostServer::device_state_request(Message& m) {
       return std::move(r).error();
     return std::optional<uint64_t>{};
   }
-  if (auto r = reply_u64(m, wire::device_state_nofd); !r)
+  UniqueFd given;  // --state-own-fd: the end of our own pipe the reply carries
+  if (opt_.state_faults.own_fd) {
+    pipe.reset();  // the front-end's end goes unused
+    Pipe own = make_pipe();
+    if (!own.read_end) {
+      std::fprintf(stderr, "vufront-backend: --state-own-fd: pipe2: %s\n", std::strerror(errno));
+      if (auto r = reply_u64(m, 1); !r)
+        return std::move(r).error();
+      return std::optional<uint64_t>{};
+    }
+    // save: we write, the front-end reads; load: the other way round
+    pipe = std::move(save ? own.write_end : own.read_end);
+    given = std::move(save ? own.read_end : own.write_end);
+  }
+  // bit 8 clear = the reply carries the back-end's fd (§15)
+  if (auto r = reply_u64(m, given ? 0 : wire::device_state_nofd, given.get()); !r)
     return std::move(r).error();
+  given.reset();  // our copy of the end given away, or EOF / EPIPE never come
+  const TransferPlan plan = state_transfer_plan(opt_.state_faults, save);
   const std::vector<uint8_t> cfg = dev_->config();
-  if (t.direction == wire::device_state_save) {
+  if (save) {
     DeviceState st;
     st.features = s_->features;
     st.status = s_->status;
     st.config = cfg;
     for (const Vring& v : s_->vrings)
       st.vring_bases.push_back(v.base);
-    auto r = save_state(pipe.get(), st, dev_->state_data(), dev_->state_bytes());
+    auto r = save_state(pipe.get(), st, dev_->state_data(), dev_->state_bytes(), plan);
     last_state_ok_ = r.ok();
     if (!r)
       std::fprintf(stderr, "vufront-backend: state save failed: %s\n", r.error().message().c_str());
   } else {
     auto r = load_state(pipe.get(), dev_->state_data(), dev_->state_bytes(),
                         static_cast<uint32_t>(s_->vrings.size()),
-                        static_cast<uint32_t>(cfg.size()));
+                        static_cast<uint32_t>(cfg.size()), plan);
     if (r && r->config != cfg)
       r = make_error(errc::invalid_payload, "SET_DEVICE_STATE_FD(load)", "config space differs");
     last_state_ok_ = r.ok();

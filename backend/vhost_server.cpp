@@ -85,6 +85,8 @@ Result<void> VhostServer::listen() {
   sigaddset(&set, SIGUSR2);
   if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0)
     return make_error(errc::io_error, op, "sigprocmask", errno);
+  // Writes into a state pipe whose reader is gone (--state-endless, a front-end
+  // giving up) must fail with EPIPE, not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);
   // OWNERSHIP: adopted at once.
   signal_fd_ = UniqueFd::adopt(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
@@ -213,8 +215,8 @@ Result<void> VhostServer::reply(const Message& m, const void* body, size_t size,
                        deadline_in(io_deadline), frontend_req_name(m.header.request));
 }
 
-Result<void> VhostServer::reply_u64(const Message& m, uint64_t v) {
-  return reply(m, &v, sizeof v);
+Result<void> VhostServer::reply_u64(const Message& m, uint64_t v, int fd) {
+  return reply(m, &v, sizeof v, fd >= 0 ? &fd : nullptr, fd >= 0 ? 1 : 0);
 }
 
 VhostServer::Next VhostServer::on_message(Message& m) {

@@ -82,7 +82,9 @@ private:
   [[nodiscard]] Status dispatch(FrontendReq req, Message& m);
   [[nodiscard]] Result<void> reply(const Message& m, const void* body, size_t size,
                                    const int* fds = nullptr, size_t nfds = 0);
-  [[nodiscard]] Result<void> reply_u64(const Message& m, uint64_t v);
+  /// A u64 reply; `fd` >= 0 is attached to it (SCM_RIGHTS, still owned by
+  /// the caller), as SET_DEVICE_STATE_FD does with the back-end's own pipe end.
+  [[nodiscard]] Result<void> reply_u64(const Message& m, uint64_t v, int fd = -1);
 
   // request groups (vhost_server_rings.cpp)
   [[nodiscard]] Status vring_request(FrontendReq req, Message& m);

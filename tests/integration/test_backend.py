@@ -357,6 +357,22 @@ def test_device_option_checks(tmp):
     assert r.returncode == 0 and 'queue PAIRS' in r.stdout and 'net' in r.stdout, r.stdout
 
 
+def test_state_fault_option_checks(tmp):
+    def usage(*args):
+        r = subprocess.run([ARGS.backend, '--socket', os.path.join(tmp, 'u.sock'), *args],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stderr
+    for opt in ('--state-crash-after', '--state-stall-after'):
+        for bad in ('12X', '', 'K', '-1', '99999999999999999999G'):
+            rc, err = usage(opt, bad)
+            assert rc == 2 and opt in err and 'bad size' in err, (opt, bad, rc, err)
+    rc, err = usage('--state-crash-after', '1M', '--state-stall-after', '1M')
+    assert rc == 2 and 'excludes' in err, (rc, err)
+    r = subprocess.run([ARGS.backend, '--help'], capture_output=True, text=True, timeout=30)
+    for opt in ('--state-own-fd', '--state-endless', '--state-crash-after', '--state-stall-after'):
+        assert opt in r.stdout, (opt, r.stdout)
+
+
 def test_malformed_requests_drop_connection(tmp):
     b = Backend(tmp)
     try:
