@@ -174,14 +174,16 @@ Result<void> activate(BackendClient& c, const ActivateRequest& req) {
   if (status)
     if (auto r = c.set_status(req.features_ok_status); !r)
       return r;
-  std::vector<int> fds;
-  for (const auto& f : req.mem_fds)
-    fds.push_back(f ? f->get() : -1);
-  if (auto r = c.set_mem_table(req.mem_table, fds); !r)
-    return r;
+  if (!req.mem_table.empty()) {
+    std::vector<int> fds;
+    for (const auto& f : req.mem_fds)
+      fds.push_back(f ? f->get() : -1);
+    if (auto r = c.set_mem_table(req.mem_table, fds); !r)
+      return r;
+  }
   if (auto r = start_queues(c, req.queues); !r)
     return r;
-  if (status)
+  if (status && req.driver_ok_status != 0)
     return c.set_status(req.driver_ok_status);
   return ok();
 }
@@ -289,6 +291,14 @@ connection_actor::behavior_type connection_impl(
         if (!self->state.client)
           return to_caf(not_connected("CHECK_DEVICE_STATE"));
         return answer_ok(self, self->state.client->check_device_state());
+      },
+      [self](status_atom, uint8_t status) -> caf::result<caf::ok_atom> {
+        auto& c = self->state.client;
+        if (!c)
+          return to_caf(not_connected("SET_STATUS"));
+        if (!c->protocol_feature(protocol_feature::status))
+          return caf::ok_atom_v;
+        return answer_ok(self, c->set_status(status));
       },
   };
 }

@@ -10,6 +10,8 @@
 #include "actors/backend_channel.hpp"
 #include "actors/connection.hpp"
 #include "actors/device_checks.hpp"
+#include "actors/device_snapshot.hpp"
+#include "actors/device_steps.hpp"
 #include "actors/error.hpp"
 #include "actors/worker.hpp"
 #include "virtio/ring_layout.hpp"
@@ -18,104 +20,7 @@ namespace vufront::actors {
 
 namespace {
 
-using Self = device_actor::stateful_pointer<DeviceData>;
-using std::chrono::milliseconds;
-
-// ---- deadlines of the steps (the connection actor bounds every request;
-// these are the safety net around a whole step) -------------------------------
-
-constexpr milliseconds slack{1000};
-constexpr milliseconds local_step{5000};  // worker / channel: no I/O with the back-end
-
-milliseconds requests(const DeviceData& st, size_t n) { return st.config.timeouts.request * n + slack; }
-milliseconds stop_deadline(const DeviceData& st, size_t n) {
-  return (st.config.timeouts.request + st.config.timeouts.vring_stop) * n + slack;
-}
-
-// ---- events and state ----------------------------------------------------------
-
-void emit(Self self, DeviceEvent ev) {
-  ev.state = self->state.state;
-  if (self->state.subscriber)
-    caf::anon_send(self->state.subscriber, event_atom_v, std::move(ev));
-}
-
-void set_state(Self self, DeviceState s) {
-  if (self->state.state == s)
-    return;
-  self->state.state = s;
-  emit(self, DeviceEvent{DeviceEvent::Kind::state_changed, s, -1, to_string(s)});
-}
-
-std::string states_text(std::initializer_list<DeviceState> allowed) {
-  std::string out;
-  for (auto s : allowed)
-    out += (out.empty() ? "" : " or ") + std::string(to_string(s));
-  return out;
-}
-
-/// An error unless `op` may run now: not busy, and in one of `allowed`.
-std::optional<caf::error> admit(Self self, const char* op,
-                                std::initializer_list<DeviceState> allowed) {
-  auto& st = self->state;
-  if (!st.busy.empty())
-    return to_caf(make_error(errc::bad_state, op, "busy: " + st.busy + " is in progress"));
-  for (auto s : allowed)
-    if (st.state == s)
-      return std::nullopt;
-  return to_caf(make_error(errc::bad_state, op,
-                           std::string("the device is ") + to_string(st.state) + ", needs " +
-                               states_text(allowed)));
-}
-
-void stop_worker(Self self) {
-  if (self->state.worker)
-    self->request(self->state.worker, local_step, stop_atom_v)
-        .then([](caf::ok_atom) {}, [](caf::error&) {});
-}
-
-void mark_broken(Self self, const std::string& why) {
-  auto& st = self->state;
-  if (st.state == DeviceState::broken || st.state == DeviceState::disconnected)
-    return;
-  st.last_error = why;
-  stop_worker(self);
-  set_state(self, DeviceState::broken);
-  emit(self, DeviceEvent{DeviceEvent::Kind::backend_lost, st.state, -1, why});
-}
-
-/// The step's error with the operation in front: "sleep: GET_VRING_BASE: ...".
-Error step_error(const caf::error& e, const char* op) {
-  Error x = from_caf(e, op);
-  if (x.request != op)
-    x.request = std::string(op) + ": " + x.request;
-  return x;
-}
-
-/// Ends `op` with an error; the device is broken when the back-end is at fault.
-template <class Promise>
-void fail(Self self, Promise& rp, const char* op, const caf::error& e) {
-  Error x = step_error(e, op);
-  self->state.busy.clear();
-  if (x.reconnect_may_help())
-    mark_broken(self, x.message());
-  rp.deliver(to_caf(x));
-}
-
-/// After an asynchronous step: the back-end may have been lost meanwhile.
-template <class Promise>
-bool lost_meanwhile(Self self, Promise& rp, const char* op) {
-  auto& st = self->state;
-  if (st.state != DeviceState::broken)
-    return false;
-  st.busy.clear();
-  rp.deliver(to_caf(make_error(errc::broken, op, "the back-end was lost: " + st.last_error)));
-  return true;
-}
-
-// ---- children --------------------------------------------------------------------
-
-caf::actor_addr weak(Self self) { return caf::actor_cast<caf::actor_addr>(self); }
+using namespace device_steps;
 
 void spawn_children(Self self) {
   auto& st = self->state;
@@ -123,20 +28,12 @@ void spawn_children(Self self) {
   st.worker = self->spawn<caf::linked>(worker_impl, weak(self), st.config.start_threads);
 }
 
-template <class Handle>
-void drop_child(Self self, Handle& h) {
-  if (!h)
-    return;
-  self->unlink_from(h);
-  caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
-  h = nullptr;
-}
-
 void drop_children(Self self) {
   auto& st = self->state;
   drop_child(self, st.conn);
   drop_child(self, st.worker);
   drop_child(self, st.channel);
+  drop_child(self, st.transfer);
 }
 
 /// Ends the device only after its children are gone, so that when a VMM
@@ -158,6 +55,7 @@ void shut_down(Self self, const caf::error& reason) {
   stop(st.conn);
   stop(st.worker);
   stop(st.channel);
+  stop(st.transfer);
   if (st.children_left == 0)
     self->quit(reason);
 }
@@ -166,7 +64,8 @@ bool is_child(Self self, const caf::actor_addr& a) {
   auto& st = self->state;
   return a == caf::actor_cast<caf::actor_addr>(st.conn) ||
          a == caf::actor_cast<caf::actor_addr>(st.worker) ||
-         a == caf::actor_cast<caf::actor_addr>(st.channel);
+         a == caf::actor_cast<caf::actor_addr>(st.channel) ||
+         a == caf::actor_cast<caf::actor_addr>(st.transfer);
 }
 
 /// Forgets the activation (queues, sink, features, status): after a reset.
@@ -175,6 +74,7 @@ void forget_activation(DeviceData& st) {
   st.sink = InterruptSink{};
   st.acked_features = 0;
   st.virtio_status = 0;
+  st.driver_ok_pending = false;
 }
 
 /// Forgets everything negotiated (back to disconnected).
@@ -216,13 +116,6 @@ std::vector<WatchedQueue> watched_queues(const DeviceData& st) {
   return out;
 }
 
-std::vector<SharedFd> memory_fds(const MemorySpec& m) {
-  std::vector<SharedFd> out;
-  for (const auto& r : m)
-    out.push_back(r.fd);
-  return out;
-}
-
 // ---- sequences ------------------------------------------------------------------------
 
 using OkPromise = caf::typed_response_promise<caf::ok_atom>;
@@ -242,7 +135,8 @@ void start_worker(Self self, OkPromise rp, const char* op) {
           [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
 }
 
-/// start queues at their bases -> start worker -> active (wake).
+/// start queues at their bases -> [DRIVER_OK after a restore] -> start
+/// worker -> active (wake).
 void start_running(Self self, OkPromise rp, const char* op) {
   auto& st = self->state;
   self->request(st.conn, requests(st, 6 * st.queues.size() + 1), start_queues_atom_v,
@@ -251,7 +145,22 @@ void start_running(Self self, OkPromise rp, const char* op) {
           [self, rp, op](caf::ok_atom) mutable {
             if (lost_meanwhile(self, rp, op))
               return;
-            start_worker(self, rp, op);
+            auto& now = self->state;
+            if (!now.driver_ok_pending)
+              return start_worker(self, rp, op);
+            auto status = static_cast<uint8_t>(now.virtio_status | status_bit::acknowledge |
+                                               status_bit::driver | status_bit::features_ok |
+                                               status_bit::driver_ok);
+            self->request(now.conn, requests(now, 1), status_atom_v, status)
+                .then(
+                    [self, rp, op, status](caf::ok_atom) mutable {
+                      auto& after = self->state;
+                      after.driver_ok_pending = false;
+                      if (has_bit(after.info.protocol_features, protocol_feature::status))
+                        after.virtio_status = status;
+                      start_worker(self, rp, op);
+                    },
+                    [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
           },
           [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
 }
@@ -462,20 +371,14 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         auto features = check_activation(spec, st.info, st.mem_table);
         if (!features)
           return to_caf(features.error());
+        bool packed = has_bit(*features, feature::ring_packed);
+        auto queues = queues_of(spec, packed, "activate");
+        if (!queues)
+          return to_caf(queues.error());
         st.acked_features = *features;
-        st.packed = has_bit(*features, feature::ring_packed);
+        st.packed = packed;
         st.sink = spec.sink;
-        st.queues.clear();
-        for (const auto& q : spec.queues) {
-          DeviceData::Queue dq;
-          dq.spec = q;
-          dq.forwarded = !q.call;
-          dq.call = q.call ? q.call : share(make_eventfd());
-          if (!*dq.call)
-            return to_caf(make_error(errc::io_error, "activate", "eventfd for a call fd", errno));
-          dq.base = st.packed ? virtio::packed_fresh_base : 0;
-          st.queues.push_back(std::move(dq));
-        }
+        st.queues = std::move(queues).value();
         st.busy = "activate";
         auto rp = self->make_response_promise<caf::ok_atom>();
         activate_sequence(self, rp);
@@ -615,6 +518,14 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
           return caf::ok_atom_v;
         return self->delegate(st.channel, mapper_atom_v, st.mapper, st.info.shmem_sizes);
       },
+      // ---- back-end state (actors/device_snapshot.cpp)
+      [self](snapshot_atom, const SnapshotOptions& o) -> caf::result<SnapshotInfo> {
+        return snapshot_device(self, o);
+      },
+      [self](restore_atom, const RestoreOptions& o) -> caf::result<SnapshotInfo> {
+        return restore_device(self, o);
+      },
+      [self](cancel_atom) { cancel_transfer(self); },
       [self](subscribe_atom, caf::actor subscriber) {
         self->state.subscriber = std::move(subscriber);
       },

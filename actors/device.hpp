@@ -10,6 +10,10 @@
 //   sleep      stop queues (GET_VRING_BASE, bases saved) -> stop worker
 //   wake       start queues at the saved bases -> start worker
 //   reset      [stop queues -> stop worker] -> reset device -> drop mappings
+//   snapshot   [config] -> snapshot actor: save (device stays sleeping)
+//   restore    snapshot actor: open + verify -> checks -> features,
+//              FEATURES_OK, memory table -> load -> sleeping (wake starts
+//              the queues at the snapshot's bases, then DRIVER_OK)
 //
 // One operation runs at a time; another one meanwhile gets errc::bad_state
 // ("busy"). A request that is not valid in the current state gets
@@ -59,6 +63,7 @@ struct DeviceData {
   connection_actor conn;
   worker_actor worker;
   channel_actor channel;
+  snapshot_actor transfer;  ///< only during a snapshot or restore
   caf::actor subscriber;
   std::shared_ptr<SharedMemoryMapper> mapper;
 
@@ -78,6 +83,8 @@ struct DeviceData {
   std::vector<Queue> queues;
   InterruptSink sink;
   bool packed = false;
+  /// Restored into a sleeping device: wake sends DRIVER_OK after the queues.
+  bool driver_ok_pending = false;
 };
 
 [[nodiscard]] device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceData> self,

@@ -11,8 +11,10 @@
 // device dies when its last outside handle is dropped and takes its children
 // with it.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,10 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, mapper_atom, "mapper")
   CAF_ADD_ATOM(vufront, vufront::actors, subscribe_atom, "subscribe")
   CAF_ADD_ATOM(vufront, vufront::actors, event_atom, "event")
+  CAF_ADD_ATOM(vufront, vufront::actors, snapshot_atom, "snapshot")
+  CAF_ADD_ATOM(vufront, vufront::actors, restore_atom, "restore")
+  CAF_ADD_ATOM(vufront, vufront::actors, cancel_atom, "cancel")
+  CAF_ADD_ATOM(vufront, vufront::actors, progress_atom, "progress")
   // children -> device
   CAF_ADD_ATOM(vufront, vufront::actors, lost_atom, "lost")
   CAF_ADD_ATOM(vufront, vufront::actors, cfg_change_atom, "cfgchange")
@@ -67,8 +73,17 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   // back-end request handler
   CAF_ADD_ATOM(vufront, vufront::actors, backend_req_atom, "bereq")
   CAF_ADD_ATOM(vufront, vufront::actors, channel_eof_atom, "chaneof")
+  // snapshot (state transfer) actor
+  CAF_ADD_ATOM(vufront, vufront::actors, open_atom, "open")
+  CAF_ADD_ATOM(vufront, vufront::actors, save_atom, "save")
+  CAF_ADD_ATOM(vufront, vufront::actors, load_atom, "load")
+  CAF_ADD_ATOM(vufront, vufront::actors, pump_atom, "pump")
 CAF_END_TYPE_ID_BLOCK(vufront)
 // (caf::get_atom, caf::ok_atom, caf::reset_atom are predefined.)
+
+namespace vufront::snapshot {
+struct Manifest;
+}
 
 namespace vufront::actors {
 
@@ -186,6 +201,44 @@ struct DeviceEvent {
 };
 [[nodiscard]] const char* to_string(DeviceEvent::Kind k) noexcept;
 
+/// A snapshot of the back-end's state into a file (docs/snapshot-format.md).
+/// The device must be sleeping (or negotiated and never activated).
+struct SnapshotOptions {
+  std::string path;
+  /// Cap on the back-end's state; more is errc::oversized.
+  uint64_t max_bytes = uint64_t{64} << 30;
+  /// TransferDeadline of the whole transfer (SET_DEVICE_STATE_FD to the file's commit).
+  uint32_t timeout_ms = 60000;
+  /// Optional: receives (progress_atom, uint64_t done, uint64_t total) a few
+  /// times a second (total 0 while unknown, i.e. while saving).
+  caf::actor progress;
+};
+
+/// A restore of a snapshot file into a fresh back-end (device negotiated,
+/// memory set when `activation` is given).
+struct RestoreOptions {
+  std::string path;
+  uint32_t timeout_ms = 60000;
+  /// The VMM's queues (addresses, kick/call fds, sink) as for activate. With
+  /// it the device ends up sleeping, its queues at the snapshot's bases, and
+  /// wake starts them; the driver features must be the snapshot's and the
+  /// queues must have the snapshot's indices and sizes. Without it only the
+  /// back-end's state is restored (features set, no queues) and the device
+  /// stays negotiated.
+  std::optional<ActivateSpec> activation;
+  caf::actor progress;
+};
+
+/// What a snapshot or restore transferred.
+struct SnapshotInfo {
+  std::string path;
+  uint64_t state_bytes = 0;
+  uint64_t checksum = 0;   ///< XXH3-64 of the state
+  uint64_t features = 0;   ///< the virtio features of the snapshot
+  std::vector<QueueStatus> queues;  ///< the saved / restored bases
+  uint64_t elapsed_us = 0;
+};
+
 // ---- connection actor payloads ---------------------------------------------
 
 /// Negotiation as one step: connect (retrying until the timeout), SET_OWNER,
@@ -212,7 +265,8 @@ struct QueueStart {
 
 /// Activation as one step: SET_FEATURES, SET_STATUS(FEATURES_OK),
 /// SET_MEM_TABLE, the queues (as start_queues), SET_STATUS(+DRIVER_OK);
-/// SET_STATUS only when STATUS was negotiated.
+/// SET_STATUS only when STATUS was negotiated. An empty memory table and
+/// driver_ok_status 0 skip those steps (a restore's bring-up before the load).
 struct ActivateRequest {
   uint64_t features = 0;
   uint8_t features_ok_status = 0;
@@ -220,6 +274,31 @@ struct ActivateRequest {
   std::vector<wire::MemoryRegion> mem_table;
   std::vector<SharedFd> mem_fds;
   std::vector<QueueStart> queues;
+};
+
+// ---- snapshot actor payloads -----------------------------------------------
+
+/// A point in time a step must be done by.
+struct TransferDeadline {
+  std::chrono::steady_clock::time_point at;
+  [[nodiscard]] static TransferDeadline in(std::chrono::milliseconds d) {
+    return {std::chrono::steady_clock::now() + d};
+  }
+  /// Time left (zero when passed).
+  [[nodiscard]] std::chrono::milliseconds left() const {
+    auto l = std::chrono::duration_cast<std::chrono::milliseconds>(at - std::chrono::steady_clock::now());
+    return l.count() > 0 ? l : std::chrono::milliseconds{0};
+  }
+};
+
+/// One save: SET_DEVICE_STATE_FD(save) -> stream pipe to file ->
+/// CHECK_DEVICE_STATE -> commit with `manifest` (state length and checksum
+/// filled in).
+struct SaveJob {
+  std::string path;
+  uint64_t max_bytes = 0;
+  TransferDeadline deadline;
+  std::shared_ptr<const snapshot::Manifest> manifest;
 };
 
 // ---- worker payloads ---------------------------------------------------------
@@ -241,6 +320,12 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceStatus)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceEvent)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ActivateRequest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::NegotiateRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::SnapshotOptions)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::RestoreOptions)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::SnapshotInfo)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::SaveJob)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::TransferDeadline)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<const vufront::snapshot::Manifest>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::QueueStart>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::WatchedQueue>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::wire::MemoryRegion>)
@@ -269,6 +354,13 @@ using device_actor = caf::typed_actor<
     /// (shmid, size) of the first shared-memory region; error if none.
     caf::replies_to<shmem_atom>::with<uint8_t, uint64_t>,
     caf::replies_to<mapper_atom, std::shared_ptr<SharedMemoryMapper>>::with<caf::ok_atom>,
+    /// Saves the back-end's state (sleeping, or negotiated and never
+    /// activated); the device stays as it was, also when the transfer fails.
+    caf::replies_to<snapshot_atom, SnapshotOptions>::with<SnapshotInfo>,
+    /// Restores a snapshot into this (negotiated) back-end; see RestoreOptions.
+    caf::replies_to<restore_atom, RestoreOptions>::with<SnapshotInfo>,
+    /// Cancels a snapshot or restore in progress (it fails with "cancelled").
+    caf::reacts_to<cancel_atom>,
     /// Events go to `subscriber` as (event_atom, DeviceEvent).
     caf::reacts_to<subscribe_atom, caf::actor>,
     // ---- from the children (not for VMMs)
@@ -301,7 +393,26 @@ using connection_actor = caf::typed_actor<
     /// SET_DEVICE_STATE_FD(direction, phase 0, fd): replies with the fd to
     /// use (the back-end's own, or empty = keep ours).
     caf::replies_to<state_fd_atom, uint32_t, SharedFd>::with<SharedFd>,
-    caf::replies_to<check_state_atom>::with<caf::ok_atom>>;
+    caf::replies_to<check_state_atom>::with<caf::ok_atom>,
+    /// SET_STATUS(status) when STATUS was negotiated (else nothing).
+    caf::replies_to<status_atom, uint8_t>::with<caf::ok_atom>>;
+
+/// One back-end state transfer at a time, between a pipe and a snapshot file,
+/// never holding the state in memory. Detached: it moves the bytes in short
+/// slices and reads its mailbox between them, so cancel and the deadline
+/// take effect within one slice.
+using snapshot_actor = caf::typed_actor<
+    caf::replies_to<save_atom, SaveJob>::with<SnapshotInfo>,
+    /// Opens a snapshot file and verifies it whole (checksum) before anything
+    /// is sent: replies with its manifest. The file stays open for load.
+    caf::replies_to<open_atom, std::string, TransferDeadline>::with<
+        std::shared_ptr<const snapshot::Manifest>>,
+    /// SET_DEVICE_STATE_FD(load) -> stream the opened file into the pipe ->
+    /// CHECK_DEVICE_STATE.
+    caf::replies_to<load_atom, TransferDeadline>::with<SnapshotInfo>,
+    caf::reacts_to<cancel_atom>,
+    /// To itself: move the next slice.
+    caf::reacts_to<pump_atom>>;
 
 /// The interrupt loop and the hang-up watch.
 using worker_actor = caf::typed_actor<

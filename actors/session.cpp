@@ -76,6 +76,16 @@ Result<void> DeviceSession::set_shared_memory_mapper(std::shared_ptr<SharedMemor
   return as_void(ask<caf::ok_atom>("set_shared_memory_mapper", mapper_atom_v, std::move(m)));
 }
 
+Result<SnapshotInfo> DeviceSession::snapshot(const SnapshotOptions& o) {
+  return ask<SnapshotInfo>("snapshot", snapshot_atom_v, o);
+}
+
+Result<SnapshotInfo> DeviceSession::restore(const RestoreOptions& o) {
+  return ask<SnapshotInfo>("restore", restore_atom_v, o);
+}
+
+void DeviceSession::cancel() const { caf::anon_send(device_, cancel_atom_v); }
+
 std::optional<DeviceEvent> DeviceSession::next_event(std::chrono::milliseconds timeout) {
   std::optional<DeviceEvent> out;
   self_->receive([&](event_atom, DeviceEvent& ev) { out = std::move(ev); },

@@ -40,6 +40,13 @@ public:
   /// (shmid, size) of the back-end's shared-memory region.
   [[nodiscard]] Result<std::pair<uint8_t, uint64_t>> shared_memory_region();
   [[nodiscard]] Result<void> set_shared_memory_mapper(std::shared_ptr<SharedMemoryMapper> m);
+  /// Saves the back-end's state to o.path (device sleeping, or negotiated).
+  [[nodiscard]] Result<SnapshotInfo> snapshot(const SnapshotOptions& o);
+  /// Restores o.path into this freshly negotiated back-end (see RestoreOptions).
+  [[nodiscard]] Result<SnapshotInfo> restore(const RestoreOptions& o);
+  /// Cancels a snapshot or restore in progress; callable from any thread
+  /// (the call in progress then fails with "cancelled").
+  void cancel() const;
 
   /// The next event the device emitted, waiting up to `timeout`.
   [[nodiscard]] std::optional<DeviceEvent> next_event(std::chrono::milliseconds timeout);

@@ -22,6 +22,7 @@ const char* to_string(errc code) noexcept {
     case errc::not_negotiated: return "not_negotiated";
     case errc::invalid_argument: return "invalid_argument";
     case errc::bad_state: return "bad_state";
+    case errc::cancelled: return "cancelled";
   }
   return "unknown_error";
 }
@@ -47,6 +48,7 @@ bool Error::reconnect_may_help() const noexcept {
     case errc::not_negotiated:
     case errc::invalid_argument:
     case errc::bad_state:
+    case errc::cancelled:
       return false;
   }
   return false;

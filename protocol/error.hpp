@@ -28,6 +28,7 @@ enum class errc : unsigned char {
   not_negotiated,      ///< the request needs a feature that was not negotiated
   invalid_argument,    ///< the caller passed something unusable
   bad_state,           ///< not valid in the current state
+  cancelled,           ///< the caller cancelled the operation
 };
 
 /// Stable lower_snake name of a code ("timeout", "bad_fds", ...).

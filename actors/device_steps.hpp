@@ -1,0 +1,157 @@
+#pragma once
+// The device actor's shared steps (internal to actors/device*.cpp): events
+// and state changes, admission of an operation, failures that name the
+// operation and the step, deadlines of the steps, children handles.
+
+#include <cerrno>
+#include <chrono>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/exit_reason.hpp>
+#include <caf/send.hpp>
+
+#include "actors/device.hpp"
+#include "actors/error.hpp"
+#include "memory/unique_fd.hpp"
+#include "virtio/ring_layout.hpp"
+
+namespace vufront::actors::device_steps {
+
+using Self = device_actor::stateful_pointer<DeviceData>;
+using std::chrono::milliseconds;
+
+// ---- deadlines of the steps (the connection actor bounds every request;
+// these are the safety net around a whole step) -------------------------------
+
+inline constexpr milliseconds slack{1000};
+inline constexpr milliseconds local_step{5000};  // worker / channel: no I/O with the back-end
+
+inline milliseconds requests(const DeviceData& st, size_t n) { return st.config.timeouts.request * n + slack; }
+inline milliseconds stop_deadline(const DeviceData& st, size_t n) {
+  return (st.config.timeouts.request + st.config.timeouts.vring_stop) * n + slack;
+}
+
+// ---- events and state ----------------------------------------------------------
+
+inline void emit(Self self, DeviceEvent ev) {
+  ev.state = self->state.state;
+  if (self->state.subscriber)
+    caf::anon_send(self->state.subscriber, event_atom_v, std::move(ev));
+}
+
+inline void set_state(Self self, DeviceState s) {
+  if (self->state.state == s)
+    return;
+  self->state.state = s;
+  emit(self, DeviceEvent{DeviceEvent::Kind::state_changed, s, -1, to_string(s)});
+}
+
+inline std::string states_text(std::initializer_list<DeviceState> allowed) {
+  std::string out;
+  for (auto s : allowed)
+    out += (out.empty() ? "" : " or ") + std::string(to_string(s));
+  return out;
+}
+
+/// An error unless `op` may run now: not busy, and in one of `allowed`.
+inline std::optional<caf::error> admit(Self self, const char* op,
+                                std::initializer_list<DeviceState> allowed) {
+  auto& st = self->state;
+  if (!st.busy.empty())
+    return to_caf(make_error(errc::bad_state, op, "busy: " + st.busy + " is in progress"));
+  for (auto s : allowed)
+    if (st.state == s)
+      return std::nullopt;
+  return to_caf(make_error(errc::bad_state, op,
+                           std::string("the device is ") + to_string(st.state) + ", needs " +
+                               states_text(allowed)));
+}
+
+inline void stop_worker(Self self) {
+  if (self->state.worker)
+    self->request(self->state.worker, local_step, stop_atom_v)
+        .then([](caf::ok_atom) {}, [](caf::error&) {});
+}
+
+inline void mark_broken(Self self, const std::string& why) {
+  auto& st = self->state;
+  if (st.state == DeviceState::broken || st.state == DeviceState::disconnected)
+    return;
+  st.last_error = why;
+  stop_worker(self);
+  set_state(self, DeviceState::broken);
+  emit(self, DeviceEvent{DeviceEvent::Kind::backend_lost, st.state, -1, why});
+}
+
+/// The step's error with the operation in front: "sleep: GET_VRING_BASE: ...".
+inline Error step_error(const caf::error& e, const char* op) {
+  Error x = from_caf(e, op);
+  if (x.request != op)
+    x.request = std::string(op) + ": " + x.request;
+  return x;
+}
+
+/// Ends `op` with an error; the device is broken when the back-end is at fault.
+template <class Promise>
+inline void fail(Self self, Promise& rp, const char* op, const caf::error& e) {
+  Error x = step_error(e, op);
+  self->state.busy.clear();
+  if (x.reconnect_may_help())
+    mark_broken(self, x.message());
+  rp.deliver(to_caf(x));
+}
+
+/// After an asynchronous step: the back-end may have been lost meanwhile.
+template <class Promise>
+bool lost_meanwhile(Self self, Promise& rp, const char* op) {
+  auto& st = self->state;
+  if (st.state != DeviceState::broken)
+    return false;
+  st.busy.clear();
+  rp.deliver(to_caf(make_error(errc::broken, op, "the back-end was lost: " + st.last_error)));
+  return true;
+}
+
+
+inline caf::actor_addr weak(Self self) { return caf::actor_cast<caf::actor_addr>(self); }
+
+template <class Handle>
+void drop_child(Self self, Handle& h) {
+  if (!h)
+    return;
+  self->unlink_from(h);
+  caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
+  h = nullptr;
+}
+
+// ---- activation pieces ------------------------------------------------------------
+
+inline std::vector<SharedFd> memory_fds(const MemorySpec& m) {
+  std::vector<SharedFd> out;
+  for (const auto& r : m)
+    out.push_back(r.fd);
+  return out;
+}
+
+/// The device's queues for a checked activation: the VMM's call fd, or an
+/// eventfd of ours that the worker forwards; bases at the ring's start.
+inline Result<std::vector<DeviceData::Queue>> queues_of(const ActivateSpec& spec, bool packed,
+                                                        const char* op) {
+  std::vector<DeviceData::Queue> out;
+  for (const auto& q : spec.queues) {
+    DeviceData::Queue dq;
+    dq.spec = q;
+    dq.forwarded = !q.call;
+    dq.call = q.call ? q.call : share(make_eventfd());
+    if (!*dq.call)
+      return make_error(errc::io_error, op, "eventfd for a call fd", errno);
+    dq.base = packed ? virtio::packed_fresh_base : 0;
+    out.push_back(std::move(dq));
+  }
+  return out;
+}
+
+}  // namespace vufront::actors::device_steps

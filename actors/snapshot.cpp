@@ -1,0 +1,465 @@
+#include "actors/snapshot.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <utility>
+
+#include <caf/send.hpp>
+
+#include "actors/error.hpp"
+#include "protocol/wire.hpp"
+
+namespace vufront::actors {
+
+namespace {
+
+using Self = snapshot_actor::stateful_pointer<SnapshotData>;
+using Phase = SnapshotData::Phase;
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t chunk_bytes = size_t{1} << 20;
+constexpr int pipe_bytes = 1 << 20;  // F_SETPIPE_SZ: fewer wake-ups per MiB
+constexpr milliseconds slice{20};
+constexpr milliseconds progress_every{100};
+constexpr milliseconds slack{1000};
+
+uint64_t elapsed_us(const SnapshotData& st) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - st.started).count());
+}
+
+void report_progress(Self self, bool force) {
+  auto& st = self->state;
+  if (!st.progress)
+    return;
+  auto now = Clock::now();
+  if (!force && now - st.last_progress < progress_every)
+    return;
+  st.last_progress = now;
+  caf::anon_send(st.progress, progress_atom_v, st.done, st.total);
+}
+
+/// Ends the transfer: every fd closed, the temporary file removed, the
+/// waiting request answered with `e`.
+void fail(Self self, const Error& e) {
+  auto& st = self->state;
+  st.phase = Phase::idle;
+  ++st.generation;
+  st.pipe.reset();
+  st.writer.reset();  // removes the temporary
+  st.reader.reset();
+  st.buf_off = st.buf_len = 0;
+  if (st.info_rp) {
+    st.info_rp->deliver(to_caf(e));
+    st.info_rp.reset();
+  }
+  if (st.open_rp) {
+    st.open_rp->deliver(to_caf(e));
+    st.open_rp.reset();
+  }
+}
+
+void schedule(Self self) {
+  auto& st = self->state;
+  if (st.pump_scheduled)
+    return;
+  st.pump_scheduled = true;
+  self->send(self, pump_atom_v);
+}
+
+/// Our end of a fresh pipe non-blocking and the pipe enlarged; the other end
+/// (the back-end's) stays blocking, as back-ends expect.
+Result<Pipe> transfer_pipe(const std::string& request, bool we_read) {
+  Pipe p = make_pipe();
+  if (!p.read_end || !p.write_end)
+    return make_error(errc::io_error, request, "pipe", errno);
+  (void)::fcntl(p.write_end.get(), F_SETPIPE_SZ, pipe_bytes);  // best effort
+  int ours = we_read ? p.read_end.get() : p.write_end.get();
+  int fl = ::fcntl(ours, F_GETFL);
+  if (fl < 0 || ::fcntl(ours, F_SETFL, fl | O_NONBLOCK) != 0)
+    return make_error(errc::io_error, request, "O_NONBLOCK on the pipe", errno);
+  return p;
+}
+
+/// The back-end's own fd, checked: a pipe or socket, open for what we do
+/// with it (read when saving, write when loading), made non-blocking.
+Result<UniqueFd> adopt_backend_fd(const std::string& request, const SharedFd& theirs, bool we_read) {
+  int fd = ::fcntl(theirs->get(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return make_error(errc::io_error, request, "dup of the back-end's fd", errno);
+  UniqueFd own = UniqueFd::adopt(fd);
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0)
+    return make_error(errc::io_error, request, "fstat of the back-end's fd", errno);
+  if (!S_ISFIFO(sb.st_mode) && !S_ISSOCK(sb.st_mode))
+    return make_error(errc::bad_fds, request, "the back-end's fd is not a pipe or socket");
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0)
+    return make_error(errc::io_error, request, "F_GETFL on the back-end's fd", errno);
+  int mode = fl & O_ACCMODE;
+  bool usable = mode == O_RDWR || (we_read ? mode == O_RDONLY : mode == O_WRONLY);
+  if (!usable)
+    return make_error(errc::bad_fds, request,
+                      std::string("the back-end's fd is not open for ") +
+                          (we_read ? "reading" : "writing"));
+  if (::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+    return make_error(errc::io_error, request, "O_NONBLOCK on the back-end's fd", errno);
+  return own;
+}
+
+/// Waits up to the slice's or the deadline's end for `events` on the pipe.
+/// Returns false when the time ran out (nothing ready).
+bool wait_pipe(SnapshotData& st, short events, Clock::time_point slice_end) {
+  auto until = std::min(slice_end, st.deadline.at);
+  auto left = std::chrono::duration_cast<milliseconds>(until - Clock::now()).count();
+  pollfd p{st.pipe.get(), events, 0};
+  int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(left, 0)));
+  return n > 0;
+}
+
+/// SIGPIPE would kill the process when the back-end closes its read end
+/// while we write: blocked in this (detached, dedicated) thread, and a
+/// pending one is consumed after EPIPE.
+void block_sigpipe() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void consume_sigpipe() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  timespec zero{0, 0};
+  while (sigtimedwait(&set, nullptr, &zero) > 0) {
+  }
+}
+
+// ---- the end of each transfer ------------------------------------------------------
+
+SnapshotInfo info_of(const SnapshotData& st, const snapshot::Manifest& m, const std::string& path) {
+  SnapshotInfo info;
+  info.path = path;
+  info.state_bytes = m.state_length;
+  info.checksum = m.state_checksum;
+  info.features = m.features;
+  for (const auto& q : m.queues)
+    info.queues.push_back({q.index, q.size, q.base, 0});
+  info.elapsed_us = elapsed_us(st);
+  return info;
+}
+
+/// After the stream: CHECK_DEVICE_STATE, then `next`.
+template <class Next>
+void check_state(Self self, Next next) {
+  auto& st = self->state;
+  st.phase = Phase::checking;
+  st.pipe.reset();  // EOF for a back-end reading; nothing more for one writing
+  auto gen = st.generation;
+  self->request(st.conn, st.deadline.left() + st.request_timeout, check_state_atom_v)
+      .then(
+          [self, gen, next](caf::ok_atom) mutable {
+            if (self->state.generation == gen)
+              next();
+          },
+          [self, gen](caf::error& e) {
+            if (self->state.generation == gen)
+              fail(self, from_caf(e, "CHECK_DEVICE_STATE"));
+          });
+}
+
+void finish_save(Self self) {
+  check_state(self, [self] {
+    auto& st = self->state;
+    report_progress(self, true);
+    auto path = st.writer->path();
+    auto committed = st.writer->commit(*st.manifest);
+    if (!committed)
+      return fail(self, committed.error());
+    auto info = info_of(st, *committed, path);
+    st.writer.reset();
+    st.phase = Phase::idle;
+    ++st.generation;
+    st.info_rp->deliver(std::move(info));
+    st.info_rp.reset();
+  });
+}
+
+void finish_load(Self self) {
+  check_state(self, [self] {
+    auto& st = self->state;
+    report_progress(self, true);
+    auto info = info_of(st, *st.manifest, st.path);
+    st.reader.reset();
+    st.phase = Phase::idle;
+    ++st.generation;
+    st.info_rp->deliver(std::move(info));
+    st.info_rp.reset();
+  });
+}
+
+// ---- one slice of each streaming phase ---------------------------------------------
+// Each returns true while there is more to do.
+
+Error deadline_error(const SnapshotData& st, const char* what) {
+  return make_error(errc::timeout, st.request,
+                    std::string(what) + " did not end before the deadline (" +
+                        std::to_string(st.done) + " bytes moved)");
+}
+
+bool save_slice(Self self) {
+  auto& st = self->state;
+  auto slice_end = Clock::now() + slice;
+  while (Clock::now() < slice_end) {
+    if (Clock::now() >= st.deadline.at) {
+      fail(self, deadline_error(st, "the back-end's state stream"));
+      return false;
+    }
+    ssize_t n = ::read(st.pipe.get(), st.buf.data(), st.buf.size());
+    if (n > 0) {
+      if (auto r = st.writer->write_state(st.buf.data(), static_cast<size_t>(n)); !r) {
+        Error e = r.error();
+        e.request = st.request;
+        fail(self, e);
+        return false;
+      }
+      st.done += static_cast<uint64_t>(n);
+      report_progress(self, false);
+      continue;
+    }
+    if (n == 0) {
+      finish_save(self);
+      return false;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN) {
+      fail(self, make_error(errc::io_error, st.request, "read from the state pipe", errno));
+      return false;
+    }
+    (void)wait_pipe(st, POLLIN, slice_end);
+  }
+  return true;
+}
+
+bool load_slice(Self self) {
+  auto& st = self->state;
+  auto slice_end = Clock::now() + slice;
+  while (Clock::now() < slice_end) {
+    if (Clock::now() >= st.deadline.at) {
+      fail(self, deadline_error(st, "the back-end's reading of the state"));
+      return false;
+    }
+    if (st.buf_off == st.buf_len) {
+      auto n = st.reader->read_state(st.buf.data(), st.buf.size());
+      if (!n) {
+        fail(self, n.error());
+        return false;
+      }
+      if (*n == 0) {
+        finish_load(self);
+        return false;
+      }
+      st.buf_off = 0;
+      st.buf_len = *n;
+    }
+    ssize_t w = ::write(st.pipe.get(), st.buf.data() + st.buf_off, st.buf_len - st.buf_off);
+    if (w > 0) {
+      st.buf_off += static_cast<size_t>(w);
+      st.done += static_cast<uint64_t>(w);
+      report_progress(self, false);
+      continue;
+    }
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && errno == EPIPE) {
+      consume_sigpipe();
+      fail(self, make_error(errc::disconnected, st.request,
+                            "the back-end closed the state pipe after " + std::to_string(st.done) +
+                                " of " + std::to_string(st.total) + " bytes"));
+      return false;
+    }
+    if (w < 0 && errno != EAGAIN) {
+      fail(self, make_error(errc::io_error, st.request, "write to the state pipe", errno));
+      return false;
+    }
+    (void)wait_pipe(st, POLLOUT, slice_end);
+  }
+  return true;
+}
+
+bool verify_slice(Self self) {
+  auto& st = self->state;
+  auto slice_end = Clock::now() + slice;
+  while (Clock::now() < slice_end) {
+    if (Clock::now() >= st.deadline.at) {
+      fail(self, make_error(errc::timeout, st.request, "checking the file took past the deadline"));
+      return false;
+    }
+    auto n = st.reader->read_state(st.buf.data(), st.buf.size());
+    if (!n) {
+      fail(self, n.error());
+      return false;
+    }
+    st.done += *n;
+    if (*n == 0) {
+      st.reader->rewind();
+      st.phase = Phase::idle;
+      st.done = 0;
+      st.open_rp->deliver(st.manifest);
+      st.open_rp.reset();
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---- the hand-over: SET_DEVICE_STATE_FD ----------------------------------------------
+
+/// Sends SET_DEVICE_STATE_FD(direction) with one end of a fresh pipe and
+/// switches to `streaming` with our end (or the back-end's own fd).
+void hand_over(Self self, uint32_t direction, Phase streaming) {
+  auto& st = self->state;
+  const bool we_read = direction == wire::device_state_save;
+  auto p = transfer_pipe(st.request, we_read);
+  if (!p)
+    return fail(self, p.error());
+  SharedFd given = share(std::move(we_read ? p->write_end : p->read_end));
+  st.pipe = std::move(we_read ? p->read_end : p->write_end);
+  st.phase = Phase::handing;
+  auto gen = st.generation;
+  self->request(st.conn, st.request_timeout + slack, state_fd_atom_v, direction, given)
+      .then(
+          [self, gen, we_read, streaming](const SharedFd& theirs) {
+            auto& now = self->state;
+            if (now.generation != gen)
+              return;
+            // The end we gave away is dropped with this handler's message
+            // (the connection actor dropped its copy when it replied), so
+            // EOF / EPIPE will come from the back-end alone.
+            if (theirs) {
+              auto own = adopt_backend_fd(now.request, theirs, we_read);
+              if (!own)
+                return fail(self, own.error());
+              now.pipe = std::move(own).value();
+            }
+            now.phase = streaming;
+            schedule(self);
+          },
+          [self, gen](caf::error& e) {
+            if (self->state.generation == gen)
+              fail(self, from_caf(e, self->state.request));
+          });
+}
+
+/// A new transfer: refused while another is in progress.
+std::optional<Error> begin(Self self, const char* request, TransferDeadline deadline) {
+  auto& st = self->state;
+  if (st.phase != Phase::idle)
+    return make_error(errc::bad_state, request, "a transfer is in progress");
+  ++st.generation;
+  st.request = request;
+  st.deadline = deadline;
+  st.done = st.total = 0;
+  st.buf_off = st.buf_len = 0;
+  st.started = st.last_progress = Clock::now();
+  if (st.buf.empty())
+    st.buf.resize(chunk_bytes);
+  return std::nullopt;
+}
+
+}  // namespace
+
+snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<SnapshotData> self,
+                                            connection_actor conn, caf::actor progress,
+                                            milliseconds request_timeout) {
+  self->state.conn = std::move(conn);
+  self->state.progress = std::move(progress);
+  self->state.request_timeout = request_timeout;
+  block_sigpipe();
+  return {
+      [self](save_atom, const SaveJob& job) -> caf::result<SnapshotInfo> {
+        if (auto e = begin(self, "SET_DEVICE_STATE_FD(save)", job.deadline))
+          return to_caf(*e);
+        auto& st = self->state;
+        if (!job.manifest)
+          return to_caf(make_error(errc::invalid_argument, st.request, "no manifest"));
+        auto w = snapshot::SnapshotWriter::create(job.path, job.max_bytes);
+        if (!w)
+          return to_caf(w.error());
+        st.writer.emplace(std::move(w).value());
+        st.manifest = job.manifest;
+        st.info_rp = self->make_response_promise<SnapshotInfo>();
+        auto rp = *st.info_rp;
+        hand_over(self, wire::device_state_save, Phase::saving);
+        return rp;
+      },
+      [self](open_atom, const std::string& path,
+             TransferDeadline deadline) -> caf::result<std::shared_ptr<const snapshot::Manifest>> {
+        if (auto e = begin(self, "restore: check the file", deadline))
+          return to_caf(*e);
+        auto& st = self->state;
+        auto r = snapshot::SnapshotReader::open(path);
+        if (!r)
+          return to_caf(r.error());
+        st.reader.emplace(std::move(r).value());
+        st.path = path;
+        st.manifest = std::make_shared<const snapshot::Manifest>(st.reader->manifest());
+        st.total = st.manifest->state_length;
+        st.phase = Phase::verifying;
+        st.open_rp = self->make_response_promise<std::shared_ptr<const snapshot::Manifest>>();
+        auto rp = *st.open_rp;
+        schedule(self);
+        return rp;
+      },
+      [self](load_atom, TransferDeadline deadline) -> caf::result<SnapshotInfo> {
+        auto& st = self->state;
+        if (!st.reader || st.phase != Phase::idle)
+          return to_caf(make_error(errc::bad_state, "SET_DEVICE_STATE_FD(load)",
+                                   "no checked snapshot file is open"));
+        auto reader = std::move(st.reader);
+        auto manifest = st.manifest;
+        auto path = st.path;
+        if (auto e = begin(self, "SET_DEVICE_STATE_FD(load)", deadline))
+          return to_caf(*e);
+        st.reader = std::move(reader);
+        st.manifest = manifest;
+        st.path = path;
+        st.total = manifest->state_length;
+        st.info_rp = self->make_response_promise<SnapshotInfo>();
+        auto rp = *st.info_rp;
+        hand_over(self, wire::device_state_load, Phase::loading);
+        return rp;
+      },
+      [self](cancel_atom) {
+        auto& st = self->state;
+        if (st.phase != Phase::idle)
+          fail(self, make_error(errc::cancelled, st.request,
+                                "cancelled after " + std::to_string(st.done) + " bytes"));
+      },
+      [self](pump_atom) {
+        auto& st = self->state;
+        st.pump_scheduled = false;
+        bool more = false;
+        switch (st.phase) {
+          case Phase::saving: more = save_slice(self); break;
+          case Phase::loading: more = load_slice(self); break;
+          case Phase::verifying: more = verify_slice(self); break;
+          default: break;
+        }
+        if (more)
+          schedule(self);
+      },
+  };
+}
+
+}  // namespace vufront::actors

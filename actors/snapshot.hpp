@@ -1,0 +1,91 @@
+#pragma once
+// The snapshot actor: one back-end state transfer (digest §15) between a
+// pipe and a snapshot file (snapshot/), never holding the state in memory
+// (snapshot_actor in actors/messages.hpp). The device spawns one per
+// snapshot or restore, linked and detached, and drops it afterwards.
+//
+//   save   pipe -> SET_DEVICE_STATE_FD(save, our write end) -> drop the end we
+//          gave (or switch to the back-end's own fd) -> read to EOF into the
+//          writer (size cap) -> CHECK_DEVICE_STATE -> commit (atomic rename)
+//   open   open the file, check the head, then read the state once to check
+//          its checksum: a bad file is refused before the back-end sees a byte
+//   load   pipe -> SET_DEVICE_STATE_FD(load, our read end) -> drop it (or
+//          switch) -> write the file's state into the pipe -> close ->
+//          CHECK_DEVICE_STATE
+//
+// The bytes move in slices of at most ~20 ms (poll with a timeout, 1 MiB
+// reads and writes); after each slice the actor sends itself pump_atom and
+// so reads its mailbox: cancel takes effect within a slice, and the whole
+// transfer's deadline is checked before every read or write. Every failure
+// (deadline, cap, a back-end that closes the pipe early or dies, a failed
+// CHECK_DEVICE_STATE, cancel) ends the transfer with an error naming the
+// request, removes the temporary file and closes every fd; the connection
+// itself is left as it is (the connection actor reports a lost back-end).
+//
+// An fd the back-end returns instead of ours is checked before use: it must
+// be a pipe or socket open for the direction needed.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include "actors/messages.hpp"
+#include "memory/unique_fd.hpp"
+#include "snapshot/reader.hpp"
+#include "snapshot/writer.hpp"
+
+namespace vufront::actors {
+
+struct SnapshotData {
+  static inline const char* name = "vufront.snapshot";
+
+  enum class Phase : uint8_t {
+    idle,
+    verifying,  ///< open: reading the file once for its checksum
+    handing,    ///< SET_DEVICE_STATE_FD sent, waiting for its reply
+    saving,     ///< pipe -> file
+    loading,    ///< file -> pipe
+    checking,   ///< CHECK_DEVICE_STATE sent
+  };
+
+  connection_actor conn;
+  caf::actor progress;                 ///< optional listener
+  std::chrono::milliseconds request_timeout{5000};
+
+  Phase phase = Phase::idle;
+  bool pump_scheduled = false;
+  uint64_t generation = 0;             ///< tells replies of an ended transfer apart
+  TransferDeadline deadline;
+  std::string request;                 ///< "SET_DEVICE_STATE_FD(save)" etc., for errors
+  std::string path;                    ///< the snapshot file
+
+  std::optional<snapshot::SnapshotWriter> writer;
+  std::optional<snapshot::SnapshotReader> reader;
+  std::shared_ptr<const snapshot::Manifest> manifest;
+  UniqueFd pipe;                       ///< the end we read or write
+  std::vector<uint8_t> buf;
+  size_t buf_off = 0;
+  size_t buf_len = 0;
+  uint64_t done = 0;                   ///< state bytes moved
+  uint64_t total = 0;                  ///< known size (load, verify), else 0
+  std::chrono::steady_clock::time_point started;
+  std::chrono::steady_clock::time_point last_progress;
+
+  std::optional<caf::typed_response_promise<SnapshotInfo>> info_rp;
+  std::optional<caf::typed_response_promise<std::shared_ptr<const snapshot::Manifest>>> open_rp;
+};
+
+/// `progress` may be null. `request_timeout` bounds SET_DEVICE_STATE_FD's
+/// reply (the transfer's own deadline bounds everything else).
+[[nodiscard]] snapshot_actor::behavior_type snapshot_impl(
+    snapshot_actor::stateful_pointer<SnapshotData> self, connection_actor conn,
+    caf::actor progress, std::chrono::milliseconds request_timeout);
+
+}  // namespace vufront::actors

@@ -1,0 +1,343 @@
+// The snapshot actor alone, against a scripted connection: a peer thread
+// plays the back-end's side of the pipe (writes a state and closes, writes
+// too much, holds the pipe open, closes early, returns its own fd). Every
+// transfer ends with the file committed and verified, or with an error
+// naming the request, no file at the destination and no fd left open.
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <functional>
+#include <thread>
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/snapshot.hpp"
+#include "snapshot/reader.hpp"
+#include "snapshot/writer.hpp"
+#include "tests/actors/fixture.hpp"
+#include "tests/support.hpp"
+
+using namespace vufront;
+using namespace vufront::actors;
+using namespace vufront::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// The back-end's side of one transfer: given the fd the front-end sent
+/// (already dup'ed, owned), returns the fd to reply with (empty = use ours).
+using Script = std::function<SharedFd(uint32_t direction, UniqueFd given)>;
+
+/// A connection actor whose state-transfer steps run `script`; CHECK_DEVICE_STATE
+/// answers `check` (empty = ok). Other steps are not used here.
+connection_actor::behavior_type fake_conn(connection_actor::pointer, Script script,
+                                          std::shared_ptr<std::string> check) {
+  auto unused = [](const char* what) { return to_caf(make_error(errc::bad_state, what, "unused")); };
+  return {
+      [=](negotiate_atom, const NegotiateRequest&) -> caf::result<DeviceInfo, SharedFd> {
+        return unused("negotiate");
+      },
+      [=](activate_atom, const ActivateRequest&) -> caf::result<caf::ok_atom> {
+        return unused("activate");
+      },
+      [=](mem_table_atom, const std::vector<wire::MemoryRegion>&,
+          const std::vector<SharedFd>&) -> caf::result<caf::ok_atom> { return unused("mem"); },
+      [=](start_queues_atom, const std::vector<QueueStart>&) -> caf::result<caf::ok_atom> {
+        return unused("start");
+      },
+      [=](stop_queues_atom, const std::vector<uint16_t>&,
+          bool) -> caf::result<std::vector<uint32_t>> { return unused("stop"); },
+      [=](get_config_atom, uint32_t, uint32_t) -> caf::result<std::vector<uint8_t>> {
+        return unused("get_config");
+      },
+      [=](set_config_atom, uint32_t, const std::vector<uint8_t>&) -> caf::result<caf::ok_atom> {
+        return unused("set_config");
+      },
+      [=](reset_device_atom) -> caf::result<caf::ok_atom> { return unused("reset"); },
+      [=](state_fd_atom, uint32_t direction, const SharedFd& fd) -> caf::result<SharedFd> {
+        UniqueFd dup = UniqueFd::adopt(::fcntl(fd->get(), F_DUPFD_CLOEXEC, 0));
+        return script(direction, std::move(dup));
+      },
+      [=](check_state_atom) -> caf::result<caf::ok_atom> {
+        if (check->empty())
+          return caf::ok_atom_v;
+        return to_caf(make_error(errc::backend_failure, "CHECK_DEVICE_STATE", *check));
+      },
+      [=](status_atom, uint8_t) -> caf::result<caf::ok_atom> { return unused("status"); },
+  };
+}
+
+std::vector<uint8_t> state_bytes(size_t n) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i)
+    v[i] = static_cast<uint8_t>(i * 7 + (i >> 12));
+  return v;
+}
+
+/// Writes all of `data` to a blocking fd; false when the reader went away.
+bool write_all(int fd, const uint8_t* data, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w <= 0)
+      return false;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+std::vector<uint8_t> read_all(int fd) {
+  std::vector<uint8_t> out;
+  uint8_t buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0)
+      return out;
+    out.insert(out.end(), buf, buf + n);
+  }
+}
+
+/// Entries of a directory (the temporary files a failed transfer must not leave).
+size_t entries(const std::string& dir) {
+  size_t n = 0;
+  DIR* d = ::opendir(dir.c_str());
+  while (dirent* e = ::readdir(d))
+    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
+      ++n;
+  ::closedir(d);
+  return n;
+}
+
+std::shared_ptr<const snapshot::Manifest> manifest() {
+  auto m = std::make_shared<snapshot::Manifest>();
+  m->kind = DeviceKind::blk;
+  m->created = snapshot::utc_now();
+  return m;
+}
+
+/// The peer threads of one test, joined at the end (an eventfd releases the
+/// ones that hold a pipe open).
+struct Peers {
+  UniqueFd release = make_eventfd();
+  std::vector<std::thread> threads;
+  void let_go() {
+    uint64_t one = 1;
+    (void)!::write(release.get(), &one, sizeof one);
+  }
+  /// Blocks until let_go() (every holder wakes: the eventfd is polled, not read).
+  void hold() const {
+    pollfd p{release.get(), POLLIN, 0};
+    (void)::poll(&p, 1, -1);
+  }
+  ~Peers() {
+    let_go();
+    for (auto& t : threads)
+      t.join();
+  }
+};
+
+struct SnapFixture : RtFixture {
+  // The peer threads write into pipes whose reader went away (as a back-end
+  // would): EPIPE for them, not the test process's death.
+  SnapFixture() { std::signal(SIGPIPE, SIG_IGN); }
+  TempDir tmp;
+  Peers peers;
+  std::shared_ptr<std::string> check = std::make_shared<std::string>();
+
+  snapshot_actor start(Script script) {
+    auto conn = spawn(fake_conn, std::move(script), check);
+    return spawn<caf::detached>(snapshot_impl, conn, caf::actor{}, 2000ms);
+  }
+
+  std::pair<std::optional<SnapshotInfo>, std::string> save(const snapshot_actor& a,
+                                                           const std::string& path,
+                                                           uint64_t cap = 1 << 30,
+                                                           std::chrono::milliseconds d = 10s) {
+    SaveJob job{path, cap, TransferDeadline::in(d), manifest()};
+    return ask<SnapshotInfo>(a, d + 5s, save_atom_v, job);
+  }
+};
+
+/// The peer writes `data` into the pipe and closes it.
+Script writes(Peers& peers, std::vector<uint8_t> data) {
+  return [&peers, data](uint32_t, UniqueFd fd) {
+    peers.threads.emplace_back([fd = std::make_shared<UniqueFd>(std::move(fd)), data] {
+      write_all(fd->get(), data.data(), data.size());
+    });
+    return SharedFd{};
+  };
+}
+
+}  // namespace
+
+TEST_CASE("snapshot actor: a saved state is committed whole and verifies") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    auto data = state_bytes(3 << 20);
+    auto a = f.start(writes(f.peers, data));
+    auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"));
+    REQUIRE_MESSAGE(info, err);
+    CHECK(info->state_bytes == data.size());
+    CHECK(info->checksum == snapshot::StateHasher::of(data.data(), data.size()));
+    auto r = snapshot::SnapshotReader::open(f.tmp.file("s.vfsnap"));
+    REQUIRE(r.ok());
+    CHECK(r->verify().ok());
+    CHECK(entries(f.tmp.path()) == 1);
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
+TEST_CASE("snapshot actor: a state over the cap, a stream that never ends, a cancel") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    SUBCASE("over the cap") {
+      auto a = f.start(writes(f.peers, state_bytes(4 << 20)));
+      auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"), 1 << 20);
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(err.find("SET_DEVICE_STATE_FD(save): oversized") == 0, err);
+    }
+    SUBCASE("no end before the deadline") {
+      auto a = f.start([&](uint32_t, UniqueFd fd) {
+        f.peers.threads.emplace_back([&f, fd = std::make_shared<UniqueFd>(std::move(fd))] {
+          auto d = state_bytes(4096);
+          write_all(fd->get(), d.data(), d.size());
+          f.peers.hold();
+        });
+        return SharedFd{};
+      });
+      auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"), 1 << 30, 300ms);
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(err.find("SET_DEVICE_STATE_FD(save): timeout") == 0, err);
+      CHECK_MESSAGE(err.find("4096 bytes") != std::string::npos, err);
+    }
+    SUBCASE("cancelled") {
+      UniqueFd handed = make_eventfd(false);
+      auto a = f.start([&](uint32_t, UniqueFd fd) {
+        f.peers.threads.emplace_back([&f, fd = std::make_shared<UniqueFd>(std::move(fd))] {
+          auto d = state_bytes(8192);
+          write_all(fd->get(), d.data(), d.size());
+          f.peers.hold();
+        });
+        uint64_t one = 1;
+        (void)!::write(handed.get(), &one, sizeof one);
+        return SharedFd{};
+      });
+      SaveJob job{f.tmp.file("s.vfsnap"), 1 << 30, TransferDeadline::in(60s), manifest()};
+      std::string err;
+      auto pending = f.self->request(a, 10s, save_atom_v, job);
+      // Cancelled while the bytes flow (the back-end has its fd).
+      pollfd p{handed.get(), POLLIN, 0};
+      REQUIRE(::poll(&p, 1, 5000) == 1);
+      caf::anon_send(a, cancel_atom_v);
+      pending.receive([](SnapshotInfo&) {},
+                      [&](caf::error& e) { err = from_caf(e, "save").message(); });
+      CHECK_MESSAGE(err.find("cancelled") != std::string::npos, err);
+    }
+    SUBCASE("CHECK_DEVICE_STATE fails") {
+      *f.check = "the back-end could not serialise its state";
+      auto a = f.start(writes(f.peers, state_bytes(1000)));
+      auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"));
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(err.find("CHECK_DEVICE_STATE: backend_failure") == 0, err);
+    }
+    f.peers.let_go();
+    CHECK(entries(f.tmp.path()) == 0);  // no file, no temporary
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
+TEST_CASE("snapshot actor: the back-end's own fd is used, and checked first") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    auto data = state_bytes(2 << 20);
+    SUBCASE("its own pipe") {
+      auto a = f.start([&](uint32_t, UniqueFd ours) {
+        ours.reset();  // as a back-end that prefers its own pipe
+        Pipe p = make_pipe();
+        f.peers.threads.emplace_back([w = std::make_shared<UniqueFd>(std::move(p.write_end)), data] {
+          write_all(w->get(), data.data(), data.size());
+        });
+        return share(std::move(p.read_end));
+      });
+      auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"));
+      REQUIRE_MESSAGE(info, err);
+      CHECK(info->checksum == snapshot::StateHasher::of(data.data(), data.size()));
+    }
+    SUBCASE("a memfd instead of a pipe") {
+      auto a = f.start([](uint32_t, UniqueFd) { return share(make_memfd("state", 4096)); });
+      auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"));
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(err.find("bad_fds: the back-end's fd is not a pipe or socket") != std::string::npos,
+                    err);
+    }
+    SUBCASE("a write end where a read end is needed") {
+      auto a = f.start([&](uint32_t, UniqueFd) {
+        Pipe p = make_pipe();
+        return share(std::move(p.write_end));
+      });
+      auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"));
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(err.find("not open for reading") != std::string::npos, err);
+    }
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
+TEST_CASE("snapshot actor: a verified file is loaded whole, a reader that quits early fails it") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    auto data = state_bytes(3 << 20);
+    {
+      auto w = snapshot::SnapshotWriter::create(f.tmp.file("s.vfsnap"), 1 << 30);
+      REQUIRE(w.ok());
+      REQUIRE(w->write_state(data.data(), data.size()).ok());
+      REQUIRE(w->commit(*manifest()).ok());
+    }
+    auto got = std::make_shared<std::vector<uint8_t>>();
+    bool quit_early = false;
+    SUBCASE("whole") {}
+    SUBCASE("early") { quit_early = true; }
+    auto a = f.start([&, got](uint32_t direction, UniqueFd fd) {
+      CHECK(direction == wire::device_state_load);
+      f.peers.threads.emplace_back([fd = std::make_shared<UniqueFd>(std::move(fd)), got, quit_early] {
+        if (!quit_early) {
+          *got = read_all(fd->get());
+          return;
+        }
+        uint8_t buf[4096];
+        (void)!::read(fd->get(), buf, sizeof buf);
+      });
+      return SharedFd{};
+    });
+    auto [m, err] = f.ask<std::shared_ptr<const snapshot::Manifest>>(
+        a, 10s, open_atom_v, f.tmp.file("s.vfsnap"), TransferDeadline::in(10s));
+    REQUIRE_MESSAGE(m, err);
+    CHECK((*m)->state_length == data.size());
+    auto [info, lerr] = f.ask<SnapshotInfo>(a, 15s, load_atom_v, TransferDeadline::in(10s));
+    for (auto& t : f.peers.threads)
+      t.join();
+    f.peers.threads.clear();
+    if (quit_early) {
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(lerr.find("SET_DEVICE_STATE_FD(load): disconnected: the back-end closed the "
+                              "state pipe") == 0,
+                    lerr);
+    } else {
+      REQUIRE_MESSAGE(info, lerr);
+      CHECK(*got == data);
+    }
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
