@@ -1,9 +1,12 @@
 #include "app/checker.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
+#include "app/transfer_report.hpp"
 #include "protocol/virtio_config.hpp"
+#include "snapshot/reader.hpp"
 
 namespace vufront::app {
 
@@ -32,6 +35,17 @@ std::vector<uint8_t> pattern(size_t n, unsigned seed) {
   return out;
 }
 
+/// blk I/O: round r of queue q uses 4 KiB at slot (r mod 32, q); 32 slots
+/// of 64 queues stay in the first 8 MiB of the disk.
+constexpr unsigned io_slots = 32;
+constexpr uint32_t io_len = 4096;
+uint64_t io_sector(uint16_t q, unsigned round) {
+  return (uint64_t{round % io_slots} * 64 + q) * (io_len / virtio::blk_sector_size);
+}
+std::vector<uint8_t> io_pattern(uint16_t q, unsigned round) {
+  return pattern(io_len, round * 1000 + q);
+}
+
 namespace blk_bit {
 constexpr unsigned seg_max = 2, blk_size = 6, flush = 9, mq = 12;
 }
@@ -42,7 +56,17 @@ constexpr unsigned mac = 5, status = 16, mq = 22;
 }  // namespace
 
 Checker::Checker(caf::actor_system& sys, CheckOptions o)
-    : opts_(std::move(o)), session_(sys, device_config(opts_)) {}
+    : sys_(sys),
+      opts_(std::move(o)),
+      session_(std::make_unique<actors::DeviceSession>(sys, device_config(opts_))) {
+  if (opts_.on_session)
+    opts_.on_session(*session_);
+}
+
+void Checker::set_timeout(std::chrono::milliseconds t) {
+  timeout_ = t;
+  session_->set_timeout(t);
+}
 
 uint16_t Checker::total_queues() const {
   switch (opts_.device) {
@@ -61,7 +85,12 @@ bool Checker::step(const std::string& name, const std::function<Result<std::stri
   s.name = name;
   s.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   s.ok = r.ok();
-  s.detail = r ? std::move(r).value() : r.error().message();
+  if (r) {
+    s.detail = std::move(r).value();
+  } else {
+    s.detail = r.error().message();
+    s.error = r.error();
+  }
   if (!s.ok)
     failed_ = name;
   steps_.push_back(s);
@@ -77,15 +106,24 @@ bool Checker::run() {
 }
 
 bool Checker::negotiate() {
-  return step("negotiate", [this]() -> Result<std::string> {
-    actors::NegotiateOptions n;
-    n.kind = opts_.device;
-    n.queues = total_queues();
-    n.max_queue_size = opts_.queue_size;
-    auto info = session_.negotiate(n);
-    if (!info)
-      return std::move(info).error();
-    info_ = *info;
+  return step("negotiate", [this] { return negotiate_session(false); });
+}
+
+Result<std::string> Checker::negotiate_session(bool keep_features) {
+  actors::NegotiateOptions n;
+  n.kind = opts_.device;
+  n.queues = total_queues();
+  n.max_queue_size = opts_.queue_size;
+  auto info = session_->negotiate(n);
+  if (!info)
+    return std::move(info).error();
+  info_ = *info;
+  if (keep_features) {
+    if (uint64_t missing = driver_features_ & ~info_.backend_features; missing != 0)
+      return make_error(errc::not_negotiated, "negotiate",
+                        "the new back-end does not offer features the guest driver acked: " +
+                            hex(missing));
+  } else {
     // What a guest driver would ack: the basics, and what was asked for.
     uint64_t want = bit(feature::version_1);
     uint64_t need = want;
@@ -106,28 +144,29 @@ bool Checker::negotiate() {
       return make_error(errc::not_negotiated, "negotiate",
                         "the back-end does not offer features the check needs: " +
                             hex(need & ~info_.backend_features));
-    if (!info_.shmem_sizes.empty()) {
-      auto w = ShmemWindow::create(info_.shmem_sizes);
-      if (!w)
-        return std::move(w).error();
-      window_ = std::move(w).value();
-      if (auto r = session_.set_shared_memory_mapper(window_); !r)
-        return std::move(r).error();
-    }
-    std::string detail = "features " + hex(info_.backend_features) + ", protocol features " +
-                         hex(info_.protocol_features) + ", " + std::to_string(info_.queue_num) +
-                         " queues";
-    if (info_.backend_channel)
-      detail += ", back-end channel";
-    return detail;
-  });
+  }
+  window_.reset();
+  if (!info_.shmem_sizes.empty()) {
+    auto w = ShmemWindow::create(info_.shmem_sizes);
+    if (!w)
+      return std::move(w).error();
+    window_ = std::move(w).value();
+    if (auto r = session_->set_shared_memory_mapper(window_); !r)
+      return std::move(r).error();
+  }
+  std::string detail = "features " + hex(info_.backend_features) + ", protocol features " +
+                       hex(info_.protocol_features) + ", " + std::to_string(info_.queue_num) +
+                       " queues";
+  if (info_.backend_channel)
+    detail += ", back-end channel";
+  return detail;
 }
 
 bool Checker::read_config() {
   return step("read config", [this]() -> Result<std::string> {
     if (!has_bit(info_.protocol_features, protocol_feature::config))
       return std::string("skipped: the back-end does not offer CONFIG");
-    auto cfg = session_.read_config(0, info_.config_size);
+    auto cfg = session_->read_config(0, info_.config_size);
     if (!cfg)
       return std::move(cfg).error();
     std::string detail = std::to_string(cfg->size()) + " bytes";
@@ -151,7 +190,7 @@ bool Checker::set_memory() {
       return std::move(guest).error();
     guest_ = std::move(guest).value();
     auto spec = actors::memory_spec(guest_->memory());
-    if (auto r = session_.set_memory(spec); !r)
+    if (auto r = session_->set_memory(spec); !r)
       return std::move(r).error();
     uint64_t bytes = 0;
     for (const auto& r : spec)
@@ -163,7 +202,7 @@ bool Checker::set_memory() {
 bool Checker::activate(const std::string& name) {
   return step(name, [this]() -> Result<std::string> {
     auto spec = actors::activate_spec(*guest_, driver_features_, opts_.msix);
-    if (auto r = session_.activate(spec); !r)
+    if (auto r = session_->activate(spec); !r)
       return std::move(r).error();
     return std::to_string(spec.queues.size()) + " queue(s) of " + std::to_string(opts_.queue_size) +
            ", " + (opts_.packed ? "packed" : "split") + " rings, " +
@@ -184,25 +223,42 @@ bool Checker::io(const std::string& name) {
 }
 
 Result<std::string> Checker::blk_io() {
-  constexpr uint32_t len = 4096;
   bool flush = has_bit(driver_features_, blk_bit::flush);
+  // This round's slot takes the place of the round that used it before.
+  written_.erase(std::remove_if(written_.begin(), written_.end(),
+                                [&](unsigned r) { return r % io_slots == round_ % io_slots; }),
+                 written_.end());
   for (uint16_t q = 0; q < guest_->queue_count(); ++q) {
-    uint64_t sector = (uint64_t{q} * 16 + round_) * (len / virtio::blk_sector_size);
-    auto data = pattern(len, round_ * 1000 + q);
-    if (auto r = guest_->blk_write(q, sector, data); !r)
+    auto data = io_pattern(q, round_);
+    if (auto r = guest_->blk_write(q, io_sector(q, round_), data); !r)
       return std::move(r).error();
     if (flush)
       if (auto r = guest_->blk_flush(q); !r)
         return std::move(r).error();
-    auto back = guest_->blk_read(q, sector, len);
+    auto back = guest_->blk_read(q, io_sector(q, round_), io_len);
     if (!back)
       return std::move(back).error();
     if (*back != data)
       return make_error(errc::invalid_payload, "blk read",
                         "queue " + std::to_string(q) + ": data read back differs from data written");
+    // What earlier rounds wrote must still be there (across sleep, reset
+    // and restores into another back-end).
+    for (unsigned earlier : written_) {
+      auto old = guest_->blk_read(q, io_sector(q, earlier), io_len);
+      if (!old)
+        return std::move(old).error();
+      if (*old != io_pattern(q, earlier))
+        return make_error(errc::invalid_payload, "blk read",
+                          "queue " + std::to_string(q) + ": the data written by I/O round " +
+                              std::to_string(earlier) + " is gone (read back differs)");
+    }
   }
-  return std::to_string(guest_->queue_count()) + " queue(s): 4 KiB written" +
-         (flush ? ", flushed" : "") + ", read back, equal";
+  written_.push_back(round_);
+  std::string detail = std::to_string(guest_->queue_count()) + " queue(s): 4 KiB written" +
+                       (flush ? ", flushed" : "") + ", read back, equal";
+  if (written_.size() > 1)
+    detail += "; " + std::to_string(written_.size() - 1) + " earlier write(s) per queue intact";
+  return detail;
 }
 
 Result<std::string> Checker::net_io() {
@@ -273,9 +329,9 @@ Result<std::string> Checker::fs_io() {
 
 bool Checker::sleep() {
   return step("sleep", [this]() -> Result<std::string> {
-    if (auto r = session_.sleep(); !r)
+    if (auto r = session_->sleep(); !r)
       return std::move(r).error();
-    auto st = session_.status();
+    auto st = session_->status();
     if (!st)
       return std::move(st).error();
     std::string bases;
@@ -295,7 +351,7 @@ bool Checker::sleep() {
 
 bool Checker::wake() {
   return step("wake", [this]() -> Result<std::string> {
-    if (auto r = session_.wake(); !r)
+    if (auto r = session_->wake(); !r)
       return std::move(r).error();
     return std::string("rings restarted at the saved bases");
   });
@@ -303,13 +359,105 @@ bool Checker::wake() {
 
 bool Checker::reset() {
   return step("reset", [this]() -> Result<std::string> {
-    if (auto r = session_.reset(); !r)
+    if (auto r = session_->reset(); !r)
       return std::move(r).error();
     if (auto r = guest_->reset_queues(); !r)
       return std::move(r).error();
     // A reset device starts a new FUSE session.
     fuse_initialised_ = false;
     return std::string("device reset, fresh rings");
+  });
+}
+
+// ---- moving the device: snapshot and restore -------------------------------------
+
+bool Checker::snapshot(const actors::SnapshotOptions& o, const std::string& name) {
+  return step(name, [&]() -> Result<std::string> {
+    auto info = session_->snapshot(o);
+    if (!info)
+      return std::move(info).error();
+    transfer_ = std::move(info).value();
+    transfer_.path = o.path;
+    return "saved to " + transfer_.path + ": " + transfer_summary(transfer_);
+  });
+}
+
+Result<void> Checker::fits_guest(const snapshot::Manifest& m) const {
+  constexpr const char* op = "restore";
+  if (m.kind != opts_.device)
+    return make_error(errc::invalid_argument, op,
+                      std::string("the snapshot is of a ") + name(m.kind) + " device, this one is " +
+                          name(opts_.device));
+  // PROTOCOL_FEATURES (bit 30) is the device's business, not the driver's.
+  const uint64_t mask = ~bit(feature::protocol_features);
+  if ((m.features & mask) != (driver_features_ & mask))
+    return make_error(errc::invalid_argument, op,
+                      "the snapshot's driver features " + hex(m.features & mask) +
+                          " are not this guest driver's " + hex(driver_features_ & mask));
+  if (m.queues.size() != guest_->queue_count())
+    return make_error(errc::invalid_argument, op,
+                      "the snapshot has " + std::to_string(m.queues.size()) +
+                          " queue(s), the guest " + std::to_string(guest_->queue_count()) +
+                          (m.queues.empty() ? " (a snapshot without activation: use `vufront restore`)"
+                                            : ""));
+  for (const auto& q : m.queues) {
+    if (q.index >= guest_->queue_count())
+      return make_error(errc::invalid_argument, op,
+                        "the snapshot has queue " + std::to_string(q.index) + ", the guest " +
+                            std::to_string(guest_->queue_count()) + " queue(s)");
+    auto& dq = guest_->queue(q.index);
+    if (q.size != dq.size())
+      return make_error(errc::invalid_argument, op,
+                        "queue " + std::to_string(q.index) + " has " + std::to_string(q.size) +
+                            " entries in the snapshot, " + std::to_string(dq.size()) +
+                            " in the guest");
+    if (q.base != dq.next_avail_base())
+      return make_error(errc::invalid_argument, op,
+                        "queue " + std::to_string(q.index) + " stopped at base " + hex(q.base) +
+                            " in the snapshot, the guest's driver is at " +
+                            hex(dq.next_avail_base()) +
+                            ": the snapshot is not of the guest's current point");
+  }
+  return vufront::ok();
+}
+
+bool Checker::restore(const std::string& socket, actors::RestoreOptions o, const std::string& name) {
+  return step(name, [&]() -> Result<std::string> {
+    if (!guest_)
+      return make_error(errc::bad_state, "restore", "no guest driver yet: activate the device first");
+    {
+      auto file = snapshot::SnapshotReader::open(o.path);
+      if (!file)
+        return std::move(file).error();
+      if (auto r = fits_guest(file->manifest()); !r)
+        return std::move(r).error();
+    }
+    // The old device (and its connection) goes first, so a back-end
+    // restarted on the same socket can take the new connection.
+    session_.reset();
+    opts_.socket = socket;
+    session_ = std::make_unique<actors::DeviceSession>(sys_, device_config(opts_));
+    if (timeout_)
+      session_->set_timeout(*timeout_);
+    if (opts_.on_session)
+      opts_.on_session(*session_);
+    if (auto r = negotiate_session(true); !r)
+      return std::move(r).error();
+    if (auto r = session_->set_memory(actors::memory_spec(guest_->memory())); !r)
+      return std::move(r).error();
+    o.activation = actors::activate_spec(*guest_, driver_features_, opts_.msix);
+    auto info = session_->restore(o);
+    if (!info)
+      return std::move(info).error();
+    transfer_ = std::move(info).value();
+    transfer_.path = o.path;
+    std::string bases;
+    for (const auto& q : transfer_.queues)
+      if (bases.size() < 60)
+        bases += (bases.empty() ? "" : " ") + std::string("q") + std::to_string(q.index) + "=" +
+                 hex(q.base);
+    return "into " + socket + ": " + transfer_summary(transfer_) + "; sleeping, rings at " +
+           (bases.empty() ? std::string("the snapshot's bases") : bases);
   });
 }
 

@@ -11,7 +11,11 @@
 
 #include "app/check_command.hpp"
 #include "app/demo_command.hpp"
+#include "app/job_command.hpp"
 #include "app/probe_command.hpp"
+#include "app/restore_command.hpp"
+#include "app/snapshot_command.hpp"
+#include "app/transfer_report.hpp"
 #include "protocol/virtio_config.hpp"
 
 namespace {
@@ -96,6 +100,64 @@ int main(int argc, char** argv) {
                        "Path of vufront-backend (default: next to this executable)");
   cmd_demo->add_flag("--json", demo.json, "Print one JSON object instead of the text report");
 
+  // ---- snapshot
+  vufront::app::SnapshotCommandOptions snap;
+  std::string snap_device = "blk";
+  double snap_timeout_s = 60.0;
+  std::string snap_max = "64G";
+  auto* cmd_snapshot = app.add_subcommand(
+      "snapshot", "Connect to a back-end, negotiate, and save its state (SET_DEVICE_STATE_FD)\n"
+                  "into a snapshot file. FILE appears only when the snapshot is complete: a\n"
+                  "failure leaves an existing FILE as it was. Ctrl-C cancels.");
+  cmd_snapshot->add_option("SOCKET", snap.socket, "Back-end's vhost-user unix socket")->required();
+  cmd_snapshot->add_option("--out", snap.out, "Snapshot file to write")->required();
+  cmd_snapshot->add_option("--device", snap_device, "Device kind")
+      ->default_val("blk")
+      ->check(CLI::IsMember({"blk", "net", "fs"}));
+  cmd_snapshot->add_option("--timeout", snap_timeout_s,
+                           "Seconds for the whole transfer (connect and each request: at most 5)")
+      ->default_val(60.0)
+      ->check(CLI::Range(0.001, 86400.0));
+  cmd_snapshot->add_option("--max-bytes", snap_max,
+                           "Largest state to accept: bytes or 512K, 512M, 4G, 1T")
+      ->default_val("64G");
+  cmd_snapshot->add_flag("--json", snap.json, "Print one JSON object instead of the summary line");
+
+  // ---- restore
+  vufront::app::RestoreCommandOptions rest;
+  std::string rest_device;
+  double rest_timeout_s = 60.0;
+  auto* cmd_restore = app.add_subcommand(
+      "restore", "Check a snapshot file (manifest, checksum), connect to a fresh back-end,\n"
+                 "negotiate as the file's device kind and load the state into it. The device\n"
+                 "is not activated. Ctrl-C cancels.");
+  cmd_restore->add_option("SOCKET", rest.socket, "Back-end's vhost-user unix socket")->required();
+  cmd_restore->add_option("--in", rest.in, "Snapshot file to read")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd_restore->add_option("--device", rest_device, "Device kind (default: the file's; must match it)")
+      ->check(CLI::IsMember({"blk", "net", "fs"}));
+  cmd_restore->add_option("--timeout", rest_timeout_s,
+                          "Seconds for the whole transfer (connect and each request: at most 5)")
+      ->default_val(60.0)
+      ->check(CLI::Range(0.001, 86400.0));
+  cmd_restore->add_flag("--json", rest.json, "Print one JSON object instead of the summary line");
+
+  // ---- job
+  vufront::app::JobCommandOptions job;
+  auto* cmd_job = app.add_subcommand(
+      "job", "Run a job file (docs/jobs.md): devices driven concurrently through their\n"
+             "steps - activate, check, sleep, snapshot, restore (into a new back-end), wake,\n"
+             "reset, wait, barrier - with a live display on a terminal, JSON-lines events\n"
+             "otherwise, and a summary. Exit 0 when every device did every step, 1 when one\n"
+             "failed (named with its step on stderr), 2 for an invalid job file.");
+  cmd_job->add_option("FILE", job.file, "The job file (JSON)")->required();
+  auto* json_progress = cmd_job->add_flag(
+      "--json-progress", job.json_progress,
+      "JSON-lines progress events on stdout, also on a terminal (the default elsewhere)");
+  cmd_job->add_flag("--no-progress", job.no_progress, "No progress output, only the summary")
+      ->excludes(json_progress);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -117,5 +179,24 @@ int main(int argc, char** argv) {
   }
   if (cmd_demo->parsed())
     return vufront::app::demo_main(demo);
+  if (cmd_snapshot->parsed()) {
+    auto max = vufront::app::parse_size(snap_max);
+    if (!max) {
+      std::cerr << "vufront snapshot: --max-bytes: " << max.error().detail << "\n";
+      return exit_usage;
+    }
+    snap.max_bytes = *max;
+    snap.device = *vufront::device_kind_from_string(snap_device);
+    snap.timeout = seconds_to_ms(snap_timeout_s);
+    return vufront::app::snapshot_main(snap);
+  }
+  if (cmd_restore->parsed()) {
+    if (!rest_device.empty())
+      rest.device = *vufront::device_kind_from_string(rest_device);
+    rest.timeout = seconds_to_ms(rest_timeout_s);
+    return vufront::app::restore_main(rest);
+  }
+  if (cmd_job->parsed())
+    return vufront::app::job_main(job);
   return exit_usage;
 }

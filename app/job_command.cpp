@@ -1,0 +1,67 @@
+#include "app/job_command.hpp"
+
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/error.hpp"
+#include "actors/system.hpp"
+#include "app/job_runner.hpp"
+#include "app/transfer_report.hpp"
+
+namespace vufront::app {
+
+int job_main(const JobCommandOptions& opts) {
+  auto loaded = load_job(opts.file);
+  if (!loaded) {
+    std::cerr << "vufront job: " << opts.file << ": " << loaded.error().detail << '\n';
+    return 2;
+  }
+  auto job = std::make_shared<const Job>(std::move(loaded).value());
+  JobDisplay::Mode mode = JobDisplay::Mode::json;
+  if (opts.no_progress)
+    mode = JobDisplay::Mode::none;
+  else if (!opts.json_progress && stderr_is_terminal())
+    mode = JobDisplay::Mode::terminal;
+
+  CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
+  actors::SystemConfig cfg;
+  caf::actor_system sys{cfg};
+  auto display = std::make_unique<JobDisplay>(mode, *job, std::cout, std::cerr, terminal_columns());
+  auto coord = spawn_job_coordinator(sys, job, std::move(display));
+  interrupt.on_signal([coord] { caf::anon_send(coord, actors::cancel_atom_v); });
+
+  std::optional<JobOutcome> outcome;
+  std::string failure;
+  {
+    caf::scoped_actor self{sys};
+    // Every step has its deadline; this one only guards against a lost answer.
+    self->request(coord, job->deadline() + std::chrono::seconds(60), run_atom_v)
+        .receive([&](JobOutcome& o) { outcome = std::move(o); },
+                 [&](caf::error& e) { failure = actors::from_caf(e, "job").message(); });
+    if (!outcome)
+      caf::anon_send(coord, actors::cancel_atom_v);
+    interrupt.on_signal(nullptr);
+    self->send_exit(coord, caf::exit_reason::user_shutdown);
+  }
+  if (!outcome) {
+    std::cerr << "vufront job: " << failure << '\n';
+    return 1;
+  }
+  for (size_t i = 0; i < outcome->devices.size(); ++i) {
+    const auto& d = outcome->devices[i];
+    if (d.result == DeviceOutcome::Result::ok)
+      continue;
+    std::cerr << "vufront job: " << d.name;
+    if (d.failed_step && *d.failed_step < job->devices[i].steps.size())
+      std::cerr << ": steps[" << *d.failed_step << "] "
+                << name(job->devices[i].steps[*d.failed_step].kind);
+    std::cerr << ": " << d.error << '\n';
+  }
+  return outcome->ok() ? 0 : 1;
+}
+
+}  // namespace vufront::app

@@ -1,0 +1,101 @@
+#pragma once
+// What `vufront job` reports: step events as they happen and the outcome at
+// the end, in one of three forms (docs/jobs.md):
+//   terminal  one line per device, redrawn in place (bar and bytes while a
+//             snapshot or restore moves state), then a summary table;
+//   json      one JSON object per event and line, then a summary line;
+//   none      only the summary table.
+// Plain C++ (no CAF): the coordinator actor owns it and feeds it in order.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "app/job_file.hpp"
+
+namespace vufront::app {
+
+struct JobEvent {
+  enum class Kind : uint8_t { start, progress, done, failed };
+  uint32_t device = 0;
+  uint32_t step = 0;   ///< index in the device's steps (as in "steps[3]")
+  Kind kind = Kind::start;
+  uint64_t bytes = 0;  ///< progress: state bytes moved so far; done: moved in all
+  uint64_t total = 0;  ///< progress: bytes to move (0 while unknown)
+  double ms = 0;       ///< done, failed: the step's time
+  std::string detail;  ///< done: what the step did; failed: the error
+};
+[[nodiscard]] const char* to_string(JobEvent::Kind k) noexcept;
+
+struct DeviceOutcome {
+  std::string name;
+  size_t steps_total = 0;
+  size_t steps_ok = 0;
+  uint64_t state_bytes = 0;  ///< moved by its snapshot and restore steps
+  double ms = 0;
+  enum class Result : uint8_t { ok, failed, cancelled } result = Result::ok;
+  std::optional<uint32_t> failed_step;
+  std::string error;
+};
+
+struct JobOutcome {
+  std::vector<DeviceOutcome> devices;
+  double ms = 0;
+  [[nodiscard]] bool ok() const;
+};
+
+class JobDisplay {
+public:
+  enum class Mode : uint8_t { terminal, json, none };
+
+  /// `json_out`: where JSON lines go (stdout); `text_out`: the live lines
+  /// and the summary table (stderr). `columns`: width of the terminal.
+  JobDisplay(Mode mode, const Job& job, std::ostream& json_out, std::ostream& text_out,
+             unsigned columns = 80);
+
+  void event(const JobEvent& e);
+  /// Redraws a live display (times move on while nothing happens).
+  void tick() {
+    if (mode_ == Mode::terminal)
+      redraw(false);
+  }
+  /// Whether it is a live display (wants tick()).
+  [[nodiscard]] bool live() const noexcept { return mode_ == Mode::terminal; }
+  /// The last redraw, then the summary (table, or the JSON summary line).
+  void finish(const JobOutcome& o);
+
+  /// The summary as a JSON object ({"event": "summary", "ok", "ms", "devices": [...]}).
+  [[nodiscard]] nlohmann::ordered_json summary_json(const JobOutcome& o) const;
+  /// The summary as a text table.
+  [[nodiscard]] std::string summary_table(const JobOutcome& o) const;
+
+private:
+  struct Line {
+    std::string step;       // current step's name
+    uint32_t index = 0;     // current (or last) step
+    bool begun = false;
+    bool busy = false;
+    uint64_t bytes = 0, total = 0;
+    std::chrono::steady_clock::time_point since;
+    std::string status;     // shown when not busy ("done", "FAILED ...")
+  };
+  void redraw(bool force);
+  [[nodiscard]] std::string render(size_t device) const;
+
+  Mode mode_;
+  const Job& job_;
+  std::ostream& json_out_;
+  std::ostream& text_out_;
+  unsigned columns_;
+  std::vector<Line> lines_;
+  size_t name_width_ = 6;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+}  // namespace vufront::app

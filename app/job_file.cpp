@@ -1,0 +1,661 @@
+#include "app/job_file.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "app/transfer_report.hpp"
+
+namespace vufront::app {
+
+using nlohmann::json;
+
+const char* name(JobStepKind k) noexcept {
+  switch (k) {
+    case JobStepKind::activate: return "activate";
+    case JobStepKind::sleep: return "sleep";
+    case JobStepKind::wake: return "wake";
+    case JobStepKind::reset: return "reset";
+    case JobStepKind::check: return "check";
+    case JobStepKind::snapshot: return "snapshot";
+    case JobStepKind::restore: return "restore";
+    case JobStepKind::wait: return "wait";
+    case JobStepKind::barrier: return "barrier";
+  }
+  return "?";
+}
+
+std::chrono::milliseconds Job::deadline() const {
+  std::chrono::milliseconds worst{0};
+  for (const auto& d : devices) {
+    std::chrono::milliseconds sum{0};
+    for (const auto& s : d.steps)
+      sum += s.kind == JobStepKind::wait ? s.wait : s.timeout;
+    worst = std::max(worst, sum);
+  }
+  return worst;
+}
+
+namespace {
+
+// Inside this file a validation failure is thrown and caught in parse_job:
+// nothing escapes it (conventions: no exceptions across module boundaries).
+struct Invalid {
+  std::string where;
+  std::string what;
+};
+
+[[noreturn]] void fail(const std::string& where, std::string what) {
+  throw Invalid{where, std::move(what)};
+}
+
+constexpr JobStepKind all_steps[] = {JobStepKind::activate, JobStepKind::sleep,   JobStepKind::wake,
+                                     JobStepKind::reset,    JobStepKind::check,   JobStepKind::snapshot,
+                                     JobStepKind::restore,  JobStepKind::wait,    JobStepKind::barrier};
+
+bool takes_argument(JobStepKind k) {
+  return k == JobStepKind::snapshot || k == JobStepKind::restore || k == JobStepKind::wait ||
+         k == JobStepKind::barrier;
+}
+
+std::optional<JobStepKind> step_kind(const std::string& s) {
+  for (auto k : all_steps)
+    if (s == name(k))
+      return k;
+  return std::nullopt;
+}
+
+std::string in_quotes(const std::string& s) { return json(s).dump(); }
+
+/// What a JSON value is, for "expected X, got Y".
+std::string describe(const json& v) {
+  std::string text = v.dump();
+  if (text.size() > 40)
+    text = text.substr(0, 37) + "...";
+  switch (v.type()) {
+    case json::value_t::string: return "the string " + text;
+    case json::value_t::boolean: return text;
+    case json::value_t::null: return "null";
+    case json::value_t::object: return "an object";
+    case json::value_t::array: return "an array";
+    default: return text;
+  }
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+/// " (did you mean "sleep"?)" when `word` is close to one of `choices`.
+std::string suggestion(const std::string& word, const std::vector<std::string>& choices) {
+  const std::string* best = nullptr;
+  size_t best_d = 3;
+  for (const auto& c : choices) {
+    size_t d = edit_distance(word, c);
+    if (d < best_d) {
+      best_d = d;
+      best = &c;
+    }
+  }
+  return best ? " (did you mean " + in_quotes(*best) + "?)" : "";
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v)
+    out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+void only_keys(const json& obj, const std::string& where, const std::vector<std::string>& keys) {
+  for (const auto& [k, v] : obj.items())
+    if (std::find(keys.begin(), keys.end(), k) == keys.end())
+      fail(where, "unknown key " + in_quotes(k) + suggestion(k, keys) + " (keys: " + join(keys) + ")");
+}
+
+std::string at(const std::string& where, const std::string& key) {
+  return where.empty() ? key : where + "." + key;
+}
+
+const json& object_at(const json& v, const std::string& where) {
+  if (!v.is_object())
+    fail(where, "expected an object, got " + describe(v));
+  return v;
+}
+
+std::string get_string(const json& v, const std::string& where, size_t max_len = 4096) {
+  if (!v.is_string())
+    fail(where, "expected a string, got " + describe(v));
+  auto s = v.get<std::string>();
+  if (s.empty())
+    fail(where, "must not be empty");
+  if (s.size() > max_len)
+    fail(where, "longer than " + std::to_string(max_len) + " bytes");
+  if (s.find('\0') != std::string::npos)
+    fail(where, "contains a NUL byte");
+  return s;
+}
+
+uint64_t get_uint(const json& v, const std::string& where, uint64_t min, uint64_t max) {
+  if (!v.is_number_integer())
+    fail(where, "expected an integer, got " + describe(v));
+  bool negative = !v.is_number_unsigned() && v.get<int64_t>() < 0;
+  uint64_t u = negative ? 0 : v.get<uint64_t>();
+  if (negative || u < min || u > max)
+    fail(where, v.dump() + " is not in " + std::to_string(min) + ".." + std::to_string(max));
+  return u;
+}
+
+bool get_bool(const json& v, const std::string& where) {
+  if (!v.is_boolean())
+    fail(where, "expected true or false, got " + describe(v));
+  return v.get<bool>();
+}
+
+/// Seconds (integer or decimal) as milliseconds; `allow_zero` for waits.
+std::chrono::milliseconds get_seconds(const json& v, const std::string& where, bool allow_zero) {
+  if (!v.is_number())
+    fail(where, "expected a number of seconds, got " + describe(v));
+  double s = v.get<double>();
+  if (!std::isfinite(s) || s < 0 || (!allow_zero && s < 0.001) || s > max_job_seconds)
+    fail(where, v.dump() + " is not in " + (allow_zero ? "0" : "0.001") + ".." +
+                    std::to_string(static_cast<long>(max_job_seconds)) + " seconds");
+  return std::chrono::milliseconds(std::llround(s * 1000.0));
+}
+
+uint64_t get_size(const json& v, const std::string& where) {
+  if (v.is_string()) {
+    auto r = parse_size(v.get<std::string>());
+    if (!r)
+      fail(where, r.error().detail);
+    return *r;
+  }
+  if (!v.is_number_integer())
+    fail(where, "expected a size (bytes, or a string like \"512M\"), got " + describe(v));
+  return get_uint(v, where, 1, uint64_t{1} << 62);
+}
+
+std::string get_socket(const json& v, const std::string& where) {
+  auto s = get_string(v, where, 4096);
+  if (s.size() > max_socket_path)
+    fail(where, "a unix socket path has at most " + std::to_string(max_socket_path) + " bytes, " +
+                    in_quotes(s.substr(0, 24) + "...") + " has " + std::to_string(s.size()));
+  return s;
+}
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 32)
+    return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+      return false;
+  return true;
+}
+
+std::vector<std::string> step_names() {
+  std::vector<std::string> out;
+  for (auto k : all_steps)
+    out.emplace_back(name(k));
+  return out;
+}
+
+// ---- one step ----------------------------------------------------------------------
+
+JobStep parse_step(const json& v, const std::string& where, const JobDevice& dev) {
+  JobStep s;
+  s.timeout = dev.timeout;
+  if (v.is_string()) {
+    auto text = v.get<std::string>();
+    auto k = step_kind(text);
+    if (!k)
+      fail(where, "unknown step " + in_quotes(text) + suggestion(text, step_names()));
+    if (takes_argument(*k)) {
+      const char* example = *k == JobStepKind::wait       ? "{\"wait\": SECONDS}"
+                            : *k == JobStepKind::barrier ? "{\"barrier\": \"NAME\"}"
+                            : *k == JobStepKind::restore ? "{\"restore\": \"FILE\", \"socket\": \"SOCKET\"}"
+                                                         : "{\"snapshot\": \"FILE\"}";
+      fail(where, in_quotes(text) + " needs an argument: " + example);
+    }
+    s.kind = *k;
+    return s;
+  }
+  if (!v.is_object())
+    fail(where, "a step is a name (\"sleep\") or an object ({\"wait\": 0.5}), got " + describe(v));
+  std::vector<std::string> found;
+  for (const auto& [k, x] : v.items())
+    if (step_kind(k))
+      found.push_back(k);
+  if (found.empty()) {
+    if (v.empty())
+      fail(where, "an empty object is no step (steps: " + join(step_names()) + ")");
+    std::string first = v.begin().key();
+    fail(where, "unknown step " + in_quotes(first) + suggestion(first, step_names()));
+  }
+  if (found.size() > 1)
+    fail(where, "one step per object, found " + in_quotes(found[0]) + " and " + in_quotes(found[1]));
+  s.kind = *step_kind(found[0]);
+  const json& arg = v.at(found[0]);
+  std::string argw = at(where, found[0]);
+  std::vector<std::string> options;
+  switch (s.kind) {
+    case JobStepKind::snapshot: options = {"max_bytes", "timeout"}; break;
+    case JobStepKind::restore: options = {"socket", "timeout"}; break;
+    case JobStepKind::barrier: options = {"timeout"}; break;
+    case JobStepKind::wait: break;
+    default:
+      fail(where, in_quotes(found[0]) + " takes no argument: write the string " + in_quotes(found[0]));
+  }
+  for (const auto& [k, x] : v.items()) {
+    if (k == found[0])
+      continue;
+    if (std::find(options.begin(), options.end(), k) == options.end())
+      fail(at(where, k), "not an option of " + in_quotes(found[0]) +
+                             (options.empty() ? std::string(" (it has none)")
+                                              : " (options: " + join(options) + ")") +
+                             suggestion(k, options));
+  }
+  switch (s.kind) {
+    case JobStepKind::snapshot:
+      s.path = get_string(arg, argw);
+      if (v.contains("max_bytes"))
+        s.max_bytes = get_size(v.at("max_bytes"), at(where, "max_bytes"));
+      break;
+    case JobStepKind::restore:
+      s.path = get_string(arg, argw);
+      if (v.contains("socket"))
+        s.socket = get_socket(v.at("socket"), at(where, "socket"));
+      break;
+    case JobStepKind::wait: s.wait = get_seconds(arg, argw, true); break;
+    case JobStepKind::barrier:
+      s.barrier = get_string(arg, argw, 64);
+      break;
+    default: break;
+  }
+  if (v.contains("timeout"))
+    s.timeout = get_seconds(v.at("timeout"), at(where, "timeout"), false);
+  return s;
+}
+
+// ---- the device's state along its steps -------------------------------------------------
+
+enum class SimState { fresh, negotiated, active, sleeping };
+
+const char* describe(SimState s) {
+  switch (s) {
+    case SimState::fresh: return "not connected yet";
+    case SimState::negotiated: return "reset (negotiated, not active)";
+    case SimState::active: return "active";
+    case SimState::sleeping: return "sleeping";
+  }
+  return "?";
+}
+
+/// Walks the steps as the device will: each must fit the state the
+/// previous ones leave. Also fills in restore's default socket.
+void check_order(JobDevice& d, const std::string& where) {
+  SimState st = SimState::fresh;
+  std::string socket = d.socket;
+  for (size_t i = 0; i < d.steps.size(); ++i) {
+    JobStep& s = d.steps[i];
+    auto needs = [&](const char* what, std::initializer_list<SimState> ok) {
+      if (std::find(ok.begin(), ok.end(), st) != ok.end())
+        return;
+      std::string now = i == 0 ? "at the start it is " + std::string(describe(st))
+                               : "after steps[" + std::to_string(i - 1) + "] (" +
+                                     in_quotes(name(d.steps[i - 1].kind)) + ") it is " + describe(st);
+      std::string hint = st == SimState::fresh ? " (begin with \"activate\")" : "";
+      fail(where + ".steps[" + std::to_string(i) + "]",
+           in_quotes(name(s.kind)) + " needs " + what + "; " + now + hint);
+    };
+    switch (s.kind) {
+      case JobStepKind::activate:
+        needs("a new or reset device", {SimState::fresh, SimState::negotiated});
+        st = SimState::active;
+        break;
+      case JobStepKind::sleep:
+        needs("an active device", {SimState::active});
+        st = SimState::sleeping;
+        break;
+      case JobStepKind::wake:
+        needs("a sleeping device", {SimState::sleeping});
+        st = SimState::active;
+        break;
+      case JobStepKind::reset:
+        needs("an activated device", {SimState::active, SimState::sleeping, SimState::negotiated});
+        st = SimState::negotiated;
+        break;
+      case JobStepKind::check: needs("an active device", {SimState::active}); break;
+      case JobStepKind::snapshot: needs("a sleeping device", {SimState::sleeping}); break;
+      case JobStepKind::restore:
+        needs("the guest's rings (activate first)",
+              {SimState::active, SimState::sleeping, SimState::negotiated});
+        if (s.socket.empty())
+          s.socket = socket;
+        socket = s.socket;
+        st = SimState::sleeping;
+        break;
+      case JobStepKind::wait:
+      case JobStepKind::barrier: break;
+    }
+  }
+}
+
+// ---- one device ---------------------------------------------------------------------------
+
+JobDevice parse_device(const json& v, const std::string& where, size_t index) {
+  object_at(v, where);
+  only_keys(v, where,
+            {"name", "socket", "kind", "queues", "queue_size", "packed", "msix", "fs_file",
+             "timeout", "steps", "comment"});
+  JobDevice d;
+  d.name = "dev" + std::to_string(index);
+  if (v.contains("name")) {
+    d.name = get_string(v.at("name"), at(where, "name"), 4096);
+    if (!valid_name(d.name))
+      fail(at(where, "name"), in_quotes(d.name) +
+                                  ": 1 to 32 letters, digits, '-', '_' or '.' (it names the device "
+                                  "in the output)");
+  }
+  if (!v.contains("socket"))
+    fail(where, "missing key \"socket\" (the back-end's vhost-user socket)");
+  d.socket = get_socket(v.at("socket"), at(where, "socket"));
+  if (v.contains("kind")) {
+    auto k = get_string(v.at("kind"), at(where, "kind"));
+    if (k != "blk" && k != "net" && k != "fs")
+      fail(at(where, "kind"), in_quotes(k) + " is not a device kind (blk, net, fs)" +
+                                  suggestion(k, {"blk", "net", "fs"}));
+    d.kind = *device_kind_from_string(k);
+  }
+  if (v.contains("queues"))
+    d.queues = static_cast<uint16_t>(get_uint(v.at("queues"), at(where, "queues"), 1, 64));
+  if (v.contains("queue_size"))
+    d.queue_size =
+        static_cast<uint16_t>(get_uint(v.at("queue_size"), at(where, "queue_size"), 2, 32768));
+  if (v.contains("packed"))
+    d.packed = get_bool(v.at("packed"), at(where, "packed"));
+  if (!d.packed && (d.queue_size & (d.queue_size - 1)) != 0)
+    fail(at(where, "queue_size"), std::to_string(d.queue_size) +
+                                      " is not a power of two (split rings need one; packed rings "
+                                      "do not)");
+  if (v.contains("msix"))
+    d.msix = get_bool(v.at("msix"), at(where, "msix"));
+  if (v.contains("fs_file")) {
+    if (d.kind != DeviceKind::fs)
+      fail(at(where, "fs_file"), "only for \"kind\": \"fs\"");
+    d.fs_file = get_string(v.at("fs_file"), at(where, "fs_file"));
+  }
+  if (v.contains("timeout"))
+    d.timeout = get_seconds(v.at("timeout"), at(where, "timeout"), false);
+  if (v.contains("comment"))
+    get_string(v.at("comment"), at(where, "comment"));
+  if (!v.contains("steps"))
+    fail(where, "missing key \"steps\" (what to do with the device)");
+  const json& steps = v.at("steps");
+  if (!steps.is_array())
+    fail(at(where, "steps"), "expected an array, got " + describe(steps));
+  if (steps.empty())
+    fail(at(where, "steps"), "no steps");
+  if (steps.size() > max_job_steps)
+    fail(at(where, "steps"), "more than " + std::to_string(max_job_steps) + " steps");
+  for (size_t i = 0; i < steps.size(); ++i)
+    d.steps.push_back(parse_step(steps[i], at(where, "steps") + "[" + std::to_string(i) + "]", d));
+  check_order(d, where);
+  return d;
+}
+
+// ---- across devices -------------------------------------------------------------------------
+
+std::string step_at(size_t d, size_t s) {
+  return "devices[" + std::to_string(d) + "].steps[" + std::to_string(s) + "]";
+}
+
+/// Two devices writing one snapshot file at once would overwrite each other.
+void check_snapshot_paths(const Job& job) {
+  std::map<std::string, std::pair<size_t, size_t>> writers;
+  for (size_t d = 0; d < job.devices.size(); ++d)
+    for (size_t s = 0; s < job.devices[d].steps.size(); ++s) {
+      const auto& step = job.devices[d].steps[s];
+      if (step.kind != JobStepKind::snapshot)
+        continue;
+      auto key = std::filesystem::path(step.path).lexically_normal().string();
+      auto [it, fresh] = writers.emplace(key, std::make_pair(d, s));
+      if (!fresh && it->second.first != d)
+        fail(step_at(d, s), step_at(it->second.first, it->second.second) +
+                                " writes the same snapshot file " + in_quotes(step.path));
+    }
+}
+
+/// Every device that uses a barrier reaches it equally often, at least two
+/// devices use it, and no order of barriers can deadlock.
+void check_barriers(const Job& job) {
+  struct Use {
+    size_t device;
+    std::vector<size_t> steps;  // where it reaches the barrier
+  };
+  std::map<std::string, std::vector<Use>> uses;
+  for (size_t d = 0; d < job.devices.size(); ++d)
+    for (size_t s = 0; s < job.devices[d].steps.size(); ++s) {
+      const auto& step = job.devices[d].steps[s];
+      if (step.kind != JobStepKind::barrier)
+        continue;
+      auto& u = uses[step.barrier];
+      if (u.empty() || u.back().device != d)
+        u.push_back({d, {}});
+      u.back().steps.push_back(s);
+    }
+  for (const auto& [name, u] : uses) {
+    if (u.size() < 2)
+      fail(step_at(u[0].device, u[0].steps[0]),
+           "barrier " + in_quotes(name) + " is used by devices[" + std::to_string(u[0].device) +
+               "] only: a barrier makes two or more devices wait for each other (a typo?)");
+    for (const auto& other : u)
+      if (other.steps.size() != u[0].steps.size())
+        fail(step_at(other.device, other.steps.back()),
+             "barrier " + in_quotes(name) + ": devices[" + std::to_string(u[0].device) +
+                 "] reaches it " + std::to_string(u[0].steps.size()) + " time(s), devices[" +
+                 std::to_string(other.device) + "] " + std::to_string(other.steps.size()) +
+                 ": every device using a barrier must reach it equally often");
+  }
+  // Deadlock: the k-th passage of each barrier is a node; each device orders
+  // the nodes it passes. A cycle in that order can never be passed.
+  using Node = std::pair<std::string, size_t>;
+  struct Edge {
+    Node to;
+    size_t device, step;
+  };
+  std::map<Node, std::vector<Edge>> next;
+  for (size_t d = 0; d < job.devices.size(); ++d) {
+    std::map<std::string, size_t> seen;
+    std::optional<Node> prev;
+    for (size_t s = 0; s < job.devices[d].steps.size(); ++s) {
+      const auto& step = job.devices[d].steps[s];
+      if (step.kind != JobStepKind::barrier)
+        continue;
+      Node n{step.barrier, seen[step.barrier]++};
+      next[n];
+      if (prev)
+        next[*prev].push_back({n, d, s});
+      prev = n;
+    }
+  }
+  auto label = [&](const Node& n) {
+    return in_quotes(n.first) + (uses[n.first][0].steps.size() > 1
+                                  ? " (passage " + std::to_string(n.second + 1) + ")"
+                                  : "");
+  };
+  std::map<Node, int> colour;  // 0 new, 1 on the path, 2 done
+  std::vector<std::pair<Node, const Edge*>> path;
+  std::function<void(const Node&)> visit = [&](const Node& n) {
+    colour[n] = 1;
+    for (const auto& e : next[n]) {
+      if (colour[e.to] == 1) {
+        // The cycle: from e.to along the path back to n, then e.
+        std::string chain;
+        std::string who;
+        size_t start = 0;
+        while (path[start].first != e.to)
+          ++start;
+        for (size_t i = start; i < path.size(); ++i) {
+          chain += label(path[i].first) + " -> ";
+          if (i + 1 < path.size())
+            who += "devices[" + std::to_string(path[i + 1].second->device) + "], ";
+        }
+        who += "devices[" + std::to_string(e.device) + "]";
+        fail(step_at(e.device, e.step),
+             "barriers would deadlock: " + chain + label(e.to) +
+                 ", each reached before the next by " + who);
+      }
+      if (colour[e.to] == 0) {
+        path.push_back({e.to, &e});
+        visit(e.to);
+        path.pop_back();
+      }
+    }
+    colour[n] = 2;
+  };
+  for (const auto& [n, edges] : next)
+    if (colour[n] == 0) {
+      path.push_back({n, nullptr});
+      visit(n);
+      path.pop_back();
+    }
+}
+
+// ---- duplicate keys ---------------------------------------------------------------------------
+
+/// nlohmann keeps the last of two equal keys; a job file must not have them.
+/// Tracks the place in the document while parsing and records the first
+/// duplicate as "devices[0].steps" (where) + key.
+struct DuplicateKeys {
+  struct Frame {
+    bool array = false;
+    size_t next = 0;         // array: index of the next element
+    std::string selection;   // "[3]" or ".key" of the element being read
+    std::set<std::string> keys;
+  };
+  std::vector<Frame> frames;
+  std::optional<std::string> found;
+
+  std::string path() const {
+    std::string out;
+    for (const auto& f : frames)
+      out += f.selection;
+    return out.rfind('.', 0) == 0 ? out.substr(1) : out;
+  }
+  void element() {
+    if (!frames.empty() && frames.back().array)
+      frames.back().selection = "[" + std::to_string(frames.back().next++) + "]";
+  }
+  bool operator()(int, json::parse_event_t ev, json& parsed) {
+    using E = json::parse_event_t;
+    switch (ev) {
+      case E::object_start: element(); frames.push_back({}); break;
+      case E::array_start: element(); frames.push_back({true, 0, "", {}}); break;
+      case E::object_end:
+      case E::array_end:
+        if (!frames.empty())
+          frames.pop_back();
+        if (!frames.empty() && !frames.back().array)
+          frames.back().selection.clear();
+        break;
+      case E::key: {
+        auto k = parsed.get<std::string>();
+        auto& f = frames.back();
+        f.selection.clear();
+        std::string where = path();
+        if (!f.keys.insert(k).second && !found)
+          found = (where.empty() ? "" : where + ": ") + "duplicate key " + in_quotes(k);
+        f.selection = "." + k;
+        break;
+      }
+      case E::value: element(); break;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+Result<Job> parse_job(const json& j) {
+  try {
+    object_at(j, "job file");
+    only_keys(j, "job file", {"devices", "comment"});
+    if (!j.contains("devices"))
+      fail("job file", "missing key \"devices\" (a job file is {\"devices\": [...]})");
+    const json& devs = j.at("devices");
+    if (!devs.is_array())
+      fail("devices", "expected an array, got " + describe(devs));
+    if (devs.empty())
+      fail("devices", "no devices");
+    if (devs.size() > max_job_devices)
+      fail("devices", "more than " + std::to_string(max_job_devices) + " devices");
+    if (j.contains("comment"))
+      get_string(j.at("comment"), "comment");
+    Job job;
+    std::map<std::string, size_t> names;
+    for (size_t i = 0; i < devs.size(); ++i) {
+      std::string where = "devices[" + std::to_string(i) + "]";
+      job.devices.push_back(parse_device(devs[i], where, i));
+      auto [it, fresh] = names.emplace(job.devices.back().name, i);
+      if (!fresh)
+        fail(at(where, "name"), in_quotes(it->first) + " is already the name of devices[" +
+                                    std::to_string(it->second) + "]");
+    }
+    check_snapshot_paths(job);
+    check_barriers(job);
+    return job;
+  } catch (const Invalid& e) {
+    return make_error(errc::invalid_argument, "job file",
+                      e.where.empty() ? e.what : e.where + ": " + e.what);
+  }
+}
+
+Result<Job> parse_job_text(std::string_view text) {
+  DuplicateKeys dups;
+  json j;
+  try {
+    j = json::parse(text.begin(), text.end(),
+                    [&dups](int depth, json::parse_event_t ev, json& parsed) {
+                      return dups(depth, ev, parsed);
+                    },
+                    /*allow_exceptions=*/true, /*ignore_comments=*/true);
+  } catch (const json::exception& e) {
+    std::string msg = e.what();
+    if (auto p = msg.find("] "); msg.rfind("[json.exception.", 0) == 0 && p != std::string::npos)
+      msg = msg.substr(p + 2);
+    return make_error(errc::invalid_argument, "job file", "not valid JSON: " + msg);
+  }
+  if (dups.found)
+    return make_error(errc::invalid_argument, "job file", *dups.found);
+  return parse_job(j);
+}
+
+Result<Job> load_job(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return make_error(errc::io_error, "job file", path + ": cannot open", errno);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad())
+    return make_error(errc::io_error, "job file", path + ": read error", errno);
+  return parse_job_text(text.str());
+}
+
+}  // namespace vufront::app

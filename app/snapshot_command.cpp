@@ -1,0 +1,64 @@
+#include "app/snapshot_command.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+
+#include "app/transfer_report.hpp"
+
+namespace vufront::app {
+
+namespace {
+
+/// --out must name a file in an existing directory (an existing file is
+/// replaced only when the snapshot succeeds).
+std::string unusable_out(const std::string& path) {
+  if (path.empty())
+    return "--out: empty path";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return "--out " + path + ": exists and is not a regular file";
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  if (::stat(dir.c_str(), &st) != 0)
+    return "--out " + path + ": directory " + dir + ": " + std::strerror(errno);
+  if (!S_ISDIR(st.st_mode))
+    return "--out " + path + ": " + dir + " is not a directory";
+  return "";
+}
+
+}  // namespace
+
+int snapshot_main(const SnapshotCommandOptions& opts) {
+  if (auto why = unusable_out(opts.out); !why.empty()) {
+    std::cerr << "vufront snapshot: " << why << '\n';
+    return 2;
+  }
+  TransferRun run;
+  run.command = "snapshot";
+  run.socket = opts.socket;
+  run.negotiate.kind = opts.device;
+  run.negotiate.queues = 1;
+  run.timeout = opts.timeout;
+  run.json = opts.json;
+  run.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
+    actors::SnapshotOptions o;
+    o.path = opts.out;
+    o.max_bytes = opts.max_bytes;
+    o.timeout_ms = static_cast<uint32_t>(opts.timeout.count());
+    o.progress = progress;
+    auto r = s.snapshot(o);
+    if (r)
+      r->path = opts.out;  // the file, whatever the device reports
+    return r;
+  };
+  run.summary = [&opts](const actors::SnapshotInfo& info) {
+    return "snapshot of " + opts.socket + " (" + name(opts.device) + ") saved to " + info.path +
+           ": " + transfer_summary(info);
+  };
+  return run_transfer_command(run);
+}
+
+}  // namespace vufront::app

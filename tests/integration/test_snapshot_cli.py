@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""`vufront snapshot`, `vufront restore` and `vufront job` with real state
+transfers between vufront-backend processes: a snapshot restored into a new
+back-end gives the same state checksum when saved again, a disk moved to a
+new back-end in the middle of its I/O keeps its data and its rings, a
+consistent snapshot of two disks with barriers, and the errors a user sees
+(the request that failed named, no file left behind, a corrupt file refused,
+Ctrl-C). These need the device's snapshot/restore implementation; the rest of
+the commands is tested by test_job.py.
+
+    test_snapshot_cli.py --vufront build/bin/vufront --backend build/bin/vufront-backend [-k NAME]
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from runner import run_tests
+from vubackend import Backends, index_of, job_events, leftovers, run, write_job
+
+ARGS = None
+
+
+def vufront(*args, timeout=120):
+    return run(ARGS.vufront, *args, timeout=timeout)
+
+
+def snapshot_json(sock, out, *args):
+    r = vufront('snapshot', sock, '--out', out, '--json', *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    j = json.loads(r.stdout)
+    assert j['ok'] is True and j['path'] == out, j
+    assert re.fullmatch('[0-9a-f]{16}', j['checksum']), j
+    return j
+
+
+def test_snapshot_restore_round_trip_gives_the_same_checksum(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M', '--queues', '2')
+        b = bs.start('b', '--size', '16M', '--queues', '2')
+        c = bs.start('c', '--size', '16M', '--queues', '2')
+        # data on a's disk first
+        r = vufront('check', a.sock, '--queues', '2')
+        assert r.returncode == 0, r.stdout
+        s1 = os.path.join(tmp, 's1.vfsnap')
+        j1 = snapshot_json(a.sock, s1)
+        assert j1['state_bytes'] > 16 << 20, j1   # the disk and a header
+        assert j1['device'] == 'blk' and j1['socket'] == a.sock
+        with open(s1, 'rb') as f:
+            assert f.read(8) == b'VUFSNAP\0'
+        # the text form
+        r = vufront('snapshot', a.sock, '--out', os.path.join(tmp, 's1b.vfsnap'))
+        assert r.returncode == 0, r.stderr
+        assert re.fullmatch(r'snapshot of \S+ \(blk\) saved to \S+: [0-9.]+ [KMG]iB of state, '
+                            r'checksum [0-9a-f]{16}, [0-9.]+ m?s, [0-9.]+ [KMG]iB/s\n', r.stdout), r.stdout
+        # restore into a fresh back-end, save that one again: the same state
+        r = vufront('restore', b.sock, '--in', s1, '--json')
+        assert r.returncode == 0, r.stdout + r.stderr
+        jr = json.loads(r.stdout)
+        assert jr['ok'] is True and jr['checksum'] == j1['checksum'], jr
+        assert jr['state_bytes'] == j1['state_bytes']
+        r = vufront('restore', b.sock, '--in', s1, '--device', 'blk')
+        assert r.returncode == 0 and r.stdout.startswith('restored %s (blk) into %s: ' % (s1, b.sock)), r.stdout
+        j2 = snapshot_json(b.sock, os.path.join(tmp, 's2.vfsnap'))
+        assert j2['checksum'] == j1['checksum'], (j1, j2)
+        # a back-end that never got the data differs
+        j3 = snapshot_json(c.sock, os.path.join(tmp, 's3.vfsnap'))
+        assert j3['checksum'] != j1['checksum']
+        assert leftovers(tmp) == []
+
+
+def test_net_device_round_trip(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--device', 'net', '--queues', '2')
+        b = bs.start('b', '--device', 'net', '--queues', '2')
+        s = os.path.join(tmp, 'n.vfsnap')
+        j1 = snapshot_json(a.sock, s, '--device', 'net')
+        assert j1['device'] == 'net'
+        r = vufront('restore', b.sock, '--in', s)   # the kind comes from the file
+        assert r.returncode == 0, r.stderr
+        assert snapshot_json(b.sock, os.path.join(tmp, 'n2.vfsnap'), '--device', 'net')['checksum'] == j1['checksum']
+
+
+def test_snapshot_and_restore_errors(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        big = bs.start('big', '--size', '32M')
+        closing = bs.start('closing', '--size', '16M', '--close-at', 'SET_DEVICE_STATE_FD')
+        s = os.path.join(tmp, 's.vfsnap')
+        # the request that failed is named
+        r = vufront('snapshot', closing.sock, '--out', s)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.startswith('vufront snapshot: ') and 'SET_DEVICE_STATE_FD' in r.stderr, r.stderr
+        assert not os.path.exists(s)
+        # too much state for --max-bytes: nothing written
+        r = vufront('snapshot', a.sock, '--out', s, '--max-bytes', '1M')
+        assert r.returncode == 1 and 'oversized' in r.stderr, r.stderr
+        assert not os.path.exists(s) and leftovers(tmp) == []
+        snapshot_json(a.sock, s)
+        # --device contradicting the file is a usage error
+        r = vufront('restore', a.sock, '--in', s, '--device', 'net')
+        assert r.returncode == 2 and 'holds a blk snapshot' in r.stderr, r.stderr
+        # a back-end of another size refuses the state
+        r = vufront('restore', big.sock, '--in', s)
+        assert r.returncode == 1 and r.stderr.startswith('vufront restore: '), r.stderr
+        # a corrupt file is refused before anything is sent
+        bad = os.path.join(tmp, 'bad.vfsnap')
+        with open(s, 'rb') as f:
+            data = bytearray(f.read())
+        data[-100] ^= 0xff
+        with open(bad, 'wb') as f:
+            f.write(bytes(data))
+        r = vufront('restore', a.sock, '--in', bad)
+        assert r.returncode == 1 and 'checksum mismatch' in r.stderr, r.stderr
+
+
+def test_snapshot_cancelled_by_ctrl_c_leaves_no_file(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '64M', '--delay-reply', 'SET_DEVICE_STATE_FD:2000')
+        out = os.path.join(tmp, 's.vfsnap')
+        p = subprocess.Popen([ARGS.vufront, 'snapshot', a.sock, '--out', out],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.7)
+            p.send_signal(signal.SIGINT)
+            stdout, stderr = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 1, (stdout, stderr)
+        assert 'cancelled' in stderr.strip().splitlines()[-1], stderr
+        assert not os.path.exists(out) and leftovers(tmp) == []
+
+
+def test_job_moves_a_disk_to_a_new_backend(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M', '--queues', '2')
+        b = bs.start('b', '--size', '16M', '--queues', '2')
+        s = os.path.join(tmp, 'disk0.vfsnap')
+        path = write_job(tmp, {'devices': [
+            {'name': 'disk0', 'socket': a.sock, 'queues': 2,
+             'steps': ['activate', 'check', 'sleep', 'wake', 'check', 'sleep',
+                       {'snapshot': s, 'max_bytes': '64M'},
+                       {'restore': s, 'socket': b.sock},
+                       'wake', 'check', 'check', 'reset', 'activate', 'check']}]})
+        r = vufront('job', path, '--json-progress')
+        assert r.returncode == 0, r.stdout + r.stderr
+        events, summary = job_events(r.stdout)
+        snap = events[index_of(events, 'disk0', 'snapshot', 'done')]
+        rest = events[index_of(events, 'disk0', 'restore', 'done')]
+        assert snap['bytes'] > 16 << 20 and rest['bytes'] == snap['bytes'], (snap, rest)
+        assert b.sock in rest['detail'] and 'sleeping, rings at' in rest['detail'], rest
+        checks = [e['detail'] for e in events if e['name'] == 'check' and e['event'] == 'done']
+        # on b: what was written on a (two rounds) is there, and I/O goes on
+        assert '2 earlier write(s) per queue intact' in checks[2], checks
+        assert '4 earlier write(s) per queue intact' in checks[4], checks
+        assert summary['devices'][0]['state_bytes'] == 2 * snap['bytes']
+        # the device really lives on b now: b's disk has the data a's had
+        j_b = snapshot_json(b.sock, os.path.join(tmp, 'b.vfsnap'))
+        assert j_b['state_bytes'] == snap['bytes']
+
+
+def test_job_consistent_snapshot_of_two_disks(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        c = bs.start('c', '--size', '16M', '--queues', '2')
+        b = bs.start('b', '--size', '16M')
+        d = bs.start('d', '--size', '16M', '--queues', '2')
+        s0, s1 = os.path.join(tmp, 'd0.vfsnap'), os.path.join(tmp, 'd1.vfsnap')
+        path = write_job(tmp, {'devices': [
+            {'name': 'disk0', 'socket': a.sock,
+             'steps': ['activate', 'check', 'sleep', {'barrier': 'asleep'}, {'snapshot': s0},
+                       {'barrier': 'saved'}, {'restore': s0, 'socket': b.sock}, 'wake', 'check']},
+            {'name': 'disk1', 'socket': c.sock, 'queues': 2, 'packed': True,
+             'steps': ['activate', 'check', {'wait': 0.3}, 'sleep', {'barrier': 'asleep'},
+                       {'snapshot': s1}, {'barrier': 'saved'}, {'restore': s1, 'socket': d.sock},
+                       'wake', 'check']}]})
+        r = vufront('job', path, '--json-progress')
+        assert r.returncode == 0, r.stdout + r.stderr
+        events, summary = job_events(r.stdout)
+        assert summary['ok'] is True
+        asleep = max(index_of(events, dev, 'sleep', 'done') for dev in ('disk0', 'disk1'))
+        saved = max(index_of(events, dev, 'snapshot', 'done') for dev in ('disk0', 'disk1'))
+        for dev in ('disk0', 'disk1'):
+            assert index_of(events, dev, 'snapshot', 'start') > asleep, events
+            assert index_of(events, dev, 'restore', 'start') > saved, events
+        assert all(dv['state_bytes'] > 0 for dv in summary['devices'])
+
+
+def test_job_refuses_a_snapshot_of_another_point(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        b = bs.start('b', '--size', '16M')
+        s = os.path.join(tmp, 'old.vfsnap')
+        path = write_job(tmp, {'devices': [
+            {'name': 'disk0', 'socket': a.sock,
+             'steps': ['activate', 'sleep', {'snapshot': s}, 'wake', 'check', 'sleep',
+                       {'restore': s, 'socket': b.sock}, 'wake']}]})
+        r = vufront('job', path, '--no-progress')
+        assert r.returncode == 1, r.stderr
+        assert 'vufront job: disk0: steps[6] restore: ' in r.stderr, r.stderr
+        assert "not of the guest's current point" in r.stderr, r.stderr
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--vufront', required=True)
+    ap.add_argument('--backend', required=True)
+    ap.add_argument('-k', help='run only tests whose name contains this')
+    ARGS = ap.parse_args()
+    return run_tests(globals(), ARGS.k, prefix='vufront-snap-')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
