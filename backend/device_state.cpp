@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <xxhash.h>
+
 namespace vufront::backend {
 
 namespace {
@@ -14,14 +16,27 @@ namespace {
 constexpr const char* op_save = "SET_DEVICE_STATE_FD(save)";
 constexpr const char* op_load = "SET_DEVICE_STATE_FD(load)";
 
-uint64_t fnv1a(uint64_t h, const uint8_t* p, uint64_t n) {
-  for (uint64_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
+/// XXH3-64 (seed 0) of the disk bytes, fed chunk by chunk.
+class DiskHasher {
+public:
+  DiskHasher() : st_(XXH3_createState()) {
+    if (st_ != nullptr)
+      (void)XXH3_64bits_reset(st_);
   }
-  return h;
-}
-constexpr uint64_t fnv_basis = 0xcbf29ce484222325ull;
+  ~DiskHasher() { XXH3_freeState(st_); }
+  DiskHasher(const DiskHasher&) = delete;
+  DiskHasher& operator=(const DiskHasher&) = delete;
+  [[nodiscard]] bool ok() const { return st_ != nullptr; }
+  void update(const uint8_t* p, uint64_t n) { (void)XXH3_64bits_update(st_, p, n); }
+  [[nodiscard]] uint64_t digest() const { return XXH3_64bits_digest(st_); }
+
+private:
+  XXH3_state_t* st_;
+};
+
+/// The largest piece moved by one read() or write(): the chunk size, so a
+/// disk chunk is one system call when the pipe has room for it.
+constexpr uint64_t piece_bytes = state_chunk_bytes;
 
 Result<void> wait_fd(int fd, short events, int stall_ms, const char* what) {
   pollfd p{fd, events, 0};
@@ -36,7 +51,7 @@ Result<void> wait_fd(int fd, short events, int stall_ms, const char* what) {
   }
 }
 
-/// One transfer's end of the pipe: moves bytes in pieces of at most 64 KiB,
+/// One transfer's end of the pipe: moves bytes in pieces of at most 1 MiB,
 /// counts them and applies the plan's byte budget.
 class Transfer {
 public:
@@ -46,7 +61,7 @@ public:
   Result<void> write_all(const void* data, uint64_t n) {
     const auto* p = static_cast<const uint8_t*>(data);
     while (n > 0) {
-      auto now = allowance(std::min<uint64_t>(n, 1u << 16));
+      auto now = allowance(std::min<uint64_t>(n, piece_bytes));
       if (!now)
         return std::move(now).error();
       if (auto w = wait_fd(fd_, POLLOUT, stall_ms_, op_); !w)
@@ -68,7 +83,7 @@ public:
   Result<void> read_exact(void* data, uint64_t n) {
     auto* p = static_cast<uint8_t*>(data);
     while (n > 0) {
-      auto now = allowance(std::min<uint64_t>(n, 1u << 16));
+      auto now = allowance(std::min<uint64_t>(n, piece_bytes));
       if (!now)
         return std::move(now).error();
       if (auto w = wait_fd(fd_, POLLIN, stall_ms_, op_); !w)
@@ -169,7 +184,9 @@ Result<void> save_state(int fd, const DeviceState& s, const uint8_t* disk, uint6
     return r;
   if (plan.endless)
     return write_endless(out, disk, disk_bytes);
-  uint64_t sum = fnv_basis;
+  DiskHasher sum;
+  if (!sum.ok())
+    return make_error(errc::io_error, op_save, "XXH3_createState failed");
   for (uint64_t off = 0; off < disk_bytes;) {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(state_chunk_bytes, disk_bytes - off));
     const StateChunk c{n, 0};
@@ -177,13 +194,14 @@ Result<void> save_state(int fd, const DeviceState& s, const uint8_t* disk, uint6
       return r;
     if (auto r = out.write_all(disk + off, n); !r)
       return r;
-    sum = fnv1a(sum, disk + off, n);
+    sum.update(disk + off, n);
     off += n;
   }
   const StateChunk end{0, 0};
   if (auto r = out.write_all(&end, sizeof end); !r)
     return r;
-  return out.write_all(&sum, sizeof sum);
+  const uint64_t digest = sum.digest();
+  return out.write_all(&digest, sizeof digest);
 }
 
 Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes, uint32_t num_queues,
@@ -212,7 +230,10 @@ Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes, uint3
     return std::move(r).error();
   if (auto r = in.read_exact(s.vring_bases.data(), num_queues * sizeof(uint32_t)); !r)
     return std::move(r).error();
-  uint64_t off = 0, sum = fnv_basis;
+  uint64_t off = 0;
+  DiskHasher sum;
+  if (!sum.ok())
+    return make_error(errc::io_error, op_load, "XXH3_createState failed");
   for (;;) {
     StateChunk c{};
     if (auto r = in.read_exact(&c, sizeof c); !r)
@@ -224,7 +245,7 @@ Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes, uint3
     // BOUNDS: off + c.bytes <= disk_bytes checked above.
     if (auto r = in.read_exact(disk + off, c.bytes); !r)
       return std::move(r).error();
-    sum = fnv1a(sum, disk + off, c.bytes);
+    sum.update(disk + off, c.bytes);
     off += c.bytes;
   }
   if (off != disk_bytes)
@@ -232,7 +253,7 @@ Result<DeviceState> load_state(int fd, uint8_t* disk, uint64_t disk_bytes, uint3
   uint64_t want = 0;
   if (auto r = in.read_exact(&want, sizeof want); !r)
     return std::move(r).error();
-  if (want != sum)
+  if (want != sum.digest())
     return make_error(errc::invalid_payload, op_load, "disk checksum mismatch");
   if (auto r = in.read_eof(); !r)
     return std::move(r).error();

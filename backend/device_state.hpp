@@ -14,8 +14,8 @@
 
 namespace vufront::backend {
 
-inline constexpr char state_magic[8] = {'V', 'U', 'F', 'B', 'K', 'S', 'T', '1'};
-inline constexpr uint32_t state_version = 1;
+inline constexpr char state_magic[8] = {'V', 'U', 'F', 'B', 'K', 'S', 'T', '2'};
+inline constexpr uint32_t state_version = 2;
 inline constexpr uint32_t state_chunk_bytes = 1u << 20;
 
 /// Fixed header at the start of the stream (40 bytes).

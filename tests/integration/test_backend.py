@@ -307,7 +307,7 @@ def test_device_state_save_and_load(tmp):
         assert struct.unpack('<Q', c.recv(42))[0] == 0x100
         t.join(30)
         state = b''.join(chunks)
-        assert state[:8] == b'VUFBKST1' and struct.unpack_from('<I', state, 8)[0] == 1
+        assert state[:8] == b'VUFBKST2' and struct.unpack_from('<I', state, 8)[0] == 2
         assert len(state) > 4 << 20
         assert c.u64(43) == 0
         c.close()

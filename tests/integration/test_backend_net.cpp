@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/device_state.hpp"
 #include "protocol/virtio_config.hpp"
 #include "tests/integration/checks.hpp"
 #include "tests/integration/direct_device.hpp"
@@ -286,7 +287,7 @@ TEST_CASE("vufront-backend net: device state of a net back-end saves and loads")
   }
   // header (40) + 12 config bytes + 4 vring bases + end chunk (8) + checksum (8): no disk
   REQUIRE(state.size() == 40 + 12 + 4 * 4 + 8 + 8);
-  CHECK(std::string(state.begin(), state.begin() + 8) == "VUFBKST1");
+  CHECK(std::string(state.begin(), state.begin() + 8) == std::string(backend::state_magic, sizeof backend::state_magic));
   CHECK(std::vector<uint8_t>(state.begin() + 40, state.begin() + 46) ==
         std::vector<uint8_t>(default_mac, default_mac + 6));
   for (const char* queues : {"2", "1"}) {
