@@ -192,6 +192,32 @@ def test_job_consistent_snapshot_of_two_disks(tmp):
         assert all(dv['state_bytes'] > 0 for dv in summary['devices'])
 
 
+def test_docs_examples_run_as_their_comments_say(tmp):
+    """Each job file in docs/examples, run against the back-ends its comment
+    tells the user to start (paths under /tmp/vufront-* moved into this test's
+    directory, so parallel runs do not meet)."""
+    examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'docs', 'examples')
+    names = sorted(n for n in os.listdir(examples) if n.endswith('.json'))
+    assert len(names) >= 3, names
+    for name in names:
+        with open(os.path.join(examples, name)) as f:
+            text = f.read().replace('/tmp/vufront-', os.path.join(tmp, 'vufront-'))
+        commands = re.findall(r'vufront-backend (--socket [^&\n]*)', text)
+        assert commands, (name, 'the comment names no back-end to start')
+        job = os.path.join(tmp, name)
+        with open(job, 'w') as f:
+            f.write(text)
+        with Backends(ARGS.backend, tmp) as bs:
+            for c in commands:
+                args = c.split()
+                sock = args[1]
+                bs.start(os.path.basename(sock)[:-len('.sock')], *args[2:])
+            r = vufront('job', job, '--json-progress')
+            assert r.returncode == 0, (name, r.stdout, r.stderr)
+            _, summary = job_events(r.stdout)
+            assert summary['ok'] is True, (name, summary)
+
+
 def test_job_refuses_a_snapshot_of_another_point(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '16M')
