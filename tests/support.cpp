@@ -1,5 +1,8 @@
 #include "tests/support.hpp"
 
+#include <chrono>
+#include <thread>
+
 #include <dirent.h>
 #include <unistd.h>
 
@@ -36,6 +39,16 @@ std::string FdCount::listing() {
   }
   ::closedir(dir);
   return out;
+}
+
+int FdCount::leaked() const {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  int diff = count_open_fds() - before_;
+  while (diff > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    diff = count_open_fds() - before_;
+  }
+  return diff;
 }
 
 }  // namespace vufront::test
