@@ -14,6 +14,7 @@
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
 
+#include "actors/credit_gate.hpp"
 #include "actors/error.hpp"
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
@@ -77,54 +78,25 @@ Result<void> send_reply(Connection& conn, uint32_t code, uint64_t status) {
 /// that had to be detached (last strong reference dropped on it) never sees
 /// closed fds or freed memory.
 struct ReaderCore {
-  ReaderCore(UniqueFd sock, UniqueFd stop_fd, UniqueFd credit_fd, caf::actor_addr owner_addr,
+  ReaderCore(UniqueFd sock, std::unique_ptr<CreditGate> g, caf::actor_addr owner_addr,
              uint64_t acked_features, std::shared_ptr<ChannelCounters> c)
       : conn(std::move(sock)),
-        stop(std::move(stop_fd)),
-        credits(std::move(credit_fd)),
+        gate(std::move(g)),
         owner(std::move(owner_addr)),
         acked(acked_features),
         counters(std::move(c)) {}
 
   Connection conn;   ///< reads; writes only refusals, while holding every credit
-  UniqueFd stop;     ///< eventfd; readable = stop
-  UniqueFd credits;  ///< EFD_SEMAPHORE eventfd, channel_credits initially
+  std::unique_ptr<CreditGate> gate;  ///< channel_credits credits, and the stop signal
   caf::actor_addr owner;  ///< weak
   uint64_t acked;
   std::shared_ptr<ChannelCounters> counters;
-  std::atomic<bool> stopping{false};
 };
 
 namespace {
 
-enum class Wake { ready, stop, error };
-
-/// Waits until `fd` is readable (or hung up) or the reader is told to stop.
-Wake wait_readable(const ReaderCore& c, int fd, int& err) {
-  for (;;) {
-    if (c.stopping.load())
-      return Wake::stop;
-    pollfd p[2] = {{c.stop.get(), POLLIN, 0}, {fd, POLLIN, 0}};
-    int r = ::poll(p, 2, -1);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      err = errno;
-      return Wake::error;
-    }
-    if (p[0].revents != 0 || c.stopping.load())
-      return Wake::stop;
-    if (p[1].revents & POLLNVAL) {
-      err = EBADF;
-      return Wake::error;
-    }
-    if (p[1].revents != 0)
-      return Wake::ready;
-  }
-}
-
 void report_eof(const ReaderCore& c, std::string reason) {
-  if (c.stopping.load())
+  if (c.gate->stopping())
     return;
   if (auto hdl = caf::actor_cast<channel_actor>(c.owner))
     caf::anon_send(hdl, channel_eof_atom_v, std::move(reason));
@@ -133,28 +105,15 @@ void report_eof(const ReaderCore& c, std::string reason) {
 /// Takes one credit, waiting for the actor to give one back if needed.
 /// false: stop (or the eventfd failed, which was reported).
 bool take_credit(const ReaderCore& c) {
-  for (;;) {
-    uint64_t v = 0;
-    if (::read(c.credits.get(), &v, sizeof v) == static_cast<ssize_t>(sizeof v))
-      return true;
-    if (errno == EINTR)
-      continue;
-    int err = errno;
-    if (err == EAGAIN) {
-      auto w = wait_readable(c, c.credits.get(), err);
-      if (w == Wake::ready)
-        continue;
-      if (w == Wake::stop)
-        return false;
-    }
+  int err = 0;
+  if (c.gate->take(err))
+    return true;
+  if (err != 0)
     report_eof(c, std::string("reader credit eventfd failed: ") + std::strerror(err));
-    return false;
-  }
+  return false;
 }
 
-void give_credits(const ReaderCore& c, uint64_t n) noexcept {
-  (void)!::write(c.credits.get(), &n, sizeof n);
-}
+void give_credits(const ReaderCore& c, uint64_t n) noexcept { c.gate->give(n); }
 
 /// Answers a request decode refused, in order: first waits until it holds
 /// every credit (the actor has nothing queued and wrote all its replies).
@@ -182,17 +141,17 @@ void note_queued(ChannelCounters& k) {
 
 void read_loop(ReaderCore& c) {
   bool have_credit = false;
-  while (!c.stopping.load()) {
+  while (!c.gate->stopping()) {
     if (!have_credit) {
       if (!take_credit(c))
         return;
       have_credit = true;
     }
     int err = 0;
-    auto w = wait_readable(c, c.conn.fd(), err);
-    if (w == Wake::stop)
+    auto w = c.gate->wait_readable(c.conn.fd(), err);
+    if (w == CreditGate::Wake::stop)
       return;
-    if (w == Wake::error) {
+    if (w == CreditGate::Wake::error) {
       report_eof(c, std::string("poll() failed: ") + std::strerror(err));
       return;
     }
@@ -254,16 +213,11 @@ public:
     UniqueFd sock = channel->duplicate();
     if (!sock)
       return make_error(errc::io_error, kChannel, "cannot dup the channel socket", errno);
-    UniqueFd stop = make_eventfd();
-    if (!stop)
-      return make_error(errc::io_error, kChannel, "cannot create the stop eventfd", errno);
-    // OWNERSHIP: the new eventfd is owned by `credits` from birth.
-    UniqueFd credits = UniqueFd::adopt(
-        ::eventfd(channel_credits, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE));
-    if (!credits)
-      return make_error(errc::io_error, kChannel, "cannot create the credit eventfd", errno);
-    auto core = std::make_shared<ReaderCore>(std::move(sock), std::move(stop), std::move(credits),
-                                             std::move(owner), acked, std::move(counters));
+    auto gate = CreditGate::create(channel_credits, kChannel);
+    if (!gate)
+      return std::move(gate).error();
+    auto core = std::make_shared<ReaderCore>(std::move(sock), std::move(gate).value(), std::move(owner),
+                                             acked, std::move(counters));
     std::unique_ptr<ChannelReader> out(new ChannelReader(core));
     try {
       out->thread_ = std::thread(run_reader, core);
@@ -288,12 +242,7 @@ public:
   ChannelReader& operator=(const ChannelReader&) = delete;
 
   /// Tells the thread to finish; does not wait. Idempotent.
-  void stop() noexcept {
-    if (core_->stopping.exchange(true))
-      return;
-    uint64_t one = 1;
-    (void)!::write(core_->stop.get(), &one, sizeof one);
-  }
+  void stop() noexcept { core_->gate->stop(); }
 
   /// The actor finished one request: one credit back, one fewer queued.
   void request_done() noexcept {
