@@ -246,6 +246,17 @@ connection_actor::behavior_type connection_impl(
           raw.push_back(f ? f->get() : -1);
         return answer_ok(self, self->state.client->set_mem_table(regions, raw));
       },
+      [self](add_mem_reg_atom, const wire::MemoryRegion& region,
+             const SharedFd& fd) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("ADD_MEM_REG"));
+        return answer_ok(self, self->state.client->add_mem_reg(region, fd ? fd->get() : -1));
+      },
+      [self](rem_mem_reg_atom, const wire::MemoryRegion& region) -> caf::result<caf::ok_atom> {
+        if (!self->state.client)
+          return to_caf(not_connected("REM_MEM_REG"));
+        return answer_ok(self, self->state.client->rem_mem_reg(region));
+      },
       [self](start_queues_atom, const std::vector<QueueStart>& queues) -> caf::result<caf::ok_atom> {
         if (!self->state.client)
           return to_caf(not_connected("SET_VRING_NUM"));

@@ -206,6 +206,68 @@ void reset_tail(Self self, OkPromise rp) {
           [self, rp](caf::error& e) mutable { fail(self, rp, "reset", e); });
 }
 
+/// add_memory_region / remove_memory_region: `next` is the whole new
+/// memory, `gpa` the region added or removed. Checked as set_memory is, and
+/// refused when a ring of the activation would no longer be in guest
+/// memory. Sent as ADD_MEM_REG / REM_MEM_REG with CONFIGURE_MEM_SLOTS, else
+/// as a whole SET_MEM_TABLE; nothing is sent before activation.
+caf::result<caf::ok_atom> change_memory(Self self, const char* op, MemorySpec next, uint64_t gpa,
+                                        bool adding) {
+  if (auto e = admit(self, op, {DeviceState::negotiated, DeviceState::active, DeviceState::sleeping}))
+    return *e;
+  auto& st = self->state;
+  if (next.empty() && st.state != DeviceState::negotiated)
+    return to_caf(make_error(errc::invalid_argument, op,
+                             "the last region cannot be removed while the device has queues"));
+  auto table = next.empty() ? Result<std::vector<wire::MemoryRegion>>(std::vector<wire::MemoryRegion>{})
+                            : check_memory(next, st.info.max_mem_slots);
+  if (!table) {
+    Error e = std::move(table).error();
+    e.request = op;
+    return to_caf(e);
+  }
+  for (const auto& q : st.queues)
+    if (auto a = vring_addr(q.spec, st.packed, *table); !a)
+      return to_caf(make_error(errc::invalid_argument, op,
+                               "queue " + std::to_string(q.spec.index) +
+                                   "'s rings would no longer be in guest memory"));
+  if (st.state == DeviceState::negotiated) {
+    st.memory = std::move(next);
+    st.mem_table = std::move(table).value();
+    return caf::ok_atom_v;
+  }
+  // The table entry of the region, as the back-end knows it.
+  const auto& lookup = adding ? *table : st.mem_table;
+  wire::MemoryRegion entry{};
+  SharedFd fd;
+  for (size_t i = 0; i < lookup.size(); ++i)
+    if (lookup[i].guest_phys_addr == gpa) {
+      entry = lookup[i];
+      if (adding)
+        fd = next[i].fd;
+    }
+  st.busy = op;
+  auto rp = self->make_response_promise<caf::ok_atom>();
+  auto done = [self, rp, next, t = table.value()](caf::ok_atom) mutable {
+    self->state.memory = std::move(next);
+    self->state.mem_table = std::move(t);
+    self->state.busy.clear();
+    rp.deliver(caf::ok_atom_v);
+  };
+  auto failed = [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); };
+  auto deadline = st.config.timeouts.mem_table + slack;
+  if (has_bit(st.info.protocol_features, protocol_feature::configure_mem_slots)) {
+    if (adding)
+      self->request(st.conn, deadline, add_mem_reg_atom_v, entry, fd).then(done, failed);
+    else
+      self->request(st.conn, deadline, rem_mem_reg_atom_v, entry).then(done, failed);
+  } else {
+    self->request(st.conn, deadline, mem_table_atom_v, table.value(), memory_fds(next))
+        .then(done, failed);
+  }
+  return rp;
+}
+
 /// activate: one connection step (features, FEATURES_OK, memory table,
 /// queues, DRIVER_OK), then the worker.
 void activate_sequence(Self self, OkPromise rp) {
@@ -361,6 +423,25 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
                 [self, rp](caf::error& e) mutable { fail(self, rp, "set_memory", e); });
         return rp;
       },
+      [self](mem_add_atom, const MemoryRegionSpec& r) -> caf::result<caf::ok_atom> {
+        MemorySpec next = self->state.memory;
+        next.push_back(r);
+        return change_memory(self, "add_memory_region", std::move(next), r.gpa, true);
+      },
+      [self](mem_rm_atom, uint64_t gpa) -> caf::result<caf::ok_atom> {
+        MemorySpec next;
+        bool found = false;
+        for (const auto& r : self->state.memory) {
+          if (r.gpa == gpa && !found)
+            found = true;
+          else
+            next.push_back(r);
+        }
+        if (!found)
+          return to_caf(make_error(errc::invalid_argument, "remove_memory_region",
+                                   "no region starts at " + hex(gpa)));
+        return change_memory(self, "remove_memory_region", std::move(next), gpa, false);
+      },
       // ---- activate
       [self](activate_atom, const ActivateSpec& spec) -> caf::result<caf::ok_atom> {
         if (auto e = admit(self, "activate", {DeviceState::negotiated}))
@@ -487,6 +568,7 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         s.acked_features = st.acked_features;
         s.virtio_status = st.virtio_status;
         s.last_error = st.last_error;
+        s.memory = st.memory;
         for (const auto& q : st.queues)
           s.queues.push_back({q.spec.index, q.spec.size, q.base, 0});
         if (!st.worker)

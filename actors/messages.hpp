@@ -10,6 +10,11 @@
 // Children hold only a weak handle (caf::actor_addr) to the device, so the
 // device dies when its last outside handle is dropped and takes its children
 // with it.
+//
+// `vufront attach` (docs/attach-protocol.md):
+//   control_server ──linked──> device ...   (one tree per device id)
+//                  ──linked──> control_session (detached; one per VMM
+//                              connection; control_reader thread)
 
 #include <chrono>
 #include <cstdint>
@@ -24,7 +29,9 @@
 #include <caf/replies_to.hpp>
 #include <caf/type_id.hpp>
 #include <caf/typed_actor.hpp>
+#include <nlohmann/json.hpp>
 
+#include "control/packet.hpp"
 #include "memory/shmem_mapper.hpp"
 #include "memory/unique_fd.hpp"
 #include "protocol/backend_request.hpp"
@@ -35,6 +42,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   // device facade
   CAF_ADD_ATOM(vufront, vufront::actors, negotiate_atom, "negotiate")
   CAF_ADD_ATOM(vufront, vufront::actors, memory_atom, "memory")
+  CAF_ADD_ATOM(vufront, vufront::actors, mem_add_atom, "memadd")
+  CAF_ADD_ATOM(vufront, vufront::actors, mem_rm_atom, "memrm")
   CAF_ADD_ATOM(vufront, vufront::actors, activate_atom, "activate")
   CAF_ADD_ATOM(vufront, vufront::actors, sleep_atom, "sleep")
   CAF_ADD_ATOM(vufront, vufront::actors, wake_atom, "wake")
@@ -56,6 +65,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, vring_err_atom, "vringerr")
   // connection actor (one message per lifecycle step, not per request)
   CAF_ADD_ATOM(vufront, vufront::actors, mem_table_atom, "memtable")
+  CAF_ADD_ATOM(vufront, vufront::actors, add_mem_reg_atom, "addmemreg")
+  CAF_ADD_ATOM(vufront, vufront::actors, rem_mem_reg_atom, "remmemreg")
   CAF_ADD_ATOM(vufront, vufront::actors, start_queues_atom, "startq")
   CAF_ADD_ATOM(vufront, vufront::actors, stop_queues_atom, "stopq")
   CAF_ADD_ATOM(vufront, vufront::actors, get_config_atom, "getconfig")
@@ -78,6 +89,18 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, save_atom, "save")
   CAF_ADD_ATOM(vufront, vufront::actors, load_atom, "load")
   CAF_ADD_ATOM(vufront, vufront::actors, pump_atom, "pump")
+  // attach: control server and sessions
+  CAF_ADD_ATOM(vufront, vufront::actors, accept_atom, "accept")
+  CAF_ADD_ATOM(vufront, vufront::actors, hello_atom, "hello")
+  CAF_ADD_ATOM(vufront, vufront::actors, lookup_atom, "lookup")
+  CAF_ADD_ATOM(vufront, vufront::actors, add_dev_atom, "adddev")
+  CAF_ADD_ATOM(vufront, vufront::actors, rm_dev_atom, "rmdev")
+  CAF_ADD_ATOM(vufront, vufront::actors, owner_atom, "shmowner")
+  CAF_ADD_ATOM(vufront, vufront::actors, dev_event_atom, "devevent")
+  CAF_ADD_ATOM(vufront, vufront::actors, shmem_fwd_atom, "shmemfwd")
+  CAF_ADD_ATOM(vufront, vufront::actors, packet_atom, "packet")
+  CAF_ADD_ATOM(vufront, vufront::actors, ctl_eof_atom, "ctleof")
+  CAF_ADD_ATOM(vufront, vufront::actors, push_atom, "push")
 CAF_END_TYPE_ID_BLOCK(vufront)
 // (caf::get_atom, caf::ok_atom, caf::reset_atom are predefined.)
 
@@ -183,6 +206,7 @@ struct DeviceStatus {
   uint8_t virtio_status = 0;    ///< last SET_STATUS value
   std::vector<QueueStatus> queues;
   std::string last_error;       ///< why the device is broken, if it is
+  MemorySpec memory;            ///< the guest memory set (its fds are the device's)
 };
 
 struct DeviceEvent {
@@ -237,6 +261,18 @@ struct SnapshotInfo {
   uint64_t features = 0;   ///< the virtio features of the snapshot
   std::vector<QueueStatus> queues;  ///< the saved / restored bases
   uint64_t elapsed_us = 0;
+};
+
+// ---- attach (control server) payloads ----------------------------------------
+
+/// One device of `vufront attach`: its id, back-end and how to negotiate.
+struct DeviceSetup {
+  std::string id;
+  std::string backend;  ///< the back-end's vhost-user socket
+  NegotiateOptions negotiate;
+  /// At run time: the session whose VMM maps the back-end's shared memory
+  /// (set_shmem_owner vmm); 0 = vufront maps it.
+  uint64_t shmem_owner = 0;
 };
 
 // ---- connection actor payloads ---------------------------------------------
@@ -329,6 +365,11 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<const vufront::snapshot::Manifest>
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::QueueStart>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::WatchedQueue>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::wire::MemoryRegion>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::wire::MemoryRegion)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::MemoryRegionSpec)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceSetup)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(nlohmann::json)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<vufront::control::Packet>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::SharedFd)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::SharedFd>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<vufront::BackendRequest>)
@@ -344,6 +385,12 @@ namespace vufront::actors {
 using device_actor = caf::typed_actor<
     caf::replies_to<negotiate_atom, NegotiateOptions>::with<DeviceInfo>,
     caf::replies_to<memory_atom, MemorySpec>::with<caf::ok_atom>,
+    /// One more guest RAM region (ADD_MEM_REG with CONFIGURE_MEM_SLOTS, else
+    /// the whole table again); the table is checked as for memory_atom.
+    caf::replies_to<mem_add_atom, MemoryRegionSpec>::with<caf::ok_atom>,
+    /// Removes the region starting at this guest-physical address
+    /// (REM_MEM_REG, else the whole table); refused while a running ring is in it.
+    caf::replies_to<mem_rm_atom, uint64_t>::with<caf::ok_atom>,
     caf::replies_to<activate_atom, ActivateSpec>::with<caf::ok_atom>,
     caf::replies_to<rd_config_atom, uint32_t, uint32_t>::with<std::vector<uint8_t>>,
     caf::replies_to<wr_config_atom, uint32_t, std::vector<uint8_t>>::with<caf::ok_atom>,
@@ -381,6 +428,9 @@ using connection_actor = caf::typed_actor<
     caf::replies_to<activate_atom, ActivateRequest>::with<caf::ok_atom>,
     caf::replies_to<mem_table_atom, std::vector<wire::MemoryRegion>, std::vector<SharedFd>>::with<
         caf::ok_atom>,
+    /// ADD_MEM_REG / REM_MEM_REG (CONFIGURE_MEM_SLOTS).
+    caf::replies_to<add_mem_reg_atom, wire::MemoryRegion, SharedFd>::with<caf::ok_atom>,
+    caf::replies_to<rem_mem_reg_atom, wire::MemoryRegion>::with<caf::ok_atom>,
     caf::replies_to<start_queues_atom, std::vector<QueueStart>>::with<caf::ok_atom>,
     /// SET_VRING_ENABLE(0) (bit 30) then GET_VRING_BASE for each index;
     /// replies with the bases in the same order. `packed` relaxes the
@@ -452,5 +502,35 @@ using channel_actor = caf::typed_actor<
     caf::replies_to<caf::reset_atom>::with<caf::ok_atom>,
     /// Requests served so far.
     caf::replies_to<caf::get_atom>::with<uint64_t>>;
+
+/// One VMM connection of `vufront attach` (actors/control_session.hpp).
+using control_session_actor = caf::typed_actor<
+    /// From the reader thread: one packet (its credit travels with it).
+    caf::reacts_to<packet_atom, std::shared_ptr<control::Packet>>,
+    /// From the reader thread: the VMM closed the connection, or it broke.
+    caf::reacts_to<ctl_eof_atom, std::string>,
+    /// From the server: an event to send, with its fds.
+    caf::reacts_to<push_atom, nlohmann::json, std::vector<SharedFd>>>;
+
+/// `vufront attach`'s root (actors/control_server.hpp): the devices by id,
+/// the VMM connections, events from the devices to the connections.
+using control_server_actor = caf::typed_actor<
+    /// Negotiates every configured device and starts accepting; replies with
+    /// the greeting's device list, or the first failure.
+    caf::replies_to<start_atom>::with<nlohmann::json>,
+    /// From the accept thread: a new connection.
+    caf::reacts_to<accept_atom, SharedFd>,
+    /// The greeting ({"event": "hello", ...}).
+    caf::replies_to<hello_atom>::with<nlohmann::json>,
+    /// The device `id` ("" = the only one), with its set-up.
+    caf::replies_to<lookup_atom, std::string>::with<device_actor, DeviceSetup>,
+    caf::replies_to<add_dev_atom, DeviceSetup>::with<nlohmann::json>,
+    caf::replies_to<rm_dev_atom, std::string>::with<caf::ok_atom>,
+    /// set_shmem_owner: (device id, session id, true = that VMM, false = vufront).
+    caf::replies_to<owner_atom, std::string, uint64_t, bool>::with<caf::ok_atom>,
+    /// From a device's event relay.
+    caf::reacts_to<dev_event_atom, std::string, DeviceEvent>,
+    /// From a device's VMM shared-memory mapper: an event for the owner, with the fd.
+    caf::reacts_to<shmem_fwd_atom, std::string, nlohmann::json, SharedFd>>;
 
 }  // namespace vufront::actors

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "app/attach_command.hpp"
 #include "app/check_command.hpp"
 #include "app/demo_command.hpp"
 #include "app/job_command.hpp"
@@ -158,6 +160,38 @@ int main(int argc, char** argv) {
   cmd_job->add_flag("--no-progress", job.no_progress, "No progress output, only the summary")
       ->excludes(json_progress);
 
+  // ---- attach
+  vufront::app::AttachOptions attach;
+  std::vector<std::string> attach_backends, attach_kinds, attach_queues;
+  uint32_t attach_queue_size = 1024;
+  double attach_timeout_s = 5.0;
+  auto* cmd_attach = app.add_subcommand(
+      "attach", "Serve vhost-user front-ends to a VMM over a control socket\n"
+                "(docs/attach-protocol.md): connect to every back-end, listen on --control,\n"
+                "take commands (memory, activate, config, sleep, wake, reset, snapshot,\n"
+                "restore) and push events, until SIGINT or SIGTERM.");
+  cmd_attach->add_option("--backend", attach_backends,
+                         "[ID=]SOCKET: a back-end's vhost-user socket (repeat for more devices;\n"
+                         "ids default to disk0, disk1, net0, fs0, ...)")
+      ->required()
+      ->take_all();
+  cmd_attach->add_option("--control", attach.control,
+                         "PATH of the control socket to create (SOCK_SEQPACKET, mode 0600)")
+      ->required();
+  cmd_attach->add_option("--device", attach_kinds,
+                         "[ID=]blk|net|fs: the device kind (without ID: for every device; default blk)");
+  cmd_attach->add_option("--queues", attach_queues,
+                         "[ID=]N: queues the VMM will use (blk/fs: queues, net: pairs; default 1)");
+  cmd_attach->add_option("--queue-size", attach_queue_size, "Largest queue size the VMM will use")
+      ->default_val(1024)
+      ->check(CLI::Range(1u, 32768u));
+  cmd_attach->add_option("--allow-uid", attach.allowed_uids,
+                         "Also accept VMM connections from this uid (besides vufront's own)");
+  cmd_attach->add_option("--timeout", attach_timeout_s,
+                         "Seconds for connecting to each back-end and for each request")
+      ->default_val(5.0)
+      ->check(CLI::Range(0.001, 3600.0));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -198,5 +232,16 @@ int main(int argc, char** argv) {
   }
   if (cmd_job->parsed())
     return vufront::app::job_main(job);
+  if (cmd_attach->parsed()) {
+    auto setups = vufront::app::device_setups(attach_backends, attach_kinds, attach_queues,
+                                              attach_queue_size);
+    if (!setups) {
+      std::cerr << setups.error().request << ": " << setups.error().detail << "\n";
+      return exit_usage;
+    }
+    attach.devices = std::move(setups).value();
+    attach.timeout = seconds_to_ms(attach_timeout_s);
+    return vufront::app::attach_main(attach);
+  }
   return exit_usage;
 }

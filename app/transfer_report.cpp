@@ -243,7 +243,7 @@ sigset_t cancel_signals() {
 sigset_t saved_mask;  // the mask before the first CancelOnSignal (one at a time)
 }  // namespace
 
-CancelOnSignal::CancelOnSignal() {
+CancelOnSignal::CancelOnSignal(const char* what) : what_(what) {
   sigset_t set = cancel_signals();
   if (::pthread_sigmask(SIG_BLOCK, &set, &saved_mask) != 0)
     return;
@@ -293,7 +293,7 @@ void CancelOnSignal::run() {
       std::_Exit(130);
     }
     signalled_ = true;
-    std::fputs("\nvufront: cancelling (interrupt again to quit at once)\n", stderr);
+    std::fprintf(stderr, "\nvufront: %s (interrupt again to quit at once)\n", what_);
     if (fn_)
       fn_();
   }

@@ -98,7 +98,9 @@ struct TransferRun {
 /// blocked signals; the destructor restores the signal mask.
 class CancelOnSignal {
 public:
-  CancelOnSignal();
+  /// `what` names what the first signal does in the line it prints
+  /// ("cancelling", "stopping").
+  explicit CancelOnSignal(const char* what = "cancelling");
   ~CancelOnSignal();
   CancelOnSignal(const CancelOnSignal&) = delete;
   CancelOnSignal& operator=(const CancelOnSignal&) = delete;
@@ -117,6 +119,7 @@ private:
   UniqueFd signal_fd_;
   UniqueFd stop_fd_;
   bool mask_changed_ = false;
+  const char* what_ = "cancelling";
   std::thread thread_;
 };
 

@@ -23,6 +23,10 @@ const char* to_string(errc code) noexcept {
     case errc::invalid_argument: return "invalid_argument";
     case errc::bad_state: return "bad_state";
     case errc::cancelled: return "cancelled";
+    case errc::bad_message: return "bad_message";
+    case errc::not_found: return "not_found";
+    case errc::busy: return "busy";
+    case errc::permission_denied: return "permission_denied";
   }
   return "unknown_error";
 }
@@ -49,6 +53,10 @@ bool Error::reconnect_may_help() const noexcept {
     case errc::invalid_argument:
     case errc::bad_state:
     case errc::cancelled:
+    case errc::bad_message:
+    case errc::not_found:
+    case errc::busy:
+    case errc::permission_denied:
       return false;
   }
   return false;
@@ -86,3 +94,18 @@ Error make_error(errc code, std::string request, std::string detail, int sys_err
 }
 
 } // namespace vufront
+
+namespace vufront {
+
+bool errc_from_string(const std::string& name, errc& out) noexcept {
+  for (int c = static_cast<int>(errc::io_error); c <= static_cast<int>(errc::permission_denied); ++c) {
+    auto code = static_cast<errc>(c);
+    if (name == to_string(code)) {
+      out = code;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace vufront

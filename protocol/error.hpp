@@ -29,7 +29,14 @@ enum class errc : unsigned char {
   invalid_argument,    ///< the caller passed something unusable
   bad_state,           ///< not valid in the current state
   cancelled,           ///< the caller cancelled the operation
+  bad_message,         ///< a control message that is not what the protocol says
+  not_found,           ///< no such device (control protocol)
+  busy,                ///< too much in progress; try again later
+  permission_denied,   ///< the peer is not allowed (control socket)
 };
+
+/// The code named `name` (to_string's inverse), if there is one.
+[[nodiscard]] bool errc_from_string(const std::string& name, errc& out) noexcept;
 
 /// Stable lower_snake name of a code ("timeout", "bad_fds", ...).
 [[nodiscard]] const char* to_string(errc code) noexcept;

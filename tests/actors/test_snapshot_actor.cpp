@@ -50,6 +50,12 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
       },
       [=](mem_table_atom, const std::vector<wire::MemoryRegion>&,
           const std::vector<SharedFd>&) -> caf::result<caf::ok_atom> { return unused("mem"); },
+      [=](add_mem_reg_atom, const wire::MemoryRegion&, const SharedFd&) -> caf::result<caf::ok_atom> {
+        return unused("add_mem_reg");
+      },
+      [=](rem_mem_reg_atom, const wire::MemoryRegion&) -> caf::result<caf::ok_atom> {
+        return unused("rem_mem_reg");
+      },
       [=](start_queues_atom, const std::vector<QueueStart>&) -> caf::result<caf::ok_atom> {
         return unused("start");
       },

@@ -1,11 +1,14 @@
 """vufront-backend processes and `vufront` runs for the Python integration
 tests of the snapshot, restore and job commands (test_job.py,
 test_snapshot_cli.py)."""
+import array
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
+import time
 
 
 class Backend:
@@ -99,3 +102,164 @@ def index_of(events, device, name, event, step=None):
 def leftovers(directory):
     """Temporary snapshot files left in `directory`."""
     return [f for f in os.listdir(directory) if '.tmp.' in f]
+
+
+class Attach:
+    """`vufront attach` with `args` (its --control is `control`); ready once it
+    logs that it serves. Always stopped by pid (SIGINT, then SIGKILL): use it
+    as a context manager. `log` keeps its stderr lines."""
+
+    def __init__(self, vufront, control, *args, timeout=20):
+        self.control = control
+        self.log = []
+        self.proc = subprocess.Popen([vufront, 'attach', '--control', control, *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.serving = threading.Event()
+        self.ended = threading.Event()
+        self.reader = threading.Thread(target=self._drain, daemon=True)
+        self.reader.start()
+        deadline = time.monotonic() + timeout
+        while not self.serving.is_set() and not self.ended.is_set() and time.monotonic() < deadline:
+            self.serving.wait(0.05)
+        if not self.serving.is_set():
+            self.stop()
+            raise AssertionError('vufront attach did not start serving:\n' + ''.join(self.log))
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+            if ' serving ' in line:
+                self.serving.set()
+        self.ended.set()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def wait_log(self, text, timeout=10):
+        """Waits until a log line contains `text`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.log):
+                return True
+            time.sleep(0.02)
+        raise AssertionError('no log line with %r in:\n%s' % (text, ''.join(self.log)))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait(10)
+        self.reader.join(2)
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Control:
+    """A raw VMM connection to `vufront attach` (SOCK_SEQPACKET, JSON per
+    packet, fds with SCM_RIGHTS): call() sends a command and returns its
+    reply, keeping the events that came meanwhile in `events`."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.events = []
+        self.next_id = 1
+        self.greeting = self.recv()
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_raw(self, data, fds=()):
+        if fds:
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))])
+        else:
+            self.sock.send(data)
+
+    def recv(self):
+        msg, anc, _, _ = self.sock.recvmsg(1 << 17, socket.CMSG_SPACE(16 * 4))
+        if not msg:
+            raise EOFError('vufront closed the connection')
+        fds = []
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                a = array.array('i')
+                a.frombytes(data[:len(data) - len(data) % 4])
+                fds.extend(a)
+        m = json.loads(msg)
+        if fds:
+            m['_fds'] = fds
+        return m
+
+    def reply(self, id_):
+        """The reply with `id_`; events meanwhile go to self.events."""
+        while True:
+            m = self.recv()
+            if 'event' in m:
+                self.events.append(m)
+                continue
+            if m.get('id') == id_:
+                return m
+
+    def call(self, cmd, args=None, fds=(), device=None, **extra):
+        id_ = self.next_id
+        self.next_id += 1
+        m = {'id': id_, 'cmd': cmd}
+        if device:
+            m['device'] = device
+        if args is not None:
+            m['args'] = args
+        m.update(extra)
+        self.send_raw(json.dumps(m).encode(), fds)
+        return self.reply(id_)
+
+    def ok(self, cmd, args=None, fds=(), device=None):
+        r = self.call(cmd, args, fds, device)
+        assert r['ok'] is True, (cmd, r)
+        return r['result']
+
+    def error(self, cmd, args=None, fds=(), device=None, code=None):
+        r = self.call(cmd, args, fds, device)
+        assert r['ok'] is False, (cmd, r)
+        if code:
+            assert r['error']['code'] == code, (cmd, code, r)
+        return r['error']
+
+    def wait_event(self, name, timeout=10, **match):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if e.get('event') == name and all(e.get(k) == v for k, v in match.items()):
+                    return self.events.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError('no %s event %r; got %s' % (name, match, self.events))
+            self.sock.settimeout(left)
+            try:
+                m = self.recv()
+            except socket.timeout:
+                continue
+            finally:
+                self.sock.settimeout(10)
+            if 'event' in m:
+                self.events.append(m)
+
+
+def open_fds(pid):
+    """The number of fds process `pid` has open."""
+    return len(os.listdir('/proc/%d/fd' % pid))

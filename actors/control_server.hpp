@@ -1,0 +1,76 @@
+#pragma once
+// The control server actor: the root of `vufront attach`
+// (docs/attach-protocol.md). It owns the devices (one device actor tree
+// each, by id), the listening control socket and the VMM connections (one
+// control_session each), and routes the devices' events to every
+// connection.
+//
+//   start       negotiate every configured device -> listen -> accept
+//   accept      peer uid checked (SO_PEERCRED) -> refused, or a session
+//   events      device -> relay -> server -> every session
+//   last VMM    gone -> every active device is put to sleep
+//
+// Shared memory: by default the back-end's SHMEM_MAP/UNMAP requests land in
+// an in-process window (memory/shmem_window); a session that sends
+// set_shmem_owner vmm gets them as events (with the fd) instead, until it
+// says otherwise or goes away.
+//
+// It traps exits: a session or device that dies takes nothing else with it;
+// an exit from anyone else (the attach command's shutdown) ends the server,
+// and with it, linked, every device and session.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/control_session.hpp"
+#include "actors/fd_watcher.hpp"
+#include "actors/messages.hpp"
+#include "memory/shmem_window.hpp"
+#include "memory/unique_fd.hpp"
+#include "protocol/backend_client.hpp"
+
+namespace vufront::actors {
+
+struct ControlServerConfig {
+  std::string control_path;
+  unsigned control_mode = 0600;
+  /// uids allowed besides the one vufront runs as.
+  std::vector<uint32_t> allowed_uids;
+  /// The devices negotiated at start.
+  std::vector<DeviceSetup> devices;
+  Timeouts timeouts;
+  std::chrono::milliseconds connect_timeout{5000};
+  ControlLog log;
+};
+
+struct ControlServerData {
+  static inline const char* name = "vufront.control_server";
+
+  struct Device {
+    DeviceSetup setup;
+    device_actor dev;
+    caf::actor relay;
+    DeviceState state = DeviceState::disconnected;  ///< as its events tell
+    std::shared_ptr<ShmemWindow> window;  ///< when vufront maps shared memory
+  };
+
+  ControlServerConfig config;
+  std::map<std::string, Device> devices;
+  std::map<uint64_t, control_session_actor> sessions;
+  uint64_t next_session = 1;
+  bool listening = false;
+  UniqueFd listen_fd;                     ///< before `acceptor`: it outlives the thread
+  std::unique_ptr<FdWatcher> acceptor;    ///< LAST: joined first
+};
+
+[[nodiscard]] control_server_actor::behavior_type control_server_impl(
+    control_server_actor::stateful_pointer<ControlServerData> self, ControlServerConfig config);
+
+}  // namespace vufront::actors

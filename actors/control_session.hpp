@@ -1,0 +1,49 @@
+#pragma once
+// The control session actor: one VMM connection of `vufront attach`
+// (docs/attach-protocol.md). Detached (it writes to the VMM's socket, each
+// write bounded by a short deadline). It sends the greeting, then reads
+// packets through its ControlReader, checks each command (envelope, args,
+// fds), asks the server for the device and sends the device the matching
+// request; every command gets exactly one reply, in whatever order they
+// finish. Events from the server are written as they come.
+//
+// When the VMM closes the connection (or stops reading, or sends garbage
+// the transport cannot frame) the session stops reading, waits for the
+// commands still running to be answered by their devices, then quits; the
+// server then puts the devices to sleep if no VMM is left.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/control_reader.hpp"
+#include "actors/messages.hpp"
+#include "memory/unique_fd.hpp"
+
+namespace vufront::actors {
+
+using ControlLog = std::function<void(const std::string&)>;
+
+struct ControlSessionData {
+  static inline const char* name = "vufront.control_session";
+
+  control_server_actor server;
+  uint64_t id = 0;
+  ControlLog log;
+  size_t in_flight = 0;
+  bool closing = false;
+  UniqueFd conn;                          ///< before `reader`: it outlives the thread
+  std::unique_ptr<ControlReader> reader;  ///< LAST: joined first
+};
+
+/// `conn` is the accepted connection (the session keeps a duplicate).
+[[nodiscard]] control_session_actor::behavior_type control_session_impl(
+    control_session_actor::stateful_pointer<ControlSessionData> self, control_server_actor server,
+    uint64_t id, SharedFd conn, ControlLog log);
+
+}  // namespace vufront::actors

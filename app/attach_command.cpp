@@ -1,0 +1,180 @@
+#include "app/attach_command.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include <caf/actor_system.hpp>
+#include <caf/after.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "actors/control_server.hpp"
+#include "actors/error.hpp"
+#include "actors/system.hpp"
+#include "app/transfer_report.hpp"
+#include "control/protocol.hpp"
+#include "protocol/virtio_config.hpp"
+
+namespace vufront::app {
+
+namespace {
+
+constexpr const char* kOpt = "vufront attach";
+
+/// "ID=VALUE" -> (ID, VALUE); "VALUE" -> ("", VALUE).
+std::pair<std::string, std::string> split_id(const std::string& s) {
+  auto eq = s.find('=');
+  if (eq == std::string::npos)
+    return {"", s};
+  return {s.substr(0, eq), s.substr(eq + 1)};
+}
+
+std::string default_prefix(DeviceKind k) {
+  switch (k) {
+    case DeviceKind::blk: return "disk";
+    case DeviceKind::net: return "net";
+    case DeviceKind::fs: return "fs";
+    default: return "dev";
+  }
+}
+
+void log_line(const std::string& line) {
+  std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&now));
+  std::fprintf(stderr, "vufront attach: %s %s\n", stamp, line.c_str());
+}
+
+}  // namespace
+
+Result<std::vector<actors::DeviceSetup>> device_setups(const std::vector<std::string>& backends,
+                                                       const std::vector<std::string>& kinds,
+                                                       const std::vector<std::string>& queues,
+                                                       uint32_t max_queue_size) {
+  if (backends.empty())
+    return make_error(errc::invalid_argument, kOpt, "--backend: at least one back-end socket");
+  // Kinds and queue counts by id ("" = for every device without its own).
+  std::map<std::string, DeviceKind> kind_of;
+  for (const auto& k : kinds) {
+    auto [id, v] = split_id(k);
+    auto kind = device_kind_from_string(v);
+    if (!kind || *kind == DeviceKind::generic)
+      return make_error(errc::invalid_argument, kOpt, "--device " + k + ": the kind is blk, net or fs");
+    kind_of[id] = *kind;
+  }
+  std::map<std::string, uint16_t> queues_of;
+  for (const auto& q : queues) {
+    auto [id, v] = split_id(q);
+    char* end = nullptr;
+    unsigned long n = std::strtoul(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < 1 || n > 0x8000)
+      return make_error(errc::invalid_argument, kOpt, "--queues " + q + ": a count 1..32768");
+    queues_of[id] = static_cast<uint16_t>(n);
+  }
+  std::vector<actors::DeviceSetup> out;
+  std::set<std::string> ids, sockets;
+  std::map<std::string, int> numbered;
+  for (const auto& b : backends) {
+    auto [id, socket] = split_id(b);
+    if (socket.empty() || socket.size() > 107)
+      return make_error(errc::invalid_argument, kOpt, "--backend " + b + ": a socket path of 1..107 bytes");
+    DeviceKind kind = DeviceKind::blk;
+    if (!id.empty() && kind_of.count(id))
+      kind = kind_of[id];
+    else if (kind_of.count(""))
+      kind = kind_of[""];
+    if (id.empty()) {
+      std::string prefix = default_prefix(kind);
+      do
+        id = prefix + std::to_string(numbered[prefix]++);
+      while (ids.count(id));
+    }
+    if (!control::valid_device_id(id))
+      return make_error(errc::invalid_argument, kOpt,
+                        "--backend " + b + ": a device id is 1..32 letters, digits, '-', '_', '.'");
+    if (!ids.insert(id).second)
+      return make_error(errc::invalid_argument, kOpt, "--backend " + b + ": device id " + id + " given twice");
+    if (!sockets.insert(socket).second)
+      return make_error(errc::invalid_argument, kOpt, "--backend " + b + ": socket " + socket + " given twice");
+    actors::DeviceSetup s;
+    s.id = id;
+    s.backend = socket;
+    s.negotiate.kind = kind;
+    s.negotiate.queues = queues_of.count(id) ? queues_of[id] : (queues_of.count("") ? queues_of[""] : 1);
+    s.negotiate.max_queue_size = static_cast<uint16_t>(max_queue_size);
+    out.push_back(std::move(s));
+  }
+  for (const auto& [id, k] : kind_of)
+    if (!id.empty() && !ids.count(id))
+      return make_error(errc::invalid_argument, kOpt, "--device " + id + "=...: no --backend " + id + "=...");
+  for (const auto& [id, n] : queues_of)
+    if (!id.empty() && !ids.count(id))
+      return make_error(errc::invalid_argument, kOpt, "--queues " + id + "=...: no --backend " + id + "=...");
+  return out;
+}
+
+int attach_main(const AttachOptions& opts) {
+  CancelOnSignal signals("stopping");  // before the actor system: its threads inherit the mask
+  actors::SystemConfig cfg;
+  caf::actor_system sys{cfg};
+  actors::ControlServerConfig sc;
+  sc.control_path = opts.control;
+  sc.allowed_uids = opts.allowed_uids;
+  sc.devices = opts.devices;
+  sc.connect_timeout = opts.timeout;
+  sc.timeouts.request = opts.timeout;
+  sc.log = log_line;
+  auto server = sys.spawn(actors::control_server_impl, sc);
+  int status = 0;
+  {
+    caf::scoped_actor self{sys};
+    self->monitor(server);
+    auto start_deadline = (opts.timeout * 10 + std::chrono::seconds(10)) *
+                          static_cast<int64_t>(opts.devices.size() + 1);
+    self->request(server, start_deadline, actors::start_atom_v)
+        .receive(
+            [&](const nlohmann::json& hello) {
+              std::string list;
+              for (const auto& d : hello["devices"])
+                list += std::string(list.empty() ? "" : ", ") + d["id"].get<std::string>() + " (" +
+                        d["kind"].get<std::string>() + ", " + d["backend"].get<std::string>() + ")";
+              log_line("serving " + list + " on " + opts.control + " (protocol " +
+                       std::to_string(control::protocol_version) + ")");
+            },
+            [&](caf::error& e) {
+              std::cerr << "vufront attach: " << actors::from_caf(e, "start").message() << "\n";
+              status = 1;
+            });
+    if (status == 0) {
+      signals.on_signal([server] { caf::anon_send_exit(server, caf::exit_reason::user_shutdown); });
+      bool down = false;
+      // A daemon: it runs until a signal ends the server (or the server fails).
+      while (!down)
+        self->receive([&](caf::down_msg& dm) {
+          down = true;
+          if (dm.reason && dm.reason != caf::exit_reason::user_shutdown) {
+            std::cerr << "vufront attach: the server ended: " << sys.render(dm.reason) << "\n";
+            status = 1;
+          }
+        });
+      signals.on_signal(nullptr);
+    } else {
+      caf::anon_send_exit(server, caf::exit_reason::user_shutdown);
+    }
+  }
+  if (status == 0) {
+    ::unlink(opts.control.c_str());  // ours: the server refuses a path in use
+    log_line("stopped");
+  }
+  return status;
+}
+
+}  // namespace vufront::app

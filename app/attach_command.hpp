@@ -1,0 +1,39 @@
+#pragma once
+// `vufront attach --backend [ID=]SOCKET ... --control PATH`: vhost-user
+// front-ends for a VMM, driven over a control socket
+// (docs/attach-protocol.md). Connects to every back-end, listens on PATH,
+// serves VMM connections until SIGINT/SIGTERM, then stops the devices
+// (their back-ends see the connection close) and removes PATH.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "protocol/error.hpp"
+
+namespace vufront::app {
+
+struct AttachOptions {
+  std::vector<actors::DeviceSetup> devices;
+  std::string control;
+  std::vector<uint32_t> allowed_uids;
+  /// Connecting to each back-end, and each request to it.
+  std::chrono::milliseconds timeout{5000};
+};
+
+/// The devices from the command line: --backend [ID=]SOCKET (repeated),
+/// --device [ID=]KIND and --queues [ID=]N (a value without ID applies to
+/// every device that has none of its own), --queue-size N. Ids default to
+/// the kind and a number: disk0, disk1, net0, fs0. Errors: invalid_argument
+/// naming the option (unknown id, duplicate id or socket, bad kind).
+[[nodiscard]] Result<std::vector<actors::DeviceSetup>> device_setups(
+    const std::vector<std::string>& backends, const std::vector<std::string>& kinds,
+    const std::vector<std::string>& queues, uint32_t max_queue_size);
+
+/// Exit status: 0 after a signal, 1 when a back-end cannot be negotiated or
+/// the control socket cannot be created (one line on stderr naming it).
+[[nodiscard]] int attach_main(const AttachOptions& opts);
+
+}  // namespace vufront::app

@@ -1,0 +1,239 @@
+#include "control/packet.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+namespace vufront::control {
+
+namespace {
+
+constexpr const char* kListen = "control socket";
+constexpr const char* kConnect = "connect";
+constexpr const char* kSend = "send";
+constexpr const char* kReceive = "receive";
+
+Result<sockaddr_un> address_of(const std::string& path, const char* what) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof a.sun_path)
+    return make_error(errc::invalid_argument, what,
+                      "socket path must be 1.." + std::to_string(sizeof a.sun_path - 1) +
+                          " bytes: " + path);
+  std::memcpy(a.sun_path, path.data(), path.size());
+  return a;
+}
+
+UniqueFd seqpacket_socket() {
+  return UniqueFd::adopt(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+}
+
+int ms_until(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  if (left <= 0)
+    return 0;
+  return left > 60'000 ? 60'000 : static_cast<int>(left);
+}
+
+/// Waits for `events` on fd until the deadline. false: the deadline passed.
+Result<bool> wait_for(int fd, short events, Clock::time_point deadline, const char* what) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int n = ::poll(&p, 1, ms_until(deadline));
+    if (n > 0)
+      return true;
+    if (n == 0) {
+      if (Clock::now() >= deadline)
+        return false;
+      continue;
+    }
+    if (errno != EINTR)
+      return make_error(errc::io_error, what, "poll", errno);
+  }
+}
+
+}  // namespace
+
+Result<UniqueFd> listen_at(const std::string& path, unsigned mode, int backlog) {
+  auto addr = address_of(path, kListen);
+  if (!addr)
+    return std::move(addr).error();
+  struct stat sb {};
+  if (::lstat(path.c_str(), &sb) == 0) {
+    if (!S_ISSOCK(sb.st_mode))
+      return make_error(errc::invalid_argument, kListen, path + " exists and is not a socket");
+    // A socket file: replace it only when nobody listens on it any more.
+    UniqueFd probe = seqpacket_socket();
+    if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0)
+      return make_error(errc::bad_state, kListen, path + " is in use by another process");
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return make_error(errc::io_error, kListen, "unlink stale " + path, errno);
+  }
+  UniqueFd fd = seqpacket_socket();
+  if (!fd)
+    return make_error(errc::io_error, kListen, "socket", errno);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0)
+    return make_error(errc::io_error, kListen, "bind " + path, errno);
+  // The mode is set before listen(): nobody can connect in between.
+  if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return make_error(errc::io_error, kListen, "chmod " + path, err);
+  }
+  if (::listen(fd.get(), backlog) != 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return make_error(errc::io_error, kListen, "listen " + path, err);
+  }
+  return fd;
+}
+
+Result<UniqueFd> accept_from(int listen_fd) {
+  for (;;) {
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0)
+      return UniqueFd::adopt(fd);  // OWNERSHIP: a new fd from accept4
+    if (errno != EINTR)
+      return make_error(errc::io_error, "accept", "accept4", errno);
+  }
+}
+
+Result<UniqueFd> connect_to(const std::string& path, std::chrono::milliseconds timeout) {
+  auto addr = address_of(path, kConnect);
+  if (!addr)
+    return std::move(addr).error();
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    UniqueFd fd = seqpacket_socket();
+    if (!fd)
+      return make_error(errc::io_error, kConnect, "socket", errno);
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0)
+      return fd;
+    int err = errno;
+    if (err != ENOENT && err != ECONNREFUSED && err != EINTR && err != EAGAIN)
+      return make_error(errc::io_error, kConnect, path, err);
+    if (Clock::now() >= deadline)
+      return make_error(errc::timeout, kConnect,
+                        "nobody listens on " + path + " (" + std::strerror(err) + ")");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+Result<uint32_t> peer_uid(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return make_error(errc::io_error, "SO_PEERCRED", "getsockopt", errno);
+  return static_cast<uint32_t>(cred.uid);
+}
+
+Result<void> send_packet(int fd, std::string_view text, const std::vector<int>& fds,
+                         Clock::time_point deadline) {
+  if (text.size() > max_packet_bytes)
+    return make_error(errc::oversized, kSend,
+                      std::to_string(text.size()) + " bytes, at most " +
+                          std::to_string(max_packet_bytes));
+  if (fds.size() > max_packet_fds)
+    return make_error(errc::oversized, kSend,
+                      std::to_string(fds.size()) + " fds, at most " + std::to_string(max_packet_fds));
+  iovec iov{const_cast<char*>(text.data()), text.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_packet_fds)] = {};
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    // BOUNDS: fds.size() <= max_packet_fds, the size `control` was made for.
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0)
+      return ok();
+    if (errno == EINTR)
+      continue;
+    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+      return make_error(errc::disconnected, kSend, "the peer closed the connection", errno);
+    if (errno != EAGAIN)
+      return make_error(errc::io_error, kSend, "sendmsg", errno);
+    auto ready = wait_for(fd, POLLOUT, deadline, kSend);
+    if (!ready)
+      return std::move(ready).error();
+    if (!*ready)
+      return make_error(errc::timeout, kSend, "the peer does not read its messages");
+  }
+}
+
+Result<std::optional<Packet>> try_receive_packet(int fd) {
+  Packet p;
+  p.text.resize(max_packet_bytes);
+  iovec iov{p.text.data(), p.text.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_packet_fds)] = {};
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  for (;;) {
+    n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT | MSG_TRUNC);
+    if (n >= 0 || errno != EINTR)
+      break;
+  }
+  if (n < 0) {
+    if (errno == EAGAIN)
+      return std::optional<Packet>{};
+    if (errno == ECONNRESET)
+      return make_error(errc::disconnected, kReceive, "connection reset by the peer", errno);
+    return make_error(errc::io_error, kReceive, "recvmsg", errno);
+  }
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int one = -1;
+      // BOUNDS: count is derived from cmsg_len, inside `control`.
+      std::memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof one);
+      p.fds.push_back(UniqueFd::adopt(one));  // OWNERSHIP: installed for us by the kernel
+    }
+  }
+  p.fds_truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  p.size = static_cast<size_t>(n);
+  if (n == 0 && p.fds.empty() && !p.fds_truncated)
+    return make_error(errc::disconnected, kReceive, "the peer closed the connection");
+  p.truncated = (msg.msg_flags & MSG_TRUNC) != 0 || p.size > max_packet_bytes;
+  p.text.resize(p.truncated ? max_packet_bytes : p.size);
+  return std::optional<Packet>{std::move(p)};
+}
+
+Result<std::optional<Packet>> receive_packet(int fd, Clock::time_point deadline) {
+  for (;;) {
+    auto r = try_receive_packet(fd);
+    if (!r) {
+      if (r.error().code == errc::disconnected)
+        return std::optional<Packet>{};
+      return r;
+    }
+    if (*r)
+      return r;
+    auto ready = wait_for(fd, POLLIN, deadline, kReceive);
+    if (!ready)
+      return std::move(ready).error();
+    if (!*ready)
+      return make_error(errc::timeout, kReceive, "no message before the deadline");
+  }
+}
+
+}  // namespace vufront::control

@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""`vufront attach` as a VMM uses it (docs/attach-protocol.md):
+
+* vufront-example-vmm's whole flow (memory, activate, I/O, sleep, snapshot,
+  restore, wake, data read back) against vufront-backend - restored into the
+  same back-end, into a new one, with MSI-X - and against qemu-storage-daemon;
+* the control socket's negatives: a uid that is not allowed, garbage,
+  oversized messages, missing / unused / wrong fds, commands in the wrong
+  state, a flood of commands, a VMM that disconnects in the middle of a
+  command or while the device runs (left asleep, re-attach and wake);
+* events: config change, back-end lost, shared memory handed to the VMM;
+* several devices, add_device / remove_device.
+
+    test_attach.py --vufront build/bin/vufront --vmm build/bin/vufront-example-vmm
+                   --backend build/bin/vufront-backend [--peers DIR] [-k NAME]
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+from runner import run_tests
+from vubackend import Attach, Backends, Control, open_fds, run
+
+ARGS = None
+# A python any uid can run (the test's own may live under /root).
+PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
+
+
+def ctl_path(tmp):
+    return os.path.join(tmp, 'vufront.ctl')
+
+
+def vmm(control, *args, timeout=120):
+    return run(ARGS.vmm, '--control', control, *args, timeout=timeout)
+
+
+def assert_vmm_ok(r):
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'result: ok, the data matched' in r.stdout, r.stdout
+
+
+# ---- the example VMM's flow ---------------------------------------------------------
+
+def test_example_vmm_same_backend_new_backend_and_msix(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        b = bs.start('b', '--size', '16M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att:
+            r = vmm(att.control)
+            assert_vmm_ok(r)
+            for step in ('snapshot', 'reset', 'restore', 'wake', 'read back'):
+                assert ('ok   ' + step) in r.stdout, (step, r.stdout)
+            # into a fresh back-end: its disk was zeros, so the data can only
+            # have come from the snapshot
+            r = vmm(att.control, '--restore-into', b.sock)
+            assert_vmm_ok(r)
+            assert 'ok   add_device' in r.stdout, r.stdout
+            r = vmm(att.control, '--msix')
+            assert_vmm_ok(r)
+            assert 'MSI-X' in r.stdout, r.stdout
+            assert att.stop() == 0
+        assert not os.path.exists(ctl_path(tmp)), 'the control socket is removed at exit'
+
+
+def test_example_vmm_against_qemu_storage_daemon(tmp):
+    if not ARGS.peers:
+        raise AssertionError('--peers is needed for qemu-storage-daemon')
+    sock = os.path.join(tmp, 'qsd.sock')
+    img = os.path.join(tmp, 'disk.img')
+    with open(img, 'wb') as f:
+        f.truncate(64 << 20)
+    start = subprocess.run([os.path.join(ARGS.peers, 'start-qsd-blk.sh'), sock, img],
+                           capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stdout + start.stderr
+    pid = int(start.stdout.split()[-1])
+    try:
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', sock) as att:
+            r = vmm(att.control)
+            assert_vmm_ok(r)
+            assert 'skip snapshot/restore' in r.stdout, r.stdout  # qsd has no DEVICE_STATE
+            assert 'ok   read back' in r.stdout, r.stdout
+        # the data is in qemu-storage-daemon's image, at sector 8
+        with open(img, 'rb') as f:
+            f.seek(8 * 512)
+            data = f.read(64 * 1024)
+        assert any(data), 'nothing was written to the image'
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        subprocess.run([os.path.join(ARGS.peers, 'stop-peer.sh'), sock], capture_output=True, timeout=30)
+
+
+# ---- the control socket's negatives -----------------------------------------------------
+
+def test_socket_mode_and_wrong_uid_refused(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att:
+            mode = stat.S_IMODE(os.stat(att.control).st_mode)
+            assert mode == 0o600, oct(mode)
+            os.chmod(att.control, 0o666)  # let uid 65534 reach the uid check
+            os.chmod(tmp, 0o755)
+            probe = ('import socket, json\n'
+                     's = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n'
+                     's.connect(%r)\n'
+                     'm = json.loads(s.recv(65536))\n'
+                     'print(json.dumps(m))\n'
+                     'print("closed" if s.recv(65536) == b"" else "open")\n') % att.control
+            r = subprocess.run([PYTHON, '-c', probe], capture_output=True, text=True, timeout=30,
+                               preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+            assert r.returncode == 0, r.stdout + r.stderr
+            lines = r.stdout.splitlines()
+            m = json.loads(lines[0])
+            assert m['event'] == 'refused' and m['error']['code'] == 'permission_denied', m
+            assert 'uid 65534' in m['error']['message'], m
+            assert lines[1] == 'closed', lines
+            att.wait_log('refused a connection from uid 65534')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--allow-uid', '65534') as att:
+            os.chmod(att.control, 0o666)
+            probe = ('import socket, json\n'
+                     's = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n'
+                     's.connect(%r)\n'
+                     'print(json.loads(s.recv(65536))["event"])\n') % att.control
+            r = subprocess.run([PYTHON, '-c', probe], capture_output=True, text=True, timeout=30,
+                               preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+            assert r.stdout.strip() == 'hello', r.stdout + r.stderr
+
+
+def test_garbage_huge_and_malformed_commands_change_nothing(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            assert c.greeting['event'] == 'hello' and c.greeting['protocol'] == 1, c.greeting
+            before = c.ok('status')
+            fds_before = open_fds(att.pid)
+            cases = [
+                (b'garbage', None, 'bad_message'),
+                (b'[1, 2, 3]', None, 'bad_message'),
+                (b'{"cmd": "status"}', None, 'bad_message'),                 # no id
+                (b'{"id": 1}', 1, 'bad_message'),                            # no cmd
+                (b'{"id": [1], "cmd": "status"}', None, 'bad_message'),      # id not a scalar
+                (b'{"id": 2, "cmd": "status", "extra": 1}', 2, 'bad_message'),
+                (b'{"id": 3, "cmd": "status", "args": [1]}', 3, 'bad_message'),
+                (b'{"id": 4, "cmd": "status", "args": {"x": 1}}', 4, 'bad_message'),
+                (b'{"id": 5, "cmd": "read_config", "args": {"offset": -1, "size": 4}}', 5, 'bad_message'),
+                (b'{"id": 6, "cmd": "read_config", "args": {"offset": "zz", "size": 4}}', 6, 'bad_message'),
+                (b'{"id": 7, "cmd": "no_such_command"}', 7, 'unknown_request'),
+                (b'{"id": 8, "cmd": "status", "device": "nope"}', 8, 'not_found'),
+                (b'{"id": 9, "cmd": "status", "device": "bad id!"}', 9, 'bad_message'),
+                (b'{"id": "s", "cmd": "write_config", "args": {"offset": 0, "data": "abc"}}', 's', 'bad_message'),
+                (b'\xff\xfe{not utf8', None, 'bad_message'),
+            ]
+            for data, id_, code in cases:
+                c.send_raw(data)
+                m = c.recv()
+                assert m['ok'] is False and m['error']['code'] == code, (data, m)
+                assert m['id'] == id_, (data, m)
+            # a message larger than 64 KiB: refused as a whole, the connection goes on
+            c.send_raw(b'{"id": 10, "cmd": "status", "args": {"pad": "' + b'x' * 70000 + b'"}}')
+            m = c.recv()
+            assert m['ok'] is False and m['error']['code'] == 'oversized' and m['id'] is None, m
+            assert c.ok('status') == before
+            assert open_fds(att.pid) == fds_before
+
+
+def test_missing_unused_and_wrong_fds_are_refused_and_closed(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            c.ok('status')  # the session's reader runs from here on
+            fds_before = open_fds(att.pid)
+            mem = os.memfd_create('guest')
+            os.ftruncate(mem, 4 << 20)
+            region = {'gpa': '0x100000000', 'size': 4 << 20, 'fd': 0}
+            # no fd at all
+            c.error('set_memory', {'regions': [region]}, code='bad_fds')
+            # an fd nobody refers to
+            c.error('status', {}, fds=[mem], code='bad_fds')
+            # the same fd twice
+            two = dict(region, gpa='0x200000000')
+            c.error('set_memory', {'regions': [region, dict(two, fd=0)]}, fds=[mem], code='bad_fds')
+            # the wrong kind: a pipe as guest memory
+            r, w = os.pipe()
+            c.error('set_memory', {'regions': [region]}, fds=[r], code='bad_fds')
+            # more fds than a message may carry: all closed
+            many = [os.dup(mem) for _ in range(20)]
+            c.error('status', {}, fds=many, code='bad_fds')
+            for fd in many:
+                os.close(fd)
+            os.close(r)
+            os.close(w)
+            assert c.ok('status')['memory'] == []
+            assert open_fds(att.pid) == fds_before, 'refused fds are closed'
+            # and a good one works
+            c.ok('set_memory', {'regions': [region]}, fds=[mem])
+            assert len(c.ok('status')['memory']) == 1
+            os.close(mem)
+
+
+def test_commands_in_the_wrong_state(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            for cmd in ('wake', 'sleep'):
+                e = c.error(cmd, code='bad_state')
+                assert 'negotiated' in e['message'], e
+            ev = os.eventfd(0)
+            e = c.error('activate', {'features': 1 << 32, 'interrupt_fd': 1,
+                                     'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
+                                                 'driver': '0x100000400', 'device': '0x100000800',
+                                                 'kick': 0}]}, fds=[ev, ev], code='bad_state')
+            assert 'set_memory first' in e['message'], e
+            c.error('connect', code='bad_state')  # already connected
+            c.error('snapshot', {'path': os.path.join(tmp, 's.vfsnap'), 'timeout': 0}, code='bad_message')
+            assert c.ok('status')['state'] == 'negotiated'
+            os.close(ev)
+
+
+def test_a_flood_of_commands_gets_one_reply_each(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            n = 300
+            # The VMM sends from one thread and reads in another, as it must:
+            # vufront reads no more while its replies are not read.
+            def flood():
+                for i in range(n):
+                    c.send_raw(json.dumps({'id': 1000 + i, 'cmd': 'status'}).encode())
+            sender = threading.Thread(target=flood)
+            sender.start()
+            seen = {}
+            while len(seen) < n:
+                m = c.recv()
+                if 'event' in m:
+                    continue
+                assert m['id'] not in seen, m
+                seen[m['id']] = m
+            sender.join(30)
+            assert sorted(seen) == list(range(1000, 1000 + n))
+            codes = {('ok' if m['ok'] else m['error']['code']) for m in seen.values()}
+            assert codes <= {'ok', 'busy'}, codes
+            assert c.ok('status')['state'] == 'negotiated'
+
+
+def test_vmm_disconnects_mid_command_and_while_running(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M', '--delay-reply', 'GET_VRING_BASE:1500')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--timeout', '10') as att:
+            # a VMM brings the device up and goes away while it runs
+            with Control(att.control) as c:
+                mem = os.memfd_create('guest')
+                os.ftruncate(mem, 2 << 20)
+                kick, irq = os.eventfd(0), os.eventfd(0)
+                c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[mem])
+                c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
+                                  'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
+                                              'driver': '0x100000400', 'device': '0x100000800',
+                                              'kick': 0}]}, fds=[kick, irq])
+                assert c.ok('status')['state'] == 'active'
+                # sleep takes 1.5 s (the back-end delays GET_VRING_BASE); leave mid-way
+                c.send_raw(json.dumps({'id': 77, 'cmd': 'sleep'}).encode())
+                time.sleep(0.2)
+            att.wait_log('session 1: detached', timeout=15)
+            with Control(att.control) as c:
+                st = c.ok('status')
+                assert st['state'] == 'sleeping', st   # the sleep was carried out
+                c.ok('wake')
+                assert c.ok('status')['state'] == 'active'
+            # gone while active: put to sleep by vufront
+            att.wait_log('no VMM attached, put to sleep', timeout=15)
+            with Control(att.control) as c:
+                assert c.ok('status')['state'] == 'sleeping'
+                c.ok('wake')   # the rings resume with the fds vufront kept
+                c.ok('sleep')
+                c.ok('reset')
+                assert c.ok('status')['state'] == 'negotiated'
+            for fd in (mem, kick, irq):
+                os.close(fd)
+
+
+def test_memory_regions_added_and_removed_while_active(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            ram, more = os.memfd_create('ram'), os.memfd_create('more')
+            os.ftruncate(ram, 2 << 20)
+            os.ftruncate(more, 1 << 20)
+            kick, irq = os.eventfd(0), os.eventfd(0)
+            c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram])
+            c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
+                              'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
+                                          'driver': '0x100000400', 'device': '0x100000800',
+                                          'kick': 0}]}, fds=[kick, irq])
+            # hot-add a region: the back-end gets ADD_MEM_REG (CONFIGURE_MEM_SLOTS)
+            c.ok('add_memory_region', {'gpa': '0x200000000', 'size': 1 << 20, 'fd': 0}, fds=[more])
+            assert [m['gpa'] for m in c.ok('status')['memory']] == [0x100000000, 0x200000000]
+            assert any('<- ADD_MEM_REG' in line for line in a.log), ''.join(a.log[-20:])
+            # overlapping, or the region the rings are in: refused, nothing changes
+            e = c.error('add_memory_region', {'gpa': '0x200080000', 'size': 1 << 20, 'fd': 0}, fds=[more])
+            assert e['code'] == 'invalid_argument', e
+            e = c.error('remove_memory_region', {'gpa': '0x100000000'}, code='invalid_argument')
+            assert 'rings' in e['message'], e
+            c.error('remove_memory_region', {'gpa': '0x300000000'}, code='invalid_argument')
+            c.ok('remove_memory_region', {'gpa': '0x200000000'})
+            assert any('<- REM_MEM_REG' in line for line in a.log), ''.join(a.log[-20:])
+            assert [m['gpa'] for m in c.ok('status')['memory']] == [0x100000000]
+            assert c.ok('status')['state'] == 'active'
+            for fd in (ram, more, kick, irq):
+                os.close(fd)
+
+
+# ---- events, shared memory, several devices --------------------------------------------
+
+def test_events_config_change_and_backend_lost(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            os.kill(a.proc.pid, signal.SIGUSR1)
+            e = c.wait_event('config_changed')
+            assert e['device'] == 'disk0', e
+            a.proc.kill()
+            e = c.wait_event('backend_lost')
+            assert e['device'] == 'disk0' and e['reason'], e
+            c.wait_event('state_changed', state='broken')
+            st = c.ok('status')
+            assert st['state'] == 'broken' and st['last_error'], st
+            # a new back-end on the same socket: reset, connect
+            a.stop()
+            os.unlink(a.sock) if os.path.exists(a.sock) else None
+            bs.start('a', '--size', '4M')
+            c.ok('reset')
+            info = c.ok('connect')
+            assert info['kind'] == 'blk', info
+            assert c.ok('status')['state'] == 'negotiated'
+
+
+def test_shared_memory_requests_go_to_the_owning_vmm(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--shmem-size', '1M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            region = c.ok('shared_memory_region')
+            assert region['size'] > 0, region
+            c.ok('set_shmem_owner', {'owner': 'vmm'})
+            assert c.ok('status')['shmem_owner'] == 'vmm'
+            os.kill(a.proc.pid, signal.SIGUSR2)       # the back-end maps its window
+            e = c.wait_event('shmem_map')
+            assert e['device'] == 'disk0' and e['len'] > 0 and len(e.get('_fds', [])) == 1, e
+            os.close(e['_fds'][0])
+            os.kill(a.proc.pid, signal.SIGUSR2)       # and unmaps it
+            e = c.wait_event('shmem_unmap')
+            assert e['len'] > 0, e
+            # a second VMM may not take it over
+            with Control(att.control) as other:
+                other.error('set_shmem_owner', {'owner': 'vmm'}, code='bad_state')
+            c.ok('set_shmem_owner', {'owner': 'vufront'})
+            assert c.ok('status')['shmem_owner'] == 'vufront'
+
+
+def test_several_devices_add_and_remove(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        n = bs.start('n', '--device', 'net', '--queues', '2')
+        extra = bs.start('x', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', 'disk=' + a.sock, '--backend',
+                    'nic=' + n.sock, '--device', 'nic=net', '--queues', 'nic=2') as att, \
+                Control(att.control) as c:
+            ids = [d['id'] for d in c.greeting['devices']]
+            assert ids == ['disk', 'nic'], c.greeting
+            e = c.error('status', code='not_found')
+            assert 'disk' in e['message'] and 'nic' in e['message'], e
+            assert c.ok('status', device='nic')['kind'] == 'net'
+            assert c.ok('status', device='disk')['kind'] == 'blk'
+            c.error('add_device', {'id': 'disk', 'backend': extra.sock}, code='invalid_argument')
+            info = c.ok('add_device', {'id': 'disk2', 'backend': extra.sock})
+            assert info['kind'] == 'blk', info
+            c.wait_event('device_added', device='disk2')
+            assert [d['id'] for d in c.ok('hello')['devices']] == ['disk', 'disk2', 'nic']
+            c.ok('remove_device', {'id': 'disk2'})
+            c.error('status', device='disk2', code='not_found')
+            c.error('add_device', {'id': 'bad', 'backend': os.path.join(tmp, 'none.sock')})
+
+
+def test_usage_errors_exit_2_and_unreachable_backend_exits_1(tmp):
+    for args in ([], ['--control', ctl_path(tmp)], ['--backend', '/x.sock'],
+                 ['--backend', '/x.sock', '--control', ctl_path(tmp), '--device', 'gpu'],
+                 ['--backend', 'a=/x.sock', '--backend', 'a=/y.sock', '--control', ctl_path(tmp)],
+                 ['--backend', '/x.sock', '--control', ctl_path(tmp), '--queues', 'zz=2']):
+        r = run(ARGS.vufront, 'attach', *args, timeout=30)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+    r = run(ARGS.vufront, 'attach', '--backend', os.path.join(tmp, 'none.sock'), '--control',
+            ctl_path(tmp), '--timeout', '0.3', timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'disk0: ' in r.stderr and 'connect' in r.stderr, r.stderr
+    assert not os.path.exists(ctl_path(tmp))
+    assert 'attach' in run(ARGS.vufront, 'attach', '--help').stdout
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--vufront', required=True)
+    ap.add_argument('--vmm', required=True)
+    ap.add_argument('--backend', required=True)
+    ap.add_argument('--peers')
+    ap.add_argument('-k', help='run only tests whose name contains this')
+    ARGS = ap.parse_args()
+    return run_tests(globals(), ARGS.k, prefix='vufront-attach-')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
