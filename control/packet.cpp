@@ -61,37 +61,19 @@ Result<bool> wait_for(int fd, short events, Clock::time_point deadline, const ch
 }  // namespace
 
 Result<UniqueFd> listen_at(const std::string& path, unsigned mode, int backlog) {
-  auto addr = address_of(path, kListen);
-  if (!addr)
-    return std::move(addr).error();
-  struct stat sb {};
-  if (::lstat(path.c_str(), &sb) == 0) {
-    if (!S_ISSOCK(sb.st_mode))
-      return make_error(errc::invalid_argument, kListen, path + " exists and is not a socket");
-    // A socket file: replace it only when nobody listens on it any more.
-    UniqueFd probe = seqpacket_socket();
-    if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0)
+  ListenFailure why{};
+  UniqueFd fd = make_listening_socket(path, SOCK_SEQPACKET, 0, mode, backlog, why);
+  switch (why) {
+    case ListenFailure::none: return fd;
+    case ListenFailure::bad_path:
+      return make_error(errc::invalid_argument, kListen, "socket path must be 1..107 bytes: " + path);
+    case ListenFailure::in_use:
       return make_error(errc::bad_state, kListen, path + " is in use by another process");
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-      return make_error(errc::io_error, kListen, "unlink stale " + path, errno);
+    case ListenFailure::not_a_socket:
+      return make_error(errc::invalid_argument, kListen, path + " exists and is not a socket");
+    case ListenFailure::system: break;
   }
-  UniqueFd fd = seqpacket_socket();
-  if (!fd)
-    return make_error(errc::io_error, kListen, "socket", errno);
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0)
-    return make_error(errc::io_error, kListen, "bind " + path, errno);
-  // The mode is set before listen(): nobody can connect in between.
-  if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
-    int err = errno;
-    ::unlink(path.c_str());
-    return make_error(errc::io_error, kListen, "chmod " + path, err);
-  }
-  if (::listen(fd.get(), backlog) != 0) {
-    int err = errno;
-    ::unlink(path.c_str());
-    return make_error(errc::io_error, kListen, "listen " + path, err);
-  }
-  return fd;
+  return make_error(errc::io_error, kListen, "listen on " + path, errno);
 }
 
 Result<UniqueFd> accept_from(int listen_fd) {

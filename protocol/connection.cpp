@@ -128,6 +128,42 @@ Result<Connection> Connection::connect(const std::string& path, Deadline deadlin
   }
 }
 
+Result<UniqueFd> Connection::listen(const std::string& path) {
+  const std::string what = "listen " + path;
+  ListenFailure why{};
+  UniqueFd fd = make_listening_socket(path, SOCK_STREAM, SOCK_NONBLOCK, 0600, 4, why);
+  switch (why) {
+    case ListenFailure::none: return fd;
+    case ListenFailure::bad_path:
+      return make_error(errc::invalid_argument, what, "socket path must be 1..107 bytes");
+    case ListenFailure::in_use:
+      return make_error(errc::bad_state, what, "another process listens on this socket already");
+    case ListenFailure::not_a_socket:
+      return make_error(errc::invalid_argument, what, "the path exists and is not a socket");
+    case ListenFailure::system: break;
+  }
+  return make_error(errc::io_error, what, "cannot listen", errno);
+}
+
+Result<Connection> Connection::accept(int listen_fd, Deadline deadline, const std::string& path) {
+  const std::string what = "accept on " + path;
+  for (;;) {
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0)
+      return Connection(UniqueFd::adopt(fd));  // OWNERSHIP: a new fd from accept4
+    if (errno == EINTR || errno == ECONNABORTED)
+      continue;
+    if (errno != EAGAIN)
+      return make_error(errc::io_error, what, "accept4() failed", errno);
+    int left = remaining_ms(deadline);
+    if (left == 0)
+      return make_error(errc::timeout, what, "no back-end connected before the deadline");
+    pollfd p{listen_fd, POLLIN, 0};
+    if (::poll(&p, 1, left) < 0 && errno != EINTR)
+      return make_error(errc::io_error, what, "poll() failed", errno);
+  }
+}
+
 Result<void> Connection::send(uint32_t request, uint32_t flags, const uint8_t* body,
                               size_t body_size, const int* fds, size_t nfds, Deadline deadline,
                               const std::string& what) {

@@ -59,6 +59,16 @@ public:
   /// Errors: invalid_argument (path too long), timeout, io_error.
   [[nodiscard]] static Result<Connection> connect(const std::string& path, Deadline deadline);
 
+  /// Client mode (the back-end connects to us, as DPDK's --client does):
+  /// a listening stream socket at `path` (mode 0600, non-blocking). A stale
+  /// socket file is replaced. Errors: invalid_argument (path too long, or
+  /// not a socket), bad_state (someone listens there already), io_error.
+  [[nodiscard]] static Result<UniqueFd> listen(const std::string& path);
+  /// Waits until `deadline` for a back-end to connect to `listen_fd`.
+  /// Errors: timeout ("no back-end connected"), io_error.
+  [[nodiscard]] static Result<Connection> accept(int listen_fd, Deadline deadline,
+                                                 const std::string& path);
+
   /// Sends one message: header {request, flags, body.size()} + body, with
   /// `fds` attached to the first byte. `what` names the request in errors.
   /// Errors: broken, io_error, disconnected (EPIPE/ECONNRESET), timeout;
