@@ -91,23 +91,38 @@ uint8_t* Inflight::queue_base(uint16_t q) const noexcept {
   return base_ + queue_bytes(queue_size_) * q;
 }
 
-int Inflight::start_queue(uint16_t q, uint16_t size) {
+std::optional<std::vector<uint16_t>> Inflight::start_queue(uint16_t q, uint16_t size,
+                                                          uint16_t used_idx) {
   uint8_t* b = queue_base(q);
   if (b == nullptr || size > queue_size_)
-    return -1;
+    return std::nullopt;
   put<uint16_t>(b + off_version, 1);
   put<uint16_t>(b + off_desc_num, size);
-  int pending = 0;
+  // A crash between publishing a used entry and clearing its record leaves
+  // the region's used idx behind the ring's: that last head is done.
+  if (get<uint16_t>(b + off_used_idx) != used_idx) {
+    const uint16_t last = get<uint16_t>(b + off_last_batch);
+    if (last < size)
+      b[header_bytes + entry_bytes * last] = 0;
+    put<uint16_t>(b + off_used_idx, used_idx);
+  }
+  std::vector<std::pair<uint64_t, uint16_t>> pending;
   uint64_t max_counter = 0;
   for (uint16_t i = 0; i < size; ++i) {
     uint8_t* e = b + header_bytes + entry_bytes * i;
     if (e[0] != 0) {
-      ++pending;
-      max_counter = std::max(max_counter, get<uint64_t>(e + 8));
+      const uint64_t c = get<uint64_t>(e + 8);
+      pending.emplace_back(c, i);
+      max_counter = std::max(max_counter, c);
     }
   }
+  std::sort(pending.begin(), pending.end());
   counter_[q] = max_counter + 1;
-  return pending;
+  std::vector<uint16_t> heads;
+  heads.reserve(pending.size());
+  for (const auto& p : pending)
+    heads.push_back(p.second);
+  return heads;
 }
 
 void Inflight::begin(uint16_t q, uint16_t head) {

@@ -11,6 +11,7 @@
 // Packed rings are not tracked (the region is still allocated).
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "memory/unique_fd.hpp"
@@ -41,10 +42,11 @@ public:
   void unmap() noexcept;
   [[nodiscard]] bool active() const noexcept { return base_ != nullptr; }
 
-  /// Prepares queue `q` of size `size` for tracking; returns how many
-  /// descriptors the previous back-end left marked in flight (they are
-  /// not resubmitted, only reported), or -1 if q is not covered.
-  int start_queue(uint16_t q, uint16_t size);
+  /// Prepares queue `q` of size `size` for tracking, the ring's used idx
+  /// being `used_idx`; returns the heads a previous back-end left in flight,
+  /// oldest first (to resubmit), or nullopt if q is not covered.
+  [[nodiscard]] std::optional<std::vector<uint16_t>> start_queue(uint16_t q, uint16_t size,
+                                                               uint16_t used_idx);
   /// Marks head `head` of queue `q` in flight (before processing it).
   void begin(uint16_t q, uint16_t head);
   /// Marks `head` completed after its used entry was published with used idx `used_idx`.

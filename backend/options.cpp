@@ -152,7 +152,8 @@ ParseOutcome parse_options(int argc, char** argv) {
       "(features VERSION_1, MAC, STATUS, MQ with more than one pair; GET_QUEUE_NUM\n"
       "answers 2 x --queues). Frames that find no RX buffer wait in a backlog of\n"
       "256 per pair (the oldest dropped beyond it).\n"
-      "Signals: SIGINT/SIGTERM stop cleanly (socket removed); SIGUSR1 sends\n"
+      "Signals: SIGINT/SIGTERM stop cleanly (socket removed); SIGHUP drops the\n"
+      "current front-end connection (and serves the next); SIGUSR1 sends\n"
       "BACKEND_CONFIG_CHANGE_MSG; SIGUSR2 sends SHMEM_UNMAP of the shared-memory\n"
       "window, or SHMEM_MAP when it is not mapped (needs --shmem-size).\n"
       "Device-state format: docs/backend-state-format.md. The --state-* faults apply\n"
@@ -202,6 +203,13 @@ ParseOutcome parse_options(int argc, char** argv) {
       "transfer counts as failed")
       ->type_name("BYTES");
   stall_after_opt->excludes(crash_after_opt);
+  app.add_flag("--connect", o.connect,
+               "client mode: connect to --socket (the front-end listens there, e.g. vufront\n"
+               "attach --client-mode), retrying while nobody listens; reconnect after a disconnect");
+  app.add_option("--crash-in-request", o.crash_in_request,
+                 "N: _exit (no cleanup) after taking the N-th request off a ring, before\n"
+                 "completing it (with INFLIGHT_SHMFD it stays marked in flight)")
+      ->check(CLI::Range(1u, 0xffffffffu));
   app.add_option("--pidfile", o.pidfile, "write the pid here once listening");
   app.add_flag("--verbose,-v", o.verbose, "log every request");
   try {

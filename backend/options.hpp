@@ -55,6 +55,13 @@ struct Options {
   StateFaults state_faults;
   std::string pidfile;
   bool verbose = false;
+  /// Client mode: connect to the front-end's socket (retrying while it does
+  /// not listen) instead of listening; after a disconnect, connect again.
+  bool connect = false;
+  /// --crash-in-request N: _exit after taking the N-th request (counted over
+  /// the daemon's life) off a ring, before completing it: a request left in
+  /// flight, for front-ends to resume.
+  uint32_t crash_in_request = 0;
 };
 
 /// "64M", "4096", "1G" -> bytes. Errors: invalid_argument.

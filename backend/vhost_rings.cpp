@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "backend/faults.hpp"
 #include "backend/vhost_server.hpp"
 #include "protocol/messages.hpp"
 
@@ -139,12 +140,20 @@ Result<void> VhostServer::start_ring(uint32_t index) {
                       "vring " + std::to_string(index) + ": " + q.error().message());
   v.queue.emplace(std::move(q).value());
   if (kind == virtio::RingKind::split && s_->inflight.active()) {
-    const int pending = s_->inflight.start_queue(static_cast<uint16_t>(index), v.num);
-    if (pending > 0)
+    const uint8_t* used = s_->mem.uva_to_ptr(v.addr.used, 4);
+    const uint16_t used_idx =
+        used != nullptr ? virtio::ring_load(reinterpret_cast<const uint16_t*>(used + 2)) : 0;
+    auto heads = s_->inflight.start_queue(static_cast<uint16_t>(index), v.num, used_idx);
+    if (heads && !heads->empty()) {
+      if (auto r = v.queue->resubmit(*heads); !r)
+        return make_error(errc::invalid_payload, "SET_VRING_KICK",
+                          "vring " + std::to_string(index) + ": " + r.error().message());
       std::fprintf(stderr,
-                   "vufront-backend: vring %u: %d requests left in flight by a previous "
-                   "back-end (not resubmitted)\n",
-                   index, pending);
+                   "vufront-backend: vring %u: resubmitting %zu request(s) a previous back-end "
+                   "left in flight (ring continues at %u)\n",
+                   index, heads->size(), v.queue->base());
+      v.resubmit = true;
+    }
   }
   if (!(s_->status & status_bit::driver_ok))
     s_->start_pending = true;  // first kick set-up counts as device start
@@ -217,6 +226,11 @@ std::optional<virtio::Chain> VhostServer::pop(uint32_t index) {
   }
   if (c->has_value() && !has_bit(s_->features, feature::ring_packed))
     s_->inflight.begin(static_cast<uint16_t>(index), (*c)->id);
+  if (c->has_value() && opt_.crash_in_request != 0 && ++popped_ == opt_.crash_in_request) {
+    std::fprintf(stderr, "vufront-backend: --crash-in-request %u: exiting with a request in flight\n",
+                 opt_.crash_in_request);
+    crash_now();
+  }
   return std::move(*c);
 }
 

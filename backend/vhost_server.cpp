@@ -83,6 +83,7 @@ Result<void> VhostServer::listen() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1);
   sigaddset(&set, SIGUSR2);
+  sigaddset(&set, SIGHUP);
   if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0)
     return make_error(errc::io_error, op, "sigprocmask", errno);
   // Writes into a state pipe whose reader is gone (--state-endless, a front-end
@@ -92,6 +93,17 @@ Result<void> VhostServer::listen() {
   signal_fd_ = UniqueFd::adopt(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signal_fd_)
     return make_error(errc::io_error, op, "signalfd", errno);
+  if (opt_.connect) {
+    if (!opt_.pidfile.empty()) {
+      std::ofstream pf(opt_.pidfile);
+      pf << ::getpid() << "\n";
+      if (!pf)
+        return make_error(errc::io_error, op, "cannot write pidfile " + opt_.pidfile);
+    }
+    if (opt_.verbose)
+      log("connecting to %s%s", opt_.socket_path);
+    return ok();
+  }
   listen_fd_ = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!listen_fd_)
     return make_error(errc::io_error, op, "socket", errno);
@@ -123,6 +135,11 @@ bool VhostServer::handle_signal() {
     } else if (si.ssi_signo == SIGUSR2) {
       if (s_)
         toggle_shmem();
+    } else if (si.ssi_signo == SIGHUP) {
+      if (s_) {
+        log("SIGHUP: dropping the front-end connection%s%s", "");
+        drop_ = true;
+      }
     } else {
       stop_ = true;
     }
@@ -130,8 +147,33 @@ bool VhostServer::handle_signal() {
   return stop_;
 }
 
-int VhostServer::run() {
+UniqueFd VhostServer::connect_to_frontend() {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, opt_.socket_path.c_str(),
+              std::min(opt_.socket_path.size(), sizeof addr.sun_path - 1));
   while (!stop_) {
+    // OWNERSHIP: adopted at once.
+    UniqueFd s = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (s && ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+      return s;
+    pollfd p{signal_fd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0 && handle_signal())
+      break;
+  }
+  return {};
+}
+
+int VhostServer::run() {
+  while (opt_.connect && !stop_) {
+    UniqueFd s = connect_to_frontend();
+    if (!s)
+      break;
+    serve(std::move(s));
+    if (opt_.once)
+      break;
+  }
+  while (!opt_.connect && !stop_) {
     pollfd p[2] = {{listen_fd_.get(), POLLIN, 0}, {signal_fd_.get(), POLLIN, 0}};
     if (::poll(p, 2, -1) < 0) {
       if (errno == EINTR)
@@ -179,6 +221,10 @@ void VhostServer::serve(UniqueFd client) {
     }
     if ((p[0].revents & POLLIN) && handle_signal())
       break;
+    if (drop_) {
+      drop_ = false;
+      break;
+    }
     if (p[2].revents != 0)
       on_backend_readable();
     for (size_t i = 0; i < s_->vrings.size(); ++i)
@@ -197,6 +243,11 @@ void VhostServer::serve(UniqueFd client) {
       }
       if (on_message(*m) == Next::drop)
         break;
+      for (uint32_t i = 0; i < s_->vrings.size(); ++i)
+        if (s_->vrings[i].resubmit && ready(i)) {
+          s_->vrings[i].resubmit = false;
+          process_ring(i);  // no kick comes for requests the guest already made
+        }
       if (s_->start_pending) {
         s_->start_pending = false;
         device_started();

@@ -44,6 +44,9 @@ public:
   [[nodiscard]] Result<void> listen();
   /// Accept/serve loop; returns the process exit code.
   int run();
+  /// Client mode (--connect): connects to the front-end's socket, retrying
+  /// every 50 ms while nobody listens; empty when a signal says stop.
+  [[nodiscard]] UniqueFd connect_to_frontend();
 
 private:
   struct Vring {
@@ -56,6 +59,7 @@ private:
     bool started = false;
     bool enabled = false;
     bool notify = false;  ///< pushed since the last call signal
+    bool resubmit = false;  ///< chains to resubmit: process once the ring is ready
     std::optional<virtio::DeviceQueue> queue;
   };
   /// Per-connection state; a new one for every front-end.
@@ -118,7 +122,9 @@ private:
   UniqueFd listen_fd_;
   UniqueFd signal_fd_;
   bool stop_ = false;
+  bool drop_ = false;       ///< SIGHUP: drop the current front-end
   bool listening_ = false;
+  uint32_t popped_ = 0;     ///< requests taken off rings (--crash-in-request)
   bool last_state_ok_ = false;  ///< CHECK_DEVICE_STATE: the last transfer succeeded
   std::unique_ptr<Session> s_;
 };

@@ -128,6 +128,7 @@ Result<std::optional<Chain>> DeviceQueue::pop() {
   if (broken_)
     return make_error(errc::bad_state, op_pop, "queue broken by an earlier error");
   const PackedPos before = next_avail_;
+  resubmitted_ = false;
   auto r = kind_ == RingKind::split ? pop_split() : pop_packed();
   if (r && r->has_value()) {
     can_unpop_ = true;
@@ -144,7 +145,9 @@ Result<void> DeviceQueue::unpop(uint16_t id) {
     return make_error(errc::invalid_argument, "virtqueue unpop",
                       "id " + std::to_string(id) + " is not the chain just popped");
   can_unpop_ = false;
-  if (kind_ == RingKind::split)
+  if (kind_ == RingKind::split && resubmitted_)
+    resubmit_.insert(resubmit_.begin(), id);
+  else if (kind_ == RingKind::split)
     --last_avail_;
   else
     next_avail_ = unpop_avail_;
@@ -154,6 +157,15 @@ Result<void> DeviceQueue::unpop(uint16_t id) {
 }
 
 Result<std::optional<Chain>> DeviceQueue::pop_split() {
+  if (!resubmit_.empty()) {
+    const uint16_t head = resubmit_.front();
+    auto c = walk_split(head);
+    if (c) {
+      resubmit_.erase(resubmit_.begin());
+      resubmitted_ = true;
+    }
+    return c;
+  }
   const uint16_t avail_idx = ring_load(u16_at(driver_, offsetof(SplitAvailHeader, idx)));
   if (avail_idx == last_avail_)
     return std::optional<Chain>{};
@@ -162,6 +174,29 @@ Result<std::optional<Chain>> DeviceQueue::pop_split() {
   const uint64_t slot = last_avail_ & (size_ - 1u);
   uint16_t head = 0;
   std::memcpy(&head, driver_ + sizeof(SplitAvailHeader) + 2 * slot, 2);  // BOUNDS: slot < size
+  auto c = walk_split(head);
+  if (c)
+    ++last_avail_;
+  return c;
+}
+
+Result<void> DeviceQueue::resubmit(const std::vector<uint16_t>& heads) {
+  if (kind_ != RingKind::split)
+    return make_error(errc::invalid_argument, "virtqueue resubmit", "split rings only");
+  if (heads.size() > size_)
+    return make_error(errc::invalid_argument, "virtqueue resubmit",
+                      std::to_string(heads.size()) + " heads for a queue of " + std::to_string(size_));
+  for (auto h : heads)
+    if (h >= size_)
+      return make_error(errc::invalid_argument, "virtqueue resubmit",
+                        "head " + std::to_string(h) + " beyond the queue size");
+  resubmit_ = heads;
+  last_avail_ = static_cast<uint16_t>(used_idx_ + heads.size());
+  can_unpop_ = false;
+  return ok();
+}
+
+Result<std::optional<Chain>> DeviceQueue::walk_split(uint16_t head) {
   if (head >= size_)
     return fail("head index " + std::to_string(head) + " beyond the queue size");
   if (in_flight_[head])
@@ -192,7 +227,6 @@ Result<std::optional<Chain>> DeviceQueue::pop_split() {
       return fail("next index " + std::to_string(d.next) + " beyond the queue size");
     idx = d.next;
   }
-  ++last_avail_;
   in_flight_[head] = true;
   chain_len_[head] = count;
   ++in_flight_count_;

@@ -86,6 +86,14 @@ public:
   /// (queue broken).
   [[nodiscard]] Result<void> unpop(uint16_t id);
 
+  /// Split rings after a back-end restart (INFLIGHT_SHMFD): `heads` were
+  /// taken off the ring by the previous back-end and never completed; pop()
+  /// returns them first, in this order, and the ring continues at used idx
+  /// + heads.size() (every avail entry before that was taken). Call before
+  /// the first pop(). Errors: invalid_argument (packed, more heads than the
+  /// queue size, head out of range).
+  [[nodiscard]] Result<void> resubmit(const std::vector<uint16_t>& heads);
+
   /// GET_VRING_BASE value: split = next avail idx; packed = §10.4 encoding.
   [[nodiscard]] uint32_t base() const noexcept;
   /// Whether the driver wants an interrupt after push(): always (no EVENT_IDX).
@@ -100,6 +108,8 @@ private:
                                          uint16_t flags, bool& seen_writable);
   [[nodiscard]] Result<void> walk_indirect(Chain& chain, uint64_t addr, uint32_t len);
   [[nodiscard]] Result<std::optional<Chain>> pop_split();
+  /// The split chain starting at descriptor `head`, marked in flight.
+  [[nodiscard]] Result<std::optional<Chain>> walk_split(uint16_t head);
   [[nodiscard]] Result<std::optional<Chain>> pop_packed();
 
   Translate buffer_;
@@ -119,6 +129,8 @@ private:
   PackedPos next_avail_;     ///< packed
   PackedPos next_used_;      ///< packed
 
+  std::vector<uint16_t> resubmit_;  ///< split: heads pop() returns first
+  bool resubmitted_ = false;         ///< the last pop() came from resubmit_
   bool can_unpop_ = false;   ///< the last operation was a pop of unpop_id_
   uint16_t unpop_id_ = 0;
   PackedPos unpop_avail_;    ///< packed: next_avail_ before that pop

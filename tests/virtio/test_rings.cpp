@@ -241,6 +241,63 @@ TEST_CASE("ring unpop: a chain given back is popped again, only right after its 
   }
 }
 
+TEST_CASE("ring resubmit: a restarted device takes the chains left in flight first, then the ring") {
+  RingRig rig(RingKind::split, 16, 4);
+  auto drv = rig.driver();
+  std::vector<uint16_t> ids;
+  {
+    auto dev = rig.device();
+    for (uint32_t i = 0; i < 3; ++i) {
+      auto id = drv.add_chain(request_chain(rig, i, static_cast<uint16_t>(i)), i == 1);
+      REQUIRE(id.ok());
+      ids.push_back(*id);
+    }
+    for (int i = 0; i < 3; ++i) {
+      auto c = dev.pop();
+      REQUIRE(c.ok());
+      REQUIRE(c->has_value());
+    }
+    REQUIRE(dev.push(ids[1], 5).ok());  // only the middle one completes; the device dies
+  }
+  auto extra = drv.add_chain(request_chain(rig, 3, 3), false);  // made while it was gone
+  REQUIRE(extra.ok());
+  // the new device starts at the used idx (1) and resubmits heads 0 and 2
+  auto dev = rig.device(1);
+  CHECK(dev.resubmit({ids[2], 99}).error().code == errc::invalid_argument);  // 99 >= size
+  REQUIRE(dev.resubmit({ids[0], ids[2]}).ok());
+  CHECK(dev.base() == 3);  // used idx 1 + 2 in flight: every avail entry before 3 was taken
+  std::vector<uint16_t> order;
+  for (;;) {
+    auto c = dev.pop();
+    REQUIRE(c.ok());
+    if (!c->has_value())
+      break;
+    if (order.empty()) {  // a resubmitted chain can be given back and comes again
+      REQUIRE(dev.unpop((*c)->id).ok());
+      c = dev.pop();
+      REQUIRE(c.ok());
+      REQUIRE(c->has_value());
+    }
+    order.push_back((*c)->id);
+    REQUIRE(dev.push((*c)->id, 9).ok());
+  }
+  CHECK(order == std::vector<uint16_t>{ids[0], ids[2], *extra});
+  CHECK(dev.base() == 4);
+  std::vector<uint16_t> done;
+  for (;;) {
+    auto u = drv.poll_used();
+    REQUIRE(u.ok());
+    if (!u->has_value())
+      break;
+    done.push_back((*u)->id);
+  }
+  CHECK(done == std::vector<uint16_t>{ids[1], ids[0], ids[2], *extra});  // each exactly once
+  CHECK(drv.next_avail_base() == dev.base());
+  RingRig packed(RingKind::packed, 8, 4);
+  auto pdev = packed.device();
+  CHECK(pdev.resubmit({0}).error().code == errc::invalid_argument);
+}
+
 TEST_CASE("ring base: stop at a base, resume both sides from it, indices continue") {
   for (RingKind k : {RingKind::split, RingKind::packed}) {
     CAPTURE(to_string(k));
