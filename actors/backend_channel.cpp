@@ -286,7 +286,7 @@ void report_lost(Self self, const std::string& reason) {
   if (st.lost)
     return;
   st.lost = true;
-  send_to(st.device, lost_atom_v, "back-end channel: " + reason);
+  send_to(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), "back-end channel: " + reason);
   if (st.reader)
     st.reader->stop();
 }

@@ -16,7 +16,7 @@
 // Failures.
 //  * Broken framing (oversized, bad flags, truncated, EOF, timeout, fds that
 //    do not fit): the reader stops and sends (channel_eof_atom, reason); the
-//    actor sends (lost_atom, "back-end channel: " + reason) to the device,
+//    actor sends (lost_atom, its address, "back-end channel: " + reason) to the device,
 //    once. A reply that cannot be written is a loss as well.
 //  * A message that framed fine but that decode refused (unknown request,
 //    not negotiated, bad size, payload or fds; its fds are closed by decode):

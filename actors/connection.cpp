@@ -25,7 +25,7 @@ caf::error failure(Self self, const Error& e) {
   if (st.client && st.client->broken() && !st.lost_reported) {
     st.lost_reported = true;
     if (auto dev = caf::actor_cast<caf::actor>(st.device))
-      caf::anon_send(dev, lost_atom_v, e.message());
+      caf::anon_send(dev, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), e.message());
   }
   return to_caf(e);
 }
@@ -181,6 +181,9 @@ Result<void> activate(BackendClient& c, const ActivateRequest& req) {
     if (auto r = c.set_mem_table(req.mem_table, fds); !r)
       return r;
   }
+  if (req.inflight_fd)
+    if (auto r = c.set_inflight_fd(req.inflight, req.inflight_fd->get()); !r)
+      return r;
   if (auto r = start_queues(c, req.queues); !r)
     return r;
   if (status && req.driver_ok_status != 0)
@@ -217,12 +220,19 @@ connection_actor::behavior_type connection_impl(
   return {
       [self](negotiate_atom, const NegotiateRequest& req) -> caf::result<DeviceInfo, SharedFd> {
         auto& st = self->state;
-        auto c = BackendClient::connect(req.socket,
-                                        std::chrono::milliseconds(req.connect_timeout_ms),
-                                        st.timeouts);
-        if (!c)
-          return to_caf(c.error());
-        st.client.emplace(std::move(c).value());
+        const auto wait = std::chrono::milliseconds(req.connect_timeout_ms);
+        if (req.listen_fd) {
+          // Client mode: the back-end connects to us.
+          auto conn = Connection::accept(req.listen_fd->get(), deadline_in(wait), req.socket);
+          if (!conn)
+            return to_caf(conn.error());
+          st.client.emplace(std::move(conn).value(), st.timeouts);
+        } else {
+          auto c = BackendClient::connect(req.socket, wait, st.timeouts);
+          if (!c)
+            return to_caf(c.error());
+          st.client.emplace(std::move(c).value());
+        }
         st.lost_reported = false;
         UniqueFd dup = UniqueFd::adopt(::fcntl(st.client->connection().fd(), F_DUPFD_CLOEXEC, 0));
         if (!dup)
@@ -302,6 +312,16 @@ connection_actor::behavior_type connection_impl(
         if (!self->state.client)
           return to_caf(not_connected("CHECK_DEVICE_STATE"));
         return answer_ok(self, self->state.client->check_device_state());
+      },
+      [self](inflight_atom, uint16_t queues, uint16_t size) -> caf::result<wire::InflightDesc, SharedFd> {
+        auto& c = self->state.client;
+        if (!c)
+          return to_caf(not_connected("GET_INFLIGHT_FD"));
+        auto r = c->get_inflight_fd(queues, size);
+        if (!r)
+          return failure(self, r.error());
+        SharedFd fd = r->fd ? share(std::move(r->fd)) : SharedFd{};
+        return {r->desc, fd};
       },
       [self](status_atom, uint8_t status) -> caf::result<caf::ok_atom> {
         auto& c = self->state.client;

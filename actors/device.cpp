@@ -1,5 +1,6 @@
 #include "actors/device.hpp"
 
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -10,6 +11,7 @@
 #include "actors/backend_channel.hpp"
 #include "actors/connection.hpp"
 #include "actors/device_checks.hpp"
+#include "actors/device_connect.hpp"
 #include "actors/device_snapshot.hpp"
 #include "actors/device_steps.hpp"
 #include "actors/error.hpp"
@@ -21,20 +23,6 @@ namespace vufront::actors {
 namespace {
 
 using namespace device_steps;
-
-void spawn_children(Self self) {
-  auto& st = self->state;
-  st.conn = self->spawn<caf::detached + caf::linked>(connection_impl, weak(self), st.config.timeouts);
-  st.worker = self->spawn<caf::linked>(worker_impl, weak(self), st.config.start_threads);
-}
-
-void drop_children(Self self) {
-  auto& st = self->state;
-  drop_child(self, st.conn);
-  drop_child(self, st.worker);
-  drop_child(self, st.channel);
-  drop_child(self, st.transfer);
-}
 
 /// Ends the device only after its children are gone, so that when a VMM
 /// sees the device down, every fd and thread of the device is released.
@@ -66,54 +54,6 @@ bool is_child(Self self, const caf::actor_addr& a) {
          a == caf::actor_cast<caf::actor_addr>(st.worker) ||
          a == caf::actor_cast<caf::actor_addr>(st.channel) ||
          a == caf::actor_cast<caf::actor_addr>(st.transfer);
-}
-
-/// Forgets the activation (queues, sink, features, status): after a reset.
-void forget_activation(DeviceData& st) {
-  st.queues.clear();
-  st.sink = InterruptSink{};
-  st.acked_features = 0;
-  st.virtio_status = 0;
-  st.driver_ok_pending = false;
-}
-
-/// Forgets everything negotiated (back to disconnected).
-void forget_negotiation(DeviceData& st) {
-  st.info = DeviceInfo{};
-  forget_activation(st);
-}
-
-// ---- queue helpers ------------------------------------------------------------------
-
-std::vector<QueueStart> queue_starts(const DeviceData& st) {
-  std::vector<QueueStart> out;
-  for (const auto& q : st.queues) {
-    QueueStart s;
-    // Checked by check_activation; the table cannot change the translation
-    // (user addresses are gpa + bias).
-    s.addr = vring_addr(q.spec, st.packed, st.mem_table).value();
-    s.num = q.spec.size;
-    s.base = q.base;
-    s.kick = q.spec.kick;
-    s.call = q.call;
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
-std::vector<uint16_t> queue_indices(const DeviceData& st) {
-  std::vector<uint16_t> out;
-  for (const auto& q : st.queues)
-    out.push_back(q.spec.index);
-  return out;
-}
-
-std::vector<WatchedQueue> watched_queues(const DeviceData& st) {
-  std::vector<WatchedQueue> out;
-  for (const auto& q : st.queues)
-    if (q.forwarded)
-      out.push_back({q.spec.index, q.call});
-  return out;
 }
 
 // ---- sequences ------------------------------------------------------------------------
@@ -281,6 +221,8 @@ void activate_sequence(Self self, OkPromise rp) {
   req.mem_table = st.mem_table;
   req.mem_fds = memory_fds(st.memory);
   req.queues = queue_starts(st);
+  req.inflight = st.inflight;
+  req.inflight_fd = st.inflight_fd;
   auto status = req.driver_ok_status;
   self->request(st.conn,
                 st.config.timeouts.mem_table + requests(st, 6 * st.queues.size() + 4),
@@ -338,60 +280,16 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         st.busy = "negotiate";
         st.options = opts;
         st.last_error.clear();
-        spawn_children(self);
+        st.lost_from = DeviceState::disconnected;
         auto rp = self->make_response_promise<DeviceInfo>();
-        NegotiateRequest req;
-        req.socket = st.config.socket;
-        req.connect_timeout_ms = static_cast<uint32_t>(st.config.connect_timeout.count());
-        req.options = st.options;
-        SharedFd ours;
-        if (st.options.backend_channel) {
-          auto pair = make_socketpair();
-          if (!pair.first || !pair.second) {
-            negotiate_failed(self, rp,
-                             to_caf(make_error(errc::io_error, "SET_BACKEND_REQ_FD", "socketpair",
-                                               errno)));
-            return rp;
-          }
-          ours = share(std::move(pair.first));
-          req.channel_fd = share(std::move(pair.second));
-        }
-        self->request(st.conn, st.config.connect_timeout + requests(st, 10), negotiate_atom_v,
-                      std::move(req))
-            .then(
-                [self, rp, ours](const DeviceInfo& info, const SharedFd& sock) mutable {
-                  auto& now = self->state;
-                  now.info = info;
-                  SharedFd channel = info.backend_channel ? ours : SharedFd{};
-                  if (channel) {
-                    now.channel = self->spawn<caf::linked + caf::detached>(
-                        channel_impl, channel, info.protocol_features, weak(self),
-                        now.config.start_threads);
-                    if (now.mapper)
-                      self->request(now.channel, local_step, mapper_atom_v, now.mapper,
-                                    info.shmem_sizes)
-                          .then([](caf::ok_atom) {}, [](caf::error&) {});
-                  }
-                  self->send(now.worker, watch_atom_v, sock, channel);
-                  // Negotiated once the children have set up (the worker's
-                  // watch, the channel's reader): one round trip to each.
-                  auto finish = [self, rp, info]() mutable {
-                    self->state.busy.clear();
-                    set_state(self, DeviceState::negotiated);
-                    rp.deliver(info);
-                  };
-                  auto failed = [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); };
-                  self->request(now.worker, local_step, caf::get_atom_v)
-                      .then(
-                          [self, finish, failed](const std::vector<uint64_t>&) mutable {
-                            if (!self->state.channel)
-                              return finish();
-                            self->request(self->state.channel, local_step, caf::get_atom_v)
-                                .then([finish](uint64_t) mutable { finish(); }, failed);
-                          },
-                          failed);
-                },
-                [self, rp](caf::error& e) mutable { negotiate_failed(self, rp, e); });
+        connect_and_negotiate(self, [self, rp](Result<DeviceInfo> r) mutable {
+          if (!r)
+            return negotiate_failed(self, rp, to_caf(r.error()));
+          self->state.info = *r;
+          self->state.busy.clear();
+          set_state(self, DeviceState::negotiated);
+          rp.deliver(std::move(r).value());
+        });
         return rp;
       },
       // ---- memory: checked now, sent at activation (or now when running)
@@ -462,7 +360,32 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         st.queues = std::move(queues).value();
         st.busy = "activate";
         auto rp = self->make_response_promise<caf::ok_atom>();
-        activate_sequence(self, rp);
+        if (!has_bit(st.info.protocol_features, protocol_feature::inflight_shmfd) || st.inflight_fd) {
+          activate_sequence(self, rp);
+          return rp;
+        }
+        // INFLIGHT_SHMFD: the region first (once per device), sized for the
+        // largest queue index and size.
+        uint16_t num = 0, size = 0;
+        for (const auto& q : st.queues) {
+          num = std::max<uint16_t>(num, static_cast<uint16_t>(q.spec.index + 1));
+          size = std::max(size, q.spec.size);
+        }
+        self->request(st.conn, requests(st, 1), inflight_atom_v, num, size)
+            .then(
+                [self, rp](const wire::InflightDesc& desc, const SharedFd& fd) mutable {
+                  if (lost_meanwhile(self, rp, "activate"))
+                    return;
+                  if (desc.mmap_size != 0 && fd) {
+                    self->state.inflight = desc;
+                    self->state.inflight_fd = fd;
+                  }
+                  activate_sequence(self, rp);
+                },
+                [self, rp](caf::error& e) mutable {
+                  forget_activation(self->state);
+                  fail(self, rp, "activate", e);
+                });
         return rp;
       },
       // ---- config space
@@ -537,12 +460,13 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
       [self](caf::reset_atom) -> caf::result<caf::ok_atom> {
         if (auto e = admit(self, "reset",
                            {DeviceState::disconnected, DeviceState::negotiated, DeviceState::active,
-                            DeviceState::sleeping, DeviceState::broken}))
+                            DeviceState::sleeping, DeviceState::broken, DeviceState::reconnecting}))
           return *e;
         auto& st = self->state;
         if (st.state == DeviceState::disconnected)
           return caf::ok_atom_v;
-        if (st.state == DeviceState::broken) {
+        if (st.state == DeviceState::broken || st.state == DeviceState::reconnecting) {
+          cancel_reconnect(st);
           // Nothing to tell a lost back-end: drop the connection; negotiate
           // connects again.
           drop_children(self);
@@ -569,6 +493,9 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         s.virtio_status = st.virtio_status;
         s.last_error = st.last_error;
         s.memory = st.memory;
+        s.reconnect_attempts = st.reconnect.attempts;
+        s.reconnects = st.reconnects;
+        s.inflight = static_cast<bool>(st.inflight_fd);
         for (const auto& q : st.queues)
           s.queues.push_back({q.spec.index, q.spec.size, q.base, 0});
         if (!st.worker)
@@ -612,7 +539,15 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         self->state.subscriber = std::move(subscriber);
       },
       // ---- from the children
-      [self](lost_atom, const std::string& why) { mark_broken(self, why); },
+      [self](lost_atom, const caf::actor_addr& from, const std::string& why) {
+        auto& st = self->state;
+        auto is = [&from](const auto& child) { return child && from == child.address(); };
+        if (is(st.conn) || is(st.worker) || is(st.channel))
+          mark_broken(self, why);
+        // else: a child of a connection already dropped (a late hang-up)
+      },
+      [self](reconnect_atom) -> caf::result<caf::ok_atom> { return reconnect_now(self); },
+      [self](retry_atom, uint64_t generation) { reconnect_attempt(self, generation); },
       [self](cfg_change_atom) {
         emit(self, DeviceEvent{DeviceEvent::Kind::config_changed, self->state.state, -1, ""});
         if (self->state.worker)

@@ -37,12 +37,43 @@
 
 namespace vufront::actors {
 
+/// What the device does when its back-end is lost (docs/lifecycle.md,
+/// "Reconnect"): connect again with backoff and replay the negotiated state.
+struct ReconnectPolicy {
+  bool enabled = false;
+  std::chrono::milliseconds initial_delay{100};
+  std::chrono::milliseconds max_delay{5000};
+  /// Stop trying after this long (the device stays broken; a reconnect
+  /// request starts again). 0: never give up.
+  std::chrono::milliseconds give_up_after{0};
+};
+
 struct DeviceConfig {
   std::string socket;
   Timeouts timeouts;
+  /// Connecting (or, in client mode, waiting for the back-end) per attempt.
   std::chrono::milliseconds connect_timeout{5000};
   /// false: children run no threads (deterministic tests inject messages).
   bool start_threads = true;
+  ReconnectPolicy reconnect;
+  /// Client mode: vufront listens on `socket` and the back-end connects to
+  /// it (DPDK's --client, QEMU's server=on); the socket lives as long as
+  /// the device.
+  bool listen = false;
+};
+
+/// The client-mode listening socket; the file goes with it (if it is still
+/// this socket's: another process may have replaced it meanwhile).
+struct ListenSocket {
+  SharedFd fd;
+  std::string path;
+  uint64_t dev = 0, ino = 0;  ///< the socket file's identity after bind
+  /// Whether `path` is still this socket's file (not removed or replaced).
+  [[nodiscard]] bool file_is_ours() const;
+  ListenSocket() = default;
+  ListenSocket(const ListenSocket&) = delete;
+  ListenSocket& operator=(const ListenSocket&) = delete;
+  ~ListenSocket();
 };
 
 /// Everything negotiated and set up, in one place: what wake replays and
@@ -85,6 +116,25 @@ struct DeviceData {
   bool packed = false;
   /// Restored into a sleeping device: wake sends DRIVER_OK after the queues.
   bool driver_ok_pending = false;
+  /// INFLIGHT_SHMFD: the region the back-end tracks in-flight requests in,
+  /// kept for the device's life (not the connection's) and handed to every
+  /// new back-end, which resubmits what the old one left in flight.
+  wire::InflightDesc inflight{};
+  SharedFd inflight_fd;
+
+  // ---- reconnect (actors/device_connect.cpp)
+  /// The state the device was in when the back-end was lost (what a
+  /// reconnect replays); disconnected when there is nothing to resume.
+  DeviceState lost_from = DeviceState::disconnected;
+  struct Reconnect {
+    uint64_t generation = 0;  ///< tells timers of a cancelled reconnect apart
+    uint32_t attempts = 0;
+    std::chrono::milliseconds delay{0};
+    std::chrono::steady_clock::time_point since;
+    bool attempting = false;
+  } reconnect;
+  uint32_t reconnects = 0;
+  std::unique_ptr<ListenSocket> listen;
 };
 
 [[nodiscard]] device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceData> self,

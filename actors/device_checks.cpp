@@ -1,6 +1,10 @@
 #include "actors/device_checks.hpp"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <algorithm>
 #include <cerrno>
@@ -134,6 +138,28 @@ Result<uint64_t> check_activation(const ActivateSpec& spec, const DeviceInfo& in
   if (has_bit(info.backend_features, feature::protocol_features))
     value |= bit(feature::protocol_features);
   return value;
+}
+
+Result<uint16_t> read_guest_u16(const MemorySpec& memory, uint64_t gpa) {
+  constexpr const char* what = "used index";
+  for (const auto& r : memory) {
+    if (gpa < r.gpa || gpa - r.gpa > r.size - 2 || !r.fd)
+      continue;
+    const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t at = r.fd_offset + (gpa - r.gpa);
+    const uint64_t start = at & ~(page - 1);
+    const size_t len = static_cast<size_t>(at - start + 2);
+    // OWNERSHIP: unmapped below; the fd stays the VMM's.
+    void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, r.fd->get(), static_cast<off_t>(start));
+    if (p == MAP_FAILED)
+      return make_error(errc::io_error, what, "mmap of guest memory", errno);
+    uint16_t v = 0;
+    // BOUNDS: [at - start, at - start + 2) lies inside the `len` bytes mapped.
+    std::memcpy(&v, static_cast<const uint8_t*>(p) + (at - start), sizeof v);
+    ::munmap(p, len);
+    return v;
+  }
+  return make_error(errc::invalid_argument, what, hex(gpa) + " is not in guest memory");
 }
 
 }  // namespace vufront::actors

@@ -26,6 +26,12 @@ inline constexpr uint64_t user_addr_bias = 0x4000'0000'0000ull;
 [[nodiscard]] Result<uint64_t> translate(const std::vector<wire::MemoryRegion>& table, uint64_t gpa,
                                          uint64_t len, const char* what);
 
+/// Reads the little-endian u16 at guest-physical `gpa` from the VMM's
+/// guest memory (maps the page it is in, read-only, and unmaps it): the used
+/// index of a split ring after a lost back-end. Errors: invalid_argument
+/// (not inside a region), io_error (mmap).
+[[nodiscard]] Result<uint16_t> read_guest_u16(const MemorySpec& memory, uint64_t gpa);
+
 /// Checks an activation against what was negotiated: driver features a
 /// subset of the back-end's, queues unique, in range, sized for their ring
 /// kind and at most info.max_queue_size, ring areas inside guest memory and

@@ -13,7 +13,10 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
+#include "actors/connection.hpp"
 #include "actors/device.hpp"
+#include "actors/device_checks.hpp"
+#include "actors/worker.hpp"
 #include "actors/error.hpp"
 #include "memory/unique_fd.hpp"
 #include "virtio/ring_layout.hpp"
@@ -76,14 +79,24 @@ inline void stop_worker(Self self) {
         .then([](caf::ok_atom) {}, [](caf::error&) {});
 }
 
+/// Starts reconnecting after a loss (actors/device_connect.cpp).
+void start_reconnecting(Self self);
+
+/// The back-end is lost (or broke the protocol): broken, backend_lost, and
+/// with DeviceConfig::reconnect, reconnecting. A loss while reconnecting is
+/// the attempt's business.
 inline void mark_broken(Self self, const std::string& why) {
   auto& st = self->state;
-  if (st.state == DeviceState::broken || st.state == DeviceState::disconnected)
+  if (st.state == DeviceState::broken || st.state == DeviceState::disconnected ||
+      st.state == DeviceState::reconnecting)
     return;
+  st.lost_from = st.state;
   st.last_error = why;
   stop_worker(self);
   set_state(self, DeviceState::broken);
   emit(self, DeviceEvent{DeviceEvent::Kind::backend_lost, st.state, -1, why});
+  if (st.config.reconnect.enabled)
+    start_reconnecting(self);
 }
 
 /// The step's error with the operation in front: "sleep: GET_VRING_BASE: ...".
@@ -108,7 +121,7 @@ inline void fail(Self self, Promise& rp, const char* op, const caf::error& e) {
 template <class Promise>
 bool lost_meanwhile(Self self, Promise& rp, const char* op) {
   auto& st = self->state;
-  if (st.state != DeviceState::broken)
+  if (st.state != DeviceState::broken && st.state != DeviceState::reconnecting)
     return false;
   st.busy.clear();
   rp.deliver(to_caf(make_error(errc::broken, op, "the back-end was lost: " + st.last_error)));
@@ -151,6 +164,72 @@ inline Result<std::vector<DeviceData::Queue>> queues_of(const ActivateSpec& spec
     dq.base = packed ? virtio::packed_fresh_base : 0;
     out.push_back(std::move(dq));
   }
+  return out;
+}
+
+// ---- children and what the device forgets ---------------------------------------
+
+inline void spawn_children(Self self) {
+  auto& st = self->state;
+  st.conn = self->spawn<caf::detached + caf::linked>(connection_impl, weak(self), st.config.timeouts);
+  st.worker = self->spawn<caf::linked>(worker_impl, weak(self), st.config.start_threads);
+}
+
+inline void drop_children(Self self) {
+  auto& st = self->state;
+  drop_child(self, st.conn);
+  drop_child(self, st.worker);
+  drop_child(self, st.channel);
+  drop_child(self, st.transfer);
+}
+
+/// Forgets the activation (queues, sink, features, status): after a reset.
+inline void forget_activation(DeviceData& st) {
+  st.queues.clear();
+  st.sink = InterruptSink{};
+  st.acked_features = 0;
+  st.virtio_status = 0;
+  st.driver_ok_pending = false;
+  st.inflight = wire::InflightDesc{};
+  st.inflight_fd = nullptr;
+}
+
+/// Forgets everything negotiated (back to disconnected).
+inline void forget_negotiation(DeviceData& st) {
+  st.info = DeviceInfo{};
+  forget_activation(st);
+}
+
+// ---- queue helpers ------------------------------------------------------------------
+
+inline std::vector<QueueStart> queue_starts(const DeviceData& st) {
+  std::vector<QueueStart> out;
+  for (const auto& q : st.queues) {
+    QueueStart s;
+    // Checked by check_activation; the table cannot change the translation
+    // (user addresses are gpa + bias).
+    s.addr = vring_addr(q.spec, st.packed, st.mem_table).value();
+    s.num = q.spec.size;
+    s.base = q.base;
+    s.kick = q.spec.kick;
+    s.call = q.call;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+inline std::vector<uint16_t> queue_indices(const DeviceData& st) {
+  std::vector<uint16_t> out;
+  for (const auto& q : st.queues)
+    out.push_back(q.spec.index);
+  return out;
+}
+
+inline std::vector<WatchedQueue> watched_queues(const DeviceData& st) {
+  std::vector<WatchedQueue> out;
+  for (const auto& q : st.queues)
+    if (q.forwarded)
+      out.push_back({q.spec.index, q.call});
   return out;
 }
 

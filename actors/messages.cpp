@@ -9,6 +9,7 @@ const char* to_string(DeviceState s) noexcept {
     case DeviceState::active: return "active";
     case DeviceState::sleeping: return "sleeping";
     case DeviceState::broken: return "broken";
+    case DeviceState::reconnecting: return "reconnecting";
   }
   return "unknown";
 }
@@ -21,6 +22,9 @@ const char* to_string(DeviceEvent::Kind k) noexcept {
     case DeviceEvent::Kind::vring_error: return "vring_error";
     case DeviceEvent::Kind::shmem_mapped: return "shmem_mapped";
     case DeviceEvent::Kind::shmem_unmapped: return "shmem_unmapped";
+    case DeviceEvent::Kind::reconnecting: return "reconnecting";
+    case DeviceEvent::Kind::resumed: return "resumed";
+    case DeviceEvent::Kind::resume_failed: return "resume_failed";
   }
   return "unknown";
 }

@@ -58,6 +58,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, restore_atom, "restore")
   CAF_ADD_ATOM(vufront, vufront::actors, cancel_atom, "cancel")
   CAF_ADD_ATOM(vufront, vufront::actors, progress_atom, "progress")
+  CAF_ADD_ATOM(vufront, vufront::actors, reconnect_atom, "reconnect")
+  CAF_ADD_ATOM(vufront, vufront::actors, retry_atom, "retry")
   // children -> device
   CAF_ADD_ATOM(vufront, vufront::actors, lost_atom, "lost")
   CAF_ADD_ATOM(vufront, vufront::actors, cfg_change_atom, "cfgchange")
@@ -74,6 +76,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, reset_device_atom, "resetdev")
   CAF_ADD_ATOM(vufront, vufront::actors, state_fd_atom, "statefd")
   CAF_ADD_ATOM(vufront, vufront::actors, check_state_atom, "chkstate")
+  CAF_ADD_ATOM(vufront, vufront::actors, inflight_atom, "inflight")
   // worker
   CAF_ADD_ATOM(vufront, vufront::actors, watch_atom, "watch")
   CAF_ADD_ATOM(vufront, vufront::actors, start_atom, "start")
@@ -187,6 +190,7 @@ enum class DeviceState : uint8_t {
   active,        ///< queues running
   sleeping,      ///< queues stopped with their indices saved
   broken,        ///< the back-end was lost or violated the protocol
+  reconnecting,  ///< lost; connecting again to replay the state (DeviceConfig::reconnect)
 };
 [[nodiscard]] const char* to_string(DeviceState s) noexcept;
 
@@ -207,6 +211,9 @@ struct DeviceStatus {
   std::vector<QueueStatus> queues;
   std::string last_error;       ///< why the device is broken, if it is
   MemorySpec memory;            ///< the guest memory set (its fds are the device's)
+  uint32_t reconnect_attempts = 0;  ///< of the current (or last) reconnect
+  uint32_t reconnects = 0;          ///< resumed after a loss, since the device began
+  bool inflight = false;            ///< an INFLIGHT_SHMFD region is kept for the queues
 };
 
 struct DeviceEvent {
@@ -217,6 +224,9 @@ struct DeviceEvent {
     vring_error,     ///< queue: which ring reported an error
     shmem_mapped,    ///< detail: "shmid=0 offset=0x2000 len=0x3000"
     shmem_unmapped,
+    reconnecting,    ///< detail: the attempt and when the next one is
+    resumed,         ///< detail: what was replayed, and what in flight became of
+    resume_failed,   ///< detail: why the device cannot resume (it stays broken)
   };
   Kind kind = Kind::state_changed;
   DeviceState state = DeviceState::disconnected;
@@ -287,6 +297,9 @@ struct NegotiateRequest {
   NegotiateOptions options;
   /// The back-end's end of the channel socketpair (may be empty).
   SharedFd channel_fd;
+  /// Client mode: accept the back-end on this listening socket instead of
+  /// connecting to `socket`.
+  SharedFd listen_fd;
 };
 
 /// One queue start: SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE,
@@ -310,6 +323,10 @@ struct ActivateRequest {
   std::vector<wire::MemoryRegion> mem_table;
   std::vector<SharedFd> mem_fds;
   std::vector<QueueStart> queues;
+  /// INFLIGHT_SHMFD: SET_INFLIGHT_FD with this region after the memory
+  /// table, before the queues (when `inflight_fd` is set).
+  wire::InflightDesc inflight{};
+  SharedFd inflight_fd;
 };
 
 // ---- snapshot actor payloads -----------------------------------------------
@@ -366,6 +383,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::QueueStart>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::actors::WatchedQueue>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::wire::MemoryRegion>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::wire::MemoryRegion)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::wire::InflightDesc)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::MemoryRegionSpec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceSetup)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(nlohmann::json)
@@ -408,10 +426,17 @@ using device_actor = caf::typed_actor<
     caf::replies_to<restore_atom, RestoreOptions>::with<SnapshotInfo>,
     /// Cancels a snapshot or restore in progress (it fails with "cancelled").
     caf::reacts_to<cancel_atom>,
+    /// Reconnect now: while reconnecting, the next attempt at once; when
+    /// broken after a loss (or a refused resume), start reconnecting again.
+    caf::replies_to<reconnect_atom>::with<caf::ok_atom>,
+    /// To itself: the reconnect timer of generation N.
+    caf::reacts_to<retry_atom, uint64_t>,
     /// Events go to `subscriber` as (event_atom, DeviceEvent).
     caf::reacts_to<subscribe_atom, caf::actor>,
     // ---- from the children (not for VMMs)
-    caf::reacts_to<lost_atom, std::string>,
+    /// (lost_atom, the child that saw it, why); from a child of an earlier
+    /// connection it is ignored.
+    caf::reacts_to<lost_atom, caf::actor_addr, std::string>,
     caf::reacts_to<cfg_change_atom>,
     caf::reacts_to<vring_call_atom, uint16_t>,
     caf::reacts_to<vring_err_atom, uint16_t>,
@@ -445,7 +470,10 @@ using connection_actor = caf::typed_actor<
     caf::replies_to<state_fd_atom, uint32_t, SharedFd>::with<SharedFd>,
     caf::replies_to<check_state_atom>::with<caf::ok_atom>,
     /// SET_STATUS(status) when STATUS was negotiated (else nothing).
-    caf::replies_to<status_atom, uint8_t>::with<caf::ok_atom>>;
+    caf::replies_to<status_atom, uint8_t>::with<caf::ok_atom>,
+    /// GET_INFLIGHT_FD(num_queues, queue_size): the region (mmap_size 0 and
+    /// no fd when the back-end declines).
+    caf::replies_to<inflight_atom, uint16_t, uint16_t>::with<wire::InflightDesc, SharedFd>>;
 
 /// One back-end state transfer at a time, between a pipe and a snapshot file,
 /// never holding the state in memory. Detached: it moves the bytes in short
@@ -467,7 +495,7 @@ using snapshot_actor = caf::typed_actor<
 /// The interrupt loop and the hang-up watch.
 using worker_actor = caf::typed_actor<
     /// Watch these fds for hang-up (POLLHUP/POLLERR) until stopped by exit;
-    /// on hang-up sends (lost_atom, reason) to the device, once per watch (a
+    /// on hang-up sends (lost_atom, its address, reason) to the device, once per watch (a
     /// new watch replaces the old one). Either may be empty.
     caf::reacts_to<watch_atom, SharedFd, SharedFd>,
     /// Start forwarding each queue's call eventfd to the sink. Interrupts kept

@@ -62,6 +62,9 @@ Result<void> DeviceSession::wake() { return as_void(ask<caf::ok_atom>("wake", wa
 Result<void> DeviceSession::reset() {
   return as_void(ask<caf::ok_atom>("reset", caf::reset_atom_v));
 }
+Result<void> DeviceSession::reconnect() {
+  return as_void(ask<caf::ok_atom>("reconnect", reconnect_atom_v));
+}
 Result<DeviceStatus> DeviceSession::status() { return ask<DeviceStatus>("status", status_atom_v); }
 
 Result<std::pair<uint8_t, uint64_t>> DeviceSession::shared_memory_region() {

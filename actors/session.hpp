@@ -36,6 +36,9 @@ public:
   [[nodiscard]] Result<void> sleep();
   [[nodiscard]] Result<void> wake();
   [[nodiscard]] Result<void> reset();
+  /// After a loss: connect again now (reconnecting: skip the backoff wait;
+  /// broken with something to resume: start reconnecting).
+  [[nodiscard]] Result<void> reconnect();
   [[nodiscard]] Result<DeviceStatus> status();
   /// (shmid, size) of the back-end's shared-memory region.
   [[nodiscard]] Result<std::pair<uint8_t, uint64_t>> shared_memory_region();

@@ -139,7 +139,7 @@ void on_hangup(WorkerPtr self, int32_t tag) {
     return;  // not ours, from a replaced watch, or already reported
   st.lost_reported = true;
   if (auto dev = caf::actor_cast<caf::actor>(st.device))
-    caf::anon_send(dev, lost_atom_v, lost_reason(tag & 1));
+    caf::anon_send(dev, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), lost_reason(tag & 1));
 }
 
 /// Whether `queues` are the ones the kept watcher watches (same fds).

@@ -21,7 +21,7 @@
 //
 // Hang-up. (watch_atom, main, channel) watches the sockets for POLLHUP/POLLERR
 // only (events 0: another actor reads them). The first hang-up of a watch
-// sends (lost_atom, reason) to the device, once; a new watch replaces the old
+// sends (lost_atom, its address, reason) to the device, once; a new watch replaces the old
 // one and re-arms that. The watcher's hangup tag is `which | generation << 1`
 // (which: 0 main, 1 channel; generation: the watch it belongs to, 0 for the
 // first), so a hang-up of a replaced watch is ignored.

@@ -19,6 +19,10 @@ actors::DeviceConfig device_config(const CheckOptions& o) {
   c.socket = o.socket;
   c.connect_timeout = o.timeout;
   c.timeouts.request = o.timeout;
+  if (o.timeouts)
+    c.timeouts = *o.timeouts;
+  c.reconnect = o.reconnect;
+  c.listen = o.listen;
   return c;
 }
 
@@ -114,6 +118,7 @@ Result<std::string> Checker::negotiate_session(bool keep_features) {
   n.kind = opts_.device;
   n.queues = total_queues();
   n.max_queue_size = opts_.queue_size;
+  n.inflight = opts_.inflight;
   auto info = session_->negotiate(n);
   if (!info)
     return std::move(info).error();

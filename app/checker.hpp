@@ -21,6 +21,7 @@
 
 #include <caf/actor_system.hpp>
 
+#include "actors/device.hpp"
 #include "actors/session.hpp"
 #include "memory/shmem_window.hpp"
 #include "protocol/messages.hpp"
@@ -41,6 +42,16 @@ struct CheckOptions {
   bool msix = false;
   std::string fs_file;  ///< fs: file to read (in the shared directory's root)
   std::chrono::milliseconds timeout{5000};
+  /// Every deadline of the device's requests (default: `timeout` for plain
+  /// requests, the longer defaults for memory, ring stop and device state).
+  std::optional<Timeouts> timeouts;
+  /// What the device does when the back-end is lost (off: it stays broken).
+  actors::ReconnectPolicy reconnect;
+  /// Client mode: listen on `socket`, the back-end connects to it.
+  bool listen = false;
+  /// Negotiate INFLIGHT_SHMFD when offered (the back-end records requests
+  /// in flight; a restarted one resubmits them).
+  bool inflight = false;
   bool json = false;
   /// Called with each finished step (for live output).
   std::function<void(const struct CheckStep&)> on_step;
@@ -101,6 +112,10 @@ public:
   void set_written_rounds(std::vector<unsigned> rounds) { written_ = std::move(rounds); }
 
   [[nodiscard]] bool ok() const noexcept { return failed_.empty(); }
+  /// Lets the steps after a failed one run again (after a recovery: the
+  /// back-end came back and the failed operation is retried). The failed
+  /// step stays in steps().
+  void clear_failure() { failed_.clear(); }
   [[nodiscard]] const std::vector<CheckStep>& steps() const noexcept { return steps_; }
   [[nodiscard]] actors::DeviceSession& session() { return *session_; }
   [[nodiscard]] virtio::GuestDriver* guest() { return guest_.get(); }

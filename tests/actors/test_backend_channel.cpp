@@ -188,7 +188,7 @@ struct ChannelTest : test::RtFixture, BackendEnd {
   }
   std::string expect_lost() {
     std::string why;
-    self->receive([&](lost_atom, std::string& s) { why = std::move(s); },
+    self->receive([&](lost_atom, const caf::actor_addr&, std::string& s) { why = std::move(s); },
                   caf::after(kWait) >> [] { FAIL("no lost"); });
     return why;
   }
@@ -197,7 +197,7 @@ struct ChannelTest : test::RtFixture, BackendEnd {
     int n = 0;
     bool more = true;
     while (more)
-      self->receive([&](lost_atom, std::string&) { ++n; }, caf::after(0ms) >> [&] { more = false; });
+      self->receive([&](lost_atom, const caf::actor_addr&, std::string&) { ++n; }, caf::after(0ms) >> [&] { more = false; });
     return n;
   }
   /// Exits the actor, waits for it, closes our end: nothing may be left.

@@ -57,7 +57,7 @@ NegotiateRequest request_for(const std::string& socket) {
 /// Receives (lost_atom, reason) within `timeout`; "" if none came.
 std::string next_lost(caf::scoped_actor& self, std::chrono::milliseconds timeout) {
   std::string reason;
-  self->receive([&](lost_atom, const std::string& why) { reason = why; },
+  self->receive([&](lost_atom, const caf::actor_addr&, const std::string& why) { reason = why; },
                 caf::after(timeout) >> [] {});
   return reason;
 }

@@ -78,6 +78,9 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
         return to_caf(make_error(errc::backend_failure, "CHECK_DEVICE_STATE", *check));
       },
       [=](status_atom, uint8_t) -> caf::result<caf::ok_atom> { return unused("status"); },
+      [=](inflight_atom, uint16_t, uint16_t) -> caf::result<wire::InflightDesc, SharedFd> {
+        return unused("inflight");
+      },
   };
 }
 

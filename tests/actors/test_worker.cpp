@@ -97,7 +97,7 @@ std::vector<std::string> received_losses(Self& self) {
   std::vector<std::string> out;
   bool more = true;
   while (more)
-    self->receive([&](lost_atom, std::string& why) { out.push_back(why); },
+    self->receive([&](lost_atom, const caf::actor_addr&, std::string& why) { out.push_back(why); },
                   caf::after(0ms) >> [&] { more = false; });
   return out;
 }
@@ -392,7 +392,7 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a hang-up is reported to the dev
   main_sp.second.reset();
   chan_sp.second.reset();
   std::string reason;
-  self->receive([&](lost_atom, std::string& why) { reason = why; },
+  self->receive([&](lost_atom, const caf::actor_addr&, std::string& why) { reason = why; },
                 caf::after(2s) >> [] { FAIL("no lost message"); });
   CHECK((contains(reason, "vhost-user socket") || contains(reason, "channel")));
   // The watch thread ends after reporting both fds; once the worker has
@@ -413,7 +413,7 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a live socket is not reported, i
   CHECK(received_losses(self).empty());
   main_sp.second.reset();
   std::string reason;
-  self->receive([&](lost_atom, std::string& why) { reason = why; },
+  self->receive([&](lost_atom, const caf::actor_addr&, std::string& why) { reason = why; },
                 caf::after(2s) >> [] { FAIL("no lost message"); });
   CHECK(contains(reason, "vhost-user socket"));
   CHECK(exit_and_wait(w));

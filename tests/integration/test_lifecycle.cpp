@@ -56,7 +56,8 @@ bool bring_to(app::Checker& c, DeviceState target) {
     case DeviceState::active: return c.negotiate() && c.set_memory() && c.activate();
     case DeviceState::sleeping:
       return c.negotiate() && c.set_memory() && c.activate() && c.io("I/O") && c.sleep();
-    case DeviceState::broken: return false;
+    case DeviceState::broken:
+    case DeviceState::reconnecting: return false;
   }
   return false;
 }
