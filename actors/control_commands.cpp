@@ -216,6 +216,7 @@ Result<DeviceSetup> device_setup_from(control::Args& args) {
     return std::move(kind).error();
   NegotiateOptions n;
   n.kind = *device_kind_from_string(*kind);
+  n.inflight = true;  // as for the devices on the command line (attach)
   auto opts = negotiate_from(args, n);
   if (!opts)
     return std::move(opts).error();
@@ -250,6 +251,9 @@ json status_json(const DeviceStatus& s, bool vmm_owns_shmem) {
   out["acked_features"] = number(s.acked_features);
   out["virtio_status"] = s.virtio_status;
   out["last_error"] = s.last_error;
+  out["reconnects"] = s.reconnects;
+  out["reconnect_attempts"] = s.reconnect_attempts;
+  out["inflight"] = s.inflight;
   out["shmem_owner"] = vmm_owns_shmem ? "vmm" : "vufront";
   json memory = json::array();
   for (const auto& r : s.memory)
@@ -284,6 +288,12 @@ json event_json(const std::string& device, const DeviceEvent& ev) {
       return control::make_event("config_changed", device);
     case DeviceEvent::Kind::backend_lost:
       return control::make_event("backend_lost", device, {{"reason", ev.detail}});
+    case DeviceEvent::Kind::reconnecting:
+      return control::make_event("reconnecting", device, {{"detail", ev.detail}});
+    case DeviceEvent::Kind::resumed:
+      return control::make_event("resumed", device, {{"state", to_string(ev.state)}, {"detail", ev.detail}});
+    case DeviceEvent::Kind::resume_failed:
+      return control::make_event("resume_failed", device, {{"reason", ev.detail}});
     case DeviceEvent::Kind::vring_error:
       return control::make_event("vring_error", device, {{"queue", ev.queue}});
     case DeviceEvent::Kind::shmem_mapped:

@@ -109,6 +109,8 @@ Device& add_device(Self self, const DeviceSetup& setup) {
   cfg.socket = setup.backend;
   cfg.timeouts = st.config.timeouts;
   cfg.connect_timeout = st.config.connect_timeout;
+  cfg.reconnect = st.config.reconnect;
+  cfg.listen = setup.listen;
   Device d;
   d.setup = setup;
   d.setup.shmem_owner = 0;
@@ -392,6 +394,12 @@ control_server_actor::behavior_type control_server_impl(
           it->second.state = ev.state;
         if (ev.kind == DeviceEvent::Kind::backend_lost)
           log(self, id + ": back-end lost: " + ev.detail);
+        else if (ev.kind == DeviceEvent::Kind::reconnecting)
+          log(self, id + ": reconnecting: " + ev.detail);
+        else if (ev.kind == DeviceEvent::Kind::resumed)
+          log(self, id + ": resumed " + ev.detail);
+        else if (ev.kind == DeviceEvent::Kind::resume_failed)
+          log(self, id + ": " + ev.detail);
         json e = event_json(id, ev);
         if (!e.is_null())
           broadcast(self, e);

@@ -30,6 +30,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/control_session.hpp"
+#include "actors/device.hpp"
 #include "actors/fd_watcher.hpp"
 #include "actors/messages.hpp"
 #include "memory/shmem_window.hpp"
@@ -47,6 +48,8 @@ struct ControlServerConfig {
   std::vector<DeviceSetup> devices;
   Timeouts timeouts;
   std::chrono::milliseconds connect_timeout{5000};
+  /// What every device does when its back-end is lost.
+  ReconnectPolicy reconnect;
   ControlLog log;
 };
 

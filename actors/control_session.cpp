@@ -197,7 +197,7 @@ Result<void> device_command(Self self, const Command& c, const device_actor& dev
            std::move(data).value());
     return ok();
   }
-  if (cmd == "sleep" || cmd == "wake" || cmd == "reset" || cmd == "cancel") {
+  if (cmd == "sleep" || cmd == "wake" || cmd == "reset" || cmd == "cancel" || cmd == "reconnect") {
     if (auto r = no_more(); !r)
       return r;
     if (cmd == "sleep")
@@ -206,6 +206,8 @@ Result<void> device_command(Self self, const Command& c, const device_actor& dev
       ask_ok(self, dev, device_deadline, id, cmd, wake_atom_v);
     else if (cmd == "reset")
       ask_ok(self, dev, device_deadline, id, cmd, caf::reset_atom_v);
+    else if (cmd == "reconnect")
+      ask_ok(self, dev, device_deadline, id, cmd, reconnect_atom_v);
     else {
       self->send(dev, cancel_atom_v);
       finish(self, control::ok_reply(id, json::object()));

@@ -280,6 +280,8 @@ struct DeviceSetup {
   std::string id;
   std::string backend;  ///< the back-end's vhost-user socket
   NegotiateOptions negotiate;
+  /// Client mode: vufront listens on `backend`, the back-end connects.
+  bool listen = false;
   /// At run time: the session whose VMM maps the back-end's shared memory
   /// (set_shmem_owner vmm); 0 = vufront maps it.
   uint64_t shmem_owner = 0;

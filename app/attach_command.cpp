@@ -110,6 +110,7 @@ Result<std::vector<actors::DeviceSetup>> device_setups(const std::vector<std::st
     s.negotiate.kind = kind;
     s.negotiate.queues = queues_of.count(id) ? queues_of[id] : (queues_of.count("") ? queues_of[""] : 1);
     s.negotiate.max_queue_size = static_cast<uint16_t>(max_queue_size);
+    s.negotiate.inflight = true;  // a restarted back-end resubmits what was in flight
     out.push_back(std::move(s));
   }
   for (const auto& [id, k] : kind_of)
@@ -131,6 +132,7 @@ int attach_main(const AttachOptions& opts) {
   sc.devices = opts.devices;
   sc.connect_timeout = opts.timeout;
   sc.timeouts.request = opts.timeout;
+  sc.reconnect = opts.reconnect;
   sc.log = log_line;
   auto server = sys.spawn(actors::control_server_impl, sc);
   int status = 0;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/device.hpp"
 #include "actors/messages.hpp"
 #include "protocol/error.hpp"
 
@@ -21,6 +22,12 @@ struct AttachOptions {
   std::vector<uint32_t> allowed_uids;
   /// Connecting to each back-end, and each request to it.
   std::chrono::milliseconds timeout{5000};
+  /// After a lost back-end: reconnect with backoff and replay (default on).
+  actors::ReconnectPolicy reconnect = [] {
+    actors::ReconnectPolicy p;
+    p.enabled = true;
+    return p;
+  }();
 };
 
 /// The devices from the command line: --backend [ID=]SOCKET (repeated),

@@ -191,6 +191,27 @@ int main(int argc, char** argv) {
                          "Seconds for connecting to each back-end and for each request")
       ->default_val(5.0)
       ->check(CLI::Range(0.001, 3600.0));
+  bool attach_no_reconnect = false, attach_client_mode = false;
+  double attach_give_up_s = 0, attach_max_delay_s = 5.0;
+  cmd_attach->add_flag("--client-mode", attach_client_mode,
+                       "vufront listens on every --backend SOCKET and the back-ends connect to it\n"
+                       "(DPDK's --client, QEMU's server=on); a back-end may connect again later");
+  auto* no_reconnect = cmd_attach->add_flag(
+      "--no-reconnect", attach_no_reconnect,
+      "A lost back-end leaves its device broken (default: reconnect with backoff\n"
+      "and replay the negotiated state; events reconnecting, resumed, resume_failed)");
+  cmd_attach->add_option("--reconnect-give-up", attach_give_up_s,
+                         "Seconds after a loss to stop trying (0: never; a `reconnect` command\n"
+                         "always starts again)")
+      ->default_val(0)
+      ->check(CLI::Range(0.0, 86400.0))
+      ->excludes(no_reconnect);
+  cmd_attach->add_option("--reconnect-max-delay", attach_max_delay_s,
+                         "Longest wait between two reconnect attempts (the first after 100 ms,\n"
+                         "then doubling)")
+      ->default_val(5.0)
+      ->check(CLI::Range(0.1, 3600.0))
+      ->excludes(no_reconnect);
 
   try {
     app.parse(argc, argv);
@@ -240,7 +261,12 @@ int main(int argc, char** argv) {
       return exit_usage;
     }
     attach.devices = std::move(setups).value();
+    for (auto& d : attach.devices)
+      d.listen = attach_client_mode;
     attach.timeout = seconds_to_ms(attach_timeout_s);
+    attach.reconnect.enabled = !attach_no_reconnect;
+    attach.reconnect.give_up_after = seconds_to_ms(attach_give_up_s);
+    attach.reconnect.max_delay = seconds_to_ms(attach_max_delay_s);
     return vufront::app::attach_main(attach);
   }
   return exit_usage;

@@ -222,6 +222,9 @@ Result<void> Client::sleep(const std::optional<std::string>& device) {
 Result<void> Client::wake(const std::optional<std::string>& device) {
   return as_void(call("wake", json::object(), {}, device));
 }
+Result<void> Client::reconnect(const std::optional<std::string>& device) {
+  return as_void(call("reconnect", json::object(), {}, device));
+}
 Result<void> Client::reset(const std::optional<std::string>& device) {
   return as_void(call("reset", json::object(), {}, device));
 }

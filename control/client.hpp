@@ -116,6 +116,9 @@ public:
                                           const std::vector<uint8_t>& data);
   [[nodiscard]] Result<void> sleep(const std::optional<std::string>& device = std::nullopt);
   [[nodiscard]] Result<void> wake(const std::optional<std::string>& device = std::nullopt);
+  /// After a loss: connect to the back-end again now (skipping the backoff
+  /// wait), or start again after a refused resume or a give-up.
+  [[nodiscard]] Result<void> reconnect(const std::optional<std::string>& device = std::nullopt);
   [[nodiscard]] Result<void> reset(const std::optional<std::string>& device = std::nullopt);
   /// Saves the back-end's state to `path` (the device sleeping). Result: the
   /// transfer ({"state_bytes", "checksum", ...}).

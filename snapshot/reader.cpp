@@ -223,7 +223,11 @@ Result<void> check_compatible(const Manifest& m, DeviceKind backend_kind,
     return make_error(errc::not_negotiated, kWhat,
                       "back-end does not offer features " + hex(missing) + " (" +
                           names(feature_names(missing, m.kind)) + ") the snapshot negotiated");
-  if (uint64_t missing = m.protocol_features & ~backend_protocol_features; missing != 0)
+  // INFLIGHT_SHMFD is the connection's, not the device's state: a restored
+  // device starts with nothing in flight.
+  const uint64_t per_connection = uint64_t{1} << protocol_feature::inflight_shmfd;
+  if (uint64_t missing = m.protocol_features & ~backend_protocol_features & ~per_connection;
+      missing != 0)
     return make_error(errc::not_negotiated, kWhat,
                       "back-end does not offer protocol features " + hex(missing) + " (" +
                           names(protocol_feature_names(missing)) + ") the snapshot negotiated");

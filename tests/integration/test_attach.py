@@ -323,7 +323,8 @@ def test_memory_regions_added_and_removed_while_active(tmp):
 def test_events_config_change_and_backend_lost(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '4M')
-        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--no-reconnect') as att, \
+                Control(att.control) as c:
             os.kill(a.proc.pid, signal.SIGUSR1)
             e = c.wait_event('config_changed')
             assert e['device'] == 'disk0', e
@@ -341,6 +342,86 @@ def test_events_config_change_and_backend_lost(tmp):
             info = c.ok('connect')
             assert info['kind'] == 'blk', info
             assert c.ok('status')['state'] == 'negotiated'
+
+
+def activate_one_queue(c):
+    """set_memory + activate of one 64-entry queue; returns the fds to close."""
+    ram = os.memfd_create('ram')
+    os.ftruncate(ram, 2 << 20)
+    kick, irq = os.eventfd(0), os.eventfd(0)
+    c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram])
+    c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
+                      'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
+                                  'driver': '0x100000400', 'device': '0x100000800',
+                                  'kick': 0}]}, fds=[kick, irq])
+    return [ram, kick, irq]
+
+
+def test_backend_restarted_the_device_resumes_by_itself(tmp):
+    img = os.path.join(tmp, 'disk.img')
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--image', img)
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock,
+                    '--reconnect-max-delay', '0.2') as att, Control(att.control) as c:
+            fds = activate_one_queue(c)
+            assert c.ok('status')['inflight'] is True  # the back-end records requests in flight
+            a.proc.kill()
+            e = c.wait_event('backend_lost')
+            assert e['reason'], e
+            e = c.wait_event('reconnecting')
+            assert 'lost while active' in e['detail'], e
+            bs.start('a', '--size', '4M', '--image', img)
+            e = c.wait_event('resumed')
+            assert e['state'] == 'active' and 'at used index 0' in e['detail'], e
+            st = c.ok('status')
+            assert st['state'] == 'active' and st['reconnects'] == 1 and st['last_error'] == '', st
+            b = bs.started[-1]
+            assert any('<- SET_INFLIGHT_FD' in line for line in b.log), ''.join(b.log[-20:])
+            assert any('resumed' in line for line in att.log), ''.join(att.log[-10:])
+            # it comes back without the features the driver acked: refused, and why
+            b.proc.kill()
+            c.wait_event('backend_lost')
+            b.stop()
+            wrong = bs.start('a', '--size', '4M', '--image', img, '--refuse-feature', 'VERSION_1')
+            e = c.wait_event('resume_failed')
+            assert 'no longer offers virtio features 0x100000000' in e['reason'], e
+            st = c.ok('status')
+            assert st['state'] == 'broken' and 'cannot resume' in st['last_error'], st
+            c.error('sleep', code='bad_state')
+            # the operator fixes the back-end and asks for a retry
+            wrong.stop()
+            bs.start('a', '--size', '4M', '--image', img)
+            c.ok('reconnect')
+            e = c.wait_event('resumed')
+            assert c.ok('status')['state'] == 'active'
+            c.error('reconnect', code='bad_state')  # nothing to do now
+            c.ok('sleep')
+            c.ok('wake')
+            for fd in fds:
+                os.close(fd)
+
+
+def test_client_mode_the_backend_connects_to_vufront(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        sock = os.path.join(tmp, 'a.sock')
+        # first the back-end (it retries while nobody listens), then vufront
+        a = bs.start('a', '--size', '4M', '--connect', ready='connecting to')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', sock, '--client-mode',
+                    '--reconnect-max-delay', '0.2') as att, Control(att.control) as c:
+            assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+            fds = activate_one_queue(c)
+            os.kill(a.proc.pid, signal.SIGHUP)  # it drops us and connects again
+            c.wait_event('backend_lost')
+            e = c.wait_event('resumed')
+            assert e['state'] == 'active', e
+            # the socket is taken: a second vufront cannot listen there
+            r = run(ARGS.vufront, 'attach', '--control', ctl_path(tmp) + '2', '--backend', sock,
+                    '--client-mode', '--timeout', '0.5', timeout=30)
+            assert r.returncode == 1 and 'another process listens on this socket' in r.stderr, r.stderr
+            assert c.ok('status')['state'] == 'active'
+            for fd in fds:
+                os.close(fd)
+        assert not os.path.exists(sock)  # the listening socket went with vufront
 
 
 def test_shared_memory_requests_go_to_the_owning_vmm(tmp):

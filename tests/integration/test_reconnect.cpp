@@ -442,6 +442,39 @@ TEST_CASE("reconnect: a back-end that never replies, one that accepts and closes
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
 
+TEST_CASE("reconnect: a slow back-end at restore: no deadlock where both sides wait") {
+  actors::SystemConfig cfg;
+  caf::actor_system sys{cfg};
+  TempDir tmp;
+  const std::string sock = tmp.file("a.sock"), target = tmp.file("b.sock");
+  FdCount fds;
+  {
+    PeerProcess a(sock, disk_backend(sock, tmp.file("a.img")));
+    // it answers SET_DEVICE_STATE_FD only after 1 s and CHECK_DEVICE_STATE after
+    // 0.5 s; the 16 MiB of state are far more than a pipe holds, so a front-end
+    // that wrote before the reply, or waited for the reply before reading, would
+    // wait forever with it
+    PeerProcess b(target, disk_backend(target, tmp.file("b.img"),
+                                       {"--delay-reply", "SET_DEVICE_STATE_FD:1000", "--delay-reply",
+                                        "CHECK_DEVICE_STATE:500"}));
+    app::CheckOptions o;
+    o.socket = sock;
+    o.reconnect = fast_policy();
+    app::Checker c(sys, o);
+    actors::SnapshotOptions so;
+    so.path = tmp.file("snap.vus");
+    REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O") && c.sleep() &&
+                     c.snapshot(so)),
+                    failure(c));
+    actors::RestoreOptions ro;
+    ro.path = so.path;
+    CHECK_MESSAGE(c.restore(target, ro), failure(c));
+    CHECK(c.last_transfer().state_bytes > (16u << 20));
+    CHECK_MESSAGE((c.wake() && c.io("I/O after restore")), failure(c));
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
 TEST_CASE("reconnect: client mode: vufront listens, the back-end connects (and comes back)") {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};

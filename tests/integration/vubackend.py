@@ -16,8 +16,9 @@ class Backend:
     it listens (its stderr is drained by a thread and kept). Always stopped by
     pid: use it as a context manager, or call stop() in a finally."""
 
-    def __init__(self, binary, sock, *args):
+    def __init__(self, binary, sock, *args, ready='listening on'):
         self.sock = sock
+        self.ready = ready  # the log line that says it is up ('connecting to' with --connect)
         self.log = []
         self.proc = subprocess.Popen([binary, '--socket', sock, '--verbose', *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -31,7 +32,7 @@ class Backend:
     def _drain(self):
         for line in self.proc.stderr:
             self.log.append(line)
-            if 'listening on' in line:
+            if self.ready in line:
                 self.listening.set()
 
     def stop(self):
@@ -59,8 +60,8 @@ class Backends:
         self.tmp = tmp
         self.started = []
 
-    def start(self, name, *args):
-        b = Backend(self.binary, os.path.join(self.tmp, name + '.sock'), *args)
+    def start(self, name, *args, ready='listening on'):
+        b = Backend(self.binary, os.path.join(self.tmp, name + '.sock'), *args, ready=ready)
         self.started.append(b)
         return b
 
