@@ -4,6 +4,8 @@
 // without touching the socket again.
 #include <doctest/doctest.h>
 
+#include <atomic>
+
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -69,7 +71,7 @@ TEST_CASE_FIXTURE(RtFixture, "connection: a back-end that never replies times ou
   FdCount fds;
   {
     UniqueFd held;  // keeps the peer's end open and silent until the test ends
-    int got = -1;
+    std::atomic<int> got{-1};  // written by the peer's thread
     {
       OnePeer peer(tmp.file("s.sock"), [&](UniqueFd& c) {
         got = c.get();
