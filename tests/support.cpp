@@ -1,5 +1,7 @@
 #include "tests/support.hpp"
 
+#include <algorithm>
+
 #include <chrono>
 #include <thread>
 
@@ -41,6 +43,19 @@ std::string FdCount::listing() {
   return out;
 }
 
+FdCount::FdCount() : before_(count_open_fds()) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const int now = count_open_fds();
+    if (now == before_ || std::chrono::steady_clock::now() >= until) {
+      before_ = std::min(before_, now);
+      return;
+    }
+    before_ = now;
+  }
+}
+
 int FdCount::leaked() const {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   int diff = count_open_fds() - before_;
@@ -48,7 +63,7 @@ int FdCount::leaked() const {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     diff = count_open_fds() - before_;
   }
-  return diff;
+  return std::max(diff, 0);
 }
 
 }  // namespace vufront::test

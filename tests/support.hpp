@@ -14,7 +14,11 @@ namespace vufront::test {
 /// back before it reports a difference; a real leak stays.
 class FdCount {
 public:
-  FdCount() : before_(count_open_fds()) {}
+  /// The baseline: the count once it is steady (an earlier test's actors may
+  /// still be closing theirs; up to 300 ms).
+  FdCount();
+  /// Fds open now beyond the baseline, waiting up to 2 s for them to close;
+  /// never negative (fewer than before is no leak).
   [[nodiscard]] int leaked() const;
   /// The open fds now ("3 -> anon_inode:[eventfd]", one per line), for the
   /// message of a failed leak check.
