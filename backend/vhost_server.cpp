@@ -28,6 +28,17 @@ void log(const char* fmt, const std::string& a, const std::string& b = {}) {
   std::fputc('\n', stderr);
 }
 
+/// Writes this process's pid to `path` (nothing when empty).
+Result<void> write_pidfile(const std::string& path, const char* op) {
+  if (path.empty())
+    return ok();
+  std::ofstream pf(path);
+  pf << ::getpid() << "\n";
+  if (!pf)
+    return make_error(errc::io_error, op, "cannot write pidfile " + path);
+  return ok();
+}
+
 }  // namespace
 
 uint64_t offered_features(const Options& o, const Device& d) {
@@ -94,12 +105,8 @@ Result<void> VhostServer::listen() {
   if (!signal_fd_)
     return make_error(errc::io_error, op, "signalfd", errno);
   if (opt_.connect) {
-    if (!opt_.pidfile.empty()) {
-      std::ofstream pf(opt_.pidfile);
-      pf << ::getpid() << "\n";
-      if (!pf)
-        return make_error(errc::io_error, op, "cannot write pidfile " + opt_.pidfile);
-    }
+    if (auto r = write_pidfile(opt_.pidfile, op); !r)
+      return r;
     if (opt_.verbose)
       log("connecting to %s%s", opt_.socket_path);
     return ok();
@@ -113,12 +120,8 @@ Result<void> VhostServer::listen() {
   listening_ = true;
   if (::listen(listen_fd_.get(), 4) != 0)
     return make_error(errc::io_error, op, "listen", errno);
-  if (!opt_.pidfile.empty()) {
-    std::ofstream pf(opt_.pidfile);
-    pf << ::getpid() << "\n";
-    if (!pf)
-      return make_error(errc::io_error, op, "cannot write pidfile " + opt_.pidfile);
-  }
+  if (auto r = write_pidfile(opt_.pidfile, op); !r)
+    return r;
   if (opt_.verbose)
     log("listening on %s%s", opt_.socket_path);
   return ok();

@@ -1,6 +1,7 @@
 #include "tests/support.hpp"
 
 #include <algorithm>
+#include <fstream>
 
 #include <chrono>
 #include <thread>
@@ -54,6 +55,15 @@ FdCount::FdCount() : before_(count_open_fds()) {
     }
     before_ = now;
   }
+}
+
+uint64_t status_kib(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0)
+      return std::stoull(line.substr(std::string(key).size()));
+  return 0;
 }
 
 int FdCount::leaked() const {

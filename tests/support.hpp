@@ -1,6 +1,7 @@
 #pragma once
 // Small helpers shared by the tests.
 
+#include <cstdint>
 #include <string>
 
 #include "memory/unique_fd.hpp"
@@ -29,6 +30,9 @@ private:
 };
 
 /// A fresh private directory under /tmp, removed with its contents.
+/// A line of /proc/self/status in KiB, e.g. status_kib("VmRSS:"); 0 if absent.
+[[nodiscard]] uint64_t status_kib(const char* key);
+
 class TempDir {
 public:
   TempDir();

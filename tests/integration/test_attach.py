@@ -46,6 +46,19 @@ def assert_vmm_ok(r):
     assert 'result: ok, the data matched' in r.stdout, r.stdout
 
 
+def activate_one_queue(c):
+    """set_memory + activate of one 64-entry queue; returns the fds to close."""
+    ram = os.memfd_create('ram')
+    os.ftruncate(ram, 2 << 20)
+    kick, irq = os.eventfd(0), os.eventfd(0)
+    c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram])
+    c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
+                      'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
+                                  'driver': '0x100000400', 'device': '0x100000800',
+                                  'kick': 0}]}, fds=[kick, irq])
+    return [ram, kick, irq]
+
+
 # ---- the example VMM's flow ---------------------------------------------------------
 
 def test_example_vmm_same_backend_new_backend_and_msix(tmp):
@@ -257,14 +270,7 @@ def test_vmm_disconnects_mid_command_and_while_running(tmp):
         with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--timeout', '10') as att:
             # a VMM brings the device up and goes away while it runs
             with Control(att.control) as c:
-                mem = os.memfd_create('guest')
-                os.ftruncate(mem, 2 << 20)
-                kick, irq = os.eventfd(0), os.eventfd(0)
-                c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[mem])
-                c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
-                                  'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
-                                              'driver': '0x100000400', 'device': '0x100000800',
-                                              'kick': 0}]}, fds=[kick, irq])
+                fds = activate_one_queue(c)
                 assert c.ok('status')['state'] == 'active'
                 # sleep takes 1.5 s (the back-end delays GET_VRING_BASE); leave mid-way
                 c.send_raw(json.dumps({'id': 77, 'cmd': 'sleep'}).encode())
@@ -283,7 +289,7 @@ def test_vmm_disconnects_mid_command_and_while_running(tmp):
                 c.ok('sleep')
                 c.ok('reset')
                 assert c.ok('status')['state'] == 'negotiated'
-            for fd in (mem, kick, irq):
+            for fd in fds:
                 os.close(fd)
 
 
@@ -342,19 +348,6 @@ def test_events_config_change_and_backend_lost(tmp):
             info = c.ok('connect')
             assert info['kind'] == 'blk', info
             assert c.ok('status')['state'] == 'negotiated'
-
-
-def activate_one_queue(c):
-    """set_memory + activate of one 64-entry queue; returns the fds to close."""
-    ram = os.memfd_create('ram')
-    os.ftruncate(ram, 2 << 20)
-    kick, irq = os.eventfd(0), os.eventfd(0)
-    c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram])
-    c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
-                      'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
-                                  'driver': '0x100000400', 'device': '0x100000800',
-                                  'kick': 0}]}, fds=[kick, irq])
-    return [ram, kick, irq]
 
 
 def test_backend_restarted_the_device_resumes_by_itself(tmp):

@@ -68,16 +68,6 @@ constexpr uint64_t asan_quarantine_kib = 256 * 1024;
 constexpr uint64_t asan_quarantine_kib = 0;
 #endif
 
-/// A line of /proc/self/status ("VmRSS:") in KiB.
-uint64_t status_kib(const char* key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key, 0) == 0)
-      return std::stoull(line.substr(std::string(key).size()));
-  return 0;
-}
-
 DeviceState state_of(actors::DeviceSession& s) { return must(s.status(), "status").state; }
 
 /// Waits for `kind`, failing the test with what came instead.

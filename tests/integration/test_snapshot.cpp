@@ -94,16 +94,6 @@ void copy_file(const std::string& from, const std::string& to, uint64_t limit = 
   }
 }
 
-/// The process's resident set now and its peak since the last reset, in KiB.
-uint64_t status_kib(const char* key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key, 0) == 0)
-      return std::stoull(line.substr(std::string(key).size()));
-  return 0;
-}
-
 void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 /// The names in a directory.
