@@ -53,6 +53,23 @@ PeerProcess::PeerProcess(std::string socket, std::vector<std::string> argv,
   if (status != 0 || pid <= 0)
     throw std::runtime_error("start of back-end failed: " + cmd + "\n" + out);
   pid_ = static_cast<int>(pid);
+  start_watchdog();
+}
+
+void PeerProcess::start_watchdog() const {
+  // If the test process dies without running destructors (ctest kills a test
+  // on timeout), the peer would live on: a detached watchdog kills it once the
+  // test process is gone, unless the peer is gone first (it checks the peer's
+  // start time, so a reused pid is left alone).
+  const std::string test = std::to_string(::getpid()), peer = std::to_string(pid_);
+  const std::string stat = "/proc/" + peer + "/stat";
+  const std::string script =
+      "st=$(cut -d' ' -f22 " + stat + " 2>/dev/null) || exit 0; "
+      "while kill -0 " + test + " 2>/dev/null; do "
+      "[ \"$(cut -d' ' -f22 " + stat + " 2>/dev/null)\" = \"$st\" ] || exit 0; sleep 1; done; "
+      "[ \"$(cut -d' ' -f22 " + stat + " 2>/dev/null)\" = \"$st\" ] && kill -KILL " + peer;
+  const std::string cmd = "setsid sh -c " + shell_quote(script) + " >/dev/null 2>&1 </dev/null &";
+  [[maybe_unused]] int rc = std::system(cmd.c_str());
 }
 
 PeerProcess::~PeerProcess() { stop(); }

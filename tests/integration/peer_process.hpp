@@ -2,7 +2,8 @@
 // A real back-end process for integration tests: started through one of the
 // shared/peers start scripts (or any command that prints its pid as the last
 // line of stdout once its socket is ready) and stopped by pid when the
-// object dies — also when the test fails.
+// object dies — also when the test fails, and (by a watchdog) when the test
+// process is killed without unwinding.
 
 #include <string>
 #include <vector>
@@ -29,6 +30,9 @@ public:
   [[nodiscard]] static std::string peers_dir();
 
 private:
+  /// A detached process that kills the peer if this process dies first.
+  void start_watchdog() const;
+
   std::string socket_;
   int pid_ = -1;
 };
