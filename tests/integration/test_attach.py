@@ -297,15 +297,9 @@ def test_memory_regions_added_and_removed_while_active(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '4M')
         with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
-            ram, more = os.memfd_create('ram'), os.memfd_create('more')
-            os.ftruncate(ram, 2 << 20)
+            fds = activate_one_queue(c)
+            more = os.memfd_create('more')
             os.ftruncate(more, 1 << 20)
-            kick, irq = os.eventfd(0), os.eventfd(0)
-            c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram])
-            c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
-                              'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
-                                          'driver': '0x100000400', 'device': '0x100000800',
-                                          'kick': 0}]}, fds=[kick, irq])
             # hot-add a region: the back-end gets ADD_MEM_REG (CONFIGURE_MEM_SLOTS)
             c.ok('add_memory_region', {'gpa': '0x200000000', 'size': 1 << 20, 'fd': 0}, fds=[more])
             assert [m['gpa'] for m in c.ok('status')['memory']] == [0x100000000, 0x200000000]
@@ -320,7 +314,7 @@ def test_memory_regions_added_and_removed_while_active(tmp):
             assert any('<- REM_MEM_REG' in line for line in a.log), ''.join(a.log[-20:])
             assert [m['gpa'] for m in c.ok('status')['memory']] == [0x100000000]
             assert c.ok('status')['state'] == 'active'
-            for fd in (ram, more, kick, irq):
+            for fd in fds + [more]:
                 os.close(fd)
 
 

@@ -109,6 +109,7 @@ TEST_CASE("reconnect: a back-end killed in each state comes back by itself with 
         o.socket = sock;
         o.queues = 2;
         o.packed = packed;
+        o.timeout = std::chrono::milliseconds(1000);  // an attempt with nobody there ends after 1 s
         o.reconnect = fast_policy();
         app::Checker c(sys, o);
         REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O before")),
@@ -127,7 +128,9 @@ TEST_CASE("reconnect: a back-end killed in each state comes back by itself with 
         auto refused = c.session().sleep();
         REQUIRE_FALSE(refused.ok());
         CHECK(refused.error().code == errc::bad_state);
-        std::this_thread::sleep_for(std::chrono::milliseconds(150));  // a few failed attempts
+        // an attempt fails while nobody is there, and the device keeps trying
+        auto missed = expect_event(c.session(), DeviceEvent::Kind::reconnecting);
+        CHECK(missed.detail.find("attempt 1 failed") != std::string::npos);
         PeerProcess again(sock, disk_backend(sock, img, {"--queues", "2"}));
         if (packed && state == DeviceState::active) {
           // where packed rings stopped is known only to the dead back-end
@@ -386,8 +389,9 @@ TEST_CASE("reconnect: a back-end that stays away: the give-up window, then the o
   auto st = must(c.session().status(), "status");
   CHECK(st.state == DeviceState::broken);
   CHECK(st.reconnect_attempts >= 2);
-  // nothing happens by itself any more
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // nothing happens by itself any more: no event (no attempt) within 300 ms
+  auto later = c.session().next_event(std::chrono::milliseconds(300));
+  CHECK_MESSAGE(!later, (later ? later->detail : std::string()));
   CHECK(state_of(c.session()) == DeviceState::broken);
   be = std::make_unique<PeerProcess>(sock, disk_backend(sock, img));
   must(c.session().reconnect(), "reconnect");
