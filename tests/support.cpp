@@ -45,7 +45,7 @@ std::string FdCount::listing() {
 }
 
 FdCount::FdCount() : before_(count_open_fds()) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  const auto until = std::chrono::steady_clock::now() + scaled(std::chrono::milliseconds(300));
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     const int now = count_open_fds();
@@ -67,7 +67,7 @@ uint64_t status_kib(const char* key) {
 }
 
 int FdCount::leaked() const {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  const auto until = std::chrono::steady_clock::now() + scaled(std::chrono::seconds(2));
   int diff = count_open_fds() - before_;
   while (diff > 0 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -75,5 +75,7 @@ int FdCount::leaked() const {
   }
   return std::max(diff, 0);
 }
+
+int FdCount::open_now() const { return count_open_fds() - before_; }
 
 }  // namespace vufront::test

@@ -81,7 +81,7 @@ TEST_CASE("GuestMemory: memfd backing is shared with an independent mapping of i
     CHECK(r->size() == 16 * kPage);
     CHECK(r->fd_offset() == 0);
     check_shared_both_ways(mem, *r);
-    CHECK(count.leaked() == 1);
+    CHECK(count.open_now() == 1);
   }
   CHECK(count.leaked() == 0);
 }
@@ -96,7 +96,7 @@ TEST_CASE("GuestMemory: Boost.Interprocess shm backing leaves no name and is sha
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator("/dev/shm", ec))
       CHECK(e.path().filename().string().rfind(prefix, 0) == std::string::npos);
-    CHECK(count.leaked() == 1);
+    CHECK(count.open_now() == 1);
   }
   CHECK(count.leaked() == 0);
 }
@@ -146,7 +146,7 @@ TEST_CASE("GuestMemory: adopting a caller's fd at an offset") {
     REQUIRE(mem.add_region_from_fd(0, kPage, shared, 0).ok());
     REQUIRE(mem.remove_region(0).ok());
     CHECK(shared->valid());
-    CHECK(count.leaked() == 2);
+    CHECK(count.open_now() == 2);
   }
   CHECK(count.leaked() == 0);
 }
@@ -218,7 +218,7 @@ TEST_CASE("GuestMemory: every invalid region is refused before anything is mappe
   CHECK_FALSE(mem.region_payload(kPage).ok());
   REQUIRE(mem.remove_region(0).ok());
   CHECK_FALSE(mem.remove_region(0).ok());
-  CHECK(count.leaked() == 3);  // the three regions still in mem
+  CHECK(count.open_now() == 3);  // the three regions still in mem
 }
 
 TEST_CASE("GuestMemory: translation at region edges") {
@@ -315,9 +315,9 @@ TEST_CASE("GuestMemory: mem_table and region payloads") {
     auto single = mem.region_payload(0x100000000);
     REQUIRE(single.ok());
     CHECK(std::memcmp(&*single, &table[1], sizeof table[1]) == 0);
-    CHECK(count.leaked() == 2);
+    CHECK(count.open_now() == 2);
     REQUIRE(mem.remove_region(0x100000000).ok());
-    CHECK(count.leaked() == 1);
+    CHECK(count.open_now() == 1);
     CHECK(mem.mem_table().size() == 1);
   }
   CHECK(count.leaked() == 0);

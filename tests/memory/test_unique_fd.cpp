@@ -33,7 +33,7 @@ TEST_CASE("UniqueFd: default is empty, adopt owns and closes") {
     REQUIRE(fd.valid());
     raw = fd.get();
     CHECK(is_open(raw));
-    CHECK(count.leaked() == 1);
+    CHECK(count.open_now() == 1);
   }
   CHECK(count.leaked() == 0);
   CHECK_FALSE(is_open(raw));
@@ -47,7 +47,7 @@ TEST_CASE("UniqueFd: release gives up ownership, reset closes") {
   int raw = fd.release();
   CHECK_FALSE(fd.valid());
   CHECK(is_open(raw));
-  CHECK(count.leaked() == 1);
+  CHECK(count.open_now() == 1);
   auto again = UniqueFd::adopt(raw);
   again.reset();
   CHECK_FALSE(again.valid());
@@ -68,7 +68,7 @@ TEST_CASE("UniqueFd: move construction and assignment transfer ownership") {
   c = std::move(b);  // closes raw_a
   CHECK(c.get() == raw_b);
   CHECK_FALSE(is_open(raw_a));
-  CHECK(count.leaked() == 1);
+  CHECK(count.open_now() == 1);
   UniqueFd& self = c;
   c = std::move(self);  // self-move keeps the fd
   CHECK(c.get() == raw_b);
@@ -131,7 +131,7 @@ TEST_CASE("UniqueFd: factories create CLOEXEC fds") {
     REQUIRE(sp.first);
     REQUIRE(sp.second);
     CHECK(is_cloexec(sp.second.get()));
-    CHECK(count.leaked() == 7);
+    CHECK(count.open_now() == 7);
   }
   CHECK(count.leaked() == 0);
   CHECK_FALSE(vufront::set_nonblocking(-1, true));

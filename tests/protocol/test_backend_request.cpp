@@ -113,7 +113,7 @@ TEST_CASE("decode_backend_request: valid requests") {
     const auto& got = std::get<wire::ShmemMap>(r->payload);
     CHECK(got.shmid == 3);
     CHECK(got.shm_offset == 2 * kPage);
-    CHECK(count.leaked() == 1);  // owned by r
+    CHECK(count.open_now() == 1);  // owned by r
   }
   SUBCASE("SHMEM_UNMAP ignores fd_offset and flags") {
     auto r = vufront::decode_backend_request(
@@ -231,7 +231,7 @@ TEST_CASE("decode_backend_request: malformed requests are refused and their fds 
     CAPTURE(b.what);
     FdCount count;
     auto m = msg(b.code, b.flags, b.body, b.nfds);
-    CHECK(count.leaked() == static_cast<int>(b.nfds));
+    CHECK(count.open_now() == static_cast<int>(b.nfds));
     auto r = vufront::decode_backend_request(std::move(m), b.acked);
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == b.want);
