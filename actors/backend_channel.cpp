@@ -16,6 +16,7 @@
 
 #include "actors/credit_gate.hpp"
 #include "actors/error.hpp"
+#include "actors/handoff.hpp"
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
 
@@ -181,8 +182,9 @@ void read_loop(ReaderCore& c) {
     if (!owner)
       return;
     note_queued(*c.counters);
-    caf::anon_send(owner, backend_req_atom_v,
-                   std::make_shared<BackendRequest>(std::move(req).value()));
+    auto request = std::make_shared<BackendRequest>(std::move(req).value());
+    handed_over(request.get());
+    caf::anon_send(owner, backend_req_atom_v, std::move(request));
     have_credit = false;  // travels with the request; the actor gives it back
   }
 }
@@ -485,6 +487,7 @@ channel_actor::behavior_type channel_impl(channel_actor::stateful_pointer<Channe
   }
   return {
       [self](backend_req_atom, const std::shared_ptr<BackendRequest>& req) {
+        taken_over(req.get());
         try {
           on_request(self, req);
         } catch (...) {

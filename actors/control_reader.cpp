@@ -8,6 +8,7 @@
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
 
+#include "actors/handoff.hpp"
 #include "actors/messages.hpp"
 #include "control/packet.hpp"
 
@@ -60,7 +61,9 @@ struct ControlReader::Core {
       auto s = caf::actor_cast<control_session_actor>(session);
       if (!s)
         return;
-      caf::anon_send(s, packet_atom_v, std::make_shared<control::Packet>(std::move(**p)));
+      auto packet = std::make_shared<control::Packet>(std::move(**p));
+      handed_over(packet.get());
+      caf::anon_send(s, packet_atom_v, std::move(packet));
       have_credit = false;  // travels with the packet; packet_done() gives it back
     }
   }

@@ -7,6 +7,7 @@
 
 #include "actors/control_commands.hpp"
 #include "actors/error.hpp"
+#include "actors/handoff.hpp"
 #include "control/protocol.hpp"
 
 namespace vufront::actors {
@@ -419,6 +420,7 @@ control_session_actor::behavior_type control_session_impl(
           });
   return {
       [self](packet_atom, const std::shared_ptr<control::Packet>& p) {
+        taken_over(p.get());
         if (p)
           handle_packet(self, *p);
         if (self->state.reader)
