@@ -285,8 +285,10 @@ VhostServer::Next VhostServer::on_message(Message& m) {
     log("--close-at %s: closing the connection%s", name);
     return Next::drop;
   }
-  if (fa.delay_ms > 0)
+  if (fa.delay_ms > 0) {
+    log("--delay-reply %s: %s ms before the answer", name, std::to_string(fa.delay_ms));
     std::this_thread::sleep_for(std::chrono::milliseconds(fa.delay_ms));
+  }
   if (opt_.verbose)
     log("<- %s (%s bytes)", name, std::to_string(m.header.size));
   const uint32_t flags = m.header.flags;

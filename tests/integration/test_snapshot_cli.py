@@ -125,7 +125,11 @@ def test_snapshot_cancelled_by_ctrl_c_leaves_no_file(tmp):
         p = subprocess.Popen([ARGS.vufront, 'snapshot', a.sock, '--out', out],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(0.7)
+            # Ctrl-C while the transfer runs: the back-end holds its answer
+            deadline = time.monotonic() + 60
+            while not any('--delay-reply SET_DEVICE_STATE_FD' in line for line in a.log):
+                assert time.monotonic() < deadline and p.poll() is None, 'no transfer began'
+                time.sleep(0.02)
             p.send_signal(signal.SIGINT)
             stdout, stderr = p.communicate(timeout=60)
         finally:
@@ -134,6 +138,29 @@ def test_snapshot_cancelled_by_ctrl_c_leaves_no_file(tmp):
                 p.wait()
         assert p.returncode == 1, (stdout, stderr)
         assert 'cancelled' in stderr.strip().splitlines()[-1], stderr
+        assert not os.path.exists(out) and leftovers(tmp) == []
+
+
+def test_snapshot_interrupted_while_connecting_transfers_nothing(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--delay-reply', 'GET_FEATURES:1500')
+        out = os.path.join(tmp, 's.vfsnap')
+        p = subprocess.Popen([ARGS.vufront, 'snapshot', a.sock, '--out', out],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not any('--delay-reply GET_FEATURES' in line for line in a.log):
+                assert time.monotonic() < deadline and p.poll() is None, 'vufront did not connect'
+                time.sleep(0.02)
+            p.send_signal(signal.SIGINT)
+            stdout, stderr = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 1, (stdout, stderr)
+        assert 'cancelled before the transfer began' in stderr.strip().splitlines()[-1], stderr
+        assert not any('SET_DEVICE_STATE_FD' in line for line in a.log), a.log
         assert not os.path.exists(out) and leftovers(tmp) == []
 
 
