@@ -62,10 +62,17 @@ std::string read_file(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// What a sanitizer's runtime holds on top of ours, for the soak's RSS bound:
+// under ASan freed memory sits in its quarantine (256 MiB by default) before
+// it is reused; under TSan the shadow of every heap page touched (four times
+// its size) and each thread's event trace keep growing for a while (about
+// 20 MiB over the soak). The plain build is the one that sees a small leak.
 #if defined(__SANITIZE_ADDRESS__)
-constexpr uint64_t asan_quarantine_kib = 256 * 1024;
+constexpr uint64_t sanitizer_allowance_kib = 256 * 1024;
+#elif defined(__SANITIZE_THREAD__)
+constexpr uint64_t sanitizer_allowance_kib = 64 * 1024;
 #else
-constexpr uint64_t asan_quarantine_kib = 0;
+constexpr uint64_t sanitizer_allowance_kib = 0;
 #endif
 
 DeviceState state_of(actors::DeviceSession& s) { return must(s.status(), "status").state; }
@@ -590,14 +597,18 @@ TEST_CASE("reconnect: soak: 1,000 reconnects and 10,000 sleep/wake cycles, fd co
   c.set_timeout(std::chrono::seconds(3));
   REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
   std::optional<FdCount> fds;
-  uint64_t rss_warm = 0;
+  uint64_t rss_warm = 0, rss_mid = 0;
+  int warm_cycle = 0;
   const auto started = std::chrono::steady_clock::now();
   int reconnects = 0;
   for (int i = 0; i < 10000; ++i) {
     if (!fds && std::chrono::steady_clock::now() - started > std::chrono::seconds(6)) {
       fds.emplace();  // warmed up: allocator pools, pending request timeouts
       rss_warm = status_kib("VmRSS:");
+      warm_cycle = i;
     }
+    if (fds && rss_mid == 0 && i == (warm_cycle + 10000) / 2)
+      rss_mid = status_kib("VmRSS:");
     auto s = c.session().sleep();
     REQUIRE_MESSAGE(s.ok(), "cycle " << i << ": " << s.error().message());
     auto w = c.session().wake();
@@ -618,10 +629,15 @@ TEST_CASE("reconnect: soak: 1,000 reconnects and 10,000 sleep/wake cycles, fd co
   CHECK(st.reconnects == 1000);
   CHECK_MESSAGE(fds->leaked() == 0, FdCount::listing());
   const uint64_t rss_end = status_kib("VmRSS:");
+  CAPTURE(warm_cycle);
   CAPTURE(rss_warm);
+  CAPTURE(rss_mid);
   CAPTURE(rss_end);
-  // flat: 5,000 cycles at 0.6 KiB each would show. Under ASan freed memory
-  // sits in its quarantine (256 MiB by default) before it is reused.
-  CHECK(rss_end < rss_warm + 3 * 1024 + asan_quarantine_kib);
+  // Flat: after the warm-up the allocator may still settle a little (a few
+  // MiB, more when the machine is busy), but a leak keeps growing: the second
+  // half of the cycles (3,000 or more) at 1 KiB each would show (in the plain build).
+  REQUIRE(rss_mid > 0);
+  CHECK(rss_end < rss_mid + 2 * 1024 + sanitizer_allowance_kib / 2);
+  CHECK(rss_end < rss_warm + 6 * 1024 + sanitizer_allowance_kib);
   CHECK_MESSAGE(c.io("I/O after the soak"), failure(c));
 }

@@ -6,9 +6,21 @@ import json
 import os
 import signal
 import socket
+import sys
 import subprocess
 import threading
 import time
+
+
+def wait_for_line(log, text, timeout=10):
+    """Waits until a line of `log` (filled by a process's stderr drainer)
+    contains `text`: a line the process wrote may not have been read yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in line for line in log):
+            return True
+        time.sleep(0.02)
+    raise AssertionError('no log line with %r in:\n%s' % (text, ''.join(log[-40:])))
 
 
 class Backend:
@@ -34,6 +46,10 @@ class Backend:
             self.log.append(line)
             if self.ready in line:
                 self.listening.set()
+
+    def wait_log(self, text, timeout=10):
+        """Waits until a log line contains `text`."""
+        return wait_for_line(self.log, text, timeout)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -139,12 +155,7 @@ class Attach:
 
     def wait_log(self, text, timeout=10):
         """Waits until a log line contains `text`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.log):
-                return True
-            time.sleep(0.02)
-        raise AssertionError('no log line with %r in:\n%s' % (text, ''.join(self.log)))
+        return wait_for_line(self.log, text, timeout)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -160,8 +171,10 @@ class Attach:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.stop()
+    def __exit__(self, exc_type, exc, tb):
+        code = self.stop()
+        if exc_type is not None:  # the test failed: what vufront said, and how it ended
+            sys.stderr.write('vufront attach (exit %s) logged:\n%s' % (code, ''.join(self.log[-200:])))
 
 
 class Control:
