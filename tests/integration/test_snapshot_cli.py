@@ -118,25 +118,32 @@ def test_snapshot_and_restore_errors(tmp):
         assert r.returncode == 1 and 'checksum mismatch' in r.stderr, r.stderr
 
 
+def interrupted_snapshot(backend, out, held):
+    """`vufront snapshot` of `backend` into `out`, sent a Ctrl-C once the
+    back-end logs that it holds its answer to `held` (its --delay-reply);
+    returns (exit code, stdout, stderr)."""
+    p = subprocess.Popen([ARGS.vufront, 'snapshot', backend.sock, '--out', out],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any('--delay-reply ' + held in line for line in backend.log):
+            assert time.monotonic() < deadline and p.poll() is None, 'vufront never sent ' + held
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, stdout, stderr
+
+
 def test_snapshot_cancelled_by_ctrl_c_leaves_no_file(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '64M', '--delay-reply', 'SET_DEVICE_STATE_FD:2000')
         out = os.path.join(tmp, 's.vfsnap')
-        p = subprocess.Popen([ARGS.vufront, 'snapshot', a.sock, '--out', out],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            # Ctrl-C while the transfer runs: the back-end holds its answer
-            deadline = time.monotonic() + 60
-            while not any('--delay-reply SET_DEVICE_STATE_FD' in line for line in a.log):
-                assert time.monotonic() < deadline and p.poll() is None, 'no transfer began'
-                time.sleep(0.02)
-            p.send_signal(signal.SIGINT)
-            stdout, stderr = p.communicate(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        assert p.returncode == 1, (stdout, stderr)
+        code, stdout, stderr = interrupted_snapshot(a, out, 'SET_DEVICE_STATE_FD')  # while it runs
+        assert code == 1, (stdout, stderr)
         assert 'cancelled' in stderr.strip().splitlines()[-1], stderr
         assert not os.path.exists(out) and leftovers(tmp) == []
 
@@ -145,20 +152,8 @@ def test_snapshot_interrupted_while_connecting_transfers_nothing(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '4M', '--delay-reply', 'GET_FEATURES:1500')
         out = os.path.join(tmp, 's.vfsnap')
-        p = subprocess.Popen([ARGS.vufront, 'snapshot', a.sock, '--out', out],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while not any('--delay-reply GET_FEATURES' in line for line in a.log):
-                assert time.monotonic() < deadline and p.poll() is None, 'vufront did not connect'
-                time.sleep(0.02)
-            p.send_signal(signal.SIGINT)
-            stdout, stderr = p.communicate(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        assert p.returncode == 1, (stdout, stderr)
+        code, stdout, stderr = interrupted_snapshot(a, out, 'GET_FEATURES')
+        assert code == 1, (stdout, stderr)
         assert 'cancelled before the transfer began' in stderr.strip().splitlines()[-1], stderr
         assert not any('SET_DEVICE_STATE_FD' in line for line in a.log), a.log
         assert not os.path.exists(out) and leftovers(tmp) == []
