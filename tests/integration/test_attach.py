@@ -23,7 +23,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 
 from runner import run_tests
 from vubackend import Attach, Backends, Control, open_fds, run
@@ -274,7 +273,7 @@ def test_vmm_disconnects_mid_command_and_while_running(tmp):
                 assert c.ok('status')['state'] == 'active'
                 # sleep takes 1.5 s (the back-end delays GET_VRING_BASE); leave mid-way
                 c.send_raw(json.dumps({'id': 77, 'cmd': 'sleep'}).encode())
-                time.sleep(0.2)
+                a.wait_log('--delay-reply GET_VRING_BASE')
             att.wait_log('session 1: detached', timeout=15)
             with Control(att.control) as c:
                 st = c.ok('status')

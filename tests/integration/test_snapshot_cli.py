@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 from runner import run_tests
 from vubackend import Backends, index_of, job_events, leftovers, run, write_job
@@ -125,10 +124,7 @@ def interrupted_snapshot(backend, out, held):
     p = subprocess.Popen([ARGS.vufront, 'snapshot', backend.sock, '--out', out],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not any('--delay-reply ' + held in line for line in backend.log):
-            assert time.monotonic() < deadline and p.poll() is None, 'vufront never sent ' + held
-            time.sleep(0.02)
+        backend.wait_log('--delay-reply ' + held, timeout=60)
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=60)
     finally:
@@ -155,7 +151,7 @@ def test_snapshot_interrupted_while_connecting_transfers_nothing(tmp):
         code, stdout, stderr = interrupted_snapshot(a, out, 'GET_FEATURES')
         assert code == 1, (stdout, stderr)
         assert 'cancelled before the transfer began' in stderr.strip().splitlines()[-1], stderr
-        assert not any('SET_DEVICE_STATE_FD' in line for line in a.log), a.log
+        assert not a.log.has('SET_DEVICE_STATE_FD'), a.log
         assert not os.path.exists(out) and leftovers(tmp) == []
 
 

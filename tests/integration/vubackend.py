@@ -12,15 +12,44 @@ import threading
 import time
 
 
-def wait_for_line(log, text, timeout=10):
-    """Waits until a line of `log` (filled by a process's stderr drainer)
-    contains `text`: a line the process wrote may not have been read yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(text in line for line in log):
-            return True
-        time.sleep(0.02)
-    raise AssertionError('no log line with %r in:\n%s' % (text, ''.join(log[-40:])))
+class StderrLog(list):
+    """A process's stderr lines, read by a thread as they come. wait_for()
+    waits on them: a line the process wrote may not have been read yet."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.ended = False  # the process closed its stderr (it exited)
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _drain(self, stream):
+        for line in stream:
+            with self._changed:
+                self.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.ended = True
+            self._changed.notify_all()
+
+    def has(self, text):
+        return any(text in line for line in self)
+
+    def wait_for(self, text, timeout=10):
+        """True once a line contains `text`; False when the process ended
+        first or `timeout` seconds passed."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.has(text) or self.ended, timeout)
+            return self.has(text)
+
+    def expect(self, text, timeout=10):
+        """wait_for(), failing the test with the last lines if it comes to nothing."""
+        if not self.wait_for(text, timeout):
+            raise AssertionError('no log line with %r in:\n%s' % (text, ''.join(self[-40:])))
+        return True
+
+    def join(self, timeout):
+        self._reader.join(timeout)
 
 
 class Backend:
@@ -30,26 +59,17 @@ class Backend:
 
     def __init__(self, binary, sock, *args, ready='listening on'):
         self.sock = sock
-        self.ready = ready  # the log line that says it is up ('connecting to' with --connect)
-        self.log = []
+        # `ready`: the log line that says it is up ('connecting to' with --connect)
         self.proc = subprocess.Popen([binary, '--socket', sock, '--verbose', *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.listening = threading.Event()
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-        if not self.listening.wait(10):
+        self.log = StderrLog(self.proc.stderr)
+        if not self.log.wait_for(ready, 10):
             self.stop()
-            raise AssertionError('back-end on %s did not start listening' % sock)
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.log.append(line)
-            if self.ready in line:
-                self.listening.set()
+            raise AssertionError('back-end on %s did not start listening:\n%s' % (sock, ''.join(self.log)))
 
     def wait_log(self, text, timeout=10):
         """Waits until a log line contains `text`."""
-        return wait_for_line(self.log, text, timeout)
+        return self.log.expect(text, timeout)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -59,7 +79,7 @@ class Backend:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc.wait(10)
-        self.reader.join(2)
+        self.log.join(2)
 
     def __enter__(self):
         return self
@@ -128,26 +148,12 @@ class Attach:
 
     def __init__(self, vufront, control, *args, timeout=20):
         self.control = control
-        self.log = []
         self.proc = subprocess.Popen([vufront, 'attach', '--control', control, *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.serving = threading.Event()
-        self.ended = threading.Event()
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-        deadline = time.monotonic() + timeout
-        while not self.serving.is_set() and not self.ended.is_set() and time.monotonic() < deadline:
-            self.serving.wait(0.05)
-        if not self.serving.is_set():
+        self.log = StderrLog(self.proc.stderr)
+        if not self.log.wait_for(' serving ', timeout):
             self.stop()
             raise AssertionError('vufront attach did not start serving:\n' + ''.join(self.log))
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.log.append(line)
-            if ' serving ' in line:
-                self.serving.set()
-        self.ended.set()
 
     @property
     def pid(self):
@@ -155,7 +161,7 @@ class Attach:
 
     def wait_log(self, text, timeout=10):
         """Waits until a log line contains `text`."""
-        return wait_for_line(self.log, text, timeout)
+        return self.log.expect(text, timeout)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -165,7 +171,7 @@ class Attach:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc.wait(10)
-        self.reader.join(2)
+        self.log.join(2)
         return self.proc.returncode
 
     def __enter__(self):
