@@ -8,11 +8,12 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <fstream>
 #include <functional>
 #include <future>
-#include <thread>
+#include <mutex>
 
 #include <unistd.h>
 
@@ -531,6 +532,46 @@ TEST_CASE("reconnect: client mode: vufront listens, the back-end connects (and c
   CHECK(::access(sock.c_str(), F_OK) != 0);  // the listening socket's file went with the device
 }
 
+namespace {
+
+/// Rounds of I/O done by a thread, which the test waits for (with a deadline).
+class Rounds {
+public:
+  void add() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++count_;
+    }
+    changed_.notify_all();
+  }
+  /// The thread stopped: nobody waits for more rounds.
+  void end() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ended_ = true;
+    }
+    changed_.notify_all();
+  }
+  [[nodiscard]] int count() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return count_;
+  }
+  /// True once `n` rounds are done; false when the thread ended first or time ran out.
+  [[nodiscard]] bool wait_for(int n, std::chrono::milliseconds deadline) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait_for(lock, deadline, [&] { return count_ >= n || ended_; });
+    return count_ >= n;
+  }
+
+private:
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  int count_ = 0;
+  bool ended_ = false;
+};
+
+}  // namespace
+
 TEST_CASE("reconnect: qemu-storage-daemon killed and restarted under I/O") {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
@@ -546,26 +587,25 @@ TEST_CASE("reconnect: qemu-storage-daemon killed and restarted under I/O") {
     app::Checker c(sys, o);
     REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
     std::atomic<bool> stop{false};
-    std::atomic<int> rounds{0};
+    Rounds rounds;
     auto io = std::async(std::launch::async, [&] {
-      while (!stop)
-        if (!c.io("I/O under the crash"))
-          return false;
-        else
-          ++rounds;
-      return true;
+      bool ok = true;
+      while (ok && !stop) {
+        ok = c.io("I/O under the crash");
+        if (ok)
+          rounds.add();
+      }
+      rounds.end();
+      return ok;
     });
-    while (rounds < 5)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(rounds.wait_for(5, event_wait));
     REQUIRE(::kill(qsd->pid(), SIGKILL) == 0);
     expect_event(c.session(), DeviceEvent::Kind::backend_lost);
     qsd.reset();
     qsd = std::make_unique<PeerProcess>(sock, qsd_command(sock, img));
     auto res = expect_event(c.session(), DeviceEvent::Kind::resumed);
     CAPTURE(res.detail);
-    const int at_resume = rounds;
-    while (rounds < at_resume + 5 && io.wait_for(std::chrono::milliseconds(5)) != std::future_status::ready) {
-    }
+    (void)rounds.wait_for(rounds.count() + 5, event_wait);  // or the I/O failed: checked below
     stop = true;
     REQUIRE(io.wait_for(event_wait) == std::future_status::ready);
     CHECK_MESSAGE(io.get(), failure(c));  // every round read back what it wrote, also across the crash
