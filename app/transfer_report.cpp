@@ -346,7 +346,8 @@ int run_transfer_command(const TransferRun& run) {
     // A Ctrl-C while connecting found no transfer to cancel: do not start one.
     if (interrupt.signalled()) {
       interrupt.on_signal(nullptr);
-      return fail(run.command, make_error(errc::cancelled, run.command, "cancelled before the transfer began"));
+      return fail(run.command,
+                  make_error(errc::cancelled, run.command, "cancelled before the transfer began"));
     }
     caf::actor line;
     if (stderr_is_terminal())

@@ -16,7 +16,7 @@ namespace vufront::test {
 /// How much slower this build runs than a plain one (tests/CMakeLists.txt:
 /// 8 under ThreadSanitizer, 2 under ASan/UBSan, 1 otherwise).
 inline constexpr int kSlowdown = VUFRONT_TEST_SLOWDOWN;
-/// True in a ThreadSanitizer build, whose shadow memory makes RSS bounds meaningless.
+/// True in a ThreadSanitizer build: memory bounds allow for its shadow and traces.
 inline constexpr bool kThreadSanitizer =
 #if defined(__SANITIZE_THREAD__)
     true;
