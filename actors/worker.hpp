@@ -10,8 +10,13 @@
 // interrupt, whatever its count (the eventfd already coalesced the signals),
 // and (get_atom) counts the forwarded interrupts per queue.
 // While stopped nothing is forwarded and nothing is lost:
-//  * stop joins the call watcher, then drains every call eventfd and forwards
-//    what it held;
+//  * stop drains every call eventfd and forwards what it held; the call
+//    watcher thread is kept for the next start with the same queues (a
+//    sleep/wake cycle creates no thread), and what it reads while stopped
+//    arrives as irq messages;
+//  * a signal the thread has read but not yet sent is on its way as an irq
+//    message: it is forwarded when it arrives (pending if stopped by then),
+//    so a stop/start pair can answer before it is counted, never lose it;
 //  * signals written into a call eventfd while stopped stay there; start
 //    drains them and forwards them before starting the new watcher;
 //  * irq/interrupt messages that arrive while stopped (the thread's last ones,
