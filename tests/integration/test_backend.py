@@ -11,7 +11,6 @@ a `finally`. No sleeps: waits are on pipes, pidfds and select with deadlines.
 import argparse
 import json
 import os
-import select
 import signal
 import socket
 import struct
@@ -21,53 +20,15 @@ import threading
 import time
 
 from runner import run_tests
+from vubackend import Backend
 
 ARGS = None
 
 
-class Backend:
-    """One vufront-backend process; stderr is collected by a thread."""
-
-    def __init__(self, tmp, *args, name='b.sock'):
-        self.sock = os.path.join(tmp, name)
-        self.proc = subprocess.Popen([ARGS.backend, '--socket', self.sock, '--verbose', *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.pidfd = os.pidfd_open(self.proc.pid)
-        self.lines = []
-        self.listening = threading.Event()
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-        if not self.listening.wait(10):
-            self.stop()
-            raise AssertionError('back-end did not start listening:\n' + self.log())
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if 'listening on' in line:
-                self.listening.set()
-
-    def log(self):
-        return ''.join(self.lines)
-
-    def wait_exit(self, timeout):
-        """Exit status, or None if still running after `timeout` seconds."""
-        if not select.select([self.pidfd], [], [], timeout)[0]:
-            return None
-        return self.proc.wait()
-
-    def stop(self):
-        try:
-            for sig, wait_s in ((signal.SIGINT, 3.0), (signal.SIGKILL, 2.0)):
-                if self.proc.poll() is not None:
-                    break
-                self.proc.send_signal(sig)
-                if select.select([self.pidfd], [], [], wait_s)[0]:
-                    break
-            self.proc.wait()
-        finally:
-            os.close(self.pidfd)
-            self.reader.join(2)
+def start_backend(tmp, *args, name='b.sock'):
+    """vufront-backend on tmp/name with `args`, ready once it listens; the
+    caller stops it by pid (stop() in a finally)."""
+    return Backend(ARGS.backend, os.path.join(tmp, name), *args)
 
 
 def probe(sock, *args, expect_ok=True):
@@ -140,7 +101,7 @@ def drain(fd, sink):
 # ---- tests --------------------------------------------------------------------
 
 def test_io_reconnect_and_unknown_request(tmp):
-    b = Backend(tmp)
+    b = start_backend(tmp)
     try:
         _, st = probe(b.sock, '--io', '--unknown')
     finally:
@@ -155,7 +116,7 @@ def test_io_reconnect_and_unknown_request(tmp):
 
 
 def test_io_inflight(tmp):
-    b = Backend(tmp)
+    b = start_backend(tmp)
     try:
         _, st = probe(b.sock, '--io', '--inflight')
     finally:
@@ -166,7 +127,7 @@ def test_io_inflight(tmp):
 
 
 def test_io_add_mem_reg(tmp):
-    b = Backend(tmp)
+    b = start_backend(tmp)
     try:
         _, st = probe(b.sock, '--io', '--add-mem-reg')
     finally:
@@ -175,7 +136,7 @@ def test_io_add_mem_reg(tmp):
 
 
 def test_four_queues(tmp):
-    b = Backend(tmp, '--queues', '4')
+    b = start_backend(tmp, '--queues', '4')
     try:
         _, st = probe(b.sock, '--io')
     finally:
@@ -187,7 +148,7 @@ def test_four_queues(tmp):
 
 def test_image_file(tmp):
     img = os.path.join(tmp, 'disk.img')
-    b = Backend(tmp, '--image', img, '--size', '1M')
+    b = start_backend(tmp, '--image', img, '--size', '1M')
     try:
         probe(b.sock, '--io')
     finally:
@@ -199,7 +160,7 @@ def test_image_file(tmp):
 
 
 def test_close_at_get_features(tmp):
-    b = Backend(tmp, '--close-at', 'GET_FEATURES')
+    b = start_backend(tmp, '--close-at', 'GET_FEATURES')
     try:
         r, _ = probe(b.sock, '--no-reconnect', expect_ok=False)
         assert r.returncode != 0, r.stdout
@@ -207,11 +168,11 @@ def test_close_at_get_features(tmp):
         assert st['features'] >> 32 & 1
     finally:
         b.stop()
-    assert '--close-at GET_FEATURES' in b.log()
+    assert '--close-at GET_FEATURES' in b.log_text()
 
 
 def test_close_at_nth(tmp):
-    b = Backend(tmp, '--close-at', '1:2')    # the 2nd GET_FEATURES
+    b = start_backend(tmp, '--close-at', '1:2')    # the 2nd GET_FEATURES
     try:
         probe(b.sock, '--no-reconnect')
         r, _ = probe(b.sock, '--no-reconnect', expect_ok=False)
@@ -221,7 +182,7 @@ def test_close_at_nth(tmp):
 
 
 def test_crash_at_set_mem_table(tmp):
-    b = Backend(tmp, '--crash-at', 'SET_MEM_TABLE')
+    b = start_backend(tmp, '--crash-at', 'SET_MEM_TABLE')
     try:
         r, _ = probe(b.sock, '--io', '--no-reconnect', expect_ok=False)
         assert r.returncode != 0
@@ -233,7 +194,7 @@ def test_crash_at_set_mem_table(tmp):
 
 
 def test_delay_reply(tmp):
-    b = Backend(tmp, '--delay-reply', 'GET_QUEUE_NUM:700')
+    b = start_backend(tmp, '--delay-reply', 'GET_QUEUE_NUM:700')
     try:
         t0 = time.monotonic()
         probe(b.sock, '--no-reconnect')
@@ -244,7 +205,7 @@ def test_delay_reply(tmp):
 
 
 def test_refuse_features(tmp):
-    b = Backend(tmp, '--refuse-feature', 'REPLY_ACK', '--refuse-feature', 'FLUSH', '--no-packed')
+    b = start_backend(tmp, '--refuse-feature', 'REPLY_ACK', '--refuse-feature', 'FLUSH', '--no-packed')
     try:
         _, st = probe(b.sock, '--io')
     finally:
@@ -255,7 +216,7 @@ def test_refuse_features(tmp):
 
 
 def test_once_exits_after_one_client(tmp):
-    b = Backend(tmp, '--once')
+    b = start_backend(tmp, '--once')
     try:
         probe(b.sock, '--no-reconnect')
         assert b.wait_exit(10) == 0
@@ -266,7 +227,7 @@ def test_once_exits_after_one_client(tmp):
 
 def test_sigterm_removes_socket(tmp):
     pidfile = os.path.join(tmp, 'pid')
-    b = Backend(tmp, '--pidfile', pidfile)
+    b = start_backend(tmp, '--pidfile', pidfile)
     try:
         with open(pidfile) as f:
             assert int(f.read()) == b.proc.pid
@@ -278,7 +239,7 @@ def test_sigterm_removes_socket(tmp):
 
 
 def test_shmem_map_on_start(tmp):
-    b = Backend(tmp, '--shmem-size', '1M')
+    b = start_backend(tmp, '--shmem-size', '1M')
     try:
         # MQ REPLY_ACK BACKEND_REQ CONFIG STATUS SHMEM
         _, st = probe(b.sock, '--io', '--proto', hex(1 | 8 | 32 | 512 | (1 << 16) | (1 << 22)))
@@ -287,12 +248,12 @@ def test_shmem_map_on_start(tmp):
     assert st['protocol_features'] >> 22 & 1
     msgs = st.get('backend_channel_msgs', [])
     assert any(m.startswith('9 ') and 'fds=1' in m and 'flags=0x9' in m for m in msgs), msgs
-    assert 'refused' not in b.log()
+    assert 'refused' not in b.log_text()
 
 
 def test_device_state_save_and_load(tmp):
-    src = Backend(tmp, '--size', '4M', name='src.sock')
-    dst = Backend(tmp, '--size', '4M', name='dst.sock')
+    src = start_backend(tmp, '--size', '4M', name='src.sock')
+    dst = start_backend(tmp, '--size', '4M', name='dst.sock')
     try:
         proto = (1 << 19) | (1 << 3)            # DEVICE_STATE, REPLY_ACK
         c = Raw(src.sock)
@@ -329,7 +290,7 @@ def test_device_state_save_and_load(tmp):
 
 
 def test_net_echo(tmp):
-    b = Backend(tmp, '--device', 'net', '--queues', '2')
+    b = start_backend(tmp, '--device', 'net', '--queues', '2')
     try:
         _, st = probe(b.sock, '--device', 'net', '--io')
     finally:
@@ -338,7 +299,7 @@ def test_net_echo(tmp):
     assert st['queue_num'] == 4 and st['features'] >> 22 & 1, 'net: 2 pairs = 4 vrings, MQ'
     assert st['config'] == {'mac': '52:54:00:12:34:56', 'status': 1,
                             'max_virtqueue_pairs': 2, 'mtu': 0}, st['config']
-    assert 'net: tx 1, rx 1' in b.log(), b.log()
+    assert 'net: tx 1, rx 1' in b.log_text(), b.log_text()
 
 
 def test_device_option_checks(tmp):
@@ -374,7 +335,7 @@ def test_state_fault_option_checks(tmp):
 
 
 def test_malformed_requests_drop_connection(tmp):
-    b = Backend(tmp)
+    b = start_backend(tmp)
     try:
         for req, payload in ((2, b'\0' * 4),                      # SET_FEATURES short
                              (8, struct.pack('<II', 7, 8)),        # vring index out of range

@@ -8,38 +8,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 from runner import run_tests
+from vubackend import Backend
 
 ARGS = None
 
 
-class Backend:
-    """vufront-backend on a socket in `tmp`, stopped by pid. Ready once it
-    logs that it listens (its stderr is drained by a thread)."""
-
-    def __init__(self, tmp, *args):
-        self.sock = os.path.join(tmp, 'b.sock')
-        self.proc = subprocess.Popen([ARGS.backend, '--socket', self.sock, '--verbose', *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.listening = threading.Event()
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-        if not self.listening.wait(10):
-            self.stop()
-            raise AssertionError('back-end did not start listening')
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            if 'listening on' in line:
-                self.listening.set()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self.reader.join(2)
+def start_backend(tmp, *args):
+    """vufront-backend on tmp/b.sock, ready once it listens; stopped by pid
+    (stop() in a finally)."""
+    return Backend(ARGS.backend, os.path.join(tmp, 'b.sock'), *args)
 
 
 def vufront(*args, timeout=120):
@@ -64,7 +43,7 @@ def test_demo(tmp):
 
 
 def test_check_blk_four_queues_packed(tmp):
-    b = Backend(tmp, '--queues', '4')
+    b = start_backend(tmp, '--queues', '4')
     try:
         rc, j = check_json(b.sock, '--queues', '4', '--packed')
         assert rc == 0, j
@@ -78,7 +57,7 @@ def test_check_blk_four_queues_packed(tmp):
 
 
 def test_check_net_echo(tmp):
-    b = Backend(tmp, '--device', 'net', '--queues', '2')
+    b = start_backend(tmp, '--device', 'net', '--queues', '2')
     try:
         rc, j = check_json(b.sock, '--device', 'net', '--queues', '2')
         assert rc == 0, j
@@ -111,7 +90,7 @@ def test_check_without_backend_fails_at_negotiate(tmp):
 
 
 def test_check_backend_dying_at_sleep_names_the_step(tmp):
-    b = Backend(tmp, '--crash-at', 'GET_VRING_BASE')
+    b = start_backend(tmp, '--crash-at', 'GET_VRING_BASE')
     try:
         rc, j = check_json(b.sock)
         assert rc == 1

@@ -71,6 +71,17 @@ class Backend:
         """Waits until a log line contains `text`."""
         return self.log.expect(text, timeout)
 
+    def log_text(self):
+        """Everything it logged so far, as one string."""
+        return ''.join(self.log)
+
+    def wait_exit(self, timeout):
+        """Its exit status, or None if it still runs after `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -162,6 +173,17 @@ class Attach:
     def wait_log(self, text, timeout=10):
         """Waits until a log line contains `text`."""
         return self.log.expect(text, timeout)
+
+    def log_text(self):
+        """Everything it logged so far, as one string."""
+        return ''.join(self.log)
+
+    def wait_exit(self, timeout):
+        """Its exit status, or None if it still runs after `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self):
         if self.proc.poll() is None:
