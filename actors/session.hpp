@@ -4,6 +4,7 @@
 // the device with a deadline, answered as Result<T>; events the device emits
 // are collected and read with next_event(). Use from one thread.
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -47,9 +48,12 @@ public:
   [[nodiscard]] Result<SnapshotInfo> snapshot(const SnapshotOptions& o);
   /// Restores o.path into this freshly negotiated back-end (see RestoreOptions).
   [[nodiscard]] Result<SnapshotInfo> restore(const RestoreOptions& o);
-  /// Cancels a snapshot or restore in progress; callable from any thread
-  /// (the call in progress then fails with "cancelled").
-  void cancel() const;
+  /// Cancels the snapshot or restore in progress, or the next one if none
+  /// is; callable from any thread (e.g. a signal handler's). Sticky: every
+  /// snapshot() and restore() of this session after it fails "cancelled",
+  /// so a cancel racing with the start of a transfer is never lost.
+  void cancel();
+  [[nodiscard]] bool cancelled() const noexcept { return cancelled_.load(); }
 
   /// The next event the device emitted, waiting up to `timeout`.
   [[nodiscard]] std::optional<DeviceEvent> next_event(std::chrono::milliseconds timeout);
@@ -64,11 +68,14 @@ public:
 private:
   template <class T, class... Ts>
   Result<T> ask(const char* op, Ts&&... xs);
+  template <class... Ts>
+  Result<SnapshotInfo> transfer(const char* op, Ts&&... xs);
 
   caf::actor_system& sys_;
   caf::scoped_actor self_;
   device_actor device_;
   std::chrono::milliseconds timeout_{std::chrono::minutes(10)};
+  std::atomic<bool> cancelled_{false};
 };
 
 /// The memory spec of all of `mem`'s regions.

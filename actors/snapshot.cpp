@@ -366,6 +366,8 @@ std::optional<Error> begin(Self self, const char* request, TransferDeadline dead
   auto& st = self->state;
   if (st.phase != Phase::idle)
     return make_error(errc::bad_state, request, "a transfer is in progress");
+  if (st.cancelled)
+    return make_error(errc::cancelled, request, "cancelled before it began");
   ++st.generation;
   st.request = request;
   st.deadline = deadline;
@@ -442,6 +444,7 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
       },
       [self](cancel_atom) {
         auto& st = self->state;
+        st.cancelled = true;
         if (st.phase != Phase::idle)
           fail(self, make_error(errc::cancelled, st.request,
                                 "cancelled after " + std::to_string(st.done) + " bytes"));

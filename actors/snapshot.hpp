@@ -16,7 +16,8 @@
 // The bytes move in slices of at most ~20 ms (poll with a timeout, 1 MiB
 // reads and writes); after each slice the actor sends itself pump_atom and
 // so reads its mailbox: cancel takes effect within a slice, and the whole
-// transfer's deadline is checked before every read or write. Every failure
+// transfer's deadline is checked before every read or write. A cancel
+// between steps is kept: the next step fails "cancelled". Every failure
 // (deadline, cap, a back-end that closes the pipe early or dies, a failed
 // CHECK_DEVICE_STATE, cancel) ends the transfer with an error naming the
 // request, removes the temporary file and closes every fd; the connection
@@ -61,6 +62,10 @@ struct SnapshotData {
 
   Phase phase = Phase::idle;
   bool pump_scheduled = false;
+  /// A cancel came between steps (restore: after the file check, before
+  /// the load): the next step fails instead of starting. The actor lives
+  /// for one snapshot or restore, so it cannot outlast that operation.
+  bool cancelled = false;
   uint64_t generation = 0;             ///< tells replies of an ended transfer apart
   TransferDeadline deadline;
   std::string request;                 ///< "SET_DEVICE_STATE_FD(save)" etc., for errors

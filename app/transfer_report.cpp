@@ -343,12 +343,8 @@ int run_transfer_command(const TransferRun& run) {
       interrupt.on_signal(nullptr);
       return fail("negotiate", info.error());
     }
-    // A Ctrl-C while connecting found no transfer to cancel: do not start one.
-    if (interrupt.signalled()) {
-      interrupt.on_signal(nullptr);
-      return fail(run.command,
-                  make_error(errc::cancelled, run.command, "cancelled before the transfer began"));
-    }
+    // A Ctrl-C while connecting found no transfer to cancel: the session's
+    // cancel is sticky, so the transfer fails "cancelled before the transfer began".
     caf::actor line;
     if (stderr_is_terminal())
       line = spawn_progress_line(sys, run.command);

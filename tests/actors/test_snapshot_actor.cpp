@@ -256,6 +256,20 @@ TEST_CASE("snapshot actor: a state over the cap, a stream that never ends, a can
                       [&](caf::error& e) { err = from_caf(e, "save").message(); });
       CHECK_MESSAGE(err.find("cancelled") != std::string::npos, err);
     }
+    SUBCASE("cancelled before it began") {
+      bool asked = false;
+      auto a = f.start([&](uint32_t, UniqueFd) {
+        asked = true;
+        return SharedFd{};
+      });
+      // A cancel between steps (restore: after the file check) is kept.
+      caf::anon_send(a, cancel_atom_v);
+      auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"));
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(err.find("SET_DEVICE_STATE_FD(save): cancelled: cancelled before it began") == 0,
+                    err);
+      CHECK_FALSE(asked);  // the back-end was never given a pipe
+    }
     SUBCASE("CHECK_DEVICE_STATE fails") {
       *f.check = "the back-end could not serialise its state";
       auto a = f.start(writes(f.peers, 1000));

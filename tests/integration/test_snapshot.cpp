@@ -485,6 +485,17 @@ TEST_CASE("snapshot: a back-end that sends state forever or stalls fails the tra
     CHECK(r.error().code == errc::cancelled);
     must(d.session.wake(), "wake");
   }
+  SUBCASE("cancelled before it began (the cancel is sticky)") {
+    Asleep d(sys, tmp, "a", {});
+    d.session.cancel();  // no transfer yet: the next one fails at once
+    auto r = d.session.snapshot(to_file(tmp.file("s.vfsnap")));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == errc::cancelled);
+    CHECK_MESSAGE(r.error().message().find("before the transfer began") != std::string::npos,
+                  r.error().message());
+    must(d.session.wake(), "wake");
+    CHECK(must(d.guest->blk_read(0, 0, 4096), "read") == pattern(4096, 7));
+  }
   CHECK(entries_of(tmp.path()).empty());  // no snapshot, no temporary
 }
 
