@@ -1,6 +1,6 @@
-"""vufront-backend processes and `vufront` runs for the Python integration
-tests of the snapshot, restore and job commands (test_job.py,
-test_snapshot_cli.py)."""
+"""vufront-backend processes, `vufront attach` and `vufront` runs for the
+Python integration tests (test_attach.py, test_backend.py, test_check.py,
+test_job.py, test_snapshot_cli.py)."""
 import array
 import json
 import os
@@ -52,20 +52,12 @@ class StderrLog(list):
         self._reader.join(timeout)
 
 
-class Backend:
-    """vufront-backend on `sock`, started with `args`; ready once it logs that
-    it listens (its stderr is drained by a thread and kept). Always stopped by
-    pid: use it as a context manager, or call stop() in a finally."""
+class Process:
+    """A child process (self.proc) whose stderr lines are kept in self.log
+    (a StderrLog). Stopped by pid: SIGINT, then SIGKILL after `stop_grace`
+    seconds; use it as a context manager, or call stop() in a finally."""
 
-    def __init__(self, binary, sock, *args, ready='listening on'):
-        self.sock = sock
-        # `ready`: the log line that says it is up ('connecting to' with --connect)
-        self.proc = subprocess.Popen([binary, '--socket', sock, '--verbose', *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.log = StderrLog(self.proc.stderr)
-        if not self.log.wait_for(ready, 10):
-            self.stop()
-            raise AssertionError('back-end on %s did not start listening:\n%s' % (sock, ''.join(self.log)))
+    stop_grace = 3
 
     def wait_log(self, text, timeout=10):
         """Waits until a log line contains `text`."""
@@ -83,20 +75,38 @@ class Backend:
             return None
 
     def stop(self):
+        """Stops it (if it still runs) and returns its exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(3)
+                self.proc.wait(self.stop_grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc.wait(10)
         self.log.join(2)
+        return self.proc.returncode
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Backend(Process):
+    """vufront-backend on `sock`, started with `args`; ready once it logs that
+    it listens (its stderr is drained by a thread and kept). Always stopped by
+    pid: use it as a context manager, or call stop() in a finally."""
+
+    def __init__(self, binary, sock, *args, ready='listening on'):
+        self.sock = sock
+        # `ready`: the log line that says it is up ('connecting to' with --connect)
+        self.proc = subprocess.Popen([binary, '--socket', sock, '--verbose', *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log = StderrLog(self.proc.stderr)
+        if not self.log.wait_for(ready, 10):
+            self.stop()
+            raise AssertionError('back-end on %s did not start listening:\n%s' % (sock, ''.join(self.log)))
 
 
 class Backends:
@@ -152,7 +162,7 @@ def leftovers(directory):
     return [f for f in os.listdir(directory) if '.tmp.' in f]
 
 
-class Attach:
+class Attach(Process):
     """`vufront attach` with `args` (its --control is `control`); ready once it
     logs that it serves. Always stopped by pid (SIGINT, then SIGKILL): use it
     as a context manager. `log` keeps its stderr lines."""
@@ -166,38 +176,11 @@ class Attach:
             self.stop()
             raise AssertionError('vufront attach did not start serving:\n' + ''.join(self.log))
 
+    stop_grace = 10
+
     @property
     def pid(self):
         return self.proc.pid
-
-    def wait_log(self, text, timeout=10):
-        """Waits until a log line contains `text`."""
-        return self.log.expect(text, timeout)
-
-    def log_text(self):
-        """Everything it logged so far, as one string."""
-        return ''.join(self.log)
-
-    def wait_exit(self, timeout):
-        """Its exit status, or None if it still runs after `timeout` seconds."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc.wait(10)
-        self.log.join(2)
-        return self.proc.returncode
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, exc_type, exc, tb):
         code = self.stop()
