@@ -535,6 +535,10 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         return restore_device(self, o);
       },
       [self](cancel_atom) { cancel_transfer(self); },
+      [self](cancel_all_atom) {
+        self->state.transfers_cancelled = true;
+        cancel_transfer(self);
+      },
       [self](subscribe_atom, caf::actor subscriber) {
         self->state.subscriber = std::move(subscriber);
       },

@@ -24,6 +24,18 @@ void spawn_transfer(Self self, const caf::actor& progress) {
   auto& st = self->state;
   st.transfer = self->spawn<caf::detached + caf::linked>(snapshot_impl, st.conn, progress,
                                                          st.config.timeouts.request);
+  // Ahead of the first request: the child keeps it, and that step fails.
+  if (st.cancel_requested)
+    self->send(st.transfer, cancel_atom_v);
+}
+
+/// The checks every snapshot and restore begins with, after admit().
+std::optional<caf::error> cancelled_already(Self self, const char* op) {
+  auto& st = self->state;
+  st.cancel_requested = false;
+  if (st.transfers_cancelled)
+    return to_caf(make_error(errc::cancelled, op, "cancelled before the transfer began"));
+  return std::nullopt;
 }
 
 /// The safety net around a request to the transfer: its own deadline plus
@@ -223,6 +235,8 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
   constexpr const char* op = "snapshot";
   if (auto e = admit(self, op, {DeviceState::sleeping, DeviceState::negotiated}))
     return *e;
+  if (auto e = cancelled_already(self, op))
+    return *e;
   if (auto e = check_options(op, o.path, o.timeout_ms))
     return *e;
   if (o.max_bytes == 0)
@@ -244,6 +258,8 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
 caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
   constexpr const char* op = "restore";
   if (auto e = admit(self, op, {DeviceState::negotiated}))
+    return *e;
+  if (auto e = cancelled_already(self, op))
     return *e;
   if (auto e = check_options(op, o.path, o.timeout_ms))
     return *e;
@@ -271,8 +287,11 @@ caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
 }
 
 void cancel_transfer(Self self) {
-  if (self->state.transfer)
-    self->send(self->state.transfer, cancel_atom_v);
+  auto& st = self->state;
+  if (st.transfer)
+    self->send(st.transfer, cancel_atom_v);
+  else if (st.busy == "snapshot" || st.busy == "restore")
+    st.cancel_requested = true;  // still at GET_CONFIG: the child is cancelled when it comes
 }
 
 }  // namespace vufront::actors

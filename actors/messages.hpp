@@ -57,6 +57,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, snapshot_atom, "snapshot")
   CAF_ADD_ATOM(vufront, vufront::actors, restore_atom, "restore")
   CAF_ADD_ATOM(vufront, vufront::actors, cancel_atom, "cancel")
+  CAF_ADD_ATOM(vufront, vufront::actors, cancel_all_atom, "cancelall")
   CAF_ADD_ATOM(vufront, vufront::actors, progress_atom, "progress")
   CAF_ADD_ATOM(vufront, vufront::actors, reconnect_atom, "reconnect")
   CAF_ADD_ATOM(vufront, vufront::actors, retry_atom, "retry")
@@ -426,8 +427,13 @@ using device_actor = caf::typed_actor<
     caf::replies_to<snapshot_atom, SnapshotOptions>::with<SnapshotInfo>,
     /// Restores a snapshot into this (negotiated) back-end; see RestoreOptions.
     caf::replies_to<restore_atom, RestoreOptions>::with<SnapshotInfo>,
-    /// Cancels a snapshot or restore in progress (it fails with "cancelled").
+    /// Cancels the snapshot or restore in progress (it fails with
+    /// "cancelled"), also one still before its transfer (GET_CONFIG).
     caf::reacts_to<cancel_atom>,
+    /// The same, and every snapshot or restore asked for later fails at once
+    /// ("cancelled before the transfer began"): for callers that are ending
+    /// (Ctrl-C), whose cancel may overtake their own request.
+    caf::reacts_to<cancel_all_atom>,
     /// Reconnect now: while reconnecting, the next attempt at once; when
     /// broken after a loss (or a refused resume), start reconnecting again.
     caf::replies_to<reconnect_atom>::with<caf::ok_atom>,

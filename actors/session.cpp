@@ -79,34 +79,15 @@ Result<void> DeviceSession::set_shared_memory_mapper(std::shared_ptr<SharedMemor
   return as_void(ask<caf::ok_atom>("set_shared_memory_mapper", mapper_atom_v, std::move(m)));
 }
 
-template <class... Ts>
-Result<SnapshotInfo> DeviceSession::transfer(const char* op, Ts&&... xs) {
-  if (cancelled_.load())
-    return make_error(errc::cancelled, op, "cancelled before the transfer began");
-  std::optional<Result<SnapshotInfo>> out;
-  auto pending = self_->request(device_, timeout_, std::forward<Ts>(xs)...);
-  // The request is in the device's mailbox now. A cancel() from another
-  // thread that came before it may have found no transfer to cancel: send
-  // it again, behind the request. One that comes later is behind it anyway.
-  if (cancelled_.load())
-    caf::anon_send(device_, cancel_atom_v);
-  pending.receive([&](SnapshotInfo& v) { out.emplace(std::move(v)); },
-                  [&](caf::error& e) { out.emplace(from_caf(e, op)); });
-  return std::move(*out);
-}
-
 Result<SnapshotInfo> DeviceSession::snapshot(const SnapshotOptions& o) {
-  return transfer("snapshot", snapshot_atom_v, o);
+  return ask<SnapshotInfo>("snapshot", snapshot_atom_v, o);
 }
 
 Result<SnapshotInfo> DeviceSession::restore(const RestoreOptions& o) {
-  return transfer("restore", restore_atom_v, o);
+  return ask<SnapshotInfo>("restore", restore_atom_v, o);
 }
 
-void DeviceSession::cancel() {
-  cancelled_.store(true);
-  caf::anon_send(device_, cancel_atom_v);
-}
+void DeviceSession::cancel() const { caf::anon_send(device_, cancel_all_atom_v); }
 
 std::optional<DeviceEvent> DeviceSession::next_event(std::chrono::milliseconds timeout) {
   std::optional<DeviceEvent> out;

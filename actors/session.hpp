@@ -4,7 +4,6 @@
 // the device with a deadline, answered as Result<T>; events the device emits
 // are collected and read with next_event(). Use from one thread.
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -49,11 +48,10 @@ public:
   /// Restores o.path into this freshly negotiated back-end (see RestoreOptions).
   [[nodiscard]] Result<SnapshotInfo> restore(const RestoreOptions& o);
   /// Cancels the snapshot or restore in progress, or the next one if none
-  /// is; callable from any thread (e.g. a signal handler's). Sticky: every
-  /// snapshot() and restore() of this session after it fails "cancelled",
-  /// so a cancel racing with the start of a transfer is never lost.
-  void cancel();
-  [[nodiscard]] bool cancelled() const noexcept { return cancelled_.load(); }
+  /// is; callable from any thread (e.g. a signal handler's). Sticky (the
+  /// device's cancel_all_atom): every snapshot() and restore() after it
+  /// fails "cancelled", so a cancel that overtakes the request is not lost.
+  void cancel() const;
 
   /// The next event the device emitted, waiting up to `timeout`.
   [[nodiscard]] std::optional<DeviceEvent> next_event(std::chrono::milliseconds timeout);
@@ -68,14 +66,11 @@ public:
 private:
   template <class T, class... Ts>
   Result<T> ask(const char* op, Ts&&... xs);
-  template <class... Ts>
-  Result<SnapshotInfo> transfer(const char* op, Ts&&... xs);
 
   caf::actor_system& sys_;
   caf::scoped_actor self_;
   device_actor device_;
   std::chrono::milliseconds timeout_{std::chrono::minutes(10)};
-  std::atomic<bool> cancelled_{false};
 };
 
 /// The memory spec of all of `mem`'s regions.

@@ -386,7 +386,7 @@ job_coordinator_actor::behavior_type coordinator_impl(Coordinator self, std::sha
         s.cancelled = true;
         for (const auto& addr : s.devices)
           if (auto dev = caf::actor_cast<actors::device_actor>(addr))
-            caf::anon_send(dev, actors::cancel_atom_v);
+            caf::anon_send(dev, actors::cancel_all_atom_v);
         for (const auto& addr : s.runners)
           if (auto r = caf::actor_cast<caf::actor>(addr))
             caf::anon_send(r, actors::cancel_atom_v);
@@ -469,7 +469,7 @@ job_coordinator_actor::behavior_type coordinator_impl(Coordinator self, std::sha
           s.devices[d] = std::move(device);
         if (s.cancelled)
           if (auto dev = caf::actor_cast<actors::device_actor>(s.devices[d]))
-            caf::anon_send(dev, actors::cancel_atom_v);
+            caf::anon_send(dev, actors::cancel_all_atom_v);
       },
       [self](runner_done_atom, uint32_t d) { finish_device(self, d, "stopped"); },
   };

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "actors/error.hpp"
 #include "actors/session.hpp"
 #include "actors/system.hpp"
 #include "snapshot/format.hpp"
@@ -483,6 +484,26 @@ TEST_CASE("snapshot: a back-end that sends state forever or stalls fails the tra
     canceller.join();
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == errc::cancelled);
+    must(d.session.wake(), "wake");
+  }
+  SUBCASE("cancelled while the device reads the config, before the transfer") {
+    Asleep d(sys, tmp, "a", {"--delay-reply", "GET_CONFIG:1000"});
+    caf::scoped_actor self{sys};
+    auto pending = self->request(d.session.device(), std::chrono::seconds(30),
+                                 actors::snapshot_atom_v, to_file(tmp.file("s.vfsnap")));
+    // Behind the request: the device is waiting for GET_CONFIG's reply.
+    caf::anon_send(d.session.device(), actors::cancel_atom_v);
+    std::string err = "no error";
+    pending.receive([](actors::SnapshotInfo&) {},
+                    [&](caf::error& e) { err = actors::from_caf(e, "snapshot").message(); });
+    CHECK_MESSAGE(err.find("cancelled: cancelled before it began") != std::string::npos, err);
+    must(d.session.wake(), "wake");
+  }
+  SUBCASE("a cancel with nothing in progress does not cancel the next snapshot") {
+    Asleep d(sys, tmp, "a", {});
+    caf::anon_send(d.session.device(), actors::cancel_atom_v);  // the VMM's cancel
+    must(d.session.snapshot(to_file(tmp.file("s.vfsnap"))), "snapshot");
+    ::unlink(tmp.file("s.vfsnap").c_str());
     must(d.session.wake(), "wake");
   }
   SUBCASE("cancelled before it began (the cancel is sticky)") {
