@@ -94,11 +94,7 @@ struct DeviceData {
   connection_actor conn;
   worker_actor worker;
   channel_actor channel;
-  snapshot_actor transfer;  ///< only during a snapshot or restore
-  /// A cancel came during this snapshot or restore before its transfer
-  /// child existed: the child is cancelled as soon as it is spawned.
-  /// (Each snapshot/restore clears it when it begins.)
-  bool cancel_requested = false;
+  snapshot_actor transfer;  ///< from the start to the end of a snapshot or restore
   /// (cancel_all_atom) came: every later snapshot or restore is refused.
   bool transfers_cancelled = false;
   caf::actor subscriber;

@@ -24,16 +24,11 @@ void spawn_transfer(Self self, const caf::actor& progress) {
   auto& st = self->state;
   st.transfer = self->spawn<caf::detached + caf::linked>(snapshot_impl, st.conn, progress,
                                                          st.config.timeouts.request);
-  // Ahead of the first request: the child keeps it, and that step fails.
-  if (st.cancel_requested)
-    self->send(st.transfer, cancel_atom_v);
 }
 
-/// The checks every snapshot and restore begins with, after admit().
+/// After (cancel_all_atom) every snapshot and restore is refused.
 std::optional<caf::error> cancelled_already(Self self, const char* op) {
-  auto& st = self->state;
-  st.cancel_requested = false;
-  if (st.transfers_cancelled)
+  if (self->state.transfers_cancelled)
     return to_caf(make_error(errc::cancelled, op, "cancelled before the transfer began"));
   return std::nullopt;
 }
@@ -91,12 +86,11 @@ void save(Self self, InfoPromise rp, const SnapshotOptions& o, TransferDeadline 
           std::vector<uint8_t> config) {
   constexpr const char* op = "snapshot";
   if (lost_meanwhile(self, rp, op))
-    return;
+    return drop_child(self, self->state.transfer);
   auto& st = self->state;
   auto m = std::make_shared<snapshot::Manifest>(manifest_of(st, std::move(config)));
   if (auto v = snapshot::validate(*m); !v)
     return end(self, rp, op, named(v.error(), "manifest"));
-  spawn_transfer(self, o.progress);
   SaveJob job{o.path, o.max_bytes, dl, std::move(m)};
   self->request(st.transfer, transfer_deadline(st, dl), save_atom_v, std::move(job))
       .then([self, rp](SnapshotInfo& info) mutable { end(self, rp, op, std::move(info)); },
@@ -245,13 +239,19 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
   st.busy = op;
   auto rp = self->make_response_promise<SnapshotInfo>();
   auto dl = TransferDeadline::in(milliseconds(o.timeout_ms));
+  // Spawned before GET_CONFIG, so a cancel from now on reaches it; it keeps
+  // one that comes before its save, which then fails "cancelled".
+  spawn_transfer(self, o.progress);
   if (!has_bit(st.info.protocol_features, protocol_feature::config) || st.info.config_size == 0) {
     save(self, rp, o, dl, {});
     return rp;
   }
   self->request(st.conn, requests(st, 1), get_config_atom_v, uint32_t{0}, st.info.config_size)
       .then([self, rp, o, dl](std::vector<uint8_t>& cfg) mutable { save(self, rp, o, dl, std::move(cfg)); },
-            [self, rp](caf::error& e) mutable { fail(self, rp, op, e); });
+            [self, rp](caf::error& e) mutable {
+              drop_child(self, self->state.transfer);
+              fail(self, rp, op, e);
+            });
   return rp;
 }
 
@@ -287,11 +287,8 @@ caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
 }
 
 void cancel_transfer(Self self) {
-  auto& st = self->state;
-  if (st.transfer)
-    self->send(st.transfer, cancel_atom_v);
-  else if (st.busy == "snapshot" || st.busy == "restore")
-    st.cancel_requested = true;  // still at GET_CONFIG: the child is cancelled when it comes
+  if (self->state.transfer)
+    self->send(self->state.transfer, cancel_atom_v);
 }
 
 }  // namespace vufront::actors
