@@ -269,11 +269,6 @@ void CancelOnSignal::on_signal(std::function<void()> fn) {
   fn_ = std::move(fn);
 }
 
-bool CancelOnSignal::signalled() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return signalled_;
-}
-
 void CancelOnSignal::run() {
   pollfd fds[2] = {{signal_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   for (;;) {

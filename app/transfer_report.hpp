@@ -107,13 +107,11 @@ public:
 
   /// What the first signal does (e.g. DeviceSession::cancel); replaceable.
   void on_signal(std::function<void()> fn);
-  /// Whether a signal arrived.
-  [[nodiscard]] bool signalled() const;
 
 private:
   void run();
 
-  mutable std::mutex mutex_;  // guards fn_ and signalled_ (the signal thread calls fn_)
+  std::mutex mutex_;  // guards fn_ and signalled_ (the signal thread calls fn_)
   std::function<void()> fn_;
   bool signalled_ = false;
   UniqueFd signal_fd_;

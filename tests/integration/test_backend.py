@@ -4,7 +4,7 @@
 The independent Python front-end shared/peers/probe.py drives real I/O
 through it; the fault switches, --once, signals, SHMEM and DEVICE_STATE are
 checked from here. Each test starts its own back-end and stops it by pid in
-a `finally`. No sleeps: waits are on pipes, pidfds and select with deadlines.
+a `finally`. No sleeps: waits are on pipes, log lines and process exits, with deadlines.
 
     test_backend.py --backend build/bin/vufront-backend --peers ../shared/peers [-k NAME]
 """
