@@ -1,14 +1,15 @@
 #include "tests/integration/peer_process.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 
+#include <poll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
-
-#include "app/child_process.hpp"
 
 namespace vufront::test {
 
@@ -23,6 +24,18 @@ std::string shell_quote(const std::string& s) {
       out += c;
   }
   return out + "'";
+}
+
+std::string file_text(const std::string& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+      text.append(buf, n);
+    std::fclose(f);
+  }
+  return text;
 }
 
 }  // namespace
@@ -50,11 +63,44 @@ PeerProcess::PeerProcess(std::string socket, std::vector<std::string> argv,
   int status = ::pclose(f);
   char* end = nullptr;
   long pid = std::strtol(last.c_str(), &end, 10);
-  if (status != 0 || pid <= 0)
-    throw std::runtime_error("start of back-end failed: " + cmd + "\n" + out);
+  if (status != 0 || pid <= 0) {
+    const std::string log = file_text(socket_ + ".log");
+    throw std::runtime_error("start of back-end failed (exit status " + std::to_string(status) +
+                             "): " + cmd + "\n" + out +
+                             (log.empty() ? "" : "\nits log " + socket_ + ".log:\n" + log));
+  }
   pid_ = static_cast<int>(pid);
+  // The peer is alive here (its socket is up), so the pidfd is its own.
+  // OWNERSHIP: adopted at once.
+  pidfd_ = UniqueFd::adopt(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
+  if (!pidfd_)
+    throw std::runtime_error("back-end " + std::to_string(pid_) +
+                             " exited as soon as it started: " + cmd + "\n" +
+                             file_text(socket_ + ".log"));
   start_watchdog();
 }
+
+bool PeerProcess::signal(int sig) const {
+  // An exited peer that is not reaped yet would still take it (harmlessly):
+  // report it as gone all the same.
+  return alive() && ::syscall(SYS_pidfd_send_signal, pidfd_.get(), sig, nullptr, 0) == 0;
+}
+
+bool PeerProcess::wait_exit(std::chrono::milliseconds ms) const {
+  if (!pidfd_)
+    return true;
+  pollfd p{pidfd_.get(), POLLIN, 0};
+  const auto until = std::chrono::steady_clock::now() + ms;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    int r = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+    if (r >= 0 || errno != EINTR)
+      return r > 0;
+  }
+}
+
+bool PeerProcess::alive() const { return !wait_exit(std::chrono::milliseconds(0)); }
 
 void PeerProcess::start_watchdog() const {
   // If the test process dies without running destructors (ctest kills a test
@@ -77,10 +123,9 @@ PeerProcess::~PeerProcess() { stop(); }
 void PeerProcess::stop() {
   if (pid_ <= 0)
     return;
-  if (::kill(pid_, SIGINT) == 0 && !app::wait_exit(pid_, std::chrono::milliseconds(3000))) {
-    ::kill(pid_, SIGKILL);
-    (void)app::wait_exit(pid_, std::chrono::milliseconds(2000));
-  }
+  if (signal(SIGINT) && !wait_exit(std::chrono::milliseconds(3000)) && signal(SIGKILL))
+    (void)wait_exit(std::chrono::milliseconds(2000));
+  pidfd_.reset();
   pid_ = -1;
   ::unlink(socket_.c_str());
   ::unlink((socket_ + ".pid").c_str());

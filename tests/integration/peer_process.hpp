@@ -1,12 +1,22 @@
 #pragma once
 // A real back-end process for integration tests: started through one of the
 // shared/peers start scripts (or any command that prints its pid as the last
-// line of stdout once its socket is ready) and stopped by pid when the
-// object dies — also when the test fails, and (by a watchdog) when the test
-// process is killed without unwinding.
+// line of stdout once its socket is ready) and stopped when the object dies —
+// also when the test fails, and (by a watchdog) when the test process is
+// killed without unwinding.
+//
+// The peer is not our child (the scripts detach it), so once it exits init
+// reaps it and its pid can be handed to any new process: the suite starts
+// thousands, and pid_max may be 32768. Every signal therefore goes through a
+// pidfd taken when the peer started, never through kill(pid): a peer that
+// crashed on purpose must not have its stale pid signalled later (that once
+// killed another test's back-end while it started up).
 
+#include <chrono>
 #include <string>
 #include <vector>
+
+#include "memory/unique_fd.hpp"
 
 namespace vufront::test {
 
@@ -22,8 +32,15 @@ public:
   PeerProcess& operator=(const PeerProcess&) = delete;
 
   [[nodiscard]] const std::string& socket() const { return socket_; }
+  /// For messages and /proc only; signal with signal(), never kill(pid()).
   [[nodiscard]] int pid() const { return pid_; }
-  /// SIGINT, then SIGKILL after 3 s; waits (pidfd, bounded) until it is gone.
+  /// Sends `sig` to the peer; false once it has exited (or was stopped).
+  bool signal(int sig) const;
+  /// True until the peer has exited.
+  [[nodiscard]] bool alive() const;
+  /// Waits up to `ms` for the peer to exit; true once it has.
+  [[nodiscard]] bool wait_exit(std::chrono::milliseconds ms) const;
+  /// SIGINT, then SIGKILL after 3 s; waits (bounded) until it is gone.
   void stop();
 
   /// Directory of the shared peer scripts (compile-time VUFRONT_PEERS_DIR).
@@ -35,6 +52,7 @@ private:
 
   std::string socket_;
   int pid_ = -1;
+  UniqueFd pidfd_;  ///< readable once the peer has exited
 };
 
 /// qemu-storage-daemon vhost-user-blk on `socket` backed by `image` ("null" for null-co).

@@ -25,7 +25,7 @@ import sys
 import threading
 
 from runner import run_tests
-from vubackend import Attach, Backends, Control, open_fds, run
+from vubackend import Attach, Backends, Control, Peer, open_fds, run
 
 ARGS = None
 # A python any uid can run (the test's own may live under /root).
@@ -88,11 +88,7 @@ def test_example_vmm_against_qemu_storage_daemon(tmp):
     img = os.path.join(tmp, 'disk.img')
     with open(img, 'wb') as f:
         f.truncate(64 << 20)
-    start = subprocess.run([os.path.join(ARGS.peers, 'start-qsd-blk.sh'), sock, img],
-                           capture_output=True, text=True, timeout=120)
-    assert start.returncode == 0, start.stdout + start.stderr
-    pid = int(start.stdout.split()[-1])
-    try:
+    with Peer(ARGS.peers, 'start-qsd-blk.sh', sock, img):
         with Attach(ARGS.vufront, ctl_path(tmp), '--backend', sock) as att:
             r = vmm(att.control)
             assert_vmm_ok(r)
@@ -103,12 +99,6 @@ def test_example_vmm_against_qemu_storage_daemon(tmp):
             f.seek(8 * 512)
             data = f.read(64 * 1024)
         assert any(data), 'nothing was written to the image'
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        subprocess.run([os.path.join(ARGS.peers, 'stop-peer.sh'), sock], capture_output=True, timeout=30)
 
 
 # ---- the control socket's negatives -----------------------------------------------------

@@ -246,13 +246,13 @@ TEST_CASE("vufront-backend: back-end channel carries SHMEM_MAP, SHMEM_UNMAP and 
   CHECK(std::vector<uint8_t>(window + 16 * 512, window + 16 * 512 + 4096) == data);
   ::munmap(window, m.len);
 
-  REQUIRE(::kill(be.pid(), SIGUSR2) == 0);
+  REQUIRE(be.signal(SIGUSR2));
   auto unmap = serve_one(ch, c.acked_protocol_features());
   CHECK(unmap.type == BackendReq::shmem_unmap);
   CHECK(std::get<wire::ShmemMap>(unmap.payload).len == (1u << 20));
   CHECK(unmap.fds.empty());
 
-  REQUIRE(::kill(be.pid(), SIGUSR1) == 0);
+  REQUIRE(be.signal(SIGUSR1));
   auto change = serve_one(ch, c.acked_protocol_features());
   CHECK(change.type == BackendReq::config_change_msg);
   // the device keeps working after the channel traffic

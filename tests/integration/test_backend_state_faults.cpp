@@ -18,7 +18,6 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include "app/child_process.hpp"
 #include "backend/device_state.hpp"
 #include "protocol/backend_client.hpp"
 #include "tests/integration/checks.hpp"
@@ -155,8 +154,6 @@ std::vector<uint8_t> save_normally(const std::string& sock) {
   return state;
 }
 
-bool alive(int pid) { return !app::wait_exit(pid, std::chrono::milliseconds(0)); }
-
 std::string log_of(const PeerProcess& be) {
   std::ifstream f(be.socket() + ".log");
   std::stringstream s;
@@ -178,7 +175,7 @@ void expect_failed_and_serving(BackendClient& c) {
 /// A back-end that died mid-transfer: the process is gone, its socket hung
 /// up and CHECK_DEVICE_STATE fails with disconnected.
 void expect_crashed(BackendClient& c, const PeerProcess& be) {
-  REQUIRE(app::wait_exit(be.pid(), std::chrono::milliseconds(io_wait_ms)));
+  REQUIRE(be.wait_exit(std::chrono::milliseconds(io_wait_ms)));
   pollfd p{c.connection().fd(), POLLIN, 0};
   REQUIRE(::poll(&p, 1, io_wait_ms) == 1);
   CHECK((p.revents & (POLLHUP | POLLIN)) != 0);
@@ -258,11 +255,11 @@ TEST_CASE("vufront-backend --state-endless: a save never ends and closing the re
     // three times the disk and still no EOF (read_exactly fails on EOF)
     for (int i = 0; i < 3 * 4; ++i)
       (void)read_exactly(ch.fd.get(), 1u << 20);
-    CHECK(alive(be.pid()));
+    CHECK(be.alive());
   }  // our read end closed: the back-end's next write gets EPIPE
   expect_failed_and_serving(c);
   CHECK(log_of(be).find("state save failed") != std::string::npos);
-  CHECK(alive(be.pid()));
+  CHECK(be.alive());
 }
 
 TEST_CASE("vufront-backend --state-crash-after: the process exits mid-save") {
@@ -309,11 +306,11 @@ TEST_CASE("vufront-backend --state-stall-after: a save stops mid-stream until th
     // nothing more, and no EOF either: the pipe stays open
     pollfd p{ch.fd.get(), POLLIN, 0};
     CHECK(::poll(&p, 1, quiet_ms) == 0);
-    CHECK(alive(be.pid()));
+    CHECK(be.alive());
   }  // our read end closed: the stalled back-end sees POLLERR
   expect_failed_and_serving(c);
   CHECK(log_of(be).find("--state-stall-after") != std::string::npos);
-  CHECK(alive(be.pid()));
+  CHECK(be.alive());
 }
 
 TEST_CASE("vufront-backend --state-stall-after: a load stops reading until the writer leaves") {
@@ -353,9 +350,9 @@ TEST_CASE("vufront-backend --state-stall-after: a load stops reading until the w
     }
     CHECK(off >= fault_at);
     CHECK(off <= fault_at + static_cast<size_t>(capacity));
-    CHECK(alive(be.pid()));
+    CHECK(be.alive());
   }  // our write end closed: the stalled back-end sees POLLHUP
   expect_failed_and_serving(c);
   CHECK(log_of(be).find("--state-stall-after") != std::string::npos);
-  CHECK(alive(be.pid()));
+  CHECK(be.alive());
 }

@@ -179,7 +179,7 @@ TEST_CASE("lifecycle: a back-end killed in every state is reported, the device r
       o.socket = be.socket();
       app::Checker c(sys, o);
       REQUIRE_MESSAGE(bring_to(c, state), failure(c));
-      REQUIRE(::kill(be.pid(), SIGKILL) == 0);
+      REQUIRE(be.signal(SIGKILL));
       auto lost = c.session().wait_event(DeviceEvent::Kind::backend_lost, event_wait);
       REQUIRE_MESSAGE(lost, "no backend_lost event");
       CHECK_FALSE(lost->detail.empty());
@@ -233,7 +233,7 @@ TEST_CASE("lifecycle: an interrupt raised during sleep is delivered after wake, 
   while (signalled(intx, 0)) {
   }
   // the back-end raises a configuration change while the device sleeps
-  REQUIRE(::kill(be.pid(), SIGUSR1) == 0);
+  REQUIRE(be.signal(SIGUSR1));
   REQUIRE(c.session().wait_event(DeviceEvent::Kind::config_changed, event_wait));
   CHECK_FALSE(signalled(intx, 200));  // held while asleep
   REQUIRE_MESSAGE(c.wake(), failure(c));

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Integration tests of `vufront probe` against real back-ends.
 
-Each test starts the back-end it needs (shared/peers start scripts), stops it
-by pid in a `finally`, and compares vufront's view with what the independent
+Each test starts the back-end it needs (shared/peers start scripts, as a
+vubackend.Peer), stops it in a `finally` (through its pidfd), and compares vufront's view with what the independent
 Python front-end shared/peers/probe.py reports for the same daemon.
 
     test_probe.py --vufront build/bin/vufront --peers ../shared/peers [-k NAME]
@@ -10,48 +10,19 @@ Python front-end shared/peers/probe.py reports for the same daemon.
 import argparse
 import json
 import os
-import select
-import signal
 import socket
 import subprocess
 import sys
 import threading
 
 from runner import run_tests
+from vubackend import Peer
 
 ARGS = None
 
 
-class Peer:
-    """A back-end started by a shared/peers start script; stopped by pid."""
-
-    def __init__(self, script, sock, *args, env=None):
-        self.sock = sock
-        full_env = dict(os.environ, **(env or {}))
-        out = subprocess.run([os.path.join(ARGS.peers, script), sock, *args], env=full_env,
-                             capture_output=True, text=True, timeout=120)
-        if out.returncode != 0:
-            raise AssertionError('%s failed: %s' % (script, out.stderr[-2000:]))
-        self.pid = int(out.stdout.strip().splitlines()[-1])
-
-    def stop(self):
-        """SIGINT, then SIGKILL after 3 s, by pid, whatever state the test left it in."""
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            pidfd = None
-        if pidfd is not None:
-            try:
-                for sig, wait_s in ((signal.SIGINT, 3.0), (signal.SIGKILL, 2.0)):
-                    try:
-                        os.kill(self.pid, sig)
-                    except ProcessLookupError:
-                        break
-                    if select.select([pidfd], [], [], wait_s)[0]:   # readable = exited
-                        break
-            finally:
-                os.close(pidfd)
-        subprocess.run([os.path.join(ARGS.peers, 'stop-peer.sh'), self.sock], capture_output=True)
+def peer_of(script, sock, *args, env=None):
+    return Peer(ARGS.peers, script, sock, *args, env=env)
 
 
 def vufront(*args, timeout=60):
@@ -76,7 +47,7 @@ def probe_json(sock, *args):
 # ---- tests -------------------------------------------------------------------
 
 def test_qsd_matches_probe_py(tmp):
-    peer = Peer('start-qsd-blk.sh', os.path.join(tmp, 'b.sock'), os.path.join(tmp, 'b.img'))
+    peer = peer_of('start-qsd-blk.sh', os.path.join(tmp, 'b.sock'), os.path.join(tmp, 'b.img'))
     try:
         ours = probe_json(peer.sock)
         theirs = probe_py(peer.sock)
@@ -94,7 +65,7 @@ def test_qsd_matches_probe_py(tmp):
 
 
 def test_qsd_four_queues(tmp):
-    peer = Peer('start-qsd-blk.sh', os.path.join(tmp, 'q.sock'), 'null',
+    peer = peer_of('start-qsd-blk.sh', os.path.join(tmp, 'q.sock'), 'null',
                 env={'QSD_NUM_QUEUES': '4'})
     try:
         ours = probe_json(peer.sock)
@@ -105,7 +76,7 @@ def test_qsd_four_queues(tmp):
 
 
 def test_qsd_text_report_and_refused_config(tmp):
-    peer = Peer('start-qsd-blk.sh', os.path.join(tmp, 't.sock'), 'null')
+    peer = peer_of('start-qsd-blk.sh', os.path.join(tmp, 't.sock'), 'null')
     try:
         text = vufront('probe', peer.sock)
         # qsd 7.2 refuses GET_CONFIG larger than 60 bytes with a size-0 reply:
@@ -125,12 +96,12 @@ def test_virtiofsd_matches_probe_py(tmp):
     with open(os.path.join(share, 'hello.txt'), 'w') as f:
         f.write('hi\n')
     # virtiofsd serves a single connection: one instance per front-end
-    peer = Peer('start-virtiofsd.sh', os.path.join(tmp, 'f1.sock'), share)
+    peer = peer_of('start-virtiofsd.sh', os.path.join(tmp, 'f1.sock'), share)
     try:
         ours = probe_json(peer.sock, '--device', 'fs')
     finally:
         peer.stop()
-    peer = Peer('start-virtiofsd.sh', os.path.join(tmp, 'f2.sock'), share)
+    peer = peer_of('start-virtiofsd.sh', os.path.join(tmp, 'f2.sock'), share)
     try:
         theirs = probe_py(peer.sock, '--device', 'fs', '--no-reconnect')
     finally:

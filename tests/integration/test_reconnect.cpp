@@ -127,7 +127,7 @@ TEST_CASE("reconnect: a back-end killed in each state comes back by itself with 
         if (state == DeviceState::sleeping)
           REQUIRE_MESSAGE(c.sleep(), failure(c));
         REQUIRE(state_of(c.session()) == state);
-        REQUIRE(::kill(be.pid(), SIGKILL) == 0);
+        REQUIRE(be.signal(SIGKILL));
         expect_event(c.session(), DeviceEvent::Kind::backend_lost);
         auto rec = expect_event(c.session(), DeviceEvent::Kind::reconnecting);
         CHECK(rec.detail.find(std::string("lost while ") + actors::to_string(state)) !=
@@ -353,7 +353,7 @@ TEST_CASE("reconnect: a back-end that comes back with other features is not resu
     o.reconnect = fast_policy();
     app::Checker c(sys, o);
     REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
-    REQUIRE(::kill(be->pid(), SIGKILL) == 0);
+    REQUIRE(be->signal(SIGKILL));
     expect_event(c.session(), DeviceEvent::Kind::backend_lost);
     be.reset();
     // QEMU's flags-mismatch case: the new back-end lacks FLUSH, which the driver acked
@@ -511,12 +511,12 @@ TEST_CASE("reconnect: client mode: vufront listens, the back-end connects (and c
             std::string::npos);
     }
     // SIGHUP: the back-end drops us and connects again by itself
-    REQUIRE(::kill(be->pid(), SIGHUP) == 0);
+    REQUIRE(be->signal(SIGHUP));
     expect_event(c.session(), DeviceEvent::Kind::backend_lost);
     expect_event(c.session(), DeviceEvent::Kind::resumed);
     CHECK_MESSAGE(c.io("I/O after SIGHUP"), failure(c));
     // killed: a new back-end process connects to the same socket
-    REQUIRE(::kill(be->pid(), SIGKILL) == 0);
+    REQUIRE(be->signal(SIGKILL));
     expect_event(c.session(), DeviceEvent::Kind::backend_lost);
     // the harness removes the dead one's socket file, which is our listening
     // socket's: the device listens again on its next attempt
@@ -599,7 +599,7 @@ TEST_CASE("reconnect: qemu-storage-daemon killed and restarted under I/O") {
       return ok;
     });
     REQUIRE(rounds.wait_for(5, event_wait));
-    REQUIRE(::kill(qsd->pid(), SIGKILL) == 0);
+    REQUIRE(qsd->signal(SIGKILL));
     expect_event(c.session(), DeviceEvent::Kind::backend_lost);
     qsd.reset();
     qsd = std::make_unique<PeerProcess>(sock, qsd_command(sock, img));
@@ -654,7 +654,7 @@ TEST_CASE("reconnect: soak: 1,000 reconnects and 10,000 sleep/wake cycles, fd co
     auto w = c.session().wake();
     REQUIRE_MESSAGE(w.ok(), "cycle " << i << ": " << w.error().message());
     if (i % 10 == 9) {  // the back-end drops the connection: lost, reconnect, replay
-      REQUIRE(::kill(be.pid(), SIGHUP) == 0);
+      REQUIRE(be.signal(SIGHUP));
       expect_event(c.session(), DeviceEvent::Kind::backend_lost);
       auto r = expect_event(c.session(), DeviceEvent::Kind::resumed);
       REQUIRE_MESSAGE(state_of(c.session()) == DeviceState::active, r.detail);

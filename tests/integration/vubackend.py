@@ -1,9 +1,11 @@
-"""vufront-backend processes, `vufront attach` and `vufront` runs for the
-Python integration tests (test_attach.py, test_backend.py, test_check.py,
-test_job.py, test_snapshot_cli.py)."""
+"""vufront-backend processes, `vufront attach`, `vufront` runs and the
+shared/peers back-ends for the Python integration tests (test_attach.py,
+test_backend.py, test_check.py, test_job.py, test_probe.py,
+test_snapshot_cli.py)."""
 import array
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -85,6 +87,65 @@ class Process:
         self.proc.wait(10)
         self.log.join(2)
         return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Peer:
+    """A back-end started by a shared/peers start script (`script` in
+    `peers`), on `sock`. The script detaches it, so it is not our child: once
+    it exits, init reaps it and its pid may go to any new process. It is
+    therefore signalled only through a pidfd taken while it runs, never by
+    pid. Use it as a context manager, or call stop() in a finally."""
+
+    def __init__(self, peers, script, sock, *args, env=None):
+        self.peers = peers
+        self.sock = sock
+        out = subprocess.run([os.path.join(peers, script), sock, *args],
+                             env=dict(os.environ, **(env or {})),
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError('%s failed (exit %d): %s' % (script, out.returncode,
+                                                               (out.stdout + out.stderr)[-2000:]))
+        self.pid = int(out.stdout.split()[-1])   # for messages and /proc only
+        self._pidfd = os.pidfd_open(self.pid)     # it is up (its socket is): this is it
+
+    def signal(self, sig):
+        """Sends `sig`; False once it has exited or was stopped."""
+        if self.wait_exit(0):   # exited (a zombie not reaped yet would take it)
+            return False
+        try:
+            signal.pidfd_send_signal(self._pidfd, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def wait_exit(self, timeout):
+        """True once it has exited (waits up to `timeout` seconds)."""
+        return self._pidfd is None or bool(select.select([self._pidfd], [], [], timeout)[0])
+
+    def stop(self):
+        """SIGINT, then SIGKILL after 3 s, whatever state the test left it in;
+        then stop-peer.sh removes its socket and files (its pid file first,
+        so the script signals nobody)."""
+        if self._pidfd is not None:
+            try:
+                for sig, wait_s in ((signal.SIGINT, 3.0), (signal.SIGKILL, 2.0)):
+                    if not self.signal(sig) or self.wait_exit(wait_s):
+                        break
+            finally:
+                os.close(self._pidfd)
+                self._pidfd = None
+        try:
+            os.unlink(self.sock + '.pid')
+        except FileNotFoundError:
+            pass
+        subprocess.run([os.path.join(self.peers, 'stop-peer.sh'), self.sock],
+                       capture_output=True, timeout=30)
 
     def __enter__(self):
         return self

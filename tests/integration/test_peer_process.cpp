@@ -1,0 +1,47 @@
+// PeerProcess, the integration tests' handle on a real back-end process: it
+// signals the peer only through the pidfd taken at start, so a peer that has
+// exited (crashed on purpose, killed by the test) is never signalled again
+// by pid, whatever process got that pid since; and a peer that fails to
+// start says why (its log is in the error).
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <csignal>
+#include <stdexcept>
+#include <string>
+
+#include "tests/integration/peer_process.hpp"
+#include "tests/support.hpp"
+
+using namespace vufront::test;
+
+TEST_CASE("peer process: an exited peer is never signalled again") {
+  TempDir tmp;
+  const std::string sock = tmp.file("p.sock");
+  PeerProcess be(sock, backend_command(sock, {"--size", "1M"}));
+  CHECK(be.alive());
+  CHECK(be.signal(0));
+  REQUIRE(be.signal(SIGKILL));
+  REQUIRE(be.wait_exit(scaled(std::chrono::milliseconds(5000))));
+  CHECK_FALSE(be.alive());
+  // once reaped, its pid is free for any new process: nothing goes to it
+  CHECK_FALSE(be.signal(SIGINT));
+  CHECK_FALSE(be.signal(0));
+  be.stop();
+  CHECK_FALSE(be.signal(0));
+  be.stop();  // twice is harmless
+}
+
+TEST_CASE("peer process: a peer that fails to start says why") {
+  TempDir tmp;
+  const std::string sock = tmp.file("f.sock");
+  std::string what;
+  try {
+    PeerProcess be(sock, backend_command(sock, {"--image", tmp.file("no/such/dir/disk.img")}));
+  } catch (const std::runtime_error& e) {
+    what = e.what();
+  }
+  CHECK(what.find("start of back-end failed") != std::string::npos);
+  CHECK(what.find("no/such/dir/disk.img") != std::string::npos);
+  CHECK(what.find("No such file or directory") != std::string::npos);
+}
