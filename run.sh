@@ -62,14 +62,17 @@ run_main() {
   # globals, not locals: the EXIT trap runs after this function has returned
   RUN_DIR=$(mktemp -d /tmp/vufront-run-XXXXXX)
   RUN_PID=""
+  RUN_START=""
+  # qsd's start time (field 22 of /proc/PID/stat): once it exits its pid may
+  # go to another process, which must not get our signals
+  ours() { [ -n "$RUN_PID" ] && [ "$(cut -d' ' -f22 "/proc/$RUN_PID/stat" 2>/dev/null)" = "$RUN_START" ]; }
   cleanup() {
-    local pid=$RUN_PID dir=$RUN_DIR
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill -INT "$pid" 2>/dev/null || true
-      for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
+    if ours; then
+      kill -INT "$RUN_PID" 2>/dev/null || true
+      for _ in $(seq 30); do ours || break; sleep 0.1; done
+      ours && kill -KILL "$RUN_PID" 2>/dev/null || true
     fi
-    rm -rf "$dir"
+    rm -rf "$RUN_DIR"
   }
   trap cleanup EXIT
   local dir=$RUN_DIR pid
@@ -80,6 +83,7 @@ run_main() {
     --export "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=$sock,writable=on,num-queues=2" \
     --pidfile "$dir/qsd.pid" >"$dir/qsd.log" 2>&1 </dev/null &
   pid=$!
+  RUN_START=$(cut -d' ' -f22 "/proc/$pid/stat" 2>/dev/null || true)
   RUN_PID=$pid
   for _ in $(seq 100); do
     [ -S "$sock" ] && [ -s "$dir/qsd.pid" ] && break
