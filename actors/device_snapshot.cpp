@@ -65,6 +65,20 @@ void end_caf(Self self, InfoPromise& rp, const char* op, const caf::error& e) {
   end(self, rp, op, step_error(e, op));
 }
 
+/// fail() for a step of a snapshot or restore: its transfer child goes too.
+void fail_transfer(Self self, InfoPromise& rp, const char* op, const caf::error& e) {
+  drop_child(self, self->state.transfer);
+  fail(self, rp, op, e);
+}
+
+/// lost_meanwhile() for a step of a snapshot or restore: its transfer child goes too.
+bool transfer_lost(Self self, InfoPromise& rp, const char* op) {
+  if (!lost_meanwhile(self, rp, op))
+    return false;
+  drop_child(self, self->state.transfer);
+  return true;
+}
+
 // ---- snapshot -------------------------------------------------------------------------
 
 snapshot::Manifest manifest_of(const DeviceData& st, std::vector<uint8_t> config) {
@@ -85,8 +99,8 @@ snapshot::Manifest manifest_of(const DeviceData& st, std::vector<uint8_t> config
 void save(Self self, InfoPromise rp, const SnapshotOptions& o, TransferDeadline dl,
           std::vector<uint8_t> config) {
   constexpr const char* op = "snapshot";
-  if (lost_meanwhile(self, rp, op))
-    return drop_child(self, self->state.transfer);
+  if (transfer_lost(self, rp, op))
+    return;
   auto& st = self->state;
   auto m = std::make_shared<snapshot::Manifest>(manifest_of(st, std::move(config)));
   if (auto v = snapshot::validate(*m); !v)
@@ -158,8 +172,8 @@ void load(Self self, InfoPromise rp, const RestoreOptions& o, TransferDeadline d
   self->request(st.transfer, transfer_deadline(st, dl), load_atom_v, dl)
       .then(
           [self, rp, o, queues, features, status](SnapshotInfo& info) mutable {
-            if (lost_meanwhile(self, rp, op))
-              return drop_child(self, self->state.transfer);
+            if (transfer_lost(self, rp, op))
+              return;
             auto& now = self->state;
             now.acked_features = features;
             if (o.activation) {
@@ -181,8 +195,8 @@ void load(Self self, InfoPromise rp, const RestoreOptions& o, TransferDeadline d
 void restore_checked(Self self, InfoPromise rp, const RestoreOptions& o, TransferDeadline dl,
                      uint64_t driver_features, const ManifestPtr& m) {
   constexpr const char* op = "restore";
-  if (lost_meanwhile(self, rp, op))
-    return drop_child(self, self->state.transfer);
+  if (transfer_lost(self, rp, op))
+    return;
   auto& st = self->state;
   auto queues = check_restore(*m, st.info, o.activation, driver_features);
   if (!queues)
@@ -204,14 +218,11 @@ void restore_checked(Self self, InfoPromise rp, const RestoreOptions& o, Transfe
                 std::move(req))
       .then(
           [self, rp, o, dl, q = std::move(queues).value(), features, status](caf::ok_atom) mutable {
-            if (lost_meanwhile(self, rp, op))
-              return drop_child(self, self->state.transfer);
+            if (transfer_lost(self, rp, op))
+              return;
             load(self, rp, o, dl, std::move(q), features, status);
           },
-          [self, rp](caf::error& e) mutable {
-            drop_child(self, self->state.transfer);
-            fail(self, rp, op, e);
-          });
+          [self, rp](caf::error& e) mutable { fail_transfer(self, rp, op, e); });
 }
 
 std::optional<caf::error> check_options(const char* op, const std::string& path,
@@ -248,10 +259,7 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
   }
   self->request(st.conn, requests(st, 1), get_config_atom_v, uint32_t{0}, st.info.config_size)
       .then([self, rp, o, dl](std::vector<uint8_t>& cfg) mutable { save(self, rp, o, dl, std::move(cfg)); },
-            [self, rp](caf::error& e) mutable {
-              drop_child(self, self->state.transfer);
-              fail(self, rp, op, e);
-            });
+            [self, rp](caf::error& e) mutable { fail_transfer(self, rp, op, e); });
   return rp;
 }
 

@@ -5,6 +5,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 #include <poll.h>
@@ -24,18 +26,6 @@ std::string shell_quote(const std::string& s) {
       out += c;
   }
   return out + "'";
-}
-
-std::string file_text(const std::string& path) {
-  std::string text;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
-      text.append(buf, n);
-    std::fclose(f);
-  }
-  return text;
 }
 
 }  // namespace
@@ -64,10 +54,10 @@ PeerProcess::PeerProcess(std::string socket, std::vector<std::string> argv,
   char* end = nullptr;
   long pid = std::strtol(last.c_str(), &end, 10);
   if (status != 0 || pid <= 0) {
-    const std::string log = file_text(socket_ + ".log");
+    const std::string text = log();
     throw std::runtime_error("start of back-end failed (exit status " + std::to_string(status) +
                              "): " + cmd + "\n" + out +
-                             (log.empty() ? "" : "\nits log " + socket_ + ".log:\n" + log));
+                             (text.empty() ? "" : "\nits log " + socket_ + ".log:\n" + text));
   }
   pid_ = static_cast<int>(pid);
   // The peer is alive here (its socket is up), so the pidfd is its own.
@@ -75,8 +65,7 @@ PeerProcess::PeerProcess(std::string socket, std::vector<std::string> argv,
   pidfd_ = UniqueFd::adopt(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
   if (!pidfd_)
     throw std::runtime_error("back-end " + std::to_string(pid_) +
-                             " exited as soon as it started: " + cmd + "\n" +
-                             file_text(socket_ + ".log"));
+                             " exited as soon as it started: " + cmd + "\n" + log());
   start_watchdog();
 }
 
@@ -101,6 +90,11 @@ bool PeerProcess::wait_exit(std::chrono::milliseconds ms) const {
 }
 
 bool PeerProcess::alive() const { return !wait_exit(std::chrono::milliseconds(0)); }
+
+std::string PeerProcess::log() const {
+  std::ifstream in(socket_ + ".log");
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 void PeerProcess::start_watchdog() const {
   // If the test process dies without running destructors (ctest kills a test

@@ -42,6 +42,9 @@ public:
   [[nodiscard]] bool wait_exit(std::chrono::milliseconds ms) const;
   /// SIGINT, then SIGKILL after 3 s; waits (bounded) until it is gone.
   void stop();
+  /// What the peer has written to its log, SOCKET.log (backend_command and
+  /// the start scripts send its output there); empty once stop() removed it.
+  [[nodiscard]] std::string log() const;
 
   /// Directory of the shared peer scripts (compile-time VUFRONT_PEERS_DIR).
   [[nodiscard]] static std::string peers_dir();

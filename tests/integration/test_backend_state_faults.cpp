@@ -11,7 +11,6 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <utility>
 
 #include <fcntl.h>
@@ -154,13 +153,6 @@ std::vector<uint8_t> save_normally(const std::string& sock) {
   return state;
 }
 
-std::string log_of(const PeerProcess& be) {
-  std::ifstream f(be.socket() + ".log");
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 /// The failure CHECK_DEVICE_STATE reports after a failed transfer, and the
 /// back-end still answering on the same connection.
 void expect_failed_and_serving(BackendClient& c) {
@@ -182,7 +174,7 @@ void expect_crashed(BackendClient& c, const PeerProcess& be) {
   auto check = c.check_device_state();
   REQUIRE_FALSE(check.ok());
   CHECK(check.error().code == errc::disconnected);
-  CHECK(log_of(be).find("--state-crash-after") != std::string::npos);
+  CHECK(be.log().find("--state-crash-after") != std::string::npos);
 }
 
 }  // namespace
@@ -258,7 +250,7 @@ TEST_CASE("vufront-backend --state-endless: a save never ends and closing the re
     CHECK(be.alive());
   }  // our read end closed: the back-end's next write gets EPIPE
   expect_failed_and_serving(c);
-  CHECK(log_of(be).find("state save failed") != std::string::npos);
+  CHECK(be.log().find("state save failed") != std::string::npos);
   CHECK(be.alive());
 }
 
@@ -309,7 +301,7 @@ TEST_CASE("vufront-backend --state-stall-after: a save stops mid-stream until th
     CHECK(be.alive());
   }  // our read end closed: the stalled back-end sees POLLERR
   expect_failed_and_serving(c);
-  CHECK(log_of(be).find("--state-stall-after") != std::string::npos);
+  CHECK(be.log().find("--state-stall-after") != std::string::npos);
   CHECK(be.alive());
 }
 
@@ -353,6 +345,6 @@ TEST_CASE("vufront-backend --state-stall-after: a load stops reading until the w
     CHECK(be.alive());
   }  // our write end closed: the stalled back-end sees POLLHUP
   expect_failed_and_serving(c);
-  CHECK(log_of(be).find("--state-stall-after") != std::string::npos);
+  CHECK(be.log().find("--state-stall-after") != std::string::npos);
   CHECK(be.alive());
 }

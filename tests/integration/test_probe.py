@@ -2,8 +2,9 @@
 """Integration tests of `vufront probe` against real back-ends.
 
 Each test starts the back-end it needs (shared/peers start scripts, as a
-vubackend.Peer), stops it in a `finally` (through its pidfd), and compares vufront's view with what the independent
-Python front-end shared/peers/probe.py reports for the same daemon.
+vubackend.Peer), stops it in a `finally` (through its pidfd), and compares
+vufront's view with what the independent Python front-end shared/peers/probe.py
+reports for the same daemon.
 
     test_probe.py --vufront build/bin/vufront --peers ../shared/peers [-k NAME]
 """

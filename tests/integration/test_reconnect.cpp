@@ -10,7 +10,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
-#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -56,11 +55,6 @@ std::vector<std::string> disk_backend(const std::string& socket, const std::stri
   std::vector<std::string> args = {"--image", image, "--size", "16M"};
   args.insert(args.end(), extra.begin(), extra.end());
   return backend_command(socket, args);
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // What a sanitizer's runtime holds on top of ours, for the soak's RSS bound:
@@ -205,7 +199,7 @@ TEST_CASE("reconnect: a request in flight when the back-end dies completes after
       CHECK_MESSAGE(round.get(), failure(c));  // completed once, data correct
       CHECK_MESSAGE(c.io("I/O 3"), failure(c));  // reads rounds 1 and 2 back too
       if (inflight) {
-        auto log = read_file(sock + ".log");
+        auto log = again.log();
         CHECK(log.find("resubmitting 1 request(s)") != std::string::npos);
       }
     }
@@ -328,7 +322,7 @@ TEST_CASE("reconnect: the back-end killed at every step of every operation") {
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == errc::bad_state);
         must(c.session().reset(), "reset");
-        CAPTURE(read_file(died + ".log"));
+        CAPTURE(dead->log());
         CHECK_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
       } else {
         auto res = expect_event(c.session(), DeviceEvent::Kind::resumed);
