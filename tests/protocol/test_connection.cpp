@@ -10,9 +10,11 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -179,11 +181,38 @@ TEST_CASE("connection: fds after the first chunk are bad_fds and closed") {
 }
 
 namespace {
+// The handler counts each signal and says so on a pipe (write() is
+// async-signal-safe), so the test waits for the handler, not for a time.
 std::atomic<int> g_signals{0};
-void on_signal(int) { g_signals.fetch_add(1); }
+int g_signal_pipe = -1;
+void on_signal(int) {
+  g_signals.fetch_add(1);
+  const char c = 's';
+  [[maybe_unused]] auto n = ::write(g_signal_pipe, &c, 1);
+}
+
+/// The scheduler state of thread `tid` of this process ('R', 'S', ...), from
+/// /proc/self/task/TID/stat; '?' if it cannot be read.
+char thread_state(pid_t tid) {
+  std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+  auto fd = UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return '?';
+  char buf[512];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return '?';
+  buf[n] = 0;
+  const char* close_paren = std::strrchr(buf, ')');  // the name may hold spaces
+  return close_paren && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
 }  // namespace
 
 TEST_CASE("connection: signals (EINTR) do not disturb a waiting receive") {
+  int pfd[2];
+  REQUIRE(::pipe2(pfd, O_CLOEXEC) == 0);
+  auto signal_r = UniqueFd::adopt(pfd[0]);
+  auto signal_w = UniqueFd::adopt(pfd[1]);
+  g_signal_pipe = signal_w.get();
+  g_signals = 0;
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
@@ -192,23 +221,37 @@ TEST_CASE("connection: signals (EINTR) do not disturb a waiting receive") {
   REQUIRE(::sigaction(SIGUSR1, &sa, &old) == 0);
 
   auto p = raw_pair();
-  std::promise<pthread_t> tid;
+  std::promise<pid_t> tid;
   auto fut = std::async(std::launch::async, [&] {
-    tid.set_value(::pthread_self());
-    return p.conn.receive(8, 0, deadline_in(5000ms), "TEST");
+    tid.set_value(static_cast<pid_t>(::syscall(SYS_gettid)));
+    return p.conn.receive(8, 0, deadline_in(vufront::test::scaled(10000ms)), "TEST");
   });
-  pthread_t t = tid.get_future().get();
-  for (int i = 0; i < 20; ++i) {
-    ::pthread_kill(t, SIGUSR1);
-    std::this_thread::yield();
+  const pid_t t = tid.get_future().get();
+  // Each signal is sent while the receiving thread sleeps (blocked in poll(),
+  // the only place it can sleep before the reply is written), and is handled
+  // before the next one: so every one of them interrupts the wait.
+  constexpr int kSignals = 5;
+  for (int i = 0; i < kSignals; ++i) {
+    CAPTURE(i);
+    const auto until = Clock::now() + vufront::test::scaled(5s);
+    while (thread_state(t) != 'S' && Clock::now() < until) std::this_thread::yield();
+    REQUIRE(thread_state(t) == 'S');
+    REQUIRE(::syscall(SYS_tgkill, ::getpid(), t, SIGUSR1) == 0);
+    struct pollfd pf {signal_r.get(), POLLIN, 0};
+    REQUIRE(::poll(&pf, 1, static_cast<int>(vufront::test::scaled(5000ms).count())) == 1);
+    char c;
+    REQUIRE(::read(signal_r.get(), &c, 1) == 1);
   }
+  CHECK(fut.wait_for(0s) == std::future_status::timeout);  // still waiting
   write_raw(p.peer.get(), vufront::test::reply_u64(FrontendReq::get_features, 42));
-  REQUIRE(fut.wait_for(5s) == std::future_status::ready);
+  REQUIRE(fut.wait_for(vufront::test::scaled(5s)) == std::future_status::ready);
   auto m = fut.get();
   ::sigaction(SIGUSR1, &old, nullptr);
+  g_signal_pipe = -1;
   REQUIRE(m.ok());
+  CHECK(m->header.request == static_cast<uint32_t>(FrontendReq::get_features));
   CHECK(m->body.size() == 8);
-  CHECK(g_signals.load() > 0);
+  CHECK(g_signals.load() == kSignals);
 }
 
 TEST_CASE("connection: receive times out, then the connection is broken") {
