@@ -223,12 +223,13 @@ connection_actor::behavior_type connection_impl(
         const auto wait = std::chrono::milliseconds(req.connect_timeout_ms);
         if (req.listen_fd) {
           // Client mode: the back-end connects to us.
-          auto conn = Connection::accept(req.listen_fd->get(), deadline_in(wait), req.socket);
+          auto conn = Connection::accept(req.listen_fd->get(), deadline_in(wait), req.socket,
+                                         req.stop.get());
           if (!conn)
             return to_caf(conn.error());
           st.client.emplace(std::move(conn).value(), st.timeouts);
         } else {
-          auto c = BackendClient::connect(req.socket, wait, st.timeouts);
+          auto c = BackendClient::connect(req.socket, wait, st.timeouts, req.stop.get());
           if (!c)
             return to_caf(c.error());
           st.client.emplace(std::move(c).value());

@@ -24,27 +24,21 @@ namespace {
 
 using namespace device_steps;
 
-/// Ends the device only after its children are gone, so that when a VMM
-/// sees the device down, every fd and thread of the device is released.
+/// Ends the device only after its children are gone (the current ones and
+/// any dropped earlier that are still stopping), so that when a VMM sees the
+/// device down, every fd and thread of the device is released. From here on
+/// nothing new starts: no operation is admitted, no reconnect attempt runs,
+/// and a reply still in flight spawns no child.
 void shut_down(Self self, const caf::error& reason) {
   auto& st = self->state;
   if (st.exiting)
     return;
   st.exiting = true;
   st.exit_reason = reason;
-  auto stop = [&](auto& h) {
-    if (!h)
-      return;
-    self->unlink_from(h);
-    self->monitor(h);
-    caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
-    ++st.children_left;
-  };
-  stop(st.conn);
-  stop(st.worker);
-  stop(st.channel);
-  stop(st.transfer);
-  if (st.children_left == 0)
+  ++st.reconnect.generation;  // a retry already scheduled is stale
+  st.reconnect.attempting = false;
+  drop_children(self);
+  if (st.stopping.empty())
     self->quit(reason);
 }
 
@@ -263,9 +257,13 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
     }
     shut_down(self, em.reason);
   });
-  self->set_down_handler([self](caf::down_msg&) {
+  self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    if (st.exiting && st.children_left > 0 && --st.children_left == 0)
+    auto it = std::find(st.stopping.begin(), st.stopping.end(), dm.source);
+    if (it == st.stopping.end())
+      return;
+    st.stopping.erase(it);
+    if (st.exiting && st.stopping.empty())
       self->quit(st.exit_reason);
   });
   return {

@@ -23,6 +23,7 @@
 // emits backend_lost; reset from broken returns it to disconnected, from
 // where negotiate connects again.
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -86,12 +87,19 @@ struct DeviceData {
   /// The operation in progress ("" when idle).
   std::string busy;
   std::string last_error;
-  /// Shutting down: waiting for `children_left` children to stop first.
+  /// Shutting down: nothing new starts, and the device ends once `stopping`
+  /// is empty.
   bool exiting = false;
-  size_t children_left = 0;
+  /// Children told to stop and not down yet (monitored). A dropped child may
+  /// still be inside a blocking step (a connect retry, a receive) holding its
+  /// fds: the device ends only after the last of them, so no fd or thread of
+  /// the device outlives it.
+  std::vector<caf::actor_addr> stopping;
   caf::error exit_reason;
 
   connection_actor conn;
+  /// Tells `conn` to stop waiting for a back-end when it is dropped.
+  std::shared_ptr<std::atomic<bool>> conn_stop;
   worker_actor worker;
   channel_actor channel;
   snapshot_actor transfer;  ///< from the start to the end of a snapshot or restore

@@ -39,6 +39,8 @@ std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; 
 void set_up_children(Self self, const DeviceInfo& info, const SharedFd& sock, const SharedFd& ours,
                      Done done) {
   auto& st = self->state;
+  if (st.exiting)  // the reply came after the shutdown began: start nothing
+    return done(make_error(errc::cancelled, "negotiate", "the device is shutting down"));
   SharedFd channel = info.backend_channel ? ours : SharedFd{};
   if (channel) {
     st.channel = self->spawn<caf::linked + caf::detached>(channel_impl, channel, info.protocol_features,
@@ -64,6 +66,8 @@ void set_up_children(Self self, const DeviceInfo& info, const SharedFd& sock, co
 
 void connect_and_negotiate(Self self, Done done) {
   auto& st = self->state;
+  if (st.exiting)
+    return done(make_error(errc::cancelled, "negotiate", "the device is shutting down"));
   drop_children(self);
   spawn_children(self);
   if (st.listen && !st.listen->file_is_ours())
@@ -86,6 +90,7 @@ void connect_and_negotiate(Self self, Done done) {
   req.socket = st.config.socket;
   req.connect_timeout_ms = static_cast<uint32_t>(st.config.connect_timeout.count());
   req.options = st.options;
+  req.stop = st.conn_stop;
   if (st.listen)
     req.listen_fd = st.listen->fd;
   SharedFd ours;
@@ -288,7 +293,8 @@ void device_steps::start_reconnecting(Self self) {
 void reconnect_attempt(Self self, uint64_t generation) {
   auto& st = self->state;
   auto& r = st.reconnect;
-  if (generation != r.generation || st.state != DeviceState::reconnecting || r.attempting)
+  if (st.exiting || generation != r.generation || st.state != DeviceState::reconnecting ||
+      r.attempting)
     return;
   if (!st.busy.empty()) {
     // The operation the loss interrupted is still failing; after it.
@@ -312,6 +318,8 @@ void reconnect_attempt(Self self, uint64_t generation) {
 
 caf::result<caf::ok_atom> reconnect_now(Self self) {
   auto& st = self->state;
+  if (st.exiting)
+    return to_caf(make_error(errc::bad_state, "reconnect", "the device is shutting down"));
   if (st.state == DeviceState::reconnecting) {
     if (!st.reconnect.attempting) {
       ++st.reconnect.generation;

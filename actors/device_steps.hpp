@@ -63,6 +63,8 @@ inline std::string states_text(std::initializer_list<DeviceState> allowed) {
 inline std::optional<caf::error> admit(Self self, const char* op,
                                 std::initializer_list<DeviceState> allowed) {
   auto& st = self->state;
+  if (st.exiting)
+    return to_caf(make_error(errc::bad_state, op, "the device is shutting down"));
   if (!st.busy.empty())
     return to_caf(make_error(errc::bad_state, op, "busy: " + st.busy + " is in progress"));
   for (auto s : allowed)
@@ -131,11 +133,15 @@ bool lost_meanwhile(Self self, Promise& rp, const char* op) {
 
 inline caf::actor_addr weak(Self self) { return caf::actor_cast<caf::actor_addr>(self); }
 
+/// Tells a child to stop and forgets its handle; it stays in `stopping`
+/// (monitored) until it is down, which a shutdown waits for.
 template <class Handle>
 void drop_child(Self self, Handle& h) {
   if (!h)
     return;
   self->unlink_from(h);
+  self->monitor(h);
+  self->state.stopping.push_back(caf::actor_cast<caf::actor_addr>(h));
   caf::anon_send_exit(h, caf::exit_reason::user_shutdown);
   h = nullptr;
 }
@@ -172,11 +178,15 @@ inline Result<std::vector<DeviceData::Queue>> queues_of(const ActivateSpec& spec
 inline void spawn_children(Self self) {
   auto& st = self->state;
   st.conn = self->spawn<caf::detached + caf::linked>(connection_impl, weak(self), st.config.timeouts);
+  st.conn_stop = std::make_shared<std::atomic<bool>>(false);
   st.worker = self->spawn<caf::linked>(worker_impl, weak(self), st.config.start_threads);
 }
 
 inline void drop_children(Self self) {
   auto& st = self->state;
+  if (st.conn_stop)
+    st.conn_stop->store(true);  // out of a connect or accept wait at once
+  st.conn_stop.reset();
   drop_child(self, st.conn);
   drop_child(self, st.worker);
   drop_child(self, st.channel);

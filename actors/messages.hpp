@@ -16,6 +16,7 @@
 //                  ──linked──> control_session (detached; one per VMM
 //                              connection; control_reader thread)
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -303,6 +304,10 @@ struct NegotiateRequest {
   /// Client mode: accept the back-end on this listening socket instead of
   /// connecting to `socket`.
   SharedFd listen_fd;
+  /// Set by the device when it drops the connection actor: a connect or
+  /// accept still waiting for the back-end gives up (within 100 ms) instead
+  /// of holding its fds until connect_timeout_ms.
+  std::shared_ptr<const std::atomic<bool>> stop;
 };
 
 /// One queue start: SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE,

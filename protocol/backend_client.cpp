@@ -60,8 +60,8 @@ BackendClient::BackendClient(Connection conn, Timeouts timeouts)
 
 Result<BackendClient> BackendClient::connect(const std::string& path,
                                              std::chrono::milliseconds timeout,
-                                             Timeouts timeouts) {
-  auto c = Connection::connect(path, deadline_in(timeout));
+                                             Timeouts timeouts, const std::atomic<bool>* stop) {
+  auto c = Connection::connect(path, deadline_in(timeout), stop);
   if (!c)
     return std::move(c).error();
   return BackendClient(std::move(c).value(), timeouts);

@@ -16,6 +16,7 @@
 // failure ack, a non-zero CHECK_DEVICE_STATE) is errc::backend_failure and
 // leaves the stream in sync: the connection stays usable.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -60,7 +61,8 @@ public:
   /// Connection::connect).
   [[nodiscard]] static Result<BackendClient> connect(const std::string& path,
                                                      std::chrono::milliseconds timeout,
-                                                     Timeouts timeouts = {});
+                                                     Timeouts timeouts = {},
+                                                     const std::atomic<bool>* stop = nullptr);
 
   // ---- session and features
   [[nodiscard]] Result<void> set_owner();

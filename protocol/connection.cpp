@@ -89,7 +89,14 @@ Connection::Connection(UniqueFd socket) : sock_(std::move(socket)) {
     broken_ = make_error(errc::io_error, "connection", "cannot set O_NONBLOCK", errno);
 }
 
-Result<Connection> Connection::connect(const std::string& path, Deadline deadline) {
+namespace {
+/// How often a wait with a stop flag looks at it.
+constexpr int stop_check_ms = 100;
+bool stopped(const std::atomic<bool>* stop) { return stop != nullptr && stop->load(); }
+}  // namespace
+
+Result<Connection> Connection::connect(const std::string& path, Deadline deadline,
+                                       const std::atomic<bool>* stop) {
   const std::string what = "connect " + path;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -117,6 +124,8 @@ Result<Connection> Connection::connect(const std::string& path, Deadline deadlin
     // ECONNREFUSED/ENOENT: nobody listening (yet); EAGAIN: the backlog is full.
     if (last_errno != ECONNREFUSED && last_errno != ENOENT && last_errno != EAGAIN)
       return make_error(errc::io_error, what, "connect() failed", last_errno);
+    if (stopped(stop))
+      return make_error(errc::cancelled, what, "stopped while waiting for the back-end to listen");
     int left = remaining_ms(deadline);
     if (left == 0)
       return make_error(errc::timeout, what,
@@ -124,7 +133,7 @@ Result<Connection> Connection::connect(const std::string& path, Deadline deadlin
                             std::string(std::strerror(last_errno)) + ")");
     // A retry wait in product code: the back-end is not listening yet.
     std::this_thread::sleep_for(std::min(backoff, std::chrono::milliseconds(left)));
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(100));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(stop_check_ms));
   }
 }
 
@@ -145,7 +154,8 @@ Result<UniqueFd> Connection::listen(const std::string& path) {
   return make_error(errc::io_error, what, "cannot listen", errno);
 }
 
-Result<Connection> Connection::accept(int listen_fd, Deadline deadline, const std::string& path) {
+Result<Connection> Connection::accept(int listen_fd, Deadline deadline, const std::string& path,
+                                      const std::atomic<bool>* stop) {
   const std::string what = "accept on " + path;
   for (;;) {
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -155,11 +165,13 @@ Result<Connection> Connection::accept(int listen_fd, Deadline deadline, const st
       continue;
     if (errno != EAGAIN)
       return make_error(errc::io_error, what, "accept4() failed", errno);
+    if (stopped(stop))
+      return make_error(errc::cancelled, what, "stopped while waiting for the back-end to connect");
     int left = remaining_ms(deadline);
     if (left == 0)
       return make_error(errc::timeout, what, "no back-end connected before the deadline");
     pollfd p{listen_fd, POLLIN, 0};
-    if (::poll(&p, 1, left) < 0 && errno != EINTR)
+    if (::poll(&p, 1, stop ? std::min(left, stop_check_ms) : left) < 0 && errno != EINTR)
       return make_error(errc::io_error, what, "poll() failed", errno);
   }
 }

@@ -14,6 +14,7 @@
 // errc::broken with the first error in its detail. A reply that arrives after
 // a deadline can therefore never be taken for the answer to a later request.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -55,19 +56,23 @@ public:
   Connection& operator=(Connection&&) noexcept = default;
 
   /// Connects to the unix socket at `path`, retrying ECONNREFUSED/ENOENT
-  /// (back-end not listening yet) until `deadline`.
-  /// Errors: invalid_argument (path too long), timeout, io_error.
-  [[nodiscard]] static Result<Connection> connect(const std::string& path, Deadline deadline);
+  /// (back-end not listening yet) until `deadline`, or until `*stop` is set
+  /// (checked between tries, at most 100 ms apart).
+  /// Errors: invalid_argument (path too long), timeout, cancelled (stop), io_error.
+  [[nodiscard]] static Result<Connection> connect(const std::string& path, Deadline deadline,
+                                                  const std::atomic<bool>* stop = nullptr);
 
   /// Client mode (the back-end connects to us, as DPDK's --client does):
   /// a listening stream socket at `path` (mode 0600, non-blocking). A stale
   /// socket file is replaced. Errors: invalid_argument (path too long, or
   /// not a socket), bad_state (someone listens there already), io_error.
   [[nodiscard]] static Result<UniqueFd> listen(const std::string& path);
-  /// Waits until `deadline` for a back-end to connect to `listen_fd`.
-  /// Errors: timeout ("no back-end connected"), io_error.
+  /// Waits until `deadline` for a back-end to connect to `listen_fd`, or
+  /// until `*stop` is set (checked at least every 100 ms).
+  /// Errors: timeout ("no back-end connected"), cancelled (stop), io_error.
   [[nodiscard]] static Result<Connection> accept(int listen_fd, Deadline deadline,
-                                                 const std::string& path);
+                                                 const std::string& path,
+                                                 const std::atomic<bool>* stop = nullptr);
 
   /// Sends one message: header {request, flags, body.size()} + body, with
   /// `fds` attached to the first byte. `what` names the request in errors.

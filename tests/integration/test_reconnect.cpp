@@ -12,7 +12,9 @@
 #include <csignal>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
+#include <thread>
 
 #include <unistd.h>
 
@@ -204,6 +206,61 @@ TEST_CASE("reconnect: a request in flight when the back-end dies completes after
       }
     }
     CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+  }
+}
+
+TEST_CASE("reconnect: a device reset or ended while an attempt waits for the back-end leaves no fd behind") {
+  // Each attempt may wait far longer for a back-end than the leak check
+  // waits for fds to close: a connection actor the device dropped (a reset)
+  // or stopped (the device ended) must give up its wait and its sockets at
+  // once, and the device must not end before it has.
+  actors::SystemConfig cfg;
+  caf::actor_system sys{cfg};
+  for (bool listen : {false, true}) {
+    for (bool reset : {true, false}) {
+      CAPTURE(listen);
+      CAPTURE(reset);
+      TempDir tmp;
+      const std::string sock = tmp.file("w.sock"), img = tmp.file("disk.img");
+      FdCount fds;
+      {
+        app::CheckOptions o;
+        o.socket = sock;
+        o.listen = listen;
+        o.reconnect = fast_policy();
+        o.timeout = scaled(std::chrono::milliseconds(60000));
+        app::Checker c(sys, o);
+        std::unique_ptr<PeerProcess> be;
+        const std::vector<std::string> extra =
+            listen ? std::vector<std::string>{"--connect"} : std::vector<std::string>{};
+        if (listen) {
+          auto negotiated = std::async(std::launch::async, [&c] { return c.negotiate(); });
+          be = std::make_unique<PeerProcess>(sock, disk_backend(sock, img, extra));
+          REQUIRE(negotiated.wait_for(event_wait) == std::future_status::ready);
+          REQUIRE_MESSAGE(negotiated.get(), failure(c));
+        } else {
+          be = std::make_unique<PeerProcess>(sock, disk_backend(sock, img, extra));
+          REQUIRE_MESSAGE(c.negotiate(), failure(c));
+        }
+        REQUIRE_MESSAGE((c.set_memory() && c.activate() && c.io("I/O")), failure(c));
+        REQUIRE(be->signal(SIGKILL));
+        expect_event(c.session(), DeviceEvent::Kind::backend_lost);
+        be.reset();  // its socket file goes: the next attempt waits for a back-end
+        // the first attempt has begun (it waits up to o.timeout)
+        const auto until = std::chrono::steady_clock::now() + event_wait;
+        while (must(c.session().status(), "status").reconnect_attempts == 0 &&
+               std::chrono::steady_clock::now() < until)
+          std::this_thread::yield();
+        auto st = must(c.session().status(), "status");
+        REQUIRE(st.reconnect_attempts >= 1);
+        REQUIRE(st.state == DeviceState::reconnecting);
+        if (reset) {
+          REQUIRE_MESSAGE(c.reset(), failure(c));
+          CHECK(state_of(c.session()) == DeviceState::disconnected);
+        }
+      }  // the device ends
+      CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+    }
   }
 }
 

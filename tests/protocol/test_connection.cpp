@@ -374,6 +374,44 @@ TEST_CASE("connection: send times out when the peer never reads") {
   CHECK(p.conn.broken());
 }
 
+TEST_CASE("connection: connect() and accept() waiting for a back-end give up when told to stop") {
+  vufront::test::TempDir dir;
+  FdCount leak;
+  for (bool before : {true, false}) {  // set before the call, or while it waits
+    CAPTURE(before);
+    std::atomic<bool> stop{before};
+    std::thread stopper;
+    if (!before)
+      stopper = std::thread([&stop] {
+        std::this_thread::yield();
+        stop = true;
+      });
+    // a deadline the test never reaches: only the stop can end these waits
+    auto c = Connection::connect(dir.file("nobody.sock"), deadline_in(600s), &stop);
+    if (stopper.joinable())
+      stopper.join();
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().code == errc::cancelled);
+    CHECK(c.error().request == "connect " + dir.file("nobody.sock"));
+
+    auto lfd = Connection::listen(dir.file("l.sock"));
+    REQUIRE(lfd.ok());
+    std::atomic<bool> stop2{before};
+    if (!before)
+      stopper = std::thread([&stop2] {
+        std::this_thread::yield();
+        stop2 = true;
+      });
+    auto a = Connection::accept(lfd->get(), deadline_in(600s), dir.file("l.sock"), &stop2);
+    if (stopper.joinable())
+      stopper.join();
+    REQUIRE_FALSE(a.ok());
+    CHECK(a.error().code == errc::cancelled);
+    ::unlink(dir.file("l.sock").c_str());
+  }
+  CHECK(leak.leaked() == 0);
+}
+
 TEST_CASE("connection: connect() times out on a missing path, works when listening") {
   vufront::test::TempDir dir;
   SUBCASE("missing") {
