@@ -234,6 +234,9 @@ connection_actor::behavior_type connection_impl(
             return to_caf(c.error());
           st.client.emplace(std::move(c).value());
         }
+        // dropped by the device while the back-end does not answer: give up
+        // within 100 ms, not at the request's deadline
+        st.client->connection().stop_when(req.stop);
         st.lost_reported = false;
         UniqueFd dup = UniqueFd::adopt(::fcntl(st.client->connection().fd(), F_DUPFD_CLOEXEC, 0));
         if (!dup)

@@ -305,8 +305,9 @@ struct NegotiateRequest {
   /// connecting to `socket`.
   SharedFd listen_fd;
   /// Set by the device when it drops the connection actor: a connect or
-  /// accept still waiting for the back-end gives up (within 100 ms) instead
-  /// of holding its fds until connect_timeout_ms.
+  /// accept still waiting for the back-end, and later any request waiting
+  /// for its reply, gives up (within 100 ms) instead of holding its fds
+  /// until connect_timeout_ms or the request's deadline.
   std::shared_ptr<const std::atomic<bool>> stop;
 };
 

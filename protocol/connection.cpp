@@ -33,16 +33,24 @@ int remaining_ms(Deadline deadline) {
   return static_cast<int>(std::min<decltype(ms)>(ms, 1 << 30));
 }
 
-enum class WaitResult { ready, timeout, error };
+enum class WaitResult { ready, timeout, stopped, error };
 
-/// poll() one fd for `events` until `deadline`; EINTR retried.
-WaitResult wait_for(int fd, short events, Deadline deadline, int& err) {
+/// How often a wait with a stop flag looks at it.
+constexpr int stop_check_ms = 100;
+bool stopped(const std::atomic<bool>* stop) { return stop != nullptr && stop->load(); }
+
+/// poll() one fd for `events` until `deadline`, or until `*stop` is set
+/// (looked at every stop_check_ms); EINTR retried.
+WaitResult wait_for(int fd, short events, Deadline deadline, const std::atomic<bool>* stop,
+                    int& err) {
   for (;;) {
+    if (stopped(stop))
+      return WaitResult::stopped;
     int ms = remaining_ms(deadline);
     if (ms == 0)
       return WaitResult::timeout;
     pollfd p{fd, events, 0};
-    int r = ::poll(&p, 1, ms);
+    int r = ::poll(&p, 1, stop ? std::min(ms, stop_check_ms) : ms);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -50,7 +58,7 @@ WaitResult wait_for(int fd, short events, Deadline deadline, int& err) {
       return WaitResult::error;
     }
     if (r == 0)
-      continue;  // re-check the deadline
+      continue;  // re-check the stop flag and the deadline
     if (p.revents & POLLNVAL) {
       err = EBADF;
       return WaitResult::error;
@@ -88,12 +96,6 @@ Connection::Connection(UniqueFd socket) : sock_(std::move(socket)) {
   else if (!set_nonblocking(sock_.get(), true))
     broken_ = make_error(errc::io_error, "connection", "cannot set O_NONBLOCK", errno);
 }
-
-namespace {
-/// How often a wait with a stop flag looks at it.
-constexpr int stop_check_ms = 100;
-bool stopped(const std::atomic<bool>* stop) { return stop != nullptr && stop->load(); }
-}  // namespace
 
 Result<Connection> Connection::connect(const std::string& path, Deadline deadline,
                                        const std::atomic<bool>* stop) {
@@ -221,7 +223,11 @@ Result<void> Connection::send(uint32_t request, uint32_t flags, const uint8_t* b
         continue;
       if (e == EAGAIN || e == EWOULDBLOCK) {
         int werr = 0;
-        auto w = wait_for(sock_.get(), POLLOUT, deadline, werr);
+        auto w = wait_for(sock_.get(), POLLOUT, deadline, stop_.get(), werr);
+        if (w == WaitResult::stopped)
+          return fail(make_error(errc::cancelled, what,
+                                 "stopped while waiting to send (" + std::to_string(sent) +
+                                     " of " + std::to_string(total) + " bytes sent)"));
         if (w == WaitResult::timeout)
           return fail(make_error(errc::timeout, what,
                                  "socket not writable before the deadline (" +
@@ -287,7 +293,12 @@ Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline de
           continue;
         if (e == EAGAIN || e == EWOULDBLOCK) {
           int werr = 0;
-          auto w = wait_for(sock_.get(), POLLIN, deadline, werr);
+          auto w = wait_for(sock_.get(), POLLIN, deadline, stop_.get(), werr);
+          if (w == WaitResult::stopped)
+            return fail(make_error(errc::cancelled, what,
+                                   std::string("stopped while waiting for the ") + part + " (" +
+                                       std::to_string(got) + " of " + std::to_string(want) +
+                                       " bytes received)"));
           if (w == WaitResult::timeout)
             return fail(make_error(errc::timeout, what,
                                    std::string("no complete ") + part +

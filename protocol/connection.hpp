@@ -8,7 +8,8 @@
 // with the first chunk of a message, checks the announced size against a
 // caller-given bound *before* reading the body, and never waits past a
 // deadline. The socket is non-blocking; all waits are poll() with the time
-// left to the deadline, EINTR is retried.
+// left to the deadline (or until a stop flag is set: stop_when), EINTR is
+// retried.
 //
 // Once any call fails the connection is *broken*: every later call returns
 // errc::broken with the first error in its detail. A reply that arrives after
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,20 +78,29 @@ public:
 
   /// Sends one message: header {request, flags, body.size()} + body, with
   /// `fds` attached to the first byte. `what` names the request in errors.
-  /// Errors: broken, io_error, disconnected (EPIPE/ECONNRESET), timeout;
-  /// invalid_argument (body over wire::max_payload_size or more fds than one
-  /// sendmsg carries) is returned before anything is sent and does not break.
+  /// Errors: broken, io_error, disconnected (EPIPE/ECONNRESET), timeout,
+  /// cancelled (stop_when); invalid_argument (body over
+  /// wire::max_payload_size or more fds than one sendmsg carries) is
+  /// returned before anything is sent and does not break.
   [[nodiscard]] Result<void> send(uint32_t request, uint32_t flags, const uint8_t* body,
                                   size_t body_size, const int* fds, size_t nfds,
                                   Deadline deadline, const std::string& what);
 
   /// Receives one message whose body may be at most `max_body` bytes and
   /// which may carry at most `max_fds` fds. `what` names the pending request.
-  /// Errors: broken, disconnected (EOF, also mid-message), timeout, io_error,
-  /// oversized (size > max_body; the body is not read), bad_fds (more than
-  /// max_fds or MSG_CTRUNC; all received fds are closed).
+  /// Errors: broken, disconnected (EOF, also mid-message), timeout,
+  /// cancelled (stop_when), io_error, oversized (size > max_body; the body
+  /// is not read), bad_fds (more than max_fds or MSG_CTRUNC; all received
+  /// fds are closed).
   [[nodiscard]] Result<Message> receive(size_t max_body, size_t max_fds, Deadline deadline,
                                         const std::string& what);
+
+  /// From now on a send() or receive() waiting on the socket gives up when
+  /// `*stop` is set (looked at every 100 ms while waiting, never when the
+  /// socket is ready): errc::cancelled, and the connection is broken. Lets
+  /// its owner be stopped while the back-end does not answer, instead of at
+  /// the request's deadline. nullptr: deadlines only.
+  void stop_when(std::shared_ptr<const std::atomic<bool>> stop) { stop_ = std::move(stop); }
 
   /// Marks the connection broken with `why` (no-op if already broken).
   void mark_broken(const Error& why);
@@ -108,6 +119,7 @@ private:
 
   UniqueFd sock_;
   std::optional<Error> broken_;
+  std::shared_ptr<const std::atomic<bool>> stop_;
 };
 
 }  // namespace vufront

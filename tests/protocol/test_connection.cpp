@@ -412,6 +412,56 @@ TEST_CASE("connection: connect() and accept() waiting for a back-end give up whe
   CHECK(leak.leaked() == 0);
 }
 
+TEST_CASE("connection: a receive or send waiting on a silent peer gives up when told to stop") {
+  // a deadline the test never reaches: only the stop can end these waits
+  {
+    auto p = raw_pair();
+    auto stop = std::make_shared<std::atomic<bool>>(false);
+    p.conn.stop_when(stop);
+    std::thread stopper([&stop] {
+      std::this_thread::yield();
+      stop->store(true);
+    });
+    auto m = p.conn.receive(64, 0, deadline_in(600s), "GET_FEATURES");
+    stopper.join();
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.error().code == errc::cancelled);
+    CHECK(m.error().request == "GET_FEATURES");
+    CHECK(p.conn.broken());  // a late reply can never be taken for a later one
+    auto again = p.conn.receive(64, 0, deadline_in(600s), "GET_PROTOCOL_FEATURES");
+    REQUIRE_FALSE(again.ok());
+    CHECK(again.error().code == errc::broken);
+  }
+  {
+    auto p = raw_pair();
+    int small = 4096;
+    ::setsockopt(p.conn.fd(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    auto stop = std::make_shared<std::atomic<bool>>(true);
+    p.conn.stop_when(stop);
+    std::vector<uint8_t> body(wire::max_payload_size, 0xAB);
+    Result<void> r;
+    int sent = 0;
+    for (; sent < 100000 && r.ok(); ++sent)
+      r = p.conn.send(25, 1, body.data(), body.size(), nullptr, 0, deadline_in(600s), "SET_CONFIG");
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == errc::cancelled);
+    CHECK(sent > 1);  // a socket that takes the bytes is never refused for the flag
+    CHECK(p.conn.broken());
+  }
+  {
+    // a message already there is received although the flag is set
+    auto p = raw_pair();
+    auto stop = std::make_shared<std::atomic<bool>>(true);
+    p.conn.stop_when(stop);
+    wire::Header h{1, 0x5, 0};
+    write_raw(p.peer.get(), std::vector<uint8_t>(reinterpret_cast<uint8_t*>(&h),
+                                                 reinterpret_cast<uint8_t*>(&h) + sizeof(h)));
+    auto m = p.conn.receive(64, 0, deadline_in(600s), "GET_FEATURES");
+    REQUIRE_MESSAGE(m.ok(), (m.ok() ? std::string() : m.error().message()));
+    CHECK(m->header.request == 1);
+  }
+}
+
 TEST_CASE("connection: connect() times out on a missing path, works when listening") {
   vufront::test::TempDir dir;
   SUBCASE("missing") {
