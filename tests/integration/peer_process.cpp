@@ -5,11 +5,13 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
 
 #include <poll.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -96,6 +98,29 @@ std::string PeerProcess::log() const {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+bool PeerProcess::wait_log(const std::string& text, std::chrono::milliseconds ms) const {
+  // The watch is set before each read of the log, so a write between the
+  // read and the poll still wakes the poll.
+  UniqueFd in = UniqueFd::adopt(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!in || ::inotify_add_watch(in.get(), (socket_ + ".log").c_str(), IN_MODIFY) < 0)
+    throw std::runtime_error("inotify on " + socket_ + ".log failed: " + std::strerror(errno));
+  const auto until = std::chrono::steady_clock::now() + ms;
+  for (;;) {
+    if (log().find(text) != std::string::npos)
+      return true;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return false;
+    pollfd p{in.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR)
+      throw std::runtime_error(std::string("poll on inotify failed: ") + std::strerror(errno));
+    char events[4096];
+    while (::read(in.get(), events, sizeof events) > 0) {
+    }  // drained: the next write wakes the poll again
+  }
+}
+
 void PeerProcess::start_watchdog() const {
   // If the test process dies without running destructors (ctest kills a test
   // on timeout), the peer would live on: a detached watchdog kills it once the
@@ -136,15 +161,19 @@ std::vector<std::string> virtiofsd_command(const std::string& socket, const std:
 
 std::vector<std::string> backend_command(const std::string& socket,
                                          const std::vector<std::string>& args) {
-  // start in the background, wait (bounded) for the listening socket, print the pid
-  std::string cmd = "setsid " + shell_quote(VUFRONT_BACKEND_BIN) + " --socket " +
-                    shell_quote(socket);
+  // Start in the background, wait (bounded) until it is ready, print the pid.
+  // Ready is its pidfile, written once it listens (with --connect: once it
+  // is set up), not the socket file: a back-end that was killed leaves its
+  // socket file behind, which the new one unlinks before it binds.
+  const std::string pidfile = shell_quote(socket + ".pid");
+  std::string cmd = "rm -f " + pidfile + "; setsid " + shell_quote(VUFRONT_BACKEND_BIN) +
+                    " --socket " + shell_quote(socket) + " --pidfile " + pidfile;
   for (const auto& a : args)
     cmd += " " + shell_quote(a);
   cmd += " >" + shell_quote(socket + ".log") + " 2>&1 </dev/null & p=$!; "
-         "for i in $(seq 100); do [ -S " + shell_quote(socket) + " ] && break; "
-         "kill -0 $p 2>/dev/null || exit 1; sleep 0.1; done; "
-         "[ -S " + shell_quote(socket) + " ] || exit 1; echo $p";
+         "for i in $(seq 1000); do [ -s " + pidfile + " ] && break; "
+         "kill -0 $p 2>/dev/null || exit 1; sleep 0.01; done; "
+         "[ -s " + pidfile + " ] || exit 1; echo $p";
   return {"sh", "-c", cmd};
 }
 

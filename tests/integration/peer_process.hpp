@@ -45,6 +45,9 @@ public:
   /// What the peer has written to its log, SOCKET.log (backend_command and
   /// the start scripts send its output there); empty once stop() removed it.
   [[nodiscard]] std::string log() const;
+  /// Waits until log() holds `text`, woken by the log file's writes
+  /// (inotify), for up to `ms`; true once it does.
+  [[nodiscard]] bool wait_log(const std::string& text, std::chrono::milliseconds ms) const;
 
   /// Directory of the shared peer scripts (compile-time VUFRONT_PEERS_DIR).
   [[nodiscard]] static std::string peers_dir();
@@ -66,7 +69,8 @@ private:
                                                          const std::string& dir);
 
 /// vufront-backend (compile-time VUFRONT_BACKEND_BIN) on `socket` with extra
-/// arguments; the pid is printed once the socket exists.
+/// arguments; the pid is printed once it is ready (its pidfile SOCKET.pid,
+/// written once it listens), so a stale socket file is never taken for it.
 [[nodiscard]] std::vector<std::string> backend_command(const std::string& socket,
                                                        const std::vector<std::string>& args = {});
 

@@ -1,8 +1,9 @@
 // PeerProcess, the integration tests' handle on a real back-end process: it
 // signals the peer only through the pidfd taken at start, so a peer that has
 // exited (crashed on purpose, killed by the test) is never signalled again
-// by pid, whatever process got that pid since; and a peer that fails to
-// start says why (its log is in the error).
+// by pid, whatever process got that pid since; a peer is ready (listening)
+// when it is returned, also where a killed one left its socket file; and a
+// peer that fails to start says why (its log is in the error).
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -10,10 +11,30 @@
 #include <stdexcept>
 #include <string>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "memory/unique_fd.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/support.hpp"
 
 using namespace vufront::test;
+
+namespace {
+
+/// Whether something accepts connections on the unix socket `path` now.
+bool accepts(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  auto fd = vufront::UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  return fd && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+}  // namespace
 
 TEST_CASE("peer process: an exited peer is never signalled again") {
   TempDir tmp;
@@ -30,6 +51,24 @@ TEST_CASE("peer process: an exited peer is never signalled again") {
   be.stop();
   CHECK_FALSE(be.signal(0));
   be.stop();  // twice is harmless
+}
+
+TEST_CASE("peer process: a peer started where a killed one left its socket file is listening") {
+  // the old file must not pass for the new peer being ready (it is unlinked
+  // and bound again while the new one starts)
+  TempDir tmp;
+  const std::string sock = tmp.file("s.sock");
+  PeerProcess old(sock, backend_command(sock, {"--size", "1M"}));
+  REQUIRE(old.signal(SIGKILL));
+  REQUIRE(old.wait_exit(scaled(std::chrono::milliseconds(5000))));
+  REQUIRE(::access(sock.c_str(), F_OK) == 0);  // its socket file stayed
+  CHECK_FALSE(accepts(sock));
+  for (int i = 0; i < 20; ++i) {
+    PeerProcess again(sock, backend_command(sock, {"--size", "1M"}));
+    CHECK(accepts(sock));
+    REQUIRE(again.signal(SIGKILL));
+    REQUIRE(again.wait_exit(scaled(std::chrono::milliseconds(5000))));
+  }
 }
 
 TEST_CASE("peer process: a peer that fails to start says why") {
