@@ -1,12 +1,15 @@
 #pragma once
 // Shared by the C++ integration tests: unwrap a Result or fail the test with
-// its message, and a deterministic data pattern.
+// its message, a check's failed step for a message, and a deterministic data
+// pattern.
 
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "app/checker.hpp"
 #include "protocol/error.hpp"
 
 namespace vufront::test {
@@ -21,6 +24,16 @@ T must(Result<T> r, const char* what) {
 inline void must(Result<void> r, const char* what) {
   if (!r.ok())
     FAIL(what << " failed: " << r.error().message());
+}
+
+/// The check's last failed step ("name: detail"), "" if none: the step that
+/// stopped it (a Checker runs nothing after a failure until clear_failure(),
+/// and after that the earlier failures stay listed).
+inline std::string failure(const app::Checker& c) {
+  for (auto s = c.steps().rbegin(); s != c.steps().rend(); ++s)
+    if (!s->ok)
+      return s->name + ": " + s->detail;
+  return "";
 }
 
 /// `n` bytes that differ per `seed` and per position.

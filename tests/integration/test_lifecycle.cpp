@@ -31,14 +31,6 @@ namespace {
 
 constexpr auto event_wait = std::chrono::seconds(10);
 
-/// The failing step of a check, for the test's message.
-std::string failure(const app::Checker& c) {
-  for (const auto& s : c.steps())
-    if (!s.ok)
-      return s.name + ": " + s.detail;
-  return "";
-}
-
 /// Whether `fd` (an eventfd) becomes readable within `ms`; consumes it.
 bool signalled(int fd, int ms) {
   pollfd p{fd, POLLIN, 0};

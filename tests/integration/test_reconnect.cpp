@@ -1,10 +1,11 @@
-// Reconnect (issue 8) against real back-end processes: a back-end killed at
-// every step of every operation, a request in flight when it dies (with and
-// without INFLIGHT_SHMFD), a back-end that comes back with other features,
+// Reconnect (issue 8) against real back-end processes: a back-end killed in
+// each state, a request in flight when it dies (with and without
+// INFLIGHT_SHMFD), a back-end that comes back with other features,
 // one that does not come back (give-up window, operator retry), client mode
 // (vufront listens, the back-end connects), a qemu-storage-daemon killed
-// and restarted under I/O. In every case the process stays up, data written
-// before the crash reads back, and no fd leaks.
+// and restarted under I/O, a soak. In every case the process stays up, data
+// written before the crash reads back, and no fd leaks. The back-end killed
+// at each request of every operation: test_reconnect_matrix.cpp.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -27,6 +28,7 @@
 #include "app/checker.hpp"
 #include "tests/integration/checks.hpp"
 #include "tests/integration/peer_process.hpp"
+#include "tests/integration/reconnect_support.hpp"
 #include "tests/support.hpp"
 
 using namespace vufront;
@@ -35,33 +37,6 @@ using actors::DeviceEvent;
 using actors::DeviceState;
 
 namespace {
-
-constexpr auto event_wait = std::chrono::seconds(15);
-
-/// The last failed step (after clear_failure() an earlier one stays listed).
-std::string failure(const app::Checker& c) {
-  for (auto s = c.steps().rbegin(); s != c.steps().rend(); ++s)
-    if (!s->ok)
-      return s->name + ": " + s->detail;
-  return "";
-}
-
-/// Fast backoff so the tests do not wait; no give-up window.
-actors::ReconnectPolicy fast_policy() {
-  actors::ReconnectPolicy p;
-  p.enabled = true;
-  p.initial_delay = std::chrono::milliseconds(10);
-  p.max_delay = std::chrono::milliseconds(100);
-  return p;
-}
-
-/// A blk back-end on `socket` over the disk file `image` (data survives it).
-std::vector<std::string> disk_backend(const std::string& socket, const std::string& image,
-                                      std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--image", image, "--size", "16M"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return backend_command(socket, args);
-}
 
 // What a sanitizer's runtime holds on top of ours, for the soak's RSS bound:
 // under ASan freed memory sits in its quarantine (256 MiB by default) before
@@ -75,29 +50,6 @@ constexpr uint64_t sanitizer_allowance_kib = 64 * 1024;
 #else
 constexpr uint64_t sanitizer_allowance_kib = 0;
 #endif
-
-DeviceState state_of(actors::DeviceSession& s) { return must(s.status(), "status").state; }
-
-/// Waits for `kind`, failing the test with what came instead.
-DeviceEvent expect_event(actors::DeviceSession& s, DeviceEvent::Kind kind) {
-  std::string seen;
-  const auto until = std::chrono::steady_clock::now() + event_wait;
-  while (std::chrono::steady_clock::now() < until) {
-    auto e = s.next_event(std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now()));
-    if (!e)
-      break;
-    if (e->kind == kind)
-      return *e;
-    seen += std::string("\n  ") + actors::to_string(e->kind) + ": " + e->detail;
-  }
-  const auto st = must(s.status(), "status");
-  const std::string why = "no " + std::string(actors::to_string(kind)) + " event; device " +
-                          actors::to_string(st.state) + " (" + std::to_string(st.reconnect_attempts) +
-                          " reconnect attempts): " + st.last_error + "; events:" + seen;
-  FAIL(why);
-  return {};
-}
 
 }  // namespace
 
@@ -268,133 +220,6 @@ TEST_CASE("reconnect: a device reset or ended while an attempt waits for the bac
   }
 }
 
-TEST_CASE("reconnect: the back-end killed at every step of every operation") {
-  actors::SystemConfig cfg;
-  caf::actor_system sys{cfg};
-  struct Env {
-    app::Checker& c;
-    const TempDir& tmp;
-    std::string target;  ///< the restore target's socket
-  };
-  using Step = std::function<bool(Env&)>;
-  struct Case {
-    std::vector<std::string> faults;  ///< fault switches of the back-end that dies
-    bool target_dies;  ///< the restore target dies, not the first back-end
-    Step before;       ///< brings the device there
-    Step op;           ///< the operation the back-end dies in
-    bool resumes;      ///< false: lost while negotiating, nothing to resume
-    Step after;        ///< the operation retried, then I/O reading old data back
-  };
-  const Step none = [](Env&) { return true; };
-  const Step up = [](Env& e) {
-    return e.c.negotiate() && e.c.set_memory() && e.c.activate() && e.c.io("I/O before");
-  };
-  const Step asleep = [up](Env& e) { return up(e) && e.c.sleep(); };
-  const Step snapshot = [](Env& e) {
-    actors::SnapshotOptions s;
-    s.path = e.tmp.file("snap.vus");
-    return e.c.snapshot(s);
-  };
-  const Step restore = [](Env& e) {
-    actors::RestoreOptions r;
-    r.path = e.tmp.file("snap.vus");
-    return e.c.restore(e.target, r);
-  };
-  const Step wake_io = [](Env& e) { return e.c.wake() && e.c.io("I/O after"); };
-  const std::vector<Case> cases = {
-      // negotiate
-      {{"--crash-at", "GET_PROTOCOL_FEATURES"}, false, none, [](Env& e) { return e.c.negotiate(); },
-       false, nullptr},
-      {{"--crash-at", "SET_BACKEND_REQ_FD"}, false, none, [](Env& e) { return e.c.negotiate(); },
-       false, nullptr},
-      // memory, activate
-      {{"--crash-at", "SET_MEM_TABLE"}, false,  // memory goes to the back-end at activation
-       [](Env& e) { return e.c.negotiate() && e.c.set_memory(); },
-       [](Env& e) { return e.c.activate(); }, true,
-       [](Env& e) { return e.c.activate() && e.c.io("I/O after"); }},
-      {{"--crash-at", "SET_VRING_KICK"}, false,
-       [](Env& e) { return e.c.negotiate() && e.c.set_memory(); },
-       [](Env& e) { return e.c.activate(); }, true,
-       [](Env& e) { return e.c.activate() && e.c.io("I/O after"); }},
-      {{"--crash-at", "SET_STATUS:2"}, false,  // DRIVER_OK
-       [](Env& e) { return e.c.negotiate() && e.c.set_memory(); },
-       [](Env& e) { return e.c.activate(); }, true,
-       [](Env& e) { return e.c.activate() && e.c.io("I/O after"); }},
-      // sleep, wake, reset
-      {{"--crash-at", "GET_VRING_BASE"}, false, up, [](Env& e) { return e.c.sleep(); }, true,
-       [wake_io](Env& e) { return e.c.sleep() && wake_io(e); }},
-      {{"--crash-at", "SET_VRING_KICK:2"}, false, asleep, [](Env& e) { return e.c.wake(); }, true,
-       wake_io},
-      {{"--crash-at", "RESET_DEVICE"}, false, up, [](Env& e) { return e.c.reset(); }, true,
-       [](Env& e) { return e.c.reset() && e.c.activate("activate again") && e.c.io("I/O after"); }},
-      // snapshot: at its start, mid-stream, at its check
-      {{"--crash-at", "SET_DEVICE_STATE_FD"}, false, asleep, snapshot, true,
-       [snapshot, wake_io](Env& e) { return snapshot(e) && wake_io(e); }},
-      {{"--state-crash-after", "64K"}, false, asleep, snapshot, true,
-       [snapshot, wake_io](Env& e) { return snapshot(e) && wake_io(e); }},
-      {{"--crash-at", "CHECK_DEVICE_STATE"}, false, asleep, snapshot, true,
-       [snapshot, wake_io](Env& e) { return snapshot(e) && wake_io(e); }},
-      // restore into a new back-end: at its start, mid-stream, at its check
-      {{"--crash-at", "SET_DEVICE_STATE_FD"}, true,
-       [asleep, snapshot](Env& e) { return asleep(e) && snapshot(e); }, restore, true,
-       [restore, wake_io](Env& e) { return restore(e) && wake_io(e); }},
-      {{"--state-crash-after", "64K"}, true,
-       [asleep, snapshot](Env& e) { return asleep(e) && snapshot(e); }, restore, true,
-       [restore, wake_io](Env& e) { return restore(e) && wake_io(e); }},
-      {{"--crash-at", "CHECK_DEVICE_STATE"}, true,
-       [asleep, snapshot](Env& e) { return asleep(e) && snapshot(e); }, restore, true,
-       [restore, wake_io](Env& e) { return restore(e) && wake_io(e); }},
-  };
-  for (const auto& k : cases) {
-    std::string name;
-    for (const auto& f : k.faults)
-      name += f + " ";
-    name += k.target_dies ? "(restore target)" : "(first back-end)";
-    CAPTURE(name);
-    TempDir tmp;
-    const std::string sock = tmp.file("m.sock"), img = tmp.file("disk.img");
-    const std::string target = tmp.file("t.sock"), timg = tmp.file("target.img");
-    FdCount fds;
-    {
-      auto first = std::make_unique<PeerProcess>(
-          sock, disk_backend(sock, img, k.target_dies ? std::vector<std::string>{} : k.faults));
-      std::unique_ptr<PeerProcess> second;
-      if (k.target_dies)
-        second = std::make_unique<PeerProcess>(target, disk_backend(target, timg, k.faults));
-      app::CheckOptions o;
-      o.socket = sock;
-      o.reconnect = fast_policy();
-      app::Checker c(sys, o);
-      Env env{c, tmp, target};
-      REQUIRE_MESSAGE(k.before(env), failure(c));
-      REQUIRE_FALSE_MESSAGE(k.op(env), "the back-end did not die in the operation");
-      const std::string failed = failure(c);
-      CAPTURE(failed);
-      // the back-end that died comes back on its socket, over the same disk
-      const std::string& died = k.target_dies ? target : sock;
-      auto& dead = k.target_dies ? second : first;
-      dead.reset();  // (removes its socket file: before the new one binds)
-      dead = std::make_unique<PeerProcess>(died, disk_backend(died, k.target_dies ? timg : img, {"-v"}));
-      c.clear_failure();
-      if (!k.resumes) {
-        // a failed negotiation leaves the device as it was: not connected
-        REQUIRE(state_of(c.session()) == DeviceState::disconnected);
-        auto r = c.session().reconnect();  // nothing negotiated, nothing to resume
-        REQUIRE_FALSE(r.ok());
-        CHECK(r.error().code == errc::bad_state);
-        must(c.session().reset(), "reset");
-        CAPTURE(dead->log());
-        CHECK_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
-      } else {
-        auto res = expect_event(c.session(), DeviceEvent::Kind::resumed);
-        CAPTURE(res.detail);
-        CHECK_MESSAGE(k.after(env), failure(c));
-      }
-    }
-    CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
-  }
-}
-
 TEST_CASE("reconnect: a back-end that comes back with other features is not resumed, and says why") {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
@@ -529,11 +354,7 @@ TEST_CASE("reconnect: a device ended while its back-end holds back a reply leave
     // the VMM asks for a sleep, which waits for GET_VRING_BASE's reply
     caf::scoped_actor vmm{sys};
     vmm->send(c->session().device(), actors::sleep_atom_v);
-    const auto until = std::chrono::steady_clock::now() + event_wait;
-    while (be.log().find("--delay-reply GET_VRING_BASE") == std::string::npos &&
-           std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    REQUIRE_MESSAGE(be.log().find("--delay-reply GET_VRING_BASE") != std::string::npos, be.log());
+    REQUIRE_MESSAGE(be.wait_log("--delay-reply GET_VRING_BASE", event_wait), be.log());
     c.reset();  // the device ends; its session waits until it is down
     // the sleep was answered (it failed: the device ended under it)
     bool answered = false;
