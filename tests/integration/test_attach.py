@@ -9,6 +9,8 @@
   state, a flood of commands, a VMM that disconnects in the middle of a
   command or while the device runs (left asleep, re-attach and wake);
 * events: config change, back-end lost, shared memory handed to the VMM;
+* reconnect: vufront-backend and qemu-storage-daemon killed and restarted
+  under a VMM, a back-end with other features, client mode;
 * several devices, add_device / remove_device.
 
     test_attach.py --vufront build/bin/vufront --vmm build/bin/vufront-example-vmm
@@ -99,6 +101,47 @@ def test_example_vmm_against_qemu_storage_daemon(tmp):
             f.seek(8 * 512)
             data = f.read(64 * 1024)
         assert any(data), 'nothing was written to the image'
+
+
+def test_qemu_storage_daemon_restarted_under_a_vmm(tmp):
+    """qemu-storage-daemon killed while a VMM's disk is active on it: vufront
+    attach stays up, the device comes back by itself once qsd is restarted
+    (no in-flight region: qsd 7.2 does not offer it, so the rings resume at
+    the used index), and a VMM then does its whole flow on it."""
+    if not ARGS.peers:
+        raise AssertionError('--peers is needed for qemu-storage-daemon')
+    sock = os.path.join(tmp, 'qsd.sock')
+    img = os.path.join(tmp, 'disk.img')
+    with open(img, 'wb') as f:
+        f.truncate(64 << 20)
+    qsd = Peer(ARGS.peers, 'start-qsd-blk.sh', sock, img)
+    try:
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', sock,
+                    '--reconnect-max-delay', '0.2') as att, Control(att.control) as c:
+            fds = activate_one_queue(c)
+            assert c.ok('status')['inflight'] is False
+            assert qsd.signal(signal.SIGKILL)
+            assert qsd.wait_exit(10)
+            e = c.wait_event('backend_lost')
+            assert e['reason'], e
+            e = c.wait_event('reconnecting')
+            assert 'lost while active' in e['detail'], e
+            qsd.stop()  # (its socket file goes before the new one is made)
+            qsd = Peer(ARGS.peers, 'start-qsd-blk.sh', sock, img)
+            e = c.wait_event('resumed')
+            assert e['state'] == 'active' and 'at used index 0' in e['detail'], e
+            st = c.ok('status')
+            assert st['state'] == 'active' and st['reconnects'] == 1 and st['last_error'] == '', st
+            c.ok('sleep')
+            c.ok('wake')
+            for fd in fds:
+                os.close(fd)
+            # a VMM's whole flow on the restarted qsd: I/O, sleep, wake, data read back
+            r = vmm(att.control)
+            assert_vmm_ok(r)
+            assert 'ok   read back' in r.stdout, r.stdout
+    finally:
+        qsd.stop()
 
 
 # ---- the control socket's negatives -----------------------------------------------------
