@@ -83,13 +83,18 @@ def test_example_vmm_same_backend_new_backend_and_msix(tmp):
         assert not os.path.exists(ctl_path(tmp)), 'the control socket is removed at exit'
 
 
-def test_example_vmm_against_qemu_storage_daemon(tmp):
+def qsd_files(tmp):
+    """The socket and a 64 MiB image for a qemu-storage-daemon in `tmp`."""
     if not ARGS.peers:
         raise AssertionError('--peers is needed for qemu-storage-daemon')
-    sock = os.path.join(tmp, 'qsd.sock')
     img = os.path.join(tmp, 'disk.img')
     with open(img, 'wb') as f:
         f.truncate(64 << 20)
+    return os.path.join(tmp, 'qsd.sock'), img
+
+
+def test_example_vmm_against_qemu_storage_daemon(tmp):
+    sock, img = qsd_files(tmp)
     with Peer(ARGS.peers, 'start-qsd-blk.sh', sock, img):
         with Attach(ARGS.vufront, ctl_path(tmp), '--backend', sock) as att:
             r = vmm(att.control)
@@ -108,12 +113,7 @@ def test_qemu_storage_daemon_restarted_under_a_vmm(tmp):
     attach stays up, the device comes back by itself once qsd is restarted
     (no in-flight region: qsd 7.2 does not offer it, so the rings resume at
     the used index), and a VMM then does its whole flow on it."""
-    if not ARGS.peers:
-        raise AssertionError('--peers is needed for qemu-storage-daemon')
-    sock = os.path.join(tmp, 'qsd.sock')
-    img = os.path.join(tmp, 'disk.img')
-    with open(img, 'wb') as f:
-        f.truncate(64 << 20)
+    sock, img = qsd_files(tmp)
     qsd = Peer(ARGS.peers, 'start-qsd-blk.sh', sock, img)
     try:
         with Attach(ARGS.vufront, ctl_path(tmp), '--backend', sock,
