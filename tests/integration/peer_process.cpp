@@ -164,7 +164,8 @@ std::vector<std::string> backend_command(const std::string& socket,
   // Start in the background, wait (bounded) until it is ready, print the pid.
   // Ready is its pidfile, written once it listens (with --connect: once it
   // is set up), not the socket file: a back-end that was killed leaves its
-  // socket file behind, which the new one unlinks before it binds.
+  // socket file behind, which the new one unlinks before it binds. One not
+  // ready in time is killed: nobody would own it once the start failed.
   const std::string pidfile = shell_quote(socket + ".pid");
   std::string cmd = "rm -f " + pidfile + "; setsid " + shell_quote(VUFRONT_BACKEND_BIN) +
                     " --socket " + shell_quote(socket) + " --pidfile " + pidfile;
@@ -173,7 +174,7 @@ std::vector<std::string> backend_command(const std::string& socket,
   cmd += " >" + shell_quote(socket + ".log") + " 2>&1 </dev/null & p=$!; "
          "for i in $(seq 1000); do [ -s " + pidfile + " ] && break; "
          "kill -0 $p 2>/dev/null || exit 1; sleep 0.01; done; "
-         "[ -s " + pidfile + " ] || exit 1; echo $p";
+         "[ -s " + pidfile + " ] || { kill -KILL $p 2>/dev/null; exit 1; }; echo $p";
   return {"sh", "-c", cmd};
 }
 
