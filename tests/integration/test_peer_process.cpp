@@ -11,13 +11,9 @@
 #include <stdexcept>
 #include <string>
 
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cstring>
-
-#include "memory/unique_fd.hpp"
+#include "protocol/connection.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/support.hpp"
 
@@ -25,13 +21,10 @@ using namespace vufront::test;
 
 namespace {
 
-/// Whether something accepts connections on the unix socket `path` now.
+/// Whether something accepts connections on the unix socket `path` now (one
+/// attempt: the deadline is already due).
 bool accepts(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  auto fd = vufront::UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  return fd && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  return vufront::Connection::connect(path, vufront::deadline_in(std::chrono::milliseconds(0))).ok();
 }
 
 }  // namespace
