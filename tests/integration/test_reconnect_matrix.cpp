@@ -52,7 +52,7 @@ struct Operation {
   bool target_dies = false;  ///< the restore target dies in it, not the first back-end
   Step before;               ///< brings the device to the operation
   Step op;                   ///< the operation the back-end dies in
-  Step after;                ///< once resumed: the operation again, then I/O reading old data back
+  Step after;                ///< with the new back-end: the operation again, then I/O reading old data back
   std::vector<std::vector<std::string>> mid_stream;  ///< more faults (state transfers)
   std::string surely_sends;  ///< a request it must send (a recording is never empty by mistake)
 };
@@ -115,7 +115,15 @@ const Step restore_snapshot = [](Env& e) {
 };
 const std::vector<std::string> crash_mid_stream = {"--state-crash-after", "64K"};
 
-Operation negotiate_op() { return {true, false, nothing, negotiate, nullptr, {}, "GET_FEATURES"}; }
+/// After a failed negotiation: nothing was negotiated, so the device is
+/// reset and brought up afresh.
+Operation negotiate_op() {
+  const Step afresh = [](Env& e) {
+    must(e.c.session().reset(), "reset");
+    return up(e);
+  };
+  return {true, false, nothing, negotiate, afresh, {}, "GET_FEATURES"};
+}
 
 /// The requests `k.op` sends to the back-end that dies in it, as a healthy
 /// one logs them (all marked negotiating when `k` is the negotiation).
@@ -191,24 +199,19 @@ void crash_case(caf::actor_system& sys, const Operation& k, const std::vector<st
     dead.reset();  // (removes its socket file: before the new one binds)
     dead = std::make_unique<PeerProcess>(died, disk_backend(died, k.target_dies ? timg : img, {"-v"}));
     c.clear_failure();
+    std::string resumed;
     if (negotiating) {
       // a failed negotiation leaves the device as it was: not connected,
-      // nothing to resume
+      // nothing to resume (a restore retried makes a new device)
       REQUIRE(state_of(c.session()) == DeviceState::disconnected);
       auto r = c.session().reconnect();
       REQUIRE_FALSE(r.ok());
       CHECK(r.error().code == errc::bad_state);
-      if (k.target_dies) {
-        CHECK_MESSAGE(k.after(env), failure(c));  // the restore makes a new device
-      } else {
-        must(c.session().reset(), "reset");
-        CHECK_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
-      }
     } else {
-      auto res = expect_event(c.session(), DeviceEvent::Kind::resumed);
-      CAPTURE(res.detail);
-      CHECK_MESSAGE(k.after(env), failure(c));
+      resumed = expect_event(c.session(), DeviceEvent::Kind::resumed).detail;
     }
+    CAPTURE(resumed);
+    CHECK_MESSAGE(k.after(env), failure(c));
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
