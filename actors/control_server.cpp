@@ -25,8 +25,10 @@ using Self = control_server_actor::stateful_pointer<ControlServerData>;
 using std::chrono::milliseconds;
 using Device = ControlServerData::Device;
 
-constexpr milliseconds negotiate_slack{5000};
-constexpr milliseconds sleep_deadline{60000};
+// A device bounds each of its operations itself (its connection actor gives
+// every request its deadline, `--timeout` or `--drain-timeout`): a wait on one
+// needs no deadline of its own, and none that would cut a long drain short.
+const caf::duration device_wait{caf::infinite};
 constexpr milliseconds refuse_deadline{200};
 
 void log(Self self, const std::string& line) {
@@ -138,8 +140,7 @@ template <class Done>
 void negotiate(Self self, const std::string& id, Done done) {
   auto& st = self->state;
   auto& d = st.devices.at(id);
-  auto deadline = st.config.connect_timeout + st.config.timeouts.request * 8 + negotiate_slack;
-  self->request(d.dev, deadline, negotiate_atom_v, d.setup.negotiate)
+  self->request(d.dev, device_wait, negotiate_atom_v, d.setup.negotiate)
       .then(
           [self, id, done](DeviceInfo& info) mutable {
             auto it = self->state.devices.find(id);
@@ -167,12 +168,12 @@ void secure_devices(Self self) {
   for (auto& [id, d] : self->state.devices) {
     auto dev = d.dev;
     auto dev_id = id;
-    self->request(dev, sleep_deadline, status_atom_v)
+    self->request(dev, device_wait, status_atom_v)
         .then(
             [self, dev, dev_id](const DeviceStatus& s) {
               if (s.state != DeviceState::active)
                 return;
-              self->request(dev, sleep_deadline, sleep_atom_v)
+              self->request(dev, device_wait, sleep_atom_v)
                   .then([self, dev_id](caf::ok_atom) { log(self, dev_id + ": no VMM attached, put to sleep"); },
                         [self, dev_id](caf::error& e) {
                           log(self, dev_id + ": no VMM attached; sleep failed: " +

@@ -73,7 +73,7 @@ void start_worker(Self self, OkPromise rp, const char* op) {
 /// worker -> active (wake).
 void start_running(Self self, OkPromise rp, const char* op) {
   auto& st = self->state;
-  self->request(st.conn, requests(st, 6 * st.queues.size() + 1), start_queues_atom_v,
+  self->request(st.conn, conn_wait, start_queues_atom_v,
                 queue_starts(st))
       .then(
           [self, rp, op](caf::ok_atom) mutable {
@@ -85,7 +85,7 @@ void start_running(Self self, OkPromise rp, const char* op) {
             auto status = static_cast<uint8_t>(now.virtio_status | status_bit::acknowledge |
                                                status_bit::driver | status_bit::features_ok |
                                                status_bit::driver_ok);
-            self->request(now.conn, requests(now, 1), status_atom_v, status)
+            self->request(now.conn, conn_wait, status_atom_v, status)
                 .then(
                     [self, rp, op, status](caf::ok_atom) mutable {
                       auto& after = self->state;
@@ -103,7 +103,7 @@ void start_running(Self self, OkPromise rp, const char* op) {
 template <class Next>
 void stop_running(Self self, OkPromise rp, const char* op, Next next) {
   auto& st = self->state;
-  self->request(st.conn, stop_deadline(st, st.queues.size()), stop_queues_atom_v,
+  self->request(st.conn, conn_wait, stop_queues_atom_v,
                 queue_indices(st), st.packed)
       .then(
           [self, rp, op, next](const std::vector<uint32_t>& bases) mutable {
@@ -121,7 +121,7 @@ void stop_running(Self self, OkPromise rp, const char* op, Next next) {
 /// mappings, forget the queues -> negotiated.
 void reset_tail(Self self, OkPromise rp) {
   auto& st = self->state;
-  self->request(st.conn, requests(st, 2), reset_device_atom_v)
+  self->request(st.conn, conn_wait, reset_device_atom_v)
       .then(
           [self, rp](caf::ok_atom) mutable {
             auto finish = [self, rp]() mutable {
@@ -189,14 +189,13 @@ caf::result<caf::ok_atom> change_memory(Self self, const char* op, MemorySpec ne
     rp.deliver(caf::ok_atom_v);
   };
   auto failed = [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); };
-  auto deadline = st.config.timeouts.mem_table + slack;
   if (has_bit(st.info.protocol_features, protocol_feature::configure_mem_slots)) {
     if (adding)
-      self->request(st.conn, deadline, add_mem_reg_atom_v, entry, fd).then(done, failed);
+      self->request(st.conn, conn_wait, add_mem_reg_atom_v, entry, fd).then(done, failed);
     else
-      self->request(st.conn, deadline, rem_mem_reg_atom_v, entry).then(done, failed);
+      self->request(st.conn, conn_wait, rem_mem_reg_atom_v, entry).then(done, failed);
   } else {
-    self->request(st.conn, deadline, mem_table_atom_v, table.value(), memory_fds(next))
+    self->request(st.conn, conn_wait, mem_table_atom_v, table.value(), memory_fds(next))
         .then(done, failed);
   }
   return rp;
@@ -218,9 +217,7 @@ void activate_sequence(Self self, OkPromise rp) {
   req.inflight = st.inflight;
   req.inflight_fd = st.inflight_fd;
   auto status = req.driver_ok_status;
-  self->request(st.conn,
-                st.config.timeouts.mem_table + requests(st, 6 * st.queues.size() + 4),
-                activate_atom_v, std::move(req))
+  self->request(st.conn, conn_wait, activate_atom_v, std::move(req))
       .then(
           [self, rp, status](caf::ok_atom) mutable {
             if (lost_meanwhile(self, rp, op))
@@ -307,7 +304,7 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
         st.busy = "set_memory";
         auto rp = self->make_response_promise<caf::ok_atom>();
         auto t = table.value();
-        self->request(st.conn, st.config.timeouts.mem_table + slack, mem_table_atom_v, t,
+        self->request(st.conn, conn_wait, mem_table_atom_v, t,
                       memory_fds(m))
             .then(
                 [self, rp, m, t](caf::ok_atom) mutable {
@@ -369,7 +366,7 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
           num = std::max<uint16_t>(num, static_cast<uint16_t>(q.spec.index + 1));
           size = std::max(size, q.spec.size);
         }
-        self->request(st.conn, requests(st, 1), inflight_atom_v, num, size)
+        self->request(st.conn, conn_wait, inflight_atom_v, num, size)
             .then(
                 [self, rp](const wire::InflightDesc& desc, const SharedFd& fd) mutable {
                   if (lost_meanwhile(self, rp, "activate"))
@@ -400,7 +397,7 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
                                        " are outside the " + std::to_string(limit) +
                                        "-byte config space"));
         auto rp = self->make_response_promise<std::vector<uint8_t>>();
-        self->request(st.conn, requests(st, 1), get_config_atom_v, offset, size)
+        self->request(st.conn, conn_wait, get_config_atom_v, offset, size)
             .then([rp](std::vector<uint8_t>& data) mutable { rp.deliver(std::move(data)); },
                   [self, rp](caf::error& e) mutable {
                     Error x = step_error(e, "read_config");
@@ -423,7 +420,7 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
                                        "-byte config space"));
         st.busy = "write_config";
         auto rp = self->make_response_promise<caf::ok_atom>();
-        self->request(st.conn, requests(st, 1), set_config_atom_v, offset, data)
+        self->request(st.conn, conn_wait, set_config_atom_v, offset, data)
             .then(
                 [self, rp](caf::ok_atom) mutable {
                   self->state.busy.clear();

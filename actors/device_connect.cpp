@@ -101,7 +101,7 @@ void connect_and_negotiate(Self self, Done done) {
     ours = share(std::move(pair.first));
     req.channel_fd = share(std::move(pair.second));
   }
-  self->request(st.conn, st.config.connect_timeout + requests(st, 10), negotiate_atom_v, std::move(req))
+  self->request(st.conn, conn_wait, negotiate_atom_v, std::move(req))
       .then([self, ours, done](const DeviceInfo& info,
                                const SharedFd& sock) { set_up_children(self, info, sock, ours, done); },
             [done](caf::error& e) { done(from_caf(e, "negotiate")); });
@@ -240,8 +240,7 @@ void replay(Self self, uint64_t gen) {
     what = "rings stopped at their saved indices";
   }
   const uint8_t status = to == DeviceState::active ? req.driver_ok_status : req.features_ok_status;
-  self->request(st.conn, st.config.timeouts.mem_table + requests(st, 6 * req.queues.size() + 5),
-                activate_atom_v, std::move(req))
+  self->request(st.conn, conn_wait, activate_atom_v, std::move(req))
       .then(
           [self, gen, to, what, status](caf::ok_atom) {
             auto& now = self->state;

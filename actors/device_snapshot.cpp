@@ -22,8 +22,7 @@ using ManifestPtr = std::shared_ptr<const snapshot::Manifest>;
 
 void spawn_transfer(Self self, const caf::actor& progress) {
   auto& st = self->state;
-  st.transfer = self->spawn<caf::detached + caf::linked>(snapshot_impl, st.conn, progress,
-                                                         st.config.timeouts.request);
+  st.transfer = self->spawn<caf::detached + caf::linked>(snapshot_impl, st.conn, progress);
 }
 
 /// After (cancel_all_atom) every snapshot and restore is refused.
@@ -31,12 +30,6 @@ std::optional<caf::error> cancelled_already(Self self, const char* op) {
   if (self->state.transfers_cancelled)
     return to_caf(make_error(errc::cancelled, op, "cancelled before the transfer began"));
   return std::nullopt;
-}
-
-/// The safety net around a request to the transfer: its own deadline plus
-/// the requests it makes around the stream.
-milliseconds transfer_deadline(const DeviceData& st, const TransferDeadline& d) {
-  return d.left() + st.config.timeouts.request * 2 + slack;
 }
 
 /// `e` with the operation in front ("restore: CHECK_DEVICE_STATE: ...").
@@ -106,7 +99,7 @@ void save(Self self, InfoPromise rp, const SnapshotOptions& o, TransferDeadline 
   if (auto v = snapshot::validate(*m); !v)
     return end(self, rp, op, named(v.error(), "manifest"));
   SaveJob job{o.path, o.max_bytes, dl, std::move(m)};
-  self->request(st.transfer, transfer_deadline(st, dl), save_atom_v, std::move(job))
+  self->request(st.transfer, conn_wait, save_atom_v, std::move(job))
       .then([self, rp](SnapshotInfo& info) mutable { end(self, rp, op, std::move(info)); },
             [self, rp](caf::error& e) mutable { end_caf(self, rp, op, e); });
 }
@@ -169,7 +162,7 @@ void load(Self self, InfoPromise rp, const RestoreOptions& o, TransferDeadline d
           std::vector<DeviceData::Queue> queues, uint64_t features, uint8_t status) {
   constexpr const char* op = "restore";
   auto& st = self->state;
-  self->request(st.transfer, transfer_deadline(st, dl), load_atom_v, dl)
+  self->request(st.transfer, conn_wait, load_atom_v, dl)
       .then(
           [self, rp, o, queues, features, status](SnapshotInfo& info) mutable {
             if (transfer_lost(self, rp, op))
@@ -214,7 +207,7 @@ void restore_checked(Self self, InfoPromise rp, const RestoreOptions& o, Transfe
     req.mem_table = st.mem_table;
     req.mem_fds = memory_fds(st.memory);
   }
-  self->request(st.conn, st.config.timeouts.mem_table + requests(st, 3), activate_atom_v,
+  self->request(st.conn, conn_wait, activate_atom_v,
                 std::move(req))
       .then(
           [self, rp, o, dl, q = std::move(queues).value(), features, status](caf::ok_atom) mutable {
@@ -257,7 +250,7 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
     save(self, rp, o, dl, {});
     return rp;
   }
-  self->request(st.conn, requests(st, 1), get_config_atom_v, uint32_t{0}, st.info.config_size)
+  self->request(st.conn, conn_wait, get_config_atom_v, uint32_t{0}, st.info.config_size)
       .then([self, rp, o, dl](std::vector<uint8_t>& cfg) mutable { save(self, rp, o, dl, std::move(cfg)); },
             [self, rp](caf::error& e) mutable { fail_transfer(self, rp, op, e); });
   return rp;
@@ -285,7 +278,7 @@ caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
   auto rp = self->make_response_promise<SnapshotInfo>();
   auto dl = TransferDeadline::in(milliseconds(o.timeout_ms));
   spawn_transfer(self, o.progress);
-  self->request(st.transfer, transfer_deadline(st, dl), open_atom_v, o.path, dl)
+  self->request(st.transfer, conn_wait, open_atom_v, o.path, dl)
       .then(
           [self, rp, o, dl, driver_features](const ManifestPtr& m) mutable {
             restore_checked(self, rp, o, dl, driver_features, m);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <caf/duration.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
@@ -26,16 +27,19 @@ namespace vufront::actors::device_steps {
 using Self = device_actor::stateful_pointer<DeviceData>;
 using std::chrono::milliseconds;
 
-// ---- deadlines of the steps (the connection actor bounds every request;
-// these are the safety net around a whole step) -------------------------------
+// ---- deadlines of the steps ----------------------------------------------------
+//
+// A step is bounded by the actor that does its waiting, never by a layer above
+// it counting that actor's requests. The connection actor gives every request
+// it sends its own deadline (Timeouts: `--timeout`, ring stops
+// `--drain-timeout`) and answers a step once its last request is answered or
+// the first one fails, so the device waits on it without a deadline of its own
+// (`conn_wait`). So does a wait on the transfer child, which bounds itself by
+// the transfer's deadline and the connection actor's. The worker and the channel do no I/O with the back-end: a
+// step of theirs is bounded by `local_step`.
 
-inline constexpr milliseconds slack{1000};
+inline constexpr caf::duration conn_wait{caf::infinite};
 inline constexpr milliseconds local_step{5000};  // worker / channel: no I/O with the back-end
-
-inline milliseconds requests(const DeviceData& st, size_t n) { return st.config.timeouts.request * n + slack; }
-inline milliseconds stop_deadline(const DeviceData& st, size_t n) {
-  return (st.config.timeouts.request + st.config.timeouts.vring_stop) * n + slack;
-}
 
 // ---- events and state ----------------------------------------------------------
 

@@ -29,7 +29,6 @@ constexpr size_t chunk_bytes = size_t{1} << 20;
 constexpr int pipe_bytes = 1 << 20;  // F_SETPIPE_SZ: fewer wake-ups per MiB
 constexpr milliseconds slice{20};
 constexpr milliseconds progress_every{100};
-constexpr milliseconds slack{1000};
 
 uint64_t elapsed_us(const SnapshotData& st) {
   return static_cast<uint64_t>(
@@ -165,7 +164,8 @@ void check_state(Self self, Next next) {
   st.phase = Phase::checking;
   st.pipe.reset();  // EOF for a back-end reading; nothing more for one writing
   auto gen = st.generation;
-  self->request(st.conn, st.deadline.left() + st.request_timeout, check_state_atom_v)
+  // bounded by the connection actor (the request's own deadline)
+  self->request(st.conn, caf::infinite, check_state_atom_v)
       .then(
           [self, gen, next](caf::ok_atom) mutable {
             if (self->state.generation == gen)
@@ -337,7 +337,8 @@ void hand_over(Self self, uint32_t direction, Phase streaming) {
   st.pipe = std::move(we_read ? p->read_end : p->write_end);
   st.phase = Phase::handing;
   auto gen = st.generation;
-  self->request(st.conn, st.request_timeout + slack, state_fd_atom_v, direction, given)
+  // bounded by the connection actor (the request's own deadline)
+  self->request(st.conn, caf::infinite, state_fd_atom_v, direction, given)
       .then(
           [self, gen, we_read, streaming](const SharedFd& theirs) {
             auto& now = self->state;
@@ -382,11 +383,9 @@ std::optional<Error> begin(Self self, const char* request, TransferDeadline dead
 }  // namespace
 
 snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<SnapshotData> self,
-                                            connection_actor conn, caf::actor progress,
-                                            milliseconds request_timeout) {
+                                            connection_actor conn, caf::actor progress) {
   self->state.conn = std::move(conn);
   self->state.progress = std::move(progress);
-  self->state.request_timeout = request_timeout;
   block_sigpipe();
   return {
       [self](save_atom, const SaveJob& job) -> caf::result<SnapshotInfo> {

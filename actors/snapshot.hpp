@@ -58,7 +58,6 @@ struct SnapshotData {
 
   connection_actor conn;
   caf::actor progress;                 ///< optional listener
-  std::chrono::milliseconds request_timeout{5000};
 
   Phase phase = Phase::idle;
   bool pump_scheduled = false;
@@ -87,10 +86,10 @@ struct SnapshotData {
   std::optional<caf::typed_response_promise<std::shared_ptr<const snapshot::Manifest>>> open_rp;
 };
 
-/// `progress` may be null. `request_timeout` bounds SET_DEVICE_STATE_FD's
-/// reply (the transfer's own deadline bounds everything else).
+/// `progress` may be null. The transfer's own deadline bounds the stream and
+/// the file; the connection actor bounds the requests it sends for it.
 [[nodiscard]] snapshot_actor::behavior_type snapshot_impl(
     snapshot_actor::stateful_pointer<SnapshotData> self, connection_actor conn,
-    caf::actor progress, std::chrono::milliseconds request_timeout);
+    caf::actor progress);
 
 }  // namespace vufront::actors

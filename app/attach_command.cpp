@@ -132,6 +132,7 @@ int attach_main(const AttachOptions& opts) {
   sc.devices = opts.devices;
   sc.connect_timeout = opts.timeout;
   sc.timeouts.request = opts.timeout;
+  sc.timeouts.drain = opts.drain_timeout;
   sc.reconnect = opts.reconnect;
   sc.log = log_line;
   auto server = sys.spawn(actors::control_server_impl, sc);
@@ -139,9 +140,9 @@ int attach_main(const AttachOptions& opts) {
   {
     caf::scoped_actor self{sys};
     self->monitor(server);
-    auto start_deadline = (opts.timeout * 10 + std::chrono::seconds(10)) *
-                          static_cast<int64_t>(opts.devices.size() + 1);
-    self->request(server, start_deadline, actors::start_atom_v)
+    // the server answers once every device is negotiated, each bounded by its
+    // own connect and request deadlines
+    self->request(server, caf::infinite, actors::start_atom_v)
         .receive(
             [&](const nlohmann::json& hello) {
               std::string list;

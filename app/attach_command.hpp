@@ -21,7 +21,9 @@ struct AttachOptions {
   std::string control;
   std::vector<uint32_t> allowed_uids;
   /// Connecting to each back-end, and each request to it.
-  std::chrono::milliseconds timeout{5000};
+  std::chrono::milliseconds timeout{Timeouts::default_request};
+  /// Each ring stop, GET_VRING_BASE (`--drain-timeout`).
+  std::chrono::milliseconds drain_timeout{Timeouts::default_drain};
   /// After a lost back-end: reconnect with backoff and replay (default on).
   actors::ReconnectPolicy reconnect = [] {
     actors::ReconnectPolicy p;

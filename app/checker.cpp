@@ -19,6 +19,7 @@ actors::DeviceConfig device_config(const CheckOptions& o) {
   c.socket = o.socket;
   c.connect_timeout = o.timeout;
   c.timeouts.request = o.timeout;
+  c.timeouts.drain = o.drain_timeout;
   if (o.timeouts)
     c.timeouts = *o.timeouts;
   c.reconnect = o.reconnect;

@@ -41,9 +41,12 @@ struct CheckOptions {
   /// having the worker forward interrupts to one INTx-style eventfd.
   bool msix = false;
   std::string fs_file;  ///< fs: file to read (in the shared directory's root)
-  std::chrono::milliseconds timeout{5000};
-  /// Every deadline of the device's requests (default: `timeout` for plain
-  /// requests, the longer defaults for memory, ring stop and device state).
+  /// Connecting, and each request (`--timeout`).
+  std::chrono::milliseconds timeout{Timeouts::default_request};
+  /// Each ring stop, GET_VRING_BASE (`--drain-timeout`).
+  std::chrono::milliseconds drain_timeout{Timeouts::default_drain};
+  /// Every deadline of the device's requests, when set (tests): instead of
+  /// `timeout` and `drain_timeout`.
   std::optional<Timeouts> timeouts;
   /// What the device does when the back-end is lost (off: it stays broken).
   actors::ReconnectPolicy reconnect;

@@ -363,7 +363,7 @@ JobDevice parse_device(const json& v, const std::string& where, size_t index) {
   object_at(v, where);
   only_keys(v, where,
             {"name", "socket", "kind", "queues", "queue_size", "packed", "msix", "fs_file",
-             "timeout", "steps", "comment"});
+             "timeout", "drain_timeout", "steps", "comment"});
   JobDevice d;
   d.name = "dev" + std::to_string(index);
   if (v.contains("name")) {
@@ -403,6 +403,8 @@ JobDevice parse_device(const json& v, const std::string& where, size_t index) {
   }
   if (v.contains("timeout"))
     d.timeout = get_seconds(v.at("timeout"), at(where, "timeout"), false);
+  if (v.contains("drain_timeout"))
+    d.drain_timeout = get_seconds(v.at("drain_timeout"), at(where, "drain_timeout"), false);
   if (v.contains("comment"))
     get_string(v.at("comment"), at(where, "comment"));
   if (!v.contains("steps"))

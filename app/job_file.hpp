@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "protocol/error.hpp"
+#include "protocol/backend_client.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::app {
@@ -46,6 +47,8 @@ struct JobDevice {
   bool msix = false;
   std::string fs_file;  ///< fs: the file "check" reads
   std::chrono::milliseconds timeout{60000};
+  /// Each ring stop, GET_VRING_BASE ("drain_timeout").
+  std::chrono::milliseconds drain_timeout{Timeouts::default_drain};
   std::vector<JobStep> steps;
 };
 

@@ -68,6 +68,7 @@ CheckOptions check_options(const JobDevice& d) {
   o.msix = d.msix;
   o.fs_file = d.fs_file;
   o.timeout = d.timeout;
+  o.drain_timeout = d.drain_timeout;
   return o;
 }
 

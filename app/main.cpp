@@ -18,6 +18,7 @@
 #include "app/restore_command.hpp"
 #include "app/snapshot_command.hpp"
 #include "app/transfer_report.hpp"
+#include "protocol/backend_client.hpp"
 #include "protocol/virtio_config.hpp"
 
 namespace {
@@ -27,6 +28,8 @@ constexpr int exit_usage = 2;
 std::chrono::milliseconds seconds_to_ms(double s) {
   return std::chrono::milliseconds(static_cast<long long>(std::llround(s * 1000.0)));
 }
+
+double seconds_of(std::chrono::milliseconds t) { return static_cast<double>(t.count()) / 1000.0; }
 
 }  // namespace
 
@@ -87,8 +90,15 @@ int main(int argc, char** argv) {
                       "Give the back-end each queue's interrupt eventfd directly (MSI-X path)\n"
                       "instead of having the worker forward interrupts");
   cmd_check->add_option("--fs-file", check.fs_file, "fs: a file in the shared directory to read");
-  cmd_check->add_option("--timeout", check_timeout_s, "Seconds for the socket and for each reply")
+  cmd_check->add_option("--timeout", check_timeout_s,
+                        "Seconds for the socket and for each reply, except a ring stop's")
       ->default_val(5.0)
+      ->check(CLI::Range(0.001, 3600.0));
+  double check_drain_s = seconds_of(vufront::Timeouts::default_drain);
+  cmd_check->add_option("--drain-timeout", check_drain_s,
+                        "Seconds for each ring stop (GET_VRING_BASE: the back-end answers once\n"
+                        "the ring's in-flight I/O is done)")
+      ->default_val(check_drain_s)
       ->check(CLI::Range(0.001, 3600.0));
   cmd_check->add_flag("--json", check.json, "Print one JSON object instead of the text report");
 
@@ -188,8 +198,15 @@ int main(int argc, char** argv) {
   cmd_attach->add_option("--allow-uid", attach.allowed_uids,
                          "Also accept VMM connections from this uid (besides vufront's own)");
   cmd_attach->add_option("--timeout", attach_timeout_s,
-                         "Seconds for connecting to each back-end and for each request")
+                         "Seconds for connecting to each back-end and for each request, except\n"
+                         "a ring stop")
       ->default_val(5.0)
+      ->check(CLI::Range(0.001, 3600.0));
+  double attach_drain_s = seconds_of(vufront::Timeouts::default_drain);
+  cmd_attach->add_option("--drain-timeout", attach_drain_s,
+                         "Seconds for each ring stop (GET_VRING_BASE: the back-end answers once\n"
+                         "the ring's in-flight I/O is done)")
+      ->default_val(attach_drain_s)
       ->check(CLI::Range(0.001, 3600.0));
   bool attach_no_reconnect = false, attach_client_mode = false;
   double attach_give_up_s = 0, attach_max_delay_s = 5.0;
@@ -230,6 +247,7 @@ int main(int argc, char** argv) {
   if (cmd_check->parsed()) {
     check.device = *vufront::device_kind_from_string(check_device);
     check.timeout = seconds_to_ms(check_timeout_s);
+    check.drain_timeout = seconds_to_ms(check_drain_s);
     return vufront::app::check_main(check);
   }
   if (cmd_demo->parsed())
@@ -264,6 +282,7 @@ int main(int argc, char** argv) {
     for (auto& d : attach.devices)
       d.listen = attach_client_mode;
     attach.timeout = seconds_to_ms(attach_timeout_s);
+    attach.drain_timeout = seconds_to_ms(attach_drain_s);
     attach.reconnect.enabled = !attach_no_reconnect;
     attach.reconnect.give_up_after = seconds_to_ms(attach_give_up_s);
     attach.reconnect.max_delay = seconds_to_ms(attach_max_delay_s);

@@ -311,7 +311,6 @@ int run_transfer_command(const TransferRun& run) {
   auto short_wait = std::min(run.timeout, milliseconds(5000));
   dc.connect_timeout = short_wait;
   dc.timeouts.request = short_wait;
-  dc.timeouts.device_state = run.timeout;
   nlohmann::json out = run.json_extra;
   out["socket"] = run.socket;
   out["device"] = name(run.negotiate.kind);

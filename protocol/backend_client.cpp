@@ -214,7 +214,7 @@ Result<void> BackendClient::set_mem_table(const std::vector<wire::MemoryRegion>&
     auto b = bytes_of(region);
     body.insert(body.end(), b.begin(), b.end());
   }
-  return call_no_reply(req, body, fds, deadline_in(timeouts_.mem_table));
+  return call_no_reply(req, body, fds, deadline_in(timeouts_.request));
 }
 
 Result<void> BackendClient::add_mem_reg(const wire::MemoryRegion& region, int fd) {
@@ -224,7 +224,7 @@ Result<void> BackendClient::add_mem_reg(const wire::MemoryRegion& region, int fd
   if (auto r = check_fd(req, fd); !r)
     return r;
   return call_no_reply(req, bytes_of(wire::SingleMemoryRegion{0, region}), {fd},
-                       deadline_in(timeouts_.mem_table));
+                       deadline_in(timeouts_.request));
 }
 
 Result<void> BackendClient::rem_mem_reg(const wire::MemoryRegion& region) {
@@ -232,7 +232,7 @@ Result<void> BackendClient::rem_mem_reg(const wire::MemoryRegion& region) {
   if (auto g = require_protocol(req, protocol_feature::configure_mem_slots); !g)
     return g;
   return call_no_reply(req, bytes_of(wire::SingleMemoryRegion{0, region}), {},
-                       deadline_in(timeouts_.mem_table));
+                       deadline_in(timeouts_.request));
 }
 
 Result<void> BackendClient::set_log_base(const wire::Log& log, int fd) {
@@ -269,7 +269,7 @@ Result<void> BackendClient::set_vring_base(uint32_t index, uint32_t base) {
 
 Result<uint32_t> BackendClient::get_vring_base(uint32_t index, bool packed) {
   auto m = call_with_reply(FrontendReq::get_vring_base, bytes_of(wire::VringState{index, 0}), {},
-                           deadline_in(timeouts_.vring_stop));
+                           deadline_in(timeouts_.drain));
   if (!m)
     return std::move(m).error();
   auto v = reply::parse_vring_base(*m, index, packed);
@@ -457,7 +457,7 @@ Result<DeviceStateReply> BackendClient::set_device_state_fd(uint32_t direction, 
   if (auto r = check_fd(req, fd); !r)
     return std::move(r).error();
   auto m = call_with_reply(req, bytes_of(wire::DeviceStateTransfer{direction, phase}), {fd},
-                           deadline_in(timeouts_.device_state));
+                           deadline_in(timeouts_.request));
   if (!m)
     return std::move(m).error();
   auto v = reply::parse_device_state(*m);
@@ -470,7 +470,7 @@ Result<void> BackendClient::check_device_state() {
   constexpr auto req = FrontendReq::check_device_state;
   if (auto g = require_protocol(req, protocol_feature::device_state); !g)
     return g;
-  auto v = call_u64(req, deadline_in(timeouts_.device_state));
+  auto v = call_u64(req, deadline_in(timeouts_.request));
   if (!v)
     return std::move(v).error();
   if (*v != 0)

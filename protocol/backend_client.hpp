@@ -28,16 +28,24 @@
 
 namespace vufront {
 
+/// The deadlines of the requests to a back-end. Every request follows
+/// `request` (`--timeout`), except a ring stop (GET_VRING_BASE), which follows
+/// `drain` (`--drain-timeout`): the back-end answers only once the ring's
+/// in-flight I/O has completed, which on a busy or slow disk may take as long
+/// as the storage's own I/O timeout. Each request has its own deadline; a
+/// step of several requests is bounded by them, not by a sum of its own.
 struct Timeouts {
-  /// Default deadline for one request/reply round trip.
-  std::chrono::milliseconds request{5000};
-  /// SET_MEM_TABLE / ADD_MEM_REG: real back-ends map and fault in memory and
-  /// can take seconds.
-  std::chrono::milliseconds mem_table{30000};
-  /// GET_VRING_BASE drains in-flight I/O before answering.
-  std::chrono::milliseconds vring_stop{30000};
-  /// SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE (the back-end may serialise state).
-  std::chrono::milliseconds device_state{60000};
+  /// The default `--timeout`.
+  static constexpr std::chrono::milliseconds default_request{5000};
+  /// The default `--drain-timeout`: 30 s, Linux's default block-request
+  /// timeout (blk-mq and SCSI disks), i.e. how long an in-flight disk request
+  /// may legitimately take before the storage below the back-end gives up.
+  static constexpr std::chrono::milliseconds default_drain{30000};
+
+  /// One request/reply round trip (SET_MEM_TABLE and ADD_MEM_REG included).
+  std::chrono::milliseconds request{default_request};
+  /// GET_VRING_BASE: the back-end drains the ring's in-flight I/O first.
+  std::chrono::milliseconds drain{default_drain};
 };
 
 /// Reply of GET_INFLIGHT_FD: the description plus the back-end's fd (empty

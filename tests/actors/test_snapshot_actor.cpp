@@ -163,7 +163,7 @@ struct SnapFixture : RtFixture {
 
   snapshot_actor start(Script script) {
     auto conn = spawn(fake_conn, std::move(script), check);
-    return spawn<caf::detached>(snapshot_impl, conn, caf::actor{}, 2000ms);
+    return spawn<caf::detached>(snapshot_impl, conn, caf::actor{});
   }
 
   std::pair<std::optional<SnapshotInfo>, std::string> save(const snapshot_actor& a,

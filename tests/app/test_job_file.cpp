@@ -39,7 +39,7 @@ std::string two_devices(const std::string& a, const std::string& b) {
 TEST_CASE("job file: the suggested shape parses, with every value") {
   auto r = parse_job_text(R"({"devices": [
       {"name": "disk0", "socket": "/tmp/a.sock", "kind": "blk", "queues": 2, "queue_size": 256,
-       "packed": false, "msix": true, "timeout": 30,
+       "packed": false, "msix": true, "timeout": 30, "drain_timeout": 90,
        "steps": ["activate", "check", "sleep",
                  {"snapshot": "/tmp/disk0.vfsnap", "max_bytes": "1G"},
                  {"restore": "/tmp/disk0.vfsnap", "socket": "/tmp/b.sock", "timeout": 120},
@@ -58,6 +58,7 @@ TEST_CASE("job file: the suggested shape parses, with every value") {
   CHECK(d.msix);
   CHECK_FALSE(d.packed);
   CHECK(d.timeout == milliseconds(30000));
+  CHECK(d.drain_timeout == milliseconds(90000));
   REQUIRE(d.steps.size() == 10);
   CHECK(d.steps[0].kind == JobStepKind::activate);
   CHECK(d.steps[0].timeout == milliseconds(30000));  // the device's
@@ -88,6 +89,7 @@ TEST_CASE("job file: defaults") {
   CHECK_FALSE(d.packed);
   CHECK_FALSE(d.msix);
   CHECK(d.timeout == milliseconds(60000));
+  CHECK(d.drain_timeout == milliseconds(30000));
   CHECK(d.steps[2].max_bytes == (uint64_t{64} << 30));
   // restore without a socket: the device's socket at that point
   CHECK(d.steps[3].socket == "/tmp/a.sock");
@@ -179,6 +181,8 @@ TEST_CASE("job file: device errors name the key") {
         "devices[0].timeout: 0 is not in 0.001..86400 seconds");
   CHECK(error_of(one_device(R"(["activate"])", R"("timeout": -5, )")) ==
         "devices[0].timeout: -5 is not in 0.001..86400 seconds");
+  CHECK(error_of(one_device(R"(["activate"])", R"("drain_timeout": 0, )")) ==
+        "devices[0].drain_timeout: 0 is not in 0.001..86400 seconds");
   CHECK(error_of(one_device(R"(["activate"])", R"("fs_file": "x", )")) ==
         R"(devices[0].fs_file: only for "kind": "fs")");
   CHECK(error_of(one_device(R"(["activate"])", R"("name": "disk 0", )")).rfind(

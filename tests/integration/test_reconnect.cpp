@@ -305,7 +305,7 @@ TEST_CASE("reconnect: a back-end that never replies, one that accepts and closes
     app::CheckOptions o;
     o.socket = sock;
     Timeouts t;
-    t.request = t.vring_stop = std::chrono::milliseconds(300);
+    t.request = t.drain = std::chrono::milliseconds(300);
     o.timeouts = t;
     o.reconnect = fast_policy();
     app::Checker c(sys, o);
@@ -344,7 +344,7 @@ TEST_CASE("reconnect: a device ended while its back-end holds back a reply leave
     app::CheckOptions o;
     o.socket = sock;
     Timeouts t;
-    t.request = t.vring_stop = std::chrono::milliseconds(600000);
+    t.request = t.drain = std::chrono::milliseconds(600000);
     o.timeout = std::chrono::milliseconds(600000);
     o.timeouts = t;
     std::optional<app::Checker> c;
@@ -549,7 +549,7 @@ TEST_CASE("reconnect: soak: 1,000 reconnects and 10,000 sleep/wake cycles, fd co
   // under TSan, with a 1 GiB snapshot test beside it, 500 ms was once too
   // short for a GET_VRING_BASE reply.
   Timeouts t;
-  t.request = t.mem_table = t.vring_stop = t.device_state = scaled(std::chrono::milliseconds(500));
+  t.request = t.drain = scaled(std::chrono::milliseconds(500));
   o.timeouts = t;
   o.reconnect = fast_policy();
   o.reconnect.initial_delay = std::chrono::milliseconds(1);

@@ -32,7 +32,7 @@ constexpr uint64_t offered_features = bit(feature::protocol_features) | bit(feat
 
 Timeouts fast(std::chrono::milliseconds t = 3000ms) {
   Timeouts out;
-  out.request = out.mem_table = out.vring_stop = out.device_state = t;
+  out.request = out.drain = t;
   return out;
 }
 
