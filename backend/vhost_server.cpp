@@ -14,6 +14,7 @@
 #include <fstream>
 #include <thread>
 
+#include "backend/request_log.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::backend {
@@ -289,8 +290,11 @@ VhostServer::Next VhostServer::on_message(Message& m) {
     log("--delay-reply %s: %s ms before the answer", name, std::to_string(fa.delay_ms));
     std::this_thread::sleep_for(std::chrono::milliseconds(fa.delay_ms));
   }
-  if (opt_.verbose)
-    log("<- %s (%s bytes)", name, std::to_string(m.header.size));
+  if (opt_.verbose) {
+    const auto known = frontend_req_from_code(code);
+    log("<- %s%s", name, " (" + std::to_string(m.header.size) + " bytes)" +
+                             (known ? request_summary(*known, m) : std::string()));
+  }
   const uint32_t flags = m.header.flags;
   if ((flags & flag_version_mask) != flag_version || (flags & flag_reply) ||
       (flags & flag_reserved_mask)) {
