@@ -206,16 +206,7 @@ caf::result<caf::ok_atom> change_memory(Self self, const char* op, MemorySpec ne
 void activate_sequence(Self self, OkPromise rp) {
   auto& st = self->state;
   constexpr const char* op = "activate";
-  ActivateRequest req;
-  req.features = st.acked_features;
-  req.features_ok_status = static_cast<uint8_t>(status_bit::acknowledge | status_bit::driver |
-                                                status_bit::features_ok);
-  req.driver_ok_status = static_cast<uint8_t>(req.features_ok_status | status_bit::driver_ok);
-  req.mem_table = st.mem_table;
-  req.mem_fds = memory_fds(st.memory);
-  req.queues = queue_starts(st);
-  req.inflight = st.inflight;
-  req.inflight_fd = st.inflight_fd;
+  ActivateRequest req = replay_request(st, ReplayTo::running, st.acked_features);
   auto status = req.driver_ok_status;
   self->request(st.conn, conn_wait, activate_atom_v, std::move(req))
       .then(

@@ -222,24 +222,13 @@ void replay(Self self, uint64_t gen) {
     forget_activation(st);
     return resumed(self, DeviceState::negotiated, st.memory.empty() ? "" : "guest memory kept");
   }
-  ActivateRequest req;
-  req.features = st.acked_features;
-  req.features_ok_status = static_cast<uint8_t>(status_bit::acknowledge | status_bit::driver |
-                                                status_bit::features_ok);
-  req.mem_table = st.mem_table;
-  req.mem_fds = memory_fds(st.memory);
-  req.inflight = st.inflight;
-  req.inflight_fd = st.inflight_fd;
-  std::string what;
-  if (to == DeviceState::active) {
-    what = resume_bases(st);
-    req.queues = queue_starts(st);
-    req.driver_ok_status = static_cast<uint8_t>(req.features_ok_status | status_bit::driver_ok);
-  } else {
-    req.driver_ok_status = 0;  // wake: the queues, then DRIVER_OK
-    what = "rings stopped at their saved indices";
-  }
-  const uint8_t status = to == DeviceState::active ? req.driver_ok_status : req.features_ok_status;
+  const ReplayTo replay_to = to == DeviceState::active ? ReplayTo::running : ReplayTo::rings_stopped;
+  // the rings resume where the guest is (the used index), or stay stopped
+  // at their saved bases until wake
+  std::string what = to == DeviceState::active ? resume_bases(st)
+                                               : "rings stopped at their saved indices";
+  ActivateRequest req = replay_request(st, replay_to, st.acked_features);
+  const uint8_t status = replayed_status(replay_to);
   self->request(st.conn, conn_wait, activate_atom_v, std::move(req))
       .then(
           [self, gen, to, what, status](caf::ok_atom) {

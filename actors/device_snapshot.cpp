@@ -195,18 +195,11 @@ void restore_checked(Self self, InfoPromise rp, const RestoreOptions& o, Transfe
   if (!queues)
     return end(self, rp, op, queues.error());
   uint64_t features = o.activation ? driver_features : m->features;
-  auto status = static_cast<uint8_t>(status_bit::acknowledge | status_bit::driver |
-                                     status_bit::features_ok);
+  const uint8_t status = replayed_status(ReplayTo::state_load);
   if (!o.activation && features == 0)  // a snapshot of a never-activated device
     return load(self, rp, o, dl, {}, 0, 0);
-  ActivateRequest req;
-  req.features = features;
-  req.features_ok_status = status;
-  req.driver_ok_status = 0;  // after the queues, at wake
-  if (o.activation) {
-    req.mem_table = st.mem_table;
-    req.mem_fds = memory_fds(st.memory);
-  }
+  ActivateRequest req =
+      replay_request(st, o.activation ? ReplayTo::state_load_with_memory : ReplayTo::state_load, features);
   self->request(st.conn, conn_wait, activate_atom_v,
                 std::move(req))
       .then(

@@ -13,9 +13,12 @@
 #include <caf/duration.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include "actors/connection.hpp"
-#include "actors/device.hpp"
+#include "actors/device_data.hpp"
+#include "actors/replay.hpp"
 #include "actors/device_checks.hpp"
 #include "actors/worker.hpp"
 #include "actors/error.hpp"
@@ -152,13 +155,6 @@ void drop_child(Self self, Handle& h) {
 
 // ---- activation pieces ------------------------------------------------------------
 
-inline std::vector<SharedFd> memory_fds(const MemorySpec& m) {
-  std::vector<SharedFd> out;
-  for (const auto& r : m)
-    out.push_back(r.fd);
-  return out;
-}
-
 /// The device's queues for a checked activation: the VMM's call fd, or an
 /// eventfd of ours that the worker forwards; bases at the ring's start.
 inline Result<std::vector<DeviceData::Queue>> queues_of(const ActivateSpec& spec, bool packed,
@@ -215,22 +211,6 @@ inline void forget_negotiation(DeviceData& st) {
 }
 
 // ---- queue helpers ------------------------------------------------------------------
-
-inline std::vector<QueueStart> queue_starts(const DeviceData& st) {
-  std::vector<QueueStart> out;
-  for (const auto& q : st.queues) {
-    QueueStart s;
-    // Checked by check_activation; the table cannot change the translation
-    // (user addresses are gpa + bias).
-    s.addr = vring_addr(q.spec, st.packed, st.mem_table).value();
-    s.num = q.spec.size;
-    s.base = q.base;
-    s.kick = q.spec.kick;
-    s.call = q.call;
-    out.push_back(std::move(s));
-  }
-  return out;
-}
 
 inline std::vector<uint16_t> queue_indices(const DeviceData& st) {
   std::vector<uint16_t> out;

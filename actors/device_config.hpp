@@ -1,0 +1,37 @@
+#pragma once
+// What a device is told when it is made: its back-end's socket, the deadlines
+// of its requests, what it does when the back-end is lost, client mode.
+
+#include <chrono>
+#include <string>
+
+#include "protocol/backend_client.hpp"
+
+namespace vufront::actors {
+
+/// What the device does when its back-end is lost (docs/lifecycle.md,
+/// "Reconnect"): connect again with backoff and replay the negotiated state.
+struct ReconnectPolicy {
+  bool enabled = false;
+  std::chrono::milliseconds initial_delay{100};
+  std::chrono::milliseconds max_delay{5000};
+  /// Stop trying after this long (the device stays broken; a reconnect
+  /// request starts again). 0: never give up.
+  std::chrono::milliseconds give_up_after{0};
+};
+
+struct DeviceConfig {
+  std::string socket;
+  Timeouts timeouts;
+  /// Connecting (or, in client mode, waiting for the back-end) per attempt.
+  std::chrono::milliseconds connect_timeout{5000};
+  /// false: children run no threads (deterministic tests inject messages).
+  bool start_threads = true;
+  ReconnectPolicy reconnect;
+  /// Client mode: vufront listens on `socket` and the back-end connects to
+  /// it (DPDK's --client, QEMU's server=on); the socket lives as long as
+  /// the device.
+  bool listen = false;
+};
+
+}  // namespace vufront::actors

@@ -1,0 +1,106 @@
+#pragma once
+// The device actor's state (actors/device*.cpp): everything negotiated and set
+// up, in one place — what wake replays, what a reconnect replays
+// (actors/bring_up.hpp builds those requests from it) — plus the children,
+// the operation in progress and the reconnect's bookkeeping.
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor_addr.hpp>
+#include <caf/error.hpp>
+
+#include "actors/device_config.hpp"
+#include "actors/messages.hpp"
+#include "memory/unique_fd.hpp"
+
+namespace vufront::actors {
+
+/// The client-mode listening socket; the file goes with it (if it is still
+/// this socket's: another process may have replaced it meanwhile).
+struct ListenSocket {
+  SharedFd fd;
+  std::string path;
+  uint64_t dev = 0, ino = 0;  ///< the socket file's identity after bind
+  /// Whether `path` is still this socket's file (not removed or replaced).
+  [[nodiscard]] bool file_is_ours() const;
+  ListenSocket() = default;
+  ListenSocket(const ListenSocket&) = delete;
+  ListenSocket& operator=(const ListenSocket&) = delete;
+  ~ListenSocket();
+};
+
+/// Everything negotiated and set up, in one place: what wake replays and
+/// what a reconnect would replay.
+struct DeviceData {
+  static inline const char* name = "vufront.device";
+
+  DeviceConfig config;
+  DeviceState state = DeviceState::disconnected;
+  /// The operation in progress ("" when idle).
+  std::string busy;
+  std::string last_error;
+  /// Shutting down: nothing new starts, and the device ends once `stopping`
+  /// is empty.
+  bool exiting = false;
+  /// Children told to stop and not down yet (monitored). A dropped child may
+  /// still be inside a blocking step (a connect retry, a receive) holding its
+  /// fds: the device ends only after the last of them, so no fd or thread of
+  /// the device outlives it.
+  std::vector<caf::actor_addr> stopping;
+  caf::error exit_reason;
+
+  connection_actor conn;
+  /// Tells `conn` to stop waiting for a back-end when it is dropped.
+  std::shared_ptr<std::atomic<bool>> conn_stop;
+  worker_actor worker;
+  channel_actor channel;
+  snapshot_actor transfer;  ///< from the start to the end of a snapshot or restore
+  /// (cancel_all_atom) came: every later snapshot or restore is refused.
+  bool transfers_cancelled = false;
+  caf::actor subscriber;
+  std::shared_ptr<SharedMemoryMapper> mapper;
+
+  // ---- negotiated state
+  NegotiateOptions options;
+  DeviceInfo info;
+  MemorySpec memory;
+  std::vector<wire::MemoryRegion> mem_table;
+  uint64_t acked_features = 0;  ///< SET_FEATURES value of the running activation
+  uint8_t virtio_status = 0;
+  struct Queue {
+    QueueSpec spec;
+    SharedFd call;        ///< what the back-end signals (the VMM's irqfd or ours)
+    bool forwarded = false;  ///< ours: the worker forwards it to the sink
+    uint32_t base = 0;    ///< next base to start from
+  };
+  std::vector<Queue> queues;
+  InterruptSink sink;
+  bool packed = false;
+  /// Restored into a sleeping device: wake sends DRIVER_OK after the queues.
+  bool driver_ok_pending = false;
+  /// INFLIGHT_SHMFD: the region the back-end tracks in-flight requests in,
+  /// kept for the device's life (not the connection's) and handed to every
+  /// new back-end, which resubmits what the old one left in flight.
+  wire::InflightDesc inflight{};
+  SharedFd inflight_fd;
+
+  // ---- reconnect (actors/device_connect.cpp)
+  /// The state the device was in when the back-end was lost (what a
+  /// reconnect replays); disconnected when there is nothing to resume.
+  DeviceState lost_from = DeviceState::disconnected;
+  struct Reconnect {
+    uint64_t generation = 0;  ///< tells timers of a cancelled reconnect apart
+    uint32_t attempts = 0;
+    std::chrono::milliseconds delay{0};
+    std::chrono::steady_clock::time_point since;
+    bool attempting = false;
+  } reconnect;
+  uint32_t reconnects = 0;
+  std::unique_ptr<ListenSocket> listen;
+};
+
+}  // namespace vufront::actors

@@ -1,0 +1,58 @@
+#include "actors/replay.hpp"
+
+#include "actors/device_checks.hpp"
+#include "protocol/messages.hpp"
+
+namespace vufront::actors {
+
+uint8_t replayed_status(ReplayTo to) noexcept {
+  const auto features_ok =
+      static_cast<uint8_t>(status_bit::acknowledge | status_bit::driver | status_bit::features_ok);
+  if (to == ReplayTo::running)
+    return static_cast<uint8_t>(features_ok | status_bit::driver_ok);
+  return features_ok;
+}
+
+ActivateRequest replay_request(const DeviceData& st, ReplayTo to, uint64_t features) {
+  ActivateRequest req;
+  req.features = features;
+  req.features_ok_status = replayed_status(ReplayTo::rings_stopped);
+  // 0: no DRIVER_OK in this step (wake sends it after the rings)
+  req.driver_ok_status = to == ReplayTo::running ? replayed_status(to) : 0;
+  if (to != ReplayTo::state_load) {
+    req.mem_table = st.mem_table;
+    req.mem_fds = memory_fds(st.memory);
+  }
+  if (to == ReplayTo::running || to == ReplayTo::rings_stopped) {
+    req.inflight = st.inflight;
+    req.inflight_fd = st.inflight_fd;
+  }
+  if (to == ReplayTo::running)
+    req.queues = queue_starts(st);
+  return req;
+}
+
+std::vector<QueueStart> queue_starts(const DeviceData& st) {
+  std::vector<QueueStart> out;
+  for (const auto& q : st.queues) {
+    QueueStart s;
+    // Checked by check_activation; the table cannot change the translation
+    // (user addresses are gpa + bias).
+    s.addr = vring_addr(q.spec, st.packed, st.mem_table).value();
+    s.num = q.spec.size;
+    s.base = q.base;
+    s.kick = q.spec.kick;
+    s.call = q.call;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<SharedFd> memory_fds(const MemorySpec& m) {
+  std::vector<SharedFd> out;
+  for (const auto& r : m)
+    out.push_back(r.fd);
+  return out;
+}
+
+}  // namespace vufront::actors
