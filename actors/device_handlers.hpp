@@ -1,0 +1,51 @@
+#pragma once
+// The device actor's handlers (internal to actors/device*.cpp), one named
+// function per message of device_actor; device.cpp only wires them into the
+// behaviour. Grouped by file:
+//
+//   device_lifecycle.cpp  negotiate, activate, sleep, wake, reset
+//   device_memory.cpp     set_memory, add/remove a region
+//   device_queries.cpp    config space, status, shared memory, and what the
+//                         children report (loss, config change, interrupts)
+//   device_snapshot.cpp   snapshot, restore, cancel (device_snapshot.hpp)
+//   device_connect.cpp    the connection and the reconnect (device_connect.hpp)
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors/device_steps.hpp"
+
+namespace vufront::actors::device_handlers {
+
+using device_steps::Self;
+
+// ---- lifecycle (device_lifecycle.cpp)
+[[nodiscard]] caf::result<DeviceInfo> on_negotiate(Self self, const NegotiateOptions& opts);
+[[nodiscard]] caf::result<caf::ok_atom> on_activate(Self self, const ActivateSpec& spec);
+[[nodiscard]] caf::result<caf::ok_atom> on_sleep(Self self);
+[[nodiscard]] caf::result<caf::ok_atom> on_wake(Self self);
+[[nodiscard]] caf::result<caf::ok_atom> on_reset(Self self);
+
+// ---- guest memory (device_memory.cpp)
+[[nodiscard]] caf::result<caf::ok_atom> on_set_memory(Self self, const MemorySpec& m);
+[[nodiscard]] caf::result<caf::ok_atom> on_add_region(Self self, const MemoryRegionSpec& r);
+[[nodiscard]] caf::result<caf::ok_atom> on_remove_region(Self self, uint64_t gpa);
+
+// ---- queries and the children's reports (device_queries.cpp)
+[[nodiscard]] caf::result<std::vector<uint8_t>> on_read_config(Self self, uint32_t offset,
+                                                               uint32_t size);
+[[nodiscard]] caf::result<caf::ok_atom> on_write_config(Self self, uint32_t offset,
+                                                        const std::vector<uint8_t>& data);
+[[nodiscard]] caf::result<DeviceStatus> on_status(Self self);
+[[nodiscard]] caf::result<uint8_t, uint64_t> on_shmem(Self self);
+[[nodiscard]] caf::result<caf::ok_atom> on_mapper(Self self, std::shared_ptr<SharedMemoryMapper> m);
+/// A child saw the back-end go (EOF, hang-up, broken protocol); ignored from
+/// a child of a connection already dropped (a late hang-up).
+void on_lost(Self self, const caf::actor_addr& from, const std::string& why);
+void on_config_changed(Self self);
+void on_vring_call(Self self, uint16_t index);
+void on_vring_err(Self self, uint16_t index);
+
+}  // namespace vufront::actors::device_handlers
