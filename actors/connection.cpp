@@ -10,6 +10,7 @@
 #include <caf/send.hpp>
 
 #include "actors/error.hpp"
+#include "protocol/bringup.hpp"
 #include "protocol/virtio_config.hpp"
 
 namespace vufront::actors {
@@ -47,80 +48,41 @@ Error not_connected(const char* step) {
   return make_error(errc::bad_state, step, "not connected to a back-end");
 }
 
-uint16_t floor_pow2(uint32_t v) {
-  uint32_t p = 1;
-  while (p * 2 <= v && p * 2 <= 32768)
-    p *= 2;
-  return static_cast<uint16_t>(p);
+/// The bring-up's options for a device's negotiation.
+BringupOptions bringup_options(const NegotiateRequest& req) {
+  BringupOptions o;
+  o.kind = req.options.kind;
+  o.backend_channel = req.options.backend_channel;
+  o.channel_fd = req.channel_fd ? req.channel_fd->get() : -1;
+  o.inflight = req.options.inflight;
+  // Dirty logging is not offered by the actor layer (no migration while running).
+  o.dirty_log = false;
+  o.queues_needed = req.options.queues;
+  return o;
 }
 
-/// Protocol features vufront asks for, given what the VMM wants.
-uint64_t wanted_protocol_features(const NegotiateRequest& req) {
-  uint64_t want = supported_protocol_features;
-  // Dirty logging is not offered by the actor layer (no migration while running).
-  want &= ~bit(protocol_feature::log_shmfd);
-  if (!req.options.backend_channel || !req.channel_fd)
-    want &= ~(bit(protocol_feature::backend_req) | bit(protocol_feature::backend_send_fd) |
-              bit(protocol_feature::shmem));
-  if (!req.options.inflight)
-    want &= ~bit(protocol_feature::inflight_shmfd);
-  return want;
+/// The bring-up's result as the device keeps it.
+DeviceInfo device_info(const NegotiateOptions& options, BringupResult&& b) {
+  DeviceInfo info;
+  info.kind = options.kind;
+  info.config_size = virtio::config_size(options.kind);
+  info.max_queue_size = virtio::usable_queue_size(options.max_queue_size);
+  info.backend_features = b.features;
+  info.protocol_features_offered = b.protocol_features_offered;
+  info.protocol_features = b.protocol_features_acked;
+  info.backend_channel = b.backend_channel;
+  info.queue_num = b.queue_num;
+  info.max_mem_slots = b.max_mem_slots;
+  if (b.shmem_sizes)
+    info.shmem_sizes = std::move(*b.shmem_sizes);
+  return info;
 }
 
 Result<DeviceInfo> negotiate(BackendClient& c, const NegotiateRequest& req) {
-  DeviceInfo info;
-  info.kind = req.options.kind;
-  info.config_size = virtio::config_size(req.options.kind);
-  info.max_queue_size = floor_pow2(req.options.max_queue_size == 0 ? 1 : req.options.max_queue_size);
-  if (auto r = c.set_owner(); !r)
-    return std::move(r).error();
-  auto features = c.get_features();
-  if (!features)
-    return std::move(features).error();
-  info.backend_features = *features;
-  if (has_bit(*features, feature::protocol_features)) {
-    auto offered = c.get_protocol_features();
-    if (!offered)
-      return std::move(offered).error();
-    info.protocol_features_offered = *offered;
-    uint64_t ack = *offered & wanted_protocol_features(req);
-    if (auto r = c.set_protocol_features(ack); !r)
-      return std::move(r).error();
-    info.protocol_features = ack;
-  }
-  if (c.protocol_feature(protocol_feature::backend_req)) {
-    if (auto r = c.set_backend_req_fd(req.channel_fd->get()); !r)
-      return std::move(r).error();
-    info.backend_channel = true;
-  }
-  info.queue_num = fixed_queue_count(req.options.kind);
-  if (c.protocol_feature(protocol_feature::mq)) {
-    auto n = c.get_queue_num();
-    if (!n)
-      return std::move(n).error();
-    info.queue_num = static_cast<uint16_t>(*n > 0xffff ? 0xffff : *n);
-  }
-  if (req.options.queues > info.queue_num)
-    return make_error(errc::invalid_argument, "GET_QUEUE_NUM",
-                      "the back-end has " + std::to_string(info.queue_num) +
-                          " queues, the device needs " + std::to_string(req.options.queues));
-  if (c.protocol_feature(protocol_feature::configure_mem_slots)) {
-    auto slots = c.get_max_mem_slots();
-    if (!slots)
-      return std::move(slots).error();
-    info.max_mem_slots = static_cast<uint32_t>(*slots);
-  }
-  if (c.protocol_feature(protocol_feature::shmem)) {
-    auto shm = c.get_shmem_config();
-    if (!shm)
-      return std::move(shm).error();
-    size_t last = 0;
-    for (size_t i = 0; i < wire::max_shmem_regions; ++i)
-      if (shm->sizes[i] != 0)
-        last = i + 1;
-    info.shmem_sizes.assign(shm->sizes, shm->sizes + last);
-  }
-  return info;
+  auto b = bring_up(c, bringup_options(req));
+  if (!b)
+    return std::move(b).error();
+  return device_info(req.options, std::move(b).value());
 }
 
 Result<void> start_queues(BackendClient& c, const std::vector<QueueStart>& queues) {
@@ -201,14 +163,6 @@ Result<void> reset_device(BackendClient& c) {
 }
 
 }  // namespace
-
-uint16_t fixed_queue_count(DeviceKind kind) noexcept {
-  switch (kind) {
-    case DeviceKind::net: return 2;
-    case DeviceKind::fs: return 2;
-    default: return 1;
-  }
-}
 
 connection_actor::behavior_type connection_impl(
     connection_actor::stateful_pointer<ConnectionState> self, caf::actor_addr device,

@@ -31,7 +31,4 @@ struct ConnectionState {
     connection_actor::stateful_pointer<ConnectionState> self, caf::actor_addr device,
     Timeouts timeouts);
 
-/// The queue count a device kind has without MQ (blk 1, net 2, fs 2).
-[[nodiscard]] uint16_t fixed_queue_count(DeviceKind kind) noexcept;
-
 }  // namespace vufront::actors

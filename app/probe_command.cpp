@@ -1,12 +1,34 @@
 #include "app/probe_command.hpp"
 
+#include <cerrno>
 #include <iostream>
 
 #include "app/probe_report.hpp"
 #include "protocol/backend_client.hpp"
+#include "protocol/bringup.hpp"
 #include "protocol/virtio_config.hpp"
 
 namespace vufront::app {
+
+namespace {
+
+/// The bring-up a probe runs: the same ack rule as a device's negotiation.
+BringupOptions probe_bringup_options(const ProbeOptions& opts, int channel_fd) {
+  BringupOptions o;
+  o.kind = opts.device;
+  // what a device with a back-end channel and an in-flight region would
+  // ack; a probe does no dirty logging, so no LOG_SHMFD
+  o.backend_channel = true;
+  o.channel_fd = channel_fd;
+  o.inflight = true;
+  o.dirty_log = false;
+  o.config_size = opts.config_size.value_or(virtio::config_size(opts.device));
+  // an in-band refusal (e.g. qsd 7.2 refuses GET_CONFIG over 60 bytes): report, go on
+  o.record_refusals = true;
+  return o;
+}
+
+}  // namespace
 
 Result<ProbeResult> run_probe(const ProbeOptions& opts) {
   Timeouts timeouts;
@@ -16,76 +38,42 @@ Result<ProbeResult> run_probe(const ProbeOptions& opts) {
     return std::move(client_or).error();
   BackendClient& client = *client_or;
 
+  // The back-end channel: hand over one end of a socketpair, keep the other
+  // open until we disconnect (nothing is expected on it during a probe).
+  SocketPair channel = make_socketpair();
+  if (!channel.first || !channel.second)
+    return make_error(errc::io_error, "SET_BACKEND_REQ_FD", "socketpair failed", errno);
+  const BringupOptions bopts = probe_bringup_options(opts, channel.second.get());
+  auto b = bring_up(client, bopts);
+  channel.second.reset();
+  if (!b)
+    return std::move(b).error();
+
   ProbeResult r;
   r.socket = opts.socket;
   r.device = opts.device;
-
-  if (auto res = client.set_owner(); !res)
-    return std::move(res).error();
-  auto features = client.get_features();
-  if (!features)
-    return std::move(features).error();
-  r.features = *features;
-
-  if (has_bit(r.features, feature::protocol_features)) {
-    auto offered = client.get_protocol_features();
-    if (!offered)
-      return std::move(offered).error();
-    r.protocol_features = *offered;
-    // ack only what vufront implements; never bits it would mishandle
-    uint64_t acked = *offered & supported_protocol_features;
-    if (auto res = client.set_protocol_features(acked); !res)
-      return std::move(res).error();
-    r.protocol_features_acked = acked;
+  r.features = b->features;
+  if (has_bit(b->features, feature::protocol_features)) {
+    r.protocol_features = b->protocol_features_offered;
+    r.protocol_features_acked = b->protocol_features_acked;
   }
-
-  if (client.protocol_feature(protocol_feature::mq)) {
-    auto n = client.get_queue_num();
-    if (!n)
-      return std::move(n).error();
-    r.queue_num = *n;
-  }
-  if (client.protocol_feature(protocol_feature::configure_mem_slots)) {
-    auto n = client.get_max_mem_slots();
-    if (!n)
-      return std::move(n).error();
-    r.max_mem_slots = *n;
-  }
-
-  // The back-end channel: hand over one end of a socketpair, keep the other
-  // open until we disconnect (nothing is expected on it during a probe).
-  SocketPair channel;
-  if (client.protocol_feature(protocol_feature::backend_req)) {
-    channel = make_socketpair();
-    if (!channel.first)
-      return make_error(errc::io_error, "SET_BACKEND_REQ_FD", "socketpair failed", errno);
-    if (auto res = client.set_backend_req_fd(channel.second.get()); !res)
-      return std::move(res).error();
-    channel.second.reset();
-    r.backend_channel = true;
-  }
-
-  if (client.protocol_feature(protocol_feature::config)) {
-    r.config_size_requested = opts.config_size.value_or(virtio::config_size(opts.device));
-    auto cfg = client.get_config(0, r.config_size_requested);
-    if (cfg) {
-      r.config = std::move(*cfg);
-    } else if (!client.broken()) {
-      // an in-band refusal (e.g. qsd 7.2 refuses more than 60 bytes): report, go on
-      r.config_error = cfg.error().message();
-    } else {
-      return std::move(cfg).error();
-    }
-  }
-
-  if (client.protocol_feature(protocol_feature::shmem)) {
-    auto shm = client.get_shmem_config();
-    if (!shm)
-      return std::move(shm).error();
+  if (b->backend_queue_num)
+    r.queue_num = *b->backend_queue_num;
+  if (b->backend_max_mem_slots)
+    r.max_mem_slots = *b->backend_max_mem_slots;
+  r.backend_channel = b->backend_channel;
+  if (const auto* refused = b->refusal(BringupStep::set_backend_req_fd))
+    r.backend_channel_error = refused->error.message();
+  if (client.protocol_feature(protocol_feature::config))
+    r.config_size_requested = *bopts.config_size;
+  r.config = std::move(b->config);
+  if (const auto* refused = b->refusal(BringupStep::get_config))
+    r.config_error = refused->error.message();
+  if (b->shmem_sizes) {
     std::vector<std::pair<uint32_t, uint64_t>> regions;
-    for (uint32_t id = 0; id < wire::max_shmem_regions; ++id)
-      if (shm->sizes[id] != 0)
-        regions.emplace_back(id, shm->sizes[id]);
+    for (uint32_t id = 0; id < b->shmem_sizes->size(); ++id)
+      if ((*b->shmem_sizes)[id] != 0)
+        regions.emplace_back(id, (*b->shmem_sizes)[id]);
     r.shmem_regions = std::move(regions);
   }
   return r;

@@ -34,13 +34,19 @@ struct ProbeResult {
   std::optional<uint64_t> queue_num;
   std::optional<uint64_t> max_mem_slots;
   bool backend_channel = false;                     ///< SET_BACKEND_REQ_FD accepted
+  std::optional<std::string> backend_channel_error; ///< the back-end refused SET_BACKEND_REQ_FD
   std::optional<std::vector<uint8_t>> config;
   uint32_t config_size_requested = 0;
   std::optional<std::string> config_error;          ///< the back-end refused GET_CONFIG
   std::optional<std::vector<std::pair<uint32_t, uint64_t>>> shmem_regions;  ///< (shmid, size)
 };
 
-/// Runs the probe sequence. Errors name the request that failed.
+/// Runs the bring-up (protocol/bringup.hpp) in probe mode: it acks what a
+/// device with a back-end channel and an in-flight region acks (never
+/// LOG_SHMFD: no dirty logging), reads `config_size` bytes of config, and
+/// records an in-band refusal of GET_CONFIG or SET_BACKEND_REQ_FD instead of
+/// failing. Errors (connect, timeout, disconnected, malformed replies) name
+/// the request that failed.
 [[nodiscard]] Result<ProbeResult> run_probe(const ProbeOptions& opts);
 
 /// The `probe` command: runs the probe and prints the report (text or JSON)

@@ -58,6 +58,8 @@ nlohmann::json probe_json(const ProbeResult& r) {
   j["max_mem_slots"] = or_null(r.max_mem_slots);
   j["backend_channel"] = r.backend_channel;
   j["config"] = r.config ? nlohmann::json(to_hex(*r.config)) : nlohmann::json(nullptr);
+  if (r.backend_channel_error)
+    j["backend_channel_error"] = *r.backend_channel_error;
   if (r.config_error)
     j["config_error"] = *r.config_error;
   if (r.config) {
@@ -96,7 +98,10 @@ void print_probe_text(std::ostream& out, const ProbeResult& r) {
   line("queues", r.queue_num ? std::to_string(*r.queue_num) : "not offered (no MQ)");
   line("max mem slots",
        r.max_mem_slots ? std::to_string(*r.max_mem_slots) : "not offered (8 with SET_MEM_TABLE)");
-  line("back-end channel", r.backend_channel ? "set up" : "not offered");
+  if (r.backend_channel_error)
+    line("back-end channel", "refused: " + *r.backend_channel_error);
+  else
+    line("back-end channel", r.backend_channel ? "set up" : "not offered");
   if (r.config) {
     line("config", std::to_string(r.config->size()) + " bytes  " + to_hex(*r.config));
     for (const auto& [k, v] : virtio::decode_config(r.device, *r.config))

@@ -1,7 +1,8 @@
 #pragma once
 // Device-specific virtio config spaces that vufront reads through GET_CONFIG
 // (virtio 1.2 §5.2.4 blk, §5.1.4 net, §5.11.4 fs), as wire structs with
-// layout proofs, plus the config size vufront asks for per device kind.
+// layout proofs, plus what vufront assumes per device kind: the config size it
+// asks for and the queue count without MQ; and the usable queue size.
 
 #include <cstddef>
 #include <cstdint>
@@ -84,6 +85,27 @@ VUFRONT_LAYOUT_AT(FsConfig, num_request_queues, 36);
     case DeviceKind::generic: return 256;
   }
   return 256;
+}
+
+/// The queue count a device kind has without MQ (blk 1, net 2: one rx/tx
+/// pair, fs 2: hiprio + one request queue, generic 1).
+[[nodiscard]] constexpr uint16_t fixed_queue_count(DeviceKind kind) noexcept {
+  switch (kind) {
+    case DeviceKind::net: return 2;
+    case DeviceKind::fs: return 2;
+    case DeviceKind::blk:
+    case DeviceKind::generic: return 1;
+  }
+  return 1;
+}
+
+/// The largest split-ring queue size not above `wanted`: a power of two,
+/// at most 32768 (virtio 1.2 §2.7), at least 1 (also for 0).
+[[nodiscard]] constexpr uint16_t usable_queue_size(uint32_t wanted) noexcept {
+  uint32_t p = 1;
+  while (p * 2 <= wanted && p * 2 <= 32768)
+    p *= 2;
+  return static_cast<uint16_t>(p);
 }
 
 /// Named fields of a config space, in order, as printable strings; empty

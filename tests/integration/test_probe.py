@@ -63,6 +63,9 @@ def test_qsd_matches_probe_py(tmp):
     # vufront acks only protocol features it implements, all of them offered
     assert ours['protocol_features_acked'] & ~ours['protocol_features'] == 0
     assert ours['protocol_features_acked'] & (1 << 8) == 0, 'PAGEFAULT must not be acked'
+    # the same rule as a device's negotiation: LOG_SHMFD only for dirty logging (probe does none)
+    assert ours['protocol_features'] & (1 << 1), 'qemu-storage-daemon offers LOG_SHMFD'
+    assert ours['protocol_features_acked'] & (1 << 1) == 0, 'LOG_SHMFD must not be acked'
 
 
 def test_qsd_four_queues(tmp):
