@@ -255,22 +255,37 @@ TEST_CASE("decode_frontend_request: REM_MEM_REG tolerates one fd and closes it")
   CHECK(count.leaked() == 0);
 }
 
-TEST_CASE("decode_frontend_request: malformed requests are refused and their fds closed") {
-  struct Bad {
-    const char* what;
-    uint32_t code;
-    uint32_t flags;
-    std::vector<uint8_t> body;
-    size_t nfds;
-    Negotiated ctx;
-    errc code_expected;
-    const char* message;
-  };
-  Negotiated no_log_all = full();
-  no_log_all.acked_features &= ~vufront::bit(ft::log_all);
+namespace {
+
+struct Bad {
+  const char* what;
+  uint32_t code;
+  uint32_t flags;
+  std::vector<uint8_t> body;
+  size_t nfds;
+  Negotiated ctx;
+  errc code_expected;
+  const char* message;
+};
+
+/// Each case is refused with its code and exact message, its fds closed.
+void check_refused(const std::vector<Bad>& cases) {
+  for (const Bad& b : cases) {
+    CAPTURE(b.what);
+    FdCount count;
+    auto d = vufront::decode_frontend_request(msg(b.code, b.flags, b.body, b.nfds), b.ctx);
+    REQUIRE_FALSE(d.ok());
+    CHECK(d.error().code == b.code_expected);
+    CHECK(d.error().message() == b.message);
+    CHECK(count.leaked() == 0);
+  }
+}
+
+/// Flags, codes, sizes and fd counts.
+std::vector<Bad> framing_cases() {
   Negotiated few_slots = full();
   few_slots.max_mem_slots = 2;
-  const Bad cases[] = {
+  return {
       {"reply bit", 8, kV | vufront::flag_reply, state(0, 8), 0, full(), errc::bad_flags,
        "SET_VRING_NUM: bad_flags: flags 0x5 (want version 1, no REPLY, only NEED_REPLY)"},
       {"version 2", 1, 2, {}, 0, full(), errc::bad_flags,
@@ -326,6 +341,14 @@ TEST_CASE("decode_frontend_request: malformed requests are refused and their fds
        full(), errc::bad_fds, "SET_DEVICE_STATE_FD: bad_fds: carries 0 fds, expected 1"},
       {"ADD_MEM_REG without fd", 37, kV, single(region(0, 4096)), 0, full(), errc::bad_fds,
        "ADD_MEM_REG: bad_fds: carries 0 fds, expected 1"},
+  };
+}
+
+/// Ring indices, values and feature gating.
+std::vector<Bad> value_cases() {
+  Negotiated no_log_all = full();
+  no_log_all.acked_features &= ~vufront::bit(ft::log_all);
+  return {
       {"index out of range", 8, kV, state(4, 8), 0, full(), errc::invalid_payload,
        "SET_VRING_NUM: invalid_payload: vring 4 >= queue count 4"},
       {"kick index out of range", 12, kV, u64(9), 1, full(), errc::invalid_payload,
@@ -401,15 +424,16 @@ TEST_CASE("decode_frontend_request: malformed requests are refused and their fds
        errc::not_negotiated,
        "CREATE_CRYPTO_SESSION: not_negotiated: its payload is not supported by this codec"},
   };
-  for (const Bad& b : cases) {
-    CAPTURE(b.what);
-    FdCount count;
-    auto d = vufront::decode_frontend_request(msg(b.code, b.flags, b.body, b.nfds), b.ctx);
-    REQUIRE_FALSE(d.ok());
-    CHECK(d.error().code == b.code_expected);
-    CHECK(d.error().message() == b.message);
-    CHECK(count.leaked() == 0);
-  }
+}
+
+}  // namespace
+
+TEST_CASE("decode_frontend_request: malformed framing is refused and the fds closed") {
+  check_refused(framing_cases());
+}
+
+TEST_CASE("decode_frontend_request: bad indices, values and gates are refused, fds closed") {
+  check_refused(value_cases());
 }
 
 TEST_CASE("frontend replies: byte for byte") {
