@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -495,4 +496,39 @@ TEST_CASE("frontend replies: byte for byte") {
     CHECK(err.fd == -1);
     CHECK(err.bytes() == header(42, 8) + Bytes{1, 1, 0, 0, 0, 0, 0, 0});
   }
+}
+
+TEST_CASE("frontend replies: send_reply over a socket, and a served request end to end") {
+  FdCount count;
+  {
+    auto sp = vufront::make_socketpair();
+    REQUIRE(sp.first.valid());
+    vufront::Connection server(std::move(sp.first));
+    vufront::Connection client(std::move(sp.second));
+    const auto deadline = vufront::deadline_in(std::chrono::seconds(5));
+
+    // the client sends GET_INFLIGHT_FD; the server decodes it and answers with an fd
+    const auto desc = bytes(wire::InflightDesc{0, 0, 2, 64, {}});
+    REQUIRE(client.send(31, kV, desc.data(), desc.size(), nullptr, 0, deadline, "test").ok());
+    auto in = server.receive(vufront::frontend_request_max_body,
+                             vufront::frontend_request_max_fds, deadline, "request");
+    REQUIRE(in.ok());
+    auto req = vufront::decode_frontend_request(std::move(*in), full());
+    REQUIRE_MESSAGE(req.ok(), req.error().message());
+    CHECK(std::get<wire::InflightDesc>(req->payload).num_queues == 2);
+
+    vufront::UniqueFd memfd = vufront::make_memfd("inflight", 4096);
+    REQUIRE(memfd.valid());
+    const auto reply =
+        vufront::encode_inflight_reply(wire::InflightDesc{4096, 0, 2, 64, {}}, memfd.get());
+    REQUIRE(vufront::send_reply(server, reply, deadline).ok());
+    auto got = client.receive(64, 1, deadline, "reply");
+    REQUIRE(got.ok());
+    CHECK(got->header.request == 31);
+    CHECK(got->header.flags == 0x5);
+    CHECK(got->body == reply.body);
+    REQUIRE(got->fds.size() == 1);
+    CHECK(got->fds[0].valid());
+  }
+  CHECK(count.leaked() == 0);
 }
