@@ -1,5 +1,8 @@
-// VhostServer::dispatch: validation and handling of every front-end request
-// except the per-vring ones (vhost_rings.cpp).
+// VhostServer::dispatch: what the back-end does with every front-end
+// request except the per-vring ones (vhost_rings.cpp). The request arrives
+// decoded and validated (protocol/frontend_request.hpp): sizes, fds, gates
+// and index ranges are the codec's business, the device's behaviour is ours.
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,43 +15,16 @@ namespace vufront::backend {
 
 namespace {
 
-Error violation(errc code, FrontendReq req, const std::string& detail) {
+Error refusal(errc code, FrontendReq req, const std::string& detail) {
   return make_error(code, name(req), detail);
-}
-
-Result<void> expect(const Message& m, FrontendReq req, size_t size, size_t nfds) {
-  if (m.body.size() != size)
-    return violation(errc::bad_size, req,
-                     "payload is " + std::to_string(m.body.size()) + " bytes, expected " +
-                         std::to_string(size));
-  if (m.fds.size() != nfds)
-    return violation(errc::bad_fds, req,
-                     std::to_string(m.fds.size()) + " fds, expected " + std::to_string(nfds));
-  return ok();
-}
-
-template <class T>
-T decode(const Message& m) {
-  return *wire::decode_exact<T>(m.body.data(), m.body.size());  // size checked by expect()
 }
 
 }  // namespace
 
-VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
-  namespace pf = protocol_feature;
+VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
   using Ack = std::optional<uint64_t>;
-  auto need = [&](unsigned protocol_bit) -> Result<void> {
-    if (!negotiated(protocol_bit))
-      return violation(errc::not_negotiated, req,
-                       "needs protocol feature " + protocol_feature_name(protocol_bit));
-    return ok();
-  };
-  auto offered = [&](unsigned protocol_bit) -> Result<void> {
-    if (!has_bit(offered_protocol_features(opt_, *dev_), protocol_bit))
-      return violation(errc::not_negotiated, req,
-                       "protocol feature " + protocol_feature_name(protocol_bit) + " not offered");
-    return ok();
-  };
+  const FrontendReq req = r.req;
+  const auto u64 = [&r] { return std::get<wire::U64>(r.payload).value; };
 #define VU_TRY(expr)                  \
   do {                                \
     if (auto r_ = (expr); !r_)        \
@@ -62,13 +38,9 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
 
   switch (req) {
     case FrontendReq::get_features:
-      VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, offered_features(opt_, *dev_)));
+      VU_REPLY(reply(encode_u64_reply(req, offered_features(opt_, *dev_))));
     case FrontendReq::set_features: {
-      VU_TRY(expect(m, req, 8, 0));
-      const uint64_t f = decode<wire::U64>(m).value;
-      if (f & ~offered_features(opt_, *dev_))
-        return violation(errc::invalid_payload, req, "acks features that were not offered");
+      const uint64_t f = u64();  // the codec refused bits that were not offered
       s_->features = f;
       if (!has_bit(f, feature::protocol_features))
         for (Vring& v : s_->vrings)
@@ -76,67 +48,34 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
       return Ack{0};
     }
     case FrontendReq::set_owner:
-      VU_TRY(expect(m, req, 0, 0));
       return Ack{0};
     case FrontendReq::reset_owner:
-      VU_TRY(expect(m, req, 0, 0));
       reset_device();
       return Ack{0};
     case FrontendReq::get_protocol_features:
-      VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, offered_protocol_features(opt_, *dev_)));
-    case FrontendReq::set_protocol_features: {
-      VU_TRY(expect(m, req, 8, 0));
-      const uint64_t f = decode<wire::U64>(m).value;
-      if (f & ~offered_protocol_features(opt_, *dev_))
-        return violation(errc::invalid_payload, req, "acks protocol features that were not offered");
-      s_->protocol = f;
+      VU_REPLY(reply(encode_u64_reply(req, offered_protocol_features(opt_, *dev_))));
+    case FrontendReq::set_protocol_features:
+      s_->protocol = u64();
       return Ack{0};
-    }
     case FrontendReq::get_queue_num:
-      VU_TRY(offered(pf::mq));
-      VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, dev_->num_vrings()));
+      VU_REPLY(reply(encode_u64_reply(req, dev_->num_vrings())));
     case FrontendReq::get_max_mem_slots:
-      VU_TRY(offered(pf::configure_mem_slots));
-      VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, max_mem_slots));
-    case FrontendReq::set_mem_table: {
-      wire::MemoryTableHeader h{};
-      if (auto p = wire::decode_prefix<wire::MemoryTableHeader>(m.body.data(), m.body.size()))
-        h = *p;
-      else
-        return violation(errc::bad_size, req, "payload shorter than its header");
-      if (h.nregions == 0 || h.nregions > wire::max_mem_table_regions)
-        return violation(errc::invalid_payload, req,
-                         std::to_string(h.nregions) + " regions (1..8 allowed)");
-      VU_TRY(expect(m, req, sizeof h + h.nregions * sizeof(wire::MemoryRegion), h.nregions));
-      std::vector<wire::MemoryRegion> regions(h.nregions);
-      // BOUNDS: the body is exactly header + nregions regions (checked above).
-      std::memcpy(regions.data(), m.body.data() + sizeof h, h.nregions * sizeof(wire::MemoryRegion));
-      VU_TRY(s_->mem.set_table(regions, std::move(m.fds)));
+      VU_REPLY(reply(encode_mem_slots_reply(max_mem_slots)));
+    case FrontendReq::set_mem_table:
+      VU_TRY(s_->mem.set_table(std::get<MemoryTable>(r.payload).regions, std::move(r.fds)));
       rebuild_queues();
       return Ack{0};
-    }
-    case FrontendReq::add_mem_reg: {
-      VU_TRY(need(pf::configure_mem_slots));
-      VU_TRY(expect(m, req, sizeof(wire::SingleMemoryRegion), 1));
-      VU_TRY(s_->mem.add(decode<wire::SingleMemoryRegion>(m).region, std::move(m.fds[0])));
+    case FrontendReq::add_mem_reg:
+      VU_TRY(s_->mem.add(std::get<wire::MemoryRegion>(r.payload), std::move(r.fds[0])));
       rebuild_queues();
       return Ack{0};
-    }
     case FrontendReq::rem_mem_reg: {
-      VU_TRY(need(pf::configure_mem_slots));
-      if (m.fds.size() > 1)
-        return violation(errc::bad_fds, req, "more than one fd");
-      m.fds.clear();  // tolerated and closed (§5)
-      VU_TRY(expect(m, req, sizeof(wire::SingleMemoryRegion), 0));
       // rings may point into the region: stop using translated pointers first
-      const wire::MemoryRegion r = decode<wire::SingleMemoryRegion>(m).region;
       for (Vring& v : s_->vrings)
         if (v.queue)
           v.base = v.queue->base(), v.queue.reset();
-      const bool removed = static_cast<bool>(s_->mem.remove(r));
+      const auto& region = std::get<wire::MemoryRegion>(r.payload);
+      const bool removed = static_cast<bool>(s_->mem.remove(region));
       rebuild_queues();
       return Ack{removed ? 0u : 1u};
     }
@@ -148,66 +87,31 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
     case FrontendReq::set_vring_call:
     case FrontendReq::set_vring_err:
     case FrontendReq::set_vring_enable:
-      return vring_request(req, m);
+      return vring_request(r);
     case FrontendReq::set_backend_req_fd:
-      VU_TRY(need(pf::backend_req));
-      VU_TRY(expect(m, req, 0, 1));
-      if (!set_nonblocking(m.fds[0].get(), true))
-        return violation(errc::io_error, req, "cannot make the channel non-blocking");
-      s_->backend.emplace(std::move(m.fds[0]));
+      if (!set_nonblocking(r.fds[0].get(), true))
+        return refusal(errc::io_error, req, "cannot make the channel non-blocking");
+      s_->backend.emplace(std::move(r.fds[0]));
       s_->backend_pending = 0;
       return Ack{0};
     case FrontendReq::get_config:
-    case FrontendReq::set_config: {
-      VU_TRY(need(pf::config));
-      const auto h = wire::decode_prefix<wire::ConfigHeader>(m.body.data(), m.body.size());
-      if (!h)
-        return violation(errc::bad_size, req, "payload shorter than the config header");
-      VU_TRY(expect(m, req, sizeof(wire::ConfigHeader) + uint64_t{h->size}, 0));
-      const std::vector<uint8_t> cfg = dev_->config();
-      const uint8_t* bytes = cfg.data();
-      const bool in_range = h->size > 0 && h->offset <= cfg.size() &&
-                            h->size <= cfg.size() - h->offset;
-      if (req == FrontendReq::set_config) {
-        // Nothing is writable (no CONFIG_WCE): accept only writes that change nothing.
-        const bool same = in_range && std::memcmp(bytes + h->offset, m.body.data() + sizeof *h,
-                                                  h->size) == 0;
-        return Ack{same ? 0u : 1u};
-      }
-      if (!in_range)
-        VU_REPLY(reply(m, nullptr, 0));  // error = zero-size reply (§5)
-      std::vector<uint8_t> out(sizeof *h + h->size);
-      std::memcpy(out.data(), &*h, sizeof *h);
-      // BOUNDS: offset + size <= cfg.size() (in_range).
-      std::memcpy(out.data() + sizeof *h, bytes + h->offset, h->size);
-      VU_REPLY(reply(m, out.data(), out.size()));
-    }
+    case FrontendReq::set_config:
+      return config_request(r);
     case FrontendReq::get_inflight_fd: {
-      VU_TRY(need(pf::inflight_shmfd));
-      VU_TRY(expect(m, req, sizeof(wire::InflightDesc), 0));
       wire::InflightDesc out{};
-      auto fd = Inflight::allocate(decode<wire::InflightDesc>(m), out);
+      auto fd = Inflight::allocate(std::get<wire::InflightDesc>(r.payload), out);
       if (!fd)
         return std::move(fd).error();
-      const int raw = fd->get();
-      VU_REPLY(reply(m, &out, sizeof out, &raw, 1));
+      VU_REPLY(reply(encode_inflight_reply(out, fd->get())));
     }
     case FrontendReq::set_inflight_fd:
-      VU_TRY(need(pf::inflight_shmfd));
-      VU_TRY(expect(m, req, sizeof(wire::InflightDesc), 1));
-      VU_TRY(s_->inflight.set(decode<wire::InflightDesc>(m), std::move(m.fds[0])));
+      VU_TRY(s_->inflight.set(std::get<wire::InflightDesc>(r.payload), std::move(r.fds[0])));
       return Ack{0};
     case FrontendReq::reset_device:
-      VU_TRY(need(pf::reset_device));
-      VU_TRY(expect(m, req, 0, 0));
       reset_device();
       return Ack{0};
     case FrontendReq::set_status: {
-      VU_TRY(need(pf::status));
-      VU_TRY(expect(m, req, 8, 0));
-      const uint64_t v = decode<wire::U64>(m).value;
-      if (v > 0xff)
-        return violation(errc::invalid_payload, req, "status above 0xff");
+      const uint64_t v = u64();  // <= 0xff (codec)
       if (v == 0) {
         reset_device();
         return Ack{0};
@@ -219,52 +123,68 @@ VhostServer::Status VhostServer::dispatch(FrontendReq req, Message& m) {
       return Ack{0};
     }
     case FrontendReq::get_status:
-      VU_TRY(need(pf::status));
-      VU_TRY(expect(m, req, 0, 0));
-      VU_REPLY(reply_u64(m, s_->status));
+      VU_REPLY(reply(encode_u64_reply(req, s_->status)));
     case FrontendReq::set_device_state_fd:
     case FrontendReq::check_device_state:
-      VU_TRY(need(pf::device_state));
-      return device_state_request(m);
+      return device_state_request(r);
     case FrontendReq::get_shmem_config: {
-      VU_TRY(offered(pf::shmem));
-      VU_TRY(expect(m, req, 0, 0));
       wire::ShmemConfig c{};
       c.nregions = 1;
       c.sizes[0] = opt_.shmem_size;
-      VU_REPLY(reply(m, &c, sizeof c));
+      VU_REPLY(reply(encode_shmem_config_reply(c)));
     }
     default:
-      return violation(errc::unknown_request, req, "request not supported by this back-end");
+      return refusal(errc::unknown_request, req, "request not supported by this back-end");
   }
 #undef VU_REPLY
 #undef VU_TRY
 }
 
-VhostServer::Status VhostServer::device_state_request(Message& m) {
-  const FrontendReq req = frontend_req_from_code(m.header.request).value_or(FrontendReq::set_device_state_fd);
-  if (req == FrontendReq::check_device_state) {
-    if (auto r = expect(m, req, 0, 0); !r)
-      return std::move(r).error();
-    if (auto r = reply_u64(m, last_state_ok_ ? 0 : 1); !r)
-      return std::move(r).error();
+VhostServer::Status VhostServer::config_request(const FrontendRequest& r) {
+  using Ack = std::optional<uint64_t>;
+  const auto& c = std::get<ConfigRequest>(r.payload);  // size <= 256, data.size() == size
+  const wire::ConfigHeader& h = c.header;
+  const std::vector<uint8_t> cfg = dev_->config();
+  const bool in_range = h.size > 0 && h.offset <= cfg.size() && h.size <= cfg.size() - h.offset;
+  if (r.req == FrontendReq::set_config) {
+    // Nothing is writable (no CONFIG_WCE): accept only writes that change nothing.
+    const bool same =
+        in_range && std::equal(c.data.begin(), c.data.end(), cfg.begin() + h.offset);
+    return Ack{same ? 0u : 1u};
+  }
+  Result<void> sent = ok();
+  if (!in_range) {
+    sent = reply(encode_config_refusal());  // error = zero-size reply (§5)
+  } else {
+    // in_range: offset + size <= cfg.size()
+    const std::vector<uint8_t> part(cfg.begin() + h.offset, cfg.begin() + h.offset + h.size);
+    auto out = encode_config_reply(h, part);
+    if (!out)
+      return std::move(out).error();
+    sent = reply(*out);
+  }
+  if (!sent)
+    return std::move(sent).error();
+  return Ack{};
+}
+
+VhostServer::Status VhostServer::device_state_request(FrontendRequest& fr) {
+  if (fr.req == FrontendReq::check_device_state) {
+    if (auto s = reply(encode_u64_reply(fr.req, last_state_ok_ ? 0 : 1)); !s)
+      return std::move(s).error();
     return std::optional<uint64_t>{};
   }
-  if (auto r = expect(m, req, sizeof(wire::DeviceStateTransfer), 1); !r)
-    return std::move(r).error();
-  const auto t = decode<wire::DeviceStateTransfer>(m);
-  if (t.direction > wire::device_state_load || t.phase != wire::device_state_phase_stopped)
-    return violation(errc::invalid_payload, req, "bad direction or phase");
+  const auto t = std::get<wire::DeviceStateTransfer>(fr.payload);  // direction, phase: codec
   const bool save = t.direction == wire::device_state_save;
-  UniqueFd pipe = std::move(m.fds[0]);
+  UniqueFd pipe = std::move(fr.fds[0]);
   bool running = false;
   for (const Vring& v : s_->vrings)
     running = running || v.started;
   last_state_ok_ = false;
   if (running) {
     // precondition (§15): device suspended
-    if (auto r = reply_u64(m, 1); !r)
-      return std::move(r).error();
+    if (auto s = reply(encode_device_state_reply(1)); !s)
+      return std::move(s).error();
     return std::optional<uint64_t>{};
   }
   UniqueFd given;  // --state-own-fd: the end of our own pipe the reply carries
@@ -273,8 +193,8 @@ VhostServer::Status VhostServer::device_state_request(Message& m) {
     Pipe own = make_pipe();
     if (!own.read_end) {
       std::fprintf(stderr, "vufront-backend: --state-own-fd: pipe2: %s\n", std::strerror(errno));
-      if (auto r = reply_u64(m, 1); !r)
-        return std::move(r).error();
+      if (auto s = reply(encode_device_state_reply(1)); !s)
+        return std::move(s).error();
       return std::optional<uint64_t>{};
     }
     // save: we write, the front-end reads; load: the other way round
@@ -282,8 +202,8 @@ VhostServer::Status VhostServer::device_state_request(Message& m) {
     given = std::move(save ? own.read_end : own.write_end);
   }
   // bit 8 clear = the reply carries the back-end's fd (§15)
-  if (auto r = reply_u64(m, given ? 0 : wire::device_state_nofd, given.get()); !r)
-    return std::move(r).error();
+  if (auto s = reply(encode_device_state_reply(0, given.get())); !s)
+    return std::move(s).error();
   given.reset();  // our copy of the end given away, or EOF / EPIPE never come
   const TransferPlan plan = state_transfer_plan(opt_.state_faults, save);
   const std::vector<uint8_t> cfg = dev_->config();

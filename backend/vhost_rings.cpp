@@ -23,88 +23,52 @@ Error violation(errc code, FrontendReq req, const std::string& detail) {
 
 }  // namespace
 
-VhostServer::Status VhostServer::vring_request(FrontendReq req, Message& m) {
+VhostServer::Status VhostServer::vring_request(FrontendRequest& r) {
   using Ack = std::optional<uint64_t>;
-  const bool fd_word = req == FrontendReq::set_vring_kick || req == FrontendReq::set_vring_call ||
-                       req == FrontendReq::set_vring_err;
-  const size_t want = req == FrontendReq::set_vring_addr ? sizeof(wire::VringAddr) : 8;
-  if (m.body.size() != want)
-    return violation(errc::bad_size, req,
-                     "payload is " + std::to_string(m.body.size()) + " bytes, expected " +
-                         std::to_string(want));
-  uint32_t index = 0;
-  uint64_t word = 0;
-  wire::VringState state{};
-  if (fd_word) {
-    word = wire::decode_exact<wire::U64>(m.body.data(), m.body.size())->value;
-    if (word & ~(wire::vring_index_mask | wire::vring_nofd_mask))
-      return violation(errc::invalid_payload, req, "reserved bits set in the fd word");
-    index = static_cast<uint32_t>(word & wire::vring_index_mask);
-    const size_t nfds = (word & wire::vring_nofd_mask) ? 0 : 1;
-    if (m.fds.size() != nfds)
-      return violation(errc::bad_fds, req,
-                       std::to_string(m.fds.size()) + " fds, expected " + std::to_string(nfds));
-  } else {
-    if (!m.fds.empty())
-      return violation(errc::bad_fds, req, "unexpected fd");
-    if (req == FrontendReq::set_vring_addr) {
-      index = wire::decode_exact<wire::VringAddr>(m.body.data(), m.body.size())->index;
-    } else {
-      state = *wire::decode_exact<wire::VringState>(m.body.data(), m.body.size());
-      index = state.index;
+  const FrontendReq req = r.req;
+  // The codec checked size, fds, reserved bits and index < vrings.size().
+  if (const auto* f = std::get_if<VringFd>(&r.payload)) {
+    Vring& v = s_->vrings[f->index];
+    UniqueFd fd = f->has_fd ? std::move(r.fds[0]) : UniqueFd{};
+    switch (req) {
+      case FrontendReq::set_vring_kick:
+        v.kick = std::move(fd);
+        if (v.kick && !set_nonblocking(v.kick.get(), true))
+          return violation(errc::io_error, req, "kick fd unusable");
+        if (auto s = start_ring(f->index); !s)
+          return std::move(s).error();
+        process_ring(f->index);
+        return Ack{0};
+      case FrontendReq::set_vring_call: v.call = std::move(fd); return Ack{0};
+      default: v.err = std::move(fd); return Ack{0};  // SET_VRING_ERR
     }
   }
-  if (index >= s_->vrings.size())
-    return violation(errc::invalid_payload, req,
-                     "vring " + std::to_string(index) + " >= queue count " +
-                         std::to_string(s_->vrings.size()));
+  if (const auto* a = std::get_if<wire::VringAddr>(&r.payload)) {
+    // flags: the codec allows LOG only with LOG_ALL acked, which is never offered
+    Vring& v = s_->vrings[a->index];
+    v.addr = *a;
+    v.addr_set = true;
+    return Ack{0};
+  }
+  const auto state = std::get<wire::VringState>(r.payload);
+  const uint32_t index = state.index;
   Vring& v = s_->vrings[index];
   switch (req) {
     case FrontendReq::set_vring_num:
-      if (state.num == 0 || state.num > virtio::max_queue_size)
-        return violation(errc::invalid_payload, req, "queue size " + std::to_string(state.num));
-      v.num = static_cast<uint16_t>(state.num);  // <= 32768 checked above
+      static_assert(frontend_max_queue_size == virtio::max_queue_size);
+      v.num = static_cast<uint16_t>(state.num);  // 1..32768 (codec): fits
       return Ack{0};
-    case FrontendReq::set_vring_addr: {
-      const auto a = *wire::decode_exact<wire::VringAddr>(m.body.data(), m.body.size());
-      if (a.flags != 0)
-        return violation(errc::invalid_payload, req, "LOG flag without LOG_ALL");
-      v.addr = a;
-      v.addr_set = true;
-      return Ack{0};
-    }
     case FrontendReq::set_vring_base:
       v.base = state.num;
       v.base_set = true;
       return Ack{0};
     case FrontendReq::get_vring_base: {
-      if (state.num != 0)
-        return violation(errc::invalid_payload, req, "num must be 0");
-      stop_ring(index);
-      const wire::VringState out{index, v.base};
-      if (auto r = reply(m, &out, sizeof out); !r)
-        return std::move(r).error();
+      stop_ring(index);  // num == 0 (codec)
+      if (auto s = reply(encode_vring_base_reply(index, v.base)); !s)
+        return std::move(s).error();
       return Ack{};
     }
-    case FrontendReq::set_vring_kick:
-      v.kick = m.fds.empty() ? UniqueFd{} : std::move(m.fds[0]);
-      if (v.kick && !set_nonblocking(v.kick.get(), true))
-        return violation(errc::io_error, req, "kick fd unusable");
-      if (auto r = start_ring(index); !r)
-        return std::move(r).error();
-      process_ring(index);
-      return Ack{0};
-    case FrontendReq::set_vring_call:
-      v.call = m.fds.empty() ? UniqueFd{} : std::move(m.fds[0]);
-      return Ack{0};
-    case FrontendReq::set_vring_err:
-      v.err = m.fds.empty() ? UniqueFd{} : std::move(m.fds[0]);
-      return Ack{0};
-    case FrontendReq::set_vring_enable:
-      if (!has_bit(s_->features, feature::protocol_features))
-        return violation(errc::not_negotiated, req, "PROTOCOL_FEATURES not negotiated");
-      if (state.num > 1)
-        return violation(errc::invalid_payload, req, "enable must be 0 or 1");
+    case FrontendReq::set_vring_enable:  // bit 30 acked, num 0/1 (codec)
       v.enabled = state.num == 1;
       process_ring(index);
       return Ack{0};

@@ -245,7 +245,7 @@ void VhostServer::serve(UniqueFd client) {
           log("dropping front-end: %s%s", m.error().message());
         break;
       }
-      if (on_message(*m) == Next::drop)
+      if (on_message(std::move(*m)) == Next::drop)
         break;
       for (uint32_t i = 0; i < s_->vrings.size(); ++i)
         if (s_->vrings[i].resubmit && ready(i)) {
@@ -263,18 +263,22 @@ void VhostServer::serve(UniqueFd client) {
   s_.reset();
 }
 
-Result<void> VhostServer::reply(const Message& m, const void* body, size_t size, const int* fds,
-                                size_t nfds) {
-  return s_->conn.send(m.header.request, flag_version | flag_reply,
-                       static_cast<const uint8_t*>(body), size, fds, nfds,
-                       deadline_in(io_deadline), frontend_req_name(m.header.request));
+Result<void> VhostServer::reply(const FrontendReply& r) {
+  return send_reply(s_->conn, r, deadline_in(io_deadline));
 }
 
-Result<void> VhostServer::reply_u64(const Message& m, uint64_t v, int fd) {
-  return reply(m, &v, sizeof v, fd >= 0 ? &fd : nullptr, fd >= 0 ? 1 : 0);
+Negotiated VhostServer::context() const {
+  Negotiated n;
+  n.offered_features = offered_features(opt_, *dev_);
+  n.acked_features = s_->features;
+  n.offered_protocol_features = offered_protocol_features(opt_, *dev_);
+  n.acked_protocol_features = s_->protocol;
+  n.num_queues = static_cast<uint32_t>(s_->vrings.size());
+  n.max_mem_slots = max_mem_slots;
+  return n;
 }
 
-VhostServer::Next VhostServer::on_message(Message& m) {
+VhostServer::Next VhostServer::on_message(Message&& m) {
   const uint32_t code = m.header.request;
   const std::string name = frontend_req_name(code);
   const FaultAction fa = faults_.on_request(code);
@@ -295,24 +299,18 @@ VhostServer::Next VhostServer::on_message(Message& m) {
     log("<- %s%s", name, " (" + std::to_string(m.header.size) + " bytes)" +
                              (known ? request_summary(*known, m) : std::string()));
   }
-  const uint32_t flags = m.header.flags;
-  if ((flags & flag_version_mask) != flag_version || (flags & flag_reply) ||
-      (flags & flag_reserved_mask)) {
-    log("%s: bad header flags, dropping the front-end%s", name);
-    return Next::drop;
-  }
-  const auto req = frontend_req_from_code(code);
+  auto req = decode_frontend_request(std::move(m), context());
   if (!req) {
-    log("unknown request %s, dropping the front-end%s", name);
+    log("dropping front-end: %s%s", req.error().message());
     return Next::drop;
   }
-  Status st = dispatch(*req, m);
+  Status st = dispatch(*req);
   if (!st) {
     log("dropping front-end: %s%s", st.error().message());
     return Next::drop;
   }
-  if (st->has_value() && (flags & flag_need_reply) && negotiated(protocol_feature::reply_ack)) {
-    if (auto r = reply_u64(m, **st); !r) {
+  if (st->has_value() && req->need_reply) {
+    if (auto r = reply(encode_ack(req->req, **st)); !r) {
       log("dropping front-end: %s%s", r.error().message());
       return Next::drop;
     }

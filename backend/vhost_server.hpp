@@ -7,10 +7,11 @@
 // carry is up to the Device (backend/device.hpp: blk or net); the server
 // pops and pushes for it through the Rings interface.
 //
-// The front-end is untrusted: every request is checked for exact payload
-// size, fd count, gating feature and index range before it is applied; a
-// violation or an unknown request is logged and the connection dropped
-// (the daemon keeps accepting).
+// The front-end is untrusted: every request goes through the front-end
+// request codec (protocol/frontend_request.hpp: exact payload size, fd
+// count, gating feature, index range) before it is applied; a violation or
+// an unknown request is logged and the connection dropped (the daemon keeps
+// accepting). What is left here is the device's behaviour.
 
 #include <cstdint>
 #include <memory>
@@ -24,6 +25,7 @@
 #include "backend/inflight.hpp"
 #include "backend/options.hpp"
 #include "protocol/connection.hpp"
+#include "protocol/frontend_request.hpp"
 #include "virtio/device_queue.hpp"
 
 namespace vufront::backend {
@@ -82,16 +84,15 @@ private:
 
   void serve(UniqueFd client);
   [[nodiscard]] bool handle_signal();
-  [[nodiscard]] Next on_message(Message& m);
-  [[nodiscard]] Status dispatch(FrontendReq req, Message& m);
-  [[nodiscard]] Result<void> reply(const Message& m, const void* body, size_t size,
-                                   const int* fds = nullptr, size_t nfds = 0);
-  /// A u64 reply; `fd` >= 0 is attached to it (SCM_RIGHTS, still owned by
-  /// the caller), as SET_DEVICE_STATE_FD does with the back-end's own pipe end.
-  [[nodiscard]] Result<void> reply_u64(const Message& m, uint64_t v, int fd = -1);
+  [[nodiscard]] Next on_message(Message&& m);
+  /// What the codec validates the next request against.
+  [[nodiscard]] Negotiated context() const;
+  [[nodiscard]] Status dispatch(FrontendRequest& r);
+  /// Sends a native reply (its fd, if any, stays owned by the caller).
+  [[nodiscard]] Result<void> reply(const FrontendReply& r);
 
-  // request groups (vhost_server_rings.cpp)
-  [[nodiscard]] Status vring_request(FrontendReq req, Message& m);
+  // request groups (vhost_rings.cpp)
+  [[nodiscard]] Status vring_request(FrontendRequest& r);
   [[nodiscard]] Result<void> start_ring(uint32_t index);
   void stop_ring(uint32_t index);
   void process_ring(uint32_t index);
@@ -106,7 +107,8 @@ private:
   bool unpop(uint32_t index, const virtio::Chain& chain) override;
   bool push(uint32_t index, const virtio::Chain& chain, uint32_t written) override;
   // device state and back-end channel
-  [[nodiscard]] Status device_state_request(Message& m);
+  [[nodiscard]] Status config_request(const FrontendRequest& r);
+  [[nodiscard]] Status device_state_request(FrontendRequest& r);
   void device_started();
   /// SIGUSR2: unmaps the shared-memory window if mapped, maps it again if not
   /// (exercises SHMEM_UNMAP / SHMEM_MAP on a running device).

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "protocol/frontend_request.hpp"
 #include "protocol/reply.hpp"
 
 namespace vufront {
@@ -23,28 +24,6 @@ std::vector<uint8_t> u64_body(uint64_t v) { return bytes_of(wire::U64{v}); }
 
 Error invalid(FrontendReq req, std::string detail) {
   return make_error(errc::invalid_argument, name(req), std::move(detail));
-}
-
-/// Whether a request has a reply of its own (NEED_REPLY is never added).
-bool has_native_reply(FrontendReq req, uint64_t acked_protocol) {
-  switch (req) {
-    case FrontendReq::get_features:
-    case FrontendReq::get_protocol_features:
-    case FrontendReq::get_queue_num:
-    case FrontendReq::get_vring_base:
-    case FrontendReq::get_config:
-    case FrontendReq::get_inflight_fd:
-    case FrontendReq::get_max_mem_slots:
-    case FrontendReq::get_status:
-    case FrontendReq::get_shmem_config:
-    case FrontendReq::set_device_state_fd:
-    case FrontendReq::check_device_state:
-      return true;
-    case FrontendReq::set_log_base:
-      return has_bit(acked_protocol, protocol_feature::log_shmfd);
-    default:
-      return false;
-  }
 }
 
 Result<void> check_fd(FrontendReq req, int fd) {

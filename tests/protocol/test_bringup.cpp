@@ -31,7 +31,7 @@ constexpr uint64_t features = bit(feature::protocol_features) | bit(feature::ver
 
 Timeouts fast() {
   Timeouts out;
-  out.request = out.mem_table = out.vring_stop = out.device_state = 3000ms;
+  out.request = out.drain = 3000ms;
   return out;
 }
 
