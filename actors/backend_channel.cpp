@@ -50,16 +50,6 @@ uint64_t page_size() {
   return v > 0 ? static_cast<uint64_t>(v) : uint64_t{4096};
 }
 
-/// Sends to a weakly held actor if it is still alive.
-template <class... Ts>
-bool send_to(const caf::actor_addr& addr, Ts&&... xs) {
-  auto hdl = caf::actor_cast<caf::actor>(addr);
-  if (!hdl)
-    return false;
-  caf::anon_send(hdl, std::forward<Ts>(xs)...);
-  return true;
-}
-
 /// Writes the u64 reply to back-end request `code` (encode_backend_reply).
 Result<void> send_reply(Connection& conn, uint32_t code, uint64_t status) {
   const std::vector<uint8_t> bytes = encode_backend_reply(code, status);
@@ -288,7 +278,7 @@ void report_lost(Self self, const std::string& reason) {
   if (st.lost)
     return;
   st.lost = true;
-  send_to(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), "back-end channel: " + reason);
+  tell_device(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), "back-end channel: " + reason);
   if (st.reader)
     st.reader->stop();
 }
@@ -354,7 +344,7 @@ void emit(const ChannelState& st, DeviceEvent::Kind kind, std::string detail) {
   DeviceEvent ev;
   ev.kind = kind;
   ev.detail = std::move(detail);
-  send_to(st.device, event_atom_v, std::move(ev));
+  tell_device(st.device, event_atom_v, std::move(ev));
 }
 
 Result<void> shmem_map(ChannelState& st, const BackendRequest& req) {
@@ -427,7 +417,7 @@ uint64_t serve(ChannelState& st, const BackendRequest& req) {
   };
   switch (req.type) {
     case BackendReq::config_change_msg:
-      return send_to(st.device, cfg_change_atom_v) ? 0 : failure(ENODEV);
+      return tell_device(st.device, cfg_change_atom_v) ? 0 : failure(ENODEV);
     case BackendReq::vring_call:
     case BackendReq::vring_err: {
       const auto* s = std::get_if<wire::VringState>(&req.payload);
@@ -435,8 +425,8 @@ uint64_t serve(ChannelState& st, const BackendRequest& req) {
         return status_of(make_error(errc::invalid_payload, name(req.type), "bad ring index"));
       const auto index = static_cast<uint16_t>(s->index);
       bool sent = req.type == BackendReq::vring_call
-                      ? send_to(st.device, vring_call_atom_v, index)
-                      : send_to(st.device, vring_err_atom_v, index);
+                      ? tell_device(st.device, vring_call_atom_v, index)
+                      : tell_device(st.device, vring_err_atom_v, index);
       return sent ? 0 : failure(ENODEV);
     }
     case BackendReq::shmem_map: return status_of(shmem_map(st, req));

@@ -25,8 +25,7 @@ caf::error failure(Self self, const Error& e) {
   auto& st = self->state;
   if (st.client && st.client->broken() && !st.lost_reported) {
     st.lost_reported = true;
-    if (auto dev = caf::actor_cast<caf::actor>(st.device))
-      caf::anon_send(dev, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), e.message());
+    tell_device(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), e.message());
   }
   return to_caf(e);
 }

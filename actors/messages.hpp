@@ -29,6 +29,7 @@
 #include <caf/atom.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/type_id.hpp>
+#include <caf/send.hpp>
 #include <caf/typed_actor.hpp>
 #include <nlohmann/json.hpp>
 
@@ -406,10 +407,37 @@ namespace vufront::actors {
 
 // ---- typed interfaces --------------------------------------------------------
 
+/// What a device's children (connection, worker, channel) tell their device:
+/// the only messages they may send it. They hold the device weakly (an
+/// actor_addr) and send through tell_device(), so each message is checked
+/// against this interface when it is compiled.
+using device_child_side = caf::typed_actor<
+    /// (lost_atom, the child that saw it, why); from a child of an earlier
+    /// connection it is ignored.
+    caf::reacts_to<lost_atom, caf::actor_addr, std::string>,
+    /// The back-end's CONFIG_CHANGE_MSG.
+    caf::reacts_to<cfg_change_atom>,
+    /// The back-end's VRING_CALL / VRING_ERR for a queue (back-end channel).
+    caf::reacts_to<vring_call_atom, uint16_t>,
+    caf::reacts_to<vring_err_atom, uint16_t>,
+    /// An event for the device's subscriber (e.g. a shared-memory map).
+    caf::reacts_to<event_atom, DeviceEvent>>;
+
+/// Sends `xs` to the device behind the weak `device` if it is still alive;
+/// false when it is gone. Checked against device_child_side.
+template <class... Ts>
+bool tell_device(const caf::actor_addr& device, Ts&&... xs) {
+  auto hdl = caf::actor_cast<device_child_side>(device);
+  if (!hdl)
+    return false;
+  caf::anon_send(hdl, std::forward<Ts>(xs)...);
+  return true;
+}
+
 /// The facade a VMM (or `vufront check`, or the attach server) talks to.
 /// Every request is answered with a value or a caf::error made from a
 /// vufront::Error (actors/error.hpp), naming the step that failed.
-using device_actor = caf::typed_actor<
+using device_actor = device_child_side::extend<
     caf::replies_to<negotiate_atom, NegotiateOptions>::with<DeviceInfo>,
     caf::replies_to<memory_atom, MemorySpec>::with<caf::ok_atom>,
     /// One more guest RAM region (ADD_MEM_REG with CONFIGURE_MEM_SLOTS, else
@@ -446,15 +474,7 @@ using device_actor = caf::typed_actor<
     /// To itself: the reconnect timer of generation N.
     caf::reacts_to<retry_atom, uint64_t>,
     /// Events go to `subscriber` as (event_atom, DeviceEvent).
-    caf::reacts_to<subscribe_atom, caf::actor>,
-    // ---- from the children (not for VMMs)
-    /// (lost_atom, the child that saw it, why); from a child of an earlier
-    /// connection it is ignored.
-    caf::reacts_to<lost_atom, caf::actor_addr, std::string>,
-    caf::reacts_to<cfg_change_atom>,
-    caf::reacts_to<vring_call_atom, uint16_t>,
-    caf::reacts_to<vring_err_atom, uint16_t>,
-    caf::reacts_to<event_atom, DeviceEvent>>;
+    caf::reacts_to<subscribe_atom, caf::actor>>;
 
 /// Owns the back-end socket and BackendClient; runs detached and blocks in
 /// one request sequence at a time, each bounded by its deadline. After any

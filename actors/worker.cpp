@@ -138,8 +138,7 @@ void on_hangup(WorkerPtr self, int32_t tag) {
   if (tag < 0 || (tag >> 1) != st.watch_generation || st.lost_reported)
     return;  // not ours, from a replaced watch, or already reported
   st.lost_reported = true;
-  if (auto dev = caf::actor_cast<caf::actor>(st.device))
-    caf::anon_send(dev, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), lost_reason(tag & 1));
+  tell_device(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), lost_reason(tag & 1));
 }
 
 /// Whether `queues` are the ones the kept watcher watches (same fds).
