@@ -19,7 +19,7 @@
 #include "actors/control_server.hpp"
 #include "actors/error.hpp"
 #include "actors/system.hpp"
-#include "app/transfer_report.hpp"
+#include "app/cancel_on_signal.hpp"
 #include "control/protocol.hpp"
 #include "protocol/virtio_config.hpp"
 

@@ -10,7 +10,8 @@
 #include "actors/error.hpp"
 #include "actors/system.hpp"
 #include "app/job_runner.hpp"
-#include "app/transfer_report.hpp"
+#include "app/units.hpp"
+#include "app/cancel_on_signal.hpp"
 
 namespace vufront::app {
 

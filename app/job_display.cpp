@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "app/transfer_report.hpp"
+#include "app/units.hpp"
 
 namespace vufront::app {
 

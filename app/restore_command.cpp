@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "app/transfer_report.hpp"
+#include "app/transfer_command.hpp"
 #include "snapshot/reader.hpp"
 
 namespace vufront::app {

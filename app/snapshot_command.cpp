@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "app/transfer_report.hpp"
+#include "app/transfer_command.hpp"
 
 namespace vufront::app {
 
