@@ -96,242 +96,351 @@ Result<std::string> check_equal(const std::vector<uint8_t>& got, const std::vect
   return std::string(std::to_string(want.size()) + " bytes equal");
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App cli{"An example VMM for `vufront attach`: guest memory, one virtio-blk queue, I/O,\n"
-               "sleep, snapshot, restore, wake, and the data read back (exit 0 only if it matches).",
-               "vufront-example-vmm"};
+/// What the command line asks for.
+struct VmmOptions {
   std::string control_path, device_id, restore_into, snapshot_file;
   bool msix = false;
   double timeout_s = 30;
-  cli.add_option("--control", control_path, "The control socket of a running `vufront attach`")->required();
-  cli.add_option("--device", device_id, "The device id (default: the only, or the first, device)");
-  cli.add_option("--restore-into", restore_into,
+};
+
+/// Declares the command line's options on `cli`, parsed into `o`.
+void add_options(CLI::App& cli, VmmOptions& o) {
+  cli.add_option("--control", o.control_path, "The control socket of a running `vufront attach`")->required();
+  cli.add_option("--device", o.device_id, "The device id (default: the only, or the first, device)");
+  cli.add_option("--restore-into", o.restore_into,
                  "Restore into a new back-end on this socket (added with add_device) instead of\n"
                  "the same back-end after a reset");
-  cli.add_option("--snapshot", snapshot_file, "Where the snapshot goes (default: a temporary file, removed)");
-  cli.add_flag("--msix", msix, "Give the back-end the queue's interrupt eventfd directly");
-  cli.add_option("--timeout", timeout_s, "Seconds for each command")->default_val(30)->check(CLI::Range(1.0, 3600.0));
-  CLI11_PARSE(cli, argc, argv);
+  cli.add_option("--snapshot", o.snapshot_file, "Where the snapshot goes (default: a temporary file, removed)");
+  cli.add_flag("--msix", o.msix, "Give the back-end the queue's interrupt eventfd directly");
+  cli.add_option("--timeout", o.timeout_s, "Seconds for each command")->default_val(30)->check(CLI::Range(1.0, 3600.0));
+}
 
-  control::Client::Options co;
-  co.reply_timeout = std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000));
-  Steps steps;
-  std::optional<control::Client> client;
-  std::optional<std::string> dev;
-  json status;
+/// The VMM: its control client, the device it drives, its guest, and what
+/// each step learned for the next ones. Each step is one member function
+/// returning what it prints on success or the error that failed it; a step
+/// runs only when the earlier ones worked (Steps::run).
+class Vmm {
+ public:
+  explicit Vmm(VmmOptions o) : o_(std::move(o)) {}
 
-  steps.run("connect", [&]() -> Result<std::string> {
-    auto c = control::Client::connect(control_path, co);
+  /// Connects to vufront attach and picks the device.
+  Result<std::string> connect() {
+    control::Client::Options co;
+    co.reply_timeout = std::chrono::milliseconds(static_cast<long long>(o_.timeout_s * 1000));
+    auto c = control::Client::connect(o_.control_path, co);
     if (!c)
       return std::move(c).error();
-    client.emplace(std::move(c).value());
-    auto ids = client->devices();
+    client_.emplace(std::move(c).value());
+    auto ids = client_->devices();
     if (ids.empty())
       return make_error(errc::not_found, "connect", "vufront attach has no devices");
-    dev = device_id.empty() ? ids.front() : device_id;
-    return "protocol " + std::to_string(control::protocol_version) + ", device " + *dev;
-  });
+    dev_ = o_.device_id.empty() ? ids.front() : o_.device_id;
+    return "protocol " + std::to_string(control::protocol_version) + ", device " + *dev_;
+  }
 
-  uint64_t offered = 0, protocol_features = 0;
-  uint16_t qsize = queue_size_wanted;
-  steps.run("status", [&]() -> Result<std::string> {
-    auto s = client->status(dev);
+  /// The device's status (a device an earlier VMM left is reset first): its
+  /// features, protocol features and queue size.
+  Result<std::string> status() {
+    auto s = client_->status(dev_);
     if (!s)
       return std::move(s).error();
-    status = *s;
-    if (status["kind"] != "blk")
+    status_ = *s;
+    if (status_["kind"] != "blk")
       return make_error(errc::invalid_argument, "status", "this example drives blk devices, not " +
-                                                              status["kind"].get<std::string>());
+                                                              status_["kind"].get<std::string>());
     // A device an earlier VMM left (sleeping, active, broken) is reset first.
-    std::string state = status["state"].get<std::string>();
+    std::string state = status_["state"].get<std::string>();
     if (state == "active" || state == "sleeping" || state == "broken") {
-      if (auto r = client->reset(dev); !r)
+      if (auto r = client_->reset(dev_); !r)
         return std::move(r).error();
       if (state == "broken")
-        if (auto r = client->call("connect", json::object(), {}, dev); !r)
+        if (auto r = client_->call("connect", json::object(), {}, dev_); !r)
           return std::move(r).error();
-      auto again = client->status(dev);
+      auto again = client_->status(dev_);
       if (!again)
         return std::move(again).error();
-      status = *again;
+      status_ = *again;
     }
-    offered = number(status["features"]);
-    protocol_features = number(status["protocol_features"]);
-    qsize = static_cast<uint16_t>(std::min<uint64_t>(queue_size_wanted, number(status["max_queue_size"])));
-    return "state " + status["state"].get<std::string>() + ", features " + hex(offered) + ", " +
-           std::to_string(number(status["queue_num"])) + " queue(s)";
-  });
+    offered_ = number(status_["features"]);
+    protocol_features_ = number(status_["protocol_features"]);
+    qsize_ = static_cast<uint16_t>(std::min<uint64_t>(queue_size_wanted, number(status_["max_queue_size"])));
+    return "state " + status_["state"].get<std::string>() + ", features " + hex(offered_) + ", " +
+           std::to_string(number(status_["queue_num"])) + " queue(s)";
+  }
 
-  steps.run("read_config", [&]() -> Result<std::string> {
-    auto cfg = client->read_config(dev, 0, 8);
+  /// Reads the disk's capacity from the config space.
+  Result<std::string> read_config() {
+    auto cfg = client_->read_config(dev_, 0, 8);
     if (!cfg)
       return std::move(cfg).error();
     uint64_t capacity = 0;
     for (int i = 7; i >= 0; --i)
       capacity = capacity << 8 | (*cfg)[static_cast<size_t>(i)];
     return "capacity " + std::to_string(capacity) + " sectors";
-  });
+  }
 
-  std::unique_ptr<virtio::GuestDriver> guest;
-  steps.run("set_memory", [&]() -> Result<std::string> {
+  /// Creates the guest (its RAM in a memfd, one ring) and gives vufront its memory.
+  Result<std::string> set_memory() {
     virtio::GuestDriverOptions g;
     g.queues = 1;
-    g.queue_size = qsize;
+    g.queue_size = qsize_;
     auto created = virtio::GuestDriver::create(g);
     if (!created)
       return std::move(created).error();
-    guest = std::move(created).value();
-    std::vector<control::MemoryRegion> regions;
-    for (const auto& r : guest->memory().mem_table()) {
-      const auto* region = guest->memory().region(r.guest_phys_addr);
-      regions.push_back({r.guest_phys_addr, r.memory_size, r.mmap_offset, region->shared_fd()->get()});
-    }
-    if (auto r = client->set_memory(dev, regions); !r)
+    guest_ = std::move(created).value();
+    std::vector<control::MemoryRegion> regions = guest_regions();
+    if (auto r = client_->set_memory(dev_, regions); !r)
       return std::move(r).error();
     return std::to_string(regions.size()) + " region(s), " + std::to_string(regions[0].size >> 20) +
            " MiB at " + hex(regions[0].gpa);
-  });
+  }
 
-  uint64_t features = offered & (bit(f_version_1) | bit(f_blk_flush));
-  control::Activation activation;
-  steps.run("activate", [&]() -> Result<std::string> {
-    const auto& a = guest->areas(0);
+  /// Activates the device with the guest's ring and its eventfds.
+  Result<std::string> activate() {
+    features_ = offered_ & (bit(f_version_1) | bit(f_blk_flush));
+    const auto& a = guest_->areas(0);
     control::QueueSetup q;
     q.index = 0;
-    q.size = guest->queue(0).size();
+    q.size = guest_->queue(0).size();
     q.desc = a.desc;
     q.driver = a.driver;
     q.device = a.device;
-    q.kick = guest->kick(0)->get();
-    if (msix)
-      q.call = guest->call(0)->get();
-    activation.features = features;
-    activation.queues = {q};
-    activation.interrupt_fd = msix ? -1 : guest->intx()->get();
-    guest->use_intx(!msix);
-    if (auto r = client->activate(dev, activation); !r)
+    q.kick = guest_->kick(0)->get();
+    if (o_.msix)
+      q.call = guest_->call(0)->get();
+    activation_.features = features_;
+    activation_.queues = {q};
+    activation_.interrupt_fd = o_.msix ? -1 : guest_->intx()->get();
+    guest_->use_intx(!o_.msix);
+    if (auto r = client_->activate(dev_, activation_); !r)
       return std::move(r).error();
-    return std::string("features ") + hex(features) + ", queue 0 size " + std::to_string(q.size) +
-           (msix ? ", MSI-X" : ", interrupts forwarded");
-  });
+    return std::string("features ") + hex(features_) + ", queue 0 size " + std::to_string(q.size) +
+           (o_.msix ? ", MSI-X" : ", interrupts forwarded");
+  }
 
-  const auto data = pattern(64 * 1024, 5);
-  steps.run("write + read", [&]() -> Result<std::string> {
-    if (auto r = guest->blk_write(0, 8, data); !r)
+  /// Writes the pattern through the ring, flushes (when offered), reads it back.
+  Result<std::string> write_and_read() {
+    if (auto r = guest_->blk_write(0, 8, data_); !r)
       return std::move(r).error();
-    if (has(features, f_blk_flush))
-      if (auto r = guest->blk_flush(0); !r)
+    if (has(features_, f_blk_flush))
+      if (auto r = guest_->blk_flush(0); !r)
         return std::move(r).error();
-    auto back = guest->blk_read(0, 8, static_cast<uint32_t>(data.size()));
+    auto back = guest_->blk_read(0, 8, static_cast<uint32_t>(data_.size()));
     if (!back)
       return std::move(back).error();
-    return check_equal(*back, data, "read");
-  });
+    return check_equal(*back, data_, "read");
+  }
 
-  steps.run("sleep", [&]() -> Result<std::string> {
-    if (auto r = client->sleep(dev); !r)
+  /// Stops the rings.
+  Result<std::string> sleep() {
+    if (auto r = client_->sleep(dev_); !r)
       return std::move(r).error();
     return std::string("rings stopped");
-  });
-
-  const bool can_snapshot = has(protocol_features, pf_device_state);
-  std::string snap_path = snapshot_file;
-  char tmpdir[] = "/tmp/vufront-example-vmm.XXXXXX";
-  bool made_tmp = false;
-  if (!steps.failed && can_snapshot && snap_path.empty()) {
-    if (::mkdtemp(tmpdir) == nullptr) {
-      std::fprintf(stderr, "vufront-example-vmm: mkdtemp failed\n");
-      return 1;
-    }
-    made_tmp = true;
-    snap_path = std::string(tmpdir) + "/disk.vfsnap";
-  }
-  if (!can_snapshot && !steps.failed)
-    std::printf("skip snapshot/restore      the back-end does not offer DEVICE_STATE\n");
-
-  if (can_snapshot) {
-    steps.run("snapshot", [&]() -> Result<std::string> {
-      auto r = client->snapshot(dev, snap_path);
-      if (!r)
-        return std::move(r).error();
-      return std::to_string(number((*r)["state_bytes"])) + " bytes of state, checksum " +
-             (*r)["checksum"].get<std::string>();
-    });
-    if (restore_into.empty()) {
-      steps.run("reset", [&]() -> Result<std::string> {
-        if (auto r = client->reset(dev); !r)
-          return std::move(r).error();
-        return std::string("the back-end's device reset, guest memory kept");
-      });
-    } else {
-      steps.run("add_device", [&]() -> Result<std::string> {
-        std::string id = *dev + "-restored";
-        auto r = client->call("add_device", {{"id", id}, {"backend", restore_into}, {"kind", "blk"}});
-        if (!r)
-          return std::move(r).error();
-        dev = id;
-        std::vector<control::MemoryRegion> regions;
-        for (const auto& m : guest->memory().mem_table())
-          regions.push_back({m.guest_phys_addr, m.memory_size, m.mmap_offset,
-                             guest->memory().region(m.guest_phys_addr)->shared_fd()->get()});
-        if (auto s = client->set_memory(dev, regions); !s)
-          return std::move(s).error();
-        return "device " + id + " on " + restore_into + ", guest memory set";
-      });
-    }
-    const auto source = dev;
-    steps.run("restore", [&]() -> Result<std::string> {
-      auto r = client->restore(dev, snap_path, activation);
-      if (!r)
-        return std::move(r).error();
-      if (dev != source)  // moved: the old back-end's device is done
-        if (auto reset = client->reset(source); !reset)
-          return std::move(reset).error();
-      return std::to_string(number((*r)["state_bytes"])) + " bytes of state, checksum " +
-             (*r)["checksum"].get<std::string>() + ", device sleeping at the snapshot's rings";
-    });
   }
 
-  steps.run("wake", [&]() -> Result<std::string> {
-    if (auto r = client->wake(dev); !r)
+  /// Whether the back-end offers DEVICE_STATE (snapshot and restore).
+  bool can_snapshot() const { return has(protocol_features_, pf_device_state); }
+
+  /// Saves the device's state into `path`.
+  Result<std::string> snapshot(const std::string& path) {
+    auto r = client_->snapshot(dev_, path);
+    if (!r)
+      return std::move(r).error();
+    return std::to_string(number((*r)["state_bytes"])) + " bytes of state, checksum " +
+           (*r)["checksum"].get<std::string>();
+  }
+
+  /// Resets the device, to restore into the same back-end.
+  Result<std::string> reset() {
+    if (auto r = client_->reset(dev_); !r)
+      return std::move(r).error();
+    return std::string("the back-end's device reset, guest memory kept");
+  }
+
+  /// Adds a device on the --restore-into back-end, gives it the guest's
+  /// memory, and drives it from now on.
+  Result<std::string> add_device() {
+    std::string id = *dev_ + "-restored";
+    auto r = client_->call("add_device", {{"id", id}, {"backend", o_.restore_into}, {"kind", "blk"}});
+    if (!r)
+      return std::move(r).error();
+    dev_ = id;
+    if (auto s = client_->set_memory(dev_, guest_regions()); !s)
+      return std::move(s).error();
+    return "device " + id + " on " + o_.restore_into + ", guest memory set";
+  }
+
+  /// The device driven now (which add_device changes).
+  const std::optional<std::string>& device() const { return dev_; }
+
+  /// Loads the state in `path` into the device (left sleeping); when the
+  /// device is no longer `source`, resets `source`.
+  Result<std::string> restore(const std::string& path, const std::optional<std::string>& source) {
+    auto r = client_->restore(dev_, path, activation_);
+    if (!r)
+      return std::move(r).error();
+    if (dev_ != source)  // moved: the old back-end's device is done
+      if (auto reset = client_->reset(source); !reset)
+        return std::move(reset).error();
+    return std::to_string(number((*r)["state_bytes"])) + " bytes of state, checksum " +
+           (*r)["checksum"].get<std::string>() + ", device sleeping at the snapshot's rings";
+  }
+
+  /// Starts the rings again.
+  Result<std::string> wake() {
+    if (auto r = client_->wake(dev_); !r)
       return std::move(r).error();
     return std::string("rings running");
-  });
+  }
 
-  steps.run("read back", [&]() -> Result<std::string> {
-    auto back = guest->blk_read(0, 8, static_cast<uint32_t>(data.size()));
+  /// Reads the pattern written before the sleep back.
+  Result<std::string> read_back() {
+    auto back = guest_->blk_read(0, 8, static_cast<uint32_t>(data_.size()));
     if (!back)
       return std::move(back).error();
-    return check_equal(*back, data, "read back");
-  });
+    return check_equal(*back, data_, "read back");
+  }
 
-  steps.run("write + read", [&]() -> Result<std::string> {
+  /// Writes another pattern elsewhere and reads it back.
+  Result<std::string> write_and_read_more() {
     auto more = pattern(4096, 9);
-    if (auto r = guest->blk_write(0, 1024, more); !r)
+    if (auto r = guest_->blk_write(0, 1024, more); !r)
       return std::move(r).error();
-    auto back = guest->blk_read(0, 1024, static_cast<uint32_t>(more.size()));
+    auto back = guest_->blk_read(0, 1024, static_cast<uint32_t>(more.size()));
     if (!back)
       return std::move(back).error();
     return check_equal(*back, more, "read");
-  });
+  }
 
-  steps.run("take down", [&]() -> Result<std::string> {
-    if (auto r = client->sleep(dev); !r)
+  /// Sleeps and resets the device (and removes it when this VMM added it).
+  Result<std::string> take_down() {
+    if (auto r = client_->sleep(dev_); !r)
       return std::move(r).error();
-    if (auto r = client->reset(dev); !r)
+    if (auto r = client_->reset(dev_); !r)
       return std::move(r).error();
-    if (!restore_into.empty())
-      if (auto r = client->call("remove_device", {{"id", *dev}}); !r)
+    if (!o_.restore_into.empty())
+      if (auto r = client_->call("remove_device", {{"id", *dev_}}); !r)
         return std::move(r).error();
     return std::string("sleep, reset");
-  });
-
-  if (made_tmp) {
-    ::unlink(snap_path.c_str());
-    ::rmdir(tmpdir);
   }
+
+ private:
+  /// The guest's memory regions as set_memory takes them.
+  std::vector<control::MemoryRegion> guest_regions() const {
+    std::vector<control::MemoryRegion> regions;
+    for (const auto& r : guest_->memory().mem_table()) {
+      const auto* region = guest_->memory().region(r.guest_phys_addr);
+      regions.push_back({r.guest_phys_addr, r.memory_size, r.mmap_offset, region->shared_fd()->get()});
+    }
+    return regions;
+  }
+
+  VmmOptions o_;
+  std::optional<control::Client> client_;
+  std::optional<std::string> dev_;
+  json status_;
+  uint64_t offered_ = 0, protocol_features_ = 0;
+  uint16_t qsize_ = queue_size_wanted;
+  std::unique_ptr<virtio::GuestDriver> guest_;
+  uint64_t features_ = 0;
+  control::Activation activation_;
+  const std::vector<uint8_t> data_ = pattern(64 * 1024, 5);
+};
+
+/// Where the snapshot goes: --snapshot, or a file in a temporary directory
+/// removed at the end.
+class SnapshotPath {
+ public:
+  SnapshotPath(const SnapshotPath&) = delete;
+  SnapshotPath& operator=(const SnapshotPath&) = delete;
+  explicit SnapshotPath(std::string path) : path_(std::move(path)) {}
+
+  /// Makes the temporary directory when no --snapshot was given; false when
+  /// that failed (after saying so on stderr).
+  bool make_temporary_if_unset() {
+    if (!path_.empty())
+      return true;
+    if (::mkdtemp(tmpdir_) == nullptr) {
+      std::fprintf(stderr, "vufront-example-vmm: mkdtemp failed\n");
+      return false;
+    }
+    made_tmp_ = true;
+    path_ = std::string(tmpdir_) + "/disk.vfsnap";
+    return true;
+  }
+
+  /// Removes the temporary file and directory, if made.
+  void remove_temporary() {
+    if (made_tmp_) {
+      ::unlink(path_.c_str());
+      ::rmdir(tmpdir_);
+    }
+  }
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  char tmpdir_[32] = "/tmp/vufront-example-vmm.XXXXXX";
+  bool made_tmp_ = false;
+};
+
+/// Steps 1-6 and the sleep: connect, status, config, memory, activate, I/O, sleep.
+void bring_up(Vmm& vmm, Steps& steps) {
+  steps.run("connect", [&] { return vmm.connect(); });
+  steps.run("status", [&] { return vmm.status(); });
+  steps.run("read_config", [&] { return vmm.read_config(); });
+  steps.run("set_memory", [&] { return vmm.set_memory(); });
+  steps.run("activate", [&] { return vmm.activate(); });
+  steps.run("write + read", [&] { return vmm.write_and_read(); });
+  steps.run("sleep", [&] { return vmm.sleep(); });
+}
+
+/// Step 7: snapshot, then reset (or add a device on --restore-into), restore.
+void snapshot_and_restore(Vmm& vmm, Steps& steps, const std::string& path, bool new_backend) {
+  steps.run("snapshot", [&] { return vmm.snapshot(path); });
+  if (!new_backend)
+    steps.run("reset", [&] { return vmm.reset(); });
+  else
+    steps.run("add_device", [&] { return vmm.add_device(); });
+  const auto source = vmm.device();
+  steps.run("restore", [&] { return vmm.restore(path, source); });
+}
+
+/// Step 8 and the end: wake, the data read back, more I/O, sleep and reset.
+void resume_and_take_down(Vmm& vmm, Steps& steps) {
+  steps.run("wake", [&] { return vmm.wake(); });
+  steps.run("read back", [&] { return vmm.read_back(); });
+  steps.run("write + read", [&] { return vmm.write_and_read_more(); });
+  steps.run("take down", [&] { return vmm.take_down(); });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"An example VMM for `vufront attach`: guest memory, one virtio-blk queue, I/O,\n"
+               "sleep, snapshot, restore, wake, and the data read back (exit 0 only if it matches).",
+               "vufront-example-vmm"};
+  VmmOptions options;
+  add_options(cli, options);
+  CLI11_PARSE(cli, argc, argv);
+
+  Vmm vmm(options);
+  Steps steps;
+  bring_up(vmm, steps);
+
+  const bool can_snapshot = vmm.can_snapshot();
+  SnapshotPath snap(options.snapshot_file);
+  if (!steps.failed && can_snapshot && !snap.make_temporary_if_unset())
+    return 1;
+  if (!can_snapshot && !steps.failed)
+    std::printf("skip snapshot/restore      the back-end does not offer DEVICE_STATE\n");
+  if (can_snapshot)
+    snapshot_and_restore(vmm, steps, snap.path(), !options.restore_into.empty());
+
+  resume_and_take_down(vmm, steps);
+
+  snap.remove_temporary();
   std::printf("%s\n", steps.failed ? "result: FAILED" : "result: ok, the data matched");
   return steps.failed;
 }

@@ -327,8 +327,8 @@ void finish_device(Coordinator self, uint32_t d, const std::string& why) {
   }
 }
 
-job_coordinator_actor::behavior_type coordinator_impl(Coordinator self, std::shared_ptr<const Job> job,
-                                                      std::unique_ptr<JobDisplay> display) {
+/// Sets up the state for `job`: one outcome, current step, runner and device slot per device.
+void init_state(Coordinator self, std::shared_ptr<const Job> job, std::unique_ptr<JobDisplay> display) {
   auto& st = self->state;
   st.job = std::move(job);
   st.display = std::move(display);
@@ -343,135 +343,173 @@ job_coordinator_actor::behavior_type coordinator_impl(Coordinator self, std::sha
     st.outcomes[i].name = st.job->devices[i].name;
     st.outcomes[i].steps_total = st.job->devices[i].steps.size();
   }
-  self->set_down_handler([self](caf::down_msg& dm) {
-    auto& s = self->state;
-    for (uint32_t i = 0; i < s.runners.size(); ++i)
-      if (s.runners[i] == dm.source && !s.finished[i]) {
-        auto& o = s.outcomes[i];
-        if (o.result == DeviceOutcome::Result::ok) {
-          o.result = DeviceOutcome::Result::failed;
-          o.failed_step = s.current[i];
-          o.error = "the device's runner stopped: " + caf::to_string(dm.reason);
-        }
-        finish_device(self, i, "its runner stopped");
+}
+
+/// A device runner stopped: a device not finished yet fails at its current step.
+void on_runner_down(Coordinator self, const caf::down_msg& dm) {
+  auto& s = self->state;
+  for (uint32_t i = 0; i < s.runners.size(); ++i)
+    if (s.runners[i] == dm.source && !s.finished[i]) {
+      auto& o = s.outcomes[i];
+      if (o.result == DeviceOutcome::Result::ok) {
+        o.result = DeviceOutcome::Result::failed;
+        o.failed_step = s.current[i];
+        o.error = "the device's runner stopped: " + caf::to_string(dm.reason);
       }
-  });
+      finish_device(self, i, "its runner stopped");
+    }
+}
+
+/// Starts the job: one monitored runner per device, the display's ticks when
+/// it is live; the outcome comes when every device finished.
+caf::result<JobOutcome> start_run(Coordinator self) {
+  auto& s = self->state;
+  if (s.run)
+    return actors::to_caf(make_error(errc::bad_state, "job", "already running"));
+  s.t0 = Clock::now();
+  auto rp = self->make_response_promise<JobOutcome>();
+  s.run = rp;
+  auto me = caf::actor_cast<job_coordinator_actor>(self);
+  for (uint32_t i = 0; i < s.job->devices.size(); ++i) {
+    auto r = self->spawn<caf::detached + caf::monitored>(device_runner, s.job, i, me);
+    s.runners[i] = r.address();
+  }
+  if (s.display->live())
+    self->delayed_send(self, tick_interval, caf::tick_atom_v);
+  return rp;
+}
+
+/// Refreshes the live display, until the outcome is out.
+void on_tick(Coordinator self) {
+  auto& s = self->state;
+  if (s.run) {  // until the outcome is out
+    s.display->tick();
+    self->delayed_send(self, tick_interval, caf::tick_atom_v);
+  }
+}
+
+/// Cancels every device and runner, and fails every barrier wait.
+void cancel_job(Coordinator self) {
+  auto& s = self->state;
+  if (s.cancelled)
+    return;
+  s.cancelled = true;
+  for (const auto& addr : s.devices)
+    if (auto dev = caf::actor_cast<actors::device_actor>(addr))
+      caf::anon_send(dev, actors::cancel_all_atom_v);
+  for (const auto& addr : s.runners)
+    if (auto r = caf::actor_cast<caf::actor>(addr))
+      caf::anon_send(r, actors::cancel_atom_v);
+  for (auto& [d, rp] : s.waiting)
+    rp.deliver(actors::to_caf(make_error(errc::bad_state, "barrier", "cancelled")));
+  s.waiting.clear();
+}
+
+/// A runner's event: counts it into the device's outcome (a failed step
+/// leaves the barriers) and shows it.
+void record_event(Coordinator self, const JobEvent& e) {
+  auto& s = self->state;
+  if (e.device >= s.outcomes.size())
+    return;
+  auto& o = s.outcomes[e.device];
+  switch (e.kind) {
+    case JobEvent::Kind::start: s.current[e.device] = e.step; break;
+    case JobEvent::Kind::progress:
+      if (s.current[e.device] != e.step)
+        return;  // a late message of a step that is over
+      break;
+    case JobEvent::Kind::done:
+      s.current[e.device].reset();
+      ++o.steps_ok;
+      o.state_bytes += e.bytes;
+      break;
+    case JobEvent::Kind::failed: {
+      s.current[e.device].reset();
+      o.result = s.cancelled ? DeviceOutcome::Result::cancelled : DeviceOutcome::Result::failed;
+      o.failed_step = e.step;
+      o.error = e.detail;
+      const auto& step = s.job->devices[e.device].steps[e.step];
+      release(self, s.book.leave(e.device, "failed at steps[" + std::to_string(e.step) +
+                                               "] " + name(step.kind)));
+      break;
+    }
+  }
+  s.display->event(e);
+}
+
+/// Device `d` arrives at `barrier`: answered now when that releases it,
+/// otherwise when the others arrive or `timeout_ms` passes.
+caf::result<std::string> arrive_at_barrier(Coordinator self, uint32_t d, const std::string& barrier,
+                                           uint32_t timeout_ms) {
+  auto& s = self->state;
+  if (s.cancelled)
+    return actors::to_caf(make_error(errc::bad_state, "barrier", "cancelled"));
+  std::optional<std::string> mine;
+  std::vector<BarrierBook::Release> others;
+  for (auto& r : s.book.arrive(d, barrier)) {
+    if (r.device == d)
+      mine = r.note;
+    else
+      others.push_back(std::move(r));
+  }
+  release(self, others);
+  if (mine)
+    return *mine;
+  auto rp = self->make_response_promise<std::string>();
+  s.waiting[d] = rp;
+  auto at = s.book.waiting_at(d);
+  self->delayed_send(self, milliseconds(timeout_ms), barrier_timeout_atom_v, d, at.first,
+                     static_cast<uint64_t>(at.second));
+  return rp;
+}
+
+/// Device `d`'s wait at `barrier` (its `passage`) timed out, unless it was
+/// released meanwhile: fails the wait, naming who is missing, and leaves.
+void barrier_timed_out(Coordinator self, uint32_t d, const std::string& barrier, uint64_t passage) {
+  auto& s = self->state;
+  auto at = s.book.waiting_at(d);
+  if (at.first != barrier || at.second != passage)
+    return;  // released meanwhile
+  std::string missing;
+  for (const auto& m : s.book.missing_for(d))
+    missing += (missing.empty() ? "" : ", ") + m;
+  auto it = s.waiting.find(d);
+  if (it != s.waiting.end()) {
+    it->second.deliver(actors::to_caf(make_error(
+        errc::timeout, "barrier \"" + barrier + "\"",
+        "still waiting for " + missing + " when the step's deadline passed")));
+    s.waiting.erase(it);
+  }
+  release(self, s.book.leave(d, "timed out at barrier \"" + barrier + "\""));
+}
+
+/// Device `d`'s device actor, to cancel it (at once when the job already is).
+void note_device(Coordinator self, uint32_t d, caf::actor_addr device) {
+  auto& s = self->state;
+  if (d < s.devices.size())
+    s.devices[d] = std::move(device);
+  if (s.cancelled)
+    if (auto dev = caf::actor_cast<actors::device_actor>(s.devices[d]))
+      caf::anon_send(dev, actors::cancel_all_atom_v);
+}
+
+job_coordinator_actor::behavior_type coordinator_impl(Coordinator self, std::shared_ptr<const Job> job,
+                                                      std::unique_ptr<JobDisplay> display) {
+  init_state(self, std::move(job), std::move(display));
+  self->set_down_handler([self](caf::down_msg& dm) { on_runner_down(self, dm); });
   return {
-      [self](run_atom) -> caf::result<JobOutcome> {
-        auto& s = self->state;
-        if (s.run)
-          return actors::to_caf(make_error(errc::bad_state, "job", "already running"));
-        s.t0 = Clock::now();
-        auto rp = self->make_response_promise<JobOutcome>();
-        s.run = rp;
-        auto me = caf::actor_cast<job_coordinator_actor>(self);
-        for (uint32_t i = 0; i < s.job->devices.size(); ++i) {
-          auto r = self->spawn<caf::detached + caf::monitored>(device_runner, s.job, i, me);
-          s.runners[i] = r.address();
-        }
-        if (s.display->live())
-          self->delayed_send(self, tick_interval, caf::tick_atom_v);
-        return rp;
-      },
-      [self](caf::tick_atom) {
-        auto& s = self->state;
-        if (s.run) {  // until the outcome is out
-          s.display->tick();
-          self->delayed_send(self, tick_interval, caf::tick_atom_v);
-        }
-      },
-      [self](actors::cancel_atom) {
-        auto& s = self->state;
-        if (s.cancelled)
-          return;
-        s.cancelled = true;
-        for (const auto& addr : s.devices)
-          if (auto dev = caf::actor_cast<actors::device_actor>(addr))
-            caf::anon_send(dev, actors::cancel_all_atom_v);
-        for (const auto& addr : s.runners)
-          if (auto r = caf::actor_cast<caf::actor>(addr))
-            caf::anon_send(r, actors::cancel_atom_v);
-        for (auto& [d, rp] : s.waiting)
-          rp.deliver(actors::to_caf(make_error(errc::bad_state, "barrier", "cancelled")));
-        s.waiting.clear();
-      },
-      [self](job_event_atom, JobEvent e) {
-        auto& s = self->state;
-        if (e.device >= s.outcomes.size())
-          return;
-        auto& o = s.outcomes[e.device];
-        switch (e.kind) {
-          case JobEvent::Kind::start: s.current[e.device] = e.step; break;
-          case JobEvent::Kind::progress:
-            if (s.current[e.device] != e.step)
-              return;  // a late message of a step that is over
-            break;
-          case JobEvent::Kind::done:
-            s.current[e.device].reset();
-            ++o.steps_ok;
-            o.state_bytes += e.bytes;
-            break;
-          case JobEvent::Kind::failed: {
-            s.current[e.device].reset();
-            o.result = s.cancelled ? DeviceOutcome::Result::cancelled : DeviceOutcome::Result::failed;
-            o.failed_step = e.step;
-            o.error = e.detail;
-            const auto& step = s.job->devices[e.device].steps[e.step];
-            release(self, s.book.leave(e.device, "failed at steps[" + std::to_string(e.step) +
-                                                     "] " + name(step.kind)));
-            break;
-          }
-        }
-        s.display->event(e);
-      },
+      [self](run_atom) -> caf::result<JobOutcome> { return start_run(self); },
+      [self](caf::tick_atom) { on_tick(self); },
+      [self](actors::cancel_atom) { cancel_job(self); },
+      [self](job_event_atom, JobEvent e) { record_event(self, e); },
       [self](barrier_atom, uint32_t d, const std::string& barrier,
              uint32_t timeout_ms) -> caf::result<std::string> {
-        auto& s = self->state;
-        if (s.cancelled)
-          return actors::to_caf(make_error(errc::bad_state, "barrier", "cancelled"));
-        std::optional<std::string> mine;
-        std::vector<BarrierBook::Release> others;
-        for (auto& r : s.book.arrive(d, barrier)) {
-          if (r.device == d)
-            mine = r.note;
-          else
-            others.push_back(std::move(r));
-        }
-        release(self, others);
-        if (mine)
-          return *mine;
-        auto rp = self->make_response_promise<std::string>();
-        s.waiting[d] = rp;
-        auto at = s.book.waiting_at(d);
-        self->delayed_send(self, milliseconds(timeout_ms), barrier_timeout_atom_v, d, at.first,
-                           static_cast<uint64_t>(at.second));
-        return rp;
+        return arrive_at_barrier(self, d, barrier, timeout_ms);
       },
       [self](barrier_timeout_atom, uint32_t d, const std::string& barrier, uint64_t passage) {
-        auto& s = self->state;
-        auto at = s.book.waiting_at(d);
-        if (at.first != barrier || at.second != passage)
-          return;  // released meanwhile
-        std::string missing;
-        for (const auto& m : s.book.missing_for(d))
-          missing += (missing.empty() ? "" : ", ") + m;
-        auto it = s.waiting.find(d);
-        if (it != s.waiting.end()) {
-          it->second.deliver(actors::to_caf(make_error(
-              errc::timeout, "barrier \"" + barrier + "\"",
-              "still waiting for " + missing + " when the step's deadline passed")));
-          s.waiting.erase(it);
-        }
-        release(self, s.book.leave(d, "timed out at barrier \"" + barrier + "\""));
+        barrier_timed_out(self, d, barrier, passage);
       },
-      [self](device_atom, uint32_t d, caf::actor_addr device) {
-        auto& s = self->state;
-        if (d < s.devices.size())
-          s.devices[d] = std::move(device);
-        if (s.cancelled)
-          if (auto dev = caf::actor_cast<actors::device_actor>(s.devices[d]))
-            caf::anon_send(dev, actors::cancel_all_atom_v);
-      },
+      [self](device_atom, uint32_t d, caf::actor_addr device) { note_device(self, d, std::move(device)); },
       [self](runner_done_atom, uint32_t d) { finish_device(self, d, "stopped"); },
   };
 }

@@ -144,6 +144,165 @@ Result<std::array<uint8_t, 6>> parse_mac(const std::string& text) {
   return mac;
 }
 
+namespace {
+
+/// The command line as parsed, before it is checked and converted into
+/// Options: the texts still to be parsed and the options whose presence
+/// matters.
+struct CommandLine {
+  Options o;
+  std::string device = "blk";
+  std::string size_text = "64M", shmem_text = "0", mac_text;
+  std::vector<std::string> refuse, delays, closes, crashes;
+  std::string crash_after_text, stall_after_text;
+  CLI::Option* size_opt = nullptr;
+  CLI::Option* image_opt = nullptr;
+  CLI::Option* mac_opt = nullptr;
+  CLI::Option* shmem_opt = nullptr;
+  CLI::Option* crash_after_opt = nullptr;
+  CLI::Option* stall_after_opt = nullptr;
+};
+
+/// --socket, --device and the device's options (--size ... --shmem-size).
+void add_device_options(CLI::App& app, CommandLine& c) {
+  Options& o = c.o;
+  app.add_option("--socket", o.socket_path, "unix socket to listen on")->required();
+  app.add_option("--device", c.device, "device to emulate: blk (a disk, default) or net "
+                                       "(echoes transmitted frames)")
+      ->check(CLI::IsMember({"blk", "net"}));
+  c.size_opt = app.add_option("--size", c.size_text, "blk: disk size (suffix K/M/G), default 64M");
+  c.image_opt =
+      app.add_option("--image", o.image, "blk: back the disk with this file instead of a memfd");
+  app.add_option("--queues", o.queues,
+                 "blk: request queues (1..64); net: queue PAIRS (1..32, 2 vrings each, "
+                 "GET_QUEUE_NUM answers 2N)")
+      ->check(CLI::Range(1, 64));
+  c.mac_opt = app.add_option("--mac", c.mac_text,
+                             "net: MAC address in the config space, default 52:54:00:12:34:56");
+  app.add_flag("--once", o.once, "exit after the first front-end disconnects");
+  app.add_flag("--packed,!--no-packed", o.packed, "offer RING_PACKED (default on)");
+  c.shmem_opt = app.add_option("--shmem-size", c.shmem_text,
+                               "blk: offer SHMEM with one region of this size (the disk)");
+}
+
+/// The faults to inject: --refuse-feature ... --state-stall-after.
+void add_fault_options(CLI::App& app, CommandLine& c) {
+  Options& o = c.o;
+  app.add_option("--refuse-feature", c.refuse, "do not offer this virtio/protocol feature");
+  app.add_option("--delay-reply", c.delays, "REQ:MS wait MS before answering REQ");
+  app.add_option("--close-at", c.closes, "REQ[:N] close the connection at the N-th REQ");
+  app.add_option("--crash-at", c.crashes, "REQ[:N] _exit at the N-th REQ, no cleanup");
+  app.add_flag("--state-own-fd", o.state_faults.own_fd,
+               "SET_DEVICE_STATE_FD: ignore the front-end's pipe end, reply 0 with the "
+               "back-end's own pipe end attached (save: its read end; load: its write end)");
+  app.add_flag("--state-endless", o.state_faults.endless,
+               "save: after the header stream disk chunks forever (never the end marker) "
+               "until the reader closes its end (EPIPE); the save counts as failed");
+  c.crash_after_opt = app.add_option(
+      "--state-crash-after", c.crash_after_text,
+      "during a save or load, _exit (no cleanup) once BYTES bytes (suffix K/M/G) of "
+      "state went through the pipe")
+      ->type_name("BYTES");
+  c.stall_after_opt = app.add_option(
+      "--state-stall-after", c.stall_after_text,
+      "during a save or load, stop moving state after BYTES bytes (suffix K/M/G) "
+      "but keep the pipe open until the front-end closes its end (or 10 min); the "
+      "transfer counts as failed")
+      ->type_name("BYTES");
+  c.stall_after_opt->excludes(c.crash_after_opt);
+}
+
+/// How the daemon runs: --connect, --crash-in-request, --pidfile, --verbose.
+void add_run_options(CLI::App& app, CommandLine& c) {
+  Options& o = c.o;
+  app.add_flag("--connect", o.connect,
+               "client mode: connect to --socket (the front-end listens there, e.g. vufront\n"
+               "attach --client-mode), retrying while nobody listens; reconnect after a disconnect");
+  app.add_option("--crash-in-request", o.crash_in_request,
+                 "N: _exit (no cleanup) after taking the N-th request off a ring, before\n"
+                 "completing it (with INFLIGHT_SHMFD it stays marked in flight)")
+      ->check(CLI::Range(1u, 0xffffffffu));
+  app.add_option("--pidfile", o.pidfile, "write the pid here once listening");
+  app.add_flag("--verbose,-v", o.verbose, "log every request");
+}
+
+/// The device kind, and the options only one kind takes (net: --queues up
+/// to 32 pairs, --mac; blk: --size, --image, --shmem-size).
+Result<void> convert_device(CommandLine& c) {
+  Options& o = c.o;
+  o.device = *device_kind_from_string(c.device);  // IsMember checked it
+  if (o.device == DeviceKind::net) {
+    for (const auto* opt : {c.size_opt, c.image_opt, c.shmem_opt})
+      if (opt->count() > 0)
+        return make_error(errc::invalid_argument, op, opt->get_name() + " is for --device blk");
+    if (o.queues > 32)
+      return make_error(errc::invalid_argument, op, "--device net: --queues is 1..32 pairs");
+    if (c.mac_opt->count() > 0) {
+      auto mac = parse_mac(c.mac_text);
+      if (!mac)
+        return mac.error();
+      o.mac = *mac;
+    }
+  } else if (c.mac_opt->count() > 0) {
+    return make_error(errc::invalid_argument, op, "--mac is for --device net");
+  }
+  return ok();
+}
+
+/// --size (a non-zero multiple of 512) and --shmem-size (a multiple of 4096).
+Result<void> convert_sizes(CommandLine& c) {
+  auto size = parse_size(c.size_text);
+  if (!size)
+    return size.error();
+  if (*size == 0 || *size % 512 != 0)
+    return make_error(errc::invalid_argument, op, "--size must be a non-zero multiple of 512");
+  c.o.size = *size;
+  auto shm = parse_size(c.shmem_text);
+  if (!shm)
+    return shm.error();
+  if (*shm % 4096 != 0)
+    return make_error(errc::invalid_argument, op, "--shmem-size must be a multiple of 4096");
+  c.o.shmem_size = *shm;
+  return ok();
+}
+
+/// --refuse-feature, --state-crash-after/--state-stall-after BYTES, and
+/// --delay-reply, --close-at, --crash-at.
+Result<void> convert_faults(CommandLine& c) {
+  Options& o = c.o;
+  for (const auto& r : c.refuse) {
+    auto v = parse_refusal(r, o.device);
+    if (!v)
+      return v.error();
+    o.refusals.insert(o.refusals.end(), v->begin(), v->end());
+  }
+  const std::tuple<const CLI::Option*, const std::string*, std::optional<uint64_t>*>
+      state_sizes[] = {{c.crash_after_opt, &c.crash_after_text, &o.state_faults.crash_after},
+                       {c.stall_after_opt, &c.stall_after_text, &o.state_faults.stall_after}};
+  for (const auto& [opt, text, out] : state_sizes) {
+    if (opt->count() == 0)
+      continue;
+    auto bytes = parse_size(*text);
+    if (!bytes)
+      return make_error(errc::invalid_argument, op,
+                        opt->get_name() + ": bad size '" + *text +
+                            "' (BYTES: a number with an optional K/M/G suffix)");
+    *out = *bytes;
+  }
+  const std::pair<FaultKind, const std::vector<std::string>*> groups[] = {
+      {FaultKind::delay, &c.delays}, {FaultKind::close, &c.closes}, {FaultKind::crash, &c.crashes}};
+  for (const auto& [kind, list] : groups)
+    for (const auto& t : *list) {
+      auto f = parse_fault(kind, t);
+      if (!f)
+        return f.error();
+      o.faults.push_back(*f);
+    }
+  return ok();
+}
+
+}  // namespace
+
 ParseOutcome parse_options(int argc, char** argv) {
   CLI::App app{"vufront-backend: reference vhost-user back-end (virtio-blk disk, "
                "virtio-net echo)"};
@@ -159,126 +318,22 @@ ParseOutcome parse_options(int argc, char** argv) {
       "Device-state format: docs/backend-state-format.md. The --state-* faults apply\n"
       "to every SET_DEVICE_STATE_FD transfer; BYTES counts the whole stream (header\n"
       "included), so with a disk larger than BYTES the fault lands mid-disk.");
-  Options o;
-  std::string size_text = "64M", shmem_text = "0", mac_text;
-  std::vector<std::string> refuse, delays, closes, crashes;
-  app.add_option("--socket", o.socket_path, "unix socket to listen on")->required();
-  std::string device = "blk";
-  app.add_option("--device", device, "device to emulate: blk (a disk, default) or net "
-                                     "(echoes transmitted frames)")
-      ->check(CLI::IsMember({"blk", "net"}));
-  auto* size_opt = app.add_option("--size", size_text, "blk: disk size (suffix K/M/G), default 64M");
-  auto* image_opt =
-      app.add_option("--image", o.image, "blk: back the disk with this file instead of a memfd");
-  app.add_option("--queues", o.queues,
-                 "blk: request queues (1..64); net: queue PAIRS (1..32, 2 vrings each, "
-                 "GET_QUEUE_NUM answers 2N)")
-      ->check(CLI::Range(1, 64));
-  auto* mac_opt = app.add_option("--mac", mac_text,
-                                 "net: MAC address in the config space, default 52:54:00:12:34:56");
-  app.add_flag("--once", o.once, "exit after the first front-end disconnects");
-  app.add_flag("--packed,!--no-packed", o.packed, "offer RING_PACKED (default on)");
-  auto* shmem_opt = app.add_option("--shmem-size", shmem_text,
-                                   "blk: offer SHMEM with one region of this size (the disk)");
-  app.add_option("--refuse-feature", refuse, "do not offer this virtio/protocol feature");
-  app.add_option("--delay-reply", delays, "REQ:MS wait MS before answering REQ");
-  app.add_option("--close-at", closes, "REQ[:N] close the connection at the N-th REQ");
-  app.add_option("--crash-at", crashes, "REQ[:N] _exit at the N-th REQ, no cleanup");
-  app.add_flag("--state-own-fd", o.state_faults.own_fd,
-               "SET_DEVICE_STATE_FD: ignore the front-end's pipe end, reply 0 with the "
-               "back-end's own pipe end attached (save: its read end; load: its write end)");
-  app.add_flag("--state-endless", o.state_faults.endless,
-               "save: after the header stream disk chunks forever (never the end marker) "
-               "until the reader closes its end (EPIPE); the save counts as failed");
-  std::string crash_after_text, stall_after_text;
-  auto* crash_after_opt = app.add_option(
-      "--state-crash-after", crash_after_text,
-      "during a save or load, _exit (no cleanup) once BYTES bytes (suffix K/M/G) of "
-      "state went through the pipe")
-      ->type_name("BYTES");
-  auto* stall_after_opt = app.add_option(
-      "--state-stall-after", stall_after_text,
-      "during a save or load, stop moving state after BYTES bytes (suffix K/M/G) "
-      "but keep the pipe open until the front-end closes its end (or 10 min); the "
-      "transfer counts as failed")
-      ->type_name("BYTES");
-  stall_after_opt->excludes(crash_after_opt);
-  app.add_flag("--connect", o.connect,
-               "client mode: connect to --socket (the front-end listens there, e.g. vufront\n"
-               "attach --client-mode), retrying while nobody listens; reconnect after a disconnect");
-  app.add_option("--crash-in-request", o.crash_in_request,
-                 "N: _exit (no cleanup) after taking the N-th request off a ring, before\n"
-                 "completing it (with INFLIGHT_SHMFD it stays marked in flight)")
-      ->check(CLI::Range(1u, 0xffffffffu));
-  app.add_option("--pidfile", o.pidfile, "write the pid here once listening");
-  app.add_flag("--verbose,-v", o.verbose, "log every request");
+  CommandLine c;
+  add_device_options(app, c);
+  add_fault_options(app, c);
+  add_run_options(app, c);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);  // help/version: 0; usage errors: 2, as vufront
     return {std::nullopt, rc == 0 ? 0 : 2};
   }
-  auto fail = [](const Error& e) {
-    std::fprintf(stderr, "vufront-backend: %s\n", e.message().c_str());
-    return ParseOutcome{std::nullopt, 2};
-  };
-  o.device = *device_kind_from_string(device);  // IsMember checked it
-  if (o.device == DeviceKind::net) {
-    for (const auto* opt : {size_opt, image_opt, shmem_opt})
-      if (opt->count() > 0)
-        return fail(make_error(errc::invalid_argument, op, opt->get_name() + " is for --device blk"));
-    if (o.queues > 32)
-      return fail(make_error(errc::invalid_argument, op, "--device net: --queues is 1..32 pairs"));
-    if (mac_opt->count() > 0) {
-      auto mac = parse_mac(mac_text);
-      if (!mac)
-        return fail(mac.error());
-      o.mac = *mac;
+  for (auto* convert : {convert_device, convert_sizes, convert_faults})
+    if (auto r = convert(c); !r) {
+      std::fprintf(stderr, "vufront-backend: %s\n", r.error().message().c_str());
+      return {std::nullopt, 2};
     }
-  } else if (mac_opt->count() > 0) {
-    return fail(make_error(errc::invalid_argument, op, "--mac is for --device net"));
-  }
-  auto size = parse_size(size_text);
-  if (!size)
-    return fail(size.error());
-  if (*size == 0 || *size % 512 != 0)
-    return fail(make_error(errc::invalid_argument, op, "--size must be a non-zero multiple of 512"));
-  o.size = *size;
-  auto shm = parse_size(shmem_text);
-  if (!shm)
-    return fail(shm.error());
-  if (*shm % 4096 != 0)
-    return fail(make_error(errc::invalid_argument, op, "--shmem-size must be a multiple of 4096"));
-  o.shmem_size = *shm;
-  for (const auto& r : refuse) {
-    auto v = parse_refusal(r, o.device);
-    if (!v)
-      return fail(v.error());
-    o.refusals.insert(o.refusals.end(), v->begin(), v->end());
-  }
-  const std::tuple<const CLI::Option*, const std::string*, std::optional<uint64_t>*>
-      state_sizes[] = {{crash_after_opt, &crash_after_text, &o.state_faults.crash_after},
-                       {stall_after_opt, &stall_after_text, &o.state_faults.stall_after}};
-  for (const auto& [opt, text, out] : state_sizes) {
-    if (opt->count() == 0)
-      continue;
-    auto bytes = parse_size(*text);
-    if (!bytes)
-      return fail(make_error(errc::invalid_argument, op,
-                             opt->get_name() + ": bad size '" + *text +
-                                 "' (BYTES: a number with an optional K/M/G suffix)"));
-    *out = *bytes;
-  }
-  const std::pair<FaultKind, const std::vector<std::string>*> groups[] = {
-      {FaultKind::delay, &delays}, {FaultKind::close, &closes}, {FaultKind::crash, &crashes}};
-  for (const auto& [kind, list] : groups)
-    for (const auto& t : *list) {
-      auto f = parse_fault(kind, t);
-      if (!f)
-        return fail(f.error());
-      o.faults.push_back(*f);
-    }
-  return {std::move(o), 0};
+  return {std::move(c.o), 0};
 }
 
 }  // namespace vufront::backend

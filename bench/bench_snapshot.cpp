@@ -356,6 +356,173 @@ void row(const char* name, uint64_t bytes, double s, double floor_s, const char*
               floor_s / s, target);
 }
 
+// ---- the command line --------------------------------------------------------------
+
+/// What the command line asks for.
+struct BenchOptions {
+  std::string size_text = "1G", json_size_text = "64M", dir = "/dev/shm", disk_dir;
+  int rounds = 3;
+  bool quick = false;
+};
+
+/// Declares the options on `cli`, parsed into `o`.
+void add_options(CLI::App& cli, BenchOptions& o) {
+  cli.add_option("--size", o.size_text, "State (disk) size of the main back-end")->default_val("1G");
+  cli.add_option("--json-size", o.json_size_text, "State size for the seed's JSON method")
+      ->default_val("64M");
+  cli.add_option("--rounds", o.rounds, "Rounds of each path (medians are shown)")
+      ->default_val(3)
+      ->check(CLI::Range(1, 100));
+  cli.add_option("--dir", o.dir, "Where the snapshot files go (tmpfs: the disk does not set the pace)")
+      ->default_val("/dev/shm");
+  cli.add_option("--disk-dir", o.disk_dir,
+                 "Also measure a durable snapshot (fsync) into this directory on a disk, "
+                 "against raw write+fsync of the same stream");
+  cli.add_flag("--quick", o.quick, "Smoke run: 64M state, 4M JSON state, one round");
+}
+
+// ---- the rounds ---------------------------------------------------------------------
+
+/// Seconds of each round of each path on the main back-end.
+struct MainTimes {
+  std::vector<double> pipe_s, stream_s, tofile_s, snap_s, restore_s, file_s, durable_s;
+};
+
+/// The back-end's stream into a new file in `dir` beside the snapshot (as
+/// the snapshot writes a new temporary file and renames it over the old
+/// one); seconds.
+double raw_save_to_new_file(const std::string& socket, const std::string& dir) {
+  const std::string raw_file = dir + "/raw.tmp";
+  UniqueFd out = UniqueFd::adopt(
+      ::open(raw_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out)
+    die("open " + raw_file + ": " + std::strerror(errno));
+  const double s =
+      raw_save(socket, [&out](const uint8_t* p, size_t n) { write_all(out.get(), p, n); }).first;
+  ::rename(raw_file.c_str(), (dir + "/raw.bin").c_str());
+  return s;
+}
+
+/// On the disk in `disk_dir`: the back-end's stream written and fsync'ed
+/// (the floor), then vufront's durable snapshot; both files removed.
+void durable_round(caf::actor_system& sys, const std::string& socket, const std::string& disk_dir,
+                   MainTimes& t) {
+  const std::string raw_file = disk_dir + "/raw.bin";
+  UniqueFd out = UniqueFd::adopt(::open(raw_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!out)
+    die("open " + raw_file + ": " + std::strerror(errno));
+  t.file_s.push_back(raw_save(
+                         socket, [&out](const uint8_t* p, size_t n) { write_all(out.get(), p, n); },
+                         [&out] {
+                           if (::fsync(out.get()) != 0)
+                             die("fsync");
+                         })
+                         .first);
+  ::unlink(raw_file.c_str());
+  t.durable_s.push_back(vufront_snapshot(sys, socket, disk_dir + "/state.vfsnap").first);
+  ::unlink((disk_dir + "/state.vfsnap").c_str());
+}
+
+/// One round of every path on the main back-end: the raw pipe, the raw
+/// stream (discarded, then into a new file), vufront's snapshot into `file`
+/// and restore from it, and (with a `disk`) the durable round.
+void main_round(caf::actor_system& sys, const std::string& socket, const std::string& dir,
+                const std::string& file, const MemorySource& src, const TempDir* disk, MainTimes& t) {
+  t.pipe_s.push_back(raw_pipe(src));
+  t.stream_s.push_back(raw_save(socket, [](const uint8_t*, size_t) {}).first);
+  t.tofile_s.push_back(raw_save_to_new_file(socket, dir));
+  t.snap_s.push_back(vufront_snapshot(sys, socket, file).first);
+  t.restore_s.push_back(vufront_restore(sys, socket, file));
+  if (disk)
+    durable_round(sys, socket, disk->path, t);
+}
+
+/// The seed's method and vufront's on the smaller back-end: seconds of each
+/// round, and the last round's sizes and memory growth.
+struct SmallTimes {
+  std::vector<double> seed_save, seed_restore, small_snap, small_restore, small_pipe;
+  SeedRun seed;
+  uint64_t small_bytes = 0, ours_growth_kib = 0;
+};
+
+/// `rounds` rounds of the seed's method and of vufront's snapshot and
+/// restore (with its memory growth) on the back-end at `socket`, files in
+/// `dir`, after a warm-up.
+SmallTimes measure_small(caf::actor_system& sys, const std::string& socket, const std::string& dir,
+                         int rounds) {
+  const std::string small = dir + "/small.vfsnap";
+  (void)vufront_snapshot(sys, socket, small);  // warm-up
+  SmallTimes t;
+  std::unique_ptr<MemorySource> small_src;
+  for (int i = 0; i < rounds; ++i) {
+    t.seed = seed_method(socket, dir + "/seed.json");
+    t.seed_save.push_back(t.seed.save_s);
+    t.seed_restore.push_back(t.seed.restore_s);
+    reset_peak_rss();
+    uint64_t before = status_kib("VmRSS:");
+    auto [s, n] = vufront_snapshot(sys, socket, small);
+    t.small_snap.push_back(s);
+    t.small_bytes = n;
+    t.small_restore.push_back(vufront_restore(sys, socket, small));
+    uint64_t peak = status_kib("VmHWM:");
+    t.ours_growth_kib = peak > before ? peak - before : 0;
+    if (!small_src)
+      small_src = std::make_unique<MemorySource>(n);
+    t.small_pipe.push_back(raw_pipe(*small_src));
+  }
+  return t;
+}
+
+// ---- the report ---------------------------------------------------------------------
+
+/// The main back-end's table: each path's median against its floor.
+void print_main_table(uint64_t state_bytes, int rounds, const MainTimes& t, bool disk) {
+  const double pipe = median(t.pipe_s);
+  std::printf("\nstate %s (%llu bytes), %d round(s), medians\n", app::format_bytes(state_bytes).c_str(),
+              static_cast<unsigned long long>(state_bytes), rounds);
+  std::printf("%-34s %10s %10s %8s  %s\n", "path", "MiB/s", "floor", "ratio", "target");
+  row("raw stream (back-end -> discard)", state_bytes, median(t.stream_s), pipe, "(floor: raw pipe)");
+  row("raw stream -> new file", state_bytes, median(t.tofile_s), pipe, "(floor: raw pipe)");
+  row("vufront snapshot", state_bytes, median(t.snap_s), pipe, ">= 0.80x raw pipe");
+  row("vufront snapshot vs raw -> file", state_bytes, median(t.snap_s), median(t.tofile_s),
+      "(floor: raw stream -> new file)");
+  row("vufront restore", state_bytes, median(t.restore_s), pipe, ">= 0.80x raw pipe");
+  if (disk) {
+    row("vufront snapshot to disk (fsync)", state_bytes, median(t.durable_s), median(t.file_s),
+        "(floor: raw write+fsync)");
+  }
+}
+
+/// The seed's method against vufront on the smaller state, with memory growth.
+void print_seed_table(const SmallTimes& t) {
+  const SeedRun& seed = t.seed;
+  const uint64_t small_bytes = t.small_bytes;
+  const double spipe = median(t.small_pipe);
+  std::printf("\nstate %s: the seed's method (JSON array of numbers) vs vufront\n",
+              app::format_bytes(small_bytes).c_str());
+  std::printf("%-34s %10s %10s %8s  %s\n", "path", "MiB/s", "floor", "ratio", "memory growth");
+  std::printf("%-34s %10.1f %10.1f %7.2fx  %s (file %s)\n", "seed: save as JSON array",
+              mib_per_s(seed.bytes, median(t.seed_save)), mib_per_s(seed.bytes, spipe),
+              spipe / median(t.seed_save), app::format_bytes(seed.peak_growth_kib * 1024).c_str(),
+              app::format_bytes(seed.file_bytes).c_str());
+  std::printf("%-34s %10.1f %10.1f %7.2fx\n", "seed: restore from JSON array",
+              mib_per_s(seed.bytes, median(t.seed_restore)), mib_per_s(seed.bytes, spipe),
+              spipe / median(t.seed_restore));
+  std::printf("%-34s %10.1f %10.1f %7.2fx  %s\n", "vufront snapshot", mib_per_s(small_bytes, median(t.small_snap)),
+              mib_per_s(small_bytes, spipe), spipe / median(t.small_snap),
+              app::format_bytes(t.ours_growth_kib * 1024).c_str());
+  std::printf("%-34s %10.1f %10.1f %7.2fx\n", "vufront restore", mib_per_s(small_bytes, median(t.small_restore)),
+              mib_per_s(small_bytes, spipe), spipe / median(t.small_restore));
+  std::printf("vufront vs the seed: snapshot %.1fx faster, restore %.1fx faster\n",
+              median(t.seed_save) / median(t.small_snap), median(t.seed_restore) / median(t.small_restore));
+}
+
+/// Whether vufront's snapshot and restore reach 0.8x of the raw pipe.
+bool targets_met(const MainTimes& t) {
+  const double pipe = median(t.pipe_s);
+  return pipe / median(t.snap_s) >= 0.8 && pipe / median(t.restore_s) >= 0.8;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -363,145 +530,46 @@ int main(int argc, char** argv) {
       "Snapshot and restore throughput of a back-end's state through vufront's actors, as a\n"
       "ratio to raw pipe bandwidth (and other floors) measured in the same run, plus the\n"
       "seed's JSON-array method for comparison. Starts its own vufront-backend processes."};
-  std::string size_text = "1G", json_size_text = "64M", dir = "/dev/shm", disk_dir;
-  int rounds = 3;
-  bool quick = false;
-  cli.add_option("--size", size_text, "State (disk) size of the main back-end")->default_val("1G");
-  cli.add_option("--json-size", json_size_text, "State size for the seed's JSON method")
-      ->default_val("64M");
-  cli.add_option("--rounds", rounds, "Rounds of each path (medians are shown)")
-      ->default_val(3)
-      ->check(CLI::Range(1, 100));
-  cli.add_option("--dir", dir, "Where the snapshot files go (tmpfs: the disk does not set the pace)")
-      ->default_val("/dev/shm");
-  cli.add_option("--disk-dir", disk_dir,
-                 "Also measure a durable snapshot (fsync) into this directory on a disk, "
-                 "against raw write+fsync of the same stream");
-  cli.add_flag("--quick", quick, "Smoke run: 64M state, 4M JSON state, one round");
+  BenchOptions o;
+  add_options(cli, o);
   CLI11_PARSE(cli, argc, argv);
-  if (quick) {
-    size_text = "64M";
-    json_size_text = "4M";
-    rounds = 1;
+  if (o.quick) {
+    o.size_text = "64M";
+    o.json_size_text = "4M";
+    o.rounds = 1;
   }
-  must(app::parse_size(size_text), "--size");
-  must(app::parse_size(json_size_text), "--json-size");
+  must(app::parse_size(o.size_text), "--size");
+  must(app::parse_size(o.json_size_text), "--json-size");
 
-  TempDir tmp(dir);
+  TempDir tmp(o.dir);
   const std::string file = tmp.path + "/state.vfsnap";
   std::printf("snapshot files in %s (%s)\n", tmp.path.c_str(),
               on_tmpfs(tmp.path) ? "tmpfs" : "not tmpfs: the file system may set the pace");
 
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
-  Backend main_be(tmp.path, "main", size_text);
+  Backend main_be(tmp.path, "main", o.size_text);
 
   // Warm-up: every page of the back-end's disk and of the file touched once.
   auto [warm_s, state_bytes] = vufront_snapshot(sys, main_be.socket, file);
   (void)warm_s;
   (void)vufront_restore(sys, main_be.socket, file);
 
-  std::vector<double> pipe_s, stream_s, tofile_s, snap_s, restore_s, file_s, durable_s;
+  MainTimes times;
   std::unique_ptr<TempDir> disk;
-  if (!disk_dir.empty())
-    disk = std::make_unique<TempDir>(disk_dir);
+  if (!o.disk_dir.empty())
+    disk = std::make_unique<TempDir>(o.disk_dir);
   MemorySource src(state_bytes);
-  for (int i = 0; i < rounds; ++i) {
-    pipe_s.push_back(raw_pipe(src));
-    stream_s.push_back(raw_save(main_be.socket, [](const uint8_t*, size_t) {}).first);
-    {
-      // the same stream into a new file beside the snapshot (as the snapshot
-      // writes a new temporary file and renames it over the old one)
-      const std::string raw_file = tmp.path + "/raw.tmp";
-      UniqueFd out = UniqueFd::adopt(
-          ::open(raw_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      if (!out)
-        die("open " + raw_file + ": " + std::strerror(errno));
-      tofile_s.push_back(
-          raw_save(main_be.socket, [&out](const uint8_t* p, size_t n) { write_all(out.get(), p, n); })
-              .first);
-      ::rename(raw_file.c_str(), (tmp.path + "/raw.bin").c_str());
-    }
-    snap_s.push_back(vufront_snapshot(sys, main_be.socket, file).first);
-    restore_s.push_back(vufront_restore(sys, main_be.socket, file));
-    if (disk) {
-      const std::string raw_file = disk->path + "/raw.bin";
-      UniqueFd out = UniqueFd::adopt(::open(raw_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      if (!out)
-        die("open " + raw_file + ": " + std::strerror(errno));
-      file_s.push_back(raw_save(
-                           main_be.socket,
-                           [&out](const uint8_t* p, size_t n) { write_all(out.get(), p, n); },
-                           [&out] {
-                             if (::fsync(out.get()) != 0)
-                               die("fsync");
-                           })
-                           .first);
-      ::unlink(raw_file.c_str());
-      durable_s.push_back(vufront_snapshot(sys, main_be.socket, disk->path + "/state.vfsnap").first);
-      ::unlink((disk->path + "/state.vfsnap").c_str());
-    }
-  }
+  for (int i = 0; i < o.rounds; ++i)
+    main_round(sys, main_be.socket, tmp.path, file, src, disk.get(), times);
   ::unlink(file.c_str());
 
   // The seed's method, and ours on the same (smaller) state.
-  Backend json_be(tmp.path, "json", json_size_text);
-  const std::string small = tmp.path + "/small.vfsnap";
-  (void)vufront_snapshot(sys, json_be.socket, small);  // warm-up
-  std::vector<double> seed_save, seed_restore, small_snap, small_restore, small_pipe;
-  SeedRun seed;
-  uint64_t small_bytes = 0, ours_growth_kib = 0;
-  std::unique_ptr<MemorySource> small_src;
-  for (int i = 0; i < rounds; ++i) {
-    seed = seed_method(json_be.socket, tmp.path + "/seed.json");
-    seed_save.push_back(seed.save_s);
-    seed_restore.push_back(seed.restore_s);
-    reset_peak_rss();
-    uint64_t before = status_kib("VmRSS:");
-    auto [s, n] = vufront_snapshot(sys, json_be.socket, small);
-    small_snap.push_back(s);
-    small_bytes = n;
-    small_restore.push_back(vufront_restore(sys, json_be.socket, small));
-    uint64_t peak = status_kib("VmHWM:");
-    ours_growth_kib = peak > before ? peak - before : 0;
-    if (!small_src)
-      small_src = std::make_unique<MemorySource>(n);
-    small_pipe.push_back(raw_pipe(*small_src));
-  }
+  Backend json_be(tmp.path, "json", o.json_size_text);
+  const SmallTimes small = measure_small(sys, json_be.socket, tmp.path, o.rounds);
 
-  const double pipe = median(pipe_s);
-  std::printf("\nstate %s (%llu bytes), %d round(s), medians\n", app::format_bytes(state_bytes).c_str(),
-              static_cast<unsigned long long>(state_bytes), rounds);
-  std::printf("%-34s %10s %10s %8s  %s\n", "path", "MiB/s", "floor", "ratio", "target");
-  row("raw stream (back-end -> discard)", state_bytes, median(stream_s), pipe, "(floor: raw pipe)");
-  row("raw stream -> new file", state_bytes, median(tofile_s), pipe, "(floor: raw pipe)");
-  row("vufront snapshot", state_bytes, median(snap_s), pipe, ">= 0.80x raw pipe");
-  row("vufront snapshot vs raw -> file", state_bytes, median(snap_s), median(tofile_s),
-      "(floor: raw stream -> new file)");
-  row("vufront restore", state_bytes, median(restore_s), pipe, ">= 0.80x raw pipe");
-  if (disk) {
-    row("vufront snapshot to disk (fsync)", state_bytes, median(durable_s), median(file_s),
-        "(floor: raw write+fsync)");
-  }
-  const double spipe = median(small_pipe);
-  std::printf("\nstate %s: the seed's method (JSON array of numbers) vs vufront\n",
-              app::format_bytes(small_bytes).c_str());
-  std::printf("%-34s %10s %10s %8s  %s\n", "path", "MiB/s", "floor", "ratio", "memory growth");
-  std::printf("%-34s %10.1f %10.1f %7.2fx  %s (file %s)\n", "seed: save as JSON array",
-              mib_per_s(seed.bytes, median(seed_save)), mib_per_s(seed.bytes, spipe),
-              spipe / median(seed_save), app::format_bytes(seed.peak_growth_kib * 1024).c_str(),
-              app::format_bytes(seed.file_bytes).c_str());
-  std::printf("%-34s %10.1f %10.1f %7.2fx\n", "seed: restore from JSON array",
-              mib_per_s(seed.bytes, median(seed_restore)), mib_per_s(seed.bytes, spipe),
-              spipe / median(seed_restore));
-  std::printf("%-34s %10.1f %10.1f %7.2fx  %s\n", "vufront snapshot", mib_per_s(small_bytes, median(small_snap)),
-              mib_per_s(small_bytes, spipe), spipe / median(small_snap),
-              app::format_bytes(ours_growth_kib * 1024).c_str());
-  std::printf("%-34s %10.1f %10.1f %7.2fx\n", "vufront restore", mib_per_s(small_bytes, median(small_restore)),
-              mib_per_s(small_bytes, spipe), spipe / median(small_restore));
-  std::printf("vufront vs the seed: snapshot %.1fx faster, restore %.1fx faster\n",
-              median(seed_save) / median(small_snap), median(seed_restore) / median(small_restore));
-  bool met = pipe / median(snap_s) >= 0.8 && pipe / median(restore_s) >= 0.8;
-  std::printf("%s\n", met ? "targets met" : "some targets missed");
+  print_main_table(state_bytes, o.rounds, times, disk != nullptr);
+  print_seed_table(small);
+  std::printf("%s\n", targets_met(times) ? "targets met" : "some targets missed");
   return 0;
 }
