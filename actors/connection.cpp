@@ -161,6 +161,37 @@ Result<void> reset_device(BackendClient& c) {
   return ok();
 }
 
+/// negotiate_atom: connect (client mode: accept the back-end), then the
+/// bring-up; replies with what was negotiated and a dup of the socket.
+caf::result<DeviceInfo, SharedFd> connect_and_negotiate(Self self, const NegotiateRequest& req) {
+  auto& st = self->state;
+  const auto wait = std::chrono::milliseconds(req.connect_timeout_ms);
+  if (req.listen_fd) {
+    // Client mode: the back-end connects to us.
+    auto conn = Connection::accept(req.listen_fd->get(), deadline_in(wait), req.socket,
+                                   req.stop.get());
+    if (!conn)
+      return to_caf(conn.error());
+    st.client.emplace(std::move(conn).value(), st.timeouts);
+  } else {
+    auto c = BackendClient::connect(req.socket, wait, st.timeouts, req.stop.get());
+    if (!c)
+      return to_caf(c.error());
+    st.client.emplace(std::move(c).value());
+  }
+  // dropped by the device while the back-end does not answer: give up
+  // within 100 ms, not at the request's deadline
+  st.client->connection().stop_when(req.stop);
+  st.lost_reported = false;
+  UniqueFd dup = UniqueFd::adopt(::fcntl(st.client->connection().fd(), F_DUPFD_CLOEXEC, 0));
+  if (!dup)
+    return to_caf(make_error(errc::io_error, "connect", "dup of the socket", errno));
+  auto info = negotiate(*st.client, req);
+  if (!info)
+    return failure(self, info.error());
+  return {std::move(info).value(), share(std::move(dup))};
+}
+
 }  // namespace
 
 connection_actor::behavior_type connection_impl(
@@ -172,32 +203,7 @@ connection_actor::behavior_type connection_impl(
   // every BackendClient call returns Result, so none should.
   return {
       [self](negotiate_atom, const NegotiateRequest& req) -> caf::result<DeviceInfo, SharedFd> {
-        auto& st = self->state;
-        const auto wait = std::chrono::milliseconds(req.connect_timeout_ms);
-        if (req.listen_fd) {
-          // Client mode: the back-end connects to us.
-          auto conn = Connection::accept(req.listen_fd->get(), deadline_in(wait), req.socket,
-                                         req.stop.get());
-          if (!conn)
-            return to_caf(conn.error());
-          st.client.emplace(std::move(conn).value(), st.timeouts);
-        } else {
-          auto c = BackendClient::connect(req.socket, wait, st.timeouts, req.stop.get());
-          if (!c)
-            return to_caf(c.error());
-          st.client.emplace(std::move(c).value());
-        }
-        // dropped by the device while the back-end does not answer: give up
-        // within 100 ms, not at the request's deadline
-        st.client->connection().stop_when(req.stop);
-        st.lost_reported = false;
-        UniqueFd dup = UniqueFd::adopt(::fcntl(st.client->connection().fd(), F_DUPFD_CLOEXEC, 0));
-        if (!dup)
-          return to_caf(make_error(errc::io_error, "connect", "dup of the socket", errno));
-        auto info = negotiate(*st.client, req);
-        if (!info)
-          return failure(self, info.error());
-        return {std::move(info).value(), share(std::move(dup))};
+        return connect_and_negotiate(self, req);
       },
       [self](activate_atom, const ActivateRequest& req) -> caf::result<caf::ok_atom> {
         if (!self->state.client)

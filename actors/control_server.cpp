@@ -246,176 +246,212 @@ void accept(Self self, const SharedFd& conn) {
   log(self, "session " + std::to_string(id) + ": uid " + std::to_string(*uid) + " attached");
 }
 
+// ---- the handlers ---------------------------------------------------------------------
+
+/// An exit: a device's own end is logged; the attach command's shutdown ends
+/// the sessions and the server.
+void on_exit(Self self, caf::exit_msg& em) {
+  auto& st = self->state;
+  for (auto it = st.devices.begin(); it != st.devices.end(); ++it)
+    if (em.source == it->second.dev.address() || em.source == it->second.relay.address()) {
+      log(self, it->first + ": device actor ended (" + caf::to_string(em.reason) + ")");
+      return;
+    }
+  if (em.reason == caf::exit_reason::normal)
+    return;
+  // The attach command's shutdown: the sessions end with the server (the
+  // devices are linked and end with it anyway).
+  for (const auto& [id, s] : st.sessions)
+    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  self->quit(em.reason);
+}
+
+/// A session ended: its shared memory goes back to vufront; the last one
+/// puts every active device to sleep.
+void on_session_down(Self self, caf::down_msg& dm) {
+  auto& st = self->state;
+  for (auto it = st.sessions.begin(); it != st.sessions.end(); ++it) {
+    if (it->second.address() != dm.source)
+      continue;
+    uint64_t id = it->first;
+    st.sessions.erase(it);
+    log(self, "session " + std::to_string(id) + ": detached");
+    for (auto& [dev_id, d] : st.devices)
+      if (d.setup.shmem_owner == id)
+        set_mapper(self, d, 0);
+    if (st.sessions.empty())
+      secure_devices(self);
+    return;
+  }
+}
+
+/// start_atom: negotiates every configured device, one after another (a
+/// failure names its device and the rest is not tried), then listens.
+caf::result<json> on_start(Self self) {
+  auto rp = self->make_response_promise<json>();
+  auto ids = std::make_shared<std::vector<std::string>>();
+  for (const auto& [id, d] : self->state.devices)
+    ids->push_back(id);
+  // One after another, so a failure names its device and the rest is not tried.
+  auto step = std::make_shared<std::function<void(size_t)>>();
+  *step = [self, rp, ids, step](size_t i) mutable {
+    if (i == ids->size()) {
+      if (auto r = start_listening(self); !r) {
+        rp.deliver(to_caf(r.error()));
+        *step = nullptr;
+        return;
+      }
+      rp.deliver(greeting(self->state));
+      *step = nullptr;  // breaks the cycle step -> lambda -> step
+      return;
+    }
+    const std::string id = (*ids)[i];
+    negotiate(self, id, [rp, id, step, i](Result<json> r) mutable {
+      if (!r) {
+        Error e = std::move(r).error();
+        e.request = id + ": " + (e.request.empty() ? "negotiate" : e.request);
+        rp.deliver(to_caf(e));
+        *step = nullptr;
+        return;
+      }
+      (*step)(i + 1);
+    });
+  };
+  (*step)(0);
+  return rp;
+}
+
+/// lookup_atom: the device a command names ("" when there is only one).
+caf::result<device_actor, DeviceSetup> on_lookup(Self self, const std::string& id) {
+  auto& st = self->state;
+  if (id.empty()) {
+    if (st.devices.size() == 1)
+      return {st.devices.begin()->second.dev, st.devices.begin()->second.setup};
+    std::string names;
+    for (const auto& [k, d] : st.devices)
+      names += (names.empty() ? "" : ", ") + k;
+    return to_caf(make_error(errc::not_found, "command",
+                             "name the device with \"device\" (devices: " +
+                                 (names.empty() ? std::string("none") : names) + ")"));
+  }
+  auto it = st.devices.find(id);
+  if (it == st.devices.end())
+    return to_caf(make_error(errc::not_found, "command", "no device \"" + id + "\""));
+  return {it->second.dev, it->second.setup};
+}
+
+caf::result<json> on_add_device(Self self, const DeviceSetup& setup) {
+  auto& st = self->state;
+  if (st.devices.count(setup.id) != 0)
+    return to_caf(make_error(errc::invalid_argument, "add_device",
+                             "a device \"" + setup.id + "\" exists already"));
+  for (const auto& [id, d] : st.devices)
+    if (d.setup.backend == setup.backend)
+      return to_caf(make_error(errc::invalid_argument, "add_device",
+                               "device \"" + id + "\" uses " + setup.backend + " already"));
+  add_device(self, setup);
+  auto rp = self->make_response_promise<json>();
+  const std::string id = setup.id;
+  negotiate(self, id, [self, rp, id](Result<json> r) mutable {
+    if (!r) {
+      drop_device(self, id);
+      rp.deliver(to_caf(r.error()));
+      return;
+    }
+    log(self, id + ": added");
+    broadcast(self, control::make_event("device_added", id));
+    rp.deliver(std::move(r).value());
+  });
+  return rp;
+}
+
+caf::result<caf::ok_atom> on_remove_device(Self self, const std::string& id) {
+  if (self->state.devices.count(id) == 0)
+    return to_caf(make_error(errc::not_found, "remove_device", "no device \"" + id + "\""));
+  drop_device(self, id);
+  log(self, id + ": removed");
+  broadcast(self, control::make_event("device_removed", id));
+  return caf::ok_atom_v;
+}
+
+/// owner_atom: who maps the device's shared memory (a VMM session or vufront).
+caf::result<caf::ok_atom> on_owner(Self self, const std::string& id, uint64_t session, bool vmm) {
+  auto it = self->state.devices.find(id);
+  if (it == self->state.devices.end())
+    return to_caf(make_error(errc::not_found, "set_shmem_owner", "no device \"" + id + "\""));
+  auto& d = it->second;
+  if (vmm && d.setup.shmem_owner != 0 && d.setup.shmem_owner != session)
+    return to_caf(make_error(errc::bad_state, "set_shmem_owner",
+                             "another VMM connection (session " + std::to_string(d.setup.shmem_owner) +
+                                 ") owns the shared memory"));
+  if (!vmm && d.setup.shmem_owner != session && d.setup.shmem_owner != 0)
+    return to_caf(make_error(errc::bad_state, "set_shmem_owner",
+                             "this connection does not own the shared memory"));
+  set_mapper(self, d, vmm ? session : 0);
+  return caf::ok_atom_v;
+}
+
+/// A device's event: logged when it is about the back-end, then to every VMM.
+void on_device_event(Self self, const std::string& id, const DeviceEvent& ev) {
+  auto it = self->state.devices.find(id);
+  if (it == self->state.devices.end())
+    return;
+  if (ev.kind == DeviceEvent::Kind::state_changed)
+    it->second.state = ev.state;
+  if (ev.kind == DeviceEvent::Kind::backend_lost)
+    log(self, id + ": back-end lost: " + ev.detail);
+  else if (ev.kind == DeviceEvent::Kind::reconnecting)
+    log(self, id + ": reconnecting: " + ev.detail);
+  else if (ev.kind == DeviceEvent::Kind::resumed)
+    log(self, id + ": resumed " + ev.detail);
+  else if (ev.kind == DeviceEvent::Kind::resume_failed)
+    log(self, id + ": " + ev.detail);
+  json e = event_json(id, ev);
+  if (!e.is_null())
+    broadcast(self, e);
+}
+
+/// A shared-memory map/unmap for the VMM session that owns the device's memory.
+void on_shmem_forward(Self self, const std::string& id, const json& event, const SharedFd& fd) {
+  auto it = self->state.devices.find(id);
+  if (it == self->state.devices.end() || it->second.setup.shmem_owner == 0)
+    return;
+  auto s = self->state.sessions.find(it->second.setup.shmem_owner);
+  if (s == self->state.sessions.end())
+    return;
+  std::vector<SharedFd> fds;
+  if (fd)
+    fds.push_back(fd);
+  self->send(s->second, push_atom_v, event, fds);
+}
+
 }  // namespace
 
 control_server_actor::behavior_type control_server_impl(
     control_server_actor::stateful_pointer<ControlServerData> self, ControlServerConfig config) {
   self->state.config = std::move(config);
-  self->set_exit_handler([self](caf::exit_msg& em) {
-    auto& st = self->state;
-    for (auto it = st.devices.begin(); it != st.devices.end(); ++it)
-      if (em.source == it->second.dev.address() || em.source == it->second.relay.address()) {
-        log(self, it->first + ": device actor ended (" + caf::to_string(em.reason) + ")");
-        return;
-      }
-    if (em.reason == caf::exit_reason::normal)
-      return;
-    // The attach command's shutdown: the sessions end with the server (the
-    // devices are linked and end with it anyway).
-    for (const auto& [id, s] : st.sessions)
-      caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
-    self->quit(em.reason);
-  });
-  self->set_down_handler([self](caf::down_msg& dm) {
-    auto& st = self->state;
-    for (auto it = st.sessions.begin(); it != st.sessions.end(); ++it) {
-      if (it->second.address() != dm.source)
-        continue;
-      uint64_t id = it->first;
-      st.sessions.erase(it);
-      log(self, "session " + std::to_string(id) + ": detached");
-      for (auto& [dev_id, d] : st.devices)
-        if (d.setup.shmem_owner == id)
-          set_mapper(self, d, 0);
-      if (st.sessions.empty())
-        secure_devices(self);
-      return;
-    }
-  });
+  self->set_exit_handler([self](caf::exit_msg& em) { on_exit(self, em); });
+  self->set_down_handler([self](caf::down_msg& dm) { on_session_down(self, dm); });
   for (const auto& setup : self->state.config.devices)
     add_device(self, setup);
   return {
-      [self](start_atom) -> caf::result<json> {
-        auto rp = self->make_response_promise<json>();
-        auto ids = std::make_shared<std::vector<std::string>>();
-        for (const auto& [id, d] : self->state.devices)
-          ids->push_back(id);
-        // One after another, so a failure names its device and the rest is not tried.
-        auto step = std::make_shared<std::function<void(size_t)>>();
-        *step = [self, rp, ids, step](size_t i) mutable {
-          if (i == ids->size()) {
-            if (auto r = start_listening(self); !r) {
-              rp.deliver(to_caf(r.error()));
-              *step = nullptr;
-              return;
-            }
-            rp.deliver(greeting(self->state));
-            *step = nullptr;  // breaks the cycle step -> lambda -> step
-            return;
-          }
-          const std::string id = (*ids)[i];
-          negotiate(self, id, [rp, id, step, i](Result<json> r) mutable {
-            if (!r) {
-              Error e = std::move(r).error();
-              e.request = id + ": " + (e.request.empty() ? "negotiate" : e.request);
-              rp.deliver(to_caf(e));
-              *step = nullptr;
-              return;
-            }
-            (*step)(i + 1);
-          });
-        };
-        (*step)(0);
-        return rp;
-      },
+      [self](start_atom) { return on_start(self); },
       [self](accept_atom, const SharedFd& conn) {
         if (conn)
           accept(self, conn);
       },
       [self](hello_atom) -> json { return greeting(self->state); },
-      [self](lookup_atom, const std::string& id) -> caf::result<device_actor, DeviceSetup> {
-        auto& st = self->state;
-        if (id.empty()) {
-          if (st.devices.size() == 1)
-            return {st.devices.begin()->second.dev, st.devices.begin()->second.setup};
-          std::string names;
-          for (const auto& [k, d] : st.devices)
-            names += (names.empty() ? "" : ", ") + k;
-          return to_caf(make_error(errc::not_found, "command",
-                                   "name the device with \"device\" (devices: " +
-                                       (names.empty() ? std::string("none") : names) + ")"));
-        }
-        auto it = st.devices.find(id);
-        if (it == st.devices.end())
-          return to_caf(make_error(errc::not_found, "command", "no device \"" + id + "\""));
-        return {it->second.dev, it->second.setup};
-      },
-      [self](add_dev_atom, const DeviceSetup& setup) -> caf::result<json> {
-        auto& st = self->state;
-        if (st.devices.count(setup.id) != 0)
-          return to_caf(make_error(errc::invalid_argument, "add_device",
-                                   "a device \"" + setup.id + "\" exists already"));
-        for (const auto& [id, d] : st.devices)
-          if (d.setup.backend == setup.backend)
-            return to_caf(make_error(errc::invalid_argument, "add_device",
-                                     "device \"" + id + "\" uses " + setup.backend + " already"));
-        add_device(self, setup);
-        auto rp = self->make_response_promise<json>();
-        const std::string id = setup.id;
-        negotiate(self, id, [self, rp, id](Result<json> r) mutable {
-          if (!r) {
-            drop_device(self, id);
-            rp.deliver(to_caf(r.error()));
-            return;
-          }
-          log(self, id + ": added");
-          broadcast(self, control::make_event("device_added", id));
-          rp.deliver(std::move(r).value());
-        });
-        return rp;
-      },
-      [self](rm_dev_atom, const std::string& id) -> caf::result<caf::ok_atom> {
-        if (self->state.devices.count(id) == 0)
-          return to_caf(make_error(errc::not_found, "remove_device", "no device \"" + id + "\""));
-        drop_device(self, id);
-        log(self, id + ": removed");
-        broadcast(self, control::make_event("device_removed", id));
-        return caf::ok_atom_v;
-      },
-      [self](owner_atom, const std::string& id, uint64_t session, bool vmm) -> caf::result<caf::ok_atom> {
-        auto it = self->state.devices.find(id);
-        if (it == self->state.devices.end())
-          return to_caf(make_error(errc::not_found, "set_shmem_owner", "no device \"" + id + "\""));
-        auto& d = it->second;
-        if (vmm && d.setup.shmem_owner != 0 && d.setup.shmem_owner != session)
-          return to_caf(make_error(errc::bad_state, "set_shmem_owner",
-                                   "another VMM connection (session " + std::to_string(d.setup.shmem_owner) +
-                                       ") owns the shared memory"));
-        if (!vmm && d.setup.shmem_owner != session && d.setup.shmem_owner != 0)
-          return to_caf(make_error(errc::bad_state, "set_shmem_owner",
-                                   "this connection does not own the shared memory"));
-        set_mapper(self, d, vmm ? session : 0);
-        return caf::ok_atom_v;
+      [self](lookup_atom, const std::string& id) { return on_lookup(self, id); },
+      [self](add_dev_atom, const DeviceSetup& setup) { return on_add_device(self, setup); },
+      [self](rm_dev_atom, const std::string& id) { return on_remove_device(self, id); },
+      [self](owner_atom, const std::string& id, uint64_t session, bool vmm) {
+        return on_owner(self, id, session, vmm);
       },
       [self](dev_event_atom, const std::string& id, const DeviceEvent& ev) {
-        auto it = self->state.devices.find(id);
-        if (it == self->state.devices.end())
-          return;
-        if (ev.kind == DeviceEvent::Kind::state_changed)
-          it->second.state = ev.state;
-        if (ev.kind == DeviceEvent::Kind::backend_lost)
-          log(self, id + ": back-end lost: " + ev.detail);
-        else if (ev.kind == DeviceEvent::Kind::reconnecting)
-          log(self, id + ": reconnecting: " + ev.detail);
-        else if (ev.kind == DeviceEvent::Kind::resumed)
-          log(self, id + ": resumed " + ev.detail);
-        else if (ev.kind == DeviceEvent::Kind::resume_failed)
-          log(self, id + ": " + ev.detail);
-        json e = event_json(id, ev);
-        if (!e.is_null())
-          broadcast(self, e);
+        on_device_event(self, id, ev);
       },
       [self](shmem_fwd_atom, const std::string& id, const json& event, const SharedFd& fd) {
-        auto it = self->state.devices.find(id);
-        if (it == self->state.devices.end() || it->second.setup.shmem_owner == 0)
-          return;
-        auto s = self->state.sessions.find(it->second.setup.shmem_owner);
-        if (s == self->state.sessions.end())
-          return;
-        std::vector<SharedFd> fds;
-        if (fd)
-          fds.push_back(fd);
-        self->send(s->second, push_atom_v, event, fds);
+        on_shmem_forward(self, id, event, fd);
       },
   };
 }

@@ -101,191 +101,260 @@ Result<uint32_t> transfer_timeout_ms(Args& a) {
   return static_cast<uint32_t>(*t * 1000);
 }
 
+/// The handler's names for the parts of `x` (not all are used by each).
+#define VUFRONT_DEVICE_COMMAND_NAMES(x)                 \
+  [[maybe_unused]] Self self = (x).self;                \
+  [[maybe_unused]] const json& id = (x).id;             \
+  [[maybe_unused]] const std::string& cmd = (x).cmd;    \
+  [[maybe_unused]] const device_actor& dev = (x).dev;   \
+  [[maybe_unused]] const DeviceSetup& setup = (x).setup; \
+  [[maybe_unused]] FdPool& fds = (x).fds;               \
+  [[maybe_unused]] Args& a = (x).a
+
+/// One device command being run: what its handler needs.
+struct DeviceCommand {
+  Self self;
+  const json& id;
+  const std::string& cmd;
+  const device_actor& dev;
+  const DeviceSetup& setup;
+  FdPool& fds;
+  Args a;
+  /// Every argument and fd was used.
+  Result<void> no_more() {
+    if (auto d = a.done(); !d)
+      return d;
+    return fds.all_used();
+  }
+};
+
+Result<void> command_status(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  if (auto r = x.no_more(); !r)
+    return r;
+  bool vmm = setup.shmem_owner != 0;
+  ask<DeviceStatus>(self, dev, device_deadline, id, cmd,
+                    [vmm](const DeviceStatus& s) { return status_json(s, vmm); }, status_atom_v);
+  return ok();
+}
+
+Result<void> command_connect(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto n = negotiate_from(a, setup.negotiate);
+  if (!n)
+    return std::move(n).error();
+  if (auto r = fds.all_used(); !r)
+    return r;
+  ask<DeviceInfo>(self, dev, device_deadline, id, cmd, [](const DeviceInfo& i) { return info_json(i); },
+                  negotiate_atom_v, *n);
+  return ok();
+}
+
+Result<void> command_set_memory(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto m = memory_from(a, fds);
+  if (!m)
+    return std::move(m).error();
+  if (auto r = fds.all_used(); !r)
+    return r;
+  ask_ok(self, dev, device_deadline, id, cmd, memory_atom_v, std::move(m).value());
+  return ok();
+}
+
+Result<void> command_add_memory_region(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto r = region_from(a, fds);
+  if (!r)
+    return std::move(r).error();
+  if (auto u = fds.all_used(); !u)
+    return u;
+  ask_ok(self, dev, device_deadline, id, cmd, mem_add_atom_v, std::move(r).value());
+  return ok();
+}
+
+Result<void> command_remove_memory_region(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto gpa = a.u64("gpa", 0, UINT64_MAX);
+  if (!gpa)
+    return std::move(gpa).error();
+  if (auto r = x.no_more(); !r)
+    return r;
+  ask_ok(self, dev, device_deadline, id, cmd, mem_rm_atom_v, *gpa);
+  return ok();
+}
+
+Result<void> command_activate(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto spec = activation_from(a, fds);
+  if (!spec)
+    return std::move(spec).error();
+  if (auto r = fds.all_used(); !r)
+    return r;
+  ask_ok(self, dev, device_deadline, id, cmd, activate_atom_v, std::move(spec).value());
+  return ok();
+}
+
+Result<void> command_read_config(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto off = a.u64("offset", 0, 0xffff);
+  if (!off)
+    return std::move(off).error();
+  auto size = a.u64("size", 1, 4096);
+  if (!size)
+    return std::move(size).error();
+  if (auto r = x.no_more(); !r)
+    return r;
+  ask<std::vector<uint8_t>>(
+      self, dev, device_deadline, id, cmd,
+      [](const std::vector<uint8_t>& d) { return json{{"data", control::to_hex(d)}}; },
+      rd_config_atom_v, static_cast<uint32_t>(*off), static_cast<uint32_t>(*size));
+  return ok();
+}
+
+Result<void> command_write_config(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto off = a.u64("offset", 0, 0xffff);
+  if (!off)
+    return std::move(off).error();
+  auto text = a.string("data", 8192);
+  if (!text)
+    return std::move(text).error();
+  auto data = control::from_hex(*text, "args.data");
+  if (!data)
+    return std::move(data).error();
+  if (auto r = x.no_more(); !r)
+    return r;
+  ask_ok(self, dev, device_deadline, id, cmd, wr_config_atom_v, static_cast<uint32_t>(*off),
+         std::move(data).value());
+  return ok();
+}
+
+Result<void> command_state_change(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  if (auto r = x.no_more(); !r)
+    return r;
+  if (cmd == "sleep")
+    ask_ok(self, dev, device_deadline, id, cmd, sleep_atom_v);
+  else if (cmd == "wake")
+    ask_ok(self, dev, device_deadline, id, cmd, wake_atom_v);
+  else if (cmd == "reset")
+    ask_ok(self, dev, device_deadline, id, cmd, caf::reset_atom_v);
+  else if (cmd == "reconnect")
+    ask_ok(self, dev, device_deadline, id, cmd, reconnect_atom_v);
+  else {
+    self->send(dev, cancel_atom_v);
+    finish(self, control::ok_reply(id, json::object()));
+  }
+  return ok();
+}
+
+Result<void> command_snapshot(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  SnapshotOptions o;
+  auto path = a.string("path", 4096);
+  if (!path)
+    return std::move(path).error();
+  auto max = a.u64("max_bytes", 1, uint64_t{1} << 62, o.max_bytes);
+  if (!max)
+    return std::move(max).error();
+  auto t = transfer_timeout_ms(a);
+  if (!t)
+    return std::move(t).error();
+  if (auto r = x.no_more(); !r)
+    return r;
+  o.path = *path;
+  o.max_bytes = *max;
+  o.timeout_ms = *t;
+  ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
+                    [](const SnapshotInfo& i) { return transfer_json(i); }, snapshot_atom_v, o);
+  return ok();
+}
+
+Result<void> command_restore(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  RestoreOptions o;
+  auto path = a.string("path", 4096);
+  if (!path)
+    return std::move(path).error();
+  auto t = transfer_timeout_ms(a);
+  if (!t)
+    return std::move(t).error();
+  if (a.has("activation")) {
+    auto act = a.object("activation");
+    if (!act)
+      return std::move(act).error();
+    auto spec = activation_from(*act, fds);
+    if (!spec)
+      return std::move(spec).error();
+    o.activation = std::move(spec).value();
+  } else {
+    (void)a.u64("activation", 0, 0, 0);  // known, absent
+  }
+  if (auto r = x.no_more(); !r)
+    return r;
+  o.path = *path;
+  o.timeout_ms = *t;
+  ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
+                    [](const SnapshotInfo& i) { return transfer_json(i); }, restore_atom_v, o);
+  return ok();
+}
+
+Result<void> command_shared_memory_region(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  if (auto r = x.no_more(); !r)
+    return r;
+  self->request(dev, device_deadline, shmem_atom_v)
+      .then(
+          [self, id](uint8_t shmid, uint64_t size) {
+            finish(self, control::ok_reply(id, {{"shmid", shmid}, {"size", size}}));
+          },
+          [self, id, cmd](caf::error& e) { finish_caf(self, id, e, cmd); });
+  return ok();
+}
+
+Result<void> command_set_shmem_owner(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  auto owner = a.one_of("owner", {"vmm", "vufront"});
+  if (!owner)
+    return std::move(owner).error();
+  if (auto r = x.no_more(); !r)
+    return r;
+  self->request(self->state.server, lookup_deadline, owner_atom_v, setup.id, self->state.id,
+                *owner == "vmm")
+      .then([self, id](caf::ok_atom) { finish(self, control::ok_reply(id, json::object())); },
+            [self, id, cmd](caf::error& e) { finish_caf(self, id, e, cmd); });
+  return ok();
+}
+
 /// Runs a command of one device. Returns an error for a command refused
 /// before anything was sent (the caller answers it).
 Result<void> device_command(Self self, const Command& c, const device_actor& dev,
                             const DeviceSetup& setup, FdPool& fds) {
-  const json& id = c.id;
-  const std::string& cmd = c.cmd;
-  Args a(c.args, "args");
-  auto no_more = [&]() -> Result<void> {
-    if (auto d = a.done(); !d)
-      return d;
-    return fds.all_used();
+  using Handler = Result<void> (*)(DeviceCommand&);
+  static const std::map<std::string, Handler> handlers = {
+      {"status", command_status},
+      {"connect", command_connect},
+      {"set_memory", command_set_memory},
+      {"add_memory_region", command_add_memory_region},
+      {"remove_memory_region", command_remove_memory_region},
+      {"activate", command_activate},
+      {"read_config", command_read_config},
+      {"write_config", command_write_config},
+      {"sleep", command_state_change},
+      {"wake", command_state_change},
+      {"reset", command_state_change},
+      {"cancel", command_state_change},
+      {"reconnect", command_state_change},
+      {"snapshot", command_snapshot},
+      {"restore", command_restore},
+      {"shared_memory_region", command_shared_memory_region},
+      {"set_shmem_owner", command_set_shmem_owner},
   };
-  if (cmd == "status") {
-    if (auto r = no_more(); !r)
-      return r;
-    bool vmm = setup.shmem_owner != 0;
-    ask<DeviceStatus>(self, dev, device_deadline, id, cmd,
-                      [vmm](const DeviceStatus& s) { return status_json(s, vmm); }, status_atom_v);
-    return ok();
-  }
-  if (cmd == "connect") {
-    auto n = negotiate_from(a, setup.negotiate);
-    if (!n)
-      return std::move(n).error();
-    if (auto r = fds.all_used(); !r)
-      return r;
-    ask<DeviceInfo>(self, dev, device_deadline, id, cmd, [](const DeviceInfo& i) { return info_json(i); },
-                    negotiate_atom_v, *n);
-    return ok();
-  }
-  if (cmd == "set_memory") {
-    auto m = memory_from(a, fds);
-    if (!m)
-      return std::move(m).error();
-    if (auto r = fds.all_used(); !r)
-      return r;
-    ask_ok(self, dev, device_deadline, id, cmd, memory_atom_v, std::move(m).value());
-    return ok();
-  }
-  if (cmd == "add_memory_region") {
-    auto r = region_from(a, fds);
-    if (!r)
-      return std::move(r).error();
-    if (auto u = fds.all_used(); !u)
-      return u;
-    ask_ok(self, dev, device_deadline, id, cmd, mem_add_atom_v, std::move(r).value());
-    return ok();
-  }
-  if (cmd == "remove_memory_region") {
-    auto gpa = a.u64("gpa", 0, UINT64_MAX);
-    if (!gpa)
-      return std::move(gpa).error();
-    if (auto r = no_more(); !r)
-      return r;
-    ask_ok(self, dev, device_deadline, id, cmd, mem_rm_atom_v, *gpa);
-    return ok();
-  }
-  if (cmd == "activate") {
-    auto spec = activation_from(a, fds);
-    if (!spec)
-      return std::move(spec).error();
-    if (auto r = fds.all_used(); !r)
-      return r;
-    ask_ok(self, dev, device_deadline, id, cmd, activate_atom_v, std::move(spec).value());
-    return ok();
-  }
-  if (cmd == "read_config") {
-    auto off = a.u64("offset", 0, 0xffff);
-    if (!off)
-      return std::move(off).error();
-    auto size = a.u64("size", 1, 4096);
-    if (!size)
-      return std::move(size).error();
-    if (auto r = no_more(); !r)
-      return r;
-    ask<std::vector<uint8_t>>(
-        self, dev, device_deadline, id, cmd,
-        [](const std::vector<uint8_t>& d) { return json{{"data", control::to_hex(d)}}; },
-        rd_config_atom_v, static_cast<uint32_t>(*off), static_cast<uint32_t>(*size));
-    return ok();
-  }
-  if (cmd == "write_config") {
-    auto off = a.u64("offset", 0, 0xffff);
-    if (!off)
-      return std::move(off).error();
-    auto text = a.string("data", 8192);
-    if (!text)
-      return std::move(text).error();
-    auto data = control::from_hex(*text, "args.data");
-    if (!data)
-      return std::move(data).error();
-    if (auto r = no_more(); !r)
-      return r;
-    ask_ok(self, dev, device_deadline, id, cmd, wr_config_atom_v, static_cast<uint32_t>(*off),
-           std::move(data).value());
-    return ok();
-  }
-  if (cmd == "sleep" || cmd == "wake" || cmd == "reset" || cmd == "cancel" || cmd == "reconnect") {
-    if (auto r = no_more(); !r)
-      return r;
-    if (cmd == "sleep")
-      ask_ok(self, dev, device_deadline, id, cmd, sleep_atom_v);
-    else if (cmd == "wake")
-      ask_ok(self, dev, device_deadline, id, cmd, wake_atom_v);
-    else if (cmd == "reset")
-      ask_ok(self, dev, device_deadline, id, cmd, caf::reset_atom_v);
-    else if (cmd == "reconnect")
-      ask_ok(self, dev, device_deadline, id, cmd, reconnect_atom_v);
-    else {
-      self->send(dev, cancel_atom_v);
-      finish(self, control::ok_reply(id, json::object()));
-    }
-    return ok();
-  }
-  if (cmd == "snapshot") {
-    SnapshotOptions o;
-    auto path = a.string("path", 4096);
-    if (!path)
-      return std::move(path).error();
-    auto max = a.u64("max_bytes", 1, uint64_t{1} << 62, o.max_bytes);
-    if (!max)
-      return std::move(max).error();
-    auto t = transfer_timeout_ms(a);
-    if (!t)
-      return std::move(t).error();
-    if (auto r = no_more(); !r)
-      return r;
-    o.path = *path;
-    o.max_bytes = *max;
-    o.timeout_ms = *t;
-    ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
-                      [](const SnapshotInfo& i) { return transfer_json(i); }, snapshot_atom_v, o);
-    return ok();
-  }
-  if (cmd == "restore") {
-    RestoreOptions o;
-    auto path = a.string("path", 4096);
-    if (!path)
-      return std::move(path).error();
-    auto t = transfer_timeout_ms(a);
-    if (!t)
-      return std::move(t).error();
-    if (a.has("activation")) {
-      auto act = a.object("activation");
-      if (!act)
-        return std::move(act).error();
-      auto spec = activation_from(*act, fds);
-      if (!spec)
-        return std::move(spec).error();
-      o.activation = std::move(spec).value();
-    } else {
-      (void)a.u64("activation", 0, 0, 0);  // known, absent
-    }
-    if (auto r = no_more(); !r)
-      return r;
-    o.path = *path;
-    o.timeout_ms = *t;
-    ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
-                      [](const SnapshotInfo& i) { return transfer_json(i); }, restore_atom_v, o);
-    return ok();
-  }
-  if (cmd == "shared_memory_region") {
-    if (auto r = no_more(); !r)
-      return r;
-    self->request(dev, device_deadline, shmem_atom_v)
-        .then(
-            [self, id](uint8_t shmid, uint64_t size) {
-              finish(self, control::ok_reply(id, {{"shmid", shmid}, {"size", size}}));
-            },
-            [self, id, cmd](caf::error& e) { finish_caf(self, id, e, cmd); });
-    return ok();
-  }
-  if (cmd == "set_shmem_owner") {
-    auto owner = a.one_of("owner", {"vmm", "vufront"});
-    if (!owner)
-      return std::move(owner).error();
-    if (auto r = no_more(); !r)
-      return r;
-    self->request(self->state.server, lookup_deadline, owner_atom_v, setup.id, self->state.id,
-                  *owner == "vmm")
-        .then([self, id](caf::ok_atom) { finish(self, control::ok_reply(id, json::object())); },
-              [self, id, cmd](caf::error& e) { finish_caf(self, id, e, cmd); });
-    return ok();
-  }
-  return make_error(errc::unknown_request, cmd, "no such command (see docs/attach-protocol.md)");
+  auto it = handlers.find(c.cmd);
+  if (it == handlers.end())
+    return make_error(errc::unknown_request, c.cmd, "no such command (see docs/attach-protocol.md)");
+  DeviceCommand x{self, c.id, c.cmd, dev, setup, fds, Args(c.args, "args")};
+  return it->second(x);
 }
 
 /// Commands of the process, not of one device.
