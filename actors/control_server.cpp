@@ -309,7 +309,9 @@ caf::result<json> on_start(Self self) {
     negotiate(self, id, [rp, id, step, i](Result<json> r) mutable {
       if (!r) {
         Error e = std::move(r).error();
-        e.request = id + ": " + (e.request.empty() ? "negotiate" : e.request);
+        e.op = id + ": " + (e.op.empty() ? "negotiate" : e.op);
+        if (e.request == "negotiate")
+          e.request.clear();
         rp.deliver(to_caf(e));
         *step = nullptr;
         return;

@@ -32,12 +32,8 @@ std::optional<caf::error> cancelled_already(Self self, const char* op) {
   return std::nullopt;
 }
 
-/// `e` with the operation in front ("restore: CHECK_DEVICE_STATE: ...").
-Error named(Error e, const char* op) {
-  if (e.request.rfind(op, 0) != 0)
-    e.request = e.request.empty() ? op : std::string(op) + ": " + e.request;
-  return e;
-}
+/// `e` as part of operation `op` ("restore: CHECK_DEVICE_STATE: ...").
+Error named(Error e, const char* op) { return in_operation(std::move(e), op); }
 
 /// Ends a snapshot or restore: the transfer child is dropped (its fds and
 /// temporary file with it) and the caller answered. The device's state is

@@ -108,13 +108,8 @@ inline void mark_broken(Self self, const std::string& why) {
     start_reconnecting(self);
 }
 
-/// The step's error with the operation in front: "sleep: GET_VRING_BASE: ...".
-inline Error step_error(const caf::error& e, const char* op) {
-  Error x = from_caf(e, op);
-  if (x.request != op)
-    x.request = std::string(op) + ": " + x.request;
-  return x;
-}
+/// The step's error as part of operation `op` ("sleep: GET_VRING_BASE: ...").
+inline Error step_error(const caf::error& e, const char* op) { return in_operation(from_caf(e, op), op); }
 
 /// Ends `op` with an error; the device is broken when the back-end is at fault.
 template <class Promise>

@@ -24,15 +24,14 @@ nlohmann::json transfer_json(const actors::SnapshotInfo& info) {
 }
 
 std::string step_message(const Error& e, std::string_view op) {
-  std::string prefix = std::string(op) + ": ";
-  std::string msg = e.message();
+  Error x = e;
   // "snapshot: SET_DEVICE_STATE_FD: ..." -> "SET_DEVICE_STATE_FD: ...": the
   // request names the step. A bare "snapshot: <code>: ..." keeps its name.
-  if (e.request.rfind(prefix, 0) == 0 && e.request.size() > prefix.size())
-    return msg.substr(prefix.size());
-  if (e.request.empty())
-    return prefix + msg;
-  return msg;
+  if (x.op == op && !x.request.empty())
+    x.op.clear();
+  else if (x.op.empty() && x.request.empty())
+    x.op = std::string(op);
+  return x.message();
 }
 
 }  // namespace vufront::app

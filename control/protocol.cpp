@@ -113,7 +113,7 @@ json ok_reply(const json& id, json result) {
 }
 
 json error_json(const Error& e) {
-  return {{"code", to_string(e.code)}, {"request", e.request}, {"message", e.message()}};
+  return {{"code", to_string(e.code)}, {"op", e.op}, {"request", e.request}, {"message", e.message()}};
 }
 
 json error_reply(const json& id, const Error& e) {
@@ -131,13 +131,16 @@ Error error_from_json(const json& e, const std::string& cmd) {
   std::string code = e.value("code", std::string());
   std::string message = e.value("message", std::string());
   std::string request = e.value("request", std::string());
-  if (!request.empty())
+  out.op = e.value("op", std::string());
+  if (!request.empty() || !out.op.empty())
     out.request = request;
   errc c{};
   if (errc_from_string(code, c)) {
     out.code = c;
-    // The message already names the request and the code; keep the rest.
-    std::string prefix = out.request + ": " + code + ": ";
+    // The message already names the operation, the request and the code; keep the rest.
+    Error named = out;
+    named.detail.clear();
+    std::string prefix = named.message() + ": ";
     out.detail = message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
   } else {
     out.detail = "unknown error code \"" + code + "\": " + message;

@@ -45,9 +45,9 @@ struct Command {
                                 const std::optional<std::string>& device, json args);
 /// {"id", "ok": true, "result"}.
 [[nodiscard]] json ok_reply(const json& id, json result);
-/// {"id", "ok": false, "error": {"code", "request", "message"}}.
+/// {"id", "ok": false, "error": {"code", "op", "request", "message"}}.
 [[nodiscard]] json error_reply(const json& id, const Error& e);
-/// {"code", "request", "message"} of an Error.
+/// {"code", "op", "request", "message"} of an Error.
 [[nodiscard]] json error_json(const Error& e);
 /// The Error of an error object from the wire (unknown codes become
 /// backend_failure with the code in the detail).

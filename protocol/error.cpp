@@ -62,8 +62,20 @@ bool Error::reconnect_may_help() const noexcept {
   return false;
 }
 
+Error in_operation(Error e, const std::string& op) {
+  if (e.op.empty())
+    e.op = op;
+  if (e.request == e.op)
+    e.request.clear();
+  return e;
+}
+
 std::string Error::message() const {
-  std::string out = request.empty() ? std::string("error") : request;
+  std::string out;
+  if (!op.empty())
+    out = request.empty() ? op : op + ": " + request;
+  else
+    out = request.empty() ? std::string("error") : request;
   out += ": ";
   out += to_string(code);
   if (!detail.empty()) {

@@ -43,6 +43,9 @@ enum class errc : unsigned char {
 
 struct Error {
   errc code = errc::io_error;
+  /// The operation the request was part of ("sleep", "snapshot"), when the
+  /// error crossed an operation: a field, so nobody glues or cuts strings.
+  std::string op;
   std::string request;  ///< the request/operation that failed, e.g. "GET_CONFIG"
   int sys_errno = 0;    ///< errno for io_error, 0 otherwise
   std::string detail;   ///< what exactly was wrong, for a human
@@ -52,9 +55,14 @@ struct Error {
   /// back-end that may be restarted, false for caller errors and refusals.
   [[nodiscard]] bool reconnect_may_help() const noexcept;
 
-  /// One line: "GET_CONFIG: bad_size: reply body is 8 bytes, expected 72".
+  /// One line: "GET_CONFIG: bad_size: reply body is 8 bytes, expected 72",
+  /// with the operation in front when there is one ("sleep: GET_VRING_BASE: ...").
   [[nodiscard]] std::string message() const;
 };
+
+/// `e` as part of operation `op`: op set (unless it already names one), and a
+/// request that only repeated the operation's name cleared.
+[[nodiscard]] Error in_operation(Error e, const std::string& op);
 
 [[nodiscard]] Error make_error(errc code, std::string request, std::string detail,
                                int sys_errno = 0);

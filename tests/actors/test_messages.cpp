@@ -26,3 +26,17 @@ TEST_CASE("CAF's request timeout becomes a timeout of the named step") {
   auto down = actors::from_caf(caf::make_error(caf::sec::request_receiver_down), "wake");
   CHECK(down.code == errc::broken);
 }
+
+TEST_CASE("an Error's operation round-trips through caf::error and names it in the message") {
+  Error e = in_operation(make_error(errc::timeout, "GET_VRING_BASE", "no reply within 2000 ms"), "sleep");
+  CHECK(e.op == "sleep");
+  CHECK(e.message() == "sleep: GET_VRING_BASE: timeout: no reply within 2000 ms");
+  auto back = actors::from_caf(actors::to_caf(e), "ignored");
+  CHECK(back.op == "sleep");
+  CHECK(back.request == "GET_VRING_BASE");
+  CHECK(back.message() == e.message());
+  // an error that only repeated the operation's name keeps it once
+  Error own = in_operation(make_error(errc::bad_state, "wake", "busy"), "wake");
+  CHECK(own.request.empty());
+  CHECK(own.message() == "wake: bad_state: busy");
+}

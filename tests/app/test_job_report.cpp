@@ -83,11 +83,16 @@ TEST_CASE("transfer summary and JSON") {
 }
 
 TEST_CASE("step_message names the request that failed") {
-  CHECK(step_message(make_error(errc::backend_failure, "snapshot: SET_DEVICE_STATE_FD", "refused"),
-                     "snapshot") == "SET_DEVICE_STATE_FD: backend_failure: refused");
+  // the operation is the step's own: the request names what failed in it
+  Error in_snapshot = make_error(errc::backend_failure, "SET_DEVICE_STATE_FD", "refused");
+  in_snapshot.op = "snapshot";
+  CHECK(step_message(in_snapshot, "snapshot") == "SET_DEVICE_STATE_FD: backend_failure: refused");
+  // another operation's error keeps its name
+  CHECK(step_message(in_snapshot, "restore") ==
+        "snapshot: SET_DEVICE_STATE_FD: backend_failure: refused");
   CHECK(step_message(make_error(errc::bad_state, "snapshot", "busy"), "snapshot") ==
         "snapshot: bad_state: busy");
-  CHECK(step_message(make_error(errc::timeout, "", "late"), "restore") == "restore: error: timeout: late");
+  CHECK(step_message(make_error(errc::timeout, "", "late"), "restore") == "restore: timeout: late");
   CHECK(step_message(make_error(errc::io_error, "connect /x", "gone"), "negotiate") ==
         "connect /x: io_error: gone");
 }

@@ -130,6 +130,18 @@ TEST_CASE("control: replies, errors and events on the wire, and back") {
   CHECK(back.code == errc::timeout);
   CHECK(back.request == "GET_VRING_BASE");
   CHECK(back.detail == "no reply within 5000 ms");
+  // the operation travels as its own field
+  Error in_sleep = e;
+  in_sleep.op = "sleep";
+  json r2 = error_reply(8, in_sleep);
+  CHECK(r2["error"]["op"] == "sleep");
+  CHECK(r2["error"]["request"] == "GET_VRING_BASE");
+  CHECK(r2["error"]["message"] == "sleep: GET_VRING_BASE: timeout: no reply within 5000 ms");
+  auto back2 = error_from_json(r2["error"], "sleep");
+  CHECK(back2.op == "sleep");
+  CHECK(back2.request == "GET_VRING_BASE");
+  CHECK(back2.detail == "no reply within 5000 ms");
+  CHECK(back2.message() == in_sleep.message());
   auto unknown = error_from_json(json{{"code", "weird"}, {"message", "m"}}, "sleep");
   CHECK(unknown.code == errc::backend_failure);
   CHECK(unknown.detail.find("weird") != std::string::npos);

@@ -208,7 +208,7 @@ TEST_CASE("lifecycle: a back-end that dies mid-operation fails that operation wi
   REQUIRE_MESSAGE(bring_to(c, DeviceState::active), failure(c));
   auto r = c.session().sleep();
   REQUIRE_FALSE(r.ok());
-  CHECK(r.error().request.rfind("sleep", 0) == 0);
+  CHECK(r.error().op == "sleep");
   CHECK(state_of(c.session()) == DeviceState::broken);
 }
 
