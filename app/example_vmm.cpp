@@ -38,6 +38,7 @@
 #include <CLI/CLI.hpp>
 
 #include "control/client.hpp"
+#include "protocol/mem_table.hpp"
 #include "virtio/guest_driver.hpp"
 
 using namespace vufront;
@@ -184,7 +185,7 @@ int main(int argc, char** argv) {
       return std::move(created).error();
     guest = std::move(created).value();
     std::vector<control::MemoryRegion> regions;
-    for (const auto& r : guest->memory().mem_table()) {
+    for (const auto& r : mem_table(guest->memory())) {
       const auto* region = guest->memory().region(r.guest_phys_addr);
       regions.push_back({r.guest_phys_addr, r.memory_size, r.mmap_offset, region->shared_fd()->get()});
     }
@@ -273,7 +274,7 @@ int main(int argc, char** argv) {
           return std::move(r).error();
         dev = id;
         std::vector<control::MemoryRegion> regions;
-        for (const auto& m : guest->memory().mem_table())
+        for (const auto& m : mem_table(guest->memory()))
           regions.push_back({m.guest_phys_addr, m.memory_size, m.mmap_offset,
                              guest->memory().region(m.guest_phys_addr)->shared_fd()->get()});
         if (auto s = client->set_memory(dev, regions); !s)

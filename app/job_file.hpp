@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/messages.hpp"
 

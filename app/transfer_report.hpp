@@ -19,8 +19,8 @@
 
 #include "actors/messages.hpp"
 #include "actors/session.hpp"
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 
 namespace vufront::app {
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "memory/guest_memory.hpp"
+#include "protocol/mem_table.hpp"
 #include "tests/support.hpp"
 
 using vufront::Backing;
@@ -139,7 +140,7 @@ TEST_CASE("GuestMemory: adopting a caller's fd at an offset") {
     REQUIRE(r.ok());
     CHECK((*r)->fd_offset() == kPage);
     CHECK(std::memcmp(mem.host_ptr(0x40000000, 6), "offset", 6) == 0);
-    CHECK(mem.mem_table().at(0).mmap_offset == kPage);
+    CHECK(mem_table(mem).at(0).mmap_offset == kPage);
 
     // A shared fd stays open as long as the caller keeps a copy.
     vufront::SharedFd shared = vufront::share(vufront::make_memfd("shared", kPage));
@@ -215,7 +216,7 @@ TEST_CASE("GuestMemory: every invalid region is refused before anything is mappe
 
   // Removal needs an exact region start.
   CHECK_FALSE(mem.remove_region(kPage).ok());
-  CHECK_FALSE(mem.region_payload(kPage).ok());
+  CHECK_FALSE(region_payload(mem, kPage).ok());
   REQUIRE(mem.remove_region(0).ok());
   CHECK_FALSE(mem.remove_region(0).ok());
   CHECK(count.open_now() == 3);  // the three regions still in mem
@@ -293,11 +294,11 @@ TEST_CASE("GuestMemory: mem_table and region payloads") {
   FdCount count;
   {
     GuestMemory mem;
-    CHECK(mem.mem_table().empty());
+    CHECK(mem_table(mem).empty());
     CHECK(mem.fds().empty());
     const GuestRegion* hi = add(mem, 0x100000000, 2 * kPage);
     const GuestRegion* lo = add(mem, 0, 4 * kPage, Backing::posix_shm);
-    const auto table = mem.mem_table();
+    const auto table = mem_table(mem);
     const auto fds = mem.fds();
     REQUIRE(table.size() == 2);
     REQUIRE(fds.size() == 2);
@@ -312,13 +313,13 @@ TEST_CASE("GuestMemory: mem_table and region payloads") {
     CHECK(table[1].user_addr == hi->user_addr());
     CHECK(fds[1] == hi->fd());
 
-    auto single = mem.region_payload(0x100000000);
+    auto single = region_payload(mem, 0x100000000);
     REQUIRE(single.ok());
     CHECK(std::memcmp(&*single, &table[1], sizeof table[1]) == 0);
     CHECK(count.open_now() == 2);
     REQUIRE(mem.remove_region(0x100000000).ok());
     CHECK(count.open_now() == 1);
-    CHECK(mem.mem_table().size() == 1);
+    CHECK(mem_table(mem).size() == 1);
   }
   CHECK(count.leaked() == 0);
 }

@@ -1,4 +1,4 @@
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 #include <cerrno>
 #include <cstring>
