@@ -1,5 +1,7 @@
 #include "control/packet.hpp"
 
+#include "base/unix_socket.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>

@@ -1,5 +1,7 @@
 #include "protocol/connection.hpp"
 
+#include "base/unix_socket.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -18,8 +20,6 @@ namespace {
 /// so surplus fds arrive (and are closed) instead of being truncated.
 constexpr size_t control_fds = 32;
 constexpr size_t control_space = CMSG_SPACE(control_fds * sizeof(int));
-/// Linux's SCM_MAX_FD: the most fds one sendmsg can carry.
-constexpr size_t max_send_fds = 253;
 
 constexpr size_t header_size = sizeof(wire::Header);
 
