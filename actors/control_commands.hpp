@@ -13,8 +13,8 @@
 
 #include "actors/messages.hpp"
 #include "control/protocol.hpp"
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 
 namespace vufront::actors {
 

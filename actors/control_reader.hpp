@@ -17,7 +17,7 @@
 #include <caf/actor_addr.hpp>
 
 #include "actors/credit_gate.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::actors {
 

@@ -34,7 +34,7 @@
 #include "actors/fd_watcher.hpp"
 #include "actors/messages.hpp"
 #include "memory/shmem_window.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "protocol/backend_client.hpp"
 
 namespace vufront::actors {

@@ -23,7 +23,7 @@
 
 #include "actors/control_reader.hpp"
 #include "actors/messages.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace vufront::actors {
 

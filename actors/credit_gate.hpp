@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 
 namespace vufront::actors {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "actors/messages.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront::actors {

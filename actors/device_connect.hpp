@@ -25,7 +25,7 @@
 #include <functional>
 
 #include "actors/device.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::actors {
 

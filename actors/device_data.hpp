@@ -15,7 +15,7 @@
 
 #include "actors/device_config.hpp"
 #include "actors/messages.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace vufront::actors {
 

@@ -22,7 +22,7 @@
 #include "actors/device_checks.hpp"
 #include "actors/worker.hpp"
 #include "actors/error.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "virtio/ring_layout.hpp"
 
 namespace vufront::actors::device_steps {

@@ -10,7 +10,7 @@
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::actors {
 

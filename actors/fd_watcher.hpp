@@ -27,8 +27,8 @@
 #include <thread>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 
 namespace vufront::actors {
 

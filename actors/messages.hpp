@@ -35,7 +35,7 @@
 
 #include "control/packet.hpp"
 #include "memory/shmem_mapper.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"

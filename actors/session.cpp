@@ -114,11 +114,8 @@ std::optional<DeviceEvent> DeviceSession::wait_event(DeviceEvent::Kind kind,
 
 MemorySpec memory_spec(const GuestMemory& mem) {
   MemorySpec out;
-  for (const auto& r : mem.mem_table()) {
-    const GuestRegion* region = mem.region(r.guest_phys_addr);
-    out.push_back({r.guest_phys_addr, r.memory_size, r.mmap_offset,
-                   region ? region->shared_fd() : SharedFd{}});
-  }
+  for (const GuestRegion* r : mem.regions())
+    out.push_back({r->gpa(), r->size(), r->fd_offset(), r->shared_fd()});
   return out;
 }
 

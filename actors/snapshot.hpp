@@ -38,7 +38,7 @@
 #include <caf/typed_response_promise.hpp>
 
 #include "actors/messages.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "snapshot/reader.hpp"
 #include "snapshot/writer.hpp"
 

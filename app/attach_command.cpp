@@ -20,6 +20,7 @@
 #include "actors/error.hpp"
 #include "actors/system.hpp"
 #include "app/cancel_on_signal.hpp"
+#include "base/unix_socket.hpp"
 #include "control/protocol.hpp"
 #include "protocol/virtio_config.hpp"
 
@@ -84,7 +85,7 @@ Result<std::vector<actors::DeviceSetup>> device_setups(const std::vector<std::st
   std::map<std::string, int> numbered;
   for (const auto& b : backends) {
     auto [id, socket] = split_id(b);
-    if (socket.empty() || socket.size() > 107)
+    if (socket.empty() || socket.size() > max_unix_path)
       return make_error(errc::invalid_argument, kOpt, "--backend " + b + ": a socket path of 1..107 bytes");
     DeviceKind kind = DeviceKind::blk;
     if (!id.empty() && kind_of.count(id))

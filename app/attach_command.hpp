@@ -12,7 +12,7 @@
 
 #include "actors/device.hpp"
 #include "actors/messages.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::app {
 

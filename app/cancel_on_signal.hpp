@@ -6,7 +6,7 @@
 #include <mutex>
 #include <thread>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace vufront::app {
 

@@ -11,7 +11,7 @@
 #include <csignal>
 #include <climits>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 extern char** environ;
 

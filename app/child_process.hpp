@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::app {
 

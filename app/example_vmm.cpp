@@ -38,6 +38,7 @@
 #include <CLI/CLI.hpp>
 
 #include "control/client.hpp"
+#include "protocol/mem_table.hpp"
 #include "virtio/guest_driver.hpp"
 
 using namespace vufront;
@@ -328,7 +329,7 @@ class Vmm {
   /// The guest's memory regions as set_memory takes them.
   std::vector<control::MemoryRegion> guest_regions() const {
     std::vector<control::MemoryRegion> regions;
-    for (const auto& r : guest_->memory().mem_table()) {
+    for (const auto& r : mem_table(guest_->memory())) {
       const auto* region = guest_->memory().region(r.guest_phys_addr);
       regions.push_back({r.guest_phys_addr, r.memory_size, r.mmap_offset, region->shared_fd()->get()});
     }

@@ -15,7 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
+#include "base/unix_socket.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/messages.hpp"
 
@@ -64,7 +65,7 @@ struct Job {
 inline constexpr size_t max_job_devices = 64;
 inline constexpr size_t max_job_steps = 10000;
 inline constexpr double max_job_seconds = 86400;  ///< timeouts and waits
-inline constexpr size_t max_socket_path = 107;    ///< sockaddr_un.sun_path without the NUL
+inline constexpr size_t max_socket_path = max_unix_path;  ///< sockaddr_un.sun_path without the NUL
 
 /// Checks and converts a parsed job file. Errors: invalid_argument with
 /// request "job file" and the detail "<where>: <what>".

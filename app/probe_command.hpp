@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::app {

@@ -11,7 +11,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/session.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::app {
 

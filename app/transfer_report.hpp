@@ -10,7 +10,7 @@
 
 #include "actors/messages.hpp"
 #include "app/units.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::app {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::app {
 

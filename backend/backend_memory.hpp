@@ -8,8 +8,8 @@
 #include <memory>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront::backend {

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 #include "backend/device.hpp"
 #include "protocol/virtio_config.hpp"
 #include "virtio/device_queue.hpp"

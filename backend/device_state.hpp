@@ -9,7 +9,7 @@
 #include <limits>
 #include <vector>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront::backend {

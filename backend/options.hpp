@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::backend {

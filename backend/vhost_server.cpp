@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +14,7 @@
 #include <thread>
 
 #include "backend/request_log.hpp"
+#include "base/unix_socket.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::backend {
@@ -84,11 +84,9 @@ bool VhostServer::negotiated(unsigned protocol_bit) const {
 
 Result<void> VhostServer::listen() {
   constexpr const char* op = "listen";
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (opt_.socket_path.size() >= sizeof addr.sun_path)
-    return make_error(errc::invalid_argument, op, "socket path too long");
-  std::memcpy(addr.sun_path, opt_.socket_path.c_str(), opt_.socket_path.size() + 1);
+  auto addr = unix_address(opt_.socket_path, op);
+  if (!addr)
+    return std::move(addr).error();
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -112,11 +110,11 @@ Result<void> VhostServer::listen() {
       log("connecting to %s%s", opt_.socket_path);
     return ok();
   }
-  listen_fd_ = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  listen_fd_ = make_unix_socket(SOCK_STREAM);
   if (!listen_fd_)
     return make_error(errc::io_error, op, "socket", errno);
   ::unlink(opt_.socket_path.c_str());
-  if (::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+  if (!unix_bind(listen_fd_.get(), *addr))
     return make_error(errc::io_error, op, "bind " + opt_.socket_path, errno);
   listening_ = true;
   if (::listen(listen_fd_.get(), 4) != 0)
@@ -152,14 +150,14 @@ bool VhostServer::handle_signal() {
 }
 
 UniqueFd VhostServer::connect_to_frontend() {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, opt_.socket_path.c_str(),
-              std::min(opt_.socket_path.size(), sizeof addr.sun_path - 1));
+  auto addr = unix_address(opt_.socket_path, "connect");
+  if (!addr) {  // listen() checked the path already
+    log("%s%s", addr.error().message());
+    return {};
+  }
   while (!stop_) {
-    // OWNERSHIP: adopted at once.
-    UniqueFd s = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (s && ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+    UniqueFd s = make_unix_socket(SOCK_STREAM);
+    if (s && unix_connect(s.get(), *addr))
       return s;
     pollfd p{signal_fd_.get(), POLLIN, 0};
     if (::poll(&p, 1, 50) > 0 && handle_signal())

@@ -2,12 +2,12 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <stdexcept>
 
+#include "base/unix_socket.hpp"
 #include "protocol/connection.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
@@ -81,11 +81,9 @@ bool recv_all(int fd, void* p, size_t n) {
 }
 
 UniqueFd connect_unix(const std::string& path) {
-  UniqueFd fd = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+  auto a = unix_address(path, "connect");
+  UniqueFd fd = make_unix_socket(SOCK_STREAM);
+  if (!a || !fd || !unix_connect(fd.get(), *a))
     return UniqueFd{};
   return fd;
 }
@@ -98,22 +96,9 @@ bool replay_one(int fd, int dummy, const Recorded& m) {
   std::memcpy(bytes.data(), &h, sizeof h);
   if (!m.body.empty())
     std::memcpy(bytes.data() + sizeof h, m.body.data(), m.body.size());
-  iovec iov{bytes.data(), bytes.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 8)];
   std::vector<int> fds(m.nfds, dummy);
-  if (!fds.empty()) {
-    msg.msg_control = ctrl;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  if (::sendmsg(fd, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size()))
+  if (send_with_fds(fd, bytes.data(), bytes.size(), fds.data(), fds.size(), 0) !=
+      static_cast<ssize_t>(bytes.size()))
     return false;
   if (!m.answered)
     return true;
@@ -125,12 +110,9 @@ bool replay_one(int fd, int dummy, const Recorded& m) {
 
 InstantPeer::InstantPeer(std::string socket_path) : path_(std::move(socket_path)) {
   ::unlink(path_.c_str());
-  listener_ = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
-  if (!listener_ || ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::listen(listener_.get(), 16) != 0)
+  auto a = unix_address(path_, "listen");
+  listener_ = make_unix_socket(SOCK_STREAM);
+  if (!a || !listener_ || !unix_bind(listener_.get(), *a) || ::listen(listener_.get(), 16) != 0)
     throw std::runtime_error("instant peer: cannot listen on " + path_);
   stop_ = make_eventfd();
   thread_ = std::thread([this] { run(); });

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "protocol/connection.hpp"
 
 namespace vufront::bench {

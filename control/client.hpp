@@ -25,8 +25,8 @@
 
 #include "control/packet.hpp"
 #include "control/protocol.hpp"
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 
 namespace vufront::control {
 

@@ -1,9 +1,9 @@
 #include "control/packet.hpp"
 
+#include "base/unix_socket.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,21 +18,6 @@ constexpr const char* kListen = "control socket";
 constexpr const char* kConnect = "connect";
 constexpr const char* kSend = "send";
 constexpr const char* kReceive = "receive";
-
-Result<sockaddr_un> address_of(const std::string& path, const char* what) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof a.sun_path)
-    return make_error(errc::invalid_argument, what,
-                      "socket path must be 1.." + std::to_string(sizeof a.sun_path - 1) +
-                          " bytes: " + path);
-  std::memcpy(a.sun_path, path.data(), path.size());
-  return a;
-}
-
-UniqueFd seqpacket_socket() {
-  return UniqueFd::adopt(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-}
 
 int ms_until(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -87,15 +72,15 @@ Result<UniqueFd> accept_from(int listen_fd) {
 }
 
 Result<UniqueFd> connect_to(const std::string& path, std::chrono::milliseconds timeout) {
-  auto addr = address_of(path, kConnect);
+  auto addr = unix_address(path, kConnect);
   if (!addr)
     return std::move(addr).error();
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    UniqueFd fd = seqpacket_socket();
+    UniqueFd fd = make_unix_socket(SOCK_SEQPACKET);
     if (!fd)
       return make_error(errc::io_error, kConnect, "socket", errno);
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0)
+    if (unix_connect(fd.get(), *addr))
       return fd;
     int err = errno;
     if (err != ENOENT && err != ECONNREFUSED && err != EINTR && err != EAGAIN)
@@ -124,23 +109,8 @@ Result<void> send_packet(int fd, std::string_view text, const std::vector<int>& 
   if (fds.size() > max_packet_fds)
     return make_error(errc::oversized, kSend,
                       std::to_string(fds.size()) + " fds, at most " + std::to_string(max_packet_fds));
-  iovec iov{const_cast<char*>(text.data()), text.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_packet_fds)] = {};
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    // BOUNDS: fds.size() <= max_packet_fds, the size `control` was made for.
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
   for (;;) {
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = send_with_fds(fd, text.data(), text.size(), fds.data(), fds.size(), MSG_DONTWAIT);
     if (n >= 0)
       return ok();
     if (errno == EINTR)
@@ -160,16 +130,11 @@ Result<void> send_packet(int fd, std::string_view text, const std::vector<int>& 
 Result<std::optional<Packet>> try_receive_packet(int fd) {
   Packet p;
   p.text.resize(max_packet_bytes);
-  iovec iov{p.text.data(), p.text.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_packet_fds)] = {};
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  RecvInfo info;
   ssize_t n;
   for (;;) {
-    n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT | MSG_TRUNC);
+    n = recv_with_fds(fd, p.text.data(), p.text.size(), max_packet_fds, MSG_DONTWAIT | MSG_TRUNC,
+                      p.fds, info);
     if (n >= 0 || errno != EINTR)
       break;
   }
@@ -180,22 +145,11 @@ Result<std::optional<Packet>> try_receive_packet(int fd) {
       return make_error(errc::disconnected, kReceive, "connection reset by the peer", errno);
     return make_error(errc::io_error, kReceive, "recvmsg", errno);
   }
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int one = -1;
-      // BOUNDS: count is derived from cmsg_len, inside `control`.
-      std::memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof one);
-      p.fds.push_back(UniqueFd::adopt(one));  // OWNERSHIP: installed for us by the kernel
-    }
-  }
-  p.fds_truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  p.fds_truncated = info.fds_truncated();
   p.size = static_cast<size_t>(n);
   if (n == 0 && p.fds.empty() && !p.fds_truncated)
     return make_error(errc::disconnected, kReceive, "the peer closed the connection");
-  p.truncated = (msg.msg_flags & MSG_TRUNC) != 0 || p.size > max_packet_bytes;
+  p.truncated = info.truncated() || p.size > max_packet_bytes;
   p.text.resize(p.truncated ? max_packet_bytes : p.size);
   return std::optional<Packet>{std::move(p)};
 }

@@ -13,8 +13,8 @@
 #include <string_view>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 
 namespace vufront::control {
 

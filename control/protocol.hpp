@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::control {
 

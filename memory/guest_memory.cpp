@@ -216,11 +216,11 @@ std::optional<uint64_t> GuestMemory::gpa_of_user(uint64_t uaddr) const noexcept 
   return std::nullopt;
 }
 
-std::vector<wire::MemoryRegion> GuestMemory::mem_table() const {
-  std::vector<wire::MemoryRegion> out;
+std::vector<const GuestRegion*> GuestMemory::regions() const {
+  std::vector<const GuestRegion*> out;
   out.reserve(regions_.size());
   for (const auto& entry : regions_)
-    out.push_back(entry.second.payload());
+    out.push_back(&entry.second);
   return out;
 }
 
@@ -230,13 +230,6 @@ std::vector<int> GuestMemory::fds() const {
   for (const auto& entry : regions_)
     out.push_back(entry.second.fd());
   return out;
-}
-
-Result<wire::MemoryRegion> GuestMemory::region_payload(uint64_t gpa) const {
-  const GuestRegion* r = region(gpa);
-  if (r == nullptr)
-    return invalid("region_payload", "no region starts at " + hex(gpa));
-  return r->payload();
 }
 
 }  // namespace vufront

@@ -1,8 +1,9 @@
 #pragma once
 // Guest RAM as a VMM holds it: fd-backed regions (memfd, POSIX shm via
 // Boost.Interprocess, or a caller's own fd) mapped MAP_SHARED read-write,
-// GPA -> host pointer translation, and the memory-table payloads a
-// back-end receives (SET_MEM_TABLE, ADD/REM_MEM_REG; §9 of the digest).
+// GPA -> host pointer translation, and the regions a memory table is built
+// from (the payloads themselves are protocol/mem_table.hpp's: memory/ knows
+// nothing of the wire).
 //
 // The `user_addr` a back-end is told is *synthetic*: each region gets a fake
 // base from a private address range (starting at synthetic_user_base, never
@@ -22,9 +23,8 @@
 
 #include <boost/interprocess/mapped_region.hpp>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
-#include "protocol/wire.hpp"
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
 
 namespace vufront {
 
@@ -39,6 +39,9 @@ enum class Backing {
 inline constexpr uint64_t synthetic_user_base = 0x1000'0000'0000;
 /// Synthetic bases are aligned to this and separated by at least this gap.
 inline constexpr uint64_t synthetic_user_align = 2ull << 20;
+/// GuestMemory's default slot limit: SET_MEM_TABLE's 8 regions (checked
+/// against the wire constant in protocol/mem_table.hpp).
+inline constexpr size_t default_max_guest_regions = 8;
 
 /// One mapped guest RAM region. Owned by GuestMemory; never copied.
 class GuestRegion {
@@ -60,10 +63,6 @@ public:
   /// Start of this process's mapping of the region (never sent anywhere).
   [[nodiscard]] uint8_t* host_base() const noexcept {
     return static_cast<uint8_t*>(map_.get_address());
-  }
-  /// The region as a wire entry {gpa, size, synthetic user_addr, fd_offset}.
-  [[nodiscard]] wire::MemoryRegion payload() const noexcept {
-    return {gpa_, size_, user_addr_, fd_offset_};
   }
 
 private:
@@ -87,7 +86,7 @@ class GuestMemory {
 public:
   /// `max_regions`: slot limit (8 for SET_MEM_TABLE; raise to GET_MAX_MEM_SLOTS
   /// for ADD_MEM_REG users with set_max_regions()).
-  explicit GuestMemory(size_t max_regions = wire::max_mem_table_regions) noexcept
+  explicit GuestMemory(size_t max_regions = default_max_guest_regions) noexcept
       : max_regions_(max_regions) {}
   GuestMemory(GuestMemory&&) = default;
   GuestMemory& operator=(GuestMemory&&) = default;
@@ -135,13 +134,11 @@ public:
   /// Inverse of user_addr_of: GPA of a synthetic user address, or nullopt.
   [[nodiscard]] std::optional<uint64_t> gpa_of_user(uint64_t uaddr) const noexcept;
 
-  /// All regions in ascending GPA order, ready for BackendClient::set_mem_table.
-  [[nodiscard]] std::vector<wire::MemoryRegion> mem_table() const;
-  /// The backing fds (still owned here), same order as mem_table().
+  /// All regions in ascending GPA order (valid until one is added or removed);
+  /// protocol/mem_table.hpp turns them into a memory table.
+  [[nodiscard]] std::vector<const GuestRegion*> regions() const;
+  /// The backing fds (still owned here), same order as regions().
   [[nodiscard]] std::vector<int> fds() const;
-  /// The single-region payload of the region starting at `gpa` (ADD/REM_MEM_REG).
-  /// Errors: invalid_argument if no region starts there.
-  [[nodiscard]] Result<wire::MemoryRegion> region_payload(uint64_t gpa) const;
 
 private:
   [[nodiscard]] Result<void> check_new(uint64_t gpa, uint64_t size, const char* op) const;

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront {
 

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "memory/shmem_mapper.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront {
 

@@ -10,9 +10,9 @@
 #include <variant>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "protocol/connection.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
 

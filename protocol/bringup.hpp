@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "protocol/backend_client.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront {

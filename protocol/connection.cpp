@@ -1,5 +1,7 @@
 #include "protocol/connection.hpp"
 
+#include "base/unix_socket.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -7,7 +9,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 namespace vufront {
@@ -17,9 +18,6 @@ namespace {
 /// The control buffer holds this many fds, more than any message may carry,
 /// so surplus fds arrive (and are closed) instead of being truncated.
 constexpr size_t control_fds = 32;
-constexpr size_t control_space = CMSG_SPACE(control_fds * sizeof(int));
-/// Linux's SCM_MAX_FD: the most fds one sendmsg can carry.
-constexpr size_t max_send_fds = 253;
 
 constexpr size_t header_size = sizeof(wire::Header);
 
@@ -67,23 +65,6 @@ WaitResult wait_for(int fd, short events, Deadline deadline, const std::atomic<b
   }
 }
 
-/// Moves every fd of every SCM_RIGHTS block in `msg` into `out`.
-void collect_fds(msghdr& msg, std::vector<UniqueFd>& out) {
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    const unsigned char* data = CMSG_DATA(c);
-    for (size_t i = 0; i < n; ++i) {
-      int fd;
-      // BOUNDS: i < n, and n ints fit in cmsg_len as the kernel reported it.
-      std::memcpy(&fd, data + i * sizeof(int), sizeof(int));
-      // OWNERSHIP: the kernel installed this fd (CLOEXEC) for us; it is ours to close.
-      out.push_back(UniqueFd::adopt(fd));
-    }
-  }
-}
-
 std::string plural(size_t n, const char* what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
@@ -100,27 +81,21 @@ Connection::Connection(UniqueFd socket) : sock_(std::move(socket)) {
 Result<Connection> Connection::connect(const std::string& path, Deadline deadline,
                                        const std::atomic<bool>* stop) {
   const std::string what = "connect " + path;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path))
-    return make_error(errc::invalid_argument, what,
-                      "socket path must be 1.." + std::to_string(sizeof(addr.sun_path) - 1) +
-                          " bytes, got " + std::to_string(path.size()));
-  // BOUNDS: path.size() < sizeof(sun_path) checked above; the rest stays 0.
-  std::memcpy(addr.sun_path, path.data(), path.size());
+  auto addr = unix_address(path, what);
+  if (!addr)
+    return std::move(addr).error();
 
   auto backoff = std::chrono::milliseconds(10);
   int last_errno = 0;
   for (;;) {
-    // OWNERSHIP: the new socket is owned by `s` from birth.
-    UniqueFd s = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    UniqueFd s = make_unix_socket(SOCK_STREAM, SOCK_NONBLOCK);
     if (!s)
       return make_error(errc::io_error, what, "socket() failed", errno);
-    int r;
+    bool connected;
     do {
-      r = ::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
-    } while (r != 0 && errno == EINTR);
-    if (r == 0)
+      connected = unix_connect(s.get(), *addr);
+    } while (!connected && errno == EINTR);
+    if (connected)
       return Connection(std::move(s));
     last_errno = errno;
     // ECONNREFUSED/ENOENT: nobody listening (yet); EAGAIN: the backlog is full.
@@ -197,26 +172,15 @@ Result<void> Connection::send(uint32_t request, uint32_t flags, const uint8_t* b
   iov[1].iov_base = const_cast<uint8_t*>(body);
   iov[1].iov_len = body_size;
 
-  std::vector<unsigned char> control;
-  msghdr msg{};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = body_size > 0 ? 2 : 1;
-  if (nfds > 0) {
-    control.assign(CMSG_SPACE(nfds * sizeof(int)), 0);
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    // BOUNDS: the control buffer was sized with CMSG_SPACE(nfds * sizeof(int)).
-    std::memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-  }
+  iovec* next = iov;                        // the first iovec not yet sent in full
+  size_t left_iovs = body_size > 0 ? 2 : 1;
+  const int* pending_fds = fds;              // go with the first byte, then never again
+  size_t pending_nfds = nfds;
 
   size_t total = header_size + body_size;
   size_t sent = 0;
   while (sent < total) {
-    ssize_t n = ::sendmsg(sock_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = send_with_fds(sock_.get(), next, left_iovs, pending_fds, pending_nfds, MSG_DONTWAIT);
     if (n < 0) {
       int e = errno;
       if (e == EINTR)
@@ -246,19 +210,19 @@ Result<void> Connection::send(uint32_t request, uint32_t flags, const uint8_t* b
     }
     sent += static_cast<size_t>(n);
     // The fds went with the first byte; continuations carry none.
-    msg.msg_control = nullptr;
-    msg.msg_controllen = 0;
+    pending_fds = nullptr;
+    pending_nfds = 0;
     // Advance the iovecs past what was written.
     size_t adv = static_cast<size_t>(n);
-    while (adv > 0 && msg.msg_iovlen > 0) {
-      iovec& first = msg.msg_iov[0];
+    while (adv > 0 && left_iovs > 0) {
+      iovec& first = next[0];
       size_t take = std::min(adv, first.iov_len);
       first.iov_base = static_cast<uint8_t*>(first.iov_base) + take;
       first.iov_len -= take;
       adv -= take;
       if (first.iov_len == 0) {
-        ++msg.msg_iov;
-        --msg.msg_iovlen;
+        ++next;
+        --left_iovs;
       }
     }
   }
@@ -272,7 +236,6 @@ Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline de
 
   Message m;
   std::vector<UniqueFd> late_fds;
-  alignas(cmsghdr) unsigned char control[control_space];
 
   // Reads exactly `want` bytes into `dst`; fds are accepted only when
   // `accept_fds` and nothing of the message was read yet.
@@ -280,13 +243,10 @@ Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline de
                         const char* part) -> Result<void> {
     size_t got = 0;
     while (got < want) {
-      iovec iov{dst + got, want - got};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof(control);
-      ssize_t n = ::recvmsg(sock_.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+      bool first_chunk = accept_fds && got == 0;
+      RecvInfo info;
+      ssize_t n = recv_with_fds(sock_.get(), dst + got, want - got, control_fds, MSG_DONTWAIT,
+                                first_chunk ? m.fds : late_fds, info);
       if (n < 0) {
         int e = errno;
         if (e == EINTR)
@@ -313,9 +273,7 @@ Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline de
                                  std::string("connection reset during the ") + part, e));
         return fail(make_error(errc::io_error, what, "recvmsg() failed", e));
       }
-      bool first_chunk = accept_fds && got == 0;
-      collect_fds(msg, first_chunk ? m.fds : late_fds);
-      if (msg.msg_flags & MSG_CTRUNC)
+      if (info.fds_truncated())
         return fail(make_error(errc::bad_fds, what,
                                "control data truncated (more than " +
                                    plural(control_fds, "fd") + " sent); all fds closed"));

@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront {

@@ -12,7 +12,7 @@
 
 #include "protocol/backend_client.hpp"
 #include "protocol/connection.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
 

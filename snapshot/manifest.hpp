@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::snapshot {

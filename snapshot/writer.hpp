@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <string>
 
-#include "memory/unique_fd.hpp"
-#include "protocol/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/error.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/manifest.hpp"
 

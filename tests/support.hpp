@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 #ifndef VUFRONT_TEST_SLOWDOWN
 #define VUFRONT_TEST_SLOWDOWN 1

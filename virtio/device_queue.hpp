@@ -19,7 +19,7 @@
 #include <optional>
 #include <vector>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "virtio/ring_layout.hpp"
 
 namespace vufront::virtio {

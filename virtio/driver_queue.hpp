@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "memory/guest_memory.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 #include "virtio/ring_layout.hpp"
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 #include "virtio/ring_layout.hpp"
 #include "virtio/requests.hpp"

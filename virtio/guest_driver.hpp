@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "memory/guest_memory.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "virtio/driver_queue.hpp"
 #include "virtio/fuse.hpp"
 #include "virtio/requests.hpp"

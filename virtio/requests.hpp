@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "memory/guest_memory.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 #include "virtio/driver_queue.hpp"
 

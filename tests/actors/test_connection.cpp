@@ -7,7 +7,6 @@
 #include <atomic>
 
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -16,6 +15,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/connection.hpp"
+#include "base/unix_socket.hpp"
 #include "tests/actors/fixture.hpp"
 #include "tests/support.hpp"
 
@@ -31,11 +31,10 @@ class OnePeer {
 public:
   template <class F>
   OnePeer(const std::string& path, F peer) {
-    listener_ = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    REQUIRE(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    listener_ = make_unix_socket(SOCK_STREAM);
+    auto a = unix_address(path, "bind");
+    REQUIRE(a.ok());
+    REQUIRE(unix_bind(listener_.get(), *a));
     REQUIRE(::listen(listener_.get(), 1) == 0);
     thread_ = std::thread([this, peer] {
       UniqueFd c = UniqueFd::adopt(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));

@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "actors/device_checks.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 using namespace vufront;
 using namespace vufront::actors;

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "actors/fd_watcher.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "tests/support.hpp"
 
 using namespace vufront;

@@ -6,7 +6,7 @@
 
 #include "actors/device_checks.hpp"
 #include "actors/replay.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 using namespace vufront;
 using namespace vufront::actors;

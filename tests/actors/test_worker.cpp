@@ -24,7 +24,7 @@
 
 #include "actors/fd_watcher.hpp"
 #include "actors/worker.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "tests/actors/fixture.hpp"
 #include "tests/support.hpp"
 

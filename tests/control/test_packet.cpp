@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "base/unix_socket.hpp"
 #include "control/packet.hpp"
 #include "tests/support.hpp"
 
@@ -91,20 +92,7 @@ TEST_CASE("control packet: oversized packets and too many fds are flagged, every
     auto refused = send_packet(p.a.get(), "x", many, soon());
     REQUIRE_FALSE(refused);
     CHECK(refused.error().code == errc::oversized);
-    char data = 'x';
-    iovec iov{&data, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 20)] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * 20);
-    std::memcpy(CMSG_DATA(c), many.data(), sizeof(int) * 20);
-    REQUIRE(::sendmsg(p.a.get(), &msg, 0) == 1);
+    REQUIRE(send_with_fds(p.a.get(), "x", 1, many.data(), many.size(), 0) == 1);
     auto t = receive_packet(p.b.get(), soon());
     REQUIRE(t);
     REQUIRE(*t);

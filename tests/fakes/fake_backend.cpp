@@ -1,5 +1,7 @@
 #include "tests/fakes/fake_backend.hpp"
 
+#include "base/unix_socket.hpp"
+
 #include <algorithm>
 #include <cerrno>
 
@@ -208,27 +210,13 @@ Result<Message> FakeBackend::receive_message() {
 }
 
 std::string FakeBackend::send_raw(const std::vector<uint8_t>& bytes, const std::vector<int>& fds) {
-  std::vector<unsigned char> control;
   size_t sent = 0;
   bool first = true;
   auto deadline = deadline_in(step_timeout_);
   while (sent < bytes.size() || (first && bytes.empty())) {
-    iovec iov{const_cast<uint8_t*>(bytes.data()) + sent, bytes.size() - sent};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (first && !fds.empty()) {
-      control.assign(CMSG_SPACE(fds.size() * sizeof(int)), 0);
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-      // BOUNDS: control was sized with CMSG_SPACE(fds.size() * sizeof(int)).
-      std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
-    }
-    ssize_t n = ::sendmsg(conn_->fd(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    // The fds go with the first sendmsg only.
+    ssize_t n = send_with_fds(conn_->fd(), bytes.data() + sent, bytes.size() - sent,
+                              first ? fds.data() : nullptr, first ? fds.size() : 0, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR)
         continue;

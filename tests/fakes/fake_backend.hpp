@@ -32,7 +32,7 @@
 #include <thread>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/connection.hpp"
 #include "protocol/messages.hpp"

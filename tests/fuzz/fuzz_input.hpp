@@ -10,7 +10,7 @@
 #include <cstring>
 #include <optional>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "protocol/connection.hpp"
 
 namespace vufront::fuzz {

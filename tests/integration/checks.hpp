@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "app/checker.hpp"
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 
 namespace vufront::test {
 

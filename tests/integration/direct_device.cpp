@@ -1,5 +1,7 @@
 #include "tests/integration/direct_device.hpp"
 
+#include "protocol/mem_table.hpp"
+
 namespace vufront::test {
 
 namespace {
@@ -86,7 +88,7 @@ Result<std::unique_ptr<DirectDevice>> DirectDevice::start(const DirectDeviceOpti
   uint64_t size = (per_queue_rings + per_queue_scratch) * o.queues + (2 << 20);
   if (auto r = mem.add_region(guest_base, size); !r)
     return fail(std::move(r));
-  if (auto r = client->set_mem_table(mem.mem_table(), mem.fds()); !r)
+  if (auto r = client->set_mem_table(mem_table(mem), mem.fds()); !r)
     return std::move(r).error();
 
   std::unique_ptr<DirectDevice> dev(new DirectDevice(std::move(*client), std::move(mem)));

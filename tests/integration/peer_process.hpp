@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace vufront::test {
 

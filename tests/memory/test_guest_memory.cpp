@@ -139,7 +139,7 @@ TEST_CASE("GuestMemory: adopting a caller's fd at an offset") {
     REQUIRE(r.ok());
     CHECK((*r)->fd_offset() == kPage);
     CHECK(std::memcmp(mem.host_ptr(0x40000000, 6), "offset", 6) == 0);
-    CHECK(mem.mem_table().at(0).mmap_offset == kPage);
+    CHECK(mem.regions().at(0)->fd_offset() == kPage);
 
     // A shared fd stays open as long as the caller keeps a copy.
     vufront::SharedFd shared = vufront::share(vufront::make_memfd("shared", kPage));
@@ -215,7 +215,7 @@ TEST_CASE("GuestMemory: every invalid region is refused before anything is mappe
 
   // Removal needs an exact region start.
   CHECK_FALSE(mem.remove_region(kPage).ok());
-  CHECK_FALSE(mem.region_payload(kPage).ok());
+  CHECK(mem.region(kPage) == nullptr);
   REQUIRE(mem.remove_region(0).ok());
   CHECK_FALSE(mem.remove_region(0).ok());
   CHECK(count.open_now() == 3);  // the three regions still in mem
@@ -289,36 +289,17 @@ TEST_CASE("GuestMemory: synthetic user addresses are fake, aligned, disjoint and
   CHECK(moved.region_count() == 3);
 }
 
-TEST_CASE("GuestMemory: mem_table and region payloads") {
-  FdCount count;
-  {
-    GuestMemory mem;
-    CHECK(mem.mem_table().empty());
-    CHECK(mem.fds().empty());
-    const GuestRegion* hi = add(mem, 0x100000000, 2 * kPage);
-    const GuestRegion* lo = add(mem, 0, 4 * kPage, Backing::posix_shm);
-    const auto table = mem.mem_table();
-    const auto fds = mem.fds();
-    REQUIRE(table.size() == 2);
-    REQUIRE(fds.size() == 2);
-    // Ascending GPA order; fds in the same order.
-    CHECK(table[0].guest_phys_addr == 0);
-    CHECK(table[0].memory_size == 4 * kPage);
-    CHECK(table[0].user_addr == lo->user_addr());
-    CHECK(table[0].mmap_offset == 0);
-    CHECK(fds[0] == lo->fd());
-    CHECK(table[1].guest_phys_addr == 0x100000000);
-    CHECK(table[1].memory_size == 2 * kPage);
-    CHECK(table[1].user_addr == hi->user_addr());
-    CHECK(fds[1] == hi->fd());
-
-    auto single = mem.region_payload(0x100000000);
-    REQUIRE(single.ok());
-    CHECK(std::memcmp(&*single, &table[1], sizeof table[1]) == 0);
-    CHECK(count.open_now() == 2);
-    REQUIRE(mem.remove_region(0x100000000).ok());
-    CHECK(count.open_now() == 1);
-    CHECK(mem.mem_table().size() == 1);
-  }
-  CHECK(count.leaked() == 0);
+TEST_CASE("GuestMemory: regions() in ascending GPA order, fds() in the same order") {
+  GuestMemory mem;
+  CHECK(mem.regions().empty());
+  const GuestRegion* hi = add(mem, 0x100000000, 2 * kPage);
+  const GuestRegion* lo = add(mem, 0, 4 * kPage);
+  const auto regions = mem.regions();
+  const auto fds = mem.fds();
+  REQUIRE(regions.size() == 2);
+  REQUIRE(fds.size() == 2);
+  CHECK(regions[0] == lo);
+  CHECK(regions[1] == hi);
+  CHECK(fds[0] == lo->fd());
+  CHECK(fds[1] == hi->fd());
 }

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "memory/shmem_window.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "tests/support.hpp"
 
 using vufront::errc;

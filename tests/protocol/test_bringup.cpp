@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "protocol/bringup.hpp"
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "tests/fakes/fake_backend.hpp"
 #include "tests/support.hpp"
 

@@ -15,9 +15,9 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "base/unix_socket.hpp"
 #include "protocol/connection.hpp"
 #include "tests/fakes/fake_backend.hpp"
 #include "tests/support.hpp"
@@ -59,23 +59,8 @@ size_t unread(int fd) {
 
 /// Writes `bytes` (with `fds` on the first sendmsg) in one go.
 void write_raw(int fd, const std::vector<uint8_t>& bytes, const std::vector<int>& fds = {}) {
-  iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<unsigned char> control;
-  if (!fds.empty()) {
-    control.assign(CMSG_SPACE(fds.size() * sizeof(int)), 0);
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-    // BOUNDS: control was sized with CMSG_SPACE(fds.size() * sizeof(int)).
-    std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
-  }
-  REQUIRE(::sendmsg(fd, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+  REQUIRE(send_with_fds(fd, bytes.data(), bytes.size(), fds.data(), fds.size(), 0) ==
+          static_cast<ssize_t>(bytes.size()));
 }
 
 /// Writes one byte at a time, each only after the reader (watching
@@ -481,12 +466,11 @@ TEST_CASE("connection: connect() times out on a missing path, works when listeni
     FdCount leak;
     {
       auto path = dir.file("be.sock");
-      auto lfd = UniqueFd::adopt(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      auto lfd = make_unix_socket(SOCK_STREAM);
       REQUIRE(lfd.valid());
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-      REQUIRE(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+      auto addr = unix_address(path, "bind");
+      REQUIRE(addr.ok());
+      REQUIRE(unix_bind(lfd.get(), *addr));
       REQUIRE(::listen(lfd.get(), 4) == 0);
       auto c = Connection::connect(path, deadline_in(2000ms));
       REQUIRE(c.ok());

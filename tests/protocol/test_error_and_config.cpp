@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "protocol/error.hpp"
+#include "base/error.hpp"
 #include "protocol/virtio_config.hpp"
 
 using namespace vufront;

@@ -7,7 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "tests/support.hpp"
 
 using vufront::UniqueFd;

@@ -1,15 +1,12 @@
-#include "memory/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 #include <cerrno>
-#include <cstring>
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 namespace vufront {
@@ -76,54 +73,6 @@ bool set_nonblocking(int fd, bool on) noexcept {
     return false;
   flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
   return ::fcntl(fd, F_SETFL, flags) == 0;
-}
-
-UniqueFd make_listening_socket(const std::string& path, int type, int flags, unsigned mode,
-                               int backlog, ListenFailure& why) noexcept {
-  why = ListenFailure::none;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path) {
-    why = ListenFailure::bad_path;
-    errno = ENAMETOOLONG;
-    return {};
-  }
-  // BOUNDS: path.size() < sizeof(sun_path) checked above.
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  const auto* sa = reinterpret_cast<const sockaddr*>(&addr);
-  struct stat sb {};
-  if (::lstat(path.c_str(), &sb) == 0) {
-    if (!S_ISSOCK(sb.st_mode)) {
-      why = ListenFailure::not_a_socket;
-      errno = EEXIST;
-      return {};
-    }
-    // OWNERSHIP: a probe socket, closed at the end of this block.
-    UniqueFd probe = UniqueFd::adopt(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
-    if (probe && ::connect(probe.get(), sa, sizeof addr) == 0) {
-      why = ListenFailure::in_use;
-      errno = EADDRINUSE;
-      return {};
-    }
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      why = ListenFailure::system;
-      return {};
-    }
-  }
-  // OWNERSHIP: the listening socket is owned by `fd` from birth.
-  UniqueFd fd = UniqueFd::adopt(::socket(AF_UNIX, type | SOCK_CLOEXEC | flags, 0));
-  if (!fd || ::bind(fd.get(), sa, sizeof addr) != 0) {
-    why = ListenFailure::system;
-    return {};
-  }
-  if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0 || ::listen(fd.get(), backlog) != 0) {
-    int err = errno;
-    ::unlink(path.c_str());
-    why = ListenFailure::system;
-    errno = err;
-    return {};
-  }
-  return fd;
 }
 
 }  // namespace vufront

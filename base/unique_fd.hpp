@@ -79,18 +79,6 @@ struct SocketPair {
 };
 [[nodiscard]] SocketPair make_socketpair() noexcept;
 
-/// Why make_listening_socket() failed.
-enum class ListenFailure { none, bad_path, in_use, not_a_socket, system };
-
-/// A unix socket of `type` (SOCK_STREAM or SOCK_SEQPACKET; CLOEXEC, plus
-/// `flags` such as SOCK_NONBLOCK) listening at `path`, with `mode` set
-/// before listen() so nobody connects in between. A socket file nobody
-/// listens on any more is replaced; a live one (in_use) or another kind of
-/// file (not_a_socket) is refused. Empty on failure, `why` says why (and
-/// errno for `system`).
-[[nodiscard]] UniqueFd make_listening_socket(const std::string& path, int type, int flags,
-                                             unsigned mode, int backlog, ListenFailure& why) noexcept;
-
 /// Number of fds open in this process (reads /proc/self/fd); -1 on failure.
 /// Used by tests and soak checks to prove nothing leaks.
 [[nodiscard]] int count_open_fds() noexcept;
