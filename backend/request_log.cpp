@@ -1,18 +1,11 @@
 #include "backend/request_log.hpp"
 
-#include <cstdio>
-
+#include "base/error.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront::backend {
 
 namespace {
-
-std::string hex(uint64_t v) {
-  char b[24];
-  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
-}
 
 std::string region(const wire::MemoryRegion& r) {
   return " gpa " + hex(r.guest_phys_addr) + " size " + hex(r.memory_size) + " offset " +
