@@ -58,6 +58,26 @@ namespace net_bit {
 constexpr unsigned mac = 5, status = 16, mq = 22;
 }
 
+/// The features a check needs that the back-end does not offer, by name, and
+/// what to change: "... 0x1000 (MQ): it has one queue; check with --queues 1".
+Error missing_features(uint64_t missing, DeviceKind kind) {
+  std::string names;
+  for (const auto& n : feature_names(missing, kind))
+    names += (names.empty() ? "" : " ") + n;
+  std::string hints;
+  auto hint = [&](const std::string& h) { hints += "; " + h; };
+  const unsigned mq = kind == DeviceKind::net ? net_bit::mq : blk_bit::mq;
+  if (kind != DeviceKind::fs && has_bit(missing, mq))
+    hint("it offers no multiqueue: check with --queues 1");
+  if (has_bit(missing, feature::ring_packed))
+    hint("it offers split rings only: check without --packed");
+  if (has_bit(missing, feature::version_1))
+    hint("it is a legacy (pre-1.0) virtio device, which vufront does not drive");
+  return make_error(errc::not_negotiated, "negotiate",
+                    "the back-end does not offer features the check needs: " + hex(missing) + " (" +
+                        names + ")" + hints);
+}
+
 }  // namespace
 
 Checker::Checker(caf::actor_system& sys, CheckOptions o)
@@ -147,9 +167,7 @@ Result<std::string> Checker::negotiate_session(bool keep_features) {
     want |= need;
     driver_features_ = info_.backend_features & want;
     if ((driver_features_ & need) != need)
-      return make_error(errc::not_negotiated, "negotiate",
-                        "the back-end does not offer features the check needs: " +
-                            hex(need & ~info_.backend_features));
+      return missing_features(need & ~info_.backend_features, opts_.device);
   }
   window_.reset();
   if (!info_.shmem_sizes.empty()) {

@@ -338,7 +338,9 @@ Result<Used> DriverQueue::wait_used(int call_fd, Deadline deadline) {
       return **u;
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline)
-      return make_error(errc::timeout, op_used, "no used entry before the deadline");
+      return make_error(errc::timeout, op_used,
+                        "no used entry before the deadline (" + std::to_string(in_flight_count_) +
+                            " request(s) outstanding)");
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
     pollfd p{call_fd, POLLIN, 0};
     const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));

@@ -67,8 +67,11 @@ int GuestDriver::wait_fd(uint16_t q) const {
 
 Result<Used> GuestDriver::wait(uint16_t q, uint16_t id) {
   auto used = queues_.at(q).driver.wait_used(wait_fd(q), deadline());
-  if (!used)
-    return used;
+  if (!used) {
+    Error e = std::move(used).error();
+    e.detail = "queue " + std::to_string(q) + ": " + e.detail;  // which ring stalled
+    return e;
+  }
   if (used->id != id)
     return make_error(errc::invalid_payload, "used ring",
                       "queue " + std::to_string(q) + ": completion for id " +

@@ -135,6 +135,18 @@ def test_check_timeout_bounds_a_held_memory_table(tmp):
     assert took < GAVE_UP_EARLY, took
 
 
+def test_check_names_a_missing_feature_and_what_to_change(tmp):
+    b = start_backend(tmp, '--refuse-feature', 'RING_PACKED')
+    try:
+        rc, j = check_json(b.sock, '--packed')
+        assert rc == 1, j
+        detail = j['steps'][0]['detail']
+        assert '0x400000000 (RING_PACKED)' in detail, detail
+        assert 'check without --packed' in detail, detail
+    finally:
+        b.stop()
+
+
 def test_check_drain_timeout_in_help(tmp):
     r = vufront('check', '--help')
     assert '--drain-timeout' in r.stdout and 'GET_VRING_BASE' in r.stdout, r.stdout

@@ -381,6 +381,13 @@ TEST_CASE("ring wait_used: call eventfd, coalesced signals, deadline") {
       CHECK(late.error().code == errc::timeout);
       uint64_t left = 0;
       CHECK(::read(call.get(), &left, sizeof left) < 0);  // counter was drained
+      // A stalled ring says how many requests it still waits for.
+      auto c = drv.add_chain(request_chain(rig, 3, 2));
+      REQUIRE(c.ok());
+      late = drv.wait_used(call.get(), std::chrono::steady_clock::now());
+      REQUIRE_FALSE(late.ok());
+      CHECK(late.error().message() ==
+            "virtqueue used: timeout: no used entry before the deadline (1 request(s) outstanding)");
     }
   }
   CHECK(fds.leaked() == 0);
