@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,7 +73,11 @@ VhostServer::VhostServer(Options options, std::unique_ptr<Device> device)
 VhostServer::~VhostServer() {
   s_.reset();
   if (listening_) {
-    ::unlink(opt_.socket_path.c_str());
+    // the socket file only while it is still ours (not replaced meanwhile)
+    struct stat sb {};
+    if (::stat(opt_.socket_path.c_str(), &sb) == 0 && sb.st_dev == socket_dev_ &&
+        sb.st_ino == socket_ino_)
+      ::unlink(opt_.socket_path.c_str());
     if (!opt_.pidfile.empty())
       ::unlink(opt_.pidfile.c_str());
   }
@@ -110,15 +115,32 @@ Result<void> VhostServer::listen() {
       log("connecting to %s%s", opt_.socket_path);
     return ok();
   }
-  listen_fd_ = make_unix_socket(SOCK_STREAM);
-  if (!listen_fd_)
-    return make_error(errc::io_error, op, "socket", errno);
-  ::unlink(opt_.socket_path.c_str());
-  if (!unix_bind(listen_fd_.get(), *addr))
-    return make_error(errc::io_error, op, "bind " + opt_.socket_path, errno);
+  // Only a stale socket file (nobody listens on it) is replaced: a live
+  // back-end's socket or any other file at the path is left alone.
+  const mode_t umask_now = ::umask(0);
+  ::umask(umask_now);
+  ListenFailure why{};
+  listen_fd_ = make_listening_socket(opt_.socket_path, SOCK_STREAM, 0, 0777 & ~umask_now, 4, why);
+  const std::string what = "listen " + opt_.socket_path;
+  switch (why) {
+    case ListenFailure::none: break;
+    case ListenFailure::bad_path:
+      return make_error(errc::invalid_argument, what, "socket path must be 1..107 bytes");
+    case ListenFailure::in_use:
+      return make_error(errc::bad_state, what,
+                        "another process listens on this socket already (left as it is)");
+    case ListenFailure::not_a_socket:
+      return make_error(errc::invalid_argument, what,
+                        "the path exists and is not a socket (left as it is)");
+    case ListenFailure::system:
+      return make_error(errc::io_error, what, "cannot listen", errno);
+  }
+  struct stat sb {};
+  if (::stat(opt_.socket_path.c_str(), &sb) == 0) {
+    socket_dev_ = sb.st_dev;
+    socket_ino_ = sb.st_ino;
+  }
   listening_ = true;
-  if (::listen(listen_fd_.get(), 4) != 0)
-    return make_error(errc::io_error, op, "listen", errno);
   if (auto r = write_pidfile(opt_.pidfile, op); !r)
     return r;
   if (opt_.verbose)

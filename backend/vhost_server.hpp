@@ -126,6 +126,7 @@ private:
   bool stop_ = false;
   bool drop_ = false;       ///< SIGHUP: drop the current front-end
   bool listening_ = false;
+  uint64_t socket_dev_ = 0, socket_ino_ = 0;  ///< the socket file, as bound
   uint32_t popped_ = 0;     ///< requests taken off rings (--crash-in-request)
   bool last_state_ok_ = false;  ///< CHECK_DEVICE_STATE: the last transfer succeeded
   std::unique_ptr<Session> s_;

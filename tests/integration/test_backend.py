@@ -238,6 +238,37 @@ def test_sigterm_removes_socket(tmp):
         b.stop()
 
 
+def test_socket_path_taken_is_left_alone(tmp):
+    """--socket on a file with data, or on a live back-end's socket: refused
+    with a clear error, the file and the live back-end untouched; a stale
+    socket (its back-end gone) is replaced."""
+    path = os.path.join(tmp, 'data')
+    with open(path, 'w') as f:
+        f.write('precious\n')
+    r = subprocess.run([ARGS.backend, '--socket', path], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert 'is not a socket (left as it is)' in r.stderr, r.stderr
+    with open(path) as f:
+        assert f.read() == 'precious\n'
+    first = start_backend(tmp, name='live.sock')
+    try:
+        r = subprocess.run([ARGS.backend, '--socket', first.sock], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1, r.stderr
+        assert 'another process listens on this socket already' in r.stderr, r.stderr
+        probe(first.sock, '--no-reconnect')  # the first one still serves
+        first.proc.kill()  # leaves a stale socket file behind
+        first.proc.wait(10)
+        assert os.path.exists(first.sock)
+        again = start_backend(tmp, name='live.sock')
+        try:
+            probe(again.sock, '--no-reconnect')
+        finally:
+            again.stop()
+    finally:
+        first.stop()
+
+
 def test_shmem_map_on_start(tmp):
     b = start_backend(tmp, '--shmem-size', '1M')
     try:
