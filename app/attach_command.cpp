@@ -124,7 +124,12 @@ Result<std::vector<actors::DeviceSetup>> device_setups(const std::vector<std::st
 }
 
 int attach_main(const AttachOptions& opts) {
-  CancelOnSignal signals("stopping");  // before the actor system: its threads inherit the mask
+  // Before the actor system: its threads inherit the mask. SIGHUP (a closed
+  // terminal, a service manager's reload) does not end the daemon: it is
+  // logged and ignored; SIGINT and SIGTERM stop it cleanly.
+  CancelOnSignal signals("stopping", [] {
+    log_line("SIGHUP: ignored (vufront attach keeps serving; SIGINT or SIGTERM stops it)");
+  });
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   actors::ControlServerConfig sc;

@@ -8,22 +8,26 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 namespace vufront::app {
 
 namespace {
-sigset_t cancel_signals() {
+sigset_t cancel_signals(bool hangup) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  if (hangup)
+    sigaddset(&set, SIGHUP);
   return set;
 }
 sigset_t saved_mask;  // the mask before the first CancelOnSignal (one at a time)
 }  // namespace
 
-CancelOnSignal::CancelOnSignal(const char* what) : what_(what) {
-  sigset_t set = cancel_signals();
+CancelOnSignal::CancelOnSignal(const char* what, std::function<void()> on_hangup)
+    : on_hangup_(std::move(on_hangup)), what_(what) {
+  sigset_t set = cancel_signals(static_cast<bool>(on_hangup_));
   if (::pthread_sigmask(SIG_BLOCK, &set, &saved_mask) != 0)
     return;
   mask_changed_ = true;
@@ -59,6 +63,11 @@ void CancelOnSignal::run() {
     signalfd_siginfo info{};
     if (::read(signal_fd_.get(), &info, sizeof info) != static_cast<ssize_t>(sizeof info))
       continue;
+    if (info.ssi_signo == SIGHUP) {
+      if (on_hangup_)
+        on_hangup_();
+      continue;
+    }
     // Under the lock: on_signal(nullptr) then waits until a call in progress
     // is over, so whatever fn_ refers to may be destroyed right after it.
     std::lock_guard<std::mutex> lock(mutex_);

@@ -17,8 +17,9 @@ namespace vufront::app {
 class CancelOnSignal {
 public:
   /// `what` names what the first signal does in the line it prints
-  /// ("cancelling", "stopping").
-  explicit CancelOnSignal(const char* what = "cancelling");
+  /// ("cancelling", "stopping"). With `on_hangup`, SIGHUP is caught too and
+  /// calls it (on the signal thread) instead of ending the process.
+  explicit CancelOnSignal(const char* what = "cancelling", std::function<void()> on_hangup = {});
   ~CancelOnSignal();
   CancelOnSignal(const CancelOnSignal&) = delete;
   CancelOnSignal& operator=(const CancelOnSignal&) = delete;
@@ -31,6 +32,7 @@ private:
 
   std::mutex mutex_;  // guards fn_ and signalled_ (the signal thread calls fn_)
   std::function<void()> fn_;
+  std::function<void()> on_hangup_;  // set once, before the thread starts
   bool signalled_ = false;
   UniqueFd signal_fd_;
   UniqueFd stop_fd_;

@@ -489,6 +489,20 @@ def test_several_devices_add_and_remove(tmp):
             c.error('add_device', {'id': 'bad', 'backend': os.path.join(tmp, 'none.sock')})
 
 
+def test_sighup_is_logged_and_ignored_sigterm_stops_cleanly(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att:
+            att.proc.send_signal(signal.SIGHUP)
+            att.wait_log('SIGHUP: ignored')
+            with Control(att.control) as c:  # still serving
+                assert c.ok('status')['state'] == 'negotiated'
+            att.proc.send_signal(signal.SIGTERM)
+            assert att.wait_exit(30) == 0, ''.join(att.log)
+            assert att.log.has('stopped')
+            assert not os.path.exists(att.control)
+
+
 def test_usage_errors_exit_2_and_unreachable_backend_exits_1(tmp):
     for args in ([], ['--control', ctl_path(tmp)], ['--backend', '/x.sock'],
                  ['--backend', '/x.sock', '--control', ctl_path(tmp), '--device', 'gpu'],
