@@ -10,15 +10,7 @@ namespace vufront {
 
 namespace {
 
-/// The bytes of a wire struct (padding-free by construction, see wire.hpp).
-template <class T>
-std::vector<uint8_t> bytes_of(const T& v) {
-  static_assert(wire::is_wire_v<T>);
-  std::vector<uint8_t> out(sizeof(T));
-  // BOUNDS: `out` holds exactly sizeof(T) bytes.
-  std::memcpy(out.data(), &v, sizeof(T));
-  return out;
-}
+using wire::bytes_of;
 
 std::vector<uint8_t> u64_body(uint64_t v) { return bytes_of(wire::U64{v}); }
 

@@ -454,18 +454,7 @@ Result<FrontendRequest> decode_frontend_request(const wire::Header& header,
 
 // ---- replies ---------------------------------------------------------------
 
-namespace {
-
-template <class T>
-std::vector<uint8_t> bytes_of(const T& v) {
-  static_assert(wire::is_wire_v<T>);
-  std::vector<uint8_t> out(sizeof(T));
-  // BOUNDS: `out` holds exactly sizeof(T) bytes.
-  std::memcpy(out.data(), &v, sizeof(T));
-  return out;
-}
-
-}  // namespace
+using wire::bytes_of;
 
 std::vector<uint8_t> FrontendReply::bytes() const {
   const wire::Header h{static_cast<uint32_t>(req), flags(), static_cast<uint32_t>(body.size())};

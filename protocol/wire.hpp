@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 #include <optional>
 #include <type_traits>
 
@@ -253,6 +254,16 @@ inline constexpr uint32_t max_payload_size = 0x1000;
 static_assert(sizeof(ShmemConfig) <= max_payload_size);
 
 // ---- encoding / decoding ---------------------------------------------------
+
+/// The bytes of a wire struct (padding-free by construction: is_wire_v).
+template <class T>
+[[nodiscard]] std::vector<uint8_t> bytes_of(const T& v) {
+  static_assert(is_wire_v<T>);
+  std::vector<uint8_t> out(sizeof(T));
+  // BOUNDS: `out` holds exactly sizeof(T) bytes.
+  std::memcpy(out.data(), &v, sizeof(T));
+  return out;
+}
 
 /// Copies a wire struct out of `size` bytes at `data`; nullopt unless
 /// `size == sizeof(T)` exactly. BOUNDS: reads exactly sizeof(T) bytes after the check.

@@ -43,14 +43,7 @@ namespace vufront::test {
 // ---- byte builders ------------------------------------------------------------
 
 /// The bytes of a wire struct.
-template <class T>
-[[nodiscard]] std::vector<uint8_t> bytes_of(const T& v) {
-  static_assert(wire::is_wire_v<T>);
-  std::vector<uint8_t> out(sizeof(T));
-  // BOUNDS: `out` holds exactly sizeof(T) bytes.
-  std::memcpy(out.data(), &v, sizeof(T));
-  return out;
-}
+using wire::bytes_of;
 
 /// A raw message: header {request, flags, size} followed by `body` (whose
 /// length need not equal `size`, to build malformed messages).
