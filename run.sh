@@ -21,7 +21,7 @@ JOBS=${JOBS:-$(nproc)}
 # Debian packages the build, the tests and the main job need.
 PACKAGES=(
   cmake make g++ pkg-config
-  libcaf-dev libboost-dev nlohmann-json3-dev libcli11-dev doctest-dev libxxhash-dev
+  libcaf-dev libboost-dev libboost-context-dev nlohmann-json3-dev libcli11-dev doctest-dev libxxhash-dev
   python3 qemu-system-common
 )
 

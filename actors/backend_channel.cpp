@@ -3,8 +3,6 @@
 #include <cerrno>
 #include <cstring>
 #include <iterator>
-#include <system_error>
-#include <thread>
 #include <utility>
 
 #include <poll.h>
@@ -17,6 +15,7 @@
 #include "actors/credit_gate.hpp"
 #include "actors/error.hpp"
 #include "actors/handoff.hpp"
+#include "loop/event_loop.hpp"
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
 
@@ -50,24 +49,26 @@ uint64_t page_size() {
   return v > 0 ? static_cast<uint64_t>(v) : uint64_t{4096};
 }
 
-/// Writes the u64 reply to back-end request `code` (encode_backend_reply).
-Result<void> send_reply(Connection& conn, uint32_t code, uint64_t status) {
+/// Writes the u64 reply to back-end request `code` (encode_backend_reply),
+/// waiting at most `wait` for room in the socket.
+Result<void> send_reply(Connection& conn, uint32_t code, uint64_t status,
+                        std::chrono::milliseconds wait) {
   const std::vector<uint8_t> bytes = encode_backend_reply(code, status);
   wire::Header h{};
   // BOUNDS: encode_backend_reply returns header + u64, more than sizeof h.
   std::memcpy(&h, bytes.data(), sizeof h);
   return conn.send(h.request, h.flags, bytes.data() + sizeof h, bytes.size() - sizeof h, nullptr,
-                   0, deadline_in(channel_reply_timeout),
+                   0, deadline_in(wait),
                    std::string("reply to ") + backend_req_name(code));
 }
 
 }  // namespace
 
-// ---- the reader thread -----------------------------------------------------------
+// ---- the reader task -------------------------------------------------------------
 
-/// Everything the reader thread touches. Shared with the state, so a thread
-/// that had to be detached (last strong reference dropped on it) never sees
-/// closed fds or freed memory.
+/// Everything the reader task touches. Shared with the state, so a task
+/// whose reader was destroyed on the loop thread (last strong reference
+/// dropped in a task) never sees closed fds or freed memory.
 struct ReaderCore {
   ReaderCore(UniqueFd sock, std::unique_ptr<CreditGate> g, caf::actor_addr owner_addr,
              uint64_t acked_features, std::shared_ptr<ChannelCounters> c)
@@ -114,7 +115,7 @@ bool refuse_in_order(ReaderCore& c, uint32_t code, uint64_t status) {
       give_credits(c, held - 1);
       return false;
     }
-  auto r = send_reply(c.conn, code, status);
+  auto r = send_reply(c.conn, code, status, channel_reply_timeout);
   give_credits(c, channel_credits - 1);  // keep the one for the next receive
   if (!r) {
     report_eof(c, r.error().message());
@@ -196,7 +197,7 @@ void run_reader(std::shared_ptr<ReaderCore> core) {
 
 class ChannelReader {
 public:
-  /// Errors: io_error (dup, eventfd or thread creation failed), request "back-end channel".
+  /// Errors: io_error (dup or eventfd failed), request "back-end channel".
   static Result<std::unique_ptr<ChannelReader>> start(const SharedFd& channel, uint64_t acked,
                                                       caf::actor_addr owner,
                                                       std::shared_ptr<ChannelCounters> counters) {
@@ -211,29 +212,19 @@ public:
     auto core = std::make_shared<ReaderCore>(std::move(sock), std::move(gate).value(), std::move(owner),
                                              acked, std::move(counters));
     std::unique_ptr<ChannelReader> out(new ChannelReader(core));
-    try {
-      out->thread_ = std::thread(run_reader, core);
-    } catch (const std::system_error& e) {
-      return make_error(errc::io_error, kChannel, "cannot start the reader thread",
-                        e.code().value());
-    }
+    out->task_ = loop::EventLoop::instance().spawn([core] { run_reader(core); }, kChannel);
     return out;
   }
 
   ~ChannelReader() {
     stop();
-    if (!thread_.joinable())
-      return;
-    if (thread_.get_id() == std::this_thread::get_id())
-      thread_.detach();  // the last reference went on the reader itself; it returns soon
-    else
-      thread_.join();
+    task_.join();  // on the loop thread (the last reference went in a task): ends its wait instead
   }
 
   ChannelReader(const ChannelReader&) = delete;
   ChannelReader& operator=(const ChannelReader&) = delete;
 
-  /// Tells the thread to finish; does not wait. Idempotent.
+  /// Tells the task to finish; does not wait. Idempotent.
   void stop() noexcept { core_->gate->stop(); }
 
   /// The actor finished one request: one credit back, one fewer queued.
@@ -249,7 +240,7 @@ private:
   explicit ChannelReader(std::shared_ptr<ReaderCore> core) : core_(std::move(core)) {}
 
   std::shared_ptr<ReaderCore> core_;
-  std::thread thread_;
+  loop::TaskHandle task_;
 };
 
 ChannelState::ChannelState() : counters(std::make_shared<ChannelCounters>()) {}
@@ -449,7 +440,10 @@ void on_request(Self self, const std::shared_ptr<BackendRequest>& req) {
   ++st.served;
   if (!req->need_reply || !st.writer)
     return;
-  auto r = send_reply(*st.writer, static_cast<uint32_t>(req->type), status);
+  // Never waits: the actor runs on CAF's scheduler. A back-end waits for
+  // each reply it asked for, so a full socket means it stopped reading.
+  auto r = send_reply(*st.writer, static_cast<uint32_t>(req->type), status,
+                      std::chrono::milliseconds(0));
   if (!r)
     report_lost(self, r.error().message());
 }

@@ -1,8 +1,8 @@
 #pragma once
 // The back-end channel (BACKEND_REQ): channel_actor in actors/messages.hpp.
 //
-// Reader. A thread owned by the state (last member, joined on exit, stopped
-// through an eventfd) waits for the channel to become readable, receives ONE
+// Reader. A task on the event loop (loop/event_loop.hpp) owned by the state
+// (last member, joined on exit, stopped through an eventfd) waits for the channel to become readable, receives ONE
 // message (the rest of it must arrive within channel_message_timeout),
 // decodes it with the acked protocol features and sends it to the actor as
 // (backend_req_atom, shared_ptr<BackendRequest>) through a weak handle.
@@ -37,9 +37,12 @@
 //    (event_atom, shmem_unmapped);
 //  * everything else (IOTLB, HOST_NOTIFIER, SHARED_OBJECT_*): refused.
 //
-// The actor writes replies with a deadline (channel_reply_timeout) and may
-// wait inside the mapper: spawn it detached in production. The device is
-// held only weakly (caf::actor_addr). Handlers never throw.
+// The actor never waits: it writes a reply only when the socket has room
+// (a back-end waits for each reply it asks for, so a full socket means it
+// stopped reading: the channel is lost), and mappers do not block (an mmap,
+// or a message to the VMM). So it runs on CAF's scheduler like any actor.
+// The reader's own refusals wait up to channel_reply_timeout, in its task.
+// The device is held only weakly (caf::actor_addr). Handlers never throw.
 
 #include <atomic>
 #include <chrono>
@@ -67,7 +70,7 @@ inline constexpr std::chrono::milliseconds channel_message_timeout{1000};
 /// Deadline for writing one reply.
 inline constexpr std::chrono::milliseconds channel_reply_timeout{1000};
 
-/// Shared by the actor and its reader thread; readable from any thread.
+/// Shared by the actor and its reader task; readable from any thread.
 struct ChannelCounters {
   std::atomic<uint64_t> received{0};    ///< messages the reader framed
   std::atomic<uint64_t> refused{0};     ///< answered with (or deserving) a failure
@@ -75,7 +78,7 @@ struct ChannelCounters {
   std::atomic<uint64_t> high_water{0};  ///< the most `queued` ever was
 };
 
-class ChannelReader;  // the thread and what it shares (backend_channel.cpp)
+class ChannelReader;  // the task and what it shares (backend_channel.cpp)
 
 struct ChannelState {
   static inline const char* name = "vufront.channel";
@@ -99,14 +102,14 @@ struct ChannelState {
 
   /// Never reassigned after construction (channel_counters() relies on it).
   const std::shared_ptr<ChannelCounters> counters;
-  /// LAST: destroyed first, so the thread is joined before anything it uses goes.
+  /// LAST: destroyed first, so the task is joined before anything it uses goes.
   std::unique_ptr<ChannelReader> reader;
 };
 
 /// Spawn function. `channel` is the front-end's end of the back-end channel
 /// (dup'ed: the caller may drop its copy); `device` receives lost,
 /// cfg_change, vring_call/err and event messages. start_reader=false: no
-/// thread (deterministic tests inject (backend_req_atom, ...) themselves).
+/// reader task (deterministic tests inject (backend_req_atom, ...) themselves).
 [[nodiscard]] channel_actor::behavior_type channel_impl(
     channel_actor::stateful_pointer<ChannelState> self, SharedFd channel,
     uint64_t acked_protocol_features, caf::actor_addr device, bool start_reader);
@@ -115,7 +118,7 @@ struct ChannelState {
 /// the actor is known to be alive, e.g. holding a handle nobody exits.
 [[nodiscard]] std::shared_ptr<const ChannelCounters> channel_counters(const channel_actor& h);
 
-/// Reader threads alive in this process (for tests and leak checks).
+/// Reader tasks alive in this process (for tests and leak checks).
 [[nodiscard]] int live_channel_readers() noexcept;
 
 }  // namespace vufront::actors

@@ -4,12 +4,17 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <caf/send.hpp>
 
 #include "actors/error.hpp"
+#include "actors/handoff.hpp"
 #include "protocol/bringup.hpp"
 #include "protocol/virtio_config.hpp"
 
@@ -18,30 +23,6 @@ namespace vufront::actors {
 namespace {
 
 using Self = connection_actor::stateful_pointer<ConnectionState>;
-
-/// A failed step as the reply's error; tells the device once when the
-/// failure broke the connection.
-caf::error failure(Self self, const Error& e) {
-  auto& st = self->state;
-  if (st.client && st.client->broken() && !st.lost_reported) {
-    st.lost_reported = true;
-    tell_device(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), e.message());
-  }
-  return to_caf(e);
-}
-
-template <class T>
-caf::result<T> answer(Self self, Result<T>&& r) {
-  if (r)
-    return std::move(r).value();
-  return failure(self, r.error());
-}
-
-caf::result<caf::ok_atom> answer_ok(Self self, Result<void>&& r) {
-  if (r)
-    return caf::ok_atom_v;
-  return failure(self, r.error());
-}
 
 Error not_connected(const char* step) {
   return make_error(errc::bad_state, step, "not connected to a back-end");
@@ -161,35 +142,185 @@ Result<void> reset_device(BackendClient& c) {
   return ok();
 }
 
-/// negotiate_atom: connect (client mode: accept the back-end), then the
-/// bring-up; replies with what was negotiated and a dup of the socket.
-caf::result<DeviceInfo, SharedFd> connect_and_negotiate(Self self, const NegotiateRequest& req) {
-  auto& st = self->state;
+using Negotiated = std::tuple<DeviceInfo, SharedFd>;
+
+/// negotiate_atom, in the task: connect (client mode: accept the back-end),
+/// then the bring-up; `client` becomes the new connection's. Yields what
+/// was negotiated and a dup of the socket.
+Result<Negotiated> connect_and_negotiate(std::shared_ptr<BackendClient>& client,
+                                         const NegotiateRequest& req, Timeouts timeouts,
+                                         const std::shared_ptr<std::atomic<bool>>& quit) {
+  client.reset();
   const auto wait = std::chrono::milliseconds(req.connect_timeout_ms);
   if (req.listen_fd) {
     // Client mode: the back-end connects to us.
     auto conn = Connection::accept(req.listen_fd->get(), deadline_in(wait), req.socket,
                                    req.stop.get());
     if (!conn)
-      return to_caf(conn.error());
-    st.client.emplace(std::move(conn).value(), st.timeouts);
+      return std::move(conn).error();
+    client = std::make_shared<BackendClient>(std::move(conn).value(), timeouts);
   } else {
-    auto c = BackendClient::connect(req.socket, wait, st.timeouts, req.stop.get());
+    auto c = BackendClient::connect(req.socket, wait, timeouts, req.stop.get());
     if (!c)
-      return to_caf(c.error());
-    st.client.emplace(std::move(c).value());
+      return std::move(c).error();
+    client = std::make_shared<BackendClient>(std::move(c).value());
   }
-  // dropped by the device while the back-end does not answer: give up
-  // within 100 ms, not at the request's deadline
-  st.client->connection().stop_when(req.stop);
-  st.lost_reported = false;
-  UniqueFd dup = UniqueFd::adopt(::fcntl(st.client->connection().fd(), F_DUPFD_CLOEXEC, 0));
+  // dropped by the device, or ended, while the back-end does not answer:
+  // give up within 100 ms, not at the request's deadline
+  client->connection().stop_when(req.stop, quit);
+  UniqueFd dup = UniqueFd::adopt(::fcntl(client->connection().fd(), F_DUPFD_CLOEXEC, 0));
   if (!dup)
-    return to_caf(make_error(errc::io_error, "connect", "dup of the socket", errno));
-  auto info = negotiate(*st.client, req);
+    return make_error(errc::io_error, "connect", "dup of the socket", errno);
+  auto info = negotiate(*client, req);
   if (!info)
-    return failure(self, info.error());
-  return {std::move(info).value(), share(std::move(dup))};
+    return std::move(info).error();
+  return Negotiated{std::move(info).value(), share(std::move(dup))};
+}
+
+// ---- running steps on the event loop ----------------------------------------------
+
+/// A failed step as the reply's error; tells the device once when the
+/// failure broke the connection.
+caf::error failure(Self self, const Error& e) {
+  auto& st = self->state;
+  if (st.client && st.client->broken() && !st.lost_reported) {
+    st.lost_reported = true;
+    tell_device(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), e.message());
+  }
+  return to_caf(e);
+}
+
+template <class Promise>
+void deliver(Self self, Result<void>&& r, Promise& rp) {
+  if (r)
+    rp.deliver(caf::ok_atom_v);
+  else
+    rp.deliver(failure(self, r.error()));
+}
+
+template <class T, class Promise>
+void deliver(Self self, Result<T>&& r, Promise& rp) {
+  if (!r) {
+    rp.deliver(failure(self, r.error()));
+    return;
+  }
+  if constexpr (std::is_same_v<T, Negotiated> ||
+                std::is_same_v<T, std::tuple<wire::InflightDesc, SharedFd>>)
+    std::apply([&rp](auto&&... v) { rp.deliver(std::move(v)...); }, std::move(r).value());
+  else
+    rp.deliver(std::move(r).value());
+}
+
+/// What a step's task leaves for the actor.
+template <class R>
+struct StepSlot {
+  std::shared_ptr<BackendClient> client;  ///< the connection's, or the one a negotiation made
+  std::optional<R> result;                ///< empty: the step failed to run (no memory)
+};
+
+void start_next(Self self) {
+  auto& st = self->state;
+  if (st.busy || st.queued.empty())
+    return;
+  auto next = std::move(st.queued.front());
+  st.queued.pop_front();
+  st.busy = true;
+  next.start();
+}
+
+/// Runs `work(client)` as a task on the event loop once the steps before it
+/// have ended, then answers the request with its Result.
+template <class... Ts, class Work>
+caf::result<Ts...> run_step(Self self, Work work) {
+  using R = std::invoke_result_t<Work&, std::shared_ptr<BackendClient>&>;
+  auto rp = self->make_response_promise<Ts...>();
+  auto slot = std::make_shared<StepSlot<R>>();
+  ConnectionState::Step step;
+  step.abandon = [rp](const caf::error& e) mutable { rp.deliver(e); };
+  step.start = [self, rp, slot, work = std::move(work)]() mutable {
+    auto& st = self->state;
+    st.abandon = [rp](const caf::error& e) mutable { rp.deliver(e); };
+    slot->client = st.client;
+    st.finish = [self, rp, slot]() mutable {
+      taken_over(slot.get());
+      auto& s = self->state;
+      if (slot->client != s.client)
+        s.lost_reported = false;  // a new connection
+      s.client = slot->client;
+      if (slot->result)
+        deliver(self, std::move(*slot->result), rp);
+      else
+        rp.deliver(to_caf(make_error(errc::io_error, "connection step", "could not run (out of memory?)")));
+    };
+    const uint64_t n = ++st.step;
+    auto weak = caf::actor_cast<caf::actor_addr>(self);
+    st.running = loop::EventLoop::instance().spawn(
+        [slot, work = std::move(work), weak, n]() mutable {
+          try {
+            slot->result.emplace(work(slot->client));
+          } catch (...) {
+          }
+          handed_over(slot.get());
+          if (auto h = caf::actor_cast<connection_actor>(weak))
+            caf::anon_send(h, step_done_atom_v, n);
+        },
+        "connection step");
+  };
+  self->state.queued.push_back(std::move(step));
+  start_next(self);
+  return rp;
+}
+
+/// Told to exit: the running step stops waiting; it and every queued step
+/// are answered with errc::cancelled.
+void abandon_steps(Self self) {
+  auto& st = self->state;
+  st.quit->store(true);
+  st.running.interrupt();
+  const caf::error e = to_caf(make_error(errc::cancelled, "connection",
+                                         "the device let go of its back-end connection"));
+  if (st.busy && st.abandon)
+    st.abandon(e);
+  st.finish = nullptr;
+  st.abandon = nullptr;
+  st.busy = false;
+  for (auto& q : st.queued)
+    q.abandon(e);
+  st.queued.clear();
+}
+
+void on_step_done(Self self, uint64_t n) {
+  auto& st = self->state;
+  if (!st.busy || n != st.step)
+    return;
+  auto finish = std::move(st.finish);
+  st.finish = nullptr;
+  st.abandon = nullptr;
+  st.running = loop::TaskHandle{};
+  st.busy = false;
+  if (finish)
+    finish();
+  start_next(self);
+}
+
+/// A step on the connected client: `work(BackendClient&) -> Result<T>`;
+/// `first` names the request that fails when there is no connection.
+template <class... Ts, class Work>
+caf::result<Ts...> on_client(Self self, const char* first, Work work) {
+  return run_step<Ts...>(self, [first, work = std::move(work)](std::shared_ptr<BackendClient>& c) {
+    using R = decltype(work(*c));
+    if (!c)
+      return R(not_connected(first));
+    return work(*c);
+  });
+}
+
+std::vector<int> raw_fds(const std::vector<SharedFd>& fds) {
+  std::vector<int> raw;
+  raw.reserve(fds.size());
+  for (const auto& f : fds)
+    raw.push_back(f ? f->get() : -1);
+  return raw;
 }
 
 }  // namespace
@@ -199,101 +330,98 @@ connection_actor::behavior_type connection_impl(
     Timeouts timeouts) {
   self->state.device = std::move(device);
   self->state.timeouts = timeouts;
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    abandon_steps(self);
+    self->quit(std::move(msg.reason));
+  });
   // An exception must never escape a handler (it would kill the actor);
   // every BackendClient call returns Result, so none should.
   return {
       [self](negotiate_atom, const NegotiateRequest& req) -> caf::result<DeviceInfo, SharedFd> {
-        return connect_and_negotiate(self, req);
+        return run_step<DeviceInfo, SharedFd>(
+            self, [req, t = self->state.timeouts, quit = self->state.quit](std::shared_ptr<BackendClient>& c) {
+              return connect_and_negotiate(c, req, t, quit);
+            });
       },
       [self](activate_atom, const ActivateRequest& req) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("SET_FEATURES"));
-        return answer_ok(self, activate(*self->state.client, req));
+        return on_client<caf::ok_atom>(self, "SET_FEATURES",
+                                       [req](BackendClient& c) { return activate(c, req); });
       },
       [self](mem_table_atom, const std::vector<wire::MemoryRegion>& regions,
              const std::vector<SharedFd>& fds) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("SET_MEM_TABLE"));
-        std::vector<int> raw;
-        for (const auto& f : fds)
-          raw.push_back(f ? f->get() : -1);
-        return answer_ok(self, self->state.client->set_mem_table(regions, raw));
+        return on_client<caf::ok_atom>(self, "SET_MEM_TABLE", [regions, fds](BackendClient& c) {
+          return c.set_mem_table(regions, raw_fds(fds));
+        });
       },
       [self](add_mem_reg_atom, const wire::MemoryRegion& region,
              const SharedFd& fd) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("ADD_MEM_REG"));
-        return answer_ok(self, self->state.client->add_mem_reg(region, fd ? fd->get() : -1));
+        return on_client<caf::ok_atom>(self, "ADD_MEM_REG", [region, fd](BackendClient& c) {
+          return c.add_mem_reg(region, fd ? fd->get() : -1);
+        });
       },
       [self](rem_mem_reg_atom, const wire::MemoryRegion& region) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("REM_MEM_REG"));
-        return answer_ok(self, self->state.client->rem_mem_reg(region));
+        return on_client<caf::ok_atom>(self, "REM_MEM_REG",
+                                       [region](BackendClient& c) { return c.rem_mem_reg(region); });
       },
       [self](start_queues_atom, const std::vector<QueueStart>& queues) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("SET_VRING_NUM"));
-        return answer_ok(self, start_queues(*self->state.client, queues));
+        return on_client<caf::ok_atom>(self, "SET_VRING_NUM",
+                                       [queues](BackendClient& c) { return start_queues(c, queues); });
       },
       [self](stop_queues_atom, const std::vector<uint16_t>& indices,
              bool packed) -> caf::result<std::vector<uint32_t>> {
-        if (!self->state.client)
-          return to_caf(not_connected("GET_VRING_BASE"));
-        return answer(self, stop_queues(*self->state.client, indices, packed));
+        return on_client<std::vector<uint32_t>>(
+            self, "GET_VRING_BASE",
+            [indices, packed](BackendClient& c) { return stop_queues(c, indices, packed); });
       },
       [self](get_config_atom, uint32_t offset,
              uint32_t size) -> caf::result<std::vector<uint8_t>> {
-        if (!self->state.client)
-          return to_caf(not_connected("GET_CONFIG"));
-        return answer(self, self->state.client->get_config(offset, size));
+        return on_client<std::vector<uint8_t>>(
+            self, "GET_CONFIG", [offset, size](BackendClient& c) { return c.get_config(offset, size); });
       },
       [self](set_config_atom, uint32_t offset,
              const std::vector<uint8_t>& data) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("SET_CONFIG"));
-        return answer_ok(self, self->state.client->set_config(offset, data));
+        return on_client<caf::ok_atom>(
+            self, "SET_CONFIG", [offset, data](BackendClient& c) { return c.set_config(offset, data); });
       },
       [self](reset_device_atom) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("RESET_DEVICE"));
-        return answer_ok(self, reset_device(*self->state.client));
+        return on_client<caf::ok_atom>(self, "RESET_DEVICE",
+                                       [](BackendClient& c) { return reset_device(c); });
       },
       [self](state_fd_atom, uint32_t direction, const SharedFd& fd) -> caf::result<SharedFd> {
-        auto& c = self->state.client;
-        if (!c)
-          return to_caf(not_connected("SET_DEVICE_STATE_FD"));
-        if (!fd)
-          return to_caf(make_error(errc::invalid_argument, "SET_DEVICE_STATE_FD", "no pipe end"));
-        auto r = c->set_device_state_fd(direction, 0, fd->get());
-        if (!r)
-          return failure(self, r.error());
-        if (r->backend_fd)
-          return share(std::move(*r->backend_fd));
-        return SharedFd{};
+        return on_client<SharedFd>(self, "SET_DEVICE_STATE_FD", [direction, fd](BackendClient& c) -> Result<SharedFd> {
+          if (!fd)
+            return make_error(errc::invalid_argument, "SET_DEVICE_STATE_FD", "no pipe end");
+          auto r = c.set_device_state_fd(direction, 0, fd->get());
+          if (!r)
+            return std::move(r).error();
+          if (r->backend_fd)
+            return share(std::move(*r->backend_fd));
+          return SharedFd{};
+        });
       },
       [self](check_state_atom) -> caf::result<caf::ok_atom> {
-        if (!self->state.client)
-          return to_caf(not_connected("CHECK_DEVICE_STATE"));
-        return answer_ok(self, self->state.client->check_device_state());
+        return on_client<caf::ok_atom>(self, "CHECK_DEVICE_STATE",
+                                       [](BackendClient& c) { return c.check_device_state(); });
       },
       [self](inflight_atom, uint16_t queues, uint16_t size) -> caf::result<wire::InflightDesc, SharedFd> {
-        auto& c = self->state.client;
-        if (!c)
-          return to_caf(not_connected("GET_INFLIGHT_FD"));
-        auto r = c->get_inflight_fd(queues, size);
-        if (!r)
-          return failure(self, r.error());
-        SharedFd fd = r->fd ? share(std::move(r->fd)) : SharedFd{};
-        return {r->desc, fd};
+        using Inflight = std::tuple<wire::InflightDesc, SharedFd>;
+        return on_client<wire::InflightDesc, SharedFd>(
+            self, "GET_INFLIGHT_FD", [queues, size](BackendClient& c) -> Result<Inflight> {
+              auto r = c.get_inflight_fd(queues, size);
+              if (!r)
+                return std::move(r).error();
+              SharedFd fd = r->fd ? share(std::move(r->fd)) : SharedFd{};
+              return Inflight{r->desc, fd};
+            });
       },
       [self](status_atom, uint8_t status) -> caf::result<caf::ok_atom> {
-        auto& c = self->state.client;
-        if (!c)
-          return to_caf(not_connected("SET_STATUS"));
-        if (!c->protocol_feature(protocol_feature::status))
-          return caf::ok_atom_v;
-        return answer_ok(self, c->set_status(status));
+        return on_client<caf::ok_atom>(self, "SET_STATUS", [status](BackendClient& c) -> Result<void> {
+          if (!c.protocol_feature(protocol_feature::status))
+            return ok();
+          return c.set_status(status);
+        });
       },
+      [self](step_done_atom, uint64_t n) { on_step_done(self, n); },
   };
 }
 

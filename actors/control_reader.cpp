@@ -17,7 +17,7 @@ namespace vufront::actors {
 namespace {
 
 constexpr const char* kReader = "control connection";
-std::atomic<int> live_readers{0};
+std::atomic<int> readers_alive{0};
 
 }  // namespace
 
@@ -79,39 +79,32 @@ Result<std::unique_ptr<ControlReader>> ControlReader::start(int fd, caf::actor_a
   core->session = std::move(session);
   core->gate = std::move(gate).value();
   std::unique_ptr<ControlReader> out(new ControlReader(core));
-  try {
-    out->thread_ = std::thread([core] {
-      ++live_readers;
-      try {
-        core->loop();
-      } catch (...) {
+  ++readers_alive;
+  out->task_ = loop::EventLoop::instance().spawn(
+      [core] {
         try {
-          core->eof("reader failed (out of memory?)");
+          core->loop();
         } catch (...) {
+          try {
+            core->eof("reader failed (out of memory?)");
+          } catch (...) {
+          }
         }
-      }
-      --live_readers;
-    });
-  } catch (const std::system_error& e) {
-    return make_error(errc::io_error, kReader, "cannot start the reader thread", e.code().value());
-  }
+        --readers_alive;
+      },
+      kReader);
   return out;
 }
 
 ControlReader::~ControlReader() {
   stop();
-  if (!thread_.joinable())
-    return;
-  if (thread_.get_id() == std::this_thread::get_id())
-    thread_.detach();  // the last reference went on the reader itself; it returns at once
-  else
-    thread_.join();
+  task_.join();  // on the loop thread (the last reference went in a task): ends its wait instead
 }
 
 void ControlReader::packet_done() noexcept { core_->gate->give(1); }
 
 void ControlReader::stop() noexcept { core_->gate->stop(); }
 
-int ControlReader::live_threads() noexcept { return live_readers.load(); }
+int ControlReader::live_readers() noexcept { return readers_alive.load(); }
 
 }  // namespace vufront::actors

@@ -1,5 +1,5 @@
 #pragma once
-// ControlReader: the thread that reads one VMM connection of `vufront
+// ControlReader: the task (on the event loop) that reads one VMM connection of `vufront
 // attach` (docs/attach-protocol.md) and hands each packet, with its fds, to
 // the connection's control_session actor. At most `credits` packets are in
 // the actor's mailbox at once (CreditGate): a VMM that floods the socket
@@ -7,17 +7,17 @@
 //
 // Ownership as for FdWatcher (actors/fd_watcher.hpp): the session keeps the
 // reader as the LAST member of its state and the socket open while it
-// runs; the thread holds a weak handle to the session; everything it
-// touches lives in a shared core, so a reader destroyed on its own thread
-// detaches safely.
+// runs; the task holds a weak handle to the session; everything it
+// touches lives in a shared core, so a reader destroyed on the loop thread
+// (in a task) lets its task end on its own safely.
 
 #include <memory>
-#include <thread>
 
 #include <caf/actor_addr.hpp>
 
 #include "actors/credit_gate.hpp"
 #include "base/error.hpp"
+#include "loop/event_loop.hpp"
 
 namespace vufront::actors {
 
@@ -35,14 +35,14 @@ public:
   /// Stops reading (no ctl_eof follows); does not wait. Idempotent.
   void stop() noexcept;
 
-  /// Reader threads alive in this process (for tests and leak checks).
-  [[nodiscard]] static int live_threads() noexcept;
+  /// Reader tasks alive in this process (for tests and leak checks).
+  [[nodiscard]] static int live_readers() noexcept;
 
 private:
   struct Core;
   explicit ControlReader(std::shared_ptr<Core> core) : core_(std::move(core)) {}
   std::shared_ptr<Core> core_;
-  std::thread thread_;
+  loop::TaskHandle task_;
 };
 
 }  // namespace vufront::actors

@@ -6,6 +6,8 @@
 
 #include <cerrno>
 
+#include "base/wait.hpp"
+
 namespace vufront::actors {
 
 Result<std::unique_ptr<CreditGate>> CreditGate::create(uint32_t credits, const char* what) {
@@ -24,7 +26,7 @@ CreditGate::Wake CreditGate::wait_readable(int fd, int& err) const {
     if (stopping_.load())
       return Wake::stop;
     pollfd p[2] = {{stop_.get(), POLLIN, 0}, {fd, POLLIN, 0}};
-    int r = ::poll(p, 2, -1);
+    int r = wait_fds(p, 2, -1);
     if (r < 0) {
       if (errno == EINTR)
         continue;

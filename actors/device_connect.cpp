@@ -43,8 +43,8 @@ void set_up_children(Self self, const DeviceInfo& info, const SharedFd& sock, co
     return done(make_error(errc::cancelled, "negotiate", "the device is shutting down"));
   SharedFd channel = info.backend_channel ? ours : SharedFd{};
   if (channel) {
-    st.channel = self->spawn<caf::linked + caf::detached>(channel_impl, channel, info.protocol_features,
-                                                          weak(self), st.config.start_threads);
+    st.channel = self->spawn<caf::linked>(channel_impl, channel, info.protocol_features,
+                                          weak(self), st.config.start_threads);
     if (st.mapper)
       self->request(st.channel, local_step, mapper_atom_v, st.mapper, info.shmem_sizes)
           .then([](caf::ok_atom) {}, [](caf::error&) {});

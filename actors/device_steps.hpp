@@ -172,7 +172,7 @@ inline Result<std::vector<DeviceData::Queue>> queues_of(const ActivateSpec& spec
 
 inline void spawn_children(Self self) {
   auto& st = self->state;
-  st.conn = self->spawn<caf::detached + caf::linked>(connection_impl, weak(self), st.config.timeouts);
+  st.conn = self->spawn<caf::linked>(connection_impl, weak(self), st.config.timeouts);
   st.conn_stop = std::make_shared<std::atomic<bool>>(false);
   st.worker = self->spawn<caf::linked>(worker_impl, weak(self), st.config.start_threads);
 }

@@ -2,18 +2,20 @@
 
 #include <cerrno>
 #include <new>
-#include <system_error>
 #include <utility>
 
 #include <poll.h>
 #include <unistd.h>
 
+#include "base/wait.hpp"
+#include "loop/event_loop.hpp"
+
 namespace vufront::actors {
 
 std::atomic<int> FdWatcher::live_{0};
 
-// Everything the thread touches. Shared between the FdWatcher and its thread,
-// so it outlives a FdWatcher that was destroyed on the thread itself.
+
+
 struct FdWatcher::Core {
   std::vector<Entry> entries;
   std::vector<pollfd> pfds;  // [0] = stop_fd, [i + 1] = entries[i]; built before the thread starts
@@ -31,7 +33,7 @@ void FdWatcher::Core::run() noexcept {
     if (pfds[i].fd >= 0)
       ++watched;
   while (watched > 0 && !stopping.load()) {
-    int n = ::poll(pfds.data(), pfds.size(), -1);
+    int n = wait_fds(pfds.data(), pfds.size(), -1);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -81,17 +83,12 @@ Result<std::unique_ptr<FdWatcher>> FdWatcher::start(std::vector<Entry> entries, 
     core->cb = std::move(cb);
     watcher.reset(new FdWatcher(core));
     ++live_;
-    try {
-      watcher->thread_ = std::thread([c = std::move(core)] {
-        c->run();
-        --live_;
-      });
-    } catch (const std::system_error& e) {
-      --live_;
-      watcher->core_->active.store(false);
-      return make_error(errc::io_error, "fd watcher", "cannot start the watcher thread",
-                        e.code().value());
-    }
+    watcher->task_ = loop::EventLoop::instance().spawn(
+        [c = std::move(core)] {
+          c->run();
+          --live_;
+        },
+        "fd watcher");
   } catch (const std::bad_alloc&) {
     return make_error(errc::io_error, "fd watcher", "out of memory", ENOMEM);
   }
@@ -100,15 +97,11 @@ Result<std::unique_ptr<FdWatcher>> FdWatcher::start(std::vector<Entry> entries, 
 
 FdWatcher::~FdWatcher() {
   stop();
-  if (!thread_.joinable())
-    return;
   // The owner's last strong reference may be dropped inside the callback:
-  // then this destructor runs on the watcher thread, and joining would wait
-  // for ourselves. The thread returns right after the callback (stopping).
-  if (thread_.get_id() == std::this_thread::get_id())
-    thread_.detach();
-  else
-    thread_.join();
+  // then this destructor runs on the loop thread, and join() does not wait
+  // but ends the task's wait at once, so it touches none of the watched
+  // fds again; the task returns when it resumes (stopping).
+  task_.join();
 }
 
 void FdWatcher::stop() noexcept {

@@ -1,21 +1,21 @@
 #pragma once
-// FdWatcher: one std::thread that waits in poll() on a list of fds (not
-// owned) plus a private stop eventfd, and runs a callback on that thread for
-// every fd that becomes ready. This is how fd readiness (call eventfds,
+// FdWatcher: one task on the event loop (loop/event_loop.hpp) that waits on a
+// list of fds (not owned) plus a private stop eventfd, and runs a callback on
+// the loop thread for every fd that becomes ready. This is how fd readiness (call eventfds,
 // hang-up of the back-end sockets) becomes CAF messages: the callback
 // consumes the readiness and anon_sends a message to the owning actor.
 //
 // Ownership rules (shared/docs/caf-0.17-notes.md §4):
 //  * The owning actor keeps the FdWatcher in its state, as the LAST member,
-//    so the thread is stopped and joined (state destruction in on_exit) before
+//    so the task is stopped and joined (state destruction in on_exit) before
 //    the fds it watches are closed.
 //  * The callback holds only a WEAK handle (caf::actor_addr) to the actor.
-//    A strong one would be a cycle actor -> state -> thread -> actor.
+//    A strong one would be a cycle actor -> state -> task -> actor.
 //  * If the last strong reference to the owner is dropped inside the
-//    callback, ~FdWatcher runs on the watcher thread itself: it then detaches
-//    instead of joining, and the thread returns as soon as the callback does
+//    callback, ~FdWatcher runs on the loop thread: it then ends the task's
+//    wait at once instead of joining, and the task returns when it resumes
 //    without touching any watched fd again (they may already be closed).
-//    Everything the thread uses lives in a shared core for that reason.
+//    Everything the task uses lives in a shared core for that reason.
 //
 // No mutex anywhere: the entry list is fixed at construction, stopping is an
 // atomic flag plus one write to the stop eventfd.
@@ -24,11 +24,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
+#include "loop/event_loop.hpp"
 
 namespace vufront::actors {
 
@@ -40,19 +40,19 @@ public:
     short events = 0;  ///< poll() events, e.g. POLLIN; 0 = only POLLHUP/POLLERR
   };
 
-  /// Runs on the watcher thread for each ready fd with poll()'s revents.
+  /// Runs on the loop thread for each ready fd with poll()'s revents.
   /// It must consume level-triggered readiness (read the eventfd, ...) or
   /// return false, else poll() spins. Returning false stops watching that
   /// fd. POLLNVAL always stops watching it (after the callback ran). The
   /// callback must not throw; if it does, the fd is no longer watched.
   using Callback = std::function<bool(int tag, int fd, short revents)>;
 
-  /// Starts the thread. Errors (eventfd or thread creation failed) come back
+  /// Starts the task. Errors (no eventfd, no memory) come back
   /// as an Error with request "fd watcher"; nothing throws.
   [[nodiscard]] static Result<std::unique_ptr<FdWatcher>> start(std::vector<Entry> entries,
                                                                 Callback cb);
 
-  /// stop() + join (detach when called on the watcher thread itself).
+  /// stop() + join (on the loop thread itself: ends the task's wait instead).
   ~FdWatcher();
 
   FdWatcher(const FdWatcher&) = delete;
@@ -60,23 +60,23 @@ public:
   FdWatcher(FdWatcher&&) = delete;
   FdWatcher& operator=(FdWatcher&&) = delete;
 
-  /// Asks the thread to finish; it does after the callback that may be
+  /// Asks the task to finish; it does after the callback that may be
   /// running returns. Thread-safe, idempotent, does not wait.
   void stop() noexcept;
 
-  /// Whether the thread is still in its poll loop. It leaves the loop on
+  /// Whether the task is still in its wait loop. It leaves the loop on
   /// stop(), when no watched fd is left, or when poll() fails.
   [[nodiscard]] bool active() const noexcept;
 
-  /// Watcher threads alive in this process (for tests and leak checks).
-  [[nodiscard]] static int live_threads() noexcept { return live_.load(); }
+  /// Watcher tasks alive in this process (for tests and leak checks).
+  [[nodiscard]] static int live_watchers() noexcept { return live_.load(); }
 
 private:
   struct Core;
   explicit FdWatcher(std::shared_ptr<Core> core);
 
   std::shared_ptr<Core> core_;
-  std::thread thread_;
+  loop::TaskHandle task_;
 
   static std::atomic<int> live_;
 };

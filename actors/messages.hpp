@@ -80,6 +80,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, state_fd_atom, "statefd")
   CAF_ADD_ATOM(vufront, vufront::actors, check_state_atom, "chkstate")
   CAF_ADD_ATOM(vufront, vufront::actors, inflight_atom, "inflight")
+  CAF_ADD_ATOM(vufront, vufront::actors, step_done_atom, "stepdone")
   // worker
   CAF_ADD_ATOM(vufront, vufront::actors, watch_atom, "watch")
   CAF_ADD_ATOM(vufront, vufront::actors, start_atom, "start")
@@ -476,8 +477,9 @@ using device_actor = device_child_side::extend<
     /// Events go to `subscriber` as (event_atom, DeviceEvent).
     caf::reacts_to<subscribe_atom, caf::actor>>;
 
-/// Owns the back-end socket and BackendClient; runs detached and blocks in
-/// one request sequence at a time, each bounded by its deadline. After any
+/// Owns the back-end socket and BackendClient; runs each step (one request
+/// sequence) as a task on the event loop, one at a time in arrival order,
+/// each request bounded by its deadline. After any
 /// error that breaks the connection it also sends (lost_atom, reason) to the
 /// device, once.
 using connection_actor = caf::typed_actor<
@@ -507,7 +509,9 @@ using connection_actor = caf::typed_actor<
     caf::replies_to<status_atom, uint8_t>::with<caf::ok_atom>,
     /// GET_INFLIGHT_FD(num_queues, queue_size): the region (mmap_size 0 and
     /// no fd when the back-end declines).
-    caf::replies_to<inflight_atom, uint16_t, uint16_t>::with<wire::InflightDesc, SharedFd>>;
+    caf::replies_to<inflight_atom, uint16_t, uint16_t>::with<wire::InflightDesc, SharedFd>,
+    /// Internal: the step with this number has ended on the event loop.
+    caf::reacts_to<step_done_atom, uint64_t>>;
 
 /// One back-end state transfer at a time, between a pipe and a snapshot file,
 /// never holding the state in memory. Detached: it moves the bytes in short

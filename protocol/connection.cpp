@@ -1,6 +1,7 @@
 #include "protocol/connection.hpp"
 
 #include "base/unix_socket.hpp"
+#include "base/wait.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -37,18 +38,25 @@ enum class WaitResult { ready, timeout, stopped, error };
 constexpr int stop_check_ms = 100;
 bool stopped(const std::atomic<bool>* stop) { return stop != nullptr && stop->load(); }
 
-/// poll() one fd for `events` until `deadline`, or until `*stop` is set
-/// (looked at every stop_check_ms); EINTR retried.
-WaitResult wait_for(int fd, short events, Deadline deadline, const std::atomic<bool>* stop,
-                    int& err) {
+/// The flags a wait gives up on (either may be nullptr).
+struct StopFlags {
+  const std::atomic<bool>* a = nullptr;
+  const std::atomic<bool>* b = nullptr;
+  [[nodiscard]] bool any() const noexcept { return a != nullptr || b != nullptr; }
+  [[nodiscard]] bool set() const noexcept { return stopped(a) || stopped(b); }
+};
+
+/// Waits (wait_fds) for `events` on one fd until `deadline`, or until a stop
+/// flag is set (looked at every stop_check_ms); EINTR retried.
+WaitResult wait_for(int fd, short events, Deadline deadline, StopFlags stop, int& err) {
   for (;;) {
-    if (stopped(stop))
+    if (stop.set())
       return WaitResult::stopped;
     int ms = remaining_ms(deadline);
     if (ms == 0)
       return WaitResult::timeout;
     pollfd p{fd, events, 0};
-    int r = ::poll(&p, 1, stop ? std::min(ms, stop_check_ms) : ms);
+    int r = wait_fds(&p, 1, stop.any() ? std::min(ms, stop_check_ms) : ms);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -109,7 +117,7 @@ Result<Connection> Connection::connect(const std::string& path, Deadline deadlin
                         "no back-end accepted before the deadline (last error: " +
                             std::string(std::strerror(last_errno)) + ")");
     // A retry wait in product code: the back-end is not listening yet.
-    std::this_thread::sleep_for(std::min(backoff, std::chrono::milliseconds(left)));
+    (void)wait_fds(nullptr, 0, static_cast<int>(std::min<long long>(backoff.count(), left)));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(stop_check_ms));
   }
 }
@@ -148,7 +156,7 @@ Result<Connection> Connection::accept(int listen_fd, Deadline deadline, const st
     if (left == 0)
       return make_error(errc::timeout, what, "no back-end connected before the deadline");
     pollfd p{listen_fd, POLLIN, 0};
-    if (::poll(&p, 1, stop ? std::min(left, stop_check_ms) : left) < 0 && errno != EINTR)
+    if (wait_fds(&p, 1, stop ? std::min(left, stop_check_ms) : left) < 0 && errno != EINTR)
       return make_error(errc::io_error, what, "poll() failed", errno);
   }
 }
@@ -187,7 +195,7 @@ Result<void> Connection::send(uint32_t request, uint32_t flags, const uint8_t* b
         continue;
       if (e == EAGAIN || e == EWOULDBLOCK) {
         int werr = 0;
-        auto w = wait_for(sock_.get(), POLLOUT, deadline, stop_.get(), werr);
+        auto w = wait_for(sock_.get(), POLLOUT, deadline, {stop_.get(), also_stop_.get()}, werr);
         if (w == WaitResult::stopped)
           return fail(make_error(errc::cancelled, what,
                                  "stopped while waiting to send (" + std::to_string(sent) +
@@ -253,7 +261,7 @@ Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline de
           continue;
         if (e == EAGAIN || e == EWOULDBLOCK) {
           int werr = 0;
-          auto w = wait_for(sock_.get(), POLLIN, deadline, stop_.get(), werr);
+          auto w = wait_for(sock_.get(), POLLIN, deadline, {stop_.get(), also_stop_.get()}, werr);
           if (w == WaitResult::stopped)
             return fail(make_error(errc::cancelled, what,
                                    std::string("stopped while waiting for the ") + part + " (" +

@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/unique_fd.hpp"
@@ -100,7 +101,15 @@ public:
   /// socket is ready): errc::cancelled, and the connection is broken. Lets
   /// its owner be stopped while the back-end does not answer, instead of at
   /// the request's deadline. nullptr: deadlines only.
-  void stop_when(std::shared_ptr<const std::atomic<bool>> stop) { stop_ = std::move(stop); }
+  /// A second flag, `also`, works the same (the owner's own, beside the
+  /// one its owner's owner sets).
+  void stop_when(std::shared_ptr<const std::atomic<bool>> stop,
+                 std::shared_ptr<const std::atomic<bool>> also = nullptr) {
+    stop_ = std::move(stop);
+    also_stop_ = std::move(also);
+    if (!stop_)
+      stop_ = std::exchange(also_stop_, nullptr);
+  }
 
   /// Marks the connection broken with `why` (no-op if already broken).
   void mark_broken(const Error& why);
@@ -120,6 +129,7 @@ private:
   UniqueFd sock_;
   std::optional<Error> broken_;
   std::shared_ptr<const std::atomic<bool>> stop_;
+  std::shared_ptr<const std::atomic<bool>> also_stop_;
 };
 
 }  // namespace vufront

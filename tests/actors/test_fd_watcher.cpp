@@ -61,9 +61,9 @@ void signal(int eventfd, uint64_t n = 1) {
 
 /// Waits (bounded, without sleeping) until the live-thread counter reaches
 /// `n`; needed only where a thread ends on its own after detaching.
-bool wait_live_threads(int n) {
+bool wait_live_watchers(int n) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (FdWatcher::live_threads() != n) {
+  while (FdWatcher::live_watchers() != n) {
     if (std::chrono::steady_clock::now() > deadline)
       return false;
     std::this_thread::yield();
@@ -76,7 +76,7 @@ bool wait_live_threads(int n) {
 TEST_CASE("fd watcher: delivers eventfd readiness and stops cleanly") {
   test::FdCount fds;
   {
-    const int live0 = FdWatcher::live_threads();
+    const int live0 = FdWatcher::live_watchers();
     auto ev = make_eventfd();
     auto pipe = make_pipe();
     REQUIRE(ev);
@@ -87,7 +87,7 @@ TEST_CASE("fd watcher: delivers eventfd readiness and stops cleanly") {
       return true;
     });
     REQUIRE(w.ok());
-    CHECK(FdWatcher::live_threads() == live0 + 1);
+    CHECK(FdWatcher::live_watchers() == live0 + 1);
     CHECK(w.value()->active());
 
     signal(ev.get(), 3);
@@ -105,7 +105,7 @@ TEST_CASE("fd watcher: delivers eventfd readiness and stops cleanly") {
     w.value()->stop();
     w.value()->stop();  // idempotent
     w.value().reset();  // joins
-    CHECK(FdWatcher::live_threads() == live0);
+    CHECK(FdWatcher::live_watchers() == live0);
     // Nothing reads the eventfd any more.
     signal(ev.get(), 1);
     CHECK(actors::drain_eventfd(ev.get()) == 1);
@@ -142,7 +142,7 @@ TEST_CASE("fd watcher: a callback returning false stops watching that fd only") 
 }
 
 TEST_CASE("fd watcher: the thread ends by itself when no fd is left") {
-  const int live0 = FdWatcher::live_threads();
+  const int live0 = FdWatcher::live_watchers();
   auto ev = make_eventfd();
   auto pipe = make_pipe();
   const int out = pipe.write_end.get();
@@ -153,10 +153,10 @@ TEST_CASE("fd watcher: the thread ends by itself when no fd is left") {
   REQUIRE(w.ok());
   signal(ev.get());
   REQUIRE(next_seen(pipe.read_end.get()));
-  CHECK(wait_live_threads(live0));
+  CHECK(wait_live_watchers(live0));
   CHECK_FALSE(w.value()->active());
   w.value().reset();  // joining a finished thread is fine
-  CHECK(FdWatcher::live_threads() == live0);
+  CHECK(FdWatcher::live_watchers() == live0);
 }
 
 TEST_CASE("fd watcher: events 0 reports the hang-up of a socket whose peer closed") {
@@ -188,7 +188,7 @@ TEST_CASE("fd watcher: events 0 reports the hang-up of a socket whose peer close
 }
 
 TEST_CASE("fd watcher: destroyed inside its own callback, the thread detaches and ends") {
-  const int live0 = FdWatcher::live_threads();
+  const int live0 = FdWatcher::live_watchers();
   auto ev = make_eventfd();
   auto pipe = make_pipe();
   const int out = pipe.write_end.get();
@@ -206,12 +206,12 @@ TEST_CASE("fd watcher: destroyed inside its own callback, the thread detaches an
   REQUIRE(s);
   CHECK(s->value == 1);
   CHECK(owner.load() == nullptr);
-  CHECK(wait_live_threads(live0));
+  CHECK(wait_live_watchers(live0));
 }
 
 TEST_CASE("fd watcher: many start/stop rounds leak neither fds nor threads") {
   test::FdCount fds;
-  const int live0 = FdWatcher::live_threads();
+  const int live0 = FdWatcher::live_watchers();
   {
     auto ev = make_eventfd();
     for (int i = 0; i < 300; ++i) {
@@ -223,7 +223,7 @@ TEST_CASE("fd watcher: many start/stop rounds leak neither fds nor threads") {
     auto w = FdWatcher::start({{-1, 0, POLLIN}}, [](int, int, short) { return true; });
     REQUIRE(w.ok());
   }
-  CHECK(FdWatcher::live_threads() == live0);
+  CHECK(FdWatcher::live_watchers() == live0);
   CHECK(fds.leaked() == 0);
 }
 

@@ -70,7 +70,7 @@ bool wait_readable(const SharedFd& fd, int timeout_ms) {
 
 bool wait_live_threads(int n) {
   auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (FdWatcher::live_threads() != n) {
+  while (FdWatcher::live_watchers() != n) {
     if (std::chrono::steady_clock::now() > deadline)
       return false;
     std::this_thread::yield();
@@ -333,7 +333,7 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a call signal reaches the sink e
   auto sinkfd = new_eventfd();
   REQUIRE(ask_ok(w, 2s, start_atom_v, Queues{{0, call0}, {1, call1}}, sink_to(self, sinkfd)) ==
           "");
-  CHECK(FdWatcher::live_threads() == 1);
+  CHECK(FdWatcher::live_watchers() == 1);
 
   signal(call1);
   auto v = next_interrupt();
@@ -350,9 +350,9 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a call signal reaches the sink e
   CHECK(take(sinkfd) == 1);
 
   CHECK(ask_ok(w, 2s, stop_atom_v) == "");
-  CHECK(FdWatcher::live_threads() == 1);  // kept for the next start
+  CHECK(FdWatcher::live_watchers() == 1);  // kept for the next start
   CHECK(exit_and_wait(w));
-  CHECK(FdWatcher::live_threads() == 0);  // joined when the worker ends
+  CHECK(FdWatcher::live_watchers() == 0);  // joined when the worker ends
 }
 
 TEST_CASE_FIXTURE(RtWorker, "worker (threaded): an interrupt raised during sleep is not lost") {
@@ -361,7 +361,7 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): an interrupt raised during sleep
   const Queues queues{{0, call0}};
   REQUIRE(ask_ok(w, 2s, start_atom_v, queues, sink_to(self)) == "");
   REQUIRE(ask_ok(w, 2s, stop_atom_v) == "");
-  CHECK(FdWatcher::live_threads() == 1);  // kept, but nothing is forwarded
+  CHECK(FdWatcher::live_watchers() == 1);  // kept, but nothing is forwarded
 
   signal(call0);  // during sleep: read by the kept thread, held as pending
   CHECK(counts(w) == Counts{0});
@@ -435,7 +435,7 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a live socket is not reported, i
                 caf::after(2s) >> [] { FAIL("no lost message"); });
   CHECK(contains(reason, "vhost-user socket"));
   CHECK(exit_and_wait(w));
-  CHECK(FdWatcher::live_threads() == 0);
+  CHECK(FdWatcher::live_watchers() == 0);
 }
 
 TEST_CASE_FIXTURE(RtWorker, "worker (threaded): 1,000 start/stop cycles leak neither fds nor threads") {
@@ -468,9 +468,9 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): 1,000 start/stop cycles leak nei
     CHECK(take(sinkfd) == 0);  // none twice
     // the hang-up watch and the call watcher kept since the first start:
     // a thousand cycles created no other thread
-    CHECK(FdWatcher::live_threads() == 2);
+    CHECK(FdWatcher::live_watchers() == 2);
     CHECK(exit_and_wait(w));
-    CHECK(FdWatcher::live_threads() == 0);
+    CHECK(FdWatcher::live_watchers() == 0);
     CHECK(received_losses(self).empty());
   }
   CHECK(fds.leaked() == 0);
@@ -487,7 +487,7 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): dropping the last handle ends th
     auto call0 = new_eventfd();
     caf::anon_send(w, watch_atom_v, share(std::move(sp.first)), SharedFd{});
     REQUIRE(ask_ok(w, 2s, start_atom_v, Queues{{0, call0}}, sink_to(self)) == "");
-    CHECK(FdWatcher::live_threads() == 2);
+    CHECK(FdWatcher::live_watchers() == 2);
     self->monitor(w);
     addr = caf::actor_cast<caf::actor_addr>(w);
   }  // the last strong handle goes away here
@@ -501,6 +501,6 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): dropping the last handle ends th
       caf::after(5s) >> [] {});
   REQUIRE(down);
   CHECK(reason == caf::exit_reason::unreachable);
-  CHECK(FdWatcher::live_threads() == 0);
+  CHECK(FdWatcher::live_watchers() == 0);
   CHECK_FALSE(caf::actor_cast<caf::actor>(*addr));
 }

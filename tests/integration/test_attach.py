@@ -47,17 +47,23 @@ def assert_vmm_ok(r):
     assert 'result: ok, the data matched' in r.stdout, r.stdout
 
 
-def activate_one_queue(c):
-    """set_memory + activate of one 64-entry queue; returns the fds to close."""
+def activate_one_queue_of(c, device):
+    """set_memory + activate of one 64-entry queue of `device` (None: the
+    only one); returns the fds to close."""
     ram = os.memfd_create('ram')
     os.ftruncate(ram, 2 << 20)
     kick, irq = os.eventfd(0), os.eventfd(0)
-    c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram])
+    c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram],
+         device=device)
     c.ok('activate', {'features': 1 << 32, 'interrupt_fd': 1,
                       'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
                                   'driver': '0x100000400', 'device': '0x100000800',
-                                  'kick': 0}]}, fds=[kick, irq])
+                                  'kick': 0}]}, fds=[kick, irq], device=device)
     return [ram, kick, irq]
+
+
+def activate_one_queue(c):
+    return activate_one_queue_of(c, None)
 
 
 # ---- the example VMM's flow ---------------------------------------------------------
@@ -487,6 +493,34 @@ def test_several_devices_add_and_remove(tmp):
             c.ok('remove_device', {'id': 'disk2'})
             c.error('status', device='disk2', code='not_found')
             c.error('add_device', {'id': 'bad', 'backend': os.path.join(tmp, 'none.sock')})
+
+
+def threads_with_devices(tmp, n):
+    """The threads of `vufront attach` serving n active devices (one
+    queue each, interrupts forwarded through vufront), each against its own
+    vufront-backend."""
+    with Backends(ARGS.backend, tmp) as bs:
+        socks = [bs.start('t%d-%d' % (n, i), '--size', '1M').sock for i in range(n)]
+        args = []
+        for i, s in enumerate(socks):
+            args += ['--backend', 'd%d=%s' % (i, s)]
+        with Attach(ARGS.vufront, ctl_path(tmp), *args, timeout=60) as att, Control(att.control) as c:
+            fds = []
+            for i in range(n):
+                fds += activate_one_queue_of(c, 'd%d' % i)
+            assert all(c.ok('status', device='d%d' % i)['state'] == 'active' for i in range(n))
+            threads = len(os.listdir('/proc/%d/task' % att.pid))
+            for fd in fds:
+                os.close(fd)
+            return threads
+
+
+def test_threads_do_not_grow_with_devices(tmp):
+    # Every device's waits (its connection steps, hang-up and interrupt
+    # watches, back-end channel) are tasks on one event loop.
+    one = threads_with_devices(tmp, 1)
+    many = threads_with_devices(tmp, 32)
+    assert many == one, 'threads: %d with 1 device, %d with 32' % (one, many)
 
 
 def test_sighup_is_logged_and_ignored_sigterm_stops_cleanly(tmp):

@@ -1,0 +1,340 @@
+#include "loop/event_loop.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/context/fiber.hpp>
+#include <boost/context/protected_fixedsize_stack.hpp>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+#include "base/wait.hpp"
+#include "loop/fiber_switch.hpp"
+
+namespace vufront::loop {
+
+namespace asio = boost::asio;
+namespace ctx = boost::context;
+
+namespace {
+
+std::atomic<int> live{0};
+
+/// A task's stack: 256 KiB of which only what is touched costs memory, and
+/// a guard page below. Stacks are kept for reuse (their touched pages too:
+/// a first touch costs about 12 µs a page here).
+constexpr size_t stack_size = 256 * 1024;
+constexpr size_t stacks_kept = 64;
+
+class StackPool {
+public:
+  ctx::stack_context take() {
+    if (!free_.empty()) {
+      auto sc = free_.back();
+      free_.pop_back();
+      return sc;
+    }
+    return ctx::protected_fixedsize_stack(stack_size).allocate();
+  }
+  void give(ctx::stack_context& sc) noexcept {
+    if (free_.size() < stacks_kept) {
+      try {
+        free_.push_back(sc);
+        return;
+      } catch (...) {
+      }
+    }
+    ctx::protected_fixedsize_stack(stack_size).deallocate(sc);
+  }
+
+private:
+  std::vector<ctx::stack_context> free_;
+};
+
+/// The allocator a fiber copies: the loop's pool, and where to note the stack
+/// (the sanitizers need its bounds).
+struct PooledStack {
+  StackPool* pool;
+  FiberSwitch* note;
+  ctx::stack_context allocate() {
+    auto sc = pool->take();
+    note->set_stack(static_cast<char*>(sc.sp) - sc.size, sc.size);
+    return sc;
+  }
+  void deallocate(ctx::stack_context& sc) noexcept { pool->give(sc); }
+};
+
+}  // namespace
+
+struct EventLoop::Impl {
+  asio::io_context io{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+  /// Makes Asio open its reactor (epoll fd, wake-up eventfd, timerfd) with
+  /// the loop rather than at the first wait, so they are the loop's fds.
+  asio::steady_timer opens_reactor{io};
+  StackPool stacks;
+  std::unordered_map<Task*, std::shared_ptr<Task>> tasks;  // started, not ended
+  std::thread thread;
+};
+
+/// One task: its fiber, and the fds and timer of its current wait.
+class Task final : public WaitHook, public std::enable_shared_from_this<Task> {
+public:
+  Task(EventLoop::Impl& loop, std::function<void()> body, const char* what)
+      : loop_(loop), body_(std::move(body)), what_(what), timer_(loop.io) {}
+
+  std::shared_future<void> ended() { return ended_.get_future().share(); }
+
+  /// Loop thread: makes the fiber and runs it until it first waits.
+  void start() {
+    try {
+      fiber_ = ctx::fiber(std::allocator_arg, PooledStack{&loop_.stacks, &switch_},
+                          [this](ctx::fiber&& back) { return run(std::move(back)); });
+    } catch (...) {
+      std::fprintf(stderr, "vufront: cannot start task %s (no memory for its stack)\n", what_);
+      end();
+      return;
+    }
+    resume();
+  }
+
+  /// Loop thread: cuts the current wait short (TaskHandle::interrupt).
+  void interrupt() {
+    if (waiting_)
+      release_waits();  // the cancelled waits' handlers resume the task
+  }
+
+  int wait(pollfd* fds, nfds_t n, int timeout_ms) override;
+
+private:
+  ctx::fiber run(ctx::fiber&& back) {
+    back_ = std::move(back);
+    switch_.entered_task();
+    try {
+      body_();
+    } catch (...) {
+      std::fprintf(stderr, "vufront: task %s ended by an exception\n", what_);
+    }
+    body_ = nullptr;  // its captures go here, on the loop thread, while the task still exists
+    finished_ = true;
+    switch_.leaving_task(/*for_good=*/true);
+    return std::move(back_);
+  }
+
+  /// Loop thread: runs the task until it waits again or ends.
+  void resume() {
+    auto keep = shared_from_this();
+    WaitHook* outer = set_wait_hook(this);
+    switch_.entering_task();
+    fiber_ = std::move(fiber_).resume();
+    switch_.left_task();
+    set_wait_hook(outer);
+    if (finished_)
+      end();
+  }
+
+  /// The task: back to the loop until a handler resumes it.
+  void suspend() {
+    switch_.leaving_task(/*for_good=*/false);
+    back_ = std::move(back_).resume();
+    switch_.entered_task();
+  }
+
+  void wake(uint64_t generation) {
+    if (!waiting_ || generation != generation_)
+      return;  // a wait that is over already
+    waiting_ = false;
+    resume();
+  }
+
+  void release_waits() noexcept {
+    for (auto& d : descriptors_) {
+      boost::system::error_code ec;
+      d.cancel(ec);
+      (void)d.release();
+    }
+    descriptors_.clear();
+    dups_.clear();
+    timer_.cancel();
+  }
+
+  Result<void> watch(const pollfd& p, uint64_t generation);
+
+  void end() {
+    release_waits();
+    finished_ = true;
+    --live;
+    ended_.set_value();
+    loop_.tasks.erase(this);  // may drop the last reference: nothing after this
+  }
+
+  EventLoop::Impl& loop_;
+  std::function<void()> body_;
+  const char* what_;
+  FiberSwitch switch_;
+  ctx::fiber fiber_;  ///< the task, while suspended
+  ctx::fiber back_;   ///< the loop, while the task runs
+  bool finished_ = false;
+  std::promise<void> ended_;
+
+  bool waiting_ = false;
+  uint64_t generation_ = 0;
+  std::vector<asio::posix::stream_descriptor> descriptors_;
+  std::vector<UniqueFd> dups_;  ///< for fds another wait has registered already
+  asio::steady_timer timer_;
+};
+
+Result<void> Task::watch(const pollfd& p, uint64_t generation) {
+  auto& d = descriptors_.emplace_back(loop_.io);
+  boost::system::error_code ec;
+  d.assign(p.fd, ec);
+  if (ec == boost::system::errc::file_exists) {
+    // The same fd number is in another task's wait (epoll keeps one entry
+    // per fd number): watch a duplicate of it instead.
+    UniqueFd dup = UniqueFd::adopt(::fcntl(p.fd, F_DUPFD_CLOEXEC, 0));
+    if (!dup)
+      return make_error(errc::io_error, "event loop", "dup of a watched fd", errno);
+    ec.clear();
+    d.assign(dup.get(), ec);
+    if (!ec)
+      dups_.push_back(std::move(dup));
+  }
+  if (ec) {
+    descriptors_.pop_back();
+    return make_error(errc::io_error, "event loop", "cannot watch fd " + std::to_string(p.fd),
+                      ec.value());
+  }
+  auto type = (p.events & POLLOUT) != 0              ? asio::posix::descriptor_base::wait_write
+              : (p.events & (POLLIN | POLLPRI)) != 0 ? asio::posix::descriptor_base::wait_read
+                                                     : asio::posix::descriptor_base::wait_error;
+  d.async_wait(type, [self = shared_from_this(), generation](const boost::system::error_code&) {
+    self->wake(generation);
+  });
+  return ok();
+}
+
+int Task::wait(pollfd* fds, nfds_t n, int timeout_ms) {
+  // What is ready now needs no wait (and an fd the loop cannot watch
+  // still gets poll()'s verdict, POLLNVAL for a closed one).
+  int now = ::poll(fds, n, 0);
+  if (now != 0 || timeout_ms == 0)
+    return now;
+  const uint64_t generation = ++generation_;
+  descriptors_.reserve(n);  // no moves of descriptors with waits pending
+  for (nfds_t i = 0; i < n; ++i) {
+    if (fds[i].fd < 0)
+      continue;
+    if (auto r = watch(fds[i], generation); !r) {
+      release_waits();
+      errno = r.error().sys_errno != 0 ? r.error().sys_errno : EIO;
+      return -1;
+    }
+  }
+  if (timeout_ms > 0) {
+    timer_.expires_after(std::chrono::milliseconds(timeout_ms));
+    timer_.async_wait([self = shared_from_this(), generation](const boost::system::error_code&) {
+      self->wake(generation);
+    });
+  }
+  if (descriptors_.empty() && timeout_ms < 0) {
+    errno = EINVAL;  // would wait for ever: no fd and no timeout
+    return -1;
+  }
+  waiting_ = true;
+  suspend();
+  release_waits();
+  return ::poll(fds, n, 0);
+}
+
+// ---- TaskHandle ------------------------------------------------------------------
+
+bool TaskHandle::done() const {
+  return !ended_.valid() ||
+         ended_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
+
+void TaskHandle::join() {
+  if (!task_ || done())
+    return;
+  if (EventLoop::instance().on_loop_thread()) {
+    task_->interrupt();
+    return;
+  }
+  ended_.wait();
+}
+
+void TaskHandle::interrupt() {
+  if (!task_ || done())
+    return;
+  auto& loop = EventLoop::instance();
+  if (loop.on_loop_thread())
+    task_->interrupt();
+  else
+    loop.post([t = task_] { t->interrupt(); });
+}
+
+// ---- EventLoop -------------------------------------------------------------------
+
+EventLoop& EventLoop::instance() {
+  // Never destroyed: tasks still waiting at exit keep their stacks, and the
+  // thread is stopped and joined by the atexit handler below.
+  static EventLoop* loop = [] {
+    auto* l = new EventLoop;
+    std::atexit([] {
+      auto& impl = *instance().impl_;
+      impl.io.stop();
+      if (impl.thread.joinable())
+        impl.thread.join();
+    });
+    return l;
+  }();
+  return *loop;
+}
+
+EventLoop::EventLoop() : impl_(std::make_unique<Impl>()) {
+  impl_->thread = std::thread([impl = impl_.get()] { impl->io.run(); });
+}
+
+EventLoop::~EventLoop() = default;
+
+TaskHandle EventLoop::spawn(std::function<void()> body, const char* what) {
+  auto task = std::make_shared<Task>(*impl_, std::move(body), what);
+  TaskHandle h;
+  h.task_ = task;
+  h.ended_ = task->ended();
+  ++live;
+  asio::post(impl_->io, [impl = impl_.get(), task] {
+    impl->tasks.emplace(task.get(), task);
+    task->start();
+  });
+  return h;
+}
+
+void EventLoop::post(std::function<void()> fn) {
+  asio::post(impl_->io, std::move(fn));
+}
+
+bool EventLoop::on_loop_thread() const noexcept {
+  // impl_->thread is set before the loop is shared (a static's initialiser)
+  return std::this_thread::get_id() == impl_->thread.get_id();
+}
+
+int EventLoop::live_tasks() noexcept {
+  return live.load();
+}
+
+}  // namespace vufront::loop
