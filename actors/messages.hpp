@@ -4,9 +4,10 @@
 // syntax, atoms of at most 10 characters.
 //
 // Actor tree (see docs/lifecycle.md):
-//   device ──linked──> connection  (detached; owns the socket and BackendClient)
-//          ──linked──> worker      (interrupt loop + hang-up watch; fd_watcher thread)
-//          ──linked──> channel     (back-end request handler; reader thread)
+//   device ──linked──> connection  (owns the socket and BackendClient; steps run
+//                                   as tasks on the event loop, loop/)
+//          ──linked──> worker      (interrupt loop + hang-up watch; fd_watcher task)
+//          ──linked──> channel     (back-end request handler; reader task)
 // Children hold only a weak handle (caf::actor_addr) to the device, so the
 // device dies when its last outside handle is dropped and takes its children
 // with it.
@@ -14,7 +15,7 @@
 // `vufront attach` (docs/attach-protocol.md):
 //   control_server ──linked──> device ...   (one tree per device id)
 //                  ──linked──> control_session (detached; one per VMM
-//                              connection; control_reader thread)
+//                              connection; control_reader task)
 
 #include <atomic>
 #include <chrono>
