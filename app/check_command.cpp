@@ -7,14 +7,14 @@
 
 namespace vufront::app {
 
-void print_step(std::ostream& out, const CheckStep& s) {
+void print_step(std::ostream& out, const ops::CheckStep& s) {
   char head[96];
   std::snprintf(head, sizeof head, "  %-5s %-20s %9.1f ms  ", s.ok ? "ok" : "FAIL", s.name.c_str(),
                 s.ms);
   out << head << s.detail << '\n' << std::flush;
 }
 
-nlohmann::json steps_json(const std::vector<CheckStep>& steps) {
+nlohmann::json steps_json(const std::vector<ops::CheckStep>& steps) {
   nlohmann::json j;
   bool ok = !steps.empty();
   j["steps"] = nlohmann::json::array();
@@ -26,7 +26,7 @@ nlohmann::json steps_json(const std::vector<CheckStep>& steps) {
   return j;
 }
 
-int check_main(CheckOptions opts) {
+int check_main(ops::CheckOptions opts) {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   bool json = opts.json;
@@ -34,12 +34,12 @@ int check_main(CheckOptions opts) {
     std::cout << "vufront check " << opts.socket << " (" << name(opts.device) << ", "
               << opts.queues << (opts.device == DeviceKind::net ? " queue pair(s), " : " queue(s), ")
               << (opts.packed ? "packed" : "split") << " rings)\n";
-    opts.on_step = [](const CheckStep& s) { print_step(std::cout, s); };
+    opts.on_step = [](const ops::CheckStep& s) { print_step(std::cout, s); };
   }
   bool ok = false;
-  std::vector<CheckStep> steps;
+  std::vector<ops::CheckStep> steps;
   {
-    Checker checker(sys, opts);
+    ops::Checker checker(sys, opts);
     ok = checker.run();
     steps = checker.steps();
   }

@@ -8,15 +8,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 
 namespace vufront::app {
 
 /// One step as a text line: "  ok    negotiate          0.8 ms  detail".
-void print_step(std::ostream& out, const CheckStep& s);
+void print_step(std::ostream& out, const ops::CheckStep& s);
 /// {"ok": bool, "steps": [{"name", "ok", "ms", "detail"}...]} plus `extra` members.
-[[nodiscard]] nlohmann::json steps_json(const std::vector<CheckStep>& steps);
+[[nodiscard]] nlohmann::json steps_json(const std::vector<ops::CheckStep>& steps);
 
-[[nodiscard]] int check_main(CheckOptions opts);
+[[nodiscard]] int check_main(ops::CheckOptions opts);
 
 }  // namespace vufront::app

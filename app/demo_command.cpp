@@ -11,8 +11,8 @@
 
 #include "actors/system.hpp"
 #include "app/check_command.hpp"
-#include "app/checker.hpp"
-#include "app/child_process.hpp"
+#include "ops/checker.hpp"
+#include "ops/child_process.hpp"
 
 namespace vufront::app {
 
@@ -36,7 +36,7 @@ struct PrivateDir {
 };
 
 /// The demo's own steps on top of the standard check.
-bool run_demo(Checker& c, ChildProcess& backend) {
+bool run_demo(ops::Checker& c, ops::ChildProcess& backend) {
   bool ok = c.negotiate() && c.read_config() && c.set_memory() && c.activate() && c.io("I/O");
   ok = ok && c.step("shared memory", [&]() -> Result<std::string> {
     auto ev = c.session().wait_event(actors::DeviceEvent::Kind::shmem_mapped, event_wait);
@@ -79,7 +79,7 @@ bool run_demo(Checker& c, ChildProcess& backend) {
 
 int demo_main(const DemoOptions& opts) {
   std::string backend_path =
-      opts.backend.empty() ? executable_dir() + "/vufront-backend" : opts.backend;
+      opts.backend.empty() ? ops::executable_dir() + "/vufront-backend" : opts.backend;
   if (::access(backend_path.c_str(), X_OK) != 0) {
     std::cerr << "vufront demo: cannot run the reference back-end " << backend_path
               << " (build it, or pass --backend PATH)\n";
@@ -91,7 +91,7 @@ int demo_main(const DemoOptions& opts) {
     return 1;
   }
   std::string socket = dir.path + "/blk.sock";
-  auto backend = ChildProcess::spawn({backend_path, "--socket", socket, "--size", "16M", "--queues",
+  auto backend = ops::ChildProcess::spawn({backend_path, "--socket", socket, "--size", "16M", "--queues",
                                       "2", "--shmem-size", "1M"},
                                      dir.path + "/backend.log");
   if (!backend) {
@@ -101,18 +101,18 @@ int demo_main(const DemoOptions& opts) {
   if (!opts.json)
     std::cout << "vufront demo: reference back-end (pid " << backend->pid() << ") on " << socket
               << "\n";
-  CheckOptions co;
+  ops::CheckOptions co;
   co.socket = socket;
   co.device = DeviceKind::blk;
   co.queues = 2;
   if (!opts.json)
-    co.on_step = [](const CheckStep& s) { print_step(std::cout, s); };
+    co.on_step = [](const ops::CheckStep& s) { print_step(std::cout, s); };
   actors::SystemConfig cfg;
   bool ok = false;
-  std::vector<CheckStep> steps;
+  std::vector<ops::CheckStep> steps;
   {
     caf::actor_system sys{cfg};
-    Checker checker(sys, co);
+    ops::Checker checker(sys, co);
     ok = run_demo(checker, *backend);
     steps = checker.steps();
   }

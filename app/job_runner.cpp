@@ -13,11 +13,21 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/error.hpp"
-#include "app/checker.hpp"
-#include "app/job_barrier.hpp"
-#include "app/transfer_report.hpp"
+#include "ops/checker.hpp"
+#include "ops/job_barrier.hpp"
+#include "ops/transfer_report.hpp"
 
 namespace vufront::app {
+
+using ops::BarrierBook;
+using ops::CheckOptions;
+using ops::Checker;
+using ops::CheckStep;
+using ops::DeviceOutcome;
+using ops::JobDevice;
+using ops::JobStep;
+using ops::JobStepKind;
+using ops::step_message;
 
 namespace {
 

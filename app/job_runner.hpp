@@ -28,8 +28,8 @@
 #include <caf/typed_actor.hpp>
 
 #include "actors/messages.hpp"
-#include "app/job_display.hpp"
-#include "app/job_file.hpp"
+#include "ops/job_display.hpp"
+#include "ops/job_file.hpp"
 
 // The app's atoms, in a block after the actor layer's.
 CAF_BEGIN_TYPE_ID_BLOCK(vufront_app, caf::id_block::vufront::end)
@@ -41,10 +41,15 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront_app, caf::id_block::vufront::end)
   CAF_ADD_ATOM(vufront_app, vufront::app, runner_done_atom, "runnerdone")
 CAF_END_TYPE_ID_BLOCK(vufront_app)
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::app::JobEvent)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::app::JobOutcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::ops::JobEvent)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::ops::JobOutcome)
 
 namespace vufront::app {
+
+using ops::Job;
+using ops::JobDisplay;
+using ops::JobEvent;
+using ops::JobOutcome;
 
 using job_coordinator_actor = caf::typed_actor<
     /// Starts the runners; answered with the outcome when all have ended.

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <iostream>
 
-#include "app/transfer_report.hpp"
+#include "ops/transfer_report.hpp"
 #include "app/transfer_command.hpp"
 #include "snapshot/reader.hpp"
 
@@ -55,7 +55,7 @@ int restore_main(const RestoreCommandOptions& opts) {
   };
   run.summary = [&opts, kind = m.kind](const actors::SnapshotInfo& info) {
     return "restored " + info.path + " (" + name(kind) + ") into " + opts.socket + ": " +
-           transfer_summary(info);
+           ops::transfer_summary(info);
   };
   return run_transfer_command(run);
 }

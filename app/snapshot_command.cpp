@@ -6,7 +6,7 @@
 #include <cstring>
 #include <iostream>
 
-#include "app/transfer_report.hpp"
+#include "ops/transfer_report.hpp"
 #include "app/transfer_command.hpp"
 
 namespace vufront::app {
@@ -57,7 +57,7 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
   };
   run.summary = [&opts](const actors::SnapshotInfo& info) {
     return "snapshot of " + opts.socket + " (" + name(opts.device) + ") saved to " + info.path +
-           ": " + transfer_summary(info);
+           ": " + ops::transfer_summary(info);
   };
   return run_transfer_command(run);
 }

@@ -5,8 +5,8 @@
 
 #include "actors/progress_line.hpp"
 #include "actors/system.hpp"
-#include "app/cancel_on_signal.hpp"
-#include "app/transfer_report.hpp"
+#include "ops/cancel_on_signal.hpp"
+#include "ops/transfer_report.hpp"
 
 namespace vufront::app {
 
@@ -16,10 +16,10 @@ namespace {
 /// the terminal's width.
 actors::ProgressRender progress_render(const std::string& label) {
   return [label](uint64_t done, uint64_t total, uint64_t us) {
-    std::string line = "  " + label + "  " + progress_bar(done, total, 24, us / 100000) + "  " +
-                       format_bytes(done) + (total ? " / " + format_bytes(total) : "") + "  " +
-                       format_duration_us(us) + "  " + format_rate(done, us);
-    const unsigned cols = terminal_columns();
+    std::string line = "  " + label + "  " + ops::progress_bar(done, total, 24, us / 100000) + "  " +
+                       ops::format_bytes(done) + (total ? " / " + ops::format_bytes(total) : "") + "  " +
+                       ops::format_duration_us(us) + "  " + ops::format_rate(done, us);
+    const unsigned cols = ops::terminal_columns();
     if (line.size() >= cols)
       line.resize(cols - 1);
     return line;
@@ -31,7 +31,7 @@ actors::ProgressRender progress_render(const std::string& label) {
 int run_transfer_command(const TransferRun& run) {
   using std::chrono::milliseconds;
   const std::string prefix = "vufront " + run.command + ": ";
-  CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
+  ops::CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   actors::DeviceConfig dc;
@@ -43,7 +43,7 @@ int run_transfer_command(const TransferRun& run) {
   out["socket"] = run.socket;
   out["device"] = name(run.negotiate.kind);
   auto fail = [&](const std::string& step, const Error& e) {
-    std::string msg = step_message(e, step);
+    std::string msg = ops::step_message(e, step);
     std::cerr << prefix << msg << '\n';
     if (run.json) {
       out["ok"] = false;
@@ -68,7 +68,7 @@ int run_transfer_command(const TransferRun& run) {
     // A Ctrl-C while connecting found no transfer to cancel: the session's
     // cancel is sticky, so the transfer fails "cancelled before the transfer began".
     caf::actor line;
-    if (stderr_is_terminal())
+    if (ops::stderr_is_terminal())
       line = actors::spawn_progress_line(sys, progress_render(run.command));
     result = run.transfer(session, line);
     actors::close_progress_line(sys, line);
@@ -77,7 +77,7 @@ int run_transfer_command(const TransferRun& run) {
   if (!result)
     return fail(run.command, result.error());
   if (run.json) {
-    out.update(transfer_json(*result));
+    out.update(ops::transfer_json(*result));
     out["ok"] = true;
     std::cout << out.dump(2) << '\n';
   } else {

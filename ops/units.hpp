@@ -11,7 +11,7 @@
 
 #include "base/error.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 /// "4096", "512K", "512M", "4G", "1T" (also "4GiB", "4GB", lower case):
 /// binary multiples, a whole number > 0, at most 2^63.
@@ -39,4 +39,4 @@ namespace vufront::app {
 /// Whether stderr is a terminal (live progress only there).
 [[nodiscard]] inline bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

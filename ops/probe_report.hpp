@@ -7,9 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "app/probe_command.hpp"
+#include "ops/probe.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 /// Lower-case hex of `bytes`, no separators ("0000020000000000...").
 [[nodiscard]] std::string to_hex(const std::vector<uint8_t>& bytes);
@@ -22,4 +22,4 @@ namespace vufront::app {
 /// The text report.
 void print_probe_text(std::ostream& out, const ProbeResult& r);
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -8,7 +8,7 @@
 
 #include "base/unique_fd.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 /// Turns SIGINT and SIGTERM into a call of `on_signal` (first signal) on a
 /// thread of its own; a second signal ends the process at once (exit 130).
@@ -41,4 +41,4 @@ private:
   std::thread thread_;
 };
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -1,11 +1,11 @@
-#include "app/probe_report.hpp"
+#include "ops/probe_report.hpp"
 
 #include <algorithm>
 #include <cstdio>
 
 #include "protocol/virtio_config.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 namespace {
 
@@ -122,4 +122,4 @@ void print_probe_text(std::ostream& out, const ProbeResult& r) {
   }
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -9,7 +9,7 @@
 
 #include "base/error.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 class ChildProcess {
 public:
@@ -40,4 +40,4 @@ private:
 /// The directory of the running executable ("/path/to/build/bin").
 [[nodiscard]] std::string executable_dir();
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

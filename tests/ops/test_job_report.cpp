@@ -7,12 +7,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "app/job_barrier.hpp"
-#include "app/job_display.hpp"
-#include "app/transfer_report.hpp"
+#include "ops/job_barrier.hpp"
+#include "ops/job_display.hpp"
+#include "ops/transfer_report.hpp"
 
 using namespace vufront;
-using namespace vufront::app;
+using namespace vufront::ops;
 
 namespace {
 

@@ -16,9 +16,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "app/job_file.hpp"
+#include "ops/job_file.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 struct JobEvent {
   enum class Kind : uint8_t { start, progress, done, failed };
@@ -98,4 +98,4 @@ private:
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -1,6 +1,6 @@
-#include "app/transfer_report.hpp"
+#include "ops/transfer_report.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 std::string transfer_summary(const actors::SnapshotInfo& info) {
   return format_bytes(info.state_bytes) + " of state, checksum " + checksum_hex(info.checksum) +
@@ -34,4 +34,4 @@ std::string step_message(const Error& e, std::string_view op) {
   return x.message();
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -28,7 +28,7 @@
 #include "snapshot/manifest.hpp"
 #include "virtio/guest_driver.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 struct CheckOptions {
   std::string socket;
@@ -153,4 +153,4 @@ private:
   std::string failed_;
 };
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -20,7 +20,7 @@
 #include "protocol/backend_client.hpp"
 #include "protocol/messages.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 enum class JobStepKind : uint8_t { activate, sleep, wake, reset, check, snapshot, restore, wait, barrier };
 
@@ -76,4 +76,4 @@ inline constexpr size_t max_socket_path = max_unix_path;  ///< sockaddr_un.sun_p
 /// Reads and parses a job file. Errors: io_error (unreadable), invalid_argument.
 [[nodiscard]] Result<Job> load_job(const std::string& path);
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -5,10 +5,10 @@
 
 #include <string>
 
-#include "app/job_file.hpp"
+#include "ops/job_file.hpp"
 
 using namespace vufront;
-using namespace vufront::app;
+using namespace vufront::ops;
 using std::chrono::milliseconds;
 
 namespace {

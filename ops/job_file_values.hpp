@@ -18,7 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace vufront::app::job_file_values {
+namespace vufront::ops::job_file_values {
 
 /// A job file's validation failure: where in the file, and what is wrong.
 struct JobFileInvalid {
@@ -87,4 +87,4 @@ struct DuplicateKeys {
   bool operator()(int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed);
 };
 
-}  // namespace vufront::app::job_file_values
+}  // namespace vufront::ops::job_file_values

@@ -12,14 +12,14 @@
 #include <thread>
 #include <vector>
 
-#include "app/probe_command.hpp"
-#include "app/probe_report.hpp"
+#include "ops/probe.hpp"
+#include "ops/probe_report.hpp"
 #include "protocol/connection.hpp"
 #include "tests/fakes/fake_backend.hpp"
 #include "tests/support.hpp"
 
 using namespace vufront;
-using namespace vufront::app;
+using namespace vufront::ops;
 using namespace std::chrono_literals;
 using vufront::test::bytes_of;
 using vufront::test::reply_bytes;

@@ -1,11 +1,11 @@
-#include "app/job_display.hpp"
+#include "ops/job_display.hpp"
 
 #include <algorithm>
 #include <cstdio>
 
-#include "app/units.hpp"
+#include "ops/units.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 namespace {
 
@@ -234,4 +234,4 @@ void JobDisplay::finish(const JobOutcome& o) {
   text_out_ << summary_table(o) << std::flush;
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

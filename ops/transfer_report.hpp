@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/messages.hpp"
-#include "app/units.hpp"
+#include "ops/units.hpp"
 #include "base/error.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 /// "64.0 MiB of state, checksum 0123456789abcdef, 0.21 s, 304.8 MiB/s".
 [[nodiscard]] std::string transfer_summary(const actors::SnapshotInfo& info);
@@ -26,4 +26,4 @@ namespace vufront::app {
 /// in front when the error names nothing.
 [[nodiscard]] std::string step_message(const Error& e, std::string_view op);
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -1,14 +1,14 @@
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 
 #include <algorithm>
 #include <cstring>
 #include <utility>
 
-#include "app/transfer_report.hpp"
+#include "ops/transfer_report.hpp"
 #include "protocol/virtio_config.hpp"
 #include "snapshot/reader.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 namespace {
 
@@ -485,4 +485,4 @@ bool Checker::restore(const std::string& socket, actors::RestoreOptions o, const
   });
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -1,11 +1,11 @@
-#include "app/units.hpp"
+#include "ops/units.hpp"
 
 #include <sys/ioctl.h>
 
 #include <cctype>
 #include <cstdio>
 
-namespace vufront::app {
+namespace vufront::ops {
 
 namespace {
 
@@ -122,4 +122,4 @@ std::string progress_bar(uint64_t done, uint64_t total, unsigned width, uint64_t
   return "[" + cells + "]";
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

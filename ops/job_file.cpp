@@ -2,7 +2,7 @@
 // devices (snapshot files, barriers). Reading and validating single JSON values is in
 // job_file_values.cpp.
 
-#include "app/job_file.hpp"
+#include "ops/job_file.hpp"
 
 #include <algorithm>
 #include <filesystem>
@@ -11,9 +11,9 @@
 #include <map>
 #include <sstream>
 
-#include "app/job_file_values.hpp"
+#include "ops/job_file_values.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 using nlohmann::json;
 using namespace job_file_values;
@@ -461,4 +461,4 @@ Result<Job> load_job(const std::string& path) {
   return parse_job_text(text.str());
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

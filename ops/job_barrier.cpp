@@ -1,8 +1,8 @@
-#include "app/job_barrier.hpp"
+#include "ops/job_barrier.hpp"
 
 #include <algorithm>
 
-namespace vufront::app {
+namespace vufront::ops {
 
 BarrierBook::BarrierBook(const Job& job) {
   for (uint32_t d = 0; d < job.devices.size(); ++d) {
@@ -87,4 +87,4 @@ std::vector<std::string> BarrierBook::missing_for(uint32_t device) const {
   return out;
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

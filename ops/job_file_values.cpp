@@ -1,13 +1,13 @@
-#include "app/job_file_values.hpp"
+#include "ops/job_file_values.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 
-#include "app/job_file.hpp"
-#include "app/transfer_report.hpp"
+#include "ops/job_file.hpp"
+#include "ops/transfer_report.hpp"
 
-namespace vufront::app::job_file_values {
+namespace vufront::ops::job_file_values {
 
 using nlohmann::json;
 
@@ -199,4 +199,4 @@ bool DuplicateKeys::operator()(int, json::parse_event_t ev, json& parsed) {
   return true;
 }
 
-}  // namespace vufront::app::job_file_values
+}  // namespace vufront::ops::job_file_values

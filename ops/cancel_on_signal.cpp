@@ -1,4 +1,4 @@
-#include "app/cancel_on_signal.hpp"
+#include "ops/cancel_on_signal.hpp"
 
 #include <poll.h>
 #include <sys/signalfd.h>
@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <utility>
 
-namespace vufront::app {
+namespace vufront::ops {
 
 namespace {
 sigset_t cancel_signals(bool hangup) {
@@ -82,4 +82,4 @@ void CancelOnSignal::run() {
   }
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

@@ -14,9 +14,9 @@
 #include <utility>
 #include <vector>
 
-#include "app/job_file.hpp"
+#include "ops/job_file.hpp"
 
-namespace vufront::app {
+namespace vufront::ops {
 
 class BarrierBook {
 public:
@@ -54,4 +54,4 @@ private:
   std::map<uint32_t, std::string> left_;                  // device -> why
 };
 
-}  // namespace vufront::app
+}  // namespace vufront::ops

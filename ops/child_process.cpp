@@ -1,4 +1,4 @@
-#include "app/child_process.hpp"
+#include "ops/child_process.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -15,7 +15,7 @@
 
 extern char** environ;
 
-namespace vufront::app {
+namespace vufront::ops {
 
 bool wait_exit(int pid, std::chrono::milliseconds ms) {
   auto pidfd = UniqueFd::adopt(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
@@ -80,4 +80,4 @@ std::string executable_dir() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-}  // namespace vufront::app
+}  // namespace vufront::ops
