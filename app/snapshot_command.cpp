@@ -38,13 +38,13 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
     return 2;
   }
   TransferRun run;
-  run.command = "snapshot";
-  run.socket = opts.socket;
-  run.negotiate.kind = opts.device;
-  run.negotiate.queues = 1;
-  run.timeout = opts.timeout;
+  run.spec.command = "snapshot";
+  run.spec.socket = opts.socket;
+  run.spec.negotiate.kind = opts.device;
+  run.spec.negotiate.queues = 1;
+  run.spec.timeout = opts.timeout;
   run.json = opts.json;
-  run.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
+  run.spec.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
     actors::SnapshotOptions o;
     o.path = opts.out;
     o.max_bytes = opts.max_bytes;
