@@ -8,10 +8,13 @@
 #include <caf/send.hpp>
 
 #include "actors/error.hpp"
+#include "actors/job_coordinator.hpp"
 #include "actors/system.hpp"
-#include "app/job_runner.hpp"
-#include "ops/units.hpp"
 #include "ops/cancel_on_signal.hpp"
+#include "ops/job_display.hpp"
+#include "ops/job_file.hpp"
+#include "ops/job_steps.hpp"
+#include "ops/units.hpp"
 
 namespace vufront::app {
 
@@ -32,16 +35,16 @@ int job_main(const JobCommandOptions& opts) {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   auto display = std::make_unique<ops::JobDisplay>(mode, *job, std::cout, std::cerr, ops::terminal_columns());
-  auto coord = spawn_job_coordinator(sys, job, std::move(display));
+  auto coord = actors::spawn_job_coordinator(sys, ops::job_plan(job), std::move(display));
   interrupt.on_signal([coord] { caf::anon_send(coord, actors::cancel_atom_v); });
 
-  std::optional<ops::JobOutcome> outcome;
+  std::optional<actors::JobOutcome> outcome;
   std::string failure;
   {
     caf::scoped_actor self{sys};
     // Every step has its deadline; this one only guards against a lost answer.
-    self->request(coord, job->deadline() + std::chrono::seconds(60), run_atom_v)
-        .receive([&](ops::JobOutcome& o) { outcome = std::move(o); },
+    self->request(coord, job->deadline() + std::chrono::seconds(60), actors::job_run_atom_v)
+        .receive([&](actors::JobOutcome& o) { outcome = std::move(o); },
                  [&](caf::error& e) { failure = actors::from_caf(e, "job").message(); });
     if (!outcome)
       caf::anon_send(coord, actors::cancel_atom_v);
@@ -54,7 +57,7 @@ int job_main(const JobCommandOptions& opts) {
   }
   for (size_t i = 0; i < outcome->devices.size(); ++i) {
     const auto& d = outcome->devices[i];
-    if (d.result == ops::DeviceOutcome::Result::ok)
+    if (d.result == actors::DeviceOutcome::Result::ok)
       continue;
     std::cerr << "vufront job: " << d.name;
     if (d.failed_step && *d.failed_step < job->devices[i].steps.size())

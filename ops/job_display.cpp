@@ -7,6 +7,10 @@
 
 namespace vufront::ops {
 
+using actors::DeviceOutcome;
+using actors::JobEvent;
+using actors::JobOutcome;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -37,22 +41,6 @@ std::string pad(std::string s, size_t width) {
 bool is_transfer(JobStepKind k) { return k == JobStepKind::snapshot || k == JobStepKind::restore; }
 
 }  // namespace
-
-const char* to_string(JobEvent::Kind k) noexcept {
-  switch (k) {
-    case JobEvent::Kind::start: return "start";
-    case JobEvent::Kind::progress: return "progress";
-    case JobEvent::Kind::done: return "done";
-    case JobEvent::Kind::failed: return "failed";
-  }
-  return "?";
-}
-
-bool JobOutcome::ok() const {
-  return !devices.empty() && std::all_of(devices.begin(), devices.end(), [](const auto& d) {
-    return d.result == DeviceOutcome::Result::ok;
-  });
-}
 
 JobDisplay::JobDisplay(Mode mode, const Job& job, std::ostream& json_out, std::ostream& text_out,
                        unsigned columns)

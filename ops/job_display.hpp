@@ -5,7 +5,8 @@
 //             snapshot or restore moves state), then a summary table;
 //   json      one JSON object per event and line, then a summary line;
 //   none      only the summary table.
-// Plain C++ (no CAF): the coordinator actor owns it and feeds it in order.
+// It sends and receives nothing: the job's coordinator actor owns it (as its
+// JobView, actors/job_plan.hpp) and feeds it in order.
 
 #include <chrono>
 #include <cstdint>
@@ -16,40 +17,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/job_messages.hpp"
+#include "actors/job_plan.hpp"
 #include "ops/job_file.hpp"
 
 namespace vufront::ops {
 
-struct JobEvent {
-  enum class Kind : uint8_t { start, progress, done, failed };
-  uint32_t device = 0;
-  uint32_t step = 0;   ///< index in the device's steps (as in "steps[3]")
-  Kind kind = Kind::start;
-  uint64_t bytes = 0;  ///< progress: state bytes moved so far; done: moved in all
-  uint64_t total = 0;  ///< progress: bytes to move (0 while unknown)
-  double ms = 0;       ///< done, failed: the step's time
-  std::string detail;  ///< done: what the step did; failed: the error
-};
-[[nodiscard]] const char* to_string(JobEvent::Kind k) noexcept;
-
-struct DeviceOutcome {
-  std::string name;
-  size_t steps_total = 0;
-  size_t steps_ok = 0;
-  uint64_t state_bytes = 0;  ///< moved by its snapshot and restore steps
-  double ms = 0;
-  enum class Result : uint8_t { ok, failed, cancelled } result = Result::ok;
-  std::optional<uint32_t> failed_step;
-  std::string error;
-};
-
-struct JobOutcome {
-  std::vector<DeviceOutcome> devices;
-  double ms = 0;
-  [[nodiscard]] bool ok() const;
-};
-
-class JobDisplay {
+class JobDisplay final : public actors::JobView {
 public:
   enum class Mode : uint8_t { terminal, json, none };
 
@@ -58,21 +32,21 @@ public:
   JobDisplay(Mode mode, const Job& job, std::ostream& json_out, std::ostream& text_out,
              unsigned columns = 80);
 
-  void event(const JobEvent& e);
+  void event(const actors::JobEvent& e) override;
   /// Redraws a live display (times move on while nothing happens).
-  void tick() {
+  void tick() override {
     if (mode_ == Mode::terminal)
       redraw(false);
   }
   /// Whether it is a live display (wants tick()).
-  [[nodiscard]] bool live() const noexcept { return mode_ == Mode::terminal; }
+  [[nodiscard]] bool live() const noexcept override { return mode_ == Mode::terminal; }
   /// The last redraw, then the summary (table, or the JSON summary line).
-  void finish(const JobOutcome& o);
+  void finish(const actors::JobOutcome& o) override;
 
   /// The summary as a JSON object ({"event": "summary", "ok", "ms", "devices": [...]}).
-  [[nodiscard]] nlohmann::ordered_json summary_json(const JobOutcome& o) const;
+  [[nodiscard]] nlohmann::ordered_json summary_json(const actors::JobOutcome& o) const;
   /// The summary as a text table.
-  [[nodiscard]] std::string summary_table(const JobOutcome& o) const;
+  [[nodiscard]] std::string summary_table(const actors::JobOutcome& o) const;
 
 private:
   struct Line {

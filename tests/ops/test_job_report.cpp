@@ -7,12 +7,17 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ops/job_barrier.hpp"
+#include "actors/job_barrier.hpp"
 #include "ops/job_display.hpp"
+#include "ops/job_steps.hpp"
 #include "ops/transfer_report.hpp"
 
 using namespace vufront;
 using namespace vufront::ops;
+using vufront::actors::BarrierBook;
+using vufront::actors::DeviceOutcome;
+using vufront::actors::JobEvent;
+using vufront::actors::JobOutcome;
 
 namespace {
 
@@ -21,6 +26,9 @@ Job job_of(const std::string& text) {
   REQUIRE_MESSAGE(r.ok(), r.error().message());
   return std::move(r).value();
 }
+
+/// The barrier book of a job file, as its coordinator keeps it.
+BarrierBook book_of(const Job& job) { return BarrierBook(*job_plan(std::make_shared<const Job>(job))); }
 
 const char* three_with_barriers = R"({"devices": [
     {"name": "a", "socket": "/a", "steps": [{"barrier": "x"}, {"barrier": "y"}, {"barrier": "x"}]},
@@ -99,7 +107,7 @@ TEST_CASE("step_message names the request that failed") {
 
 TEST_CASE("barriers: a passage opens when every user arrived") {
   Job job = job_of(three_with_barriers);
-  BarrierBook book(job);
+  BarrierBook book = book_of(job);
   CHECK(book.arrive(0, "x").empty());
   CHECK(book.waiting_at(0) == std::make_pair(std::string("x"), size_t{0}));
   CHECK(book.missing_for(0) == std::vector<std::string>{"b"});
@@ -120,7 +128,7 @@ TEST_CASE("barriers: a passage opens when every user arrived") {
 
 TEST_CASE("barriers: a device that leaves releases those waiting for it, and says so") {
   Job job = job_of(three_with_barriers);
-  BarrierBook book(job);
+  BarrierBook book = book_of(job);
   CHECK(book.arrive(0, "x").empty());
   auto r = book.leave(1, "failed at steps[0] barrier");
   REQUIRE(r.size() == 1);
@@ -132,7 +140,7 @@ TEST_CASE("barriers: a device that leaves releases those waiting for it, and say
   auto y = book.arrive(0, "y");
   CHECK(y.size() == 2);
   // a waiting device that times out stops waiting; the others may go on
-  BarrierBook other(job);
+  BarrierBook other = book_of(job);
   CHECK(other.arrive(0, "y").empty());
   CHECK(other.arrive(2, "y").empty());
   auto t = other.leave(0, "timed out at barrier \"y\"");

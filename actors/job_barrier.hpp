@@ -1,6 +1,7 @@
 #pragma once
 // BarrierBook: who waits at which barrier of a job, and who may go on. Plain
-// data, driven by the job's coordinator actor (one thread), tested alone.
+// data, driven by the job's coordinator actor (one thread), tested alone
+// (tests/ops/test_job_report.cpp, with the barriers of a job file).
 //
 // The k-th time a device reaches barrier N it waits at passage (N, k). A
 // passage opens when every device that uses N has reached it or has left
@@ -14,14 +15,15 @@
 #include <utility>
 #include <vector>
 
-#include "ops/job_file.hpp"
+#include "actors/job_plan.hpp"
 
-namespace vufront::ops {
+namespace vufront::actors {
 
 class BarrierBook {
 public:
   BarrierBook() = default;
-  explicit BarrierBook(const Job& job);
+  /// The barriers of `plan`: who uses which.
+  explicit BarrierBook(const JobPlan& plan);
 
   struct Release {
     uint32_t device = 0;
@@ -54,4 +56,4 @@ private:
   std::map<uint32_t, std::string> left_;                  // device -> why
 };
 
-}  // namespace vufront::ops
+}  // namespace vufront::actors

@@ -1,16 +1,16 @@
-#include "ops/job_barrier.hpp"
+#include "actors/job_barrier.hpp"
 
 #include <algorithm>
 
-namespace vufront::ops {
+namespace vufront::actors {
 
-BarrierBook::BarrierBook(const Job& job) {
-  for (uint32_t d = 0; d < job.devices.size(); ++d) {
-    names_.push_back(job.devices[d].name);
-    for (const auto& s : job.devices[d].steps) {
-      if (s.kind != JobStepKind::barrier)
+BarrierBook::BarrierBook(const JobPlan& plan) {
+  for (uint32_t d = 0; d < plan.devices.size(); ++d) {
+    names_.push_back(plan.devices[d].name);
+    for (const auto& s : plan.devices[d].steps) {
+      if (!s.barrier)
         continue;
-      auto& u = users_[s.barrier];
+      auto& u = users_[*s.barrier];
       if (std::find(u.begin(), u.end(), d) == u.end())
         u.push_back(d);
     }
@@ -87,4 +87,4 @@ std::vector<std::string> BarrierBook::missing_for(uint32_t device) const {
   return out;
 }
 
-}  // namespace vufront::ops
+}  // namespace vufront::actors
