@@ -4,8 +4,7 @@
 // syntax, atoms of at most 10 characters.
 //
 // Actor tree (see docs/lifecycle.md):
-//   device ──linked──> connection  (owns the socket and BackendClient; steps run
-//                                   as tasks on the event loop, loop/)
+//   device ──linked──> connection  (socket + BackendClient; steps are loop/ tasks)
 //          ──linked──> worker      (interrupt loop + hang-up watch; fd_watcher task)
 //          ──linked──> channel     (back-end request handler; reader task)
 // Children hold only a weak handle (caf::actor_addr) to the device, so the
@@ -479,8 +478,8 @@ using device_actor = device_child_side::extend<
     caf::reacts_to<subscribe_atom, caf::actor>>;
 
 /// Owns the back-end socket and BackendClient; runs each step (one request
-/// sequence) as a task on the event loop, one at a time in arrival order,
-/// each request bounded by its deadline. After any
+/// sequence) as an event-loop task, one at a time, each request bounded by
+/// its deadline. After any
 /// error that breaks the connection it also sends (lost_atom, reason) to the
 /// device, once.
 using connection_actor = caf::typed_actor<
@@ -494,9 +493,8 @@ using connection_actor = caf::typed_actor<
     caf::replies_to<add_mem_reg_atom, wire::MemoryRegion, SharedFd>::with<caf::ok_atom>,
     caf::replies_to<rem_mem_reg_atom, wire::MemoryRegion>::with<caf::ok_atom>,
     caf::replies_to<start_queues_atom, std::vector<QueueStart>>::with<caf::ok_atom>,
-    /// SET_VRING_ENABLE(0) (bit 30) then GET_VRING_BASE for each index;
-    /// replies with the bases in the same order. `packed` relaxes the
-    /// 16-bit check of split-ring bases.
+    /// SET_VRING_ENABLE(0) then GET_VRING_BASE for each index: the bases in
+    /// that order (`packed`: no 16-bit check as for split-ring bases).
     caf::replies_to<stop_queues_atom, std::vector<uint16_t>, bool>::with<std::vector<uint32_t>>,
     caf::replies_to<get_config_atom, uint32_t, uint32_t>::with<std::vector<uint8_t>>,
     caf::replies_to<set_config_atom, uint32_t, std::vector<uint8_t>>::with<caf::ok_atom>,
@@ -511,8 +509,7 @@ using connection_actor = caf::typed_actor<
     /// GET_INFLIGHT_FD(num_queues, queue_size): the region (mmap_size 0 and
     /// no fd when the back-end declines).
     caf::replies_to<inflight_atom, uint16_t, uint16_t>::with<wire::InflightDesc, SharedFd>,
-    /// Internal: the step with this number has ended on the event loop.
-    caf::reacts_to<step_done_atom, uint64_t>>;
+    caf::reacts_to<step_done_atom, uint64_t>>;  ///< internal: step N has ended
 
 /// One back-end state transfer at a time, between a pipe and a snapshot file,
 /// never holding the state in memory. Detached: it moves the bytes in short
