@@ -101,7 +101,7 @@ TEST_CASE("loop: a wait ends at its timeout with 0, and a sleep without fds work
   t.join();
 }
 
-TEST_CASE("loop: interrupt() ends a wait without a timeout; join() waits for the end") {
+TEST_CASE("loop: interrupt() ends a wait without a timeout, join() waits for the end") {
   auto& loop = EventLoop::instance();
   UniqueFd ev = make_eventfd(true);
   auto stop = std::make_shared<std::atomic<bool>>(false);
