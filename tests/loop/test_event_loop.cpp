@@ -156,21 +156,27 @@ TEST_CASE("loop: five hundred tasks waiting at once run on the one loop thread")
   std::vector<UniqueFd> fds;
   std::vector<loop::TaskHandle> tasks;
   auto woken = std::make_shared<std::atomic<int>>(0);
+  // Tasks start one after another on the loop thread, so when the last one
+  // starts, every other is suspended in its wait.
+  auto started = std::make_shared<int>(0);
+  auto all_waiting = std::make_shared<std::promise<void>>();
+  auto waiting = all_waiting->get_future();
   for (int i = 0; i < n; ++i) {
     fds.push_back(make_eventfd(true));
     REQUIRE(fds.back());
     const int fd = fds.back().get();
     tasks.push_back(loop.spawn(
-        [fd, woken] {
+        [fd, woken, started, all_waiting] {
+          if (++*started == n)
+            all_waiting->set_value();
           pollfd p{fd, POLLIN, 0};
           if (wait_fds(&p, 1, -1) == 1)
             ++*woken;
         },
         "one of many"));
   }
-  const auto until = std::chrono::steady_clock::now() + test_wait;
-  while (EventLoop::live_tasks() < tasks_before + n && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(1ms);
+  REQUIRE(waiting.wait_for(test_wait) == std::future_status::ready);
+  CHECK(EventLoop::live_tasks() == tasks_before + n);
   CHECK(threads_of_process() == threads_before);
   for (auto& fd : fds)
     signal(fd.get());
