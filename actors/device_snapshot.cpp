@@ -94,7 +94,7 @@ void save(Self self, InfoPromise rp, const SnapshotOptions& o, TransferDeadline 
   auto m = std::make_shared<snapshot::Manifest>(manifest_of(st, std::move(config)));
   if (auto v = snapshot::validate(*m); !v)
     return end(self, rp, op, named(v.error(), "manifest"));
-  SaveJob job{o.path, o.max_bytes, dl, std::move(m)};
+  SaveJob job{o.path, o.max_bytes, dl, std::move(m), o.replace};
   self->request(st.transfer, conn_wait, save_atom_v, std::move(job))
       .then([self, rp](SnapshotInfo& info) mutable { end(self, rp, op, std::move(info)); },
             [self, rp](caf::error& e) mutable { end_caf(self, rp, op, e); });

@@ -245,6 +245,9 @@ struct SnapshotOptions {
   std::string path;
   /// Cap on the back-end's state; more is errc::oversized.
   uint64_t max_bytes = uint64_t{64} << 30;
+  /// Whether a file already at `path` may be replaced (false: the snapshot
+  /// fails instead, at commit, without touching it).
+  bool replace = true;
   /// TransferDeadline of the whole transfer (SET_DEVICE_STATE_FD to the file's commit).
   uint32_t timeout_ms = 60000;
   /// Optional: receives (progress_atom, uint64_t done, uint64_t total) a few
@@ -363,6 +366,7 @@ struct SaveJob {
   uint64_t max_bytes = 0;
   TransferDeadline deadline;
   std::shared_ptr<const snapshot::Manifest> manifest;
+  bool replace = true;  ///< SnapshotOptions::replace
 };
 
 // ---- worker payloads ---------------------------------------------------------

@@ -394,7 +394,9 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
         auto& st = self->state;
         if (!job.manifest)
           return to_caf(make_error(errc::invalid_argument, st.request, "no manifest"));
-        auto w = snapshot::SnapshotWriter::create(job.path, job.max_bytes);
+        auto w = snapshot::SnapshotWriter::create(
+            job.path, job.max_bytes,
+            job.replace ? snapshot::Existing::replace : snapshot::Existing::refuse);
         if (!w)
           return to_caf(w.error());
         st.writer.emplace(std::move(w).value());

@@ -37,6 +37,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "base/command_line.hpp"
+
 #include "control/client.hpp"
 #include "protocol/mem_table.hpp"
 #include "virtio/guest_driver.hpp"
@@ -106,7 +108,9 @@ struct VmmOptions {
 
 /// Declares the command line's options on `cli`, parsed into `o`.
 void add_options(CLI::App& cli, VmmOptions& o) {
-  cli.add_option("--control", o.control_path, "The control socket of a running `vufront attach`")->required();
+  cli.add_option("--control", o.control_path, "The control socket of a running `vufront attach`")
+      ->required()
+      ->check(vufront::cli::socket_path());
   cli.add_option("--device", o.device_id, "The device id (default: the only, or the first, device)");
   cli.add_option("--restore-into", o.restore_into,
                  "Restore into a new back-end on this socket (added with add_device) instead of\n"
@@ -424,7 +428,9 @@ int main(int argc, char** argv) {
                "vufront-example-vmm"};
   VmmOptions options;
   add_options(cli, options);
-  CLI11_PARSE(cli, argc, argv);
+  vufront::cli::add_version_flags(cli, "vufront-example-vmm " VUFRONT_VERSION);
+  if (auto rc = vufront::cli::parse(cli, argc, argv))
+    return *rc;
 
   Vmm vmm(options);
   Steps steps;

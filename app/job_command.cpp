@@ -15,6 +15,7 @@
 #include "ops/job_file.hpp"
 #include "ops/job_steps.hpp"
 #include "ops/units.hpp"
+#include "snapshot/writer.hpp"
 
 namespace vufront::app {
 
@@ -28,10 +29,21 @@ int job_main(const JobCommandOptions& opts) {
   ops::JobDisplay::Mode mode = ops::JobDisplay::Mode::json;
   if (opts.no_progress)
     mode = ops::JobDisplay::Mode::none;
-  else if (!opts.json_progress && ops::stderr_is_terminal())
+  else if (!opts.json_progress && ops::stdout_is_terminal() && ops::stderr_is_terminal())
     mode = ops::JobDisplay::Mode::terminal;
 
   ops::CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
+  interrupt.on_quit([job] {
+    std::string said;
+    for (const auto& d : job->devices)
+      for (const auto& s : d.steps)
+        if (s.kind == ops::JobStepKind::snapshot)
+          for (const auto& f : snapshot::SnapshotWriter::remove_temporaries(s.path))
+            said += (said.empty() ? "removed the partial snapshot " : ", ") + f;
+    return said + (said.empty() ? "" : "; ") +
+           "devices were left where their steps stopped (a back-end mid-restore may hold part "
+           "of a state)";
+  });
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   auto display = std::make_unique<ops::JobDisplay>(mode, *job, std::cout, std::cerr, ops::terminal_columns());
@@ -53,7 +65,7 @@ int job_main(const JobCommandOptions& opts) {
   }
   if (!outcome) {
     std::cerr << "vufront job: " << failure << '\n';
-    return 1;
+    return interrupt.interrupted() ? ops::CancelOnSignal::exit_interrupted : 1;
   }
   for (size_t i = 0; i < outcome->devices.size(); ++i) {
     const auto& d = outcome->devices[i];
@@ -65,6 +77,8 @@ int job_main(const JobCommandOptions& opts) {
                 << name(job->devices[i].steps[*d.failed_step].kind);
     std::cerr << ": " << d.error << '\n';
   }
+  if (interrupt.interrupted())
+    return ops::CancelOnSignal::exit_interrupted;
   return outcome->ok() ? 0 : 1;
 }
 

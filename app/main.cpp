@@ -1,7 +1,8 @@
 // vufront: command-line entry point. Parsing and wiring only; each command
 // lives in its own file.
 //
-// Exit status: 0 success, 1 back-end or protocol error, 2 usage error.
+// Exit status: 0 success, 1 back-end or protocol error, 2 usage error, 130
+// interrupted (Ctrl-C or SIGTERM; snapshot, restore, job).
 
 #include <cmath>
 #include <iostream>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+
+#include "base/command_line.hpp"
 
 #include "app/attach_command.hpp"
 #include "app/check_command.hpp"
@@ -23,7 +26,7 @@
 
 namespace {
 
-constexpr int exit_usage = 2;
+using vufront::cli::exit_usage;
 
 std::chrono::milliseconds seconds_to_ms(double s) {
   return std::chrono::milliseconds(static_cast<long long>(std::llround(s * 1000.0)));
@@ -48,7 +51,9 @@ struct ProbeCommand {
     cmd = app.add_subcommand(
         "probe", "Connect to a back-end, negotiate what it offers and print features,\n"
                  "protocol features, queues, memory slots, config space and shared-memory regions.");
-    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")->required();
+    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")
+        ->required()
+        ->check(vufront::cli::socket_path());
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the text report");
     cmd->add_option("--timeout", timeout_s,
                     "Seconds to wait for the socket to accept and for each reply")
@@ -85,7 +90,9 @@ struct CheckCommand {
                  "driver: negotiate, set memory, activate, real I/O, sleep, wake, I/O (rings\n"
                  "resume at the right index), reset, activate again, I/O. Prints each step\n"
                  "with its time; exit 0 only when every step worked.");
-    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")->required();
+    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")
+        ->required()
+        ->check(vufront::cli::socket_path());
     cmd->add_option("--device", device,
                     "blk: write, flush, read back, compare on every queue; net: frames\n"
                     "echoed on every queue pair (needs an echoing back-end); fs: FUSE_INIT\n"
@@ -117,6 +124,13 @@ struct CheckCommand {
   }
 
   int run() {
+    const uint32_t size = options.queue_size;
+    if (!options.packed && (size & (size - 1)) != 0) {
+      std::cerr << "vufront check: --queue-size " << size
+                << ": a split ring's size must be a power of two (packed rings, --packed, may "
+                   "have any size)\n";
+      return exit_usage;
+    }
     options.device = *vufront::device_kind_from_string(device);
     options.timeout = seconds_to_ms(timeout_s);
     options.drain_timeout = seconds_to_ms(drain_s);
@@ -153,9 +167,11 @@ struct SnapshotCommand {
   void add_to(CLI::App& app) {
     cmd = app.add_subcommand(
         "snapshot", "Connect to a back-end, negotiate, and save its state (SET_DEVICE_STATE_FD)\n"
-                    "into a snapshot file. FILE appears only when the snapshot is complete: a\n"
-                    "failure leaves an existing FILE as it was. Ctrl-C cancels.");
-    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")->required();
+                    "into a snapshot file. FILE appears only when the snapshot is complete;\n"
+                    "an existing FILE is refused unless --force. Ctrl-C cancels.");
+    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")
+        ->required()
+        ->check(vufront::cli::socket_path());
     cmd->add_option("--out", options.out, "Snapshot file to write")->required();
     cmd->add_option("--device", device, "Device kind")
         ->default_val("blk")
@@ -167,6 +183,8 @@ struct SnapshotCommand {
     cmd->add_option("--max-bytes", max_bytes,
                     "Largest state to accept: bytes or 512K, 512M, 4G, 1T")
         ->default_val("64G");
+    cmd->add_flag("--force", options.force,
+                  "Replace FILE if it exists (only once the new snapshot is complete)");
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the summary line");
   }
 
@@ -195,7 +213,9 @@ struct RestoreCommand {
         "restore", "Check a snapshot file (manifest, checksum), connect to a fresh back-end,\n"
                    "negotiate as the file's device kind and load the state into it. The device\n"
                    "is not activated. Ctrl-C cancels.");
-    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")->required();
+    cmd->add_option("SOCKET", options.socket, "Back-end's vhost-user unix socket")
+        ->required()
+        ->check(vufront::cli::socket_path());
     cmd->add_option("--in", options.in, "Snapshot file to read")
         ->required()
         ->check(CLI::ExistingFile);
@@ -270,7 +290,8 @@ struct AttachCommand {
         ->take_all();
     cmd->add_option("--control", options.control,
                     "PATH of the control socket to create (SOCK_SEQPACKET, mode 0600)")
-        ->required();
+        ->required()
+        ->check(vufront::cli::socket_path());
     cmd->add_option("--device", kinds,
                     "[ID=]blk|net|fs: the device kind (without ID: for every device; default blk)");
     cmd->add_option("--queues", queues,
@@ -345,7 +366,6 @@ int main(int argc, char** argv) {
                "over their unix socket.",
                "vufront"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "vufront 0.1.0");
 
   ProbeCommand probe;
   CheckCommand check;
@@ -361,13 +381,9 @@ int main(int argc, char** argv) {
   restore.add_to(app);
   job.add_to(app);
   attach.add_to(app);
-
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);  // prints help/version to stdout, errors to stderr
-    return rc == 0 ? 0 : exit_usage;
-  }
+  vufront::cli::add_version_flags(app, "vufront " VUFRONT_VERSION);
+  if (auto rc = vufront::cli::parse(app, argc, argv))
+    return *rc;
 
   if (probe.cmd->parsed())
     return probe.run();

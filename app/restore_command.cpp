@@ -53,6 +53,9 @@ int restore_main(const RestoreCommandOptions& opts) {
       r->path = opts.in;  // the file, whatever the device reports
     return r;
   };
+  run.on_quit = [socket = opts.socket] {
+    return "the back-end at " + socket + " may hold part of the state: restart it before using it";
+  };
   run.summary = [&opts, kind = m.kind](const actors::SnapshotInfo& info) {
     return "restored " + info.path + " (" + name(kind) + ") into " + opts.socket + ": " +
            ops::transfer_summary(info);

@@ -8,19 +8,24 @@
 
 #include "ops/transfer_report.hpp"
 #include "app/transfer_command.hpp"
+#include "snapshot/writer.hpp"
 
 namespace vufront::app {
 
 namespace {
 
-/// --out must name a file in an existing directory (an existing file is
-/// replaced only when the snapshot succeeds).
-std::string unusable_out(const std::string& path) {
+/// --out must name a file in an existing directory; an existing file only
+/// with --force (and it is replaced only when the snapshot succeeds).
+std::string unusable_out(const std::string& path, bool force) {
   if (path.empty())
     return "--out: empty path";
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-    return "--out " + path + ": exists and is not a regular file";
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode))
+      return "--out " + path + ": exists and is not a regular file";
+    if (!force)
+      return "--out " + path + ": exists (--force replaces it once the new snapshot is complete)";
+  }
   auto slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   if (::stat(dir.c_str(), &st) != 0)
@@ -33,7 +38,7 @@ std::string unusable_out(const std::string& path) {
 }  // namespace
 
 int snapshot_main(const SnapshotCommandOptions& opts) {
-  if (auto why = unusable_out(opts.out); !why.empty()) {
+  if (auto why = unusable_out(opts.out, opts.force); !why.empty()) {
     std::cerr << "vufront snapshot: " << why << '\n';
     return 2;
   }
@@ -48,12 +53,20 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
     actors::SnapshotOptions o;
     o.path = opts.out;
     o.max_bytes = opts.max_bytes;
+    o.replace = opts.force;
     o.timeout_ms = static_cast<uint32_t>(opts.timeout.count());
     o.progress = progress;
     auto r = s.snapshot(o);
     if (r)
       r->path = opts.out;  // the file, whatever the device reports
     return r;
+  };
+  run.on_quit = [out = opts.out] {
+    auto removed = snapshot::SnapshotWriter::remove_temporaries(out);
+    std::string said;
+    for (const auto& f : removed)
+      said += (said.empty() ? "removed the partial snapshot " : ", ") + f;
+    return said.empty() ? "no partial snapshot of " + out + " was left" : said;
   };
   run.summary = [&opts](const actors::SnapshotInfo& info) {
     return "snapshot of " + opts.socket + " (" + name(opts.device) + ") saved to " + info.path +

@@ -11,6 +11,8 @@ namespace vufront::app {
 int run_transfer_command(const TransferRun& run) {
   const std::string prefix = "vufront " + run.spec.command + ": ";
   ops::CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
+  if (run.on_quit)
+    interrupt.on_quit(run.on_quit);
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   nlohmann::json out = run.json_extra;
@@ -26,7 +28,7 @@ int run_transfer_command(const TransferRun& run) {
       out["error"] = msg;
       std::cout << out.dump(2) << '\n';
     }
-    return 1;
+    return interrupt.interrupted() ? ops::CancelOnSignal::exit_interrupted : 1;
   }
   if (run.json) {
     out.update(ops::transfer_json(*outcome.result));

@@ -16,11 +16,14 @@ namespace vufront::app {
 /// One `vufront snapshot` / `vufront restore` run: `spec`, then the summary
 /// line (or one JSON object with `json_extra` merged in) on stdout, or one
 /// line on stderr naming the step that failed ("vufront snapshot:
-/// SET_DEVICE_STATE_FD: ..."). Ctrl-C cancels the transfer. Returns the exit
-/// status (0 or 1).
+/// SET_DEVICE_STATE_FD: ..."). Ctrl-C cancels the transfer; a second one
+/// quits at once after `on_quit`. Returns the exit status (0, 1, or 130 when
+/// interrupted).
 struct TransferRun {
   ops::TransferSpec spec;
   bool json = false;
+  /// On a second Ctrl-C: tidies up and says what it removed or left.
+  std::function<std::string()> on_quit;
   /// The text line for a successful transfer.
   std::function<std::string(const actors::SnapshotInfo&)> summary;
   nlohmann::json json_extra = nlohmann::json::object();

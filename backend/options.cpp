@@ -6,6 +6,7 @@
 #include <limits>
 #include <tuple>
 
+#include "base/command_line.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::backend {
@@ -166,7 +167,9 @@ struct CommandLine {
 /// --socket, --device and the device's options (--size ... --shmem-size).
 void add_device_options(CLI::App& app, CommandLine& c) {
   Options& o = c.o;
-  app.add_option("--socket", o.socket_path, "unix socket to listen on")->required();
+  app.add_option("--socket", o.socket_path, "unix socket to listen on")
+      ->required()
+      ->check(cli::socket_path());
   app.add_option("--device", c.device, "device to emulate: blk (a disk, default) or net "
                                        "(echoes transmitted frames)")
       ->check(CLI::IsMember({"blk", "net"}));
@@ -322,12 +325,9 @@ ParseOutcome parse_options(int argc, char** argv) {
   add_device_options(app, c);
   add_fault_options(app, c);
   add_run_options(app, c);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);  // help/version: 0; usage errors: 2, as vufront
-    return {std::nullopt, rc == 0 ? 0 : 2};
-  }
+  cli::add_version_flags(app, "vufront-backend " VUFRONT_VERSION);
+  if (auto rc = cli::parse(app, argc, argv))  // help/version: 0; usage errors: 2, as vufront
+    return {std::nullopt, *rc};
   for (auto* convert : {convert_device, convert_sizes, convert_faults})
     if (auto r = convert(c); !r) {
       std::fprintf(stderr, "vufront-backend: %s\n", r.error().message().c_str());

@@ -52,6 +52,11 @@ void CancelOnSignal::on_signal(std::function<void()> fn) {
   fn_ = std::move(fn);
 }
 
+void CancelOnSignal::on_quit(std::function<std::string()> fn) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  quit_fn_ = std::move(fn);
+}
+
 void CancelOnSignal::run() {
   pollfd fds[2] = {{signal_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   for (;;) {
@@ -73,9 +78,14 @@ void CancelOnSignal::run() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (signalled_) {
       std::fputs("\nvufront: interrupted again, quitting at once\n", stderr);
-      std::_Exit(130);
+      const std::string left = quit_fn_ ? quit_fn_() : std::string();
+      if (!left.empty())
+        std::fprintf(stderr, "vufront: %s\n", left.c_str());
+      std::fflush(stderr);
+      std::_Exit(exit_interrupted);
     }
     signalled_ = true;
+    interrupted_.store(true);
     std::fprintf(stderr, "\nvufront: %s (interrupt again to quit at once)\n", what_);
     if (fn_)
       fn_();

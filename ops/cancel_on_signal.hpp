@@ -1,9 +1,12 @@
 #pragma once
 // Ctrl-C for the commands: SIGINT and SIGTERM turned into a call on a thread
-// of its own, a second one ending the process.
+// of its own, a second one ending the process (exit 130) after saying what it
+// left behind.
 
+#include <atomic>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "base/unique_fd.hpp"
@@ -27,11 +30,24 @@ public:
   /// What the first signal does (e.g. DeviceSession::cancel); replaceable.
   void on_signal(std::function<void()> fn);
 
+  /// What a second signal does before the process ends: tidies what it can
+  /// and returns a line saying what it removed or left (empty: nothing).
+  void on_quit(std::function<std::string()> fn);
+
+  /// Whether a first signal came: the command then exits 130 once it has
+  /// cleaned up, as a shell expects of an interrupted program.
+  [[nodiscard]] bool interrupted() const noexcept { return interrupted_.load(); }
+
+  /// Exit status of an interrupted command.
+  static constexpr int exit_interrupted = 130;
+
 private:
   void run();
 
   std::mutex mutex_;  // guards fn_ and signalled_ (the signal thread calls fn_)
   std::function<void()> fn_;
+  std::function<std::string()> quit_fn_;
+  std::atomic<bool> interrupted_{false};
   std::function<void()> on_hangup_;  // set once, before the thread starts
   bool signalled_ = false;
   UniqueFd signal_fd_;

@@ -108,7 +108,7 @@ JobStep parse_step(const json& v, const std::string& where, const JobDevice& dev
   std::string argw = at(where, found[0]);
   std::vector<std::string> options;
   switch (s.kind) {
-    case JobStepKind::snapshot: options = {"max_bytes", "timeout"}; break;
+    case JobStepKind::snapshot: options = {"max_bytes", "force", "timeout"}; break;
     case JobStepKind::restore: options = {"socket", "timeout"}; break;
     case JobStepKind::barrier: options = {"timeout"}; break;
     case JobStepKind::wait: break;
@@ -129,6 +129,8 @@ JobStep parse_step(const json& v, const std::string& where, const JobDevice& dev
       s.path = get_string(arg, argw);
       if (v.contains("max_bytes"))
         s.max_bytes = get_size(v.at("max_bytes"), at(where, "max_bytes"));
+      if (v.contains("force"))
+        s.force = get_bool(v.at("force"), at(where, "force"));
       break;
     case JobStepKind::restore:
       s.path = get_string(arg, argw);
@@ -282,7 +284,9 @@ std::string step_at(size_t d, size_t s) {
   return "devices[" + std::to_string(d) + "].steps[" + std::to_string(s) + "]";
 }
 
-/// Two devices writing one snapshot file at once would overwrite each other.
+/// Two devices writing one snapshot file at once would overwrite each other;
+/// without "force", a snapshot may not replace a file that exists before the
+/// job or that an earlier step of the same device wrote.
 void check_snapshot_paths(const Job& job) {
   std::map<std::string, std::pair<size_t, size_t>> writers;
   for (size_t d = 0; d < job.devices.size(); ++d)
@@ -295,6 +299,14 @@ void check_snapshot_paths(const Job& job) {
       if (!fresh && it->second.first != d)
         fail(step_at(d, s), step_at(it->second.first, it->second.second) +
                                 " writes the same snapshot file " + in_quotes(step.path));
+      if (step.force)
+        continue;
+      std::error_code ec;
+      if (fresh && std::filesystem::exists(step.path, ec))
+        fail(step_at(d, s), in_quotes(step.path) + " exists (\"force\": true replaces it)");
+      if (!fresh)
+        fail(step_at(d, s), step_at(it->second.first, it->second.second) + " writes " +
+                                in_quotes(step.path) + " first (\"force\": true replaces it)");
     }
 }
 

@@ -32,6 +32,7 @@ struct JobStep {
   std::string path;     ///< snapshot, restore: the snapshot file
   std::string socket;   ///< restore: the new back-end's socket
   uint64_t max_bytes = uint64_t{64} << 30;  ///< snapshot: cap on the state
+  bool force = false;   ///< snapshot: may replace an existing file
   std::chrono::milliseconds wait{0};        ///< wait
   std::string barrier;  ///< barrier: its name
   /// The step's deadline: the device's timeout unless the step sets its own.

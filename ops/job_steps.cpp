@@ -124,6 +124,7 @@ private:
     actors::SnapshotOptions o;
     o.path = s.path;
     o.max_bytes = s.max_bytes;
+    o.replace = s.force;
     o.timeout_ms = static_cast<uint32_t>(s.timeout.count());
     o.progress = host_.progress_relay();
     // The transfer keeps its own deadline; this one bounds the answer.

@@ -38,5 +38,6 @@ namespace vufront::ops {
 
 /// Whether stderr is a terminal (live progress only there).
 [[nodiscard]] inline bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
+[[nodiscard]] inline bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
 }  // namespace vufront::ops

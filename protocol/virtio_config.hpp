@@ -99,13 +99,12 @@ VUFRONT_LAYOUT_AT(FsConfig, num_request_queues, 36);
   return 1;
 }
 
-/// The largest split-ring queue size not above `wanted`: a power of two,
-/// at most 32768 (virtio 1.2 §2.7), at least 1 (also for 0).
+/// The largest queue size a device takes when the VMM asks for `wanted`:
+/// at most 32768 (virtio 1.2 §2.7 split, §2.8 packed), at least 1 (also for
+/// 0). Split rings must also be a power of two not above it; packed rings may
+/// be any size up to it (virtio::valid_queue_size).
 [[nodiscard]] constexpr uint16_t usable_queue_size(uint32_t wanted) noexcept {
-  uint32_t p = 1;
-  while (p * 2 <= wanted && p * 2 <= 32768)
-    p *= 2;
-  return static_cast<uint16_t>(p);
+  return static_cast<uint16_t>(wanted < 1 ? 1 : wanted > 32768 ? 32768 : wanted);
 }
 
 /// Named fields of a config space, in order, as printable strings; empty

@@ -1,10 +1,12 @@
 #include "snapshot/writer.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -51,12 +53,13 @@ bool write_all(int fd, const uint8_t* data, size_t len, off_t offset) {
 }  // namespace
 
 Result<SnapshotWriter> SnapshotWriter::create(const std::string& path,
-                                              uint64_t max_state_bytes) {
+                                              uint64_t max_state_bytes, Existing existing) {
   if (path.empty() || path.back() == '/')
     return make_error(errc::invalid_argument, kWrite, "\"" + path + "\" is not a file path");
   SnapshotWriter w;
   w.path_ = path;
   w.max_bytes_ = max_state_bytes;
+  w.existing_ = existing;
   std::string tmpl = path + ".tmp.XXXXXX";
   int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);  // mode 0600
   if (fd < 0)
@@ -96,6 +99,49 @@ SnapshotWriter& SnapshotWriter::operator=(SnapshotWriter&& other) noexcept {
 }
 
 SnapshotWriter::~SnapshotWriter() { abandon(); }
+
+std::vector<std::string> SnapshotWriter::remove_temporaries(const std::string& path) {
+  std::vector<std::string> removed;
+  const std::string dir = directory_of(path);
+  const auto slash = path.rfind('/');
+  const std::string prefix =
+      (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr)
+    return removed;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0)
+      continue;
+    const std::string full = dir + "/" + name;
+    if (::unlink(full.c_str()) == 0)
+      removed.push_back(full);
+  }
+  ::closedir(d);
+  return removed;
+}
+
+Result<void> SnapshotWriter::move_into_place() noexcept {
+  if (existing_ == Existing::replace) {
+    if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
+      return make_error(errc::io_error, kCommit, "rename " + temp_path_ + " to " + path_, errno);
+    return {};
+  }
+  int rc = ::renameat2(AT_FDCWD, temp_path_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE);
+  if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
+    // No RENAME_NOREPLACE here: link() refuses an existing name just as
+    // atomically; the temporary's name then goes (abandon() would too).
+    rc = ::link(temp_path_.c_str(), path_.c_str());
+    if (rc == 0)
+      ::unlink(temp_path_.c_str());
+  }
+  if (rc == 0)
+    return {};
+  if (errno == EEXIST)
+    return make_error(errc::invalid_argument, kCommit,
+                      path_ + " exists (it appeared during the snapshot); not replaced");
+  return make_error(errc::io_error, kCommit, "rename " + temp_path_ + " to " + path_, errno);
+}
 
 void SnapshotWriter::abandon() noexcept {
   fd_.reset();
@@ -159,9 +205,8 @@ Result<Manifest> SnapshotWriter::commit(Manifest m) {
     return fail(make_error(errc::io_error, kCommit, "fsync " + temp_path_, errno));
   if (::close(fd_.release()) != 0)
     return fail(make_error(errc::io_error, kCommit, "close " + temp_path_, errno));
-  if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
-    return fail(make_error(errc::io_error, kCommit,
-                           "rename " + temp_path_ + " to " + path_, errno));
+  if (auto placed = move_into_place(); !placed)
+    return fail(std::move(placed).error());
   temp_path_.clear();
   done_ = true;
   // The rename is durable only once the directory is synced. The file is in

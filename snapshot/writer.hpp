@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
@@ -16,12 +17,20 @@
 
 namespace vufront::snapshot {
 
+/// What commit() does when a file already exists at the destination.
+enum class Existing { replace, refuse };
+
 class SnapshotWriter {
 public:
   /// Creates "<path>.tmp.XXXXXX" (0600, O_CLOEXEC) in path's directory.
-  /// `max_state_bytes` caps the state; more is errc::oversized.
+  /// `max_state_bytes` caps the state; more is errc::oversized. With
+  /// Existing::refuse, commit() fails (invalid_argument, the temporary
+  /// removed) rather than replace a file that is at `path` by then, checked
+  /// atomically with the rename (RENAME_NOREPLACE, or link() where the file
+  /// system lacks it).
   [[nodiscard]] static Result<SnapshotWriter> create(const std::string& path,
-                                                     uint64_t max_state_bytes);
+                                                     uint64_t max_state_bytes,
+                                                     Existing existing = Existing::replace);
 
   SnapshotWriter(SnapshotWriter&& other) noexcept;
   SnapshotWriter& operator=(SnapshotWriter&& other) noexcept;
@@ -41,6 +50,11 @@ public:
   /// untouched. Only once.
   [[nodiscard]] Result<Manifest> commit(Manifest m);
 
+  /// Removes the temporaries of unfinished writers of `path` ("<path>.tmp."
+  /// and six characters, as create() names them), e.g. of a process about to
+  /// quit mid-snapshot; returns their names.
+  static std::vector<std::string> remove_temporaries(const std::string& path);
+
   [[nodiscard]] uint64_t state_bytes() const noexcept { return written_; }
   [[nodiscard]] const std::string& temp_path() const noexcept { return temp_path_; }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
@@ -48,6 +62,7 @@ public:
 private:
   SnapshotWriter() = default;
   void abandon() noexcept;
+  [[nodiscard]] Result<void> move_into_place() noexcept;
   Error fail(Error e) noexcept;
 
   std::string path_;
@@ -56,6 +71,7 @@ private:
   StateHasher hasher_;
   uint64_t max_bytes_ = 0;
   uint64_t written_ = 0;
+  Existing existing_ = Existing::replace;
   bool done_ = false;  ///< committed or abandoned
 };
 

@@ -57,6 +57,18 @@ def test_check_blk_four_queues_packed(tmp):
         b.stop()
 
 
+def test_check_packed_rings_of_any_size(tmp):
+    """Packed rings need not be a power of two (virtio 1.2 section 2.8)."""
+    b = start_backend(tmp, '--queues', '2')
+    try:
+        for size in ('3', '100', '1000'):
+            rc, j = check_json(b.sock, '--queues', '2', '--packed', '--queue-size', size)
+            assert rc == 0, (size, j)
+            assert len(j['steps']) == 11 and all(s['ok'] for s in j['steps']), (size, j)
+    finally:
+        b.stop()
+
+
 def test_check_net_echo(tmp):
     b = start_backend(tmp, '--device', 'net', '--queues', '2')
     try:

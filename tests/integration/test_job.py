@@ -13,6 +13,8 @@ The cases that need the snapshot implementation are in test_snapshot_cli.py.
 import argparse
 import json
 import os
+import pty
+import subprocess
 import sys
 
 from runner import run_tests
@@ -81,6 +83,18 @@ def test_job_output_forms(tmp):
         assert 'disk0' in r.stderr and '4/4' in r.stderr and 'job: ok' in r.stderr, r.stderr
         # the two flags exclude each other
         assert vufront('job', path, '--no-progress', '--json-progress').returncode == 2
+        # `vufront job FILE | jq` from a terminal: stdout is a pipe, stderr a
+        # terminal; the JSON lines still go to stdout
+        leader, follower = pty.openpty()
+        try:
+            p = subprocess.run([ARGS.vufront, 'job', path], stdout=subprocess.PIPE,
+                               stderr=follower, text=True, timeout=120)
+        finally:
+            os.close(follower)
+            os.close(leader)
+        assert p.returncode == 0
+        events, summary = job_events(p.stdout)
+        assert len(events) == 8 and summary['ok'] is True, p.stdout
 
 
 def test_job_failing_device_releases_barrier_and_names_step(tmp):
@@ -191,7 +205,7 @@ def test_snapshot_failure_leaves_no_file_and_keeps_an_existing_one(tmp):
         old = os.path.join(tmp, 'old.vfsnap')
         with open(old, 'wb') as f:
             f.write(b'the previous snapshot')
-        r = vufront('snapshot', a.sock, '--out', old)
+        r = vufront('snapshot', a.sock, '--out', old, '--force')
         assert r.returncode == 1, r.stderr
         with open(old, 'rb') as f:
             assert f.read() == b'the previous snapshot'

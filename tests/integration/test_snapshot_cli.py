@@ -117,6 +117,42 @@ def test_snapshot_and_restore_errors(tmp):
         assert r.returncode == 1 and 'checksum mismatch' in r.stderr, r.stderr
 
 
+def test_an_existing_snapshot_file_is_replaced_only_with_force(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        s = os.path.join(tmp, 's.vfsnap')
+        with open(s, 'wb') as f:
+            f.write(b'an older snapshot')
+        # refused before anything starts: exit 2, the file as it was
+        r = vufront('snapshot', a.sock, '--out', s)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert 'exists' in r.stderr and '--force' in r.stderr, r.stderr
+        with open(s, 'rb') as f:
+            assert f.read() == b'an older snapshot'
+        # --force replaces it with a complete snapshot
+        snapshot_json(a.sock, s, '--force')
+        with open(s, 'rb') as f:
+            assert f.read(8) == b'VUFSNAP\0'
+        # a job: refused at validation, naming the step; "force": true replaces
+        steps = ['sleep', {'snapshot': s}]
+        path = write_job(tmp, {'devices': [{'name': 'd', 'socket': a.sock, 'steps': steps}]})
+        r = vufront('job', path, '--no-progress')
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert 'devices[0].steps[1]' in r.stderr and '"force": true' in r.stderr, r.stderr
+        twice = write_job(tmp, {'devices': [{'name': 'd', 'socket': a.sock, 'steps': [
+            'sleep', {'snapshot': s + '2'}, {'snapshot': s + '2'}]}]}, 'twice.json')
+        r = vufront('job', twice, '--no-progress')
+        assert r.returncode == 2 and 'steps[1] writes' in r.stderr, r.stderr
+        steps[1] = {'snapshot': s, 'force': True}
+        path = write_job(tmp, {'devices': [{'name': 'd', 'socket': a.sock, 'steps': steps}]})
+        r = vufront('job', path, '--no-progress')
+        assert r.returncode == 0, r.stdout + r.stderr
+        b = bs.start('b', '--size', '16M')  # the replaced file is a whole snapshot: it loads
+        r = vufront('restore', b.sock, '--in', s, '--json')
+        assert r.returncode == 0 and json.loads(r.stdout)['ok'] is True, r.stdout + r.stderr
+        assert leftovers(tmp) == [], os.listdir(tmp)
+
+
 def interrupted_snapshot(backend, out, held):
     """`vufront snapshot` of `backend` into `out`, sent a Ctrl-C once the
     back-end logs that it holds its answer to `held` (its --delay-reply);
@@ -139,7 +175,7 @@ def test_snapshot_cancelled_by_ctrl_c_leaves_no_file(tmp):
         a = bs.start('a', '--size', '64M', '--delay-reply', 'SET_DEVICE_STATE_FD:2000')
         out = os.path.join(tmp, 's.vfsnap')
         code, stdout, stderr = interrupted_snapshot(a, out, 'SET_DEVICE_STATE_FD')  # while it runs
-        assert code == 1, (stdout, stderr)
+        assert code == 130, (stdout, stderr)
         assert 'cancelled' in stderr.strip().splitlines()[-1], stderr
         assert not os.path.exists(out) and leftovers(tmp) == []
 
@@ -149,7 +185,7 @@ def test_snapshot_interrupted_while_connecting_transfers_nothing(tmp):
         a = bs.start('a', '--size', '4M', '--delay-reply', 'GET_FEATURES:1500')
         out = os.path.join(tmp, 's.vfsnap')
         code, stdout, stderr = interrupted_snapshot(a, out, 'GET_FEATURES')
-        assert code == 1, (stdout, stderr)
+        assert code == 130, (stdout, stderr)
         assert 'cancelled before the transfer began' in stderr.strip().splitlines()[-1], stderr
         assert not a.log.has('SET_DEVICE_STATE_FD'), a.log
         assert not os.path.exists(out) and leftovers(tmp) == []

@@ -440,6 +440,33 @@ TEST_CASE("snapshot: commit replaces an existing file, old content intact until 
   CHECK(back == new_state);
 }
 
+TEST_CASE("snapshot: Existing::refuse leaves a file that appeared meanwhile as it is") {
+  TempDir dir;
+  const std::string path = dir.file("s.snap");
+  FdCount fds;
+  {  // Nothing there at commit: the snapshot lands as with replace.
+    auto w = SnapshotWriter::create(path, kCap, Existing::refuse);
+    REQUIRE(w.ok());
+    write_chunked(*w, make_state(10000, 3));
+    auto c = w->commit(sample_manifest());
+    REQUIRE_MESSAGE(c.ok(), c.error().message());
+  }
+  const auto first = read_file(path);
+  {  // A file there by commit time (another writer, or one made meanwhile).
+    auto w = SnapshotWriter::create(path, kCap, Existing::refuse);
+    REQUIRE(w.ok());
+    write_chunked(*w, make_state(20000, 4));
+    auto c = w->commit(sample_manifest());
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.error().code == errc::invalid_argument);
+    CHECK(contains(c.error().detail, "exists"));
+    CHECK(contains(c.error().detail, "not replaced"));
+  }
+  CHECK(read_file(path) == first);
+  CHECK(entries_in(dir.path()) == 1);  // no temporary left
+  CHECK(fds.leaked() == 0);
+}
+
 TEST_CASE("snapshot: check_compatible names what the back-end lacks") {
   Manifest m = sample_manifest();
   const uint64_t pf = m.protocol_features;
