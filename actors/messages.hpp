@@ -214,6 +214,9 @@ struct DeviceStatus {
   uint8_t virtio_status = 0;    ///< last SET_STATUS value
   std::vector<QueueStatus> queues;
   std::string last_error;       ///< why the device is broken, if it is
+  /// What the device works around in its back-end, in the order noticed
+  /// (each also a backend_notice event, once per device).
+  std::vector<std::string> notices;
   MemorySpec memory;            ///< the guest memory set (its fds are the device's)
   uint32_t reconnect_attempts = 0;  ///< of the current (or last) reconnect
   uint32_t reconnects = 0;          ///< resumed after a loss, since the device began
@@ -231,6 +234,7 @@ struct DeviceEvent {
     reconnecting,    ///< detail: the attempt and when the next one is
     resumed,         ///< detail: what was replayed, and what in flight became of
     resume_failed,   ///< detail: why the device cannot resume (it stays broken)
+    backend_notice,  ///< detail: what the device works around in this back-end (once per device)
   };
   Kind kind = Kind::state_changed;
   DeviceState state = DeviceState::disconnected;
@@ -494,9 +498,12 @@ using connection_actor = caf::typed_actor<
     caf::replies_to<rem_mem_reg_atom, wire::MemoryRegion>::with<caf::ok_atom>,
     caf::replies_to<start_queues_atom, std::vector<QueueStart>>::with<caf::ok_atom>,
     /// SET_VRING_ENABLE(0) (bit 30) then GET_VRING_BASE for each index;
-    /// replies with the bases in the same order. `packed` relaxes the
-    /// 16-bit check of split-ring bases.
-    caf::replies_to<stop_queues_atom, std::vector<uint16_t>, bool>::with<std::vector<uint32_t>>,
+    /// replies with the bases in the same order. `packed`: packed rings
+    /// (bases of 32 bits, normalised to the full form: BackendClient's
+    /// normalise_packed_base), and the first queue whose answer came in the
+    /// short form (-1: none did).
+    caf::replies_to<stop_queues_atom, std::vector<uint16_t>, bool>::with<std::vector<uint32_t>,
+                                                                        int32_t>,
     caf::replies_to<get_config_atom, uint32_t, uint32_t>::with<std::vector<uint8_t>>,
     caf::replies_to<set_config_atom, uint32_t, std::vector<uint8_t>>::with<caf::ok_atom>,
     /// RESET_DEVICE when negotiated, then SET_STATUS(0) when STATUS was.
