@@ -219,9 +219,9 @@ void deliver(Self self, Result<T>&& r, Promise& rp) {
   }
   if constexpr (std::is_same_v<T, Negotiated> || std::is_same_v<T, Stopped> ||
                 std::is_same_v<T, std::tuple<wire::InflightDesc, SharedFd>>)
-    std::apply([&rp](auto&&... v) { rp.deliver(std::move(v)...); }, std::move(r).value());
+    std::apply([&rp](auto&&... v) { rp.deliver(pass_on(std::move(v))...); }, std::move(r).value());
   else
-    rp.deliver(std::move(r).value());
+    rp.deliver(pass_on(std::move(r).value()));
 }
 
 /// What a step's task leaves for the actor.

@@ -31,3 +31,23 @@ inline void taken_over([[maybe_unused]] const void* object) {
 }
 
 }  // namespace vufront::actors
+
+namespace vufront::actors {
+
+/// A value an event-loop task made, about to leave its actor in a CAF
+/// message. Under TSan it is copied here, on the actor's thread: TSan cannot
+/// follow it through CAF's mailboxes (see above) and would take the loop
+/// thread's writes for a race with whoever reads it at the end of the chain;
+/// the actor's own copy is what CAF hands on before the loop existed too.
+/// Without TSan it is the value itself.
+template <class T>
+T pass_on(T&& value) {
+#if defined(__SANITIZE_THREAD__)
+  T copy(value);
+  return copy;
+#else
+  return std::forward<T>(value);
+#endif
+}
+
+}  // namespace vufront::actors

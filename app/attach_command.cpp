@@ -19,7 +19,7 @@
 #include "actors/control_server.hpp"
 #include "actors/error.hpp"
 #include "actors/system.hpp"
-#include "app/cancel_on_signal.hpp"
+#include "ops/cancel_on_signal.hpp"
 #include "base/unix_socket.hpp"
 #include "control/protocol.hpp"
 #include "protocol/virtio_config.hpp"
@@ -127,7 +127,7 @@ int attach_main(const AttachOptions& opts) {
   // Before the actor system: its threads inherit the mask. SIGHUP (a closed
   // terminal, a service manager's reload) does not end the daemon: it is
   // logged and ignored; SIGINT and SIGTERM stop it cleanly.
-  CancelOnSignal signals("stopping", [] {
+  ops::CancelOnSignal signals("stopping", [] {
     log_line("SIGHUP: ignored (vufront attach keeps serving; SIGINT or SIGTERM stops it)");
   });
   actors::SystemConfig cfg;

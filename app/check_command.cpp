@@ -4,29 +4,11 @@
 #include <iostream>
 
 #include "actors/system.hpp"
+#include "ops/check_report.hpp"
 
 namespace vufront::app {
 
-void print_step(std::ostream& out, const CheckStep& s) {
-  char head[96];
-  std::snprintf(head, sizeof head, "  %-5s %-20s %9.1f ms  ", s.ok ? "ok" : "FAIL", s.name.c_str(),
-                s.ms);
-  out << head << s.detail << '\n' << std::flush;
-}
-
-nlohmann::json steps_json(const std::vector<CheckStep>& steps) {
-  nlohmann::json j;
-  bool ok = !steps.empty();
-  j["steps"] = nlohmann::json::array();
-  for (const auto& s : steps) {
-    ok = ok && s.ok;
-    j["steps"].push_back({{"name", s.name}, {"ok", s.ok}, {"ms", s.ms}, {"detail", s.detail}});
-  }
-  j["ok"] = ok;
-  return j;
-}
-
-int check_main(CheckOptions opts) {
+int check_main(ops::CheckOptions opts) {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
   bool json = opts.json;
@@ -34,12 +16,12 @@ int check_main(CheckOptions opts) {
     std::cout << "vufront check " << opts.socket << " (" << name(opts.device) << ", "
               << opts.queues << (opts.device == DeviceKind::net ? " queue pair(s), " : " queue(s), ")
               << (opts.packed ? "packed" : "split") << " rings)\n";
-    opts.on_step = [](const CheckStep& s) { print_step(std::cout, s); };
+    opts.on_step = [](const ops::CheckStep& s) { ops::print_step(std::cout, s); };
   }
   bool ok = false;
-  std::vector<CheckStep> steps;
+  std::vector<ops::CheckStep> steps;
   {
-    Checker checker(sys, opts);
+    ops::Checker checker(sys, opts);
     ok = checker.run();
     steps = checker.steps();
   }
@@ -47,7 +29,7 @@ int check_main(CheckOptions opts) {
   for (const auto& s : steps)
     total += s.ms;
   if (json) {
-    auto j = steps_json(steps);
+    auto j = ops::steps_json(steps);
     j["socket"] = opts.socket;
     j["device"] = name(opts.device);
     std::cout << j.dump(2) << '\n';

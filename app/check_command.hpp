@@ -1,22 +1,12 @@
 #pragma once
-// `vufront check SOCKET --device blk|net|fs`: runs the Checker against any
-// back-end and prints each step with its time (text, live) or one JSON
-// object at the end. Exit status 0 only when every step worked.
+// `vufront check SOCKET --device blk|net|fs`: runs the Checker (ops/checker.hpp)
+// against any back-end and prints each step with its time (text, live) or one
+// JSON object at the end. Exit status 0 only when every step worked.
 
-#include <ostream>
-#include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 
 namespace vufront::app {
 
-/// One step as a text line: "  ok    negotiate          0.8 ms  detail".
-void print_step(std::ostream& out, const CheckStep& s);
-/// {"ok": bool, "steps": [{"name", "ok", "ms", "detail"}...]} plus `extra` members.
-[[nodiscard]] nlohmann::json steps_json(const std::vector<CheckStep>& steps);
-
-[[nodiscard]] int check_main(CheckOptions opts);
+[[nodiscard]] int check_main(ops::CheckOptions opts);
 
 }  // namespace vufront::app

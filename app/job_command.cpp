@@ -8,40 +8,43 @@
 #include <caf/send.hpp>
 
 #include "actors/error.hpp"
+#include "actors/job_coordinator.hpp"
 #include "actors/system.hpp"
-#include "app/job_runner.hpp"
-#include "app/units.hpp"
-#include "app/cancel_on_signal.hpp"
+#include "ops/cancel_on_signal.hpp"
+#include "ops/job_display.hpp"
+#include "ops/job_file.hpp"
+#include "ops/job_steps.hpp"
+#include "ops/units.hpp"
 
 namespace vufront::app {
 
 int job_main(const JobCommandOptions& opts) {
-  auto loaded = load_job(opts.file);
+  auto loaded = ops::load_job(opts.file);
   if (!loaded) {
     std::cerr << "vufront job: " << opts.file << ": " << loaded.error().detail << '\n';
     return 2;
   }
-  auto job = std::make_shared<const Job>(std::move(loaded).value());
-  JobDisplay::Mode mode = JobDisplay::Mode::json;
+  auto job = std::make_shared<const ops::Job>(std::move(loaded).value());
+  ops::JobDisplay::Mode mode = ops::JobDisplay::Mode::json;
   if (opts.no_progress)
-    mode = JobDisplay::Mode::none;
-  else if (!opts.json_progress && stderr_is_terminal())
-    mode = JobDisplay::Mode::terminal;
+    mode = ops::JobDisplay::Mode::none;
+  else if (!opts.json_progress && ops::stderr_is_terminal())
+    mode = ops::JobDisplay::Mode::terminal;
 
-  CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
+  ops::CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
-  auto display = std::make_unique<JobDisplay>(mode, *job, std::cout, std::cerr, terminal_columns());
-  auto coord = spawn_job_coordinator(sys, job, std::move(display));
+  auto display = std::make_unique<ops::JobDisplay>(mode, *job, std::cout, std::cerr, ops::terminal_columns());
+  auto coord = actors::spawn_job_coordinator(sys, ops::job_plan(job), std::move(display));
   interrupt.on_signal([coord] { caf::anon_send(coord, actors::cancel_atom_v); });
 
-  std::optional<JobOutcome> outcome;
+  std::optional<actors::JobOutcome> outcome;
   std::string failure;
   {
     caf::scoped_actor self{sys};
     // Every step has its deadline; this one only guards against a lost answer.
-    self->request(coord, job->deadline() + std::chrono::seconds(60), run_atom_v)
-        .receive([&](JobOutcome& o) { outcome = std::move(o); },
+    self->request(coord, job->deadline() + std::chrono::seconds(60), actors::job_run_atom_v)
+        .receive([&](actors::JobOutcome& o) { outcome = std::move(o); },
                  [&](caf::error& e) { failure = actors::from_caf(e, "job").message(); });
     if (!outcome)
       caf::anon_send(coord, actors::cancel_atom_v);
@@ -54,7 +57,7 @@ int job_main(const JobCommandOptions& opts) {
   }
   for (size_t i = 0; i < outcome->devices.size(); ++i) {
     const auto& d = outcome->devices[i];
-    if (d.result == DeviceOutcome::Result::ok)
+    if (d.result == actors::DeviceOutcome::Result::ok)
       continue;
     std::cerr << "vufront job: " << d.name;
     if (d.failed_step && *d.failed_step < job->devices[i].steps.size())

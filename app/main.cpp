@@ -17,7 +17,7 @@
 #include "app/probe_command.hpp"
 #include "app/restore_command.hpp"
 #include "app/snapshot_command.hpp"
-#include "app/transfer_report.hpp"
+#include "ops/units.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/virtio_config.hpp"
 
@@ -38,7 +38,7 @@ double seconds_of(std::chrono::milliseconds t) { return static_cast<double>(t.co
 
 /// `vufront probe`.
 struct ProbeCommand {
-  vufront::app::ProbeOptions options;
+  vufront::ops::ProbeOptions options;
   std::string device = "blk";
   double timeout_s = 5.0;
   uint32_t config_size = 0;
@@ -73,7 +73,7 @@ struct ProbeCommand {
 
 /// `vufront check`.
 struct CheckCommand {
-  vufront::app::CheckOptions options;
+  vufront::ops::CheckOptions options;
   std::string device = "blk";
   double timeout_s = 5.0;
   double drain_s = seconds_of(vufront::Timeouts::default_drain);
@@ -171,7 +171,7 @@ struct SnapshotCommand {
   }
 
   int run() {
-    auto max = vufront::app::parse_size(max_bytes);
+    auto max = vufront::ops::parse_size(max_bytes);
     if (!max) {
       std::cerr << "vufront snapshot: --max-bytes: " << max.error().detail << "\n";
       return exit_usage;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <iostream>
 
-#include "app/transfer_report.hpp"
+#include "ops/transfer_report.hpp"
 #include "app/transfer_command.hpp"
 #include "snapshot/reader.hpp"
 
@@ -29,21 +29,21 @@ int restore_main(const RestoreCommandOptions& opts) {
     return 2;
   }
   TransferRun run;
-  run.command = "restore";
-  run.socket = opts.socket;
-  run.negotiate.kind = m.kind;
+  run.spec.command = "restore";
+  run.spec.socket = opts.socket;
+  run.spec.negotiate.kind = m.kind;
   uint16_t queues = 1;
   uint16_t max_size = 256;
   for (const auto& q : m.queues) {
     queues = std::max<uint16_t>(queues, static_cast<uint16_t>(q.index + 1));
     max_size = std::max(max_size, q.size);
   }
-  run.negotiate.queues = queues;
-  run.negotiate.max_queue_size = max_size;
-  run.timeout = opts.timeout;
+  run.spec.negotiate.queues = queues;
+  run.spec.negotiate.max_queue_size = max_size;
+  run.spec.timeout = opts.timeout;
   run.json = opts.json;
   run.json_extra["snapshot_created"] = m.created;
-  run.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
+  run.spec.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
     actors::RestoreOptions o;
     o.path = opts.in;
     o.timeout_ms = static_cast<uint32_t>(opts.timeout.count());
@@ -55,7 +55,7 @@ int restore_main(const RestoreCommandOptions& opts) {
   };
   run.summary = [&opts, kind = m.kind](const actors::SnapshotInfo& info) {
     return "restored " + info.path + " (" + name(kind) + ") into " + opts.socket + ": " +
-           transfer_summary(info);
+           ops::transfer_summary(info);
   };
   return run_transfer_command(run);
 }

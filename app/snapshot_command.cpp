@@ -6,7 +6,7 @@
 #include <cstring>
 #include <iostream>
 
-#include "app/transfer_report.hpp"
+#include "ops/transfer_report.hpp"
 #include "app/transfer_command.hpp"
 
 namespace vufront::app {
@@ -38,13 +38,13 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
     return 2;
   }
   TransferRun run;
-  run.command = "snapshot";
-  run.socket = opts.socket;
-  run.negotiate.kind = opts.device;
-  run.negotiate.queues = 1;
-  run.timeout = opts.timeout;
+  run.spec.command = "snapshot";
+  run.spec.socket = opts.socket;
+  run.spec.negotiate.kind = opts.device;
+  run.spec.negotiate.queues = 1;
+  run.spec.timeout = opts.timeout;
   run.json = opts.json;
-  run.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
+  run.spec.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
     actors::SnapshotOptions o;
     o.path = opts.out;
     o.max_bytes = opts.max_bytes;
@@ -57,7 +57,7 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
   };
   run.summary = [&opts](const actors::SnapshotInfo& info) {
     return "snapshot of " + opts.socket + " (" + name(opts.device) + ") saved to " + info.path +
-           ": " + transfer_summary(info);
+           ": " + ops::transfer_summary(info);
   };
   return run_transfer_command(run);
 }

@@ -45,8 +45,8 @@
 
 #include "actors/session.hpp"
 #include "actors/system.hpp"
-#include "app/child_process.hpp"
-#include "app/transfer_report.hpp"
+#include "ops/child_process.hpp"
+#include "ops/transfer_report.hpp"
 #include "protocol/backend_client.hpp"
 
 using namespace vufront;
@@ -331,12 +331,12 @@ bool on_tmpfs(const std::string& dir) {
 struct Backend {
   Backend(const std::string& dir, const std::string& name, const std::string& size)
       : socket(dir + "/" + name + ".sock"),
-        proc(must(app::ChildProcess::spawn({app::executable_dir() + "/vufront-backend", "--socket",
+        proc(must(ops::ChildProcess::spawn({ops::executable_dir() + "/vufront-backend", "--socket",
                                             socket, "--size", size, "--queues", "1"},
                                            dir + "/" + name + ".log"),
                   "start vufront-backend")) {}
   std::string socket;
-  app::ChildProcess proc;
+  ops::ChildProcess proc;
 };
 
 struct TempDir {
@@ -478,7 +478,7 @@ SmallTimes measure_small(caf::actor_system& sys, const std::string& socket, cons
 /// The main back-end's table: each path's median against its floor.
 void print_main_table(uint64_t state_bytes, int rounds, const MainTimes& t, bool disk) {
   const double pipe = median(t.pipe_s);
-  std::printf("\nstate %s (%llu bytes), %d round(s), medians\n", app::format_bytes(state_bytes).c_str(),
+  std::printf("\nstate %s (%llu bytes), %d round(s), medians\n", ops::format_bytes(state_bytes).c_str(),
               static_cast<unsigned long long>(state_bytes), rounds);
   std::printf("%-34s %10s %10s %8s  %s\n", "path", "MiB/s", "floor", "ratio", "target");
   row("raw stream (back-end -> discard)", state_bytes, median(t.stream_s), pipe, "(floor: raw pipe)");
@@ -499,18 +499,18 @@ void print_seed_table(const SmallTimes& t) {
   const uint64_t small_bytes = t.small_bytes;
   const double spipe = median(t.small_pipe);
   std::printf("\nstate %s: the seed's method (JSON array of numbers) vs vufront\n",
-              app::format_bytes(small_bytes).c_str());
+              ops::format_bytes(small_bytes).c_str());
   std::printf("%-34s %10s %10s %8s  %s\n", "path", "MiB/s", "floor", "ratio", "memory growth");
   std::printf("%-34s %10.1f %10.1f %7.2fx  %s (file %s)\n", "seed: save as JSON array",
               mib_per_s(seed.bytes, median(t.seed_save)), mib_per_s(seed.bytes, spipe),
-              spipe / median(t.seed_save), app::format_bytes(seed.peak_growth_kib * 1024).c_str(),
-              app::format_bytes(seed.file_bytes).c_str());
+              spipe / median(t.seed_save), ops::format_bytes(seed.peak_growth_kib * 1024).c_str(),
+              ops::format_bytes(seed.file_bytes).c_str());
   std::printf("%-34s %10.1f %10.1f %7.2fx\n", "seed: restore from JSON array",
               mib_per_s(seed.bytes, median(t.seed_restore)), mib_per_s(seed.bytes, spipe),
               spipe / median(t.seed_restore));
   std::printf("%-34s %10.1f %10.1f %7.2fx  %s\n", "vufront snapshot", mib_per_s(small_bytes, median(t.small_snap)),
               mib_per_s(small_bytes, spipe), spipe / median(t.small_snap),
-              app::format_bytes(t.ours_growth_kib * 1024).c_str());
+              ops::format_bytes(t.ours_growth_kib * 1024).c_str());
   std::printf("%-34s %10.1f %10.1f %7.2fx\n", "vufront restore", mib_per_s(small_bytes, median(t.small_restore)),
               mib_per_s(small_bytes, spipe), spipe / median(t.small_restore));
   std::printf("vufront vs the seed: snapshot %.1fx faster, restore %.1fx faster\n",
@@ -538,8 +538,8 @@ int main(int argc, char** argv) {
     o.json_size_text = "4M";
     o.rounds = 1;
   }
-  must(app::parse_size(o.size_text), "--size");
-  must(app::parse_size(o.json_size_text), "--json-size");
+  must(ops::parse_size(o.size_text), "--size");
+  must(ops::parse_size(o.json_size_text), "--json-size");
 
   TempDir tmp(o.dir);
   const std::string file = tmp.path + "/state.vfsnap";

@@ -268,23 +268,29 @@ bool TaskHandle::done() const {
 }
 
 void TaskHandle::join() {
-  if (!task_ || done())
+  if (done())
     return;
   if (EventLoop::instance().on_loop_thread()) {
-    task_->interrupt();
+    if (auto t = task_.lock())
+      t->interrupt();
     return;
   }
   ended_.wait();
 }
 
 void TaskHandle::interrupt() {
-  if (!task_ || done())
+  if (done())
     return;
   auto& loop = EventLoop::instance();
-  if (loop.on_loop_thread())
-    task_->interrupt();
-  else
-    loop.post([t = task_] { t->interrupt(); });
+  if (loop.on_loop_thread()) {
+    if (auto t = task_.lock())
+      t->interrupt();
+  } else {
+    loop.post([w = task_] {
+      if (auto t = w.lock())
+        t->interrupt();
+    });
+  }
 }
 
 // ---- EventLoop -------------------------------------------------------------------
@@ -317,7 +323,9 @@ TaskHandle EventLoop::spawn(std::function<void()> body, const char* what) {
   h.task_ = task;
   h.ended_ = task->ended();
   ++live;
-  asio::post(impl_->io, [impl = impl_.get(), task] {
+  // The loop holds the only strong references from here on, so the task
+  // is destroyed on the loop thread.
+  asio::post(impl_->io, [impl = impl_.get(), task = std::move(task)] {
     impl->tasks.emplace(task.get(), task);
     task->start();
   });

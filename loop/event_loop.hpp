@@ -49,7 +49,8 @@ public:
 
 private:
   friend class EventLoop;
-  std::shared_ptr<Task> task_;
+  /// Weak: a task is owned on the loop thread only, so it is destroyed there.
+  std::weak_ptr<Task> task_;
   std::shared_future<void> ended_;
 };
 

@@ -1,7 +1,7 @@
-// FdWatcher: readiness reaches the callback on the watcher thread, stopping
-// and destruction join the thread (or detach it when run on that thread), and
-// events 0 reports only a hang-up. The callbacks report to the test thread
-// through a pipe, which the test reads with a poll() deadline.
+// FdWatcher: readiness reaches the callback on the event loop's thread,
+// stopping and destruction end the watcher's task (or, on the loop thread,
+// end its wait at once), and events 0 reports only a hang-up. The callbacks
+// report to the test thread through a pipe, read with a poll() deadline.
 #include <doctest/doctest.h>
 
 #include <atomic>

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 #include "base/error.hpp"
 
 namespace vufront::test {
@@ -29,7 +29,7 @@ inline void must(Result<void> r, const char* what) {
 /// The check's last failed step ("name: detail"), "" if none: the step that
 /// stopped it (a Checker runs nothing after a failure until clear_failure(),
 /// and after that the earlier failures stay listed).
-inline std::string failure(const app::Checker& c) {
+inline std::string failure(const ops::Checker& c) {
   for (auto s = c.steps().rbegin(); s != c.steps().rend(); ++s)
     if (!s->ok)
       return s->name + ": " + s->detail;

@@ -23,7 +23,7 @@
 
 #include "actors/session.hpp"
 #include "actors/system.hpp"
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 #include "tests/integration/checks.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/integration/reconnect_support.hpp"
@@ -93,8 +93,8 @@ void compare(const std::string& op, const std::vector<std::string>& got) {
                                                       << "\nsent now:\n" << joined(got));
 }
 
-app::CheckOptions options(const std::string& socket) {
-  app::CheckOptions o;
+ops::CheckOptions options(const std::string& socket) {
+  ops::CheckOptions o;
   o.socket = socket;
   o.queues = 2;
   o.inflight = true;  // as `vufront attach` does
@@ -106,7 +106,7 @@ app::CheckOptions options(const std::string& socket) {
 /// answered with REPLY_ACK or a reply, so each one is logged by the time the
 /// operation returns).
 std::vector<std::string> during(const PeerProcess& peer, const std::function<bool()>& op,
-                                app::Checker& c) {
+                                ops::Checker& c) {
   const size_t from = requests_in(peer.log()).size();
   const bool done = op();
   REQUIRE_MESSAGE(done, failure(c));
@@ -123,7 +123,7 @@ TEST_CASE("golden: each operation sends what its recording says") {
   const std::string sock = tmp.file("g.sock"), target = tmp.file("t.sock");
   auto first = std::make_unique<PeerProcess>(sock, disk_backend(sock, tmp.file("disk.img"), {"-v", "--queues", "2"}));
   PeerProcess second(target, disk_backend(target, tmp.file("t.img"), {"-v", "--queues", "2"}));
-  app::Checker c(sys, options(sock));
+  ops::Checker c(sys, options(sock));
 
   compare("negotiate", during(*first, [&] { return c.negotiate(); }, c));
   compare("activate", during(*first, [&] { return c.set_memory() && c.activate(); }, c));

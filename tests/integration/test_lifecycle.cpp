@@ -17,7 +17,7 @@
 
 #include "actors/session.hpp"
 #include "actors/system.hpp"
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 #include "tests/integration/checks.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/support.hpp"
@@ -41,7 +41,7 @@ bool signalled(int fd, int ms) {
 }
 
 /// Brings a Checker to `target` through the standard steps.
-bool bring_to(app::Checker& c, DeviceState target) {
+bool bring_to(ops::Checker& c, DeviceState target) {
   switch (target) {
     case DeviceState::disconnected: return true;
     case DeviceState::negotiated: return c.negotiate() && c.set_memory();
@@ -69,12 +69,12 @@ TEST_CASE("lifecycle: the whole check against vufront-backend (split/packed, for
       PeerProcess be(tmp.file("be.sock"), backend_command(tmp.file("be.sock"), {"--queues", "2"}));
       FdCount fds;
       {
-        app::CheckOptions o;
+        ops::CheckOptions o;
         o.socket = be.socket();
         o.queues = 2;
         o.packed = packed;
         o.msix = msix;
-        app::Checker c(sys, o);
+        ops::Checker c(sys, o);
         CHECK_MESSAGE(c.run(), failure(c));
         CHECK(c.steps().size() == 11);
       }
@@ -92,10 +92,10 @@ TEST_CASE("lifecycle: the whole check against qemu-storage-daemon, 1 and 4 queue
                     {"QSD_NUM_QUEUES=" + std::to_string(queues)});
     FdCount fds;
     {
-      app::CheckOptions o;
+      ops::CheckOptions o;
       o.socket = qsd.socket();
       o.queues = queues;
-      app::Checker c(sys, o);
+      ops::Checker c(sys, o);
       CHECK_MESSAGE(c.run(), failure(c));
     }
     CHECK(fds.leaked() == 0);
@@ -110,11 +110,11 @@ TEST_CASE("lifecycle: the whole check against virtiofsd reads a shared file") {
   REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
   std::ofstream(dir + "/hello.txt") << "hello from the shared directory\n";
   PeerProcess fs(tmp.file("fs.sock"), virtiofsd_command(tmp.file("fs.sock"), dir));
-  app::CheckOptions o;
+  ops::CheckOptions o;
   o.socket = fs.socket();
   o.device = DeviceKind::fs;
   o.fs_file = "hello.txt";
-  app::Checker c(sys, o);
+  ops::Checker c(sys, o);
   CHECK_MESSAGE(c.run(), failure(c));
   CHECK(c.steps().back().detail.find("read 32 bytes of hello.txt") != std::string::npos);
 }
@@ -122,11 +122,11 @@ TEST_CASE("lifecycle: the whole check against virtiofsd reads a shared file") {
 TEST_CASE("lifecycle: every operation in every state is answered, invalid ones with bad_state") {
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
-  using Op = std::function<Result<void>(app::Checker&)>;
+  using Op = std::function<Result<void>(ops::Checker&)>;
   const std::map<std::string, Op> ops = {
-      {"sleep", [](app::Checker& c) { return c.session().sleep(); }},
-      {"wake", [](app::Checker& c) { return c.session().wake(); }},
-      {"reset", [](app::Checker& c) { return c.session().reset(); }},
+      {"sleep", [](ops::Checker& c) { return c.session().sleep(); }},
+      {"wake", [](ops::Checker& c) { return c.session().wake(); }},
+      {"reset", [](ops::Checker& c) { return c.session().reset(); }},
   };
   // Which operations each state accepts.
   const std::map<DeviceState, std::set<std::string>> valid = {
@@ -141,9 +141,9 @@ TEST_CASE("lifecycle: every operation in every state is answered, invalid ones w
       CAPTURE(name);
       TempDir tmp;
       PeerProcess be(tmp.file("s.sock"), backend_command(tmp.file("s.sock")));
-      app::CheckOptions o;
+      ops::CheckOptions o;
       o.socket = be.socket();
-      app::Checker c(sys, o);
+      ops::Checker c(sys, o);
       REQUIRE_MESSAGE(bring_to(c, state), failure(c));
       auto r = op(c);
       if (accepted.count(name)) {
@@ -167,9 +167,9 @@ TEST_CASE("lifecycle: a back-end killed in every state is reported, the device r
     FdCount fds;
     {
       PeerProcess be(tmp.file("k.sock"), backend_command(tmp.file("k.sock")));
-      app::CheckOptions o;
+      ops::CheckOptions o;
       o.socket = be.socket();
-      app::Checker c(sys, o);
+      ops::Checker c(sys, o);
       REQUIRE_MESSAGE(bring_to(c, state), failure(c));
       REQUIRE(be.signal(SIGKILL));
       auto lost = c.session().wait_event(DeviceEvent::Kind::backend_lost, event_wait);
@@ -202,9 +202,9 @@ TEST_CASE("lifecycle: a back-end that dies mid-operation fails that operation wi
   // the back-end crashes when asked for the first GET_VRING_BASE (sleep)
   PeerProcess be(tmp.file("c.sock"),
                  backend_command(tmp.file("c.sock"), {"--crash-at", "GET_VRING_BASE"}));
-  app::CheckOptions o;
+  ops::CheckOptions o;
   o.socket = be.socket();
-  app::Checker c(sys, o);
+  ops::Checker c(sys, o);
   REQUIRE_MESSAGE(bring_to(c, DeviceState::active), failure(c));
   auto r = c.session().sleep();
   REQUIRE_FALSE(r.ok());
@@ -217,9 +217,9 @@ TEST_CASE("lifecycle: an interrupt raised during sleep is delivered after wake, 
   caf::actor_system sys{cfg};
   TempDir tmp;
   PeerProcess be(tmp.file("i.sock"), backend_command(tmp.file("i.sock")));
-  app::CheckOptions o;
+  ops::CheckOptions o;
   o.socket = be.socket();
-  app::Checker c(sys, o);
+  ops::Checker c(sys, o);
   REQUIRE_MESSAGE(bring_to(c, DeviceState::sleeping), failure(c));
   int intx = c.guest()->intx()->get();
   while (signalled(intx, 0)) {
@@ -238,10 +238,10 @@ TEST_CASE("lifecycle: 1,000 sleep/wake cycles leave the fd count unchanged") {
   caf::actor_system sys{cfg};
   TempDir tmp;
   PeerProcess be(tmp.file("w.sock"), backend_command(tmp.file("w.sock"), {"--queues", "2"}));
-  app::CheckOptions o;
+  ops::CheckOptions o;
   o.socket = be.socket();
   o.queues = 2;
-  app::Checker c(sys, o);
+  ops::Checker c(sys, o);
   REQUIRE_MESSAGE(bring_to(c, DeviceState::active), failure(c));
   REQUIRE_MESSAGE(c.io("I/O"), failure(c));
   FdCount fds;

@@ -25,7 +25,7 @@
 
 #include "actors/session.hpp"
 #include "actors/system.hpp"
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 #include "tests/integration/checks.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/integration/reconnect_support.hpp"
@@ -65,13 +65,13 @@ TEST_CASE("reconnect: a back-end killed in each state comes back by itself with 
       FdCount fds;
       {
         PeerProcess be(sock, disk_backend(sock, img, {"--queues", "2"}));
-        app::CheckOptions o;
+        ops::CheckOptions o;
         o.socket = sock;
         o.queues = 2;
         o.packed = packed;
         o.timeout = std::chrono::milliseconds(1000);  // an attempt with nobody there ends after 1 s
         o.reconnect = fast_policy();
-        app::Checker c(sys, o);
+        ops::Checker c(sys, o);
         REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O before")),
                         failure(c));
         if (state == DeviceState::negotiated)
@@ -183,11 +183,11 @@ TEST_CASE("reconnect: a request in flight when the back-end dies completes after
       // the first I/O round is write, flush, read: the 5th request (the
       // second round's flush) is taken off the ring and never completed
       PeerProcess be(sock, disk_backend(sock, img, {"--crash-in-request", "5"}));
-      app::CheckOptions o;
+      ops::CheckOptions o;
       o.socket = sock;
       o.reconnect = fast_policy();
       o.inflight = inflight;
-      app::Checker c(sys, o);
+      ops::Checker c(sys, o);
       REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O 1")), failure(c));
       auto st0 = must(c.session().status(), "status");
       CHECK(st0.inflight == inflight);
@@ -226,12 +226,12 @@ TEST_CASE("reconnect: a device reset or ended while an attempt waits for the bac
       const std::string sock = tmp.file("w.sock"), img = tmp.file("disk.img");
       FdCount fds;
       {
-        app::CheckOptions o;
+        ops::CheckOptions o;
         o.socket = sock;
         o.listen = listen;
         o.reconnect = fast_policy();
         o.timeout = scaled(std::chrono::milliseconds(60000));
-        app::Checker c(sys, o);
+        ops::Checker c(sys, o);
         std::unique_ptr<PeerProcess> be;
         const std::vector<std::string> extra =
             listen ? std::vector<std::string>{"--connect"} : std::vector<std::string>{};
@@ -274,10 +274,10 @@ TEST_CASE("reconnect: a back-end that comes back with other features is not resu
   FdCount fds;
   {
     auto be = std::make_unique<PeerProcess>(sock, disk_backend(sock, img));
-    app::CheckOptions o;
+    ops::CheckOptions o;
     o.socket = sock;
     o.reconnect = fast_policy();
-    app::Checker c(sys, o);
+    ops::Checker c(sys, o);
     REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
     REQUIRE(be->signal(SIGKILL));
     expect_event(c.session(), DeviceEvent::Kind::backend_lost);
@@ -308,12 +308,12 @@ TEST_CASE("reconnect: a back-end that stays away: the give-up window, then the o
   TempDir tmp;
   const std::string sock = tmp.file("g.sock"), img = tmp.file("disk.img");
   auto be = std::make_unique<PeerProcess>(sock, disk_backend(sock, img));
-  app::CheckOptions o;
+  ops::CheckOptions o;
   o.socket = sock;
   o.timeout = std::chrono::milliseconds(200);  // per connect attempt
   o.reconnect = fast_policy();
   o.reconnect.give_up_after = std::chrono::milliseconds(500);
-  app::Checker c(sys, o);
+  ops::Checker c(sys, o);
   c.set_timeout(std::chrono::seconds(5));
   REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
   be.reset();  // stopped, socket removed: nobody listens (bounded retry per attempt)
@@ -348,13 +348,13 @@ TEST_CASE("reconnect: a back-end that never replies, one that accepts and closes
     auto be = std::make_unique<PeerProcess>(
         sock, disk_backend(sock, img, {"--delay-reply", "GET_VRING_BASE:2000", "--close-at",
                                        "SET_OWNER:2"}));
-    app::CheckOptions o;
+    ops::CheckOptions o;
     o.socket = sock;
     Timeouts t;
     t.request = t.drain = std::chrono::milliseconds(300);
     o.timeouts = t;
     o.reconnect = fast_policy();
-    app::Checker c(sys, o);
+    ops::Checker c(sys, o);
     REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
     auto s = c.session().sleep();
     REQUIRE_FALSE(s.ok());
@@ -387,13 +387,13 @@ TEST_CASE("reconnect: a device ended while its back-end holds back a reply leave
   PeerProcess be(sock, disk_backend(sock, img, {"--delay-reply", "GET_VRING_BASE:600000"}));
   FdCount fds;  // after the peer: its pidfd is not the device's
   {
-    app::CheckOptions o;
+    ops::CheckOptions o;
     o.socket = sock;
     Timeouts t;
     t.request = t.drain = std::chrono::milliseconds(600000);
     o.timeout = std::chrono::milliseconds(600000);
     o.timeouts = t;
-    std::optional<app::Checker> c;
+    std::optional<ops::Checker> c;
     c.emplace(sys, o);
     REQUIRE_MESSAGE((c->negotiate() && c->set_memory() && c->activate() && c->io("I/O")),
                     failure(*c));
@@ -429,10 +429,10 @@ TEST_CASE("reconnect: a slow back-end at restore: no deadlock where both sides w
     PeerProcess b(target, disk_backend(target, tmp.file("b.img"),
                                        {"--delay-reply", "SET_DEVICE_STATE_FD:1000", "--delay-reply",
                                         "CHECK_DEVICE_STATE:500"}));
-    app::CheckOptions o;
+    ops::CheckOptions o;
     o.socket = sock;
     o.reconnect = fast_policy();
-    app::Checker c(sys, o);
+    ops::Checker c(sys, o);
     actors::SnapshotOptions so;
     so.path = tmp.file("snap.vus");
     REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O") && c.sleep() &&
@@ -454,12 +454,12 @@ TEST_CASE("reconnect: client mode: vufront listens, the back-end connects (and c
   const std::string sock = tmp.file("c.sock"), img = tmp.file("disk.img");
   FdCount fds;
   {
-    app::CheckOptions o;
+    ops::CheckOptions o;
     o.socket = sock;
     o.listen = true;
     o.reconnect = fast_policy();
     o.inflight = true;
-    app::Checker c(sys, o);
+    ops::Checker c(sys, o);
     auto negotiated = std::async(std::launch::async, [&c] { return c.negotiate(); });
     auto be = std::make_unique<PeerProcess>(sock, disk_backend(sock, img, {"--connect"}));
     REQUIRE(negotiated.wait_for(event_wait) == std::future_status::ready);
@@ -467,9 +467,9 @@ TEST_CASE("reconnect: client mode: vufront listens, the back-end connects (and c
     REQUIRE_MESSAGE((c.set_memory() && c.activate() && c.io("I/O")), failure(c));
     // the socket is ours: a second device cannot take it
     {
-      app::CheckOptions o2 = o;
+      ops::CheckOptions o2 = o;
       o2.timeout = std::chrono::milliseconds(200);
-      app::Checker other(sys, o2);
+      ops::Checker other(sys, o2);
       CHECK_FALSE(other.negotiate());
       CHECK(failure(other).find("another process listens on this socket already") !=
             std::string::npos);
@@ -544,11 +544,11 @@ TEST_CASE("reconnect: qemu-storage-daemon killed and restarted under I/O") {
   FdCount fds;
   {
     auto qsd = std::make_unique<PeerProcess>(sock, qsd_command(sock, img));
-    app::CheckOptions o;
+    ops::CheckOptions o;
     o.socket = sock;
     o.reconnect = fast_policy();
     o.inflight = true;
-    app::Checker c(sys, o);
+    ops::Checker c(sys, o);
     REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
     std::atomic<bool> stop{false};
     Rounds rounds;
@@ -584,7 +584,7 @@ TEST_CASE("reconnect: soak: 1,000 reconnects and 10,000 sleep/wake cycles, fd co
   TempDir tmp;
   const std::string sock = tmp.file("s.sock"), img = tmp.file("disk.img");
   PeerProcess be(sock, disk_backend(sock, img, {"--queues", "2"}));
-  app::CheckOptions o;
+  ops::CheckOptions o;
   o.socket = sock;
   o.queues = 2;
   o.inflight = true;
@@ -599,7 +599,7 @@ TEST_CASE("reconnect: soak: 1,000 reconnects and 10,000 sleep/wake cycles, fd co
   o.timeouts = t;
   o.reconnect = fast_policy();
   o.reconnect.initial_delay = std::chrono::milliseconds(1);
-  app::Checker c(sys, o);
+  ops::Checker c(sys, o);
   c.set_timeout(scaled(std::chrono::seconds(3)));
   REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O")), failure(c));
   std::optional<FdCount> fds;

@@ -24,7 +24,7 @@
 
 #include "actors/session.hpp"
 #include "actors/system.hpp"
-#include "app/checker.hpp"
+#include "ops/checker.hpp"
 #include "tests/integration/checks.hpp"
 #include "tests/integration/peer_process.hpp"
 #include "tests/integration/reconnect_support.hpp"
@@ -39,7 +39,7 @@ namespace {
 
 /// What the steps of an operation work on.
 struct Env {
-  app::Checker& c;
+  ops::Checker& c;
   const TempDir& tmp;
   std::string target;  ///< the restore target's socket
 };
@@ -88,8 +88,8 @@ std::string names(const std::vector<Arrival>& v) {
   return out;
 }
 
-app::CheckOptions options(const std::string& socket) {
-  app::CheckOptions o;
+ops::CheckOptions options(const std::string& socket) {
+  ops::CheckOptions o;
   o.socket = socket;
   o.inflight = true;  // as `vufront attach` does
   o.reconnect = fast_policy();
@@ -137,7 +137,7 @@ std::vector<Arrival> record(caf::actor_system& sys, const Operation& k) {
   const PeerProcess& logged = k.target_dies ? *second : first;
   std::vector<Arrival> seen;
   {
-    app::Checker c(sys, options(sock));
+    ops::Checker c(sys, options(sock));
     Env env{c, tmp, target};
     REQUIRE_MESSAGE(k.before(env), failure(c));
     // every request is answered (REPLY_ACK), so the log holds each one the
@@ -186,7 +186,7 @@ void crash_case(caf::actor_system& sys, const Operation& k, const std::vector<st
     std::unique_ptr<PeerProcess> second;
     if (k.target_dies)
       second = std::make_unique<PeerProcess>(target, disk_backend(target, timg, faults));
-    app::Checker c(sys, options(sock));
+    ops::Checker c(sys, options(sock));
     Env env{c, tmp, target};
     REQUIRE_MESSAGE(k.before(env), failure(c));
     REQUIRE_FALSE_MESSAGE(k.op(env), "the operation passed: the back-end did not die in it");

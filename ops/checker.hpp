@@ -1,0 +1,158 @@
+#pragma once
+// Checker: the end-to-end check of a back-end through the device actor and
+// the guest-side driver, step by step, each step timed and recorded:
+//   negotiate, read config, set memory, activate, I/O, sleep (ring bases
+//   saved = the driver's next index), wake, I/O, reset, activate, I/O.
+// I/O per device: blk writes a pattern on every queue, flushes, reads it
+// back and compares; net sends frames on every queue pair and expects them
+// echoed; fs does FUSE_INIT and reads a file (LOOKUP/OPEN/READ).
+// blk I/O also reads back what earlier rounds wrote (it must survive sleep,
+// reset and a move to another back-end).
+// `vufront check` prints the steps; `vufront demo` adds steps of its own;
+// `vufront job` runs them one by one, plus snapshot and restore (moving the
+// guest's device to a new back-end).
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+
+#include "actors/device.hpp"
+#include "actors/session.hpp"
+#include "memory/shmem_window.hpp"
+#include "protocol/messages.hpp"
+#include "snapshot/manifest.hpp"
+#include "virtio/guest_driver.hpp"
+
+namespace vufront::ops {
+
+struct CheckOptions {
+  std::string socket;
+  DeviceKind device = DeviceKind::blk;
+  /// blk: queues; net: queue pairs; fs: request queues (plus the hiprio queue).
+  uint16_t queues = 1;
+  uint16_t queue_size = 128;
+  bool packed = false;
+  /// Hand each queue's interrupt eventfd to the back-end directly instead of
+  /// having the worker forward interrupts to one INTx-style eventfd.
+  bool msix = false;
+  std::string fs_file;  ///< fs: file to read (in the shared directory's root)
+  /// Connecting, and each request (`--timeout`).
+  std::chrono::milliseconds timeout{Timeouts::default_request};
+  /// Each ring stop, GET_VRING_BASE (`--drain-timeout`).
+  std::chrono::milliseconds drain_timeout{Timeouts::default_drain};
+  /// Every deadline of the device's requests, when set (tests): instead of
+  /// `timeout` and `drain_timeout`.
+  std::optional<Timeouts> timeouts;
+  /// What the device does when the back-end is lost (off: it stays broken).
+  actors::ReconnectPolicy reconnect;
+  /// Client mode: listen on `socket`, the back-end connects to it.
+  bool listen = false;
+  /// Negotiate INFLIGHT_SHMFD when offered (the back-end records requests
+  /// in flight; a restarted one resubmits them).
+  bool inflight = false;
+  bool json = false;
+  /// Called with each finished step (for live output).
+  std::function<void(const struct CheckStep&)> on_step;
+  /// Called with each device session the checker makes (the first, and the
+  /// one of each restore), e.g. to know whom to send a cancel.
+  std::function<void(actors::DeviceSession&)> on_session;
+};
+
+struct CheckStep {
+  std::string name;
+  bool ok = false;
+  double ms = 0;
+  std::string detail;  ///< what the step did, or the error's message
+  std::optional<Error> error;  ///< why it failed
+};
+
+class Checker {
+public:
+  Checker(caf::actor_system& sys, CheckOptions o);
+
+  /// Runs `fn` as step `name` unless an earlier step failed; records it.
+  /// `fn` returns the detail line or an error.
+  bool step(const std::string& name, const std::function<Result<std::string>()>& fn);
+
+  /// The whole standard sequence; true when every step passed.
+  bool run();
+
+  // The standard steps, usable one by one (demo).
+  bool negotiate();
+  bool read_config();
+  bool set_memory();
+  bool activate(const std::string& name = "activate");
+  bool io(const std::string& name);
+  bool sleep();
+  bool wake();
+  bool reset();
+  /// Saves the back-end's state (the device sleeping) to o.path.
+  bool snapshot(const actors::SnapshotOptions& o, const std::string& name = "snapshot");
+  /// Moves the device to a new back-end: checks that o.path was taken at the
+  /// guest's current point (kind, driver features, every queue's base equal
+  /// to the driver's next index), drops the current device, connects a new
+  /// one to `socket`, negotiates as before, sets the same guest memory and
+  /// restores o.path with this guest's queues (o.activation is filled in
+  /// here). The device ends up sleeping; wake() continues the rings where
+  /// the guest is.
+  bool restore(const std::string& socket, actors::RestoreOptions o,
+               const std::string& name = "restore");
+  /// What the last snapshot or restore transferred.
+  [[nodiscard]] const actors::SnapshotInfo& last_transfer() const noexcept { return transfer_; }
+
+  /// Deadline of each device operation, also of devices made by restore().
+  void set_timeout(std::chrono::milliseconds t);
+
+  /// blk: the I/O rounds whose data must still be on the disk (each check
+  /// reads them back). A restore brings the disk of the snapshot's time: set
+  /// what was written by then.
+  [[nodiscard]] const std::vector<unsigned>& written_rounds() const noexcept { return written_; }
+  void set_written_rounds(std::vector<unsigned> rounds) { written_ = std::move(rounds); }
+
+  [[nodiscard]] bool ok() const noexcept { return failed_.empty(); }
+  /// Lets the steps after a failed one run again (after a recovery: the
+  /// back-end came back and the failed operation is retried). The failed
+  /// step stays in steps().
+  void clear_failure() { failed_.clear(); }
+  [[nodiscard]] const std::vector<CheckStep>& steps() const noexcept { return steps_; }
+  [[nodiscard]] actors::DeviceSession& session() { return *session_; }
+  [[nodiscard]] virtio::GuestDriver* guest() { return guest_.get(); }
+  [[nodiscard]] const actors::DeviceInfo& info() const noexcept { return info_; }
+  [[nodiscard]] uint64_t driver_features() const noexcept { return driver_features_; }
+  /// The shared-memory window (set when the back-end has a region).
+  [[nodiscard]] ShmemWindow* window() { return window_.get(); }
+
+private:
+  [[nodiscard]] Result<std::string> blk_io();
+  [[nodiscard]] Result<std::string> net_io();
+  [[nodiscard]] Result<std::string> fs_io();
+  [[nodiscard]] uint16_t total_queues() const;
+  /// negotiate on session_; `keep_features`: the driver's features stay (a
+  /// restore: the new back-end must offer them) instead of being chosen.
+  [[nodiscard]] Result<std::string> negotiate_session(bool keep_features);
+  [[nodiscard]] Result<void> fits_guest(const snapshot::Manifest& m) const;
+
+  caf::actor_system& sys_;
+  CheckOptions opts_;
+  std::unique_ptr<actors::DeviceSession> session_;
+  std::optional<std::chrono::milliseconds> timeout_;
+  actors::SnapshotInfo transfer_;
+  std::vector<unsigned> written_;
+  std::unique_ptr<virtio::GuestDriver> guest_;
+  std::shared_ptr<ShmemWindow> window_;
+  actors::DeviceInfo info_;
+  uint64_t driver_features_ = 0;
+  unsigned round_ = 0;
+  /// The device's notices (DeviceStatus::notices) already in a step's detail.
+  size_t notices_shown_ = 0;
+  bool fuse_initialised_ = false;
+  std::vector<CheckStep> steps_;
+  std::string failed_;
+};
+
+}  // namespace vufront::ops

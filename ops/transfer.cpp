@@ -1,0 +1,58 @@
+#include "ops/transfer.hpp"
+
+#include <algorithm>
+
+#include "actors/progress_line.hpp"
+#include "ops/units.hpp"
+
+namespace vufront::ops {
+
+namespace {
+
+/// "  snapshot  [####....]  12.0 MiB / 64.0 MiB  1.2 s  52.1 MiB/s", cut to
+/// the terminal's width.
+actors::ProgressRender progress_render(const std::string& label) {
+  return [label](uint64_t done, uint64_t total, uint64_t us) {
+    std::string line = "  " + label + "  " + progress_bar(done, total, 24, us / 100000) + "  " +
+                       format_bytes(done) + (total ? " / " + format_bytes(total) : "") + "  " +
+                       format_duration_us(us) + "  " + format_rate(done, us);
+    const unsigned cols = terminal_columns();
+    if (line.size() >= cols)
+      line.resize(cols - 1);
+    return line;
+  };
+}
+
+}  // namespace
+
+TransferOutcome run_transfer(caf::actor_system& sys, const TransferSpec& spec,
+                             CancelOnSignal& interrupt) {
+  using std::chrono::milliseconds;
+  actors::DeviceConfig dc;
+  dc.socket = spec.socket;
+  auto short_wait = std::min(spec.timeout, milliseconds(5000));
+  dc.connect_timeout = short_wait;
+  dc.timeouts.request = short_wait;
+  actors::DeviceSession session(sys, dc);
+  interrupt.on_signal([&session] { session.cancel(); });
+  // The device's own deadlines (connect, each request, the transfer) fire
+  // first; this one only bounds the wait for its answer.
+  session.set_timeout(spec.timeout + 2 * short_wait + milliseconds(10000));
+  auto info = session.negotiate(spec.negotiate);
+  if (!info) {
+    interrupt.on_signal(nullptr);
+    return {"negotiate", std::move(info).error()};
+  }
+  // A Ctrl-C while connecting found no transfer to cancel: the session's
+  // cancel is sticky, so the transfer fails "cancelled before the transfer began".
+  caf::actor line;
+  if (stderr_is_terminal())
+    line = actors::spawn_progress_line(sys, progress_render(spec.command));
+  auto result = spec.transfer(session, line);
+  actors::close_progress_line(sys, line);
+  interrupt.on_signal(nullptr);
+  std::string failed = result ? "" : spec.command;
+  return {std::move(failed), std::move(result)};
+}
+
+}  // namespace vufront::ops

@@ -1,0 +1,37 @@
+#include "ops/transfer_report.hpp"
+
+namespace vufront::ops {
+
+std::string transfer_summary(const actors::SnapshotInfo& info) {
+  return format_bytes(info.state_bytes) + " of state, checksum " + checksum_hex(info.checksum) +
+         ", " + format_duration_us(info.elapsed_us) + ", " +
+         format_rate(info.state_bytes, info.elapsed_us);
+}
+
+nlohmann::json transfer_json(const actors::SnapshotInfo& info) {
+  nlohmann::json queues = nlohmann::json::array();
+  for (const auto& q : info.queues)
+    queues.push_back({{"index", q.index}, {"size", q.size}, {"base", q.base}});
+  double secs = static_cast<double>(info.elapsed_us) / 1e6;
+  return {{"path", info.path},
+          {"state_bytes", info.state_bytes},
+          {"checksum", checksum_hex(info.checksum)},
+          {"features", hex(info.features)},
+          {"queues", queues},
+          {"elapsed_ms", static_cast<double>(info.elapsed_us) / 1e3},
+          {"bytes_per_second",
+           secs > 0 ? static_cast<uint64_t>(static_cast<double>(info.state_bytes) / secs) : 0}};
+}
+
+std::string step_message(const Error& e, std::string_view op) {
+  Error x = e;
+  // "snapshot: SET_DEVICE_STATE_FD: ..." -> "SET_DEVICE_STATE_FD: ...": the
+  // request names the step. A bare "snapshot: <code>: ..." keeps its name.
+  if (x.op == op && !x.request.empty())
+    x.op.clear();
+  else if (x.op.empty() && x.request.empty())
+    x.op = std::string(op);
+  return x.message();
+}
+
+}  // namespace vufront::ops

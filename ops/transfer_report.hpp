@@ -1,0 +1,29 @@
+#pragma once
+// How a state transfer (`vufront snapshot`, `vufront restore`, a job's
+// snapshot and restore steps) is reported: the summary line, the JSON
+// object, and the message of a failed step.
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/messages.hpp"
+#include "ops/units.hpp"
+#include "base/error.hpp"
+
+namespace vufront::ops {
+
+/// "64.0 MiB of state, checksum 0123456789abcdef, 0.21 s, 304.8 MiB/s".
+[[nodiscard]] std::string transfer_summary(const actors::SnapshotInfo& info);
+/// {"path", "state_bytes", "checksum", "features", "queues": [{index, size,
+/// base}], "elapsed_ms", "bytes_per_second"}.
+[[nodiscard]] nlohmann::json transfer_json(const actors::SnapshotInfo& info);
+
+/// The message of a failed step, named by the request that failed: the
+/// operation in front is dropped when a request follows it ("snapshot:
+/// SET_DEVICE_STATE_FD: ..." -> "SET_DEVICE_STATE_FD: ..."), and `op` is put
+/// in front when the error names nothing.
+[[nodiscard]] std::string step_message(const Error& e, std::string_view op);
+
+}  // namespace vufront::ops
