@@ -137,13 +137,13 @@ TEST_CASE("reconnect: DPDK's short-form packed ring bases: wake and a reconnect 
   FdCount fds;
   {
     PeerProcess be(sock, disk_backend(sock, img, short_base));
-    app::CheckOptions o;
+    ops::CheckOptions o;
     o.socket = sock;
     o.queues = 2;
     o.packed = true;
     o.timeout = std::chrono::milliseconds(1000);
     o.reconnect = fast_policy();
-    app::Checker c(sys, o);
+    ops::Checker c(sys, o);
     // sleep checks every base against the driver's next index
     REQUIRE_MESSAGE((c.negotiate() && c.set_memory() && c.activate() && c.io("I/O") && c.sleep()),
                     failure(c));
