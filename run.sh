@@ -23,6 +23,7 @@ PACKAGES=(
   cmake make g++ pkg-config
   libcaf-dev libboost-dev libboost-context-dev nlohmann-json3-dev libcli11-dev doctest-dev libxxhash-dev
   python3 qemu-system-common
+  dpdk-dev
 )
 
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }

@@ -92,21 +92,34 @@ Result<void> start_queues(BackendClient& c, const std::vector<QueueStart>& queue
   return ok();
 }
 
-Result<std::vector<uint32_t>> stop_queues(BackendClient& c, const std::vector<uint16_t>& indices,
-                                          bool packed) {
+/// The bases of the stopped rings, and the first ring whose (packed) base
+/// came in the short form, -1 when none did.
+using Stopped = std::tuple<std::vector<uint32_t>, int32_t>;
+
+Result<Stopped> stop_queues(BackendClient& c, const std::vector<uint16_t>& indices, bool packed) {
   if (has_bit(c.acked_features(), feature::protocol_features))
     for (auto i : indices)
       if (auto r = c.set_vring_enable(i, false); !r)
         return std::move(r).error();
   std::vector<uint32_t> bases;
   bases.reserve(indices.size());
+  int32_t first_short = -1;
   for (auto i : indices) {
-    auto b = c.get_vring_base(i, packed);
+    if (!packed) {
+      auto b = c.get_vring_base(i, false);
+      if (!b)
+        return std::move(b).error();
+      bases.push_back(*b);
+      continue;
+    }
+    auto b = c.get_packed_vring_base(i);
     if (!b)
       return std::move(b).error();
-    bases.push_back(*b);
+    bases.push_back(b->base);
+    if (b->short_form && first_short < 0)
+      first_short = i;
   }
-  return bases;
+  return Stopped{std::move(bases), first_short};
 }
 
 Result<void> activate(BackendClient& c, const ActivateRequest& req) {
@@ -204,7 +217,7 @@ void deliver(Self self, Result<T>&& r, Promise& rp) {
     rp.deliver(failure(self, r.error()));
     return;
   }
-  if constexpr (std::is_same_v<T, Negotiated> ||
+  if constexpr (std::is_same_v<T, Negotiated> || std::is_same_v<T, Stopped> ||
                 std::is_same_v<T, std::tuple<wire::InflightDesc, SharedFd>>)
     std::apply([&rp](auto&&... v) { rp.deliver(pass_on(std::move(v))...); }, std::move(r).value());
   else
@@ -368,8 +381,8 @@ connection_actor::behavior_type connection_impl(
                                        [queues](BackendClient& c) { return start_queues(c, queues); });
       },
       [self](stop_queues_atom, const std::vector<uint16_t>& indices,
-             bool packed) -> caf::result<std::vector<uint32_t>> {
-        return on_client<std::vector<uint32_t>>(
+             bool packed) -> caf::result<std::vector<uint32_t>, int32_t> {
+        return on_client<std::vector<uint32_t>, int32_t>(
             self, "GET_VRING_BASE",
             [indices, packed](BackendClient& c) { return stop_queues(c, indices, packed); });
       },

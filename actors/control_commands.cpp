@@ -251,6 +251,7 @@ json status_json(const DeviceStatus& s, bool vmm_owns_shmem) {
   out["acked_features"] = number(s.acked_features);
   out["virtio_status"] = s.virtio_status;
   out["last_error"] = s.last_error;
+  out["notices"] = s.notices;
   out["reconnects"] = s.reconnects;
   out["reconnect_attempts"] = s.reconnect_attempts;
   out["inflight"] = s.inflight;
@@ -294,6 +295,8 @@ json event_json(const std::string& device, const DeviceEvent& ev) {
       return control::make_event("resumed", device, {{"state", to_string(ev.state)}, {"detail", ev.detail}});
     case DeviceEvent::Kind::resume_failed:
       return control::make_event("resume_failed", device, {{"reason", ev.detail}});
+    case DeviceEvent::Kind::backend_notice:
+      return control::make_event("backend_notice", device, {{"detail", ev.detail}});
     case DeviceEvent::Kind::vring_error:
       return control::make_event("vring_error", device, {{"queue", ev.queue}});
     case DeviceEvent::Kind::shmem_mapped:

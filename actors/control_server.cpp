@@ -406,7 +406,7 @@ void on_device_event(Self self, const std::string& id, const DeviceEvent& ev) {
     log(self, id + ": reconnecting: " + ev.detail);
   else if (ev.kind == DeviceEvent::Kind::resumed)
     log(self, id + ": resumed " + ev.detail);
-  else if (ev.kind == DeviceEvent::Kind::resume_failed)
+  else if (ev.kind == DeviceEvent::Kind::resume_failed || ev.kind == DeviceEvent::Kind::backend_notice)
     log(self, id + ": " + ev.detail);
   json e = event_json(id, ev);
   if (!e.is_null())

@@ -43,6 +43,11 @@ struct DeviceData {
   /// The operation in progress ("" when idle).
   std::string busy;
   std::string last_error;
+  /// What the device works around in its back-end, each said once per
+  /// device (a backend_notice event, and DeviceStatus::notices).
+  std::vector<std::string> notices;
+  /// The back-end answered a packed GET_VRING_BASE in the short form (said).
+  bool short_vring_base_noted = false;
   /// Shutting down: nothing new starts, and the device ends once `stopping`
   /// is empty.
   bool exiting = false;

@@ -55,16 +55,35 @@ void start_running(Self self, OkPromise rp, const char* op) {
           [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });
 }
 
+/// The first short-form GET_VRING_BASE answer of the device's back-end
+/// (`queue` answered it, `base` is what it became): said once per device.
+void note_short_vring_base(Self self, int32_t queue, uint32_t base) {
+  auto& st = self->state;
+  if (st.short_vring_base_noted)
+    return;
+  st.short_vring_base_noted = true;
+  std::string text = "the back-end answers GET_VRING_BASE for packed rings in the short form "
+                     "(bits 0-15 only, as DPDK's librte_vhost does): queue " +
+                     std::to_string(queue) + " answered " + hex(base & 0xffffu) +
+                     ", taken as " + hex(base) +
+                     " (a stopped ring is drained: used index = avail index)";
+  st.notices.push_back(text);
+  emit(self, DeviceEvent{DeviceEvent::Kind::backend_notice, st.state, queue, std::move(text)});
+}
+
 /// stop queues (bases saved) -> stop worker; then `next` (sleep and reset).
 template <class Next>
 void stop_running(Self self, OkPromise rp, const char* op, Next next) {
   auto& st = self->state;
   self->request(st.conn, conn_wait, stop_queues_atom_v, queue_indices(st), st.packed)
       .then(
-          [self, rp, op, next](const std::vector<uint32_t>& bases) mutable {
+          [self, rp, op, next](const std::vector<uint32_t>& bases, int32_t first_short) mutable {
             auto& now = self->state;
-            for (size_t i = 0; i < bases.size() && i < now.queues.size(); ++i)
+            for (size_t i = 0; i < bases.size() && i < now.queues.size(); ++i) {
               now.queues[i].base = bases[i];
+              if (now.queues[i].spec.index == first_short)
+                note_short_vring_base(self, first_short, bases[i]);
+            }
             self->request(now.worker, local_step, stop_atom_v)
                 .then([self, rp, next](caf::ok_atom) mutable { next(self, rp); },
                       [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); });

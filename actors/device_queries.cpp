@@ -67,6 +67,7 @@ caf::result<DeviceStatus> on_status(Self self) {
   s.acked_features = st.acked_features;
   s.virtio_status = st.virtio_status;
   s.last_error = st.last_error;
+  s.notices = st.notices;
   s.memory = st.memory;
   s.reconnect_attempts = st.reconnect.attempts;
   s.reconnects = st.reconnects;

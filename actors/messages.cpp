@@ -25,6 +25,7 @@ const char* to_string(DeviceEvent::Kind k) noexcept {
     case DeviceEvent::Kind::reconnecting: return "reconnecting";
     case DeviceEvent::Kind::resumed: return "resumed";
     case DeviceEvent::Kind::resume_failed: return "resume_failed";
+    case DeviceEvent::Kind::backend_notice: return "backend_notice";
   }
   return "unknown";
 }

@@ -213,6 +213,9 @@ void add_fault_options(CLI::App& app, CommandLine& c) {
       "transfer counts as failed")
       ->type_name("BYTES");
   c.stall_after_opt->excludes(c.crash_after_opt);
+  app.add_flag("--short-vring-base", o.short_vring_base,
+               "packed rings: answer GET_VRING_BASE with bits 0-15 only (avail index and wrap\n"
+               "counter; the used half 0), as DPDK's librte_vhost does");
 }
 
 /// How the daemon runs: --connect, --crash-in-request, --pidfile, --verbose.

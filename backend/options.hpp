@@ -62,6 +62,10 @@ struct Options {
   /// the daemon's life) off a ring, before completing it: a request left in
   /// flight, for front-ends to resume.
   uint32_t crash_in_request = 0;
+  /// --short-vring-base: answer a packed ring's GET_VRING_BASE with bits
+  /// 0-15 only (avail index and wrap counter, 0 above), as DPDK's
+  /// librte_vhost does; SET_VRING_BASE still takes both halves.
+  bool short_vring_base = false;
 };
 
 /// "64M", "4096", "1G" -> bytes. Errors: invalid_argument.

@@ -64,7 +64,10 @@ VhostServer::Status VhostServer::vring_request(FrontendRequest& r) {
       return Ack{0};
     case FrontendReq::get_vring_base: {
       stop_ring(index);  // num == 0 (codec)
-      if (auto s = reply(encode_vring_base_reply(index, v.base)); !s)
+      uint32_t base = v.base;
+      if (opt_.short_vring_base && has_bit(s_->features, feature::ring_packed))
+        base &= 0xffffu;  // DPDK's short form: the avail half only
+      if (auto s = reply(encode_vring_base_reply(index, base)); !s)
         return std::move(s).error();
       return Ack{};
     }

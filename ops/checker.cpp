@@ -369,7 +369,11 @@ bool Checker::sleep() {
         bases += (bases.empty() ? "" : " ") + std::string("q") + std::to_string(q.index) + "=" +
                  hex(q.base);
     }
-    return "rings stopped at the driver's next index: " + bases;
+    std::string detail = "rings stopped at the driver's next index: " + bases;
+    // what the device works around in this back-end, each said once
+    for (; notices_shown_ < st->notices.size(); ++notices_shown_)
+      detail += "; note: " + st->notices[notices_shown_];
+    return detail;
   });
 }
 
@@ -461,6 +465,7 @@ bool Checker::restore(const std::string& socket, actors::RestoreOptions o, const
     session_.reset();
     opts_.socket = socket;
     session_ = std::make_unique<actors::DeviceSession>(sys_, device_config(opts_));
+    notices_shown_ = 0;
     if (timeout_)
       session_->set_timeout(*timeout_);
     if (opts_.on_session)

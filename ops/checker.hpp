@@ -148,6 +148,8 @@ private:
   actors::DeviceInfo info_;
   uint64_t driver_features_ = 0;
   unsigned round_ = 0;
+  /// The device's notices (DeviceStatus::notices) already in a step's detail.
+  size_t notices_shown_ = 0;
   bool fuse_initialised_ = false;
   std::vector<CheckStep> steps_;
   std::string failed_;

@@ -239,14 +239,31 @@ Result<void> BackendClient::set_vring_base(uint32_t index, uint32_t base) {
 }
 
 Result<uint32_t> BackendClient::get_vring_base(uint32_t index, bool packed) {
+  if (packed) {
+    auto v = get_packed_vring_base(index);
+    if (!v)
+      return std::move(v).error();
+    return v->base;
+  }
   auto m = call_with_reply(FrontendReq::get_vring_base, bytes_of(wire::VringState{index, 0}), {},
                            deadline_in(timeouts_.drain));
   if (!m)
     return std::move(m).error();
-  auto v = reply::parse_vring_base(*m, index, packed);
+  auto v = reply::parse_vring_base(*m, index, false);
   if (!v)
     return reply_error(std::move(v).error());
   return v;
+}
+
+Result<PackedVringBase> BackendClient::get_packed_vring_base(uint32_t index) {
+  auto m = call_with_reply(FrontendReq::get_vring_base, bytes_of(wire::VringState{index, 0}), {},
+                           deadline_in(timeouts_.drain));
+  if (!m)
+    return std::move(m).error();
+  auto v = reply::parse_vring_base(*m, index, true);
+  if (!v)
+    return reply_error(std::move(v).error());
+  return normalise_packed_base(*v);
 }
 
 namespace {

@@ -61,6 +61,30 @@ struct DeviceStateReply {
   std::optional<UniqueFd> backend_fd;
 };
 
+/// A packed ring's GET_VRING_BASE answer after normalise_packed_base().
+struct PackedVringBase {
+  uint32_t base = 0;        ///< the full form (digest §10.4): used half in bits 16-31
+  bool short_form = false;  ///< the back-end sent only bits 0-15 (avail half)
+};
+
+/// The one normalisation of a packed ring's GET_VRING_BASE answer. The full
+/// form (digest §10.4) is avail index + wrap counter in bits 0-15 and used
+/// index + wrap counter in bits 16-31. DPDK's librte_vhost (22.11: OVS-DPDK,
+/// testpmd's net_vhost, ...) answers with bits 0-15 only and 0 above: the
+/// short form. A stopped ring is drained, so used == avail, which DPDK itself
+/// assumes (its SET_VRING_BASE sets last_used = last_avail); QEMU stores the
+/// upper half verbatim, which would record a wrong used index. So:
+/// * upper half 0, lower half not 0: the short form; used := avail;
+/// * upper half not 0: the full form, unchanged;
+/// * both 0: the same in either form, unchanged (not counted as short).
+/// No other guessing.
+[[nodiscard]] constexpr PackedVringBase normalise_packed_base(uint32_t num) noexcept {
+  const uint32_t avail = num & 0xffffu;
+  if ((num >> 16) == 0 && avail != 0)
+    return {avail | (avail << 16), true};
+  return {num, false};
+}
+
 class BackendClient {
 public:
   explicit BackendClient(Connection conn, Timeouts timeouts = {});
@@ -101,8 +125,12 @@ public:
   [[nodiscard]] Result<void> set_vring_addr(const wire::VringAddr& addr);
   [[nodiscard]] Result<void> set_vring_base(uint32_t index, uint32_t base);
   /// Stops the ring; returns its base. Validates the echoed index, and that a
-  /// split-ring base fits 16 bits unless `packed`.
+  /// split-ring base fits 16 bits unless `packed`; a packed ring's base is
+  /// get_packed_vring_base()'s, normalised.
   [[nodiscard]] Result<uint32_t> get_vring_base(uint32_t index, bool packed = false);
+  /// GET_VRING_BASE of a packed ring: its answer normalised to the full form
+  /// (normalise_packed_base), and whether the back-end sent the short form.
+  [[nodiscard]] Result<PackedVringBase> get_packed_vring_base(uint32_t index);
   /// fd < 0 sends the NOFD flag. index <= 255 (the fd word has 8 index bits).
   [[nodiscard]] Result<void> set_vring_kick(uint32_t index, int fd);
   [[nodiscard]] Result<void> set_vring_call(uint32_t index, int fd);

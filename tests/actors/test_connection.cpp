@@ -90,7 +90,7 @@ TEST_CASE_FIXTURE(RtFixture, "connection: a back-end that never replies times ou
       // a later step is refused at once, and the device is not told again
       std::string again;
       self->request(conn, 5s, stop_queues_atom_v, std::vector<uint16_t>{0}, false)
-          .receive([](std::vector<uint32_t>&) {},
+          .receive([](std::vector<uint32_t>&, int32_t) {},
                    [&](caf::error& e) { again = from_caf(e, "stop").message(); });
       CHECK(again.find("broken") != std::string::npos);
       CHECK(next_lost(self, 200ms).empty());
@@ -124,7 +124,7 @@ TEST_CASE_FIXTURE(RtFixture, "connection: steps before negotiate are refused as 
                                    Timeouts{});
   std::string err;
   self->request(conn, 5s, stop_queues_atom_v, std::vector<uint16_t>{0}, false)
-      .receive([](std::vector<uint32_t>&) {},
+      .receive([](std::vector<uint32_t>&, int32_t) {},
                [&](caf::error& e) { err = from_caf(e, "stop").message(); });
   CHECK(err.find("not connected") != std::string::npos);
   CHECK(next_lost(self, 100ms).empty());

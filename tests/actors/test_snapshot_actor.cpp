@@ -60,7 +60,7 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
         return unused("start");
       },
       [=](stop_queues_atom, const std::vector<uint16_t>&,
-          bool) -> caf::result<std::vector<uint32_t>> { return unused("stop"); },
+          bool) -> caf::result<std::vector<uint32_t>, int32_t> { return unused("stop"); },
       [=](get_config_atom, uint32_t, uint32_t) -> caf::result<std::vector<uint8_t>> {
         return unused("get_config");
       },

@@ -66,6 +66,19 @@ def activate_one_queue(c):
     return activate_one_queue_of(c, None)
 
 
+def activate_one_packed_queue(c):
+    """activate_one_queue with VERSION_1 | RING_PACKED; returns the fds to close."""
+    ram = os.memfd_create('ram')
+    os.ftruncate(ram, 2 << 20)
+    kick, irq = os.eventfd(0), os.eventfd(0)
+    c.ok('set_memory', {'regions': [{'gpa': '0x100000000', 'size': 2 << 20, 'fd': 0}]}, fds=[ram])
+    c.ok('activate', {'features': (1 << 32) | (1 << 34), 'interrupt_fd': 1,
+                      'queues': [{'index': 0, 'size': 64, 'desc': '0x100000000',
+                                  'driver': '0x100000400', 'device': '0x100000800',
+                                  'kick': 0}]}, fds=[kick, irq])
+    return [ram, kick, irq]
+
+
 # ---- the example VMM's flow ---------------------------------------------------------
 
 def test_example_vmm_same_backend_new_backend_and_msix(tmp):
@@ -380,6 +393,33 @@ def test_events_config_change_and_backend_lost(tmp):
             info = c.ok('connect')
             assert info['kind'] == 'blk', info
             assert c.ok('status')['state'] == 'negotiated'
+
+
+def test_short_form_packed_vring_base_is_normalised_and_said_once(tmp):
+    # DPDK's librte_vhost answers a packed ring's GET_VRING_BASE with bits
+    # 0-15 only; vufront-backend --short-vring-base does the same
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--short-vring-base')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, \
+                Control(att.control) as c:
+            fds = activate_one_packed_queue(c)
+            try:
+                for _ in range(2):
+                    c.ok('sleep')
+                    st = c.ok('status')
+                    # a fresh ring: both wrap counters 1, both indices 0 (0x8000 answered)
+                    assert st['queues'][0]['base'] == 0x80008000, st
+                    assert len(st['notices']) == 1 and 'short form' in st['notices'][0], st
+                    c.ok('wake')
+                e = c.wait_event('backend_notice')
+                assert e['device'] == 'disk0' and 'taken as 0x80008000' in e['detail'], e
+                assert not [x for x in c.events if x.get('event') == 'backend_notice'], c.events
+                att.wait_log('disk0: the back-end answers GET_VRING_BASE for packed rings in the '
+                             'short form')
+                assert sum('short form' in line for line in att.log) == 1, att.log_text()
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
 
 def test_backend_restarted_the_device_resumes_by_itself(tmp):

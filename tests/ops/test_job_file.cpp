@@ -1,4 +1,4 @@
-// The job file parser and validator (app/job_file.*): valid files with their
+// The job file parser and validator (ops/job_file.*): valid files with their
 // defaults, every kind of error with its message and place, sizes, the
 // examples in docs/examples.
 #include <doctest/doctest.h>

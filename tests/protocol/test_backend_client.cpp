@@ -247,6 +247,74 @@ TEST_CASE("backend_client: happy path of every call, with and without REPLY_ACK"
   }
 }
 
+TEST_CASE("backend_client: normalise_packed_base: DPDK's short form gets used = avail, nothing else changes") {
+  // the short form: upper half 0, lower half not (DPDK 22.11's librte_vhost)
+  static_assert(normalise_packed_base(0x8002).base == 0x8002'8002u);
+  CHECK(normalise_packed_base(0x8002).short_form);
+  CHECK(normalise_packed_base(0x8000).base == 0x8000'8000u);  // a fresh ring: wrap 1, index 0
+  CHECK(normalise_packed_base(0x8000).short_form);
+  CHECK(normalise_packed_base(0x0005).base == 0x0005'0005u);  // wrap 0, index 5
+  CHECK(normalise_packed_base(0x7fff).base == 0x7fff'7fffu);
+  CHECK(normalise_packed_base(0xffff).base == 0xffff'ffffu);
+  // the full form is kept verbatim, also where the halves differ (no guessing)
+  for (uint32_t full : {0x8002'8002u, 0x8000'8000u, 0x8001'8002u, 0x0003'8002u, 0xffff'ffffu}) {
+    CAPTURE(full);
+    CHECK(normalise_packed_base(full).base == full);
+    CHECK_FALSE(normalise_packed_base(full).short_form);
+  }
+  // both halves 0: the same in either form
+  CHECK(normalise_packed_base(0).base == 0);
+  CHECK_FALSE(normalise_packed_base(0).short_form);
+  // upper half not 0 and lower half 0 (avail index 0, wrap counter 0): the full form, verbatim
+  for (uint32_t full : {0x8000'0000u, 0x0001'0000u, 0x8002'0000u}) {
+    CAPTURE(full);
+    CHECK(normalise_packed_base(full).base == full);
+    CHECK_FALSE(normalise_packed_base(full).short_form);
+  }
+}
+
+TEST_CASE("backend_client: GET_VRING_BASE of a packed ring is normalised in the client, a split one is not") {
+  FdCount leak;
+  {
+    FakeBackend f;
+    script_negotiation(f, 0);
+    // short form, full form, both halves 0, upper half only
+    const std::vector<uint32_t> answers = {0x8002, 0x8002'8002, 0, 0x8003'0000};
+    auto answer = [&](uint32_t num) {
+      f.expect(FrontendReq::get_vring_base, ex(plain, bytes_of(wire::VringState{1, 0})));
+      f.send(reply_bytes(FrontendReq::get_vring_base, bytes_of(wire::VringState{1, num})));
+    };
+    for (int round = 0; round < 2; ++round)
+      for (uint32_t num : answers)
+        answer(num);
+    answer(0x8002);  // a split ring's
+    auto c = f.client(fast());
+    negotiate(c, 0);
+    auto short_form = c.get_packed_vring_base(1).value();
+    CHECK(short_form.base == 0x8002'8002u);
+    CHECK(short_form.short_form);
+    auto full = c.get_packed_vring_base(1).value();
+    CHECK(full.base == 0x8002'8002u);
+    CHECK_FALSE(full.short_form);
+    auto zero = c.get_packed_vring_base(1).value();
+    CHECK(zero.base == 0);
+    CHECK_FALSE(zero.short_form);
+    auto upper = c.get_packed_vring_base(1).value();
+    CHECK(upper.base == 0x8003'0000u);
+    CHECK_FALSE(upper.short_form);
+    // get_vring_base(index, packed) answers the same, normalised
+    CHECK(c.get_vring_base(1, true).value() == 0x8002'8002u);
+    CHECK(c.get_vring_base(1, true).value() == 0x8002'8002u);
+    CHECK(c.get_vring_base(1, true).value() == 0);
+    CHECK(c.get_vring_base(1, true).value() == 0x8003'0000u);
+    // a split ring's base is its next avail index: never touched
+    CHECK(c.get_vring_base(1, false).value() == 0x8002);
+    CHECK(f.finish() == "");
+    CHECK_FALSE(c.broken());
+  }
+  CHECK(leak.leaked() == 0);
+}
+
 TEST_CASE("backend_client: not_negotiated and invalid_argument send nothing") {
   FdCount leak;
   {
