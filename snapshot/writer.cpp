@@ -82,6 +82,7 @@ SnapshotWriter::SnapshotWriter(SnapshotWriter&& other) noexcept
       hasher_(std::move(other.hasher_)),
       max_bytes_(other.max_bytes_),
       written_(other.written_),
+      existing_(other.existing_),
       done_(std::exchange(other.done_, true)) {}
 
 SnapshotWriter& SnapshotWriter::operator=(SnapshotWriter&& other) noexcept {
@@ -93,6 +94,7 @@ SnapshotWriter& SnapshotWriter::operator=(SnapshotWriter&& other) noexcept {
     hasher_ = std::move(other.hasher_);
     max_bytes_ = other.max_bytes_;
     written_ = other.written_;
+    existing_ = other.existing_;
     done_ = std::exchange(other.done_, true);
   }
   return *this;

@@ -134,16 +134,16 @@ def test_an_existing_snapshot_file_is_replaced_only_with_force(tmp):
         with open(s, 'rb') as f:
             assert f.read(8) == b'VUFSNAP\0'
         # a job: refused at validation, naming the step; "force": true replaces
-        steps = ['sleep', {'snapshot': s}]
+        steps = ['activate', 'sleep', {'snapshot': s}]
         path = write_job(tmp, {'devices': [{'name': 'd', 'socket': a.sock, 'steps': steps}]})
         r = vufront('job', path, '--no-progress')
         assert r.returncode == 2, r.stdout + r.stderr
-        assert 'devices[0].steps[1]' in r.stderr and '"force": true' in r.stderr, r.stderr
+        assert 'devices[0].steps[2]' in r.stderr and '"force": true' in r.stderr, r.stderr
         twice = write_job(tmp, {'devices': [{'name': 'd', 'socket': a.sock, 'steps': [
-            'sleep', {'snapshot': s + '2'}, {'snapshot': s + '2'}]}]}, 'twice.json')
+            'activate', 'sleep', {'snapshot': s + '2'}, {'snapshot': s + '2'}]}]}, 'twice.json')
         r = vufront('job', twice, '--no-progress')
-        assert r.returncode == 2 and 'steps[1] writes' in r.stderr, r.stderr
-        steps[1] = {'snapshot': s, 'force': True}
+        assert r.returncode == 2 and 'steps[2] writes' in r.stderr, r.stderr
+        steps[2] = {'snapshot': s, 'force': True}
         path = write_job(tmp, {'devices': [{'name': 'd', 'socket': a.sock, 'steps': steps}]})
         r = vufront('job', path, '--no-progress')
         assert r.returncode == 0, r.stdout + r.stderr

@@ -58,7 +58,7 @@ int wait_for(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("app: a second Ctrl-C runs on_quit, says what it left and exits 130") {
+TEST_CASE("a second Ctrl-C runs on_quit, says what it left and exits 130") {
   TempDir dir;
   const std::string snap = dir.file("s.vfsnap");
   {  // what an unfinished snapshot writer leaves: its temporary

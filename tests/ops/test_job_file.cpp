@@ -3,13 +3,16 @@
 // examples in docs/examples.
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <string>
 
 #include "ops/job_file.hpp"
+#include "tests/support.hpp"
 
 using namespace vufront;
 using namespace vufront::ops;
 using std::chrono::milliseconds;
+using vufront::test::TempDir;
 
 namespace {
 
@@ -41,8 +44,8 @@ TEST_CASE("job file: the suggested shape parses, with every value") {
       {"name": "disk0", "socket": "/tmp/a.sock", "kind": "blk", "queues": 2, "queue_size": 256,
        "packed": false, "msix": true, "timeout": 30, "drain_timeout": 90,
        "steps": ["activate", "check", "sleep",
-                 {"snapshot": "/tmp/disk0.vfsnap", "max_bytes": "1G"},
-                 {"restore": "/tmp/disk0.vfsnap", "socket": "/tmp/b.sock", "timeout": 120},
+                 {"snapshot": "/no-such-dir/disk0.vfsnap", "max_bytes": "1G"},
+                 {"restore": "/no-such-dir/disk0.vfsnap", "socket": "/tmp/b.sock", "timeout": 120},
                  "wake", "check", {"wait": 0.5}, {"barrier": "snapshotted"}, "reset"]},
       {"name": "disk1", "socket": "/tmp/c.sock",
        "steps": ["activate", {"barrier": "snapshotted", "timeout": 5}]}]})");
@@ -63,7 +66,7 @@ TEST_CASE("job file: the suggested shape parses, with every value") {
   CHECK(d.steps[0].kind == JobStepKind::activate);
   CHECK(d.steps[0].timeout == milliseconds(30000));  // the device's
   CHECK(d.steps[3].kind == JobStepKind::snapshot);
-  CHECK(d.steps[3].path == "/tmp/disk0.vfsnap");
+  CHECK(d.steps[3].path == "/no-such-dir/disk0.vfsnap");
   CHECK(d.steps[3].max_bytes == (uint64_t{1} << 30));
   CHECK(d.steps[4].kind == JobStepKind::restore);
   CHECK(d.steps[4].socket == "/tmp/b.sock");
@@ -223,7 +226,7 @@ TEST_CASE("job file: step errors name the step") {
   CHECK(error_of(one_device(R"(["activate", {"wait": 1, "timeout": 5}])")) ==
         R"(devices[0].steps[1].timeout: not an option of "wait" (it has none))");
   CHECK(error_of(one_device(R"(["activate", "sleep", {"snapshot": "f", "max_byte": 5}])")) ==
-        R"(devices[0].steps[2].max_byte: not an option of "snapshot" (options: max_bytes, timeout) (did you mean "max_bytes"?))");
+        R"(devices[0].steps[2].max_byte: not an option of "snapshot" (options: max_bytes, force, timeout) (did you mean "max_bytes"?))");
   CHECK(error_of(one_device(R"(["activate", {"wait": -1}])")) ==
         "devices[0].steps[1].wait: -1 is not in 0..86400 seconds");
   CHECK(error_of(one_device(R"(["activate", {"wait": "1s"}])")) ==
@@ -280,11 +283,25 @@ TEST_CASE("job file: barriers") {
 }
 
 TEST_CASE("job file: two devices may not write one snapshot file") {
-  CHECK(error_of(two_devices(R"(["activate", "sleep", {"snapshot": "/tmp/s.vfsnap"}])",
-                             R"(["activate", "sleep", {"snapshot": "/tmp/./s.vfsnap"}])")) ==
-        R"(devices[1].steps[2]: devices[0].steps[2] writes the same snapshot file "/tmp/./s.vfsnap")");
-  // one device writing it twice is sequential, and fine
-  CHECK(error_of(one_device(R"(["activate", "sleep", {"snapshot": "s"}, {"snapshot": "s"}])")) == "");
+  CHECK(error_of(two_devices(R"(["activate", "sleep", {"snapshot": "/no-such-dir/s.vfsnap"}])",
+                             R"(["activate", "sleep", {"snapshot": "/no-such-dir/./s.vfsnap"}])")) ==
+        R"(devices[1].steps[2]: devices[0].steps[2] writes the same snapshot file "/no-such-dir/./s.vfsnap")");
+  // one device writing it twice is sequential: fine when the second may replace the first
+  CHECK(error_of(one_device(R"(["activate", "sleep", {"snapshot": "s"}, {"snapshot": "s"}])")) ==
+        R"(devices[0].steps[3]: devices[0].steps[2] writes "s" first ("force": true replaces it))");
+  CHECK(error_of(one_device(
+            R"(["activate", "sleep", {"snapshot": "s"}, {"snapshot": "s", "force": true}])")) == "");
+}
+
+TEST_CASE("job file: a snapshot of a file that exists needs \"force\"") {
+  TempDir dir;
+  const std::string f = dir.file("old.vfsnap");
+  { std::ofstream(f) << "an older snapshot"; }
+  const std::string steps = R"(["activate", "sleep", {"snapshot": ")" + f + R"("}])";
+  CHECK(error_of(one_device(steps)) ==
+        "devices[0].steps[2]: \"" + f + "\" exists (\"force\": true replaces it)");
+  const std::string forced = R"(["activate", "sleep", {"snapshot": ")" + f + R"(", "force": true}])";
+  CHECK(error_of(one_device(forced)) == "");
 }
 
 TEST_CASE("job file: load_job reads files, the examples in docs/examples are valid") {
