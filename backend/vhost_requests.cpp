@@ -113,7 +113,10 @@ VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
     case FrontendReq::set_status: {
       const uint64_t v = u64();  // <= 0xff (codec)
       if (v == 0) {
-        reset_device();
+        // QEMU's stop (its reset_status hook; README.md, "The reference back-end"): rings stop,
+        // positions stay for GET_VRING_BASE, the negotiated features stay for
+        // the SET_VRING_ENABLE 0 that follows; RESET_DEVICE forgets them.
+        stop_device();
         return Ack{0};
       }
       const bool was_ok = s_->status & status_bit::driver_ok;
