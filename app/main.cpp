@@ -25,6 +25,15 @@ namespace {
 
 constexpr int exit_usage = 2;
 
+/// --wait-for-backend, for every command that connects to a back-end.
+void add_wait_option(CLI::App* cmd, bool& flag, const char* how_long) {
+  cmd->add_flag("--wait-for-backend", flag,
+                std::string("Wait ") + how_long +
+                    " for the back-end's socket to appear (a back-end\n"
+                    "started later). Without it a path that does not exist or is not a socket\n"
+                    "fails at once; a socket nobody accepts on is retried until the timeout");
+}
+
 std::chrono::milliseconds seconds_to_ms(double s) {
   return std::chrono::milliseconds(static_cast<long long>(std::llround(s * 1000.0)));
 }
@@ -54,6 +63,7 @@ struct ProbeCommand {
                     "Seconds to wait for the socket to accept and for each reply")
         ->default_val(5.0)
         ->check(CLI::Range(0.001, 3600.0));
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_option("--device", device, "Device kind, for decoding config and feature names")
         ->default_val("blk")
         ->check(CLI::IsMember({"blk", "net", "fs", "generic"}));
@@ -113,6 +123,7 @@ struct CheckCommand {
                     "the ring's in-flight I/O is done)")
         ->default_val(drain_s)
         ->check(CLI::Range(0.001, 3600.0));
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the text report");
   }
 
@@ -167,6 +178,7 @@ struct SnapshotCommand {
     cmd->add_option("--max-bytes", max_bytes,
                     "Largest state to accept: bytes or 512K, 512M, 4G, 1T")
         ->default_val("64G");
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the summary line");
   }
 
@@ -205,6 +217,7 @@ struct RestoreCommand {
                     "Seconds for the whole transfer (connect and each request: at most 5)")
         ->default_val(60.0)
         ->check(CLI::Range(0.001, 86400.0));
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the summary line");
   }
 
@@ -282,7 +295,7 @@ struct AttachCommand {
                     "Also accept VMM connections from this uid (besides vufront's own)");
   }
 
-  /// --timeout, --drain-timeout.
+  /// --timeout, --drain-timeout, --wait-for-backend.
   void add_timeout_options() {
     cmd->add_option("--timeout", timeout_s,
                     "Seconds for connecting to each back-end and for each request, except\n"
@@ -294,6 +307,7 @@ struct AttachCommand {
                     "the ring's in-flight I/O is done)")
         ->default_val(drain_s)
         ->check(CLI::Range(0.001, 3600.0));
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout at start (and add_device)");
   }
 
   /// --client-mode, --no-reconnect, --reconnect-give-up, --reconnect-max-delay.

@@ -22,6 +22,9 @@ struct SnapshotCommandOptions {
   /// Deadline of the transfer (connect and each request get at most 5 s of it).
   std::chrono::milliseconds timeout{60000};
   uint64_t max_bytes = uint64_t{64} << 30;
+  /// `--wait-for-backend`: connecting waits up to `timeout` for the socket
+  /// to appear instead of failing at once when nothing is there.
+  bool wait_for_backend = false;
   bool json = false;
 };
 
