@@ -307,7 +307,8 @@ struct AttachCommand {
                     "the ring's in-flight I/O is done)")
         ->default_val(drain_s)
         ->check(CLI::Range(0.001, 3600.0));
-    add_wait_option(cmd, options.wait_for_backend, "up to --timeout at start (and add_device)");
+    add_wait_option(cmd, options.wait_for_backend,
+                    "up to --timeout at start and in add_device (a reconnect always waits)");
   }
 
   /// --client-mode, --no-reconnect, --reconnect-give-up, --reconnect-max-delay.

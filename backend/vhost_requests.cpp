@@ -113,9 +113,8 @@ VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
     case FrontendReq::set_status: {
       const uint64_t v = u64();  // <= 0xff (codec)
       if (v == 0) {
-        // QEMU's stop (its reset_status hook; README.md, "The reference back-end"): rings stop,
-        // positions stay for GET_VRING_BASE, the negotiated features stay for
-        // the SET_VRING_ENABLE 0 that follows; RESET_DEVICE forgets them.
+        // a stop, not a reset: QEMU sends SET_VRING_ENABLE 0 and GET_VRING_BASE
+        // next (README.md, "The reference back-end")
         stop_device();
         return Ack{0};
       }
