@@ -80,19 +80,20 @@ void set_features(BackendClient& c, uint64_t driver_features) {
     must(c.set_status(s | status_bit::features_ok), "SET_STATUS(FEATURES_OK)");
 }
 
-/// A device start as QEMU does it for one driver: features (twice, the call
-/// fds in between), the in-flight region, memory (first start only), queue 0
-/// only, every queue enabled, DRIVER_OK.
+/// A device start as QEMU does it for one driver: features, the in-flight
+/// region, the call fds, features again, memory (first start only), queue 0
+/// only, every queue enabled, DRIVER_OK (the order test_qemu_guest.py's
+/// QEMU 7.2 sends with STATUS and INFLIGHT_SHMFD negotiated).
 void start(BackendClient& c, const GuestMemory& mem, DriverRing& ring, uint64_t driver_features,
            bool add_memory, UniqueFd& inflight_fd) {
   UniqueFd call1 = make_eventfd();
   set_features(c, driver_features);
-  must(c.set_vring_call(0, ring.call.get()), "SET_VRING_CALL q0");
-  must(c.set_vring_call(1, call1.get()), "SET_VRING_CALL q1");
   auto inflight = must(c.get_inflight_fd(2, queue_size), "GET_INFLIGHT_FD");
   REQUIRE(inflight.fd);
   must(c.set_inflight_fd(inflight.desc, inflight.fd.get()), "SET_INFLIGHT_FD");
   inflight_fd = std::move(inflight.fd);
+  must(c.set_vring_call(0, ring.call.get()), "SET_VRING_CALL q0");
+  must(c.set_vring_call(1, call1.get()), "SET_VRING_CALL q1");
   set_features(c, driver_features);
   if (add_memory)
     must(c.add_mem_reg(must(region_payload(mem, 0), "region"), mem.fds().at(0)), "ADD_MEM_REG");
