@@ -10,7 +10,8 @@
   command or while the device runs (left asleep, re-attach and wake);
 * events: config change, back-end lost, shared memory handed to the VMM;
 * reconnect: vufront-backend and qemu-storage-daemon killed and restarted
-  under a VMM, a back-end with other features, client mode;
+  under a VMM, a back-end with other features, a socket gone for a while (an
+  attempt waits for it), client mode; --wait-for-backend at start;
 * several devices, add_device / remove_device.
 
     test_attach.py --vufront build/bin/vufront --vmm build/bin/vufront-example-vmm

@@ -134,7 +134,8 @@ TEST_CASE("vufront-backend: QEMU 7.2's vhost-user-blk sequence with STATUS, rese
     REQUIRE(has_bit(pf, protocol_feature::status));  // the case this test is about
     REQUIRE(has_bit(pf, protocol_feature::inflight_shmfd));
     must(c.set_protocol_features(pf & qemu_protocol_mask), "SET_PROTOCOL_FEATURES");
-    CHECK(must(c.get_queue_num(), "GET_QUEUE_NUM") == 2);
+    const uint64_t queues = must(c.get_queue_num(), "GET_QUEUE_NUM");
+    CHECK(queues == 2);
     must(c.get_max_mem_slots(), "GET_MAX_MEM_SLOTS");
     SocketPair channel = make_socketpair();
     must(c.set_backend_req_fd(channel.second.get()), "SET_BACKEND_REQ_FD");
@@ -147,7 +148,8 @@ TEST_CASE("vufront-backend: QEMU 7.2's vhost-user-blk sequence with STATUS, rese
     must(c.set_vring_err(0, err0.get()), "SET_VRING_ERR q0");
     must(c.set_vring_call(1, call1.get()), "SET_VRING_CALL q1");
     must(c.set_vring_err(1, err1.get()), "SET_VRING_ERR q1");
-    CHECK(must(c.get_config(0, 60), "GET_CONFIG").size() == 60);
+    const auto config = must(c.get_config(0, 60), "GET_CONFIG");
+    CHECK(config.size() == 60);
 
     // ---- the firmware (SeaBIOS) boots from the disk: one read
     UniqueFd inflight;
@@ -156,8 +158,12 @@ TEST_CASE("vufront-backend: QEMU 7.2's vhost-user-blk sequence with STATUS, rese
     must(bios.run([](auto& s) { return virtio::blk_read(s, 0, 512); }), "firmware read");
 
     // ---- the guest kernel resets the device: QEMU stops it, the ring at 1
-    CHECK(stop(c) == 1);
-    CHECK(must(c.get_status(), "GET_STATUS after the stop") == 0);
+    // (values first, then CHECK: a failed must() inside CHECK would be caught
+    // by it and the replay would go on)
+    const uint32_t firmware_base = stop(c);
+    CHECK(firmware_base == 1);
+    const uint8_t status = must(c.get_status(), "GET_STATUS after the stop");
+    CHECK(status == 0);
 
     // ---- Linux's virtio_blk starts it again on new rings and does real I/O
     DriverRing linux_ring = fresh_ring(mem, kernel_rings);
@@ -171,7 +177,8 @@ TEST_CASE("vufront-backend: QEMU 7.2's vhost-user-blk sequence with STATUS, rese
     must(linux_ring.run([](auto& s) { return virtio::blk_read(s, 0, 512); }), "kernel read 0");
 
     // ---- poweroff: stopped again, at 4
-    CHECK(stop(c) == 4);
+    const uint32_t kernel_base = stop(c);
+    CHECK(kernel_base == 4);
   }
   CHECK(be.alive());
   CHECK(be.log().find("dropping front-end") == std::string::npos);
