@@ -25,12 +25,17 @@ PACKAGES=(
   python3 qemu-system-common
   dpdk-dev
 )
+# Only for the tests: a real guest on the reference back-end (QEMU, the cloud
+# kernel and its modules, a static busybox for the initramfs built at test time).
+TEST_PACKAGES=(
+  qemu-system-x86 linux-image-cloud-amd64 busybox-static
+)
 
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
-install_missing() {
+install_missing() {  # install_missing [PACKAGE...]: PACKAGES and these
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
       missing+=("$p")
   done
@@ -51,6 +56,7 @@ build() {
 }
 
 run_tests() {
+  install_missing "${TEST_PACKAGES[@]}"
   build
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
 }

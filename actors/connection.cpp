@@ -173,7 +173,7 @@ Result<Negotiated> connect_and_negotiate(std::shared_ptr<BackendClient>& client,
       return std::move(conn).error();
     client = std::make_shared<BackendClient>(std::move(conn).value(), timeouts);
   } else {
-    auto c = BackendClient::connect(req.socket, wait, timeouts, req.stop.get());
+    auto c = BackendClient::connect(req.socket, wait, timeouts, req.stop.get(), req.wait);
     if (!c)
       return std::move(c).error();
     client = std::make_shared<BackendClient>(std::move(c).value());

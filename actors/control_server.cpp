@@ -111,6 +111,7 @@ Device& add_device(Self self, const DeviceSetup& setup) {
   cfg.socket = setup.backend;
   cfg.timeouts = st.config.timeouts;
   cfg.connect_timeout = st.config.connect_timeout;
+  cfg.wait_for_backend = st.config.wait_for_backend;
   cfg.reconnect = st.config.reconnect;
   cfg.listen = setup.listen;
   Device d;

@@ -48,6 +48,8 @@ struct ControlServerConfig {
   std::vector<DeviceSetup> devices;
   Timeouts timeouts;
   std::chrono::milliseconds connect_timeout{5000};
+  /// A device's first connect waits for its socket to appear (DeviceConfig).
+  bool wait_for_backend = false;
   /// What every device does when its back-end is lost.
   ReconnectPolicy reconnect;
   ControlLog log;

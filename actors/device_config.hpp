@@ -25,6 +25,10 @@ struct DeviceConfig {
   Timeouts timeouts;
   /// Connecting (or, in client mode, waiting for the back-end) per attempt.
   std::chrono::milliseconds connect_timeout{5000};
+  /// The first connect waits for the socket to appear (connect_timeout) instead
+  /// of failing at once when the path does not exist or is not a socket.
+  /// Reconnect attempts always wait (a restarting back-end makes its socket anew).
+  bool wait_for_backend = false;
   /// false: children run no threads (deterministic tests inject messages).
   bool start_threads = true;
   ReconnectPolicy reconnect;

@@ -89,6 +89,11 @@ void connect_and_negotiate(Self self, Done done) {
   NegotiateRequest req;
   req.socket = st.config.socket;
   req.connect_timeout_ms = static_cast<uint32_t>(st.config.connect_timeout.count());
+  // a first connect says at once that nothing is there; a reconnect waits for
+  // the restarted back-end's socket
+  req.wait = st.config.wait_for_backend || st.state == DeviceState::reconnecting
+                 ? ConnectWait::backend
+                 : ConnectWait::socket;
   req.options = st.options;
   req.stop = st.conn_stop;
   if (st.listen)

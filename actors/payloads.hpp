@@ -211,13 +211,13 @@ struct DeviceSetup {
 
 // ---- connection actor payloads ---------------------------------------------
 
-/// Negotiation as one step: connect (retrying until the timeout), SET_OWNER,
-/// GET_FEATURES, GET/SET_PROTOCOL_FEATURES, SET_BACKEND_REQ_FD (with
-/// `channel_fd` if set and negotiated), GET_QUEUE_NUM, GET_MAX_MEM_SLOTS,
-/// GET_SHMEM_CONFIG.
+/// Negotiation as one step: connect (retrying until the timeout as `wait` says),
+/// SET_OWNER, GET_FEATURES, GET/SET_PROTOCOL_FEATURES, SET_BACKEND_REQ_FD (with
+/// `channel_fd`), GET_QUEUE_NUM, GET_MAX_MEM_SLOTS, GET_SHMEM_CONFIG.
 struct NegotiateRequest {
   std::string socket;
   uint32_t connect_timeout_ms = 5000;
+  ConnectWait wait = ConnectWait::socket;
   NegotiateOptions options;
   /// The back-end's end of the channel socketpair (may be empty).
   SharedFd channel_fd;

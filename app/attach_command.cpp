@@ -19,6 +19,7 @@
 #include "actors/control_server.hpp"
 #include "actors/error.hpp"
 #include "actors/system.hpp"
+#include "app/backend_wait.hpp"
 #include "ops/cancel_on_signal.hpp"
 #include "base/unix_socket.hpp"
 #include "control/protocol.hpp"
@@ -137,10 +138,15 @@ int attach_main(const AttachOptions& opts) {
   sc.allowed_uids = opts.allowed_uids;
   sc.devices = opts.devices;
   sc.connect_timeout = opts.timeout;
+  sc.wait_for_backend = opts.wait_for_backend;
   sc.timeouts.request = opts.timeout;
   sc.timeouts.drain = opts.drain_timeout;
   sc.reconnect = opts.reconnect;
   sc.log = log_line;
+  if (opts.wait_for_backend)
+    for (const auto& d : opts.devices)
+      if (auto note = backend_wait_note(d.backend, opts.timeout); !note.empty() && !d.listen)
+        log_line(d.id + ": " + note);
   auto server = sys.spawn(actors::control_server_impl, sc);
   int status = 0;
   {

@@ -24,6 +24,9 @@ struct AttachOptions {
   std::chrono::milliseconds timeout{Timeouts::default_request};
   /// Each ring stop, GET_VRING_BASE (`--drain-timeout`).
   std::chrono::milliseconds drain_timeout{Timeouts::default_drain};
+  /// `--wait-for-backend`: a first connect waits up to `timeout` for the
+  /// socket to appear instead of failing at once when nothing is there.
+  bool wait_for_backend = false;
   /// After a lost back-end: reconnect with backoff and replay (default on).
   actors::ReconnectPolicy reconnect = [] {
     actors::ReconnectPolicy p;

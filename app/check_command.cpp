@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "actors/system.hpp"
+#include "app/backend_wait.hpp"
 #include "ops/check_report.hpp"
 
 namespace vufront::app {
@@ -18,6 +19,9 @@ int check_main(ops::CheckOptions opts) {
               << (opts.packed ? "packed" : "split") << " rings)\n";
     opts.on_step = [](const ops::CheckStep& s) { ops::print_step(std::cout, s); };
   }
+  if (opts.wait_for_backend)
+    if (auto note = backend_wait_note(opts.socket, opts.timeout); !note.empty())
+      std::cerr << "vufront check: " << note << "\n";
   bool ok = false;
   std::vector<ops::CheckStep> steps;
   {

@@ -63,6 +63,7 @@ int demo_main(const DemoOptions& opts) {
   co.socket = socket;
   co.device = DeviceKind::blk;
   co.queues = 2;
+  co.wait_for_backend = true;  // just started: its socket appears once it listens
   if (!opts.json)
     co.on_step = [](const ops::CheckStep& s) { ops::print_step(std::cout, s); };
   actors::SystemConfig cfg;

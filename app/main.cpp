@@ -28,6 +28,15 @@ namespace {
 
 using vufront::cli::exit_usage;
 
+/// --wait-for-backend, for every command that connects to a back-end.
+void add_wait_option(CLI::App* cmd, bool& flag, const char* how_long) {
+  cmd->add_flag("--wait-for-backend", flag,
+                std::string("Wait ") + how_long +
+                    " for the back-end's socket to appear (a back-end\n"
+                    "started later). Without it a path that does not exist or is not a socket\n"
+                    "fails at once; a socket nobody accepts on is retried until the timeout");
+}
+
 std::chrono::milliseconds seconds_to_ms(double s) {
   return std::chrono::milliseconds(static_cast<long long>(std::llround(s * 1000.0)));
 }
@@ -59,6 +68,7 @@ struct ProbeCommand {
                     "Seconds to wait for the socket to accept and for each reply")
         ->default_val(5.0)
         ->check(CLI::Range(0.001, 3600.0));
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_option("--device", device, "Device kind, for decoding config and feature names")
         ->default_val("blk")
         ->check(CLI::IsMember({"blk", "net", "fs", "generic"}));
@@ -120,6 +130,7 @@ struct CheckCommand {
                     "the ring's in-flight I/O is done)")
         ->default_val(drain_s)
         ->check(CLI::Range(0.001, 3600.0));
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the text report");
   }
 
@@ -185,6 +196,7 @@ struct SnapshotCommand {
         ->default_val("64G");
     cmd->add_flag("--force", options.force,
                   "Replace FILE if it exists (only once the new snapshot is complete)");
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the summary line");
   }
 
@@ -225,6 +237,7 @@ struct RestoreCommand {
                     "Seconds for the whole transfer (connect and each request: at most 5)")
         ->default_val(60.0)
         ->check(CLI::Range(0.001, 86400.0));
+    add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the summary line");
   }
 
@@ -303,7 +316,7 @@ struct AttachCommand {
                     "Also accept VMM connections from this uid (besides vufront's own)");
   }
 
-  /// --timeout, --drain-timeout.
+  /// --timeout, --drain-timeout, --wait-for-backend.
   void add_timeout_options() {
     cmd->add_option("--timeout", timeout_s,
                     "Seconds for connecting to each back-end and for each request, except\n"
@@ -315,6 +328,8 @@ struct AttachCommand {
                     "the ring's in-flight I/O is done)")
         ->default_val(drain_s)
         ->check(CLI::Range(0.001, 3600.0));
+    add_wait_option(cmd, options.wait_for_backend,
+                    "up to --timeout at start and in add_device (a reconnect always waits)");
   }
 
   /// --client-mode, --no-reconnect, --reconnect-give-up, --reconnect-max-delay.

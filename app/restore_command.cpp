@@ -41,6 +41,7 @@ int restore_main(const RestoreCommandOptions& opts) {
   run.spec.negotiate.queues = queues;
   run.spec.negotiate.max_queue_size = max_size;
   run.spec.timeout = opts.timeout;
+  run.spec.wait_for_backend = opts.wait_for_backend;
   run.json = opts.json;
   run.json_extra["snapshot_created"] = m.created;
   run.spec.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {

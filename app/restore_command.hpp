@@ -18,6 +18,9 @@ struct RestoreCommandOptions {
   /// When given, must be the file's device kind.
   std::optional<DeviceKind> device;
   std::chrono::milliseconds timeout{60000};
+  /// `--wait-for-backend`: connecting waits up to `timeout` for the socket
+  /// to appear instead of failing at once when nothing is there.
+  bool wait_for_backend = false;
   bool json = false;
 };
 

@@ -48,6 +48,7 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
   run.spec.negotiate.kind = opts.device;
   run.spec.negotiate.queues = 1;
   run.spec.timeout = opts.timeout;
+  run.spec.wait_for_backend = opts.wait_for_backend;
   run.json = opts.json;
   run.spec.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
     actors::SnapshotOptions o;

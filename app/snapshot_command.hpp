@@ -25,6 +25,9 @@ struct SnapshotCommandOptions {
   /// Replace an existing FILE (without it, an existing FILE is a usage error,
   /// and one that appears during the transfer is left as it is).
   bool force = false;
+  /// `--wait-for-backend`: connecting waits up to `timeout` for the socket
+  /// to appear instead of failing at once when nothing is there.
+  bool wait_for_backend = false;
   bool json = false;
 };
 

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "actors/system.hpp"
+#include "app/backend_wait.hpp"
 #include "ops/cancel_on_signal.hpp"
 #include "ops/transfer_report.hpp"
 
@@ -18,6 +19,9 @@ int run_transfer_command(const TransferRun& run) {
   nlohmann::json out = run.json_extra;
   out["socket"] = run.spec.socket;
   out["device"] = name(run.spec.negotiate.kind);
+  if (run.spec.wait_for_backend)
+    if (auto note = backend_wait_note(run.spec.socket, run.spec.timeout); !note.empty())
+      std::cerr << prefix << note << '\n';
   auto outcome = ops::run_transfer(sys, run.spec, interrupt);
   if (!outcome.result) {
     std::string msg = ops::step_message(outcome.result.error(), outcome.failed_step);

@@ -113,7 +113,9 @@ VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
     case FrontendReq::set_status: {
       const uint64_t v = u64();  // <= 0xff (codec)
       if (v == 0) {
-        reset_device();
+        // a stop, not a reset: QEMU sends SET_VRING_ENABLE 0 and GET_VRING_BASE
+        // next (README.md, "The reference back-end")
+        stop_device();
         return Ack{0};
       }
       const bool was_ok = s_->status & status_bit::driver_ok;

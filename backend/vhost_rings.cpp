@@ -250,6 +250,15 @@ void VhostServer::reset_device() {
   s_->start_pending = false;
 }
 
+void VhostServer::stop_device() {
+  for (uint32_t i = 0; i < s_->vrings.size(); ++i)
+    stop_ring(i);
+  dev_->reset();
+  s_->status = 0;
+  s_->shmem_mapped = false;
+  s_->start_pending = false;
+}
+
 void VhostServer::device_started() {
   const SharedWindow window = dev_->shared_window();
   if (!s_->backend || s_->shmem_mapped || !negotiated(protocol_feature::shmem) ||

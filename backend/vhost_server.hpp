@@ -97,7 +97,13 @@ private:
   void stop_ring(uint32_t index);
   void process_ring(uint32_t index);
   void rebuild_queues();
+  /// RESET_DEVICE, RESET_OWNER: rings, features and status back to a new
+  /// front-end's (protocol features stay: the connection's, not the device's).
   void reset_device();
+  /// SET_STATUS 0: every ring stopped where it is (GET_VRING_BASE answers
+  /// its position), status 0, the device's queued data dropped; the
+  /// negotiated features, ring set-up and in-flight region stay.
+  void stop_device();
   /// Fresh vrings for a new front-end or a device reset (the device decides
   /// which start enabled).
   void init_vrings();

@@ -37,6 +37,27 @@ bool unix_connect(int fd, const UnixAddress& to) noexcept {
   return ::connect(fd, to.get(), UnixAddress::size()) == 0;
 }
 
+SocketPath inspect_socket_path(const std::string& path) {
+  struct stat sb {};
+  if (::stat(path.c_str(), &sb) != 0) {
+    if (errno == ENOENT)
+      return {SocketPathKind::missing, "no such file"};
+    if (errno == ENOTDIR)
+      return {SocketPathKind::missing, "no such file (a component of the path is not a directory)"};
+    return {SocketPathKind::unknown,
+            std::string("cannot be examined (") + std::strerror(errno) + ")"};
+  }
+  switch (sb.st_mode & S_IFMT) {
+    case S_IFSOCK: return {SocketPathKind::socket, "a socket"};
+    case S_IFDIR: return {SocketPathKind::directory, "a directory, not a socket"};
+    case S_IFREG: return {SocketPathKind::other, "not a socket (a regular file)"};
+    case S_IFIFO: return {SocketPathKind::other, "not a socket (a named pipe)"};
+    case S_IFCHR: return {SocketPathKind::other, "not a socket (a character device)"};
+    case S_IFBLK: return {SocketPathKind::other, "not a socket (a block device)"};
+    default: return {SocketPathKind::other, "not a socket"};
+  }
+}
+
 bool unix_bind(int fd, const UnixAddress& at) noexcept {
   return ::bind(fd, at.get(), UnixAddress::size()) == 0;
 }

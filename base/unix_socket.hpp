@@ -52,6 +52,20 @@ struct UnixAddress {
 /// One bind() of `fd` to `at`; false on failure (errno set).
 [[nodiscard]] bool unix_bind(int fd, const UnixAddress& at) noexcept;
 
+/// What is at a socket path (stat(), following symlinks as connect() does).
+enum class SocketPathKind { missing, socket, directory, other, unknown };
+
+struct SocketPath {
+  SocketPathKind kind = SocketPathKind::unknown;
+  /// For a human: "no such file", "a socket", "a directory", "not a socket
+  /// (a regular file)", "cannot be examined (Permission denied)".
+  std::string text;
+};
+
+/// What is at `path` now. `missing` also when a component of the path is
+/// not a directory (ENOTDIR); `unknown` when stat() fails otherwise.
+[[nodiscard]] SocketPath inspect_socket_path(const std::string& path);
+
 /// Why make_listening_socket() failed.
 enum class ListenFailure { none, bad_path, in_use, not_a_socket, system };
 

@@ -183,7 +183,10 @@ double raw_pipe(const MemorySource& src) {
 }
 
 BackendClient raw_client(const std::string& socket) {
-  auto c = must(BackendClient::connect(socket, std::chrono::seconds(5)), "connect");
+  // the back-end was just started: its socket appears once it listens
+  auto c = must(BackendClient::connect(socket, std::chrono::seconds(5), {}, nullptr,
+                                       ConnectWait::backend),
+                "connect");
   must(c.set_owner(), "SET_OWNER");
   auto f = must(c.get_features(), "GET_FEATURES");
   auto pf = must(c.get_protocol_features(), "GET_PROTOCOL_FEATURES");
@@ -248,6 +251,7 @@ actors::NegotiateOptions blk() {
 actors::DeviceConfig config_for(const std::string& socket) {
   actors::DeviceConfig c;
   c.socket = socket;
+  c.wait_for_backend = true;  // the back-end was just started
   return c;
 }
 

@@ -24,6 +24,7 @@ actors::DeviceConfig device_config(const CheckOptions& o) {
     c.timeouts = *o.timeouts;
   c.reconnect = o.reconnect;
   c.listen = o.listen;
+  c.wait_for_backend = o.wait_for_backend;
   return c;
 }
 

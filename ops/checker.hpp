@@ -52,6 +52,9 @@ struct CheckOptions {
   actors::ReconnectPolicy reconnect;
   /// Client mode: listen on `socket`, the back-end connects to it.
   bool listen = false;
+  /// The first connect waits up to `timeout` for the socket to appear
+  /// (`--wait-for-backend`) instead of failing at once when nothing is there.
+  bool wait_for_backend = false;
   /// Negotiate INFLIGHT_SHMFD when offered (the back-end records requests
   /// in flight; a restarted one resubmits them).
   bool inflight = false;

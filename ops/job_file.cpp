@@ -219,7 +219,7 @@ JobDevice parse_device(const json& v, const std::string& where, size_t index) {
   object_at(v, where);
   only_keys(v, where,
             {"name", "socket", "kind", "queues", "queue_size", "packed", "msix", "fs_file",
-             "timeout", "drain_timeout", "steps", "comment"});
+             "timeout", "drain_timeout", "wait_for_backend", "steps", "comment"});
   JobDevice d;
   d.name = "dev" + std::to_string(index);
   if (v.contains("name")) {
@@ -246,6 +246,8 @@ JobDevice parse_device(const json& v, const std::string& where, size_t index) {
         static_cast<uint16_t>(get_uint(v.at("queue_size"), at(where, "queue_size"), 2, 32768));
   if (v.contains("packed"))
     d.packed = get_bool(v.at("packed"), at(where, "packed"));
+  if (v.contains("wait_for_backend"))
+    d.wait_for_backend = get_bool(v.at("wait_for_backend"), at(where, "wait_for_backend"));
   if (!d.packed && (d.queue_size & (d.queue_size - 1)) != 0)
     fail(at(where, "queue_size"), std::to_string(d.queue_size) +
                                       " is not a power of two (split rings need one; packed rings "

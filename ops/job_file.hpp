@@ -51,6 +51,9 @@ struct JobDevice {
   std::chrono::milliseconds timeout{60000};
   /// Each ring stop, GET_VRING_BASE ("drain_timeout").
   std::chrono::milliseconds drain_timeout{Timeouts::default_drain};
+  /// "wait_for_backend": connecting waits up to `timeout` for the socket to
+  /// appear instead of failing at once when nothing (or no socket) is there.
+  bool wait_for_backend = false;
   std::vector<JobStep> steps;
 };
 

@@ -37,6 +37,7 @@ CheckOptions check_options(const JobDevice& d) {
   o.fs_file = d.fs_file;
   o.timeout = d.timeout;
   o.drain_timeout = d.drain_timeout;
+  o.wait_for_backend = d.wait_for_backend;
   return o;
 }
 

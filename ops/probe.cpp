@@ -31,7 +31,9 @@ BringupOptions probe_bringup_options(const ProbeOptions& opts, int channel_fd) {
 Result<ProbeResult> run_probe(const ProbeOptions& opts) {
   Timeouts timeouts;
   timeouts.request = opts.timeout;
-  auto client_or = BackendClient::connect(opts.socket, opts.timeout, timeouts);
+  auto client_or = BackendClient::connect(
+      opts.socket, opts.timeout, timeouts, nullptr,
+      opts.wait_for_backend ? ConnectWait::backend : ConnectWait::socket);
   if (!client_or)
     return std::move(client_or).error();
   BackendClient& client = *client_or;

@@ -20,6 +20,9 @@ struct ProbeOptions {
   DeviceKind device = DeviceKind::blk;
   std::optional<uint32_t> config_size;  ///< default: virtio::config_size(device)
   std::chrono::milliseconds timeout{5000};
+  /// Wait up to `timeout` for the socket to appear instead of failing at
+  /// once when nothing (or no socket) is at the path.
+  bool wait_for_backend = false;
   bool json = false;  ///< the command's output form (not used by run_probe)
 };
 

@@ -31,13 +31,14 @@ TransferOutcome run_transfer(caf::actor_system& sys, const TransferSpec& spec,
   actors::DeviceConfig dc;
   dc.socket = spec.socket;
   auto short_wait = std::min(spec.timeout, milliseconds(5000));
-  dc.connect_timeout = short_wait;
+  dc.connect_timeout = spec.wait_for_backend ? spec.timeout : short_wait;
+  dc.wait_for_backend = spec.wait_for_backend;
   dc.timeouts.request = short_wait;
   actors::DeviceSession session(sys, dc);
   interrupt.on_signal([&session] { session.cancel(); });
   // The device's own deadlines (connect, each request, the transfer) fire
   // first; this one only bounds the wait for its answer.
-  session.set_timeout(spec.timeout + 2 * short_wait + milliseconds(10000));
+  session.set_timeout(dc.connect_timeout + spec.timeout + short_wait + milliseconds(10000));
   auto info = session.negotiate(spec.negotiate);
   if (!info) {
     interrupt.on_signal(nullptr);

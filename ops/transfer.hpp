@@ -24,6 +24,9 @@ struct TransferSpec {
   actors::NegotiateOptions negotiate;
   /// The transfer's deadline; connecting and each request get at most 5 s of it.
   std::chrono::milliseconds timeout{60000};
+  /// Connecting waits for the socket to appear, up to `timeout`, instead of
+  /// failing at once when nothing (or no socket) is at the path.
+  bool wait_for_backend = false;
   /// The transfer itself, given the progress line (an invalid handle when
   /// stderr is not a terminal).
   std::function<Result<actors::SnapshotInfo>(actors::DeviceSession&, const caf::actor& progress)>

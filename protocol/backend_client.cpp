@@ -31,8 +31,9 @@ BackendClient::BackendClient(Connection conn, Timeouts timeouts)
 
 Result<BackendClient> BackendClient::connect(const std::string& path,
                                              std::chrono::milliseconds timeout,
-                                             Timeouts timeouts, const std::atomic<bool>* stop) {
-  auto c = Connection::connect(path, deadline_in(timeout), stop);
+                                             Timeouts timeouts, const std::atomic<bool>* stop,
+                                             ConnectWait wait) {
+  auto c = Connection::connect(path, deadline_in(timeout), stop, wait);
   if (!c)
     return std::move(c).error();
   return BackendClient(std::move(c).value(), timeouts);

@@ -89,12 +89,13 @@ class BackendClient {
 public:
   explicit BackendClient(Connection conn, Timeouts timeouts = {});
 
-  /// Connects to a listening back-end (retrying until the deadline, see
-  /// Connection::connect).
+  /// Connects to a listening back-end (retrying until the deadline as `wait`
+  /// says, see Connection::connect).
   [[nodiscard]] static Result<BackendClient> connect(const std::string& path,
                                                      std::chrono::milliseconds timeout,
                                                      Timeouts timeouts = {},
-                                                     const std::atomic<bool>* stop = nullptr);
+                                                     const std::atomic<bool>* stop = nullptr,
+                                                     ConnectWait wait = ConnectWait::socket);
 
   // ---- session and features
   [[nodiscard]] Result<void> set_owner();

@@ -86,15 +86,31 @@ Connection::Connection(UniqueFd socket) : sock_(std::move(socket)) {
     broken_ = make_error(errc::io_error, "connection", "cannot set O_NONBLOCK", errno);
 }
 
+namespace {
+
+/// Why nobody accepted at a path, from the last connect()'s errno and what
+/// is at the path.
+std::string nobody_accepted(int last_errno, const SocketPath& seen) {
+  if (last_errno == EAGAIN)
+    return "the back-end's listen backlog stayed full (" + std::string(std::strerror(EAGAIN)) + ")";
+  if (seen.kind == SocketPathKind::socket)
+    return "the socket exists but nobody accepts on it: stale, or its back-end is not listening "
+           "(yet) (" + std::string(std::strerror(last_errno)) + ")";
+  if (seen.kind == SocketPathKind::missing)
+    return "nothing is at the path (" + seen.text + ")";
+  return "the path is " + seen.text;
+}
+
+}  // namespace
+
 Result<Connection> Connection::connect(const std::string& path, Deadline deadline,
-                                       const std::atomic<bool>* stop) {
+                                       const std::atomic<bool>* stop, ConnectWait wait) {
   const std::string what = "connect " + path;
   auto addr = unix_address(path, what);
   if (!addr)
     return std::move(addr).error();
 
   auto backoff = std::chrono::milliseconds(10);
-  int last_errno = 0;
   for (;;) {
     UniqueFd s = make_unix_socket(SOCK_STREAM, SOCK_NONBLOCK);
     if (!s)
@@ -105,17 +121,30 @@ Result<Connection> Connection::connect(const std::string& path, Deadline deadlin
     } while (!connected && errno == EINTR);
     if (connected)
       return Connection(std::move(s));
-    last_errno = errno;
-    // ECONNREFUSED/ENOENT: nobody listening (yet); EAGAIN: the backlog is full.
-    if (last_errno != ECONNREFUSED && last_errno != ENOENT && last_errno != EAGAIN)
+    const int last_errno = errno;
+    // ECONNREFUSED: nobody listens on the socket, or the path is not a
+    // socket; ENOENT/ENOTDIR: nothing there; EAGAIN: the backlog is full.
+    if (last_errno != ECONNREFUSED && last_errno != ENOENT && last_errno != ENOTDIR &&
+        last_errno != EAGAIN)
       return make_error(errc::io_error, what, "connect() failed", last_errno);
+    const SocketPath seen = inspect_socket_path(path);
+    if (wait == ConnectWait::socket && last_errno != EAGAIN) {
+      if (seen.kind == SocketPathKind::missing)
+        return make_error(errc::not_found, what,
+                          seen.text + ": no back-end socket at this path (start the back-end "
+                                      "first, or let vufront wait for it: --wait-for-backend; in a "
+                                      "job, \"wait_for_backend\": true)");
+      if (seen.kind == SocketPathKind::directory || seen.kind == SocketPathKind::other)
+        return make_error(errc::invalid_argument, what,
+                          seen.text + ": give the back-end's vhost-user socket");
+    }
     if (stopped(stop))
       return make_error(errc::cancelled, what, "stopped while waiting for the back-end to listen");
     int left = remaining_ms(deadline);
     if (left == 0)
       return make_error(errc::timeout, what,
-                        "no back-end accepted before the deadline (last error: " +
-                            std::string(std::strerror(last_errno)) + ")");
+                        "no back-end accepted before the deadline: " +
+                            nobody_accepted(last_errno, seen));
     // A retry wait in product code: the back-end is not listening yet.
     (void)wait_fds(nullptr, 0, static_cast<int>(std::min<long long>(backoff.count(), left)));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(stop_check_ms));

@@ -51,6 +51,17 @@ struct Message {
 /// closed rather than truncated.
 inline constexpr size_t max_fds_per_message = 8;
 
+/// What a connect waits for while nothing accepts at the path.
+enum class ConnectWait : uint8_t {
+  /// A socket nobody accepts on (stale, or its back-end restarting) is tried
+  /// again until the deadline; a path that does not exist or is not a socket
+  /// fails at once, saying what is there.
+  socket,
+  /// Everything is tried again until the deadline: the back-end creates its
+  /// socket later (--wait-for-backend, and every reconnect attempt).
+  backend,
+};
+
 class Connection {
 public:
   /// Takes an already connected unix stream socket.
@@ -58,12 +69,16 @@ public:
   Connection(Connection&&) noexcept = default;
   Connection& operator=(Connection&&) noexcept = default;
 
-  /// Connects to the unix socket at `path`, retrying ECONNREFUSED/ENOENT
-  /// (back-end not listening yet) until `deadline`, or until `*stop` is set
-  /// (checked between tries, at most 100 ms apart).
-  /// Errors: invalid_argument (path too long), timeout, cancelled (stop), io_error.
+  /// Connects to the unix socket at `path`, retrying while nobody accepts
+  /// (as `wait` says) until `deadline`, or until `*stop` is set (checked
+  /// between tries, at most 100 ms apart).
+  /// Errors: invalid_argument (path too long; with ConnectWait::socket a
+  /// directory or another file that is not a socket), not_found (with
+  /// ConnectWait::socket: no such file), timeout (naming what was at the
+  /// path), cancelled (stop), io_error.
   [[nodiscard]] static Result<Connection> connect(const std::string& path, Deadline deadline,
-                                                  const std::atomic<bool>* stop = nullptr);
+                                                  const std::atomic<bool>* stop = nullptr,
+                                                  ConnectWait wait = ConnectWait::socket);
 
   /// Client mode (the back-end connects to us, as DPDK's --client does):
   /// a listening stream socket at `path` (mode 0600, non-blocking). A stale

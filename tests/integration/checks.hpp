@@ -17,13 +17,13 @@ namespace vufront::test {
 template <class T>
 T must(Result<T> r, const char* what) {
   if (!r.ok())
-    FAIL(what << " failed: " << r.error().message());
+    FAIL(std::string(what) << " failed: " << r.error().message());
   return std::move(r).value();
 }
 
 inline void must(Result<void> r, const char* what) {
   if (!r.ok())
-    FAIL(what << " failed: " << r.error().message());
+    FAIL(std::string(what) << " failed: " << r.error().message());
 }
 
 /// The check's last failed step ("name: detail"), "" if none: the step that

@@ -10,7 +10,8 @@
   command or while the device runs (left asleep, re-attach and wake);
 * events: config change, back-end lost, shared memory handed to the VMM;
 * reconnect: vufront-backend and qemu-storage-daemon killed and restarted
-  under a VMM, a back-end with other features, client mode;
+  under a VMM, a back-end with other features, a socket gone for a while (an
+  attempt waits for it), client mode; --wait-for-backend at start;
 * several devices, add_device / remove_device.
 
     test_attach.py --vufront build/bin/vufront --vmm build/bin/vufront-example-vmm
@@ -27,7 +28,7 @@ import sys
 import threading
 
 from runner import run_tests
-from vubackend import Attach, Backends, Control, Peer, open_fds, run
+from vubackend import Attach, Backends, Control, Peer, StderrLog, open_fds, run
 
 ARGS = None
 # A python any uid can run (the test's own may live under /root).
@@ -466,6 +467,61 @@ def test_backend_restarted_the_device_resumes_by_itself(tmp):
                 os.close(fd)
 
 
+def test_reconnect_waits_for_a_backend_whose_socket_is_gone_for_a_while(tmp):
+    # A first connect to a missing socket fails at once; a reconnect attempt
+    # must not: a restarting back-end removes its socket and makes it anew.
+    img = os.path.join(tmp, 'disk.img')
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--image', img)
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--timeout', '1',
+                    '--reconnect-max-delay', '0.2') as att, Control(att.control) as c:
+            fds = activate_one_queue(c)
+            a.stop()  # a clean exit: its socket file goes with it
+            assert not os.path.exists(a.sock)
+            c.wait_event('backend_lost')
+            e = c.wait_event('reconnecting')
+            assert 'first attempt' in e['detail'], e
+            # the first attempt waited its whole connect timeout for the socket
+            e = c.wait_event('reconnecting', timeout=30)
+            assert 'attempt 1 failed' in e['detail'], e
+            assert 'no back-end accepted before the deadline: nothing is at the path (no such file)' \
+                in e['detail'], e
+            assert 'not_found' not in e['detail'], e
+            bs.start('a', '--size', '4M', '--image', img)
+            e = c.wait_event('resumed', timeout=30)
+            assert e['state'] == 'active', e
+            c.ok('sleep')
+            c.ok('wake')
+            for fd in fds:
+                os.close(fd)
+
+
+def test_wait_for_backend_at_start(tmp):
+    sock = os.path.join(tmp, 'later.sock')
+    proc = subprocess.Popen([ARGS.vufront, 'attach', '--control', ctl_path(tmp), '--backend', sock,
+                             '--wait-for-backend', '--timeout', '30'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = StderrLog(proc.stderr)
+    try:
+        with Backends(ARGS.backend, tmp) as bs:
+            log.expect('disk0: waiting up to 30 s for a back-end to listen at ' + sock +
+                       ' (now: no such file)')
+            assert proc.poll() is None, ''.join(log)
+            bs.start('later')
+            log.expect(' serving disk0 (blk, ' + sock + ')', timeout=30)
+            with Control(ctl_path(tmp)) as c:
+                assert c.ok('status')['state'] == 'negotiated'
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 0, ''.join(log)
+
+
 def test_client_mode_the_backend_connects_to_vufront(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         sock = os.path.join(tmp, 'a.sock')
@@ -588,6 +644,7 @@ def test_usage_errors_exit_2_and_unreachable_backend_exits_1(tmp):
             ctl_path(tmp), '--timeout', '0.3', timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
     assert 'disk0: ' in r.stderr and 'connect' in r.stderr, r.stderr
+    assert 'no such file' in r.stderr, r.stderr  # said at once, not after the timeout
     assert not os.path.exists(ctl_path(tmp))
     assert 'attach' in run(ARGS.vufront, 'attach', '--help').stdout
 

@@ -113,7 +113,7 @@ def test_check_fs_virtiofsd(tmp):
 def test_check_without_backend_fails_at_negotiate(tmp):
     r = vufront('check', os.path.join(tmp, 'nobody.sock'), '--timeout', '0.2')
     assert r.returncode == 1
-    assert 'FAIL  negotiate' in r.stdout and 'No such file' in r.stdout, r.stdout
+    assert 'FAIL  negotiate' in r.stdout and 'no such file' in r.stdout, r.stdout
 
 
 def test_check_backend_dying_at_sleep_names_the_step(tmp):

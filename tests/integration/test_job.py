@@ -112,7 +112,7 @@ def test_job_failing_device_releases_barrier_and_names_step(tmp):
         disk0, ghost = summary['devices']
         assert disk0['result'] == 'ok' and disk0['steps_ok'] == 5, disk0
         assert ghost['result'] == 'failed' and ghost['failed_step'] == 0, ghost
-        assert ghost['failed_name'] == 'activate' and 'No such file' in ghost['error'], ghost
+        assert ghost['failed_name'] == 'activate' and 'no such file' in ghost['error'], ghost
         barrier = events[index_of(events, 'disk0', 'barrier', 'done')]
         assert 'released without ghost (failed at steps[0] activate)' in barrier['detail'], barrier
         assert 'vufront job: ghost: steps[0] activate: ' in r.stderr, r.stderr
@@ -174,12 +174,12 @@ def test_snapshot_and_restore_unknown_socket_exit_1(tmp):
     assert r.returncode == 1, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith('vufront snapshot: connect ' + sock), r.stderr
-    assert 'No such file' in lines[0]
+    assert 'not_found: no such file' in lines[0], lines[0]
     assert not os.path.exists(out) and leftovers(tmp) == []
     r = vufront('snapshot', sock, '--out', out, '--timeout', '0.3', '--json')
     assert r.returncode == 1
     j = json.loads(r.stdout)
-    assert j['ok'] is False and j['step'] == 'negotiate' and 'No such file' in j['error'], j
+    assert j['ok'] is False and j['step'] == 'negotiate' and 'no such file' in j['error'], j
     # restore checks the file before it connects: not a snapshot
     notsnap = os.path.join(tmp, 'not.vfsnap')
     with open(notsnap, 'w') as f:

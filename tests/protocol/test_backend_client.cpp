@@ -549,9 +549,12 @@ TEST_CASE("backend_client: no reply times out, a late reply is never matched") {
   CHECK(leak.leaked() == 0);
 }
 
-TEST_CASE("backend_client: connect() to a missing socket times out") {
+TEST_CASE("backend_client: connect() to a missing socket fails at once, or times out waiting") {
   vufront::test::TempDir dir;
-  auto c = BackendClient::connect(dir.file("none.sock"), 100ms);
+  auto c = BackendClient::connect(dir.file("none.sock"), 600s);
   REQUIRE_FALSE(c.ok());
-  CHECK(c.error().code == errc::timeout);
+  CHECK(c.error().code == errc::not_found);
+  auto waited = BackendClient::connect(dir.file("none.sock"), 100ms, {}, nullptr, ConnectWait::backend);
+  REQUIRE_FALSE(waited.ok());
+  CHECK(waited.error().code == errc::timeout);
 }
