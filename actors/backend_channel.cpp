@@ -7,6 +7,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <caf/actor_cast.hpp>
@@ -124,6 +125,23 @@ bool refuse_in_order(ReaderCore& c, uint32_t code, uint64_t status) {
   return true;
 }
 
+/// Why the channel broke while framing a message: the request its header
+/// named (with its flags and size), when a header was read, then the reason
+/// ("BACKEND_CONFIG_CHANGE_MSG (flags 0x9, 65536 bytes): oversized: header announces
+/// ...; body not read"; "disconnected: peer closed the connection").
+std::string framing_failure(const Error& e, const std::optional<wire::Header>& header) {
+  std::string out;
+  if (header)
+    out = backend_req_name(header->request) + " (flags " + hex(header->flags) + ", " +
+          std::to_string(header->size) + " bytes): ";
+  out += to_string(e.code);
+  if (!e.detail.empty())
+    out += ": " + e.detail;
+  if (e.sys_errno != 0)
+    out += std::string(" (") + std::strerror(e.sys_errno) + ")";
+  return out;
+}
+
 void note_queued(ChannelCounters& k) {
   const uint64_t now = ++k.queued;
   uint64_t seen = k.high_water.load();
@@ -150,7 +168,7 @@ void read_loop(ReaderCore& c) {
     auto m = c.conn.receive(backend_request_max_body, backend_request_max_fds,
                             deadline_in(channel_message_timeout), kChannel);
     if (!m) {
-      report_eof(c, m.error().message());
+      report_eof(c, framing_failure(m.error(), c.conn.last_header()));
       return;
     }
     ++c.counters->received;
@@ -264,14 +282,25 @@ namespace {
 
 using Self = channel_actor::stateful_pointer<ChannelState>;
 
+/// The channel is lost: the device is told (once), then the channel is
+/// closed at once. shutdown() ends the socket for every copy of it (the
+/// worker's hang-up watch holds one until the device drops it), so the
+/// back-end sees EOF now; the reader task is stopped and joined (it only
+/// reports and returns by now) and the writer closed, so the actor holds no
+/// fd of the channel any more.
 void report_lost(Self self, const std::string& reason) {
   auto& st = self->state;
   if (st.lost)
     return;
   st.lost = true;
   tell_device(st.device, lost_atom_v, caf::actor_cast<caf::actor_addr>(self), "back-end channel: " + reason);
-  if (st.reader)
+  if (st.writer && st.writer->fd() >= 0)
+    ::shutdown(st.writer->fd(), SHUT_RDWR);
+  st.writer.reset();
+  if (st.reader) {
     st.reader->stop();
+    st.reader.reset();
+  }
 }
 
 /// The range must lie in region `shmid` and be page-aligned.

@@ -15,9 +15,13 @@
 //
 // Failures.
 //  * Broken framing (oversized, bad flags, truncated, EOF, timeout, fds that
-//    do not fit): the reader stops and sends (channel_eof_atom, reason); the
-//    actor sends (lost_atom, its address, "back-end channel: " + reason) to the device,
-//    once. A reply that cannot be written is a loss as well.
+//    do not fit): the reader stops and sends (channel_eof_atom, reason), the
+//    reason naming the request when its header was read ("BACKEND_CONFIG_CHANGE_MSG
+//    (flags 0x9, 65536 bytes): oversized: ..."); the actor sends (lost_atom,
+//    its address, "back-end channel: " + reason) to the device, once, and
+//    closes the channel at once: shutdown() (the back-end sees EOF now,
+//    whoever else holds a copy), the writer closed, the reader stopped and
+//    joined. A reply that cannot be written is a loss as well.
 //  * A message that framed fine but that decode refused (unknown request,
 //    not negotiated, bad size, payload or fds; its fds are closed by decode):
 //    counted in `refused`; if NEED_REPLY was set the reader answers it with a

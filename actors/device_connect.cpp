@@ -34,14 +34,27 @@ std::string ms_text(milliseconds d) { return std::to_string(d.count()) + " ms"; 
 
 // ---- connect + negotiate ----------------------------------------------------------
 
+/// The connection (negotiate or a reconnect attempt) ends with what a child
+/// reported lost meanwhile, if it did: the back-end channel broke during the
+/// negotiation, say. Nothing is marked broken then: the device was not
+/// connected yet, and the caller fails or tries again.
+std::optional<Error> lost_while_connecting(const DeviceData& st) {
+  if (st.child_lost.empty())
+    return std::nullopt;
+  return make_error(errc::broken, "negotiate", "the back-end was lost: " + st.child_lost);
+}
+
 /// After the connection's negotiation: the channel, the hang-up watch, and a
-/// round trip to each child so their set-up (threads, fds) is done.
+/// round trip to each child so their set-up (threads, fds) is done; a loss
+/// any of them reported by then fails it.
 void set_up_children(Self self, const DeviceInfo& info, const SharedFd& sock, const SharedFd& ours,
                      Done done) {
   auto& st = self->state;
   if (st.exiting)  // the reply came after the shutdown began: start nothing
     return done(make_error(errc::cancelled, "negotiate", "the device is shutting down"));
   SharedFd channel = info.backend_channel ? ours : SharedFd{};
+  st.socket = sock;
+  st.channel_socket = channel;
   if (channel) {
     st.channel = self->spawn<caf::linked>(channel_impl, channel, info.protocol_features,
                                           weak(self), st.config.start_threads);
@@ -50,14 +63,23 @@ void set_up_children(Self self, const DeviceInfo& info, const SharedFd& sock, co
           .then([](caf::ok_atom) {}, [](caf::error&) {});
   }
   self->send(st.worker, watch_atom_v, sock, channel);
-  auto failed = [done](caf::error& e) { done(from_caf(e, "negotiate")); };
+  auto failed = [self, done](caf::error& e) {
+    if (auto lost = lost_while_connecting(self->state))
+      return done(*lost);
+    done(from_caf(e, "negotiate"));
+  };
+  auto finish = [self, info, done] {
+    if (auto lost = lost_while_connecting(self->state))
+      return done(*lost);
+    done(info);
+  };
   self->request(st.worker, local_step, caf::get_atom_v)
       .then(
-          [self, info, done, failed](const std::vector<uint64_t>&) {
+          [self, finish, failed](const std::vector<uint64_t>&) {
             if (!self->state.channel)
-              return done(info);
+              return finish();
             self->request(self->state.channel, local_step, caf::get_atom_v)
-                .then([info, done](uint64_t) { done(info); }, failed);
+                .then([finish](uint64_t) { finish(); }, failed);
           },
           failed);
 }
@@ -181,6 +203,9 @@ void attempt_failed(Self self, const Error& e) {
 
 void resumed(Self self, DeviceState to, std::string what) {
   auto& st = self->state;
+  if (!st.child_lost.empty())  // lost again during the replay: not resumed
+    return attempt_failed(self, make_error(errc::broken, "reconnect",
+                                           "the back-end was lost: " + st.child_lost));
   st.reconnect.attempting = false;
   ++st.reconnects;
   st.last_error.clear();

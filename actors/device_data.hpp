@@ -48,6 +48,13 @@ struct DeviceData {
   std::vector<std::string> notices;
   /// The back-end answered a packed GET_VRING_BASE in the short form (said).
   bool short_vring_base_noted = false;
+  /// What a current child reported lost while the device was connecting
+  /// (negotiate, a reconnect attempt, its replay), when no state could turn
+  /// broken yet: the connection fails with it. Cleared with new children.
+  std::string child_lost;
+  /// The loss was seen by the connection's own request (so the step that
+  /// failed names it best), not by the worker or the channel.
+  bool lost_by_conn = false;
   /// Shutting down: nothing new starts, and the device ends once `stopping`
   /// is empty.
   bool exiting = false;
@@ -58,6 +65,11 @@ struct DeviceData {
   std::vector<caf::actor_addr> stopping;
   caf::error exit_reason;
 
+  /// The connection's vhost-user socket (a dup of the connection actor's)
+  /// and the front-end's end of the back-end channel, shared with the
+  /// children: a loss shuts them down at once (device_steps.hpp).
+  SharedFd socket;
+  SharedFd channel_socket;
   connection_actor conn;
   /// Tells `conn` to stop waiting for a back-end when it is dropped.
   std::shared_ptr<std::atomic<bool>> conn_stop;

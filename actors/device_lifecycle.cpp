@@ -44,6 +44,8 @@ void start_running(Self self, OkPromise rp, const char* op) {
             self->request(now.conn, conn_wait, status_atom_v, status)
                 .then(
                     [self, rp, op, status](caf::ok_atom) mutable {
+                      if (lost_meanwhile(self, rp, op))
+                        return;
                       auto& after = self->state;
                       after.driver_ok_pending = false;
                       if (has_bit(after.info.protocol_features, protocol_feature::status))
@@ -78,6 +80,8 @@ void stop_running(Self self, OkPromise rp, const char* op, Next next) {
   self->request(st.conn, conn_wait, stop_queues_atom_v, queue_indices(st), st.packed)
       .then(
           [self, rp, op, next](const std::vector<uint32_t>& bases, int32_t first_short) mutable {
+            if (lost_meanwhile(self, rp, op))
+              return;
             auto& now = self->state;
             for (size_t i = 0; i < bases.size() && i < now.queues.size(); ++i) {
               now.queues[i].base = bases[i];
@@ -98,7 +102,11 @@ void reset_tail(Self self, OkPromise rp) {
   self->request(st.conn, conn_wait, reset_device_atom_v)
       .then(
           [self, rp](caf::ok_atom) mutable {
+            if (lost_meanwhile(self, rp, "reset"))
+              return;
             auto finish = [self, rp]() mutable {
+              if (lost_meanwhile(self, rp, "reset"))
+                return;
               auto& now = self->state;
               forget_activation(now);
               now.busy.clear();
@@ -265,7 +273,10 @@ caf::result<caf::ok_atom> on_reset(Self self) {
   st.busy = "reset";
   auto rp = self->make_response_promise<caf::ok_atom>();
   if (st.state == DeviceState::active)
-    stop_running(self, rp, "reset", [](Self s, OkPromise& p) { reset_tail(s, p); });
+    stop_running(self, rp, "reset", [](Self s, OkPromise& p) {
+      if (!lost_meanwhile(s, p, "reset"))
+        reset_tail(s, p);
+    });
   else
     reset_tail(self, rp);
   return rp;

@@ -51,7 +51,9 @@ caf::result<caf::ok_atom> change_memory(Self self, const char* op, MemorySpec ne
     }
   st.busy = op;
   auto rp = self->make_response_promise<caf::ok_atom>();
-  auto done = [self, rp, next, t = table.value()](caf::ok_atom) mutable {
+  auto done = [self, rp, op, next, t = table.value()](caf::ok_atom) mutable {
+    if (lost_meanwhile(self, rp, op))
+      return;
     self->state.memory = std::move(next);
     self->state.mem_table = std::move(t);
     self->state.busy.clear();
@@ -91,6 +93,8 @@ caf::result<caf::ok_atom> on_set_memory(Self self, const MemorySpec& m) {
   self->request(st.conn, conn_wait, mem_table_atom_v, t, memory_fds(m))
       .then(
           [self, rp, m, t](caf::ok_atom) mutable {
+            if (lost_meanwhile(self, rp, "set_memory"))
+              return;
             self->state.memory = m;
             self->state.mem_table = t;
             self->state.busy.clear();

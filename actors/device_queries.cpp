@@ -15,6 +15,8 @@ uint32_t config_limit(const DeviceData& st) { return st.info.config_size ? st.in
 
 caf::result<std::vector<uint8_t>> on_read_config(Self self, uint32_t offset, uint32_t size) {
   auto& st = self->state;
+  if (st.state == DeviceState::broken)
+    return to_caf(loss_error(st, "read_config"));
   if (st.state != DeviceState::negotiated && st.state != DeviceState::active &&
       st.state != DeviceState::sleeping)
     return to_caf(make_error(errc::bad_state, "read_config",
@@ -26,14 +28,24 @@ caf::result<std::vector<uint8_t>> on_read_config(Self self, uint32_t offset, uin
                                  " are outside the " + std::to_string(limit) +
                                  "-byte config space"));
   auto rp = self->make_response_promise<std::vector<uint8_t>>();
+  // No admission (read_config may run beside another operation), so no busy
+  // to clear: a loss meanwhile fails it, as fail() would, naming the loss.
   self->request(st.conn, conn_wait, get_config_atom_v, offset, size)
-      .then([rp](std::vector<uint8_t>& data) mutable { rp.deliver(std::move(data)); },
-            [self, rp](caf::error& e) mutable {
-              Error x = step_error(e, "read_config");
-              if (x.reconnect_may_help())
-                mark_broken(self, x.message());
-              rp.deliver(to_caf(x));
-            });
+      .then(
+          [self, rp](std::vector<uint8_t>& data) mutable {
+            if (!is_lost(self->state))
+              return (void)rp.deliver(std::move(data));
+            rp.deliver(to_caf(loss_error(self->state, "read_config")));
+          },
+          [self, rp](caf::error& e) mutable {
+            Error x = step_error(e, "read_config");
+            auto& st = self->state;
+            if (is_lost(st))  // the loss dropped (or the operation drops) the children
+              return (void)rp.deliver(to_caf(after_loss(st, "read_config", std::move(x))));
+            if (x.reconnect_may_help())
+              mark_broken(self, x.message(), true);
+            rp.deliver(to_caf(x));
+          });
   return rp;
 }
 
@@ -51,6 +63,8 @@ caf::result<caf::ok_atom> on_write_config(Self self, uint32_t offset, const std:
   self->request(st.conn, conn_wait, set_config_atom_v, offset, data)
       .then(
           [self, rp](caf::ok_atom) mutable {
+            if (lost_meanwhile(self, rp, "write_config"))
+              return;
             self->state.busy.clear();
             rp.deliver(caf::ok_atom_v);
           },
@@ -109,8 +123,11 @@ caf::result<caf::ok_atom> on_mapper(Self self, std::shared_ptr<SharedMemoryMappe
 void on_lost(Self self, const caf::actor_addr& from, const std::string& why) {
   auto& st = self->state;
   auto is = [&from](const auto& child) { return child && from == child.address(); };
-  if (is(st.conn) || is(st.worker) || is(st.channel))
-    mark_broken(self, why);
+  if (!is(st.conn) && !is(st.worker) && !is(st.channel))
+    return;
+  if (st.child_lost.empty())
+    st.child_lost = why;
+  mark_broken(self, why, is(st.conn));
 }
 
 void on_config_changed(Self self) {

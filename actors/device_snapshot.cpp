@@ -43,6 +43,12 @@ void end(Self self, InfoPromise& rp, const char* op, Result<SnapshotInfo> r) {
   auto& st = self->state;
   drop_child(self, st.transfer);
   st.busy.clear();
+  if (is_lost(st)) {
+    // lost meanwhile: what is left of the connection goes now
+    drop_children(self);
+    if (!r)
+      return (void)rp.deliver(to_caf(after_loss(st, op, named(r.error(), op))));
+  }
   if (!r) {
     rp.deliver(to_caf(named(r.error(), op)));
     return;

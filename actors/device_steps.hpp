@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/socket.h>
+
 #include <caf/duration.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
@@ -66,7 +68,20 @@ inline std::string states_text(std::initializer_list<DeviceState> allowed) {
   return out;
 }
 
-/// An error unless `op` may run now: not busy, and in one of `allowed`.
+/// What `op` fails with on a device whose back-end is lost (broken after a
+/// loss, reconnect off or given up; or lost while `op` ran): `broken`,
+/// naming the loss as the child that saw it reported it (which names the
+/// back-end request when one saw it), and `request`, the step's request that
+/// the loss cut short, if any ("read_config: GET_CONFIG: broken: the
+/// back-end was lost: back-end channel: BACKEND_CONFIG_CHANGE_MSG (...): oversized: ...").
+inline Error loss_error(const DeviceData& st, const char* op, const std::string& request = {}) {
+  Error e = make_error(errc::broken, request, "the back-end was lost: " + st.last_error);
+  e.op = op;
+  return e;
+}
+
+/// An error unless `op` may run now: not busy, and in one of `allowed`. On a
+/// broken device, the loss at once (never a wait for a deadline).
 inline std::optional<caf::error> admit(Self self, const char* op,
                                 std::initializer_list<DeviceState> allowed) {
   auto& st = self->state;
@@ -77,31 +92,56 @@ inline std::optional<caf::error> admit(Self self, const char* op,
   for (auto s : allowed)
     if (st.state == s)
       return std::nullopt;
+  if (st.state == DeviceState::broken)
+    return to_caf(loss_error(st, op));
   return to_caf(make_error(errc::bad_state, op,
                            std::string("the device is ") + to_string(st.state) + ", needs " +
                                states_text(allowed)));
 }
 
-inline void stop_worker(Self self) {
-  if (self->state.worker)
-    self->request(self->state.worker, local_step, stop_atom_v)
-        .then([](caf::ok_atom) {}, [](caf::error&) {});
-}
-
 /// Starts reconnecting after a loss (actors/device_connect.cpp).
 void start_reconnecting(Self self);
 
-/// The back-end is lost (or broke the protocol): broken, backend_lost, and
-/// with DeviceConfig::reconnect, reconnecting. A loss while reconnecting is
-/// the attempt's business.
-inline void mark_broken(Self self, const std::string& why) {
+template <class Handle>
+void drop_child(Self self, Handle& h);
+inline void drop_children(Self self);
+
+/// Ends the connection's sockets at once: the vhost-user socket and the
+/// back-end channel are shut down, which ends them for every copy (the
+/// back-end sees EOF now, and a request waiting for its reply fails now,
+/// naming itself); the device's references go.
+inline void shut_down_sockets(DeviceData& st) {
+  for (SharedFd* fd : {&st.socket, &st.channel_socket}) {
+    if (*fd && (*fd)->valid())
+      ::shutdown((*fd)->get(), SHUT_RDWR);
+    *fd = nullptr;
+  }
+}
+
+/// The back-end is lost (or broke the protocol), as `why` says; `by_conn`:
+/// the connection's own request saw it (the step that failed says it best).
+/// In every mode: the vhost-user socket and the back-end channel are shut
+/// down, the worker and the channel go at once, and the connection (and a
+/// transfer) with the operation in progress, if one is (which fails at once:
+/// its socket is gone), else at once too; so every fd of the connection is
+/// closed. Then broken, backend_lost, and with DeviceConfig::reconnect,
+/// reconnecting. A loss while connecting (negotiate, a reconnect attempt)
+/// is the attempt's business (DeviceData::child_lost).
+inline void mark_broken(Self self, const std::string& why, bool by_conn = false) {
   auto& st = self->state;
   if (st.state == DeviceState::broken || st.state == DeviceState::disconnected ||
       st.state == DeviceState::reconnecting)
     return;
   st.lost_from = st.state;
   st.last_error = why;
-  stop_worker(self);
+  st.lost_by_conn = by_conn;
+  shut_down_sockets(st);
+  if (st.busy.empty()) {
+    drop_children(self);
+  } else {
+    drop_child(self, st.worker);
+    drop_child(self, st.channel);
+  }
   set_state(self, DeviceState::broken);
   emit(self, DeviceEvent{DeviceEvent::Kind::backend_lost, st.state, -1, why});
   if (st.config.reconnect.enabled)
@@ -111,13 +151,34 @@ inline void mark_broken(Self self, const std::string& why) {
 /// The step's error as part of operation `op` ("sleep: GET_VRING_BASE: ...").
 inline Error step_error(const caf::error& e, const char* op) { return in_operation(from_caf(e, op), op); }
 
+inline bool is_lost(const DeviceData& st) {
+  return st.state == DeviceState::broken || st.state == DeviceState::reconnecting;
+}
+
+/// A step of `op` failed with `x` on a device lost meanwhile: what `op` fails
+/// with. The step's own error when its request saw the loss; otherwise the
+/// loss (seen by the worker or the channel), naming the request it cut short.
+inline Error after_loss(const DeviceData& st, const char* op, Error x) {
+  if (st.lost_by_conn)
+    return x;
+  // cancelled: the connection was let go of between requests
+  return loss_error(st, op, x.code == errc::cancelled ? std::string() : x.request);
+}
+
 /// Ends `op` with an error; the device is broken when the back-end is at fault.
+/// On a device lost meanwhile, what is left of the connection goes now.
 template <class Promise>
 inline void fail(Self self, Promise& rp, const char* op, const caf::error& e) {
   Error x = step_error(e, op);
-  self->state.busy.clear();
+  auto& st = self->state;
+  st.busy.clear();
+  if (is_lost(st)) {
+    x = after_loss(st, op, std::move(x));
+    drop_children(self);
+    return (void)rp.deliver(to_caf(x));
+  }
   if (x.reconnect_may_help())
-    mark_broken(self, x.message());
+    mark_broken(self, x.message(), true);
   rp.deliver(to_caf(x));
 }
 
@@ -125,10 +186,11 @@ inline void fail(Self self, Promise& rp, const char* op, const caf::error& e) {
 template <class Promise>
 bool lost_meanwhile(Self self, Promise& rp, const char* op) {
   auto& st = self->state;
-  if (st.state != DeviceState::broken && st.state != DeviceState::reconnecting)
+  if (!is_lost(st))
     return false;
   st.busy.clear();
-  rp.deliver(to_caf(make_error(errc::broken, op, "the back-end was lost: " + st.last_error)));
+  drop_children(self);
+  rp.deliver(to_caf(loss_error(st, op)));
   return true;
 }
 
@@ -175,6 +237,7 @@ inline void spawn_children(Self self) {
   st.conn = self->spawn<caf::linked>(connection_impl, weak(self), st.config.timeouts);
   st.conn_stop = std::make_shared<std::atomic<bool>>(false);
   st.worker = self->spawn<caf::linked>(worker_impl, weak(self), st.config.start_threads);
+  st.child_lost.clear();
 }
 
 inline void drop_children(Self self) {
@@ -186,6 +249,8 @@ inline void drop_children(Self self) {
   drop_child(self, st.worker);
   drop_child(self, st.channel);
   drop_child(self, st.transfer);
+  st.socket = nullptr;
+  st.channel_socket = nullptr;
 }
 
 /// Forgets the activation (queues, sink, features, status): after a reset.

@@ -157,6 +157,9 @@ int attach_main(const AttachOptions& opts) {
     self->request(server, caf::infinite, actors::start_atom_v)
         .receive(
             [&](const nlohmann::json& hello) {
+              // Before "serving" is logged: whoever waits for that line may
+              // signal at once (a signal before this only says "stopping").
+              signals.on_signal([server] { caf::anon_send_exit(server, caf::exit_reason::user_shutdown); });
               std::string list;
               for (const auto& d : hello["devices"])
                 list += std::string(list.empty() ? "" : ", ") + d["id"].get<std::string>() + " (" +
@@ -169,7 +172,6 @@ int attach_main(const AttachOptions& opts) {
               status = 1;
             });
     if (status == 0) {
-      signals.on_signal([server] { caf::anon_send_exit(server, caf::exit_reason::user_shutdown); });
       bool down = false;
       // A daemon: it runs until a signal ends the server (or the server fails).
       while (!down)

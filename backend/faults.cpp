@@ -20,6 +20,7 @@ FaultAction Faults::on_request(uint32_t request) {
       case FaultKind::delay: a.delay_ms += f.delay_ms; break;
       case FaultKind::close: a.close = a.close || f.nth == n; break;
       case FaultKind::crash: a.crash = a.crash || f.nth == n; break;
+      case FaultKind::oversize: a.oversize = a.oversize || f.nth == n; break;
     }
   }
   return a;

@@ -18,6 +18,9 @@ struct FaultAction {
   bool crash = false;      ///< _exit now, no cleanup
   bool close = false;      ///< drop the connection instead of answering
   uint32_t delay_ms = 0;   ///< wait this long before answering
+  /// before answering, send an oversized back-end request on the back-end
+  /// channel and wait (bounded) for the front-end to close the channel
+  bool oversize = false;
 };
 
 class Faults {

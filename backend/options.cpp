@@ -154,7 +154,7 @@ struct CommandLine {
   Options o;
   std::string device = "blk";
   std::string size_text = "64M", shmem_text = "0", mac_text;
-  std::vector<std::string> refuse, delays, closes, crashes;
+  std::vector<std::string> refuse, delays, closes, crashes, oversizes;
   std::string crash_after_text, stall_after_text;
   CLI::Option* size_opt = nullptr;
   CLI::Option* image_opt = nullptr;
@@ -195,6 +195,10 @@ void add_fault_options(CLI::App& app, CommandLine& c) {
   app.add_option("--delay-reply", c.delays, "REQ:MS wait MS before answering REQ");
   app.add_option("--close-at", c.closes, "REQ[:N] close the connection at the N-th REQ");
   app.add_option("--crash-at", c.crashes, "REQ[:N] _exit at the N-th REQ, no cleanup");
+  app.add_option("--backend-req-oversize", c.oversizes,
+                 "REQ[:N] at the N-th REQ, before answering it, send CONFIG_CHANGE_MSG on the\n"
+                 "back-end channel with a header announcing 65536 body bytes (none follow), then\n"
+                 "wait up to 5 s for the front-end to close the channel (logged either way)");
   app.add_flag("--state-own-fd", o.state_faults.own_fd,
                "SET_DEVICE_STATE_FD: ignore the front-end's pipe end, reply 0 with the "
                "back-end's own pipe end attached (save: its read end; load: its write end)");
@@ -273,7 +277,7 @@ Result<void> convert_sizes(CommandLine& c) {
 }
 
 /// --refuse-feature, --state-crash-after/--state-stall-after BYTES, and
-/// --delay-reply, --close-at, --crash-at.
+/// --delay-reply, --close-at, --crash-at, --backend-req-oversize.
 Result<void> convert_faults(CommandLine& c) {
   Options& o = c.o;
   for (const auto& r : c.refuse) {
@@ -296,7 +300,10 @@ Result<void> convert_faults(CommandLine& c) {
     *out = *bytes;
   }
   const std::pair<FaultKind, const std::vector<std::string>*> groups[] = {
-      {FaultKind::delay, &c.delays}, {FaultKind::close, &c.closes}, {FaultKind::crash, &c.crashes}};
+      {FaultKind::delay, &c.delays},
+      {FaultKind::close, &c.closes},
+      {FaultKind::crash, &c.crashes},
+      {FaultKind::oversize, &c.oversizes}};
   for (const auto& [kind, list] : groups)
     for (const auto& t : *list) {
       auto f = parse_fault(kind, t);

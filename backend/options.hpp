@@ -16,7 +16,9 @@ namespace vufront::backend {
 
 /// One fault switch: what to do when request `request` arrives for the
 /// `nth` time (1-based, counted over the daemon's lifetime).
-enum class FaultKind { close, crash, delay };
+/// oversize: send the front-end one back-end request whose header announces
+/// a body larger than any back-end request may have (--backend-req-oversize).
+enum class FaultKind { close, crash, delay, oversize };
 
 struct FaultSpec {
   FaultKind kind = FaultKind::close;

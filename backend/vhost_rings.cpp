@@ -1,9 +1,13 @@
 // VhostServer: per-vring requests (digest §10), ring processing (the Rings
 // the device pops and pushes through), device reset, and the back-end
-// channel (SHMEM_MAP, CONFIG_CHANGE_MSG).
+// channel (SHMEM_MAP, CONFIG_CHANGE_MSG; --backend-req-oversize).
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -307,6 +311,46 @@ void VhostServer::send_backend(BackendReq req, const void* body, size_t size, in
     std::fprintf(stderr, "vufront-backend: -> %s on the back-end channel\n", name(req));
   if (ack)
     ++s_->backend_pending;
+}
+
+void VhostServer::send_oversized_backend_request(const std::string& during) {
+  const char* flag = "vufront-backend: --backend-req-oversize";
+  if (!s_->backend) {
+    std::fprintf(stderr, "%s %s: no back-end channel, nothing sent\n", flag, during.c_str());
+    return;
+  }
+  // A header only: CONFIG_CHANGE_MSG, NEED_REPLY, 65536 body bytes announced
+  // (more than any back-end request may carry); no body follows.
+  const uint32_t header[3] = {static_cast<uint32_t>(BackendReq::config_change_msg),
+                              flag_version | flag_need_reply, 0x10000};
+  const int fd = s_->backend->fd();
+  if (::send(fd, header, sizeof header, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof header)) {
+    std::fprintf(stderr, "%s %s: send failed: %s\n", flag, during.c_str(), std::strerror(errno));
+    s_->backend.reset();
+    return;
+  }
+  std::fprintf(stderr, "%s %s: sent CONFIG_CHANGE_MSG announcing 65536 body bytes\n", flag,
+               during.c_str());
+  // The front-end must close the channel: EOF (or a reset) within 5 s.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bool closed = false;
+  while (!closed) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          until - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0)
+      break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0)
+      continue;
+    uint8_t scratch[64];
+    const ssize_t n = ::recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
+    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+  }
+  std::fprintf(stderr, "%s %s: %s\n", flag, during.c_str(),
+               closed ? "the front-end closed the back-end channel"
+                      : "the front-end did not close the back-end channel within 5 s");
+  s_->backend.reset();
 }
 
 void VhostServer::on_backend_readable() {

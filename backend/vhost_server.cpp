@@ -317,6 +317,8 @@ VhostServer::Next VhostServer::on_message(Message&& m) {
     log("--close-at %s: closing the connection%s", name);
     return Next::drop;
   }
+  if (fa.oversize)
+    send_oversized_backend_request(name);
   if (fa.delay_ms > 0) {
     log("--delay-reply %s: %s ms before the answer", name, std::to_string(fa.delay_ms));
     std::this_thread::sleep_for(std::chrono::milliseconds(fa.delay_ms));

@@ -120,6 +120,10 @@ private:
   /// (exercises SHMEM_UNMAP / SHMEM_MAP on a running device).
   void toggle_shmem();
   void send_backend(BackendReq req, const void* body, size_t size, int fd);
+  /// --backend-req-oversize at `during` (a front-end request's name): an
+  /// oversized CONFIG_CHANGE_MSG header on the back-end channel, then up to
+  /// 5 s for the front-end to close the channel; the channel is dropped.
+  void send_oversized_backend_request(const std::string& during);
   void on_backend_readable();
 
   [[nodiscard]] bool negotiated(unsigned protocol_bit) const;

@@ -268,6 +268,7 @@ Result<void> Connection::send(uint32_t request, uint32_t flags, const uint8_t* b
 
 Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline deadline,
                                     const std::string& what) {
+  last_header_.reset();
   if (broken_)
     return broken_error(what);
 
@@ -336,6 +337,7 @@ Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline de
     return std::move(r).error();
   // BOUNDS: exactly header_size bytes were read into hdr.
   std::memcpy(&m.header, hdr, header_size);
+  last_header_ = m.header;
 
   if (m.fds.size() > max_fds) {
     size_t n = m.fds.size();

@@ -110,6 +110,12 @@ public:
   /// fds are closed).
   [[nodiscard]] Result<Message> receive(size_t max_body, size_t max_fds, Deadline deadline,
                                         const std::string& what);
+  /// The header the last receive() read, also when the message then failed
+  /// (oversized, too many fds, truncated body): lets a failure name the
+  /// request. Empty when that receive() got no complete header.
+  [[nodiscard]] const std::optional<wire::Header>& last_header() const noexcept {
+    return last_header_;
+  }
 
   /// From now on a send() or receive() waiting on the socket gives up when
   /// `*stop` is set (looked at every 100 ms while waiting, never when the
@@ -143,6 +149,7 @@ private:
 
   UniqueFd sock_;
   std::optional<Error> broken_;
+  std::optional<wire::Header> last_header_;
   std::shared_ptr<const std::atomic<bool>> stop_;
   std::shared_ptr<const std::atomic<bool>> also_stop_;
 };

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <caf/actor_cast.hpp>
@@ -377,6 +378,30 @@ TEST_CASE_FIXTURE(ChannelTest, "channel: broken framing is a loss, reported once
   // A second eof (and a request to sync with) produces no second loss.
   caf::anon_send(chan, channel_eof_atom_v, std::string("again"));
   served();
+  CHECK(lost_pending() == 0);
+  stop_and_check();
+}
+
+TEST_CASE_FIXTURE(ChannelTest, "channel: an oversized request is a loss naming it, and the "
+                                "channel is closed at once") {
+  start();
+  const uint32_t head[3] = {kConfigChange, kNeed, 0x10000};
+  REQUIRE(::write(be->fd(), head, sizeof head) == static_cast<ssize_t>(sizeof head));
+  auto why = expect_lost();
+  INFO(why);
+  CHECK(why.rfind("back-end channel: BACKEND_CONFIG_CHANGE_MSG", 0) == 0);
+  CHECK(why.find("65536") != std::string::npos);
+  CHECK(why.find("oversized") != std::string::npos);
+  // The actor lives on (nobody stopped it), yet the back-end sees EOF now
+  // and the actor holds no fd of the channel any more.
+  pollfd p{be->fd(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 5000) == 1);
+  uint8_t byte = 0;
+  CHECK(::recv(be->fd(), &byte, 1, MSG_DONTWAIT) == 0);
+  be.reset();
+  CHECK(count.leaked() == 0);
+  CHECK(live_channel_readers() == 0);
+  served();  // still answers
   CHECK(lost_pending() == 0);
   stop_and_check();
 }

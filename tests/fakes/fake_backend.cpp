@@ -65,6 +65,15 @@ FakeBackend::~FakeBackend() {
     (void)!::write(stop_fd_.get(), &one, sizeof(one));
     thread_.join();
   }
+  if (listen_fd_)
+    ::unlink(listen_path_.c_str());
+}
+
+bool FakeBackend::serve_at(const std::string& path) {
+  ListenFailure why = ListenFailure::none;
+  listen_fd_ = make_listening_socket(path, SOCK_STREAM, SOCK_NONBLOCK, 0600, 1, why);
+  listen_path_ = path;
+  return listen_fd_.valid();
 }
 
 FakeBackend& FakeBackend::step(std::string what, Action action) {
@@ -249,7 +258,25 @@ bool FakeBackend::wait_readable() {
 
 void FakeBackend::run() {
   std::vector<std::string> failures;
-  for (size_t i = 0; i < steps_.size(); ++i) {
+  if (listen_fd_) {
+    // serve_at(): the front-end connects first.
+    auto deadline = deadline_in(step_timeout_);
+    UniqueFd accepted;
+    while (!accepted) {
+      pollfd p[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+      int r = ::poll(p, 2, ms_left(deadline));
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0 || p[1].revents)
+        break;
+      accepted = UniqueFd::adopt(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    }
+    if (accepted)
+      conn_.emplace(std::move(accepted));
+    else
+      failures.push_back("no front-end connected to " + listen_path_);
+  }
+  for (size_t i = 0; failures.empty() && i < steps_.size(); ++i) {
     std::string e = steps_[i].action(*this);
     if (!e.empty()) {
       failures.push_back("step " + std::to_string(i + 1) + " (" + steps_[i].what + "): " + e);

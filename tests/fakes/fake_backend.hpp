@@ -20,6 +20,9 @@
 // The fake is not specific to the main channel: expect_code() accepts any
 // request code, and send() any bytes, so it also serves as the front-end's
 // peer on the back-end request channel.
+//
+// serve_at(path) makes it a back-end a device connects to by path: it
+// listens there, and the script's first wait is for the connection.
 
 #include <chrono>
 #include <condition_variable>
@@ -111,6 +114,12 @@ public:
   /// Blocks until signal() is called (or the step timeout / destructor).
   FakeBackend& wait_signal();
 
+  /// Listens at `path` (a unix socket, replaced if stale) and runs the script
+  /// on the first front-end that connects there, instead of on the end that
+  /// connection()/client() hand out. Before start(); false if it cannot
+  /// listen. The socket file is removed by the destructor.
+  [[nodiscard]] bool serve_at(const std::string& path);
+
   // ---- running
   /// Starts the script on its thread (idempotent).
   void start();
@@ -141,6 +150,8 @@ private:
 
   std::chrono::milliseconds step_timeout_;
   UniqueFd client_end_;
+  UniqueFd listen_fd_;  // serve_at(): accepted from on the script's thread
+  std::string listen_path_;
   std::optional<Connection> conn_;  // the fake's end
   UniqueFd stop_fd_;  // eventfd: destructor asks the script to stop
   UniqueFd go_fd_;    // eventfd: signal() for wait_signal steps

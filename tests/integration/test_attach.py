@@ -9,6 +9,8 @@
   state, a flood of commands, a VMM that disconnects in the middle of a
   command or while the device runs (left asleep, re-attach and wake);
 * events: config change, back-end lost, shared memory handed to the VMM;
+* a lost device: an oversized back-end request (backend-req-oversize), its
+  sockets closed at once (the fd count), a step on it failing at once;
 * reconnect: vufront-backend and qemu-storage-daemon killed and restarted
   under a VMM, a back-end with other features, a socket gone for a while (an
   attempt waits for it), client mode; --wait-for-backend at start;
@@ -26,6 +28,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 from runner import run_tests
 from vubackend import Attach, Backends, Control, Peer, StderrLog, open_fds, run
@@ -421,6 +424,109 @@ def test_short_form_packed_vring_base_is_normalised_and_said_once(tmp):
             finally:
                 for fd in fds:
                     os.close(fd)
+def names_the_oversized_request(text):
+    """The loss names the back-end request and the reason."""
+    return ('back-end channel' in text and 'CONFIG_CHANGE_MSG' in text and 'oversized' in text)
+
+
+def test_oversized_backend_request_loses_the_device_naming_it(tmp):
+    """backend-req-oversize: the back-end sends a back-end request whose header
+    announces more body than the channel allows, while it holds read_config's
+    GET_CONFIG. With --no-reconnect the device is broken at once: the command
+    fails naming the request and the reason, the event and the log say it, the
+    back-end sees its channel closed. With reconnect (the default) the device
+    reconnects (the fault is at the first GET_CONFIG only) and reads its config."""
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--backend-req-oversize', 'GET_CONFIG')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--no-reconnect') as att, \
+                Control(att.control) as c:
+            e = c.error('read_config', {'offset': 0, 'size': 8}, code='broken')
+            assert names_the_oversized_request(e['message']), e
+            ev = c.wait_event('backend_lost', device='disk0')
+            assert names_the_oversized_request(ev['reason']), ev
+            c.wait_event('state_changed', state='broken')
+            att.wait_log('disk0: back-end lost: back-end channel: BACKEND_CONFIG_CHANGE_MSG')
+            a.wait_log('the front-end closed the back-end channel')
+            st = c.ok('status')
+            assert st['state'] == 'broken' and names_the_oversized_request(st['last_error']), st
+        b = bs.start('b', '--size', '4M', '--backend-req-oversize', 'GET_CONFIG')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', b.sock,
+                    '--reconnect-max-delay', '0.2') as att, Control(att.control) as c:
+            e = c.error('read_config', {'offset': 0, 'size': 8}, code='broken')
+            assert names_the_oversized_request(e['message']), e
+            ev = c.wait_event('backend_lost', device='disk0')
+            assert names_the_oversized_request(ev['reason']), ev
+            c.wait_event('reconnecting')
+            e = c.wait_event('resumed')
+            assert e['state'] == 'negotiated', e
+            b.wait_log('the front-end closed the back-end channel')
+            assert c.ok('read_config', {'offset': 0, 'size': 8})['data'], 'config after the resume'
+
+
+def wait_fds(pid, want, timeout=20):
+    """Waits (deadline loop) until process `pid` has `want` fds open; the
+    count it has at the end."""
+    deadline = time.monotonic() + timeout
+    n = open_fds(pid)
+    while n != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = open_fds(pid)
+    return n
+
+
+def test_lost_device_closes_its_socket_and_channel_at_once(tmp):
+    """attach --no-reconnect: a device whose back-end is lost closes its
+    vhost-user socket and back-end channel at once (not when attach stops):
+    the fd count of attach returns to what it was before the device was
+    added, for a hang at GET_CONFIG (the request's deadline), an oversized
+    back-end request and a killed back-end."""
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        hang = bs.start('hang', '--size', '4M', '--delay-reply', 'GET_CONFIG:60000')
+        over = bs.start('over', '--size', '4M', '--backend-req-oversize', 'GET_CONFIG')
+        dies = bs.start('dies', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--no-reconnect',
+                    '--timeout', '1') as att, Control(att.control) as c:
+            assert c.ok('status')['state'] == 'negotiated'
+            baseline = open_fds(att.pid)
+            for name, backend in (('hang', hang), ('over', over), ('dies', dies)):
+                c.ok('add_device', {'id': name, 'backend': backend.sock})
+                c.wait_event('device_added', device=name)
+                assert open_fds(att.pid) > baseline, 'the connected device holds fds'
+                if name == 'dies':
+                    backend.proc.kill()
+                else:
+                    c.error('read_config', {'offset': 0, 'size': 8}, device=name)
+                ev = c.wait_event('backend_lost', device=name)
+                assert ev['reason'], ev
+                assert c.ok('status', device=name)['state'] == 'broken'
+                n = wait_fds(att.pid, baseline)
+                assert n == baseline, (name, n, baseline, os.listdir('/proc/%d/fd' % att.pid))
+            assert c.ok('status', device='disk0')['state'] == 'negotiated'  # untouched
+
+
+def test_a_step_on_a_lost_device_fails_at_once_naming_the_loss(tmp):
+    """attach --no-reconnect with a request deadline of 10 minutes: after the
+    back-end was killed, every step fails at once (a wait would run into the
+    control socket's 10 s), with `broken`, naming the loss."""
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--no-reconnect',
+                    '--timeout', '600', '--drain-timeout', '600') as att, \
+                Control(att.control) as c:
+            fds = activate_one_queue(c)
+            a.proc.kill()
+            ev = c.wait_event('backend_lost')
+            for cmd, args in (('read_config', {'offset': 0, 'size': 8}), ('sleep', None),
+                              ('write_config', {'offset': 32, 'data': '01'}),
+                              ('snapshot', {'path': os.path.join(tmp, 's.vfsnap')})):
+                e = c.error(cmd, args, code='broken')
+                assert e['message'].startswith(cmd + ': '), e
+                assert 'the back-end was lost: ' + ev['reason'] in e['message'], (e, ev)
+            assert c.ok('status')['state'] == 'broken'
+            c.ok('reset')  # and it can be reset and connected again
+            for fd in fds:
+                os.close(fd)
 
 
 def test_backend_restarted_the_device_resumes_by_itself(tmp):
@@ -453,7 +559,8 @@ def test_backend_restarted_the_device_resumes_by_itself(tmp):
             assert 'no longer offers virtio features 0x100000000' in e['reason'], e
             st = c.ok('status')
             assert st['state'] == 'broken' and 'cannot resume' in st['last_error'], st
-            c.error('sleep', code='bad_state')
+            e = c.error('sleep', code='broken')  # at once, naming the loss
+            assert 'cannot resume' in e['message'], e
             # the operator fixes the back-end and asks for a retry
             wrong.stop()
             bs.start('a', '--size', '4M', '--image', img)

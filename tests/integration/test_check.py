@@ -128,6 +128,26 @@ def test_check_backend_dying_at_sleep_names_the_step(tmp):
         b.stop()
 
 
+def test_check_oversized_backend_request_fails_the_step_naming_it(tmp):
+    """backend-req-oversize: the back-end sends one back-end request whose
+    header announces more body than the channel allows, while it holds a
+    request of a step: check fails at that step, naming the back-end request
+    and the reason, and the back-end saw its channel closed."""
+    for held, step in (('GET_CONFIG', 'read config'), ('SET_VRING_KICK', 'activate'),
+                       ('GET_VRING_BASE', 'sleep')):
+        b = start_backend(tmp, '--backend-req-oversize', held)
+        try:
+            rc, j = check_json(b.sock)
+            assert rc == 1, j
+            failed = [s for s in j['steps'] if not s['ok']]
+            assert len(failed) == 1 and failed[0]['name'] == step, (held, j)
+            d = failed[0]['detail']
+            assert 'back-end channel' in d and 'CONFIG_CHANGE_MSG' in d and 'oversized' in d, d
+            b.wait_log('the front-end closed the back-end channel')
+        finally:
+            b.stop()
+
+
 def held_request_check(tmp, held, *check_args):
     """`vufront check` against a back-end that holds `held` (each of them)
     for 60 s: the failed step and how long check took in all."""

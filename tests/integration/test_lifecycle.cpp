@@ -178,10 +178,12 @@ TEST_CASE("lifecycle: a back-end killed in every state is reported, the device r
       auto st = must(c.session().status(), "status");
       CHECK(st.state == DeviceState::broken);
       CHECK(st.last_error == lost->detail);
-      // every operation but reset is refused while broken; nothing hangs
+      // every operation but reset is refused while broken, at once, naming
+      // the loss; nothing hangs
       auto slept = c.session().sleep();
       REQUIRE_FALSE(slept.ok());
-      CHECK(slept.error().code == errc::bad_state);
+      CHECK(slept.error().code == errc::broken);
+      CHECK(slept.error().message() == "sleep: broken: the back-end was lost: " + lost->detail);
       must(c.session().reset(), "reset from broken");
       CHECK(state_of(c.session()) == DeviceState::disconnected);
       be.stop();
