@@ -39,6 +39,7 @@
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
+#include "snapshot/file_target.hpp"
 
 CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   // device facade
@@ -127,9 +128,7 @@ struct NegotiateOptions {
   /// Largest queue size the VMM will use; rounded down to a power of two and
   /// capped at 32768 (split ring limit).
   uint16_t max_queue_size = 256;
-  /// Negotiate BACKEND_REQ (and SHMEM, BACKEND_SEND_FD) when offered and
-  /// serve the back-end channel.
-  bool backend_channel = true;
+  bool backend_channel = true;  ///< BACKEND_REQ (SHMEM, BACKEND_SEND_FD) when offered
   /// Request INFLIGHT_SHMFD when offered (the reconnect issue uses it).
   bool inflight = false;
 };
@@ -165,13 +164,10 @@ struct QueueSpec {
   uint64_t driver = 0;  ///< avail ring (packed: driver event suppression)
   uint64_t device = 0;  ///< used ring (packed: device event suppression)
   SharedFd kick;        ///< the queue-notify eventfd (required)
-  /// MSI-X path: an irqfd the back-end signals directly. Empty: vufront
-  /// creates the call eventfd and the worker forwards it to the sink.
-  SharedFd call;
+  SharedFd call;  ///< MSI-X: an irqfd the back-end signals; empty: forwarded to the sink
 };
 
-/// Where forwarded interrupts go (the non-MSI-X path). At least one of the
-/// two must be set when any queue has no call fd.
+/// Where forwarded interrupts go (the non-MSI-X path): one set when a queue has no call fd.
 struct InterruptSink {
   /// Written with 1 per forwarded interrupt (e.g. the VMM's INTx irqfd).
   SharedFd eventfd;
@@ -243,6 +239,7 @@ struct DeviceEvent {
 /// The device must be sleeping (or negotiated and never activated).
 struct SnapshotOptions {
   std::string path;
+  snapshot::FileTarget target;  ///< the file when not `path` itself (a VMM's fd, --snapshot-dir)
   /// Cap on the back-end's state; more is errc::oversized.
   uint64_t max_bytes = uint64_t{64} << 30;
   /// TransferDeadline of the whole transfer (SET_DEVICE_STATE_FD to the file's commit).
@@ -256,6 +253,7 @@ struct SnapshotOptions {
 /// memory set when `activation` is given).
 struct RestoreOptions {
   std::string path;
+  snapshot::FileTarget target;  ///< as in SnapshotOptions
   uint32_t timeout_ms = 60000;
   /// The VMM's queues (addresses, kick/call fds, sink) as for activate. With
   /// it the device ends up sleeping, its queues at the snapshot's bases, and
@@ -360,6 +358,7 @@ struct TransferDeadline {
 /// filled in).
 struct SaveJob {
   std::string path;
+  snapshot::FileTarget target;
   uint64_t max_bytes = 0;
   TransferDeadline deadline;
   std::shared_ptr<const snapshot::Manifest> manifest;
@@ -517,9 +516,9 @@ using connection_actor = caf::typed_actor<
 /// take effect within one slice.
 using snapshot_actor = caf::typed_actor<
     caf::replies_to<save_atom, SaveJob>::with<SnapshotInfo>,
-    /// Opens a snapshot file and verifies it whole (checksum) before anything
+    /// Opens the restore's file and verifies it whole (checksum) before anything
     /// is sent: replies with its manifest. The file stays open for load.
-    caf::replies_to<open_atom, std::string, TransferDeadline>::with<
+    caf::replies_to<open_atom, RestoreOptions, TransferDeadline>::with<
         std::shared_ptr<const snapshot::Manifest>>,
     /// SET_DEVICE_STATE_FD(load) -> stream the opened file into the pipe ->
     /// CHECK_DEVICE_STATE.

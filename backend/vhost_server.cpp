@@ -120,7 +120,7 @@ Result<void> VhostServer::listen() {
   const mode_t umask_now = ::umask(0);
   ::umask(umask_now);
   ListenFailure why{};
-  listen_fd_ = make_listening_socket(opt_.socket_path, SOCK_STREAM, 0, 0777 & ~umask_now, 4, why);
+  listen_fd_ = make_listening_socket(opt_.socket_path, SOCK_STREAM, 0, ListenOptions{0777 & ~umask_now, -1}, 4, why);
   const std::string what = "listen " + opt_.socket_path;
   switch (why) {
     case ListenFailure::none: break;

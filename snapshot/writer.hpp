@@ -1,9 +1,16 @@
 #pragma once
-// Writes a snapshot file atomically: the state is streamed into a temporary
-// file next to the destination, the head (header + manifest) is written last,
-// then fsync, rename over the destination, fsync of the directory. Until
-// commit() succeeds nothing exists at the destination (an older file there
-// stays untouched); a writer dropped without commit removes its temporary.
+// Writes a snapshot file: the state is streamed in first, the head (header +
+// manifest) is written last, then fsync. Two ways:
+//
+//  * atomically at a path or at a name in a directory (FileTarget::dir): a
+//    temporary next to the destination, renamed over it (renameat relative
+//    to the directory's fd), then fsync of the directory. Until commit()
+//    succeeds nothing exists at the destination (an older file there stays
+//    untouched); a writer dropped without commit removes its temporary;
+//  * into a file the VMM opened and passed (FileTarget::file): truncated
+//    first, written in place with pwrite (its file offset is left alone), no
+//    rename. A writer dropped without commit truncates it to 0 bytes, so a
+//    half-written snapshot is never left behind to be restored.
 
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +18,7 @@
 
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
+#include "snapshot/file_target.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/manifest.hpp"
 
@@ -22,12 +30,18 @@ public:
   /// `max_state_bytes` caps the state; more is errc::oversized.
   [[nodiscard]] static Result<SnapshotWriter> create(const std::string& path,
                                                      uint64_t max_state_bytes);
+  /// The same for a target; `path` only names the file in errors and
+  /// results when the target is not empty. A passed file must be a regular
+  /// file open for writing without O_APPEND (bad_fds otherwise).
+  [[nodiscard]] static Result<SnapshotWriter> create(const std::string& path, const FileTarget& target,
+                                                     uint64_t max_state_bytes);
 
   SnapshotWriter(SnapshotWriter&& other) noexcept;
   SnapshotWriter& operator=(SnapshotWriter&& other) noexcept;
   SnapshotWriter(const SnapshotWriter&) = delete;
   SnapshotWriter& operator=(const SnapshotWriter&) = delete;
-  /// Without a successful commit: removes the temporary file.
+  /// Without a successful commit: removes the temporary file (or truncates
+  /// a passed file).
   ~SnapshotWriter();
 
   /// Appends state bytes (hashing and counting them). Any failure abandons
@@ -36,22 +50,29 @@ public:
 
   /// Fills in format_version, state_length, state_checksum (and `created`
   /// when empty), validates the manifest, writes the head, fsyncs, renames
-  /// over the destination and fsyncs the directory. Returns the manifest as
-  /// written. On failure the temporary is removed and the destination is
-  /// untouched. Only once.
+  /// over the destination and fsyncs the directory (a passed file: no
+  /// rename). Returns the manifest as written. On failure the temporary is
+  /// removed and the destination is untouched. Only once.
   [[nodiscard]] Result<Manifest> commit(Manifest m);
 
   [[nodiscard]] uint64_t state_bytes() const noexcept { return written_; }
+  /// The temporary: "<path>.tmp.XXXXXX" (empty for a passed file).
   [[nodiscard]] const std::string& temp_path() const noexcept { return temp_path_; }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
 
 private:
   SnapshotWriter() = default;
+  [[nodiscard]] static Result<SnapshotWriter> create_in(std::string path, UniqueFd dir, std::string leaf,
+                                                        uint64_t max_state_bytes);
   void abandon() noexcept;
   Error fail(Error e) noexcept;
 
-  std::string path_;
-  std::string temp_path_;  ///< empty once renamed or removed
+  std::string path_;       ///< for errors and results
+  UniqueFd dir_;           ///< the destination's directory (not for a passed file)
+  std::string leaf_;       ///< the destination's name in dir_
+  std::string temp_name_;  ///< the temporary's name in dir_; empty once renamed or removed
+  std::string temp_path_;  ///< the same for errors: "<path>.tmp.XXXXXX"
+  bool in_place_ = false;  ///< a passed file: written in place
   UniqueFd fd_;
   StateHasher hasher_;
   uint64_t max_bytes_ = 0;
