@@ -203,7 +203,7 @@ TEST_CASE("control commands: a snapshot file by fd, or by path under the rules o
     auto abs = file({{"path", dir + "/vm.vfsnap"}}, confined, false);
     REQUIRE(abs.ok());
     CHECK(abs->target.leaf == "vm.vfsnap");
-    for (const std::string bad : {std::string("../x"), std::string("/etc/passwd"), dir + "/../x", dir + "x/y",
+    for (const std::string& bad : {std::string("../x"), std::string("/etc/passwd"), dir + "/../x", dir + "x/y",
                                   std::string("etc/passwd"), std::string("pw"), std::string("a/../../x")}) {
       CHECK_MESSAGE(code_of(file({{"path", bad}}, confined, true)) == errc::permission_denied, bad);
       CHECK_MESSAGE(code_of(file({{"path", bad}}, confined, false)) == errc::permission_denied, bad);
