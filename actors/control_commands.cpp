@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "base/beneath.hpp"
 #include "protocol/virtio_config.hpp"
 
 namespace vufront::actors {
@@ -29,6 +30,20 @@ bool is_eventfd(int fd) {
   std::string link = "/proc/self/fd/" + std::to_string(fd);
   ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
   return n > 0 && std::string(target, static_cast<size_t>(n)) == "anon_inode:[eventfd]";
+}
+
+/// A snapshot file the VMM opened: regular, and open for what we do with it.
+bool is_snapshot_file(int fd, bool writing) {
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+    return false;
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0)
+    return false;
+  int mode = fl & O_ACCMODE;
+  if (writing)
+    return (mode == O_WRONLY || mode == O_RDWR) && (fl & O_APPEND) == 0;
+  return mode == O_RDONLY || mode == O_RDWR;
 }
 
 bool is_memory(int fd) {
@@ -98,6 +113,10 @@ Result<SharedFd> FdPool::take(control::Args& a, const char* key, Kind kind) {
     return make_error(errc::bad_fds, kFds,
                       field + ": fd " + std::to_string(*index) +
                           " is not a memory file open for reading and writing (memfd or shm)");
+  if ((kind == Kind::file_read || kind == Kind::file_write) && !is_snapshot_file(fd, kind == Kind::file_write))
+    return make_error(errc::bad_fds, kFds,
+                      field + ": fd " + std::to_string(*index) + " is not a regular file open for " +
+                          (kind == Kind::file_write ? "writing (without O_APPEND)" : "reading"));
   used_[*index] = true;
   return share(std::move(fds_[*index]));
 }
@@ -122,6 +141,59 @@ Result<void> FdPool::all_used() const {
 }
 
 // ---- commands -> payloads -----------------------------------------------------------
+
+Result<TransferFile> file_from(control::Args& a, FdPool& fds, const FilePolicy& policy, bool writing) {
+  const std::string cmd = writing ? "snapshot" : "restore";
+  const bool by_fd = a.has("fd");
+  if (by_fd == a.has("path"))
+    return make_error(errc::bad_message, cmd,
+                      a.path() + ": give the file as \"fd\" (an fd the VMM opened) or as \"path\", one of them");
+  TransferFile out;
+  if (by_fd) {
+    (void)a.u64("path", 0, 0, 0);  // known, absent
+    auto fd = fds.take(a, "fd", writing ? FdPool::Kind::file_write : FdPool::Kind::file_read);
+    if (!fd)
+      return std::move(fd).error();
+    out.target.file = std::move(fd).value();
+    return out;
+  }
+  (void)a.u64("fd", 0, 0, 0);  // known, absent
+  auto path = a.string("path", 4096);
+  if (!path)
+    return std::move(path).error();
+  out.path = *path;
+  const std::string field = a.path() + ".path";
+  if (!policy.snapshot_dir) {
+    if (policy.peer_uid != policy.own_uid)
+      return make_error(errc::permission_denied, cmd,
+                        field + ": uid " + std::to_string(policy.peer_uid) +
+                            " may not name files by path: vufront attach (uid " + std::to_string(policy.own_uid) +
+                            ") has no --snapshot-dir; pass the file as an fd (\"fd\")");
+    return out;
+  }
+  std::string relative = *path;
+  const std::string prefix = policy.snapshot_dir_path + "/";
+  if (!relative.empty() && relative.front() == '/') {
+    if (relative.compare(0, prefix.size(), prefix) != 0)
+      return make_error(errc::permission_denied, cmd,
+                        field + ": \"" + relative + "\" is outside --snapshot-dir " + policy.snapshot_dir_path);
+    relative = relative.substr(prefix.size());
+  }
+  auto at = open_parent_beneath(policy.snapshot_dir->get(), relative, cmd);
+  if (!at) {
+    Error e = std::move(at).error();
+    e.detail = field + ": " + e.detail + " (--snapshot-dir " + policy.snapshot_dir_path + ")";
+    return e;
+  }
+  struct stat sb {};
+  if (::fstatat(at->dir.get(), at->leaf.c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode))
+    return make_error(errc::permission_denied, cmd,
+                      field + ": \"" + *path + "\" is a symbolic link (--snapshot-dir " +
+                          policy.snapshot_dir_path + ")");
+  out.target.dir = share(std::move(at->dir));
+  out.target.leaf = at->leaf;
+  return out;
+}
 
 Result<MemoryRegionSpec> region_from(control::Args& r, FdPool& fds) {
   MemoryRegionSpec out;

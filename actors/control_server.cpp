@@ -114,6 +114,7 @@ Device& add_device(Self self, const DeviceSetup& setup) {
   cfg.wait_for_backend = st.config.wait_for_backend;
   cfg.reconnect = st.config.reconnect;
   cfg.listen = setup.listen;
+  cfg.listen_options = st.config.backend_listen;
   Device d;
   d.setup = setup;
   d.setup.shmem_owner = 0;
@@ -197,7 +198,7 @@ void set_mapper(Self self, Device& d, uint64_t owner) {
 
 Result<void> start_listening(Self self) {
   auto& st = self->state;
-  auto fd = control::listen_at(st.config.control_path, st.config.control_mode);
+  auto fd = control::listen_at(st.config.control_path, st.config.control_listen);
   if (!fd)
     return std::move(fd).error();
   st.listen_fd = std::move(fd).value();
@@ -241,8 +242,13 @@ void accept(Self self, const SharedFd& conn) {
   }
   uint64_t id = st.next_session++;
   // Monitored, not linked: the server ends its sessions itself when it ends.
+  FilePolicy files;
+  files.peer_uid = *uid;
+  files.own_uid = me;
+  files.snapshot_dir = st.config.snapshot_dir;
+  files.snapshot_dir_path = st.config.snapshot_dir_path;
   auto s = self->spawn<caf::detached + caf::monitored>(control_session_impl, control_server_actor{self}, id,
-                                                       conn, st.config.log);
+                                                       conn, std::move(files), st.config.log);
   st.sessions.emplace(id, s);
   log(self, "session " + std::to_string(id) + ": uid " + std::to_string(*uid) + " attached");
 }

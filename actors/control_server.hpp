@@ -35,15 +35,22 @@
 #include "actors/messages.hpp"
 #include "memory/shmem_window.hpp"
 #include "base/unique_fd.hpp"
+#include "base/unix_socket.hpp"
 #include "protocol/backend_client.hpp"
 
 namespace vufront::actors {
 
 struct ControlServerConfig {
   std::string control_path;
-  unsigned control_mode = 0600;
+  /// The control socket's mode and group (base/listen_options.hpp).
+  ListenOptions control_listen;
   /// uids allowed besides the one vufront runs as.
   std::vector<uint32_t> allowed_uids;
+  /// --snapshot-dir (opened O_DIRECTORY) and its canonical path; empty: none.
+  SharedFd snapshot_dir;
+  std::string snapshot_dir_path;
+  /// Client mode: the mode and group of the back-end sockets vufront listens on.
+  ListenOptions backend_listen;
   /// The devices negotiated at start.
   std::vector<DeviceSetup> devices;
   Timeouts timeouts;

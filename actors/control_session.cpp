@@ -251,9 +251,9 @@ Result<void> command_state_change(DeviceCommand& x) {
 Result<void> command_snapshot(DeviceCommand& x) {
   VUFRONT_DEVICE_COMMAND_NAMES(x);
   SnapshotOptions o;
-  auto path = a.string("path", 4096);
-  if (!path)
-    return std::move(path).error();
+  auto file = file_from(a, fds, self->state.files, true);
+  if (!file)
+    return std::move(file).error();
   auto max = a.u64("max_bytes", 1, uint64_t{1} << 62, o.max_bytes);
   if (!max)
     return std::move(max).error();
@@ -262,7 +262,8 @@ Result<void> command_snapshot(DeviceCommand& x) {
     return std::move(t).error();
   if (auto r = x.no_more(); !r)
     return r;
-  o.path = *path;
+  o.path = file->path;
+  o.target = file->target;
   o.max_bytes = *max;
   o.timeout_ms = *t;
   ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
@@ -273,9 +274,9 @@ Result<void> command_snapshot(DeviceCommand& x) {
 Result<void> command_restore(DeviceCommand& x) {
   VUFRONT_DEVICE_COMMAND_NAMES(x);
   RestoreOptions o;
-  auto path = a.string("path", 4096);
-  if (!path)
-    return std::move(path).error();
+  auto file = file_from(a, fds, self->state.files, false);
+  if (!file)
+    return std::move(file).error();
   auto t = transfer_timeout_ms(a);
   if (!t)
     return std::move(t).error();
@@ -292,7 +293,8 @@ Result<void> command_restore(DeviceCommand& x) {
   }
   if (auto r = x.no_more(); !r)
     return r;
-  o.path = *path;
+  o.path = file->path;
+  o.target = file->target;
   o.timeout_ms = *t;
   ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
                     [](const SnapshotInfo& i) { return transfer_json(i); }, restore_atom_v, o);
@@ -453,10 +455,11 @@ void handle_packet(Self self, control::Packet& p) {
 
 control_session_actor::behavior_type control_session_impl(
     control_session_actor::stateful_pointer<ControlSessionData> self, control_server_actor server,
-    uint64_t id, SharedFd conn, ControlLog log) {
+    uint64_t id, SharedFd conn, FilePolicy files, ControlLog log) {
   auto& st = self->state;
   st.server = std::move(server);
   st.id = id;
+  st.files = std::move(files);
   st.log = std::move(log);
   st.conn = conn ? conn->duplicate() : UniqueFd{};
   if (!st.conn) {

@@ -21,6 +21,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/control_commands.hpp"
 #include "actors/control_reader.hpp"
 #include "actors/messages.hpp"
 #include "base/unique_fd.hpp"
@@ -35,15 +36,17 @@ struct ControlSessionData {
   control_server_actor server;
   uint64_t id = 0;
   ControlLog log;
+  FilePolicy files;  ///< who may name snapshot files by path (this connection's uid)
   size_t in_flight = 0;
   bool closing = false;
   UniqueFd conn;                          ///< before `reader`: it outlives the thread
   std::unique_ptr<ControlReader> reader;  ///< LAST: joined first
 };
 
-/// `conn` is the accepted connection (the session keeps a duplicate).
+/// `conn` is the accepted connection (the session keeps a duplicate);
+/// `files` its peer's uid and --snapshot-dir.
 [[nodiscard]] control_session_actor::behavior_type control_session_impl(
     control_session_actor::stateful_pointer<ControlSessionData> self, control_server_actor server,
-    uint64_t id, SharedFd conn, ControlLog log);
+    uint64_t id, SharedFd conn, FilePolicy files, ControlLog log);
 
 }  // namespace vufront::actors

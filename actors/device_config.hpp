@@ -5,6 +5,7 @@
 #include <chrono>
 #include <string>
 
+#include "base/unix_socket.hpp"
 #include "protocol/backend_client.hpp"
 
 namespace vufront::actors {
@@ -36,6 +37,8 @@ struct DeviceConfig {
   /// it (DPDK's --client, QEMU's server=on); the socket lives as long as
   /// the device.
   bool listen = false;
+  /// Client mode: the socket's mode and group (base/listen_options.hpp).
+  ListenOptions listen_options;
 };
 
 }  // namespace vufront::actors

@@ -95,7 +95,7 @@ void connect_and_negotiate(Self self, Done done) {
   if (st.listen && !st.listen->file_is_ours())
     st.listen.reset();  // the socket file was removed or replaced: listen again
   if (st.config.listen && !st.listen) {
-    auto l = Connection::listen(st.config.socket);
+    auto l = Connection::listen(st.config.socket, st.config.listen_options);
     if (!l)
       return done(std::move(l).error());
     auto ls = std::make_unique<ListenSocket>();

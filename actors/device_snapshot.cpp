@@ -100,7 +100,7 @@ void save(Self self, InfoPromise rp, const SnapshotOptions& o, TransferDeadline 
   auto m = std::make_shared<snapshot::Manifest>(manifest_of(st, std::move(config)));
   if (auto v = snapshot::validate(*m); !v)
     return end(self, rp, op, named(v.error(), "manifest"));
-  SaveJob job{o.path, o.max_bytes, dl, std::move(m), o.replace};
+  SaveJob job{o.path, o.target, o.max_bytes, dl, std::move(m), o.replace};
   self->request(st.transfer, conn_wait, save_atom_v, std::move(job))
       .then([self, rp](SnapshotInfo& info) mutable { end(self, rp, op, std::move(info)); },
             [self, rp](caf::error& e) mutable { end_caf(self, rp, op, e); });
@@ -214,8 +214,8 @@ void restore_checked(Self self, InfoPromise rp, const RestoreOptions& o, Transfe
 }
 
 std::optional<caf::error> check_options(const char* op, const std::string& path,
-                                        uint32_t timeout_ms) {
-  if (path.empty())
+                                        const snapshot::FileTarget& target, uint32_t timeout_ms) {
+  if (path.empty() && target.empty())
     return to_caf(make_error(errc::invalid_argument, op, "no file path"));
   if (timeout_ms == 0)
     return to_caf(make_error(errc::invalid_argument, op, "the timeout must be at least 1 ms"));
@@ -230,7 +230,7 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
     return *e;
   if (auto e = cancelled_already(self, op))
     return *e;
-  if (auto e = check_options(op, o.path, o.timeout_ms))
+  if (auto e = check_options(op, o.path, o.target, o.timeout_ms))
     return *e;
   if (o.max_bytes == 0)
     return to_caf(make_error(errc::invalid_argument, op, "max_bytes must be at least 1"));
@@ -257,7 +257,7 @@ caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
     return *e;
   if (auto e = cancelled_already(self, op))
     return *e;
-  if (auto e = check_options(op, o.path, o.timeout_ms))
+  if (auto e = check_options(op, o.path, o.target, o.timeout_ms))
     return *e;
   auto& st = self->state;
   uint64_t driver_features = 0;
@@ -273,7 +273,7 @@ caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
   auto rp = self->make_response_promise<SnapshotInfo>();
   auto dl = TransferDeadline::in(milliseconds(o.timeout_ms));
   spawn_transfer(self, o.progress);
-  self->request(st.transfer, conn_wait, open_atom_v, o.path, dl)
+  self->request(st.transfer, conn_wait, open_atom_v, o, dl)
       .then(
           [self, rp, o, dl, driver_features](const ManifestPtr& m) mutable {
             restore_checked(self, rp, o, dl, driver_features, m);

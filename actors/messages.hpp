@@ -230,9 +230,9 @@ using connection_actor = caf::typed_actor<
 /// take effect within one slice.
 using snapshot_actor = caf::typed_actor<
     caf::replies_to<save_atom, SaveJob>::with<SnapshotInfo>,
-    /// Opens a snapshot file and verifies it whole (checksum) before anything
+    /// Opens the restore's file and verifies it whole (checksum) before anything
     /// is sent: replies with its manifest. The file stays open for load.
-    caf::replies_to<open_atom, std::string, TransferDeadline>::with<
+    caf::replies_to<open_atom, RestoreOptions, TransferDeadline>::with<
         std::shared_ptr<const snapshot::Manifest>>,
     /// SET_DEVICE_STATE_FD(load) -> stream the opened file into the pipe ->
     /// CHECK_DEVICE_STATE.

@@ -21,6 +21,7 @@
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
+#include "snapshot/file_target.hpp"
 
 namespace vufront::snapshot {
 struct Manifest;
@@ -158,6 +159,7 @@ struct DeviceEvent {
 /// The device must be sleeping (or negotiated and never activated).
 struct SnapshotOptions {
   std::string path;
+  snapshot::FileTarget target;  ///< the file when not `path` itself (a VMM's fd, --snapshot-dir)
   /// Cap on the back-end's state; more is errc::oversized.
   uint64_t max_bytes = uint64_t{64} << 30;
   /// Whether a file already at `path` may be replaced (false: the snapshot
@@ -174,6 +176,7 @@ struct SnapshotOptions {
 /// memory set when `activation` is given).
 struct RestoreOptions {
   std::string path;
+  snapshot::FileTarget target;  ///< as in SnapshotOptions
   uint32_t timeout_ms = 60000;
   /// The VMM's queues (addresses, kick/call fds, sink) as for activate. With
   /// it the device ends up sleeping, its queues at the snapshot's bases, and
@@ -278,6 +281,7 @@ struct TransferDeadline {
 /// filled in).
 struct SaveJob {
   std::string path;
+  snapshot::FileTarget target;
   uint64_t max_bytes = 0;
   TransferDeadline deadline;
   std::shared_ptr<const snapshot::Manifest> manifest;

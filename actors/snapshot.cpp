@@ -207,6 +207,36 @@ void finish_load(Self self) {
   });
 }
 
+/// The file failed while it was being sent (its checksum no longer matches
+/// at the end, it shrank, a read failed): the back-end has been given bytes
+/// that are not the snapshot's. Our end of the pipe is closed, the back-end's
+/// device is reset (RESET_DEVICE, then SET_STATUS 0: what the device's reset
+/// sends), and only then does the transfer fail, saying so.
+void fail_and_reset(Self self, Error e) {
+  auto& st = self->state;
+  st.phase = Phase::resetting;
+  st.pipe.reset();
+  st.reader.reset();
+  auto gen = st.generation;
+  // bounded by the connection actor (the requests' own deadlines)
+  self->request(st.conn, caf::infinite, reset_device_atom_v)
+      .then(
+          [self, gen, e](caf::ok_atom) mutable {
+            if (self->state.generation != gen)
+              return;
+            e.detail += "; the file changed while it was sent: the back-end's device was reset "
+                        "(RESET_DEVICE, SET_STATUS 0)";
+            fail(self, e);
+          },
+          [self, gen, e](caf::error& r) mutable {
+            if (self->state.generation != gen)
+              return;
+            e.detail += "; the file changed while it was sent, and resetting the back-end's device failed: " +
+                        from_caf(r, "RESET_DEVICE").message();
+            fail(self, e);
+          });
+}
+
 // ---- one slice of each streaming phase ---------------------------------------------
 // Each returns true while there is more to do.
 
@@ -260,9 +290,11 @@ bool load_slice(Self self) {
       return false;
     }
     if (st.buf_off == st.buf_len) {
+      // The bytes hashed are the bytes in buf, which go to the pipe as they
+      // are: the checksum at the end is about what the back-end was sent.
       auto n = st.reader->read_state(st.buf.data(), st.buf.size());
       if (!n) {
-        fail(self, n.error());
+        fail_and_reset(self, n.error());
         return false;
       }
       if (*n == 0) {
@@ -395,7 +427,7 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
         if (!job.manifest)
           return to_caf(make_error(errc::invalid_argument, st.request, "no manifest"));
         auto w = snapshot::SnapshotWriter::create(
-            job.path, job.max_bytes,
+            job.path, job.target, job.max_bytes,
             job.replace ? snapshot::Existing::replace : snapshot::Existing::refuse);
         if (!w)
           return to_caf(w.error());
@@ -406,16 +438,16 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
         hand_over(self, wire::device_state_save, Phase::saving);
         return rp;
       },
-      [self](open_atom, const std::string& path,
+      [self](open_atom, const RestoreOptions& o,
              TransferDeadline deadline) -> caf::result<std::shared_ptr<const snapshot::Manifest>> {
         if (auto e = begin(self, "restore: check the file", deadline))
           return to_caf(*e);
         auto& st = self->state;
-        auto r = snapshot::SnapshotReader::open(path);
+        auto r = snapshot::SnapshotReader::open(o.path, o.target);
         if (!r)
           return to_caf(r.error());
         st.reader.emplace(std::move(r).value());
-        st.path = path;
+        st.path = o.path;
         st.manifest = std::make_shared<const snapshot::Manifest>(st.reader->manifest());
         st.total = st.manifest->state_length;
         st.phase = Phase::verifying;
@@ -446,7 +478,7 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
       [self](cancel_atom) {
         auto& st = self->state;
         st.cancelled = true;
-        if (st.phase != Phase::idle)
+        if (st.phase != Phase::idle && st.phase != Phase::resetting)  // a reset runs to its end
           fail(self, make_error(errc::cancelled, st.request,
                                 "cancelled after " + std::to_string(st.done) + " bytes"));
       },

@@ -1,5 +1,6 @@
 #pragma once
-// The snapshot actor: one back-end state transfer (digest §15) between a
+// The snapshot actor: one back-end state transfer (the vhost-user spec's
+// "Migrating back-end state", docs/snapshot-format.md) between a
 // pipe and a snapshot file (snapshot/), never holding the state in memory
 // (snapshot_actor in actors/messages.hpp). The device spawns one per
 // snapshot or restore, linked and detached, and drops it afterwards.
@@ -22,6 +23,10 @@
 // CHECK_DEVICE_STATE, cancel) ends the transfer with an error naming the
 // request, removes the temporary file and closes every fd; the connection
 // itself is left as it is (the connection actor reports a lost back-end).
+// Except one: when the file fails during the load (the checksum of the bytes
+// sent does not match at the end, or it shrank), the back-end has been sent
+// bytes that are not the snapshot's, so its device is reset (RESET_DEVICE,
+// SET_STATUS 0) before the restore fails, and the error says so.
 //
 // An fd the back-end returns instead of ours is checked before use: it must
 // be a pipe or socket open for the direction needed.
@@ -54,6 +59,7 @@ struct SnapshotData {
     saving,     ///< pipe -> file
     loading,    ///< file -> pipe
     checking,   ///< CHECK_DEVICE_STATE sent
+    resetting,  ///< the file changed during the load: the back-end's device is being reset
   };
 
   connection_actor conn;

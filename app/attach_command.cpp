@@ -1,5 +1,6 @@
 #include "app/attach_command.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include <caf/actor_system.hpp>
@@ -21,6 +23,7 @@
 #include "actors/system.hpp"
 #include "app/backend_wait.hpp"
 #include "ops/cancel_on_signal.hpp"
+#include "base/listen_options.hpp"
 #include "base/unix_socket.hpp"
 #include "control/protocol.hpp"
 #include "protocol/virtio_config.hpp"
@@ -124,7 +127,46 @@ Result<std::vector<actors::DeviceSetup>> device_setups(const std::vector<std::st
   return out;
 }
 
+namespace {
+
+/// --snapshot-dir opened (O_DIRECTORY) with its canonical path.
+Result<std::pair<SharedFd, std::string>> open_snapshot_dir(const std::string& dir) {
+  char* real = ::realpath(dir.c_str(), nullptr);
+  if (real == nullptr)
+    return make_error(errc::invalid_argument, "--snapshot-dir", dir, errno);
+  std::string canonical(real);
+  std::free(real);
+  // OWNERSHIP: owned from birth; the sessions share it.
+  UniqueFd fd = UniqueFd::adopt(::open(canonical.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd)
+    return make_error(errc::invalid_argument, "--snapshot-dir", dir, errno);
+  return std::make_pair(share(std::move(fd)), canonical);
+}
+
+/// What the start-up log says about who may connect and name files.
+std::string access_line(const AttachOptions& opts) {
+  std::string uids = std::to_string(::geteuid());
+  for (auto u : opts.allowed_uids)
+    uids += ", " + std::to_string(u);
+  return "control socket " + describe(opts.control_listen) + "; uids allowed: " + uids +
+         "; snapshot files: " +
+         (opts.snapshot_dir.empty() ? "fds, and paths from uid " + std::to_string(::geteuid())
+                                    : "fds, and paths under " + opts.snapshot_dir);
+}
+
+}  // namespace
+
 int attach_main(const AttachOptions& opts) {
+  SharedFd snapshot_dir;
+  std::string snapshot_dir_path;
+  if (!opts.snapshot_dir.empty()) {
+    auto d = open_snapshot_dir(opts.snapshot_dir);
+    if (!d) {
+      std::cerr << "vufront attach: " << d.error().message() << "\n";
+      return 2;
+    }
+    std::tie(snapshot_dir, snapshot_dir_path) = std::move(d).value();
+  }
   // Before the actor system: its threads inherit the mask. SIGHUP (a closed
   // terminal, a service manager's reload) does not end the daemon: it is
   // logged and ignored; SIGINT and SIGTERM stop it cleanly.
@@ -136,6 +178,10 @@ int attach_main(const AttachOptions& opts) {
   actors::ControlServerConfig sc;
   sc.control_path = opts.control;
   sc.allowed_uids = opts.allowed_uids;
+  sc.control_listen = opts.control_listen;
+  sc.backend_listen = opts.backend_listen;
+  sc.snapshot_dir = snapshot_dir;
+  sc.snapshot_dir_path = snapshot_dir_path;
   sc.devices = opts.devices;
   sc.connect_timeout = opts.timeout;
   sc.wait_for_backend = opts.wait_for_backend;
@@ -166,6 +212,7 @@ int attach_main(const AttachOptions& opts) {
                         d["kind"].get<std::string>() + ", " + d["backend"].get<std::string>() + ")";
               log_line("serving " + list + " on " + opts.control + " (protocol " +
                        std::to_string(control::protocol_version) + ")");
+              log_line(access_line(opts));
             },
             [&](caf::error& e) {
               std::cerr << "vufront attach: " << actors::from_caf(e, "start").message() << "\n";

@@ -13,6 +13,7 @@
 #include "actors/device.hpp"
 #include "actors/messages.hpp"
 #include "base/error.hpp"
+#include "base/unix_socket.hpp"
 
 namespace vufront::app {
 
@@ -20,6 +21,14 @@ struct AttachOptions {
   std::vector<actors::DeviceSetup> devices;
   std::string control;
   std::vector<uint32_t> allowed_uids;
+  /// The control socket's mode and group (--control-mode, --control-group,
+  /// widened by --allow-uid: base/listen_options.hpp).
+  ListenOptions control_listen;
+  /// Client mode: the back-end sockets' mode and group (--listen-mode, --listen-group).
+  ListenOptions backend_listen;
+  /// --snapshot-dir: where VMMs may name snapshot files by path ("": nowhere
+  /// for other uids; vufront's own uid names any path).
+  std::string snapshot_dir;
   /// Connecting to each back-end, and each request to it.
   std::chrono::milliseconds timeout{Timeouts::default_request};
   /// Each ring stop, GET_VRING_BASE (`--drain-timeout`).
@@ -45,7 +54,8 @@ struct AttachOptions {
     const std::vector<std::string>& queues, uint32_t max_queue_size);
 
 /// Exit status: 0 after a signal, 1 when a back-end cannot be negotiated or
-/// the control socket cannot be created (one line on stderr naming it).
+/// the control socket cannot be created (one line on stderr naming it), 2
+/// when --snapshot-dir is not a directory.
 [[nodiscard]] int attach_main(const AttachOptions& opts);
 
 }  // namespace vufront::app

@@ -22,8 +22,14 @@
 // (the step that failed on stderr); 2 for usage errors.
 //
 //   vufront-example-vmm --control PATH [--device ID] [--restore-into SOCKET]
-//                       [--snapshot FILE] [--msix] [--timeout SECONDS]
+//                       [--snapshot FILE [--by-path]] [--msix] [--timeout SECONDS]
+//
+// The snapshot file is opened by this VMM, with its own rights, and passed to
+// vufront as an fd (SCM_RIGHTS), as a VMM running as another user than
+// vufront must (docs/attach-protocol.md, "Snapshot files").
 
+#include <fcntl.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -103,6 +109,7 @@ Result<std::string> check_equal(const std::vector<uint8_t>& got, const std::vect
 struct VmmOptions {
   std::string control_path, device_id, restore_into, snapshot_file;
   bool msix = false;
+  bool by_path = false;  ///< name the file to vufront instead of passing an fd
   double timeout_s = 30;
 };
 
@@ -115,7 +122,12 @@ void add_options(CLI::App& cli, VmmOptions& o) {
   cli.add_option("--restore-into", o.restore_into,
                  "Restore into a new back-end on this socket (added with add_device) instead of\n"
                  "the same back-end after a reset");
-  cli.add_option("--snapshot", o.snapshot_file, "Where the snapshot goes (default: a temporary file, removed)");
+  cli.add_option("--snapshot", o.snapshot_file,
+                 "Where the snapshot goes (default: a temporary file, removed). This VMM opens\n"
+                 "it and passes the fd: written to FILE.tmp.XXXXXX, renamed to FILE when done");
+  cli.add_flag("--by-path", o.by_path,
+               "Send --snapshot's path for vufront to open instead (beneath vufront's\n"
+               "--snapshot-dir, or any path when this VMM runs as vufront's own uid)");
   cli.add_flag("--msix", o.msix, "Give the back-end the queue's interrupt eventfd directly");
   cli.add_option("--timeout", o.timeout_s, "Seconds for each command")->default_val(30)->check(CLI::Range(1.0, 3600.0));
 }
@@ -246,13 +258,30 @@ class Vmm {
   /// Whether the back-end offers DEVICE_STATE (snapshot and restore).
   bool can_snapshot() const { return has(protocol_features_, pf_device_state); }
 
-  /// Saves the device's state into `path`.
+  /// Saves the device's state into `path`: by default a temporary next to
+  /// it that this VMM opens (with its own rights) and passes as an fd,
+  /// renamed to `path` once vufront has written it; --by-path: vufront opens
+  /// `path` itself.
   Result<std::string> snapshot(const std::string& path) {
-    auto r = client_->snapshot(dev_, path);
+    Result<json> r = json();
+    if (o_.by_path) {
+      r = client_->snapshot(dev_, path);
+    } else {
+      std::string tmp = path + ".tmp.XXXXXX";
+      // OWNERSHIP: owned from birth; vufront gets a duplicate with the command.
+      UniqueFd fd = UniqueFd::adopt(::mkostemp(tmp.data(), O_CLOEXEC));
+      if (!fd)
+        return make_error(errc::io_error, "snapshot", "cannot create " + tmp, errno);
+      r = client_->snapshot_to_fd(dev_, fd.get());
+      if (r && ::rename(tmp.c_str(), path.c_str()) != 0)
+        r = make_error(errc::io_error, "snapshot", "rename " + tmp + " to " + path, errno);
+      if (!r)
+        ::unlink(tmp.c_str());
+    }
     if (!r)
       return std::move(r).error();
     return std::to_string(number((*r)["state_bytes"])) + " bytes of state, checksum " +
-           (*r)["checksum"].get<std::string>();
+           (*r)["checksum"].get<std::string>() + (o_.by_path ? " (path)" : " (fd)");
   }
 
   /// Resets the device, to restore into the same back-end.
@@ -281,7 +310,16 @@ class Vmm {
   /// Loads the state in `path` into the device (left sleeping); when the
   /// device is no longer `source`, resets `source`.
   Result<std::string> restore(const std::string& path, const std::optional<std::string>& source) {
-    auto r = client_->restore(dev_, path, activation_);
+    Result<json> r = json();
+    if (o_.by_path) {
+      r = client_->restore(dev_, path, activation_);
+    } else {
+      // OWNERSHIP: owned from birth; vufront gets a duplicate with the command.
+      UniqueFd fd = UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd)
+        return make_error(errc::io_error, "restore", "cannot open " + path, errno);
+      r = client_->restore_from_fd(dev_, fd.get(), activation_);
+    }
     if (!r)
       return std::move(r).error();
     if (dev_ != source)  // moved: the old back-end's device is done

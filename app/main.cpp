@@ -5,6 +5,7 @@
 // interrupted (Ctrl-C or SIGTERM; snapshot, restore, job).
 
 #include <cmath>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "app/probe_command.hpp"
 #include "app/restore_command.hpp"
 #include "app/snapshot_command.hpp"
+#include "base/listen_options.hpp"
 #include "ops/units.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/virtio_config.hpp"
@@ -281,6 +283,7 @@ struct AttachCommand {
   double drain_s = seconds_of(vufront::Timeouts::default_drain);
   bool no_reconnect = false, client_mode = false;
   double give_up_s = 0, max_delay_s = 5.0;
+  std::string control_mode, control_group, listen_mode, listen_group;
   CLI::App* cmd = nullptr;
 
   void add_to(CLI::App& app) {
@@ -292,6 +295,55 @@ struct AttachCommand {
     add_device_options();
     add_timeout_options();
     add_reconnect_options();
+    add_access_options();
+  }
+
+  /// --control-mode, --control-group, --listen-mode, --listen-group, --snapshot-dir.
+  void add_access_options() {
+    cmd->add_option("--control-mode", control_mode,
+                    "OCTAL: the control socket's mode (default 0600; 0666 with --allow-uid, 0660\n"
+                    "with --control-group); the peer-uid check (--allow-uid) still applies")
+        ->type_name("OCTAL");
+    cmd->add_option("--control-group", control_group,
+                    "NAME|GID: the control socket's group (mode 0660 unless --control-mode)")
+        ->type_name("GROUP");
+    cmd->add_option("--listen-mode", listen_mode,
+                    "OCTAL: mode of the back-end sockets vufront listens on with --client-mode\n"
+                    "(default 0600; 0660 with --listen-group)")
+        ->type_name("OCTAL");
+    cmd->add_option("--listen-group", listen_group,
+                    "NAME|GID: group of the back-end sockets vufront listens on (--client-mode)")
+        ->type_name("GROUP");
+    cmd->add_option("--snapshot-dir", options.snapshot_dir,
+                    "DIR: VMMs may name snapshot/restore files by path only beneath DIR (no '..',\n"
+                    "no symbolic links); without it only vufront's own uid names paths, other\n"
+                    "uids pass an fd they opened")
+        ->type_name("DIR");
+  }
+
+  /// The sockets' modes and groups from their options (base/listen_options.hpp).
+  bool listen_options_from_flags() {
+    std::optional<unsigned> cmode, lmode;
+    std::optional<uint32_t> cgroup, lgroup;
+    auto parse = [](const std::string& text, const char* option, auto parser, auto& out) {
+      if (text.empty())
+        return true;
+      auto v = parser(text, option);
+      if (!v) {
+        std::cerr << "vufront attach: " << v.error().request << ": " << v.error().detail << "\n";
+        return false;
+      }
+      out = *v;
+      return true;
+    };
+    if (!parse(control_mode, "--control-mode", vufront::parse_socket_mode, cmode) ||
+        !parse(control_group, "--control-group", vufront::parse_group, cgroup) ||
+        !parse(listen_mode, "--listen-mode", vufront::parse_socket_mode, lmode) ||
+        !parse(listen_group, "--listen-group", vufront::parse_group, lgroup))
+      return false;
+    options.control_listen = vufront::listen_options(cmode, cgroup, !options.allowed_uids.empty());
+    options.backend_listen = vufront::listen_options(lmode, lgroup, false);
+    return true;
   }
 
   /// --backend, --control, --device, --queues, --queue-size, --allow-uid.
@@ -302,7 +354,7 @@ struct AttachCommand {
         ->required()
         ->take_all();
     cmd->add_option("--control", options.control,
-                    "PATH of the control socket to create (SOCK_SEQPACKET, mode 0600)")
+                    "PATH of the control socket to create (SOCK_SEQPACKET; mode: --control-mode)")
         ->required()
         ->check(vufront::cli::socket_path());
     cmd->add_option("--device", kinds,
@@ -313,7 +365,9 @@ struct AttachCommand {
         ->default_val(1024)
         ->check(CLI::Range(1u, 32768u));
     cmd->add_option("--allow-uid", options.allowed_uids,
-                    "Also accept VMM connections from this uid (besides vufront's own)");
+                    "Also accept VMM connections from this uid (besides vufront's own; checked\n"
+                    "with SO_PEERCRED); makes the control socket 0666 unless --control-mode or\n"
+                    "--control-group says otherwise");
   }
 
   /// --timeout, --drain-timeout, --wait-for-backend.
@@ -362,6 +416,8 @@ struct AttachCommand {
       return exit_usage;
     }
     options.devices = std::move(setups).value();
+    if (!listen_options_from_flags())
+      return exit_usage;
     for (auto& d : options.devices)
       d.listen = client_mode;
     options.timeout = seconds_to_ms(timeout_s);

@@ -120,13 +120,13 @@ Result<void> VhostServer::listen() {
   const mode_t umask_now = ::umask(0);
   ::umask(umask_now);
   ListenFailure why{};
-  listen_fd_ = make_listening_socket(opt_.socket_path, SOCK_STREAM, 0, 0777 & ~umask_now, 4, why);
+  listen_fd_ = make_listening_socket(opt_.socket_path, SOCK_STREAM, 0, ListenOptions{0777 & ~umask_now, -1}, 4, why);
   // A listener that goes within a second was a back-end on its way out
   // (killed, or _exit in progress: its fds close a moment after its peers
   // see the connection drop); a restart right after it takes the socket.
   for (int i = 0; i < 50 && why == ListenFailure::in_use; ++i) {
     ::usleep(20000);
-    listen_fd_ = make_listening_socket(opt_.socket_path, SOCK_STREAM, 0, 0777 & ~umask_now, 4, why);
+    listen_fd_ = make_listening_socket(opt_.socket_path, SOCK_STREAM, 0, ListenOptions{0777 & ~umask_now, -1}, 4, why);
   }
   const std::string what = "listen " + opt_.socket_path;
   switch (why) {

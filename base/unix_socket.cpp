@@ -62,8 +62,8 @@ bool unix_bind(int fd, const UnixAddress& at) noexcept {
   return ::bind(fd, at.get(), UnixAddress::size()) == 0;
 }
 
-UniqueFd make_listening_socket(const std::string& path, int type, int flags, unsigned mode,
-                               int backlog, ListenFailure& why) noexcept {
+UniqueFd make_listening_socket(const std::string& path, int type, int flags,
+                               const ListenOptions& opts, int backlog, ListenFailure& why) noexcept {
   why = ListenFailure::none;
   if (path.empty() || path.size() > max_unix_path) {
     why = ListenFailure::bad_path;
@@ -98,7 +98,11 @@ UniqueFd make_listening_socket(const std::string& path, int type, int flags, uns
     why = ListenFailure::system;
     return {};
   }
-  if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0 || ::listen(fd.get(), backlog) != 0) {
+  // Mode and group before listen(): until then a connect is refused.
+  bool set = ::chmod(path.c_str(), static_cast<mode_t>(opts.mode & 07777)) == 0 &&
+             (opts.group < 0 ||
+              ::lchown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(opts.group)) == 0);
+  if (!set || ::listen(fd.get(), backlog) != 0) {
     int err = errno;
     ::unlink(path.c_str());
     why = ListenFailure::system;

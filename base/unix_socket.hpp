@@ -69,14 +69,25 @@ struct SocketPath {
 /// Why make_listening_socket() failed.
 enum class ListenFailure { none, bad_path, in_use, not_a_socket, system };
 
+/// Who may connect to a socket vufront listens on, as the file system sees
+/// it: the socket file's mode and group (base/listen_options.hpp reads them
+/// from the command line). The one rule for every listening socket: the
+/// control socket, client-mode back-end sockets, the VMM-facing sockets.
+struct ListenOptions {
+  unsigned mode = 0600;  ///< permission bits of the socket file (connect needs write)
+  /// The socket file's group (chown before listen); -1 keeps the creator's.
+  long long group = -1;
+};
+
 /// A unix socket of `type` (SOCK_STREAM or SOCK_SEQPACKET; CLOEXEC, plus
-/// `flags` such as SOCK_NONBLOCK) listening at `path`, with `mode` set
-/// before listen() so nobody connects in between. A socket file nobody
-/// listens on any more is replaced; a live one (in_use) or another kind of
-/// file (not_a_socket) is refused. Empty on failure, `why` says why (and
-/// errno for `system`; ENAMETOOLONG for bad_path: empty or too long).
+/// `flags` such as SOCK_NONBLOCK) listening at `path`, with `opts.mode` and
+/// `opts.group` set before listen() so nobody connects in between. A socket
+/// file nobody listens on any more is replaced; a live one (in_use) or another
+/// kind of file (not_a_socket) is refused. Empty on failure, `why` says why
+/// (and errno for `system`; ENAMETOOLONG for bad_path: empty or too long).
 [[nodiscard]] UniqueFd make_listening_socket(const std::string& path, int type, int flags,
-                                             unsigned mode, int backlog, ListenFailure& why) noexcept;
+                                             const ListenOptions& opts, int backlog,
+                                             ListenFailure& why) noexcept;
 
 /// Linux's SCM_MAX_FD: the most fds one sendmsg can carry.
 inline constexpr size_t max_send_fds = 253;

@@ -244,4 +244,21 @@ Result<json> Client::restore(const std::optional<std::string>& device, const std
   return call_with_timeout(timeout + std::chrono::seconds(10), "restore", std::move(args), fds, device);
 }
 
+Result<json> Client::snapshot_to_fd(const std::optional<std::string>& device, int file_fd,
+                                    std::chrono::seconds timeout) {
+  return call_with_timeout(timeout + std::chrono::seconds(10), "snapshot",
+                           {{"fd", 0}, {"timeout", timeout.count()}}, {file_fd}, device);
+}
+
+Result<json> Client::restore_from_fd(const std::optional<std::string>& device, int file_fd,
+                                     const std::optional<Activation>& activation, std::chrono::seconds timeout) {
+  std::vector<int> fds;
+  json args = {{"timeout", timeout.count()}};
+  if (activation)
+    args["activation"] = activation_args(*activation, fds);
+  args["fd"] = fds.size();
+  fds.push_back(file_fd);
+  return call_with_timeout(timeout + std::chrono::seconds(10), "restore", std::move(args), fds, device);
+}
+
 }  // namespace vufront::control

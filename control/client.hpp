@@ -120,8 +120,10 @@ public:
   /// wait), or start again after a refused resume or a give-up.
   [[nodiscard]] Result<void> reconnect(const std::optional<std::string>& device = std::nullopt);
   [[nodiscard]] Result<void> reset(const std::optional<std::string>& device = std::nullopt);
-  /// Saves the back-end's state to `path` (the device sleeping). Result: the
-  /// transfer ({"state_bytes", "checksum", ...}).
+  /// Saves the back-end's state to `path` (the device sleeping): a path
+  /// vufront opens, so beneath its --snapshot-dir, or any path when the VMM
+  /// runs as vufront's own uid (docs/attach-protocol.md, "Snapshot files").
+  /// Result: the transfer ({"state_bytes", "checksum", ...}).
   [[nodiscard]] Result<json> snapshot(const std::optional<std::string>& device, const std::string& path,
                                       std::chrono::seconds timeout = std::chrono::seconds(60));
   /// Restores `path` into the (negotiated) device; with `activation` the
@@ -129,6 +131,16 @@ public:
   [[nodiscard]] Result<json> restore(const std::optional<std::string>& device, const std::string& path,
                                      const std::optional<Activation>& activation,
                                      std::chrono::seconds timeout = std::chrono::seconds(60));
+  /// The same with a file the VMM opened (borrowed; passed with SCM_RIGHTS),
+  /// which works for any uid: the snapshot is written into `file_fd` in place
+  /// (a regular file open for writing, without O_APPEND; vufront truncates it
+  /// first; for atomicity write to a temporary and rename it yourself), and
+  /// a restore reads `file_fd` (open for reading). Result: as above, "path" "".
+  [[nodiscard]] Result<json> snapshot_to_fd(const std::optional<std::string>& device, int file_fd,
+                                            std::chrono::seconds timeout = std::chrono::seconds(60));
+  [[nodiscard]] Result<json> restore_from_fd(const std::optional<std::string>& device, int file_fd,
+                                             const std::optional<Activation>& activation,
+                                             std::chrono::seconds timeout = std::chrono::seconds(60));
 
   /// The activation as command arguments, its fds appended to `fds` (for
   /// callers composing their own commands).

@@ -45,9 +45,9 @@ Result<bool> wait_for(int fd, short events, Clock::time_point deadline, const ch
 
 }  // namespace
 
-Result<UniqueFd> listen_at(const std::string& path, unsigned mode, int backlog) {
+Result<UniqueFd> listen_at(const std::string& path, const ListenOptions& opts, int backlog) {
   ListenFailure why{};
-  UniqueFd fd = make_listening_socket(path, SOCK_SEQPACKET, 0, mode, backlog, why);
+  UniqueFd fd = make_listening_socket(path, SOCK_SEQPACKET, 0, opts, backlog, why);
   switch (why) {
     case ListenFailure::none: return fd;
     case ListenFailure::bad_path:

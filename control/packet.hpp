@@ -15,6 +15,7 @@
 
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
+#include "base/unix_socket.hpp"
 
 namespace vufront::control {
 
@@ -38,11 +39,12 @@ struct Packet {
   bool fds_truncated = false;
 };
 
-/// Creates PATH as a listening SOCK_SEQPACKET socket (CLOEXEC) with `mode`
-/// (e.g. 0600) set before anyone can connect. An existing socket file that
+/// Creates PATH as a listening SOCK_SEQPACKET socket (CLOEXEC) with the
+/// mode and group of `opts` (default 0600) set before anyone can connect. An existing socket file that
 /// nobody listens on is replaced; any other existing file is an error.
 /// Errors: io_error, invalid_argument (path too long), bad_state (in use).
-[[nodiscard]] Result<UniqueFd> listen_at(const std::string& path, unsigned mode, int backlog = 8);
+[[nodiscard]] Result<UniqueFd> listen_at(const std::string& path, const ListenOptions& opts,
+                                         int backlog = 8);
 
 /// Accepts one connection (CLOEXEC). Errors: io_error (EAGAIN included).
 [[nodiscard]] Result<UniqueFd> accept_from(int listen_fd);

@@ -151,10 +151,10 @@ Result<Connection> Connection::connect(const std::string& path, Deadline deadlin
   }
 }
 
-Result<UniqueFd> Connection::listen(const std::string& path) {
+Result<UniqueFd> Connection::listen(const std::string& path, const ListenOptions& opts) {
   const std::string what = "listen " + path;
   ListenFailure why{};
-  UniqueFd fd = make_listening_socket(path, SOCK_STREAM, SOCK_NONBLOCK, 0600, 4, why);
+  UniqueFd fd = make_listening_socket(path, SOCK_STREAM, SOCK_NONBLOCK, opts, 4, why);
   switch (why) {
     case ListenFailure::none: return fd;
     case ListenFailure::bad_path:

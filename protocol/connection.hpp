@@ -27,6 +27,7 @@
 
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
+#include "base/unix_socket.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront {
@@ -81,10 +82,12 @@ public:
                                                   ConnectWait wait = ConnectWait::socket);
 
   /// Client mode (the back-end connects to us, as DPDK's --client does):
-  /// a listening stream socket at `path` (mode 0600, non-blocking). A stale
+  /// a listening stream socket at `path` (non-blocking; mode and group from
+  /// `opts`, default 0600). A stale
   /// socket file is replaced. Errors: invalid_argument (path too long, or
   /// not a socket), bad_state (someone listens there already), io_error.
-  [[nodiscard]] static Result<UniqueFd> listen(const std::string& path);
+  [[nodiscard]] static Result<UniqueFd> listen(const std::string& path,
+                                               const ListenOptions& opts = ListenOptions{});
   /// Waits until `deadline` for a back-end to connect to `listen_fd`, or
   /// until `*stop` is set (checked at least every 100 ms).
   /// Errors: timeout ("no back-end connected"), cancelled (stop), io_error.

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/beneath.hpp"
+
 namespace vufront::snapshot {
 namespace {
 
@@ -58,11 +60,41 @@ std::string names(const std::vector<std::string>& v) {
 }  // namespace
 
 Result<SnapshotReader> SnapshotReader::open(const std::string& path) {
+  // OWNERSHIP: owned from birth, then by the reader.
+  UniqueFd fd = UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd)
+    return make_error(errc::io_error, kOpen, "open " + path, errno);
+  return checked(path, std::move(fd));
+}
+
+Result<SnapshotReader> SnapshotReader::open(const std::string& path, const FileTarget& target) {
+  if (target.file) {
+    UniqueFd own = target.file->duplicate();
+    if (!own)
+      return make_error(errc::io_error, kOpen, "dup of the snapshot file's fd", errno);
+    int fl = ::fcntl(own.get(), F_GETFL);
+    if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY)
+      return make_error(errc::bad_fds, kOpen, "the snapshot file's fd is not open for reading");
+    return checked(path, std::move(own));
+  }
+  if (target.dir) {
+    BeneathPath at;
+    at.dir = target.dir->duplicate();
+    at.leaf = target.leaf;
+    if (!at.dir)
+      return make_error(errc::io_error, kOpen, "dup of the snapshot directory's fd", errno);
+    auto fd = open_file_beneath(at, O_RDONLY, kOpen);
+    if (!fd)
+      return std::move(fd).error();
+    return checked(path, std::move(fd).value());
+  }
+  return open(path);
+}
+
+Result<SnapshotReader> SnapshotReader::checked(const std::string& path, UniqueFd fd) {
   SnapshotReader r;
   r.path_ = path;
-  r.fd_ = UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!r.fd_)
-    return make_error(errc::io_error, kOpen, "open " + path, errno);
+  r.fd_ = std::move(fd);
   struct stat st {};
   if (::fstat(r.fd_.get(), &st) != 0)
     return make_error(errc::io_error, kOpen, "fstat " + path, errno);

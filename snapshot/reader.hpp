@@ -12,6 +12,7 @@
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
 #include "protocol/messages.hpp"
+#include "snapshot/file_target.hpp"
 #include "snapshot/format.hpp"
 #include "snapshot/manifest.hpp"
 
@@ -24,6 +25,12 @@ public:
   /// exactly head + state_length bytes (truncation and extra bytes are
   /// errors). Does not read the state.
   [[nodiscard]] static Result<SnapshotReader> open(const std::string& path);
+  /// The same for a target (a file the VMM passed, which must be open for
+  /// reading, or a name in a directory opened beneath --snapshot-dir, a
+  /// symbolic link there refused); `path` names it in errors and results.
+  /// The reader reads through its own duplicate of the fd with pread (the
+  /// passed file's offset is left alone).
+  [[nodiscard]] static Result<SnapshotReader> open(const std::string& path, const FileTarget& target);
 
   [[nodiscard]] const Manifest& manifest() const noexcept { return manifest_; }
   /// File offset of the first state byte.
@@ -33,10 +40,14 @@ public:
     return manifest_.state_length - position_;
   }
 
-  /// Reads up to `len` state bytes into `buf`; 0 at the end. When the call
-  /// reaches the end the checksum is compared: a mismatch is
-  /// errc::invalid_payload "checksum mismatch" (the bytes just read must then
-  /// be discarded). After any error the reader is unusable (bad_state).
+  /// Reads up to `len` state bytes into `buf`; 0 at the end. The checksum
+  /// covers exactly the bytes returned in `buf` (each byte is read from the
+  /// file once, into `buf`, and hashed there), so a caller that sends `buf`
+  /// on knows the check is about what it sent, even when the file changes
+  /// meanwhile. When the call reaches the end the checksum is compared: a
+  /// mismatch is errc::invalid_payload "checksum mismatch" (the bytes just
+  /// read must then be discarded). After any error the reader is unusable
+  /// (bad_state).
   [[nodiscard]] Result<size_t> read_state(uint8_t* buf, size_t len);
 
   /// Streams the whole state once (in a bounded buffer) and compares the
@@ -48,6 +59,7 @@ public:
 
 private:
   SnapshotReader() = default;
+  [[nodiscard]] static Result<SnapshotReader> checked(const std::string& path, UniqueFd fd);
 
   std::string path_;
   UniqueFd fd_;

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "actors/control_commands.hpp"
@@ -154,4 +155,86 @@ TEST_CASE("control commands: results and events as JSON") {
   CHECK(event_json("disk0", lost) == json{{"event", "backend_lost"}, {"device", "disk0"}, {"reason", "EOF"}});
   DeviceEvent mapped{DeviceEvent::Kind::shmem_mapped, DeviceState::active, -1, "x"};
   CHECK(event_json("disk0", mapped).is_null());
+}
+
+TEST_CASE("control commands: a snapshot file by fd, or by path under the rules of --snapshot-dir") {
+  test::FdCount leak;
+  {
+    test::TempDir tmp;
+    const std::string dir = tmp.file("snaps");
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    REQUIRE(::symlink("/etc", (dir + "/etc").c_str()) == 0);
+    REQUIRE(::symlink("/etc/passwd", (dir + "/pw").c_str()) == 0);
+    FilePolicy own{1000, 1000, {}, ""};
+    FilePolicy other{65534, 1000, {}, ""};
+    FilePolicy confined = other;
+    confined.snapshot_dir = share(UniqueFd::adopt(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
+    confined.snapshot_dir_path = dir;
+
+    auto file = [&](const json& args, const FilePolicy& p, bool writing, std::vector<UniqueFd> fds = {}) {
+      FdPool pool(std::move(fds));
+      Args a(args, "args");
+      auto r = file_from(a, pool, p, writing);
+      if (r.ok()) {
+        auto d = a.done();
+        REQUIRE_MESSAGE(d.ok(), d.error().message());
+        REQUIRE(pool.all_used().ok());
+      }
+      return r;
+    };
+    auto code_of = [](const Result<TransferFile>& r) { return r.ok() ? errc{} : r.error().code; };
+
+    // vufront's own uid names any path (as before); another uid none without --snapshot-dir
+    auto mine = file({{"path", "/var/tmp/x.vfsnap"}}, own, true);
+    REQUIRE(mine.ok());
+    CHECK(mine->path == "/var/tmp/x.vfsnap");
+    CHECK(mine->target.empty());
+    auto theirs = file({{"path", "/var/tmp/x.vfsnap"}}, other, true);
+    REQUIRE_FALSE(theirs.ok());
+    CHECK(theirs.error().code == errc::permission_denied);
+    CHECK(theirs.error().detail.find("pass the file as an fd") != std::string::npos);
+
+    // beneath --snapshot-dir: relative or absolute under it; nothing outside
+    auto rel = file({{"path", "vm.vfsnap"}}, confined, true);
+    REQUIRE_MESSAGE(rel.ok(), rel.error().message());
+    CHECK(rel->target.dir);
+    CHECK(rel->target.leaf == "vm.vfsnap");
+    CHECK(rel->path == "vm.vfsnap");
+    auto abs = file({{"path", dir + "/vm.vfsnap"}}, confined, false);
+    REQUIRE(abs.ok());
+    CHECK(abs->target.leaf == "vm.vfsnap");
+    for (const std::string& bad : {std::string("../x"), std::string("/etc/passwd"), dir + "/../x", dir + "x/y",
+                                  std::string("etc/passwd"), std::string("pw"), std::string("a/../../x")}) {
+      CHECK_MESSAGE(code_of(file({{"path", bad}}, confined, true)) == errc::permission_denied, bad);
+      CHECK_MESSAGE(code_of(file({{"path", bad}}, confined, false)) == errc::permission_denied, bad);
+    }
+
+    // by fd: a regular file open for writing (no O_APPEND) / for reading
+    const std::string f = tmp.file("f");
+    auto fd = [&](int flags) { return UniqueFd::adopt(::open(f.c_str(), flags | O_CREAT | O_CLOEXEC, 0600)); };
+    std::vector<UniqueFd> one;
+    one.push_back(fd(O_WRONLY));
+    auto w = file({{"fd", 0}}, other, true, std::move(one));
+    REQUIRE_MESSAGE(w.ok(), w.error().message());
+    CHECK(w->target.file);
+    CHECK(w->path.empty());
+    struct Case {
+      int flags;
+      bool writing;
+    };
+    for (Case c : {Case{O_RDONLY, true}, Case{O_WRONLY | O_APPEND, true}, Case{O_WRONLY, false}}) {
+      std::vector<UniqueFd> v;
+      v.push_back(fd(c.flags));
+      CHECK(code_of(file({{"fd", 0}}, other, c.writing, std::move(v))) == errc::bad_fds);
+    }
+    std::vector<UniqueFd> ev;
+    ev.push_back(make_eventfd());
+    CHECK(code_of(file({{"fd", 0}}, other, false, std::move(ev))) == errc::bad_fds);
+    // exactly one of the two
+    CHECK(code_of(file(json::object(), own, true)) == errc::bad_message);
+    std::vector<UniqueFd> both;
+    both.push_back(fd(O_WRONLY));
+    CHECK(code_of(file({{"fd", 0}, {"path", "x"}}, own, true, std::move(both))) == errc::bad_message);
+  }
+  CHECK_MESSAGE(leak.leaked() == 0, test::FdCount::listing());
 }

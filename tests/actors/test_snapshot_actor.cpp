@@ -37,9 +37,11 @@ namespace {
 using Script = std::function<SharedFd(uint32_t direction, UniqueFd given)>;
 
 /// A connection actor whose state-transfer steps run `script`; CHECK_DEVICE_STATE
-/// answers `check` (empty = ok). Other steps are not used here.
+/// answers `check` (empty = ok); RESET_DEVICE counts in `resets`. Other steps
+/// are not used here.
 connection_actor::behavior_type fake_conn(connection_actor::pointer, Script script,
-                                          std::shared_ptr<std::string> check) {
+                                          std::shared_ptr<std::string> check,
+                                          std::shared_ptr<std::atomic<int>> resets) {
   auto unused = [](const char* what) { return to_caf(make_error(errc::bad_state, what, "unused")); };
   return {
       [=](negotiate_atom, const NegotiateRequest&) -> caf::result<DeviceInfo, SharedFd> {
@@ -67,7 +69,10 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
       [=](set_config_atom, uint32_t, const std::vector<uint8_t>&) -> caf::result<caf::ok_atom> {
         return unused("set_config");
       },
-      [=](reset_device_atom) -> caf::result<caf::ok_atom> { return unused("reset"); },
+      [=](reset_device_atom) -> caf::result<caf::ok_atom> {
+        ++*resets;
+        return caf::ok_atom_v;
+      },
       [=](state_fd_atom, uint32_t direction, const SharedFd& fd) -> caf::result<SharedFd> {
         UniqueFd dup = UniqueFd::adopt(::fcntl(fd->get(), F_DUPFD_CLOEXEC, 0));
         return script(direction, std::move(dup));
@@ -126,6 +131,13 @@ size_t entries(const std::string& dir) {
   return n;
 }
 
+/// A restore of the file at `path`.
+RestoreOptions restore_of(const std::string& path) {
+  RestoreOptions o;
+  o.path = path;
+  return o;
+}
+
 std::shared_ptr<const snapshot::Manifest> manifest() {
   auto m = std::make_shared<snapshot::Manifest>();
   m->kind = DeviceKind::blk;
@@ -161,9 +173,10 @@ struct SnapFixture : RtFixture {
   TempDir tmp;
   Peers peers;
   std::shared_ptr<std::string> check = std::make_shared<std::string>();
+  std::shared_ptr<std::atomic<int>> resets = std::make_shared<std::atomic<int>>(0);
 
   snapshot_actor start(Script script) {
-    auto conn = spawn(fake_conn, std::move(script), check);
+    auto conn = spawn(fake_conn, std::move(script), check, resets);
     return spawn<caf::detached>(snapshot_impl, conn, caf::actor{});
   }
 
@@ -171,7 +184,7 @@ struct SnapFixture : RtFixture {
                                                            const std::string& path,
                                                            uint64_t cap = 1 << 30,
                                                            std::chrono::milliseconds d = 10s) {
-    SaveJob job{path, cap, TransferDeadline::in(d), manifest()};
+    SaveJob job{path, {}, cap, TransferDeadline::in(d), manifest()};
     return ask<SnapshotInfo>(a, d + 5s, save_atom_v, job);
   }
 };
@@ -246,7 +259,7 @@ TEST_CASE("snapshot actor: a state over the cap, a stream that never ends, a can
         (void)!::write(handed.get(), &one, sizeof one);
         return SharedFd{};
       });
-      SaveJob job{f.tmp.file("s.vfsnap"), 1 << 30, TransferDeadline::in(60s), manifest()};
+      SaveJob job{f.tmp.file("s.vfsnap"), {}, 1 << 30, TransferDeadline::in(60s), manifest()};
       std::string err;
       auto pending = f.self->request(a, 10s, save_atom_v, job);
       // Cancelled while the bytes flow (the back-end has its fd).
@@ -352,7 +365,7 @@ TEST_CASE("snapshot actor: a verified file is loaded whole, a reader that quits 
       return SharedFd{};
     });
     auto [m, err] = f.ask<std::shared_ptr<const snapshot::Manifest>>(
-        a, 10s, open_atom_v, f.tmp.file("s.vfsnap"), TransferDeadline::in(10s));
+        a, 10s, open_atom_v, restore_of(f.tmp.file("s.vfsnap")), TransferDeadline::in(10s));
     REQUIRE_MESSAGE(m, err);
     CHECK((*m)->state_length == data.size());
     auto [info, lerr] = f.ask<SnapshotInfo>(a, 15s, load_atom_v, TransferDeadline::in(10s));
@@ -368,6 +381,64 @@ TEST_CASE("snapshot actor: a verified file is loaded whole, a reader that quits 
       REQUIRE_MESSAGE(info, lerr);
       CHECK(*got == data);
     }
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
+TEST_CASE("snapshot actor: a file changed after its check fails the load and resets the back-end") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    auto data = state_bytes(3 << 20);
+    const std::string path = f.tmp.file("s.vfsnap");
+    {
+      auto w = snapshot::SnapshotWriter::create(path, 1 << 30);
+      REQUIRE(w.ok());
+      REQUIRE(w->write_state(data.data(), data.size()).ok());
+      REQUIRE(w->commit(*manifest()).ok());
+    }
+    // A file the VMM passed (an fd) and a path: the same rule.
+    bool by_fd = false;
+    SUBCASE("path") {}
+    SUBCASE("fd") { by_fd = true; }
+    RestoreOptions o = restore_of(path);
+    if (by_fd) {
+      o.target.file = share(UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC)));
+      REQUIRE(o.target.file->valid());
+    }
+    auto got = std::make_shared<std::vector<uint8_t>>();
+    auto a = f.start([&, got](uint32_t, UniqueFd fd) {
+      f.peers.threads.emplace_back([fd = std::make_shared<UniqueFd>(std::move(fd)), got] {
+        *got = read_all(fd->get());
+      });
+      return SharedFd{};
+    });
+    auto [m, err] = f.ask<std::shared_ptr<const snapshot::Manifest>>(a, 10s, open_atom_v, o,
+                                                                   TransferDeadline::in(10s));
+    REQUIRE_MESSAGE(m, err);
+    // Checked whole; now a byte of its state changes before the load.
+    {
+      UniqueFd rw = UniqueFd::adopt(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+      REQUIRE(rw.valid());
+      uint8_t b = 0;
+      const off_t at = static_cast<off_t>(snapshot::kHeadSize + 1000);
+      REQUIRE(::pread(rw.get(), &b, 1, at) == 1);
+      b ^= 0xff;
+      REQUIRE(::pwrite(rw.get(), &b, 1, at) == 1);
+    }
+    auto [info, lerr] = f.ask<SnapshotInfo>(a, 15s, load_atom_v, TransferDeadline::in(10s));
+    for (auto& t : f.peers.threads)
+      t.join();
+    f.peers.threads.clear();
+    CHECK_FALSE(info);
+    CHECK_MESSAGE(lerr.find("checksum mismatch") != std::string::npos, lerr);
+    CHECK_MESSAGE(lerr.find("the back-end's device was reset") != std::string::npos, lerr);
+    CHECK(f.resets->load() == 1);
+    // the back-end got the changed bytes (which is why it was reset), never
+    // the whole state: the last slice, whose check failed, was held back
+    CHECK(got->size() < data.size());
+    REQUIRE(got->size() > 1000);
+    CHECK((*got)[1000] == static_cast<uint8_t>(data[1000] ^ 0xff));
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }

@@ -86,13 +86,13 @@ TEST_CASE("unix sockets: created CLOEXEC, connect and listen") {
     CHECK(err == ENOENT);
 
     ListenFailure why{};
-    auto l = make_listening_socket(path, SOCK_STREAM, 0, 0600, 4, why);
+    auto l = make_listening_socket(path, SOCK_STREAM, 0, ListenOptions{}, 4, why);
     REQUIRE(l.valid());
     CHECK(why == ListenFailure::none);
     CHECK(is_cloexec(l.get()));
     CHECK(unix_connect(c.get(), *addr));
 
-    auto again = make_listening_socket(path, SOCK_STREAM, 0, 0600, 4, why);
+    auto again = make_listening_socket(path, SOCK_STREAM, 0, ListenOptions{}, 4, why);
     CHECK_FALSE(again.valid());
     CHECK(why == ListenFailure::in_use);
 
@@ -108,19 +108,19 @@ TEST_CASE("unix sockets: created CLOEXEC, connect and listen") {
 TEST_CASE("make_listening_socket: bad paths, other files, stale sockets") {
   TempDir dir;
   ListenFailure why{};
-  CHECK_FALSE(make_listening_socket("", SOCK_SEQPACKET, 0, 0600, 4, why).valid());
+  CHECK_FALSE(make_listening_socket("", SOCK_SEQPACKET, 0, ListenOptions{}, 4, why).valid());
   CHECK(why == ListenFailure::bad_path);
-  CHECK_FALSE(make_listening_socket(std::string(108, 'z'), SOCK_SEQPACKET, 0, 0600, 4, why).valid());
+  CHECK_FALSE(make_listening_socket(std::string(108, 'z'), SOCK_SEQPACKET, 0, ListenOptions{}, 4, why).valid());
   CHECK(why == ListenFailure::bad_path);
 
   const std::string file = dir.file("plain");
   { auto f = UniqueFd::adopt(::open(file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600)); }
-  CHECK_FALSE(make_listening_socket(file, SOCK_SEQPACKET, 0, 0600, 4, why).valid());
+  CHECK_FALSE(make_listening_socket(file, SOCK_SEQPACKET, 0, ListenOptions{}, 4, why).valid());
   CHECK(why == ListenFailure::not_a_socket);
 
   const std::string path = dir.file("stale.sock");
-  { auto l = make_listening_socket(path, SOCK_SEQPACKET, 0, 0600, 4, why); REQUIRE(l.valid()); }
-  auto l = make_listening_socket(path, SOCK_SEQPACKET, 0, 0600, 4, why);  // the file stayed
+  { auto l = make_listening_socket(path, SOCK_SEQPACKET, 0, ListenOptions{}, 4, why); REQUIRE(l.valid()); }
+  auto l = make_listening_socket(path, SOCK_SEQPACKET, 0, ListenOptions{}, 4, why);  // the file stayed
   CHECK(l.valid());
   CHECK(why == ListenFailure::none);
 }

@@ -127,13 +127,13 @@ TEST_CASE("control packet: listen_at sets the mode, replaces a stale socket, ref
   TempDir dir;
   const std::string path = dir.file("c.ctl");
   {
-    auto l = listen_at(path, 0600);
+    auto l = listen_at(path, ListenOptions{});
     REQUIRE(l);
     struct stat sb {};
     REQUIRE(::stat(path.c_str(), &sb) == 0);
     CHECK((sb.st_mode & 0777) == 0600);
     CHECK(S_ISSOCK(sb.st_mode));
-    auto busy = listen_at(path, 0600);
+    auto busy = listen_at(path, ListenOptions{});
     REQUIRE_FALSE(busy);
     CHECK(busy.error().code == errc::bad_state);
     auto c = connect_to(path, milliseconds(1000));
@@ -145,14 +145,14 @@ TEST_CASE("control packet: listen_at sets the mode, replaces a stale socket, ref
     CHECK(*uid == static_cast<uint32_t>(::geteuid()));
   }
   // the listener is gone, the file stays: a stale socket is replaced
-  auto again = listen_at(path, 0600);
+  auto again = listen_at(path, ListenOptions{});
   CHECK(again);
   std::ofstream(dir.file("plain")) << "x";
-  auto not_socket = listen_at(dir.file("plain"), 0600);
+  auto not_socket = listen_at(dir.file("plain"), ListenOptions{});
   REQUIRE_FALSE(not_socket);
   CHECK(not_socket.error().code == errc::invalid_argument);
   auto nobody = connect_to(dir.file("none.ctl"), milliseconds(50));
   REQUIRE_FALSE(nobody);
   CHECK(nobody.error().code == errc::timeout);
-  CHECK_FALSE(listen_at(std::string(200, 'a'), 0600));
+  CHECK_FALSE(listen_at(std::string(200, 'a'), ListenOptions{}));
 }
