@@ -71,7 +71,7 @@ FakeBackend::~FakeBackend() {
 
 bool FakeBackend::serve_at(const std::string& path) {
   ListenFailure why = ListenFailure::none;
-  listen_fd_ = make_listening_socket(path, SOCK_STREAM, SOCK_NONBLOCK, 0600, 1, why);
+  listen_fd_ = make_listening_socket(path, SOCK_STREAM, SOCK_NONBLOCK, ListenOptions{}, 1, why);
   listen_path_ = path;
   return listen_fd_.valid();
 }
