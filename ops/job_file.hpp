@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "actors/device_config.hpp"
 #include "base/unix_socket.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/messages.hpp"
@@ -51,6 +52,14 @@ struct JobDevice {
   std::chrono::milliseconds timeout{60000};
   /// Each ring stop, GET_VRING_BASE ("drain_timeout").
   std::chrono::milliseconds drain_timeout{Timeouts::default_drain};
+  /// A lost back-end: reconnect and replay ("reconnect", default on;
+  /// "reconnect_give_up", "reconnect_max_delay" as attach's options).
+  actors::ReconnectPolicy reconnect = default_reconnect();
+  static actors::ReconnectPolicy default_reconnect() {
+    actors::ReconnectPolicy p;
+    p.enabled = true;
+    return p;
+  }
   std::vector<JobStep> steps;
 };
 
