@@ -8,6 +8,7 @@
 #include <optional>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +23,7 @@
 #include "app/restore_command.hpp"
 #include "app/snapshot_command.hpp"
 #include "base/listen_options.hpp"
+#include "actors/device_config.hpp"
 #include "ops/units.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/virtio_config.hpp"
@@ -44,6 +46,31 @@ std::chrono::milliseconds seconds_to_ms(double s) {
 }
 
 double seconds_of(std::chrono::milliseconds t) { return static_cast<double>(t.count()) / 1000.0; }
+
+/// --reconnect-give-up and --reconnect-max-delay (attach, check); the caller
+/// ties them to its on/off flag.
+std::pair<CLI::Option*, CLI::Option*> add_reconnect_policy_options(CLI::App* cmd, double& give_up_s,
+                                                                    double& max_delay_s) {
+  auto* give_up = cmd->add_option("--reconnect-give-up", give_up_s,
+                                  "Seconds after a loss to stop trying (0: never; attach's\n"
+                                  "`reconnect` command always starts again)")
+                      ->default_val(0)
+                      ->check(CLI::Range(0.0, 86400.0));
+  auto* max_delay = cmd->add_option("--reconnect-max-delay", max_delay_s,
+                                    "Longest wait between two reconnect attempts (the first after\n"
+                                    "100 ms, then doubling)")
+                        ->default_val(5.0)
+                        ->check(CLI::Range(0.1, 3600.0));
+  return {give_up, max_delay};
+}
+
+vufront::actors::ReconnectPolicy reconnect_policy(bool enabled, double give_up_s, double max_delay_s) {
+  vufront::actors::ReconnectPolicy p;
+  p.enabled = enabled;
+  p.give_up_after = seconds_to_ms(give_up_s);
+  p.max_delay = seconds_to_ms(max_delay_s);
+  return p;
+}
 
 // Each subcommand is a struct holding the values its options parse into:
 // add_to() declares the subcommand and its options on the app (the struct must
@@ -94,6 +121,8 @@ struct CheckCommand {
   std::string device = "blk";
   double timeout_s = 5.0;
   double drain_s = seconds_of(vufront::Timeouts::default_drain);
+  bool reconnect = false;
+  double give_up_s = 0, max_delay_s = 5.0;
   CLI::App* cmd = nullptr;
 
   void add_to(CLI::App& app) {
@@ -133,6 +162,13 @@ struct CheckCommand {
         ->default_val(drain_s)
         ->check(CLI::Range(0.001, 3600.0));
     add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
+    auto* reconnect_flag = cmd->add_flag(
+        "--reconnect", reconnect,
+        "Reconnect to a lost back-end (restarted on SOCKET) and replay the device's\n"
+        "state, as attach does by default; the steps go on, each shows what happened");
+    auto [give_up, max_delay] = add_reconnect_policy_options(cmd, give_up_s, max_delay_s);
+    give_up->needs(reconnect_flag);
+    max_delay->needs(reconnect_flag);
     cmd->add_flag("--json", options.json, "Print one JSON object instead of the text report");
   }
 
@@ -147,6 +183,9 @@ struct CheckCommand {
     options.device = *vufront::device_kind_from_string(device);
     options.timeout = seconds_to_ms(timeout_s);
     options.drain_timeout = seconds_to_ms(drain_s);
+    options.reconnect = reconnect_policy(reconnect, give_up_s, max_delay_s);
+    options.inflight = reconnect;  // a restarted back-end resubmits what was in flight
+    options.report_events = true;
     return vufront::app::check_main(options);
   }
 };
@@ -395,18 +434,9 @@ struct AttachCommand {
         "--no-reconnect", no_reconnect,
         "A lost back-end leaves its device broken (default: reconnect with backoff\n"
         "and replay the negotiated state; events reconnecting, resumed, resume_failed)");
-    cmd->add_option("--reconnect-give-up", give_up_s,
-                    "Seconds after a loss to stop trying (0: never; a `reconnect` command\n"
-                    "always starts again)")
-        ->default_val(0)
-        ->check(CLI::Range(0.0, 86400.0))
-        ->excludes(no_reconnect_flag);
-    cmd->add_option("--reconnect-max-delay", max_delay_s,
-                    "Longest wait between two reconnect attempts (the first after 100 ms,\n"
-                    "then doubling)")
-        ->default_val(5.0)
-        ->check(CLI::Range(0.1, 3600.0))
-        ->excludes(no_reconnect_flag);
+    auto [give_up, max_delay] = add_reconnect_policy_options(cmd, give_up_s, max_delay_s);
+    give_up->excludes(no_reconnect_flag);
+    max_delay->excludes(no_reconnect_flag);
   }
 
   int run() {
@@ -422,9 +452,7 @@ struct AttachCommand {
       d.listen = client_mode;
     options.timeout = seconds_to_ms(timeout_s);
     options.drain_timeout = seconds_to_ms(drain_s);
-    options.reconnect.enabled = !no_reconnect;
-    options.reconnect.give_up_after = seconds_to_ms(give_up_s);
-    options.reconnect.max_delay = seconds_to_ms(max_delay_s);
+    options.reconnect = reconnect_policy(!no_reconnect, give_up_s, max_delay_s);
     return vufront::app::attach_main(options);
   }
 };

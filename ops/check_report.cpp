@@ -8,7 +8,10 @@ void print_step(std::ostream& out, const CheckStep& s) {
   char head[96];
   std::snprintf(head, sizeof head, "  %-5s %-20s %9.1f ms  ", s.ok ? "ok" : "FAIL", s.name.c_str(),
                 s.ms);
-  out << head << s.detail << '\n' << std::flush;
+  out << head << s.detail << '\n';
+  for (const auto& e : s.events)
+    out << "        event " << e << '\n';
+  out << std::flush;
 }
 
 nlohmann::json steps_json(const std::vector<CheckStep>& steps) {
@@ -17,7 +20,10 @@ nlohmann::json steps_json(const std::vector<CheckStep>& steps) {
   j["steps"] = nlohmann::json::array();
   for (const auto& s : steps) {
     ok = ok && s.ok;
-    j["steps"].push_back({{"name", s.name}, {"ok", s.ok}, {"ms", s.ms}, {"detail", s.detail}});
+    nlohmann::json step = {{"name", s.name}, {"ok", s.ok}, {"ms", s.ms}, {"detail", s.detail}};
+    if (!s.events.empty())
+      step["events"] = s.events;
+    j["steps"].push_back(std::move(step));
   }
   j["ok"] = ok;
   return j;

@@ -119,10 +119,25 @@ bool Checker::step(const std::string& name, const std::function<Result<std::stri
   }
   if (!s.ok)
     failed_ = name;
+  if (opts_.report_events)
+    s.events = drain_events();
   steps_.push_back(s);
   if (opts_.on_step)
     opts_.on_step(steps_.back());
   return s.ok;
+}
+
+std::vector<std::string> Checker::drain_events() {
+  using Kind = actors::DeviceEvent::Kind;
+  std::vector<std::string> out;
+  if (!session_)
+    return out;
+  while (auto e = session_->next_event(std::chrono::milliseconds(0))) {
+    if (e->kind == Kind::backend_lost || e->kind == Kind::resumed ||
+        e->kind == Kind::resume_failed || e->kind == Kind::backend_notice)
+      out.push_back(std::string(actors::to_string(e->kind)) + ": " + e->detail);
+  }
+  return out;
 }
 
 bool Checker::run() {
@@ -237,6 +252,16 @@ bool Checker::activate(const std::string& name) {
 
 bool Checker::io(const std::string& name) {
   bool r = step(name, [this]() -> Result<std::string> {
+    // The guest's I/O waits on the rings, not on the device: a device whose
+    // back-end is lost for good (no reconnect, or given up) fails the step
+    // at once instead of after its deadline.
+    if (session_) {
+      auto st = session_->status();
+      if (!st)
+        return std::move(st).error();
+      if (st->state == actors::DeviceState::broken)
+        return make_error(errc::broken, "I/O", "the back-end was lost: " + st->last_error);
+    }
     switch (opts_.device) {
       case DeviceKind::net: return net_io();
       case DeviceKind::fs: return fs_io();

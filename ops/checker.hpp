@@ -58,6 +58,11 @@ struct CheckOptions {
   /// Negotiate INFLIGHT_SHMFD when offered (the back-end records requests
   /// in flight; a restarted one resubmits them).
   bool inflight = false;
+  /// Record in each step what the device reported while it ran: a lost
+  /// back-end, its resumption (or why not), a work-around notice
+  /// (CheckStep::events). Off, the events stay in the session's queue for
+  /// whoever reads them (tests).
+  bool report_events = false;
   bool json = false;
   /// Called with each finished step (for live output).
   std::function<void(const struct CheckStep&)> on_step;
@@ -72,6 +77,8 @@ struct CheckStep {
   double ms = 0;
   std::string detail;  ///< what the step did, or the error's message
   std::optional<Error> error;  ///< why it failed
+  /// With report_events: "backend_lost: ...", "resumed: ...", ... in order.
+  std::vector<std::string> events;
 };
 
 class Checker {
@@ -131,6 +138,8 @@ public:
   [[nodiscard]] ShmemWindow* window() { return window_.get(); }
 
 private:
+  /// The events of interest the session holds now (report_events).
+  std::vector<std::string> drain_events();
   [[nodiscard]] Result<std::string> blk_io();
   [[nodiscard]] Result<std::string> net_io();
   [[nodiscard]] Result<std::string> fs_io();

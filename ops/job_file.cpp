@@ -219,7 +219,8 @@ JobDevice parse_device(const json& v, const std::string& where, size_t index) {
   object_at(v, where);
   only_keys(v, where,
             {"name", "socket", "kind", "queues", "queue_size", "packed", "msix", "fs_file",
-             "timeout", "drain_timeout", "wait_for_backend", "steps", "comment"});
+             "timeout", "drain_timeout", "wait_for_backend", "reconnect", "reconnect_give_up",
+             "reconnect_max_delay", "steps", "comment"});
   JobDevice d;
   d.name = "dev" + std::to_string(index);
   if (v.contains("name")) {
@@ -263,6 +264,14 @@ JobDevice parse_device(const json& v, const std::string& where, size_t index) {
     d.timeout = get_seconds(v.at("timeout"), at(where, "timeout"), false);
   if (v.contains("drain_timeout"))
     d.drain_timeout = get_seconds(v.at("drain_timeout"), at(where, "drain_timeout"), false);
+  if (v.contains("reconnect"))
+    d.reconnect.enabled = get_bool(v.at("reconnect"), at(where, "reconnect"));
+  if (v.contains("reconnect_give_up"))
+    d.reconnect.give_up_after = get_seconds(v.at("reconnect_give_up"), at(where, "reconnect_give_up"), true);
+  if (v.contains("reconnect_max_delay"))
+    d.reconnect.max_delay = get_seconds(v.at("reconnect_max_delay"), at(where, "reconnect_max_delay"), false);
+  if (!d.reconnect.enabled && (v.contains("reconnect_give_up") || v.contains("reconnect_max_delay")))
+    fail(at(where, "reconnect"), "false, so reconnect_give_up and reconnect_max_delay do not apply");
   if (v.contains("comment"))
     get_string(v.at("comment"), at(where, "comment"));
   if (!v.contains("steps"))

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "actors/device_config.hpp"
 #include "base/unix_socket.hpp"
 #include "protocol/backend_client.hpp"
 #include "protocol/messages.hpp"
@@ -54,6 +55,14 @@ struct JobDevice {
   /// "wait_for_backend": connecting waits up to `timeout` for the socket to
   /// appear instead of failing at once when nothing (or no socket) is there.
   bool wait_for_backend = false;
+  /// A lost back-end: reconnect and replay ("reconnect", default on;
+  /// "reconnect_give_up", "reconnect_max_delay" as attach's options).
+  actors::ReconnectPolicy reconnect = default_reconnect();
+  static actors::ReconnectPolicy default_reconnect() {
+    actors::ReconnectPolicy p;
+    p.enabled = true;
+    return p;
+  }
   std::vector<JobStep> steps;
 };
 

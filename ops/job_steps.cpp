@@ -38,6 +38,9 @@ CheckOptions check_options(const JobDevice& d) {
   o.timeout = d.timeout;
   o.drain_timeout = d.drain_timeout;
   o.wait_for_backend = d.wait_for_backend;
+  o.reconnect = d.reconnect;
+  o.inflight = d.reconnect.enabled;  // a restarted back-end resubmits what was in flight
+  o.report_events = true;
   return o;
 }
 
@@ -111,12 +114,17 @@ private:
     }
     JobStepResult out{checker_.ok(), "", 0};
     const auto& recorded = checker_.steps();
+    std::string events;
     for (size_t i = first; i < recorded.size(); ++i) {
+      for (const auto& e : recorded[i].events)
+        events += (events.empty() ? "" : "; ") + e;
       if (!out.ok && recorded[i].ok)
         continue;
       out.detail += (out.detail.empty() ? "" : "; ") +
                     (recorded[i].ok ? recorded[i].detail : failure(recorded[i], s));
     }
+    if (!events.empty())
+      out.detail += " [" + events + "]";
     return out;
   }
 

@@ -148,6 +148,36 @@ def test_check_oversized_backend_request_fails_the_step_naming_it(tmp):
             b.stop()
 
 
+def test_check_reconnect_rides_out_a_backend_restart(tmp):
+    """--reconnect: the back-end dies taking the 5th request (the flush of the
+    I/O after wake) with it and is restarted on its socket and disk image; the
+    check resumes there, the request is resubmitted, and every step passes,
+    the I/O step showing the loss and the resume."""
+    img = os.path.join(tmp, 'disk.img')
+    args = ('--image', img, '--size', '16M')
+    b = start_backend(tmp, *args, '--crash-in-request', '5')
+    again = None
+    p = subprocess.Popen([ARGS.vufront, 'check', b.sock, '--reconnect', '--json'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        b.proc.wait(60)
+        again = start_backend(tmp, *args)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        b.stop()
+        if again:
+            again.stop()
+    j = json.loads(out)
+    assert p.returncode == 0 and j['ok'] is True, (j, err)
+    events = [e for s in j['steps'] for e in s.get('events', [])]
+    assert any(e.startswith('backend_lost: ') for e in events), j
+    assert any(e.startswith('resumed: ') for e in events), j
+    assert vufront('check', 's', '--reconnect-give-up', '5').returncode == 2  # needs --reconnect
+
+
 def held_request_check(tmp, held, *check_args):
     """`vufront check` against a back-end that holds `held` (each of them)
     for 60 s: the failed step and how long check took in all."""

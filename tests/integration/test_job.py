@@ -167,6 +167,76 @@ def test_job_invalid_files_exit_2_naming_the_place(tmp):
     assert vufront('job', '--help').returncode == 0
 
 
+def job_killing_its_backend_during_wait(tmp, bs, reconnect):
+    """Runs a job on one disk (file-backed, so a restart keeps its data) whose
+    back-end is SIGKILLed during the job's wait step and, with `reconnect`,
+    restarted on the same socket. Returns (exit code, events, summary)."""
+    img = os.path.join(tmp, 'disk.img')
+    args = ('--image', img, '--size', '16M', '--queues', '2')
+    a = bs.start('a', *args)
+    device = {'name': 'disk0', 'socket': a.sock, 'queues': 2, 'timeout': 600,
+              'steps': ['activate', 'check', {'wait': 2}, 'check', 'sleep', 'wake', 'check']}
+    if not reconnect:
+        device['reconnect'] = False
+    path = write_job(tmp, {'devices': [device]})
+    p = subprocess.Popen([ARGS.vufront, 'job', path, '--json-progress'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in p.stdout:  # until the wait step starts
+            lines.append(line)
+            e = json.loads(line)
+            if e.get('name') == 'wait' and e.get('event') == 'start':
+                break
+        a.proc.kill()
+        a.proc.wait(10)
+        if reconnect:
+            bs.start('a', *args)  # the same socket and disk image
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    events, summary = job_events(''.join(lines) + out)
+    return p.returncode, events, summary, err
+
+
+def test_job_reconnects_to_a_restarted_backend_and_keeps_its_data(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        rc, events, summary, err = job_killing_its_backend_during_wait(tmp, bs, True)
+        assert rc == 0, (events, err)
+        checks = [e['detail'] for e in events if e['name'] == 'check' and e['event'] == 'done']
+        assert len(checks) == 3, checks
+        # the steps after the restart show the loss and the resume, and the
+        # data written before the crash is intact
+        after = ' '.join(e.get('detail', '') for e in events[index_of(events, 'disk0', 'wait', 'done'):])
+        assert 'backend_lost: ' in after and 'resumed: ' in after, after
+        assert '1 earlier write(s) per queue intact' in checks[1], checks[1]
+        assert '2 earlier write(s) per queue intact' in checks[2], checks[2]
+        assert summary['ok'] is True, summary
+
+
+def test_job_without_reconnect_fails_the_next_step_naming_the_loss(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        rc, events, summary, err = job_killing_its_backend_during_wait(tmp, bs, False)
+        assert rc == 1, (events, err)
+        failed = [e for e in events if e['event'] == 'failed']
+        assert len(failed) == 1 and failed[0]['name'] == 'check' and failed[0]['step'] == 3, failed
+        assert 'the back-end was lost' in failed[0]['error'], failed
+        assert 'disk0: steps[3] check' in err and 'the back-end was lost' in err, err
+
+
+def test_job_reconnect_keys_are_checked(tmp):
+    for device, said in (({'reconnect': 'yes'}, 'reconnect'),
+                         ({'reconnect': False, 'reconnect_give_up': 5}, 'do not apply'),
+                         ({'reconnect_max_delay': 0}, 'reconnect_max_delay')):
+        d = {'socket': os.path.join(tmp, 's.sock'), 'steps': ['activate']}
+        d.update(device)
+        path = write_job(tmp, {'devices': [d]})
+        r = vufront('job', path)
+        assert r.returncode == 2 and said in r.stderr, (device, r.stderr)
+
+
 def test_snapshot_and_restore_unknown_socket_exit_1(tmp):
     sock = os.path.join(tmp, 'nobody.sock')
     out = os.path.join(tmp, 's.vfsnap')
