@@ -7,6 +7,7 @@ import subprocess
 
 # Where CLI11 starts the description column; a longer name pushes the
 # description onto the next line.
+_COLUMN = 30
 _SECTION = re.compile(r'^(Positionals|Options|Subcommands):$')
 
 
@@ -63,9 +64,9 @@ class Command:
         if not line.strip():
             return
         if re.match(r'^  \S', line):
-            head, _, desc = line.strip().partition('  ')
+            head, desc = _split_columns(line)
             tokens = head.split(' ')
-            names = tokens[0].split(',')
+            names = [re.sub(r'\{[^}]*\}$', '', n) for n in tokens[0].split(',')]  # --no-x{false}
             opts = ' '.join(tokens[1:])
             self.options.append(Option(names, opts, [desc.strip()] if desc.strip() else []))
         elif self.options:
@@ -79,6 +80,16 @@ class Command:
             self.subcommands.append((name, [desc.strip()] if desc.strip() else []))
         elif self.subcommands:
             self.subcommands[-1][1].append(line.strip())
+
+
+def _split_columns(line):
+    """An option line's name part (names, type, default, REQUIRED...) and its
+    description, which starts at _COLUMN when the name part is shorter."""
+    head = line[:_COLUMN]
+    if (len(line) > _COLUMN and head.endswith(' ') and line[_COLUMN] != ' ' and
+            head.count('[') == head.count(']') and head.count('{') == head.count('}')):
+        return head.strip(), line[_COLUMN:].strip()
+    return line.strip(), ''
 
 
 def _kind(names, opts, description):

@@ -54,7 +54,7 @@ def render(name, top, subs):
         '',
         '%s_files() {' % func,
         '  compopt -o filenames 2>/dev/null',
-        '  COMPREPLY=($(compgen -f -- "$cur"))',
+        '  mapfile -t COMPREPLY < <(compgen -f -- "$cur")  # names with spaces stay whole',
         '}',
         '',
         '%s() {' % func,

@@ -54,14 +54,14 @@ def commands_include(program, name):
 
 def main(help2man, program, name, include, out):
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [help2man, '--no-info', '--no-discard-stderr', '--section', '1',
-                '--include', include, '--output', out]
+        argv = [help2man, '--no-info', '--no-discard-stderr', '--section', '1', '--output', out]
         extra = commands_include(program, name)
-        if extra:
+        if extra:  # first: COMMANDS comes before the include file's sections
             path = os.path.join(tmp, 'commands.h2m')
             with open(path, 'w') as f:
                 f.write(extra)
             argv += ['--include', path]
+        argv += ['--include', include]
         # help2man names the page after the program's file name: run it as NAME.
         link = os.path.join(tmp, name)
         os.symlink(os.path.abspath(program), link)
