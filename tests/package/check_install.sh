@@ -38,7 +38,7 @@ for p in "${programs[@]}"; do
   render "$page" >"$work/page.txt" 2>"$work/warnings.txt" || fail "rendering $p.1 failed"
   [ ! -s "$work/warnings.txt" ] || { cat "$work/warnings.txt"; fail "$p.1 renders with warnings"; }
   grep -q "^NAME" "$work/page.txt" || fail "$p.1 has no NAME section"
-  grep -q "$p - " "$work/page.txt" || fail "$p.1's NAME does not name $p"
+  grep -qE "^ +$p +- " "$work/page.txt" || fail "$p.1's NAME does not name $p"
   grep -q -- "--version" "$work/page.txt" || fail "$p.1 does not list --version"
   grep -q "^SEE ALSO" "$work/page.txt" || fail "$p.1 has no SEE ALSO section"
 done
