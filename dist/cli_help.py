@@ -82,14 +82,20 @@ class Command:
             self.subcommands[-1][1].append(line.strip())
 
 
+# The whole of a name part as CLI11 prints it: names, type (with a range and a
+# default), "..." or "x N", REQUIRED, Needs:/Excludes: lists.
+_NAME_PART = re.compile(r'^\S+(?: [A-Z][^\s\[]*(?: in \[[^\]]*\]\S*)?)?(?: \.\.\.| x \d+)?'
+                        r'(?: REQUIRED)?(?: Needs:(?: -\S+)+)?(?: Excludes:(?: -\S+)+)?$')
+
+
 def _split_columns(line):
-    """An option line's name part (names, type, default, REQUIRED...) and its
-    description, which starts at _COLUMN when the name part is shorter."""
-    head = line[:_COLUMN]
-    if (len(line) > _COLUMN and head.endswith(' ') and line[_COLUMN] != ' ' and
-            head.count('[') == head.count(']') and head.count('{') == head.count('}')):
-        return head.strip(), line[_COLUMN:].strip()
-    return line.strip(), ''
+    """An option line's name part and its description. The description starts
+    at _COLUMN when the name part is shorter, else on the next line; a name
+    part of 28 characters ("  " + 28 = 30) or one just longer can look alike,
+    so a line that is a name part as a whole is taken as one."""
+    if _NAME_PART.match(line.strip()) or len(line) <= _COLUMN or line[_COLUMN - 1] != ' ':
+        return line.strip(), ''
+    return line[:_COLUMN].strip(), line[_COLUMN:].strip()
 
 
 def _kind(names, opts, description):
@@ -101,7 +107,8 @@ def _kind(names, opts, description):
         return 'choice'
     if re.search(r':(FILE|SOCKET|PATH|DIR)', opts) or (
             opts.startswith('TEXT') and
-            re.search(r'\b(socket|file|path|directory)\b', description, re.I)):
+            (re.search(r'\b(socket|file|path|directory)\b', description, re.I) or
+             re.search(r'file|socket|path|dir', ' '.join(names)))):
         return 'path'
     return 'value'
 

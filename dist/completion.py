@@ -83,10 +83,10 @@ def render(name, top, subs):
         lines += ['  if [ -z "$cmd" ]; then',
                   '    COMPREPLY=($(compgen -W %s -- "$cur"))' % quote(sub_names + ['help']),
                   '    return', '  fi']
-    lines.append('  case "$cmd" in')
-    for key, command in keys:
-        lines += positional_case(func, key, command)
-    lines += ['  esac', '}', '', 'complete -F %s %s' % (func, name), '']
+    positional = [arm for key, command in keys for arm in positional_case(func, key, command)]
+    if positional:
+        lines += ['  case "$cmd" in'] + positional + ['  esac']
+    lines += ['}', '', 'complete -F %s %s' % (func, name), '']
     return '\n'.join(lines)
 
 
