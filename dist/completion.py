@@ -23,7 +23,7 @@ def value_cases(func, key, command):
             continue
         pattern = '|'.join('"%s %s"' % (key, n) for n in o.names)
         if o.kind == 'choice':
-            action = 'COMPREPLY=($(compgen -W %s -- "$cur"))' % quote(o.choices)
+            action = 'mapfile -t COMPREPLY < <(compgen -W %s -- "$cur")' % quote(o.choices)
         elif o.kind == 'path':
             action = '%s_files' % func
         else:
@@ -34,7 +34,7 @@ def value_cases(func, key, command):
 
 def option_cases(key, command):
     names = [n for o in command.options if not o.positional() for n in o.names]
-    return ['    "%s") COMPREPLY=($(compgen -W %s -- "$cur")); return ;;' % (key, quote(names))]
+    return ['    "%s") mapfile -t COMPREPLY < <(compgen -W %s -- "$cur"); return ;;' % (key, quote(names))]
 
 
 def positional_case(func, key, command):
@@ -51,14 +51,16 @@ def render(name, top, subs):
         '# bash completion for %s. Generated at build time from `%s --help`' % (name, name)
         + (' and each' if subs else ''),
         '# ' + ("subcommand's --help " if subs else '') + 'by dist/completion.py: do not edit.',
+        '# shellcheck shell=bash',
         '',
         '%s_files() {' % func,
         '  compopt -o filenames 2>/dev/null',
-        '  mapfile -t COMPREPLY < <(compgen -f -- "$cur")  # names with spaces stay whole',
+        '  mapfile -t COMPREPLY < <(compgen -f -- "$cur")',
         '}',
         '',
         '%s() {' % func,
-        '  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd="" i',
+        '  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd=""'
+        + (' i' if subs else ''),
     ]
     if subs:
         lines += [
@@ -68,7 +70,7 @@ def render(name, top, subs):
             '    esac',
             '  done',
             '  if [ "$cmd" = help ]; then',
-            '    [ "$prev" = help ] && COMPREPLY=($(compgen -W %s -- "$cur"))' % quote(sub_names),
+            '    [ "$prev" = help ] && mapfile -t COMPREPLY < <(compgen -W %s -- "$cur")' % quote(sub_names),
             '    return',
             '  fi',
         ]
@@ -81,7 +83,7 @@ def render(name, top, subs):
     lines += ['    esac', '  fi']
     if subs:
         lines += ['  if [ -z "$cmd" ]; then',
-                  '    COMPREPLY=($(compgen -W %s -- "$cur"))' % quote(sub_names + ['help']),
+                  '    mapfile -t COMPREPLY < <(compgen -W %s -- "$cur")' % quote(sub_names + ['help']),
                   '    return', '  fi']
     positional = [arm for key, command in keys for arm in positional_case(func, key, command)]
     if positional:

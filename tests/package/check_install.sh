@@ -84,7 +84,8 @@ echo "bash completion: ok"
 
 pc=$(find "$prefix" -name vufront.pc)
 [ -n "$pc" ] || fail "no vufront.pc under $prefix"
-export PKG_CONFIG_PATH=$(dirname "$pc")
+PKG_CONFIG_PATH=$(dirname "$pc")
+export PKG_CONFIG_PATH
 pkg-config --exists vufront || fail "pkg-config does not find vufront"
 [ "$(pkg-config --variable=prefix vufront)" = "$prefix" ] || fail "vufront.pc names another prefix"
 pc_flags=$(pkg-config --cflags --libs vufront)
