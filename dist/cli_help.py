@@ -34,7 +34,6 @@ class Command:
 
     def __init__(self, name, text):
         self.name = name
-        self.text = text
         self.about = []        # the lines before "Usage:"
         self.usage = ''
         self.options = []      # Option, positionals first as printed
@@ -89,10 +88,11 @@ _NAME_PART = re.compile(r'^\S+(?: [A-Z][^\s\[]*(?: in \[[^\]]*\]\S*)?)?(?: \.\.\
 
 
 def _split_columns(line):
-    """An option line's name part and its description. The description starts
-    at _COLUMN when the name part is shorter, else on the next line; a name
-    part of 28 characters ("  " + 28 = 30) or one just longer can look alike,
-    so a line that is a name part as a whole is taken as one."""
+    """An option line's name part and its description. CLI11 starts the
+    description at _COLUMN when "  " + the name part is shorter, else on the
+    next line. A longer name part with a space where the column starts
+    ("--drain-timeout FLOAT:FLOAT in [...]") would look like a name and a
+    description: a line that is a name part as a whole is taken as one."""
     if _NAME_PART.match(line.strip()) or len(line) <= _COLUMN or line[_COLUMN - 1] != ' ':
         return line.strip(), ''
     return line[:_COLUMN].strip(), line[_COLUMN:].strip()
