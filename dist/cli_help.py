@@ -22,7 +22,8 @@ class Option:
 
     @property
     def kind(self):
-        """'flag' (no value), 'choice', 'path' (a file or socket) or 'value'."""
+        """'flag' (no value), 'choice', 'path' (a file or socket), 'dir', 'group'
+        or 'value' (a number, a size, an id: nothing to complete)."""
         return _kind(self.names, self.opts, ' '.join(self.description))
 
     def positional(self):
@@ -105,8 +106,13 @@ def _kind(names, opts, description):
         return 'flag'
     if _choices(opts):
         return 'choice'
-    if re.search(r':(FILE|SOCKET|PATH|DIR)', opts) or (
-            opts.startswith('TEXT') and
+    types = set(re.findall(r'[A-Z]+', opts.split(' ')[0]))  # TEXT:SOCKET: TEXT, SOCKET
+    if 'DIR' in types:
+        return 'dir'
+    if 'GROUP' in types:
+        return 'group'
+    if types & {'FILE', 'SOCKET', 'PATH'} or (
+            'TEXT' in types and
             (re.search(r'\b(socket|file|path|directory)\b', description, re.I) or
              re.search(r'file|socket|path|dir', ' '.join(names)))):
         return 'path'

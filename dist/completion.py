@@ -2,7 +2,8 @@
 """Writes the bash completion of one program from what its --help says
 (dist/cli_help.py): its subcommands (with `help SUBCOMMAND`), each command's
 options, the values of an option with a fixed set ({blk,net,fs}), file names
-for an option or argument naming a file or socket.
+for an option or argument naming a file or socket, directories (DIR), groups
+(GROUP).
 
   completion.py PROGRAM NAME OUT
 """
@@ -25,7 +26,11 @@ def value_cases(func, key, command):
         if o.kind == 'choice':
             action = 'mapfile -t COMPREPLY < <(compgen -W %s -- "$cur")' % quote(o.choices)
         elif o.kind == 'path':
-            action = '%s_files' % func
+            action = '%s_files -f' % func
+        elif o.kind == 'dir':
+            action = '%s_files -d' % func
+        elif o.kind == 'group':
+            action = 'mapfile -t COMPREPLY < <(compgen -g -- "$cur")'
         else:
             action = 'COMPREPLY=()'  # a number or a free value: nothing to offer
         arms.append('    %s) %s; return ;;' % (pattern, action))
@@ -39,7 +44,7 @@ def option_cases(key, command):
 
 def positional_case(func, key, command):
     if any(o.positional() and o.kind == 'path' for o in command.options):
-        return ['    "%s") %s_files; return ;;' % (key, func)]
+        return ['    "%s") %s_files -f; return ;;' % (key, func)]
     return []
 
 
@@ -53,9 +58,9 @@ def render(name, top, subs):
         '# ' + ("subcommand's --help " if subs else '') + 'by dist/completion.py: do not edit.',
         '# shellcheck shell=bash',
         '',
-        '%s_files() {' % func,
+        '%s_files() {  # -f: files, -d: directories' % func,
         '  compopt -o filenames 2>/dev/null',
-        '  mapfile -t COMPREPLY < <(compgen -f -- "$cur")',
+        '  mapfile -t COMPREPLY < <(compgen "$1" -- "$cur")',
         '}',
         '',
         '%s() {' % func,

@@ -79,6 +79,11 @@ expect net vufront-backend --device n
 expect --control vufront-example-vmm --con
 touch "$work/snap.vfsnap"
 expect "$work/snap.vfsnap" vufront restore s.sock --in "$work/snap"
+mkdir "$work/snapdir"
+got=$(complete_words vufront attach --snapshot-dir "$work/snap")
+[ "$got" = "$work/snapdir" ] || fail "--snapshot-dir DIR offers '$got', not only the directory"
+group=$(id -gn)
+expect "$group" vufront attach --control-group "${group:0:1}"
 [ -z "$(complete_words vufront check s.sock --queues '')" ] || fail "--queues N offers words"
 echo "bash completion: ok"
 
