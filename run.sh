@@ -24,11 +24,14 @@ PACKAGES=(
   libcaf-dev libboost-dev libboost-context-dev nlohmann-json3-dev libcli11-dev doctest-dev libxxhash-dev
   python3 qemu-system-common
   dpdk-dev
+  help2man  # the man pages, written at build time (dist/)
 )
 # Only for the tests: a real guest on the reference back-end (QEMU, the cloud
-# kernel and its modules, a static busybox for the initramfs built at test time).
+# kernel and its modules, a static busybox for the initramfs built at test time);
+# groff to render the installed man pages (package_install).
 TEST_PACKAGES=(
   qemu-system-x86 linux-image-cloud-amd64 busybox-static
+  groff-base
 )
 
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
