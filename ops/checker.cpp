@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
+
+#include <caf/scoped_actor.hpp>
 
 #include "ops/transfer_report.hpp"
 #include "protocol/virtio_config.hpp"
@@ -254,12 +257,14 @@ bool Checker::io(const std::string& name) {
   bool r = step(name, [this]() -> Result<std::string> {
     // The guest's I/O waits on the rings, not on the device: a device whose
     // back-end is lost for good (no reconnect, or given up) fails the step
-    // at once instead of after its deadline.
+    // at once instead of after its deadline. Asked from an actor of its
+    // own: I/O may run on another thread than the one using the session.
     if (session_) {
-      auto st = session_->status();
-      if (!st)
-        return std::move(st).error();
-      if (st->state == actors::DeviceState::broken)
+      caf::scoped_actor self{sys_};
+      std::optional<actors::DeviceStatus> st;
+      self->request(session_->device(), std::chrono::seconds(5), actors::status_atom_v)
+          .receive([&](actors::DeviceStatus& s) { st = std::move(s); }, [](caf::error&) {});
+      if (st && st->state == actors::DeviceState::broken)
         return make_error(errc::broken, "I/O", "the back-end was lost: " + st->last_error);
     }
     switch (opts_.device) {
