@@ -81,7 +81,7 @@ Result<void> start_queues(BackendClient& c, const std::vector<QueueStart>& queue
       return r;
     if (auto r = c.set_vring_kick(i, q.kick->get()); !r)
       return r;
-    // Older back-ends start a ring on its first kick (protocol doc §10.1).
+    // Older back-ends start a ring on its first kick (vhost-user spec, "Ring states").
     uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(q.kick->get(), &one, sizeof one);
   }

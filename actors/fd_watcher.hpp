@@ -5,7 +5,7 @@
 // hang-up of the back-end sockets) becomes CAF messages: the callback
 // consumes the readiness and anon_sends a message to the owning actor.
 //
-// Ownership rules (shared/docs/caf-0.17-notes.md §4):
+// Ownership rules:
 //  * The owning actor keeps the FdWatcher in its state, as the LAST member,
 //    so the task is stopped and joined (state destruction in on_exit) before
 //    the fds it watches are closed.

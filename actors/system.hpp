@@ -1,8 +1,8 @@
 #pragma once
 // The actor-system configuration every vufront program uses: two scheduler
 // threads (the machine class has 2 cores), no "moderate" polling naps (they
-// add ~100 µs to every hand-off from a non-worker thread, see
-// shared/docs/caf-0.17-notes.md §6), and the vufront error renderer.
+// add ~100 µs to every hand-off from a non-worker thread, measured with CAF
+// 0.17.6 here), and the vufront error renderer.
 
 #include <caf/actor_system_config.hpp>
 

@@ -1,5 +1,5 @@
 #pragma once
-// The front-end's memory table as the back-end maps it (digest §9): every
+// The front-end's memory table as the back-end maps it (vhost-user spec, "Memory access"): every
 // region is validated before anything is mapped, then mapped MAP_SHARED.
 // Translates guest-physical addresses (descriptor buffers) and front-end
 // user addresses (ring addresses) to local pointers with bounds checks.

@@ -58,7 +58,7 @@ public:
   /// The device config space (GET_CONFIG, device state).
   [[nodiscard]] virtual std::vector<uint8_t> config() const = 0;
   /// Whether vring `index` starts enabled although PROTOCOL_FEATURES is
-  /// negotiated (net: the first queue pair, digest §10.1).
+  /// negotiated (net: the first queue pair, vhost-user spec, "Ring states").
   [[nodiscard]] virtual bool enabled_at_start(uint32_t /*index*/) const noexcept { return false; }
 
   /// Ring `index` was kicked, started or enabled: consume what it holds.

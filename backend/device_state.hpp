@@ -1,5 +1,5 @@
 #pragma once
-// DEVICE_STATE (digest §15): vufront-backend's versioned state stream,
+// DEVICE_STATE (vhost-user spec, "Migrating back-end state"): vufront-backend's versioned state stream,
 // written to / read from the pipe given with SET_DEVICE_STATE_FD. The format
 // is documented in docs/backend-state-format.md. The disk is streamed in
 // chunks straight from / into its mapping, never copied whole.
@@ -48,7 +48,7 @@ struct DeviceState {
   uint64_t features = 0;
   uint8_t status = 0;
   std::vector<uint8_t> config;
-  std::vector<uint32_t> vring_bases;  ///< one per queue (§10.4 encoding)
+  std::vector<uint32_t> vring_bases;  ///< one per queue (GET_VRING_BASE encoding)
 };
 
 /// How one transfer deviates from the normal one, for fault injection

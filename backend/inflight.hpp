@@ -1,5 +1,5 @@
 #pragma once
-// INFLIGHT_SHMFD (digest §14, §4.14): the shared buffer in which the
+// INFLIGHT_SHMFD (vhost-user spec, "Inflight I/O tracking"): the shared buffer in which the
 // back-end records which split-ring descriptors it has taken but not yet
 // completed, so that a restarted back-end can resubmit them.
 //

@@ -61,7 +61,7 @@ public:
   [[nodiscard]] uint64_t device_features() const noexcept override;
   /// struct virtio_net_config: mac, status LINK_UP, max_virtqueue_pairs, mtu 0.
   [[nodiscard]] std::vector<uint8_t> config() const override;
-  /// Vrings 0 and 1 (the historic vhost-user-net quirk, digest §10.1).
+  /// Vrings 0 and 1 (the historic vhost-user-net quirk, vhost-user spec "Ring states").
   [[nodiscard]] bool enabled_at_start(uint32_t index) const noexcept override { return index < 2; }
   /// TX (odd index): echo every frame into the pair's RX; RX (even): deliver the backlog.
   void process(uint32_t index, Rings& rings) override;

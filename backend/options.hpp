@@ -27,7 +27,7 @@ struct FaultSpec {
   uint32_t delay_ms = 0; ///< delay only
 };
 
-/// Faults of the device-state transfer (SET_DEVICE_STATE_FD, digest §15);
+/// Faults of the device-state transfer (SET_DEVICE_STATE_FD, vhost-user spec "Migrating back-end state");
 /// what each does is decided in backend/faults.hpp (state_transfer_plan).
 struct StateFaults {
   bool own_fd = false;   ///< --state-own-fd: reply with the back-end's own pipe end

@@ -44,7 +44,7 @@ VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
       s_->features = f;
       if (!has_bit(f, feature::protocol_features))
         for (Vring& v : s_->vrings)
-          v.enabled = true;  // without bit 30 rings are enabled by SET_FEATURES (§10.1)
+          v.enabled = true;  // without bit 30 rings are enabled by SET_FEATURES (vhost-user spec, "Ring states")
       return Ack{0};
     }
     case FrontendReq::set_owner:
@@ -156,7 +156,7 @@ VhostServer::Status VhostServer::config_request(const FrontendRequest& r) {
   }
   Result<void> sent = ok();
   if (!in_range) {
-    sent = reply(encode_config_refusal());  // error = zero-size reply (§5)
+    sent = reply(encode_config_refusal());  // error = zero-size reply (vhost-user spec, VHOST_USER_GET_CONFIG)
   } else {
     // in_range: offset + size <= cfg.size()
     const std::vector<uint8_t> part(cfg.begin() + h.offset, cfg.begin() + h.offset + h.size);
@@ -184,7 +184,7 @@ VhostServer::Status VhostServer::device_state_request(FrontendRequest& fr) {
     running = running || v.started;
   last_state_ok_ = false;
   if (running) {
-    // precondition (§15): device suspended
+    // precondition (vhost-user spec, VHOST_USER_SET_DEVICE_STATE_FD): device suspended
     if (auto s = reply(encode_device_state_reply(1)); !s)
       return std::move(s).error();
     return std::optional<uint64_t>{};
@@ -203,7 +203,7 @@ VhostServer::Status VhostServer::device_state_request(FrontendRequest& fr) {
     pipe = std::move(save ? own.write_end : own.read_end);
     given = std::move(save ? own.read_end : own.write_end);
   }
-  // bit 8 clear = the reply carries the back-end's fd (§15)
+  // bit 8 clear = the reply carries the back-end's fd (vhost-user spec, VHOST_USER_SET_DEVICE_STATE_FD)
   if (auto s = reply(encode_device_state_reply(0, given.get())); !s)
     return std::move(s).error();
   given.reset();  // our copy of the end given away, or EOF / EPIPE never come

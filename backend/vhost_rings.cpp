@@ -1,4 +1,4 @@
-// VhostServer: per-vring requests (digest §10), ring processing (the Rings
+// VhostServer: per-vring requests (vhost-user spec, "Ring states"), ring processing (the Rings
 // the device pops and pushes through), device reset, and the back-end
 // channel (SHMEM_MAP, CONFIG_CHANGE_MSG; --backend-req-oversize).
 #include <poll.h>
@@ -134,7 +134,7 @@ Result<void> VhostServer::start_ring(uint32_t index) {
 void VhostServer::stop_ring(uint32_t index) {
   Vring& v = s_->vrings[index];
   if (v.queue) {
-    process_ring(index);  // drain what is available before stopping (§10.3)
+    process_ring(index);  // drain what is available before stopping (vhost-user spec, "Ring states")
     v.base = v.queue->base();
     v.base_set = true;
   }

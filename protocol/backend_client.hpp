@@ -63,12 +63,12 @@ struct DeviceStateReply {
 
 /// A packed ring's GET_VRING_BASE answer after normalise_packed_base().
 struct PackedVringBase {
-  uint32_t base = 0;        ///< the full form (digest §10.4): used half in bits 16-31
+  uint32_t base = 0;        ///< the full form (vhost-user spec, packed vring indices): used half in bits 16-31
   bool short_form = false;  ///< the back-end sent only bits 0-15 (avail half)
 };
 
 /// The one normalisation of a packed ring's GET_VRING_BASE answer. The full
-/// form (digest §10.4) is avail index + wrap counter in bits 0-15 and used
+/// form (vhost-user spec, "Vring descriptor indices for packed virtqueues") is avail index + wrap counter in bits 0-15 and used
 /// index + wrap counter in bits 16-31. DPDK's librte_vhost (22.11: OVS-DPDK,
 /// testpmd's net_vhost, ...) answers with bits 0-15 only and 0 above: the
 /// short form. A stopped ring is drained, so used == avail, which DPDK itself

@@ -1,6 +1,6 @@
 #pragma once
-// Decoding of back-end -> front-end requests (the back-end channel, §6 of the
-// digest). Pure functions, no I/O: the channel's owner receives a Message with
+// Decoding of back-end -> front-end requests (the back-end channel; vhost-user spec,
+// "Back-end message types"). Pure functions, no I/O: the channel's owner receives a Message with
 // Connection::receive(backend_request_max_body, backend_request_max_fds, ...)
 // and hands it to decode_backend_request(); the answer goes back as the bytes
 // of encode_backend_reply(). Checked as strictly as main-channel replies.
@@ -37,7 +37,7 @@ struct BackendRequest {
 /// Largest body any back-end request may carry (40, SHMEM_MAP/UNMAP) — the
 /// max_body for Connection::receive on the back-end channel.
 inline constexpr size_t backend_request_max_body = sizeof(wire::ShmemMap);
-/// Most fds a back-end channel message may carry (§1.1) — its max_fds.
+/// Most fds a back-end channel message may carry (vhost-user spec, "Communication") — its max_fds.
 inline constexpr size_t backend_request_max_fds = 8;
 static_assert(backend_request_max_fds <= max_fds_per_message);
 

@@ -1,5 +1,5 @@
 #pragma once
-// The connection bring-up (protocol doc §8), once, for every front-end in
+// The connection bring-up (docs/lifecycle.md), once, for every front-end in
 // vufront: the connection actor's negotiation and `vufront probe` both run
 // bring_up() on a connected BackendClient. No CAF.
 //

@@ -258,7 +258,7 @@ Result<FrontendPayload> decode_payload(FrontendReq r, const std::vector<uint8_t>
     case R::close_crypto_session:
     case R::set_status: p = FrontendPayload{take<wire::U64>(body)}; break;
     case R::rem_mem_reg:
-      want_fds = nfds <= 1 ? nfds : 0;  // one fd is tolerated, and closed by the caller (§5)
+      want_fds = nfds <= 1 ? nfds : 0;  // one fd is tolerated, and closed by the caller
       p = FrontendPayload{take<wire::SingleMemoryRegion>(body).region};
       break;
     case R::add_mem_reg: p = FrontendPayload{take<wire::SingleMemoryRegion>(body).region}; break;

@@ -1,6 +1,6 @@
 #pragma once
 // The front-end request codec: decoding and validation of what a front-end
-// sends on the main channel (digest §2, §4, §5, §7), and encoding of the
+// sends on the main channel (vhost-user spec: "Message specification", "Front-end message types", REPLY_ACK), and encoding of the
 // replies a back-end gives. Pure functions, no I/O and no CAF: a server
 // receives a Message with Connection::receive(frontend_request_max_body,
 // frontend_request_max_fds, ...), hands it to decode_frontend_request() with
@@ -100,7 +100,7 @@ inline constexpr uint32_t frontend_max_config_size = 256;
 /// Largest queue size SET_VRING_NUM may set (virtio's 32768).
 inline constexpr uint32_t frontend_max_queue_size = 32768;
 
-/// Whether `req` has a reply of its own, so NEED_REPLY adds no ack (§7):
+/// Whether `req` has a reply of its own, so NEED_REPLY adds no ack (vhost-user spec, REPLY_ACK):
 /// every GET_*, CHECK_DEVICE_STATE, SET_DEVICE_STATE_FD, IOTLB_MSG,
 /// POSTCOPY_ADVISE/END, CREATE_CRYPTO_SESSION, and SET_LOG_BASE when
 /// LOG_SHMFD is in `acked_protocol_features`.
@@ -166,7 +166,7 @@ struct FrontendReply {
 /// A u64 reply (GET_FEATURES, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM,
 /// GET_MAX_MEM_SLOTS, GET_STATUS, CHECK_DEVICE_STATE, SET_LOG_BASE, ...).
 [[nodiscard]] FrontendReply encode_u64_reply(FrontendReq req, uint64_t value);
-/// The REPLY_ACK ack to `req`: a u64 status, 0 success (§7).
+/// The REPLY_ACK ack to `req`: a u64 status, 0 success (vhost-user spec, REPLY_ACK).
 [[nodiscard]] FrontendReply encode_ack(FrontendReq req, uint64_t status);
 /// GET_MAX_MEM_SLOTS: the number of memory slots.
 [[nodiscard]] FrontendReply encode_mem_slots_reply(uint64_t slots);

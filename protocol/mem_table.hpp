@@ -1,6 +1,6 @@
 #pragma once
 // The memory-table payloads a back-end receives (SET_MEM_TABLE, ADD/REM_MEM_REG;
-// §9 of the digest), built from guest memory as the VMM holds it. Here rather
+// vhost-user spec, "Memory access"), built from guest memory as the VMM holds it. Here rather
 // than in memory/ so that memory/ knows nothing of the wire: guest memory
 // hands out its regions, protocol/ encodes them. Header-only, so whoever
 // holds a GuestMemory can build a table without linking vufront_protocol.

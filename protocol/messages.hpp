@@ -2,7 +2,8 @@
 // vhost-user request ids, header flags and feature bits, with their names.
 // Standard ids only (QEMU's docs/interop/vhost-user.rst, newest revision):
 // crosvm's old private ids 41-45 / back-end 6-13 collide with standard ones
-// and are not used. See shared/docs/vhost-user-protocol.md §5, §6, §3.
+// and are not used. Its sections "Front-end message types", "Back-end message types" and
+// "Protocol features" list them.
 
 #include <cstdint>
 #include <optional>
@@ -87,14 +88,14 @@ inline constexpr uint32_t backend_req_max = 10;
 [[nodiscard]] std::string frontend_req_name(uint32_t code);
 [[nodiscard]] std::string backend_req_name(uint32_t code);
 
-// ---- header flags (§2)
+// ---- header flags (vhost-user spec, "Header")
 inline constexpr uint32_t flag_version_mask = 0x3;
 inline constexpr uint32_t flag_version = 0x1;
 inline constexpr uint32_t flag_reply = 0x4;
 inline constexpr uint32_t flag_need_reply = 0x8;
 inline constexpr uint32_t flag_reserved_mask = ~uint32_t{0xf};
 
-// ---- virtio / vhost feature bits (§3.1); values are bit numbers
+// ---- virtio / vhost feature bits (virtio spec, vhost-user spec); values are bit numbers
 namespace feature {
 inline constexpr unsigned notify_on_empty = 24;
 inline constexpr unsigned log_all = 26;
@@ -115,7 +116,7 @@ inline constexpr unsigned admin_vq = 41;
 inline constexpr unsigned suspend = 42;
 }  // namespace feature
 
-// ---- protocol feature bits (§3.2); values are bit numbers
+// ---- protocol feature bits (vhost-user spec, "Protocol features"); values are bit numbers
 namespace protocol_feature {
 inline constexpr unsigned mq = 0;
 inline constexpr unsigned log_shmfd = 1;
@@ -174,7 +175,7 @@ inline constexpr uint64_t supported_protocol_features =
     bit(protocol_feature::configure_mem_slots) | bit(protocol_feature::status) |
     bit(protocol_feature::device_state) | bit(protocol_feature::shmem);
 
-/// Virtio status byte bits (SET/GET_STATUS, §12).
+/// Virtio status byte bits (SET/GET_STATUS; virtio spec, "Device Status Field").
 namespace status_bit {
 inline constexpr uint8_t acknowledge = 1;
 inline constexpr uint8_t driver = 2;

@@ -1,5 +1,5 @@
 #pragma once
-// Every vhost-user payload as a plain wire struct (host byte order, §1, §4).
+// Every vhost-user payload as a plain wire struct (host byte order; vhost-user spec, "Message specification").
 // Each struct has explicit padding members and its layout is proven below:
 // size, the offset of every field, trivially copyable and no hidden padding
 // (has_unique_object_representations), so a value-initialised struct never
@@ -14,7 +14,7 @@
 
 namespace vufront::wire {
 
-/// 12-byte message header (§2).
+/// 12-byte message header (vhost-user spec, "Header").
 struct Header {
   uint32_t request;
   uint32_t flags;
@@ -26,7 +26,7 @@ struct U64 {
   uint64_t value;
 };
 
-/// vring state (§4.1): SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE, back-end VRING_CALL/ERR.
+/// vring state ("A vring state description"): SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE, back-end VRING_CALL/ERR.
 struct VringState {
   uint32_t index;
   uint32_t num;
@@ -36,7 +36,7 @@ struct VringState {
 inline constexpr uint64_t vring_index_mask = 0xff;
 inline constexpr uint64_t vring_nofd_mask = 0x100;
 
-/// SET_VRING_ADDR (§4.2). Note: used comes before avail.
+/// SET_VRING_ADDR ("A vring address description"). Note: used comes before avail.
 struct VringAddr {
   uint32_t index;
   uint32_t flags;  ///< bit 0: VHOST_VRING_F_LOG
@@ -47,7 +47,7 @@ struct VringAddr {
 };
 inline constexpr uint32_t vring_addr_flag_log = 0x1;
 
-/// One memory region (§4.3).
+/// One memory region ("Memory region description").
 struct MemoryRegion {
   uint64_t guest_phys_addr;
   uint64_t memory_size;
@@ -63,19 +63,19 @@ struct MemoryTableHeader {
 /// At most 8 regions in SET_MEM_TABLE (QEMU/libvhost-user limit, one fd each).
 inline constexpr uint32_t max_mem_table_regions = 8;
 
-/// ADD_MEM_REG / REM_MEM_REG (§4.3).
+/// ADD_MEM_REG / REM_MEM_REG ("Single memory region description").
 struct SingleMemoryRegion {
   uint64_t padding;
   MemoryRegion region;
 };
 
-/// SET_LOG_BASE (§4.4).
+/// SET_LOG_BASE ("Log description").
 struct Log {
   uint64_t mmap_size;
   uint64_t mmap_offset;
 };
 
-/// IOTLB message (§4.5); 32 bytes on the wire (C tail padding made explicit).
+/// IOTLB message ("An IOTLB message"); 32 bytes on the wire (C tail padding made explicit).
 struct Iotlb {
   uint64_t iova;
   uint64_t size;
@@ -85,7 +85,7 @@ struct Iotlb {
   uint8_t padding[6];
 };
 
-/// GET/SET_CONFIG header (§4.6); followed by `size` data bytes.
+/// GET/SET_CONFIG header ("Virtio device config space"); followed by `size` data bytes.
 struct ConfigHeader {
   uint32_t offset;
   uint32_t size;
@@ -94,14 +94,14 @@ struct ConfigHeader {
 /// Largest config data a message may carry (rust-vmm/crosvm bound offset+size).
 inline constexpr uint32_t max_config_size = 0x1000 - sizeof(uint32_t) * 3;
 
-/// Back-end VRING_HOST_NOTIFIER_MSG (§4.7).
+/// Back-end VRING_HOST_NOTIFIER_MSG ("Vring area description").
 struct VringArea {
   uint64_t u64;  ///< bits 0-7 queue index, bit 8 NOFD
   uint64_t size;
   uint64_t offset;
 };
 
-/// GET/SET_INFLIGHT_FD (§4.8): padded to 24 bytes as in C (DPDK checks it).
+/// GET/SET_INFLIGHT_FD ("Inflight description"): padded to 24 bytes as in C (DPDK checks it).
 struct InflightDesc {
   uint64_t mmap_size;
   uint64_t mmap_offset;
@@ -110,12 +110,12 @@ struct InflightDesc {
   uint8_t padding[4];
 };
 
-/// Shared object UUID (§4.9).
+/// Shared object UUID ("VhostUserShared").
 struct SharedObject {
   uint8_t uuid[16];
 };
 
-/// SET_DEVICE_STATE_FD parameters (§4.10).
+/// SET_DEVICE_STATE_FD parameters ("Device state transfer parameters").
 struct DeviceStateTransfer {
   uint32_t direction;  ///< 0 save, 1 load
   uint32_t phase;      ///< 0 stopped
@@ -127,7 +127,7 @@ inline constexpr uint32_t device_state_phase_stopped = 0;
 inline constexpr uint64_t device_state_error_mask = 0xff;
 inline constexpr uint64_t device_state_nofd = 0x100;
 
-/// Back-end SHMEM_MAP / SHMEM_UNMAP (§4.11).
+/// Back-end SHMEM_MAP / SHMEM_UNMAP ("MMAP request").
 struct ShmemMap {
   uint8_t shmid;
   uint8_t padding[7];
@@ -138,7 +138,7 @@ struct ShmemMap {
 };
 inline constexpr uint64_t shmem_map_flag_rw = 0x1;
 
-/// GET_SHMEM_CONFIG reply (§4.12): sizes indexed by shmid.
+/// GET_SHMEM_CONFIG reply ("VhostUserShMemConfig"): sizes indexed by shmid.
 inline constexpr uint32_t max_shmem_regions = 256;
 struct ShmemConfig {
   uint32_t nregions;  ///< number of non-zero entries in sizes

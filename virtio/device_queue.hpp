@@ -34,7 +34,7 @@ struct DeviceQueueConfig {
   uint64_t desc_addr = 0;    ///< SET_VRING_ADDR desc (ring address space)
   uint64_t driver_addr = 0;  ///< avail (split) / driver event area (packed)
   uint64_t device_addr = 0;  ///< used (split) / device event area (packed)
-  uint32_t base = 0;         ///< SET_VRING_BASE num (§10.4 encoding)
+  uint32_t base = 0;         ///< SET_VRING_BASE num (for packed rings: vhost-user spec, packed vring indices)
 };
 
 /// One buffer of a popped chain, already translated and bounds-checked.
@@ -94,7 +94,7 @@ public:
   /// queue size, head out of range).
   [[nodiscard]] Result<void> resubmit(const std::vector<uint16_t>& heads);
 
-  /// GET_VRING_BASE value: split = next avail idx; packed = §10.4 encoding.
+  /// GET_VRING_BASE value: split = next avail idx; packed = the vhost-user spec's packed vring indices.
   [[nodiscard]] uint32_t base() const noexcept;
   /// Whether the driver wants an interrupt after push(): always (no EVENT_IDX).
   [[nodiscard]] bool needs_notify() const noexcept { return true; }

@@ -109,7 +109,7 @@ public:
   [[nodiscard]] Result<Used> wait_used(int call_fd, Deadline deadline);
 
   /// SET_VRING_BASE value for this ring. Meaningful when no chain is in
-  /// flight: split = next avail idx; packed = §10.4 encoding of next avail
+  /// flight: split = next avail idx; packed = the vhost-user packed vring indices of next avail
   /// and next used positions.
   [[nodiscard]] uint32_t next_avail_base() const noexcept;
 

@@ -2,8 +2,8 @@
 // Request builders for the tools and tests: they lay out device requests in a
 // caller-provided scratch area of guest memory and return the chain to hand
 // to DriverQueue::add_chain, plus the parsers of the replies.
-//   virtio-blk (§5.2.6): header {type, reserved, sector} readable, data, status byte writable.
-//   virtio-net (§5.1.6): 12-byte virtio_net_hdr_v1 + frame, one buffer each way (no MRG_RXBUF).
+//   virtio-blk (virtio 1.2 §5.2.6): header {type, reserved, sector} readable, data, status byte writable.
+//   virtio-net (virtio 1.2 §5.1.6): 12-byte virtio_net_hdr_v1 + frame, one buffer each way (no MRG_RXBUF).
 // virtio-fs (FUSE) requests are in virtio/fuse.hpp.
 
 #include <cstdint>

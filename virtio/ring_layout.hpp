@@ -2,7 +2,7 @@
 // Virtqueue ring layouts (virtio 1.2 §2.7 split, §2.8 packed) shared by the
 // guest-side driver (DriverQueue) and the device side (DeviceQueue): wire
 // structs with layout proofs, flag bits, the size/alignment of each ring area
-// for a queue size, the vring base encoding (digest §10.4), and the ordered
+// for a queue size, the vring base encoding (vhost-user spec, "Vring descriptor indices for packed virtqueues"), and the ordered
 // accessors used for every index/flags word that the other side polls.
 //
 // Ring memory is shared with another process. Rule used on both sides:
@@ -39,7 +39,7 @@ inline constexpr uint16_t packed_desc_f_used = 1u << 15;
 inline constexpr uint16_t avail_f_no_interrupt = 1;
 /// split used.flags: device does not want kicks (we never set it).
 inline constexpr uint16_t used_f_no_notify = 1;
-/// packed event suppression flags (§2.8.10).
+/// packed event suppression flags (virtio 1.2 §2.8.10).
 inline constexpr uint16_t ring_event_flags_enable = 0;
 inline constexpr uint16_t ring_event_flags_disable = 1;
 inline constexpr uint16_t ring_event_flags_desc = 2;
@@ -113,7 +113,7 @@ VUFRONT_LAYOUT_SIZE(PackedEvent, 4);
 VUFRONT_LAYOUT_AT(PackedEvent, off_wrap, 0);
 VUFRONT_LAYOUT_AT(PackedEvent, flags, 2);
 
-// ---- area sizes and alignments (§2.7 table, §2.8.10) -------------------------
+// ---- area sizes and alignments (virtio 1.2 §2.7 table, §2.8.10) -------------------------
 
 /// Size and required alignment of one ring area.
 struct AreaSpec {
@@ -137,7 +137,7 @@ struct AreaSpec {
 }
 
 /// Whether `size` is a queue size this project accepts for `k`: 1..32768;
-/// split rings must be a power of two (§2.7), packed ones may be any size.
+/// split rings must be a power of two (virtio 1.2 §2.7), packed ones may be any size.
 [[nodiscard]] constexpr bool valid_queue_size(RingKind k, uint32_t size) noexcept {
   if (size == 0 || size > max_queue_size)
     return false;
@@ -148,7 +148,7 @@ struct AreaSpec {
   return (v + a - 1) & ~(a - 1);
 }
 
-// ---- vring base (SET/GET_VRING_BASE num, digest §10.4) ------------------------
+// ---- vring base (SET/GET_VRING_BASE num; vhost-user spec) -------------------------
 
 /// A packed ring position: index 0..size-1 plus wrap counter.
 struct PackedPos {

@@ -209,7 +209,7 @@ TEST_CASE("vufront-backend net: config space, MAC option and the auto-enabled fi
                  backend_command(tmp.file("cfg.sock"), {"--device", "net", "--queues", "3",
                                                         "--mac", "02:00:5e:10:20:3F"}));
   DirectDeviceOptions o = net_options(be.socket(), 3);
-  o.enable_rings = false;  // vrings 0 and 1 start enabled anyway (digest §10.1)
+  o.enable_rings = false;  // vrings 0 and 1 start enabled anyway (vhost-user spec, "Ring states")
   auto dev = must(DirectDevice::start(o), "bring-up");
   auto bytes = must(dev->client().get_config(0, sizeof(virtio::NetConfig)), "GET_CONFIG");
   REQUIRE(bytes.size() == sizeof(virtio::NetConfig));
