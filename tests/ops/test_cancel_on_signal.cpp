@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <poll.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,14 +44,18 @@ bool read_until(int fd, std::string& got, const std::string& want) {
   return true;
 }
 
-/// Waits up to 20 s for `pid`; its wait status, or -1.
+/// Waits up to 20 s for `pid` to end (its pidfd becomes readable); its wait
+/// status, or -1.
 int wait_for(pid_t pid) {
-  for (int i = 0; i < 2000; ++i) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid)
-      return status;
-    ::usleep(10000);
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  pollfd p{pidfd, POLLIN, 0};
+  int status = -1;
+  if (pidfd >= 0 && ::poll(&p, 1, 20000) == 1 && ::waitpid(pid, &status, 0) == pid) {
+    ::close(pidfd);
+    return status;
   }
+  if (pidfd >= 0)
+    ::close(pidfd);
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   return -1;
@@ -72,18 +77,23 @@ TEST_CASE("a second Ctrl-C runs on_quit, says what it left and exits 130") {
   if (child == 0) {
     ::dup2(err[1], STDERR_FILENO);
     ops::CancelOnSignal interrupt;
-    interrupt.on_signal([] {});  // a cancel that does not finish the run
+    // a cancel that does not finish the run; it says whether the run is
+    // marked interrupted by the time it is called
+    interrupt.on_signal([&interrupt] {
+      (void)!::write(STDERR_FILENO, interrupt.interrupted() ? "marked\n" : "unmarked\n",
+                     interrupt.interrupted() ? 7 : 9);
+    });
     interrupt.on_quit([snap] {
       auto removed = snapshot::SnapshotWriter::remove_temporaries(snap);
       return "removed " + std::to_string(removed.size()) + ": " +
              (removed.empty() ? std::string() : removed.front());
     });
+    int never[2];
+    if (::pipe(never) != 0)
+      ::_exit(4);
     (void)!::write(STDERR_FILENO, "ready\n", 6);
-    for (int i = 0; i < 3000 && !interrupt.interrupted(); ++i)
-      ::usleep(10000);
-    (void)!::write(STDERR_FILENO, interrupt.interrupted() ? "marked\n" : "unmarked\n", 7);
-    for (int i = 0; i < 3000; ++i)
-      ::usleep(10000);
+    char c;
+    (void)!::read(never[0], &c, 1);  // blocks until the second signal ends the process
     ::_exit(3);  // not reached when the second signal works
   }
   ::close(err[1]);
