@@ -1,10 +1,10 @@
 #include "base/command_line.hpp"
 
-#include <sys/un.h>
-
 #include <cctype>
 #include <iostream>
 #include <vector>
+
+#include "base/unix_socket.hpp"
 
 namespace vufront::cli {
 namespace {
@@ -129,9 +129,9 @@ CLI::Validator socket_path() {
       [](std::string& path) -> std::string {
         if (path.empty())
           return "a socket path must not be empty";
-        if (path.size() >= sizeof(sockaddr_un{}.sun_path))
+        if (path.size() > max_unix_path)
           return "socket path too long (" + std::to_string(path.size()) + " bytes, at most " +
-                 std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + ")";
+                 std::to_string(max_unix_path) + ")";
         return {};
       },
       "SOCKET");
