@@ -3,6 +3,8 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
@@ -15,7 +17,7 @@
 #include "ops/job_file.hpp"
 #include "ops/job_steps.hpp"
 #include "ops/units.hpp"
-#include "snapshot/writer.hpp"
+#include "ops/transfer_report.hpp"
 
 namespace vufront::app {
 
@@ -34,12 +36,12 @@ int job_main(const JobCommandOptions& opts) {
 
   ops::CancelOnSignal interrupt;  // before the actor system: its threads inherit the mask
   interrupt.on_quit([job] {
-    std::string said;
+    std::vector<std::string> snapshots;
     for (const auto& d : job->devices)
       for (const auto& s : d.steps)
         if (s.kind == ops::JobStepKind::snapshot)
-          for (const auto& f : snapshot::SnapshotWriter::remove_temporaries(s.path))
-            said += (said.empty() ? "removed the partial snapshot " : ", ") + f;
+          snapshots.push_back(s.path);
+    const std::string said = ops::remove_partial_snapshots(snapshots);
     return said + (said.empty() ? "" : "; ") +
            "devices were left where their steps stopped (a back-end mid-restore may hold part "
            "of a state)";

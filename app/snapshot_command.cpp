@@ -8,7 +8,6 @@
 
 #include "ops/transfer_report.hpp"
 #include "app/transfer_command.hpp"
-#include "snapshot/writer.hpp"
 
 namespace vufront::app {
 
@@ -63,10 +62,7 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
     return r;
   };
   run.on_quit = [out = opts.out] {
-    auto removed = snapshot::SnapshotWriter::remove_temporaries(out);
-    std::string said;
-    for (const auto& f : removed)
-      said += (said.empty() ? "removed the partial snapshot " : ", ") + f;
+    const std::string said = ops::remove_partial_snapshots({out});
     return said.empty() ? "no partial snapshot of " + out + " was left" : said;
   };
   run.summary = [&opts](const actors::SnapshotInfo& info) {

@@ -1,5 +1,7 @@
 #include "ops/transfer_report.hpp"
 
+#include "snapshot/writer.hpp"
+
 namespace vufront::ops {
 
 std::string transfer_summary(const actors::SnapshotInfo& info) {
@@ -32,6 +34,14 @@ std::string step_message(const Error& e, std::string_view op) {
   else if (x.op.empty() && x.request.empty())
     x.op = std::string(op);
   return x.message();
+}
+
+std::string remove_partial_snapshots(const std::vector<std::string>& paths) {
+  std::string said;
+  for (const auto& p : paths)
+    for (const auto& f : snapshot::SnapshotWriter::remove_temporaries(p))
+      said += (said.empty() ? "removed the partial snapshot " : ", ") + f;
+  return said;
 }
 
 }  // namespace vufront::ops

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,5 +26,10 @@ namespace vufront::ops {
 /// SET_DEVICE_STATE_FD: ..." -> "SET_DEVICE_STATE_FD: ..."), and `op` is put
 /// in front when the error names nothing.
 [[nodiscard]] std::string step_message(const Error& e, std::string_view op);
+
+/// Removes what unfinished snapshots of `paths` left (their temporaries, as
+/// a process quits mid-transfer) and says so: "removed the partial snapshot
+/// A, B", or "" when there was none.
+[[nodiscard]] std::string remove_partial_snapshots(const std::vector<std::string>& paths);
 
 }  // namespace vufront::ops
