@@ -434,6 +434,10 @@ connection_actor::behavior_type connection_impl(
           return c.set_status(status);
         });
       },
+      [self](vmm_fwd_atom, const proxy::Forward& f) -> caf::result<proxy::ForwardResult> {
+        return on_client<proxy::ForwardResult>(
+            self, "VMM request", [f](BackendClient& c) { return proxy::forward(c, f); });
+      },
       [self](step_done_atom, uint64_t n) { on_step_done(self, n); },
   };
 }

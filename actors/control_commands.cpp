@@ -326,6 +326,8 @@ json status_json(const DeviceStatus& s, bool vmm_owns_shmem) {
   out["notices"] = s.notices;
   out["reconnects"] = s.reconnects;
   out["reconnect_attempts"] = s.reconnect_attempts;
+  if (!s.vmm.is_null())
+    out["vmm"] = s.vmm;
   out["inflight"] = s.inflight;
   out["shmem_owner"] = vmm_owns_shmem ? "vmm" : "vufront";
   json memory = json::array();
@@ -371,6 +373,10 @@ json event_json(const std::string& device, const DeviceEvent& ev) {
       return control::make_event("backend_notice", device, {{"detail", ev.detail}});
     case DeviceEvent::Kind::vring_error:
       return control::make_event("vring_error", device, {{"queue", ev.queue}});
+    case DeviceEvent::Kind::vmm_connected:
+      return control::make_event("vmm_connected", device, {{"detail", ev.detail}});
+    case DeviceEvent::Kind::vmm_disconnected:
+      return control::make_event("vmm_disconnected", device, {{"detail", ev.detail}});
     case DeviceEvent::Kind::shmem_mapped:
     case DeviceEvent::Kind::shmem_unmapped:
       return nullptr;  // the VMM's mapper sends shmem_map / shmem_unmap itself

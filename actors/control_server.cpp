@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include <caf/event_based_actor.hpp>
@@ -85,11 +86,15 @@ private:
 
 json device_list(const ControlServerData& st) {
   json list = json::array();
-  for (const auto& [id, d] : st.devices)
-    list.push_back({{"id", id},
-                    {"kind", name(d.setup.negotiate.kind)},
-                    {"backend", d.setup.backend},
-                    {"state", to_string(d.state)}});
+  for (const auto& [id, d] : st.devices) {
+    json dev = {{"id", id},
+                {"kind", name(d.setup.negotiate.kind)},
+                {"backend", d.setup.backend},
+                {"state", to_string(d.state)}};
+    if (!d.setup.vmm_socket.empty())
+      dev["vmm_socket"] = d.setup.vmm_socket;
+    list.push_back(std::move(dev));
+  }
   return list;
 }
 
@@ -133,6 +138,10 @@ void drop_device(Self self, const std::string& id) {
   self->unlink_from(it->second.relay);
   caf::anon_send_exit(it->second.dev, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(it->second.relay, caf::exit_reason::user_shutdown);
+  if (it->second.port) {
+    self->unlink_from(it->second.port);
+    caf::anon_send_exit(it->second.port, caf::exit_reason::user_shutdown);
+  }
   st.devices.erase(it);
 }
 
@@ -260,14 +269,18 @@ void accept(Self self, const SharedFd& conn) {
 void on_exit(Self self, caf::exit_msg& em) {
   auto& st = self->state;
   for (auto it = st.devices.begin(); it != st.devices.end(); ++it)
-    if (em.source == it->second.dev.address() || em.source == it->second.relay.address()) {
+    if (em.source == it->second.dev.address() || em.source == it->second.relay.address() ||
+        (it->second.port && em.source == it->second.port.address())) {
       log(self, it->first + ": device actor ended (" + caf::to_string(em.reason) + ")");
       return;
     }
   if (em.reason == caf::exit_reason::normal)
     return;
-  // The attach command's shutdown: the sessions end with the server (the
-  // devices are linked and end with it anyway).
+  // The attach command's shutdown: a start still under way fails, the
+  // sessions end with the server (the devices are linked and end with it
+  // anyway).
+  if (st.start_promise.pending())
+    st.start_promise.deliver(to_caf(make_error(errc::cancelled, "start", "vufront attach is stopping")));
   for (const auto& [id, s] : st.sessions)
     caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
   self->quit(em.reason);
@@ -292,10 +305,49 @@ void on_session_down(Self self, caf::down_msg& dm) {
   }
 }
 
+/// Starts the VMM socket of every device that has one (--vmm-socket), one
+/// after another; `done` gets the first failure, naming its device.
+template <class Done>
+void start_ports(Self self, Done done) {
+  auto ids = std::make_shared<std::vector<std::string>>();
+  for (const auto& [id, d] : self->state.devices)
+    if (!d.setup.vmm_socket.empty())
+      ids->push_back(id);
+  auto step = std::make_shared<std::function<void(size_t)>>();
+  *step = [self, ids, step, done](size_t i) mutable {
+    if (i == ids->size()) {
+      done(ok());
+      *step = nullptr;
+      return;
+    }
+    const std::string id = (*ids)[i];
+    auto& d = self->state.devices.at(id);
+    VmmPortConfig pc;
+    pc.id = id;
+    pc.path = d.setup.vmm_socket;
+    pc.listen = self->state.config.vmm_listen;
+    pc.allowed_uids = self->state.config.allowed_uids;
+    pc.device = d.dev;
+    pc.send_timeout = self->state.config.timeouts.request;
+    pc.log = self->state.config.log;
+    d.port = self->spawn<caf::linked>(vmm_port_impl, std::move(pc));
+    self->request(d.port, device_wait, start_atom_v)
+        .then([step, i](caf::ok_atom) { (*step)(i + 1); },
+              [step, done, id](caf::error& e) mutable {
+                Error err = from_caf(e, "VMM socket");
+                err.op = id + ": " + (err.op.empty() ? "VMM socket" : err.op);
+                done(Result<void>(err));
+                *step = nullptr;
+              });
+  };
+  (*step)(0);
+}
+
 /// start_atom: negotiates every configured device, one after another (a
 /// failure names its device and the rest is not tried), then listens.
 caf::result<json> on_start(Self self) {
   auto rp = self->make_response_promise<json>();
+  self->state.start_promise = rp;
   auto ids = std::make_shared<std::vector<std::string>>();
   for (const auto& [id, d] : self->state.devices)
     ids->push_back(id);
@@ -303,12 +355,15 @@ caf::result<json> on_start(Self self) {
   auto step = std::make_shared<std::function<void(size_t)>>();
   *step = [self, rp, ids, step](size_t i) mutable {
     if (i == ids->size()) {
-      if (auto r = start_listening(self); !r) {
-        rp.deliver(to_caf(r.error()));
-        *step = nullptr;
-        return;
-      }
-      rp.deliver(greeting(self->state));
+      start_ports(self, [self, rp](Result<void> r) mutable {
+        if (r && !self->state.config.control_path.empty())
+          r = start_listening(self);
+        if (!r) {
+          rp.deliver(to_caf(r.error()));
+          return;
+        }
+        rp.deliver(greeting(self->state));
+      });
       *step = nullptr;  // breaks the cycle step -> lambda -> step
       return;
     }

@@ -5,7 +5,9 @@
 // control_session each), and routes the devices' events to every
 // connection.
 //
-//   start       negotiate every configured device -> listen -> accept
+//   start       negotiate every configured device -> its VMM socket, if it
+//               has one (actors/vmm_port.hpp) -> listen (unless there is
+//               no control socket) -> accept
 //   accept      peer uid checked (SO_PEERCRED) -> refused, or a session
 //   events      device -> relay -> server -> every session
 //   last VMM    gone -> every active device is put to sleep
@@ -33,6 +35,7 @@
 #include "actors/device.hpp"
 #include "actors/fd_watcher.hpp"
 #include "actors/messages.hpp"
+#include "actors/vmm_port.hpp"
 #include "memory/shmem_window.hpp"
 #include "base/unique_fd.hpp"
 #include "base/unix_socket.hpp"
@@ -51,6 +54,8 @@ struct ControlServerConfig {
   std::string snapshot_dir_path;
   /// Client mode: the mode and group of the back-end sockets vufront listens on.
   ListenOptions backend_listen;
+  /// The mode and group of the VMM-facing vhost-user sockets (--vmm-socket).
+  ListenOptions vmm_listen;
   /// The devices negotiated at start.
   std::vector<DeviceSetup> devices;
   Timeouts timeouts;
@@ -71,6 +76,7 @@ struct ControlServerData {
     caf::actor relay;
     DeviceState state = DeviceState::disconnected;  ///< as its events tell
     std::shared_ptr<ShmemWindow> window;  ///< when vufront maps shared memory
+    vmm_port_full port;  ///< its VMM-facing socket (--vmm-socket), if it has one
   };
 
   ControlServerConfig config;
@@ -78,6 +84,9 @@ struct ControlServerData {
   std::map<uint64_t, control_session_actor> sessions;
   uint64_t next_session = 1;
   bool listening = false;
+  /// The start's answer while it is under way: a shutdown meanwhile (a
+  /// signal while a back-end is still being connected) answers it.
+  caf::typed_response_promise<nlohmann::json> start_promise;
   UniqueFd listen_fd;                     ///< before `acceptor`: it outlives the thread
   std::unique_ptr<FdWatcher> acceptor;    ///< LAST: joined first
 };

@@ -94,6 +94,10 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
       [self](subscribe_atom, caf::actor subscriber) {
         self->state.subscriber = std::move(subscriber);
       },
+      // ---- a VMM-facing socket (actors/device_vmm.cpp)
+      [self](vmm_atom, const caf::actor_addr& port) { return h::on_vmm(self, port); },
+      [self](vmm_fwd_atom, const proxy::Forward& f) { return h::on_vmm_forward(self, f); },
+      [self](vmm_renew_atom, const std::string& why) { return h::on_vmm_renew(self, why); },
       // ---- back-end state (actors/device_snapshot.cpp)
       [self](snapshot_atom, const SnapshotOptions& o) { return snapshot_device(self, o); },
       [self](restore_atom, const RestoreOptions& o) { return restore_device(self, o); },

@@ -105,6 +105,11 @@ struct DeviceData {
   wire::InflightDesc inflight{};
   SharedFd inflight_fd;
 
+  // ---- a VMM-facing socket (actors/device_vmm.cpp)
+  /// Weak; set: the port of `attach --vmm-socket` drives the device, and
+  /// commands that would fight it are refused (admit()).
+  caf::actor_addr vmm_port;
+
   // ---- reconnect (actors/device_connect.cpp)
   /// The state the device was in when the back-end was lost (what a
   /// reconnect replays); disconnected when there is nothing to resume.

@@ -9,6 +9,7 @@
 //                         children report (loss, config change, interrupts)
 //   device_snapshot.cpp   snapshot, restore, cancel (device_snapshot.hpp)
 //   device_connect.cpp    the connection and the reconnect (device_connect.hpp)
+//   device_vmm.cpp        a VMM-facing socket driving the device
 
 #include <cstdint>
 #include <memory>
@@ -32,6 +33,13 @@ using device_steps::Self;
 [[nodiscard]] caf::result<caf::ok_atom> on_set_memory(Self self, const MemorySpec& m);
 [[nodiscard]] caf::result<caf::ok_atom> on_add_region(Self self, const MemoryRegionSpec& r);
 [[nodiscard]] caf::result<caf::ok_atom> on_remove_region(Self self, uint64_t gpa);
+
+// ---- a VMM-facing socket (device_vmm.cpp)
+[[nodiscard]] caf::result<DeviceInfo> on_vmm(Self self, const caf::actor_addr& port);
+[[nodiscard]] caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward& f);
+[[nodiscard]] caf::result<caf::ok_atom> on_vmm_renew(Self self, const std::string& why);
+/// Adds the VMM session to a status and delivers it.
+void deliver_status(Self self, caf::typed_response_promise<DeviceStatus> rp, DeviceStatus s);
 
 // ---- queries and the children's reports (device_queries.cpp)
 [[nodiscard]] caf::result<std::vector<uint8_t>> on_read_config(Self self, uint32_t offset,

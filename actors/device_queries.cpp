@@ -88,18 +88,20 @@ caf::result<DeviceStatus> on_status(Self self) {
   s.inflight = static_cast<bool>(st.inflight_fd);
   for (const auto& q : st.queues)
     s.queues.push_back({q.spec.index, q.spec.size, q.base, 0});
-  if (!st.worker)
-    return s;
   auto rp = self->make_response_promise<DeviceStatus>();
+  if (!st.worker) {
+    deliver_status(self, rp, std::move(s));
+    return rp;
+  }
   self->request(st.worker, local_step, caf::get_atom_v)
       .then(
-          [rp, s](const std::vector<uint64_t>& counts) mutable {
+          [self, rp, s](const std::vector<uint64_t>& counts) mutable {
             for (auto& q : s.queues)
               if (q.index < counts.size())
                 q.interrupts = counts[q.index];
-            rp.deliver(s);
+            deliver_status(self, rp, std::move(s));
           },
-          [rp, s](caf::error&) mutable { rp.deliver(s); });
+          [self, rp, s](caf::error&) mutable { deliver_status(self, rp, std::move(s)); });
   return rp;
 }
 

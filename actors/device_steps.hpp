@@ -50,6 +50,13 @@ inline constexpr milliseconds local_step{5000};  // worker / channel: no I/O wit
 
 inline void emit(Self self, DeviceEvent ev) {
   ev.state = self->state.state;
+  // The VMM socket's port hears of a loss and of a config change too.
+  if (auto port = caf::actor_cast<vmm_port_actor>(self->state.vmm_port)) {
+    if (ev.kind == DeviceEvent::Kind::backend_lost)
+      caf::anon_send(port, vmm_lost_atom_v, ev.detail);
+    else if (ev.kind == DeviceEvent::Kind::config_changed)
+      caf::anon_send(port, cfg_change_atom_v);
+  }
   if (self->state.subscriber)
     caf::anon_send(self->state.subscriber, event_atom_v, std::move(ev));
 }
@@ -89,6 +96,10 @@ inline std::optional<caf::error> admit(Self self, const char* op,
     return to_caf(make_error(errc::bad_state, op, "the device is shutting down"));
   if (!st.busy.empty())
     return to_caf(make_error(errc::bad_state, op, "busy: " + st.busy + " is in progress"));
+  if (st.vmm_port)
+    return to_caf(make_error(errc::bad_state, op,
+                             "the device is driven by the VMM socket (--vmm-socket); its VMM "
+                             "sets memory, starts and stops the rings"));
   for (auto s : allowed)
     if (st.state == s)
       return std::nullopt;

@@ -26,6 +26,8 @@ const char* to_string(DeviceEvent::Kind k) noexcept {
     case DeviceEvent::Kind::resumed: return "resumed";
     case DeviceEvent::Kind::resume_failed: return "resume_failed";
     case DeviceEvent::Kind::backend_notice: return "backend_notice";
+    case DeviceEvent::Kind::vmm_connected: return "vmm_connected";
+    case DeviceEvent::Kind::vmm_disconnected: return "vmm_disconnected";
   }
   return "unknown";
 }

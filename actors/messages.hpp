@@ -41,6 +41,7 @@
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
+#include "proxy/forward.hpp"
 
 CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   // device facade
@@ -110,6 +111,13 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, packet_atom, "packet")
   CAF_ADD_ATOM(vufront, vufront::actors, ctl_eof_atom, "ctleof")
   CAF_ADD_ATOM(vufront, vufront::actors, push_atom, "push")
+  // attach: VMM-facing vhost-user sockets (actors/vmm_port.hpp)
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_atom, "vmm")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_fwd_atom, "vmmfwd")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_msg_atom, "vmmmsg")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_eof_atom, "vmmeof")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_lost_atom, "vmmlost")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_renew_atom, "vmmrenew")
 CAF_END_TYPE_ID_BLOCK(vufront)
 // (caf::get_atom, caf::ok_atom, caf::reset_atom are predefined.)
 
@@ -143,6 +151,22 @@ bool tell_device(const caf::actor_addr& device, Ts&&... xs) {
   caf::anon_send(hdl, std::forward<Ts>(xs)...);
   return true;
 }
+
+/// A device's VMM-facing vhost-user socket (actors/vmm_port.hpp): serves
+/// one VMM connection at a time as its back-end, forwarding through the device.
+using vmm_port_actor = caf::typed_actor<
+    /// From the accept task: a new VMM connection.
+    caf::reacts_to<accept_atom, SharedFd>,
+    /// From the reader task: one request (framing checked, not yet decoded).
+    caf::reacts_to<vmm_msg_atom, std::shared_ptr<Message>>,
+    /// From the reader task: the VMM closed the connection, or it broke.
+    caf::reacts_to<vmm_eof_atom, std::string>,
+    /// From the device: its back-end was lost (why); the VMM connection closes.
+    caf::reacts_to<vmm_lost_atom, std::string>,
+    /// From the device: the back-end's CONFIG_CHANGE_MSG, for the VMM's channel.
+    caf::reacts_to<cfg_change_atom>,
+    /// The VMM session as `status` shows it.
+    caf::replies_to<status_atom>::with<nlohmann::json>>;
 
 /// The facade a VMM (or `vufront check`, or the attach server) talks to.
 /// Every request is answered with a value or a caf::error made from a
@@ -184,7 +208,18 @@ using device_actor = device_child_side::extend<
     /// To itself: the reconnect timer of generation N.
     caf::reacts_to<retry_atom, uint64_t>,
     /// Events go to `subscriber` as (event_atom, DeviceEvent).
-    caf::reacts_to<subscribe_atom, caf::actor>>;
+    caf::reacts_to<subscribe_atom, caf::actor>,
+    /// A VMM-facing socket's port drives the device from now on (commands
+    /// that would fight it answer bad_state); replies with what was
+    /// negotiated. Only on a negotiated device, once.
+    caf::replies_to<vmm_atom, caf::actor_addr>::with<DeviceInfo>,
+    /// One VMM request for the back-end (docs/vmm-proxy.md), through the
+    /// current connection; the loss at once on a broken device.
+    caf::replies_to<vmm_fwd_atom, proxy::Forward>::with<proxy::ForwardResult>,
+    /// The VMM left: a new connection to the back-end makes it forget the
+    /// dead VM's memory and rings (answered once it is negotiated; if it
+    /// cannot be, the device is lost with `why`).
+    caf::replies_to<vmm_renew_atom, std::string>::with<caf::ok_atom>>;
 
 /// Owns the back-end socket and BackendClient; runs each step (one request
 /// sequence) as an event-loop task, one at a time, each request bounded by
@@ -222,6 +257,8 @@ using connection_actor = caf::typed_actor<
     /// GET_INFLIGHT_FD(num_queues, queue_size): the region (mmap_size 0 and
     /// no fd when the back-end declines).
     caf::replies_to<inflight_atom, uint16_t, uint16_t>::with<wire::InflightDesc, SharedFd>,
+    /// One VMM request, forwarded as it came (proxy/forward.hpp).
+    caf::replies_to<vmm_fwd_atom, proxy::Forward>::with<proxy::ForwardResult>,
     caf::reacts_to<step_done_atom, uint64_t>>;  ///< internal: step N has ended
 
 /// One back-end state transfer at a time, between a pipe and a snapshot file,

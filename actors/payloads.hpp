@@ -21,6 +21,7 @@
 #include "protocol/backend_request.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/wire.hpp"
+#include "proxy/forward.hpp"
 #include "snapshot/file_target.hpp"
 
 namespace vufront::snapshot {
@@ -133,6 +134,8 @@ struct DeviceStatus {
   uint32_t reconnect_attempts = 0;  ///< of the current (or last) reconnect
   uint32_t reconnects = 0;          ///< resumed after a loss, since the device began
   bool inflight = false;            ///< an INFLIGHT_SHMFD region is kept for the queues
+  /// The VMM-facing socket's session (actors/vmm_port.hpp), null without one.
+  nlohmann::json vmm;
 };
 
 struct DeviceEvent {
@@ -147,6 +150,8 @@ struct DeviceEvent {
     resumed,         ///< detail: what was replayed, and what in flight became of
     resume_failed,   ///< detail: why the device cannot resume (it stays broken)
     backend_notice,  ///< detail: what the device works around in this back-end (once per device)
+    vmm_connected,   ///< detail: the VMM socket's new connection (peer uid, count)
+    vmm_disconnected,  ///< detail: why, and what was undone in the back-end
   };
   Kind kind = Kind::state_changed;
   DeviceState state = DeviceState::disconnected;
@@ -207,6 +212,9 @@ struct DeviceSetup {
   NegotiateOptions negotiate;
   /// Client mode: vufront listens on `backend`, the back-end connects.
   bool listen = false;
+  /// `--vmm-socket`: the VMM-facing vhost-user socket a VMM drives the
+  /// device through (actors/vmm_port.hpp); empty: none.
+  std::string vmm_socket;
   /// At run time: the session whose VMM maps the back-end's shared memory
   /// (set_shmem_owner vmm); 0 = vufront maps it.
   uint64_t shmem_owner = 0;
@@ -326,3 +334,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::SharedFd)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<vufront::SharedFd>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<vufront::BackendRequest>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<vufront::SharedMemoryMapper>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::proxy::Forward)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::proxy::ForwardResult)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<vufront::Message>)

@@ -127,6 +127,34 @@ Result<std::vector<actors::DeviceSetup>> device_setups(const std::vector<std::st
   return out;
 }
 
+Result<void> assign_vmm_sockets(std::vector<actors::DeviceSetup>& devices,
+                               const std::vector<std::string>& vmm_sockets) {
+  std::set<std::string> paths;
+  for (const auto& d : devices)
+    paths.insert(d.backend);
+  for (const auto& v : vmm_sockets) {
+    auto [id, path] = split_id(v);
+    if (path.empty() || path.size() > max_unix_path)
+      return make_error(errc::invalid_argument, kOpt, "--vmm-socket " + v + ": a socket path of 1..107 bytes");
+    if (id.empty() && devices.size() != 1)
+      return make_error(errc::invalid_argument, kOpt,
+                        "--vmm-socket " + v + ": name the device (ID=PATH) when there are several");
+    actors::DeviceSetup* dev = nullptr;
+    for (auto& d : devices)
+      if (id.empty() || d.id == id)
+        dev = &d;
+    if (dev == nullptr)
+      return make_error(errc::invalid_argument, kOpt, "--vmm-socket " + v + ": no --backend " + id + "=...");
+    if (!dev->vmm_socket.empty())
+      return make_error(errc::invalid_argument, kOpt,
+                        "--vmm-socket " + v + ": device " + dev->id + " has a VMM socket already");
+    if (!paths.insert(path).second)
+      return make_error(errc::invalid_argument, kOpt, "--vmm-socket " + v + ": " + path + " is used twice");
+    dev->vmm_socket = path;
+  }
+  return ok();
+}
+
 namespace {
 
 /// --snapshot-dir opened (O_DIRECTORY) with its canonical path.
@@ -148,7 +176,13 @@ std::string access_line(const AttachOptions& opts) {
   std::string uids = std::to_string(::geteuid());
   for (auto u : opts.allowed_uids)
     uids += ", " + std::to_string(u);
-  return "control socket " + describe(opts.control_listen) + "; uids allowed: " + uids +
+  std::string sockets = opts.control.empty() ? "no control socket" : "control socket " + describe(opts.control_listen);
+  for (const auto& d : opts.devices)
+    if (!d.vmm_socket.empty()) {
+      sockets += "; VMM sockets " + describe(opts.vmm_listen);
+      break;
+    }
+  return sockets + "; uids allowed: " + uids +
          "; snapshot files: " +
          (opts.snapshot_dir.empty() ? "fds, and paths from uid " + std::to_string(::geteuid())
                                     : "fds, and paths under " + opts.snapshot_dir);
@@ -180,6 +214,7 @@ int attach_main(const AttachOptions& opts) {
   sc.allowed_uids = opts.allowed_uids;
   sc.control_listen = opts.control_listen;
   sc.backend_listen = opts.backend_listen;
+  sc.vmm_listen = opts.vmm_listen;
   sc.snapshot_dir = snapshot_dir;
   sc.snapshot_dir_path = snapshot_dir_path;
   sc.devices = opts.devices;
@@ -198,23 +233,32 @@ int attach_main(const AttachOptions& opts) {
   {
     caf::scoped_actor self{sys};
     self->monitor(server);
+    // Before the start: a signal while the back-ends are still being
+    // connected (each up to --timeout) ends the start at once.
+    signals.on_signal([server] { caf::anon_send_exit(server, caf::exit_reason::user_shutdown); });
     // the server answers once every device is negotiated, each bounded by its
     // own connect and request deadlines
     self->request(server, caf::infinite, actors::start_atom_v)
         .receive(
             [&](const nlohmann::json& hello) {
-              // Before "serving" is logged: whoever waits for that line may
-              // signal at once (a signal before this only says "stopping").
-              signals.on_signal([server] { caf::anon_send_exit(server, caf::exit_reason::user_shutdown); });
               std::string list;
               for (const auto& d : hello["devices"])
                 list += std::string(list.empty() ? "" : ", ") + d["id"].get<std::string>() + " (" +
-                        d["kind"].get<std::string>() + ", " + d["backend"].get<std::string>() + ")";
-              log_line("serving " + list + " on " + opts.control + " (protocol " +
-                       std::to_string(control::protocol_version) + ")");
+                        d["kind"].get<std::string>() + ", " + d["backend"].get<std::string>() +
+                        (d.contains("vmm_socket") ? ", VMM socket " + d["vmm_socket"].get<std::string>() : "") +
+                        ")";
+              log_line("serving " + list +
+                       (opts.control.empty() ? std::string(" (no control socket)")
+                                             : " on " + opts.control + " (protocol " +
+                                                   std::to_string(control::protocol_version) + ")"));
               log_line(access_line(opts));
             },
             [&](caf::error& e) {
+              if (signals.interrupted()) {
+                log_line("stopped before serving");
+                status = ops::CancelOnSignal::exit_interrupted;
+                return;
+              }
               std::cerr << "vufront attach: " << actors::from_caf(e, "start").message() << "\n";
               status = 1;
             });
@@ -235,7 +279,11 @@ int attach_main(const AttachOptions& opts) {
     }
   }
   if (status == 0) {
-    ::unlink(opts.control.c_str());  // ours: the server refuses a path in use
+    if (!opts.control.empty())
+      ::unlink(opts.control.c_str());  // ours: the server refuses a path in use
+    for (const auto& d : opts.devices)
+      if (!d.vmm_socket.empty())
+        ::unlink(d.vmm_socket.c_str());
     log_line("stopped");
   }
   return status;

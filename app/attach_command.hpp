@@ -1,7 +1,8 @@
 #pragma once
 // `vufront attach --backend [ID=]SOCKET ... --control PATH`: vhost-user
 // front-ends for a VMM, driven over a control socket
-// (docs/attach-protocol.md). Connects to every back-end, listens on PATH,
+// (docs/attach-protocol.md), or through a VMM-facing vhost-user socket per
+// device (`--vmm-socket [ID=]PATH`, docs/vmm-proxy.md). Connects to every back-end, listens on PATH,
 // serves VMM connections until SIGINT/SIGTERM, then stops the devices
 // (their back-ends see the connection close) and removes PATH.
 
@@ -26,6 +27,9 @@ struct AttachOptions {
   ListenOptions control_listen;
   /// Client mode: the back-end sockets' mode and group (--listen-mode, --listen-group).
   ListenOptions backend_listen;
+  /// The VMM-facing vhost-user sockets' mode and group (--vmm-mode,
+  /// --vmm-group; 0666 with --allow-uid, like the control socket).
+  ListenOptions vmm_listen;
   /// --snapshot-dir: where VMMs may name snapshot files by path ("": nowhere
   /// for other uids; vufront's own uid names any path).
   std::string snapshot_dir;
@@ -52,6 +56,13 @@ struct AttachOptions {
 [[nodiscard]] Result<std::vector<actors::DeviceSetup>> device_setups(
     const std::vector<std::string>& backends, const std::vector<std::string>& kinds,
     const std::vector<std::string>& queues, uint32_t max_queue_size);
+
+/// --vmm-socket [ID=]PATH (repeated) into `devices` (without ID: the only
+/// device). Errors: invalid_argument naming the option (unknown or repeated
+/// id, a path used twice or by a back-end, an ID missing with several
+/// devices).
+[[nodiscard]] Result<void> assign_vmm_sockets(std::vector<actors::DeviceSetup>& devices,
+                                              const std::vector<std::string>& vmm_sockets);
 
 /// Exit status: 0 after a signal, 1 when a back-end cannot be negotiated or
 /// the control socket cannot be created (one line on stderr naming it), 2

@@ -316,13 +316,13 @@ struct JobCommand {
 /// `vufront attach`.
 struct AttachCommand {
   vufront::app::AttachOptions options;
-  std::vector<std::string> backends, kinds, queues;
+  std::vector<std::string> backends, kinds, queues, vmm_sockets;
   uint32_t queue_size = 1024;
   double timeout_s = 5.0;
   double drain_s = seconds_of(vufront::Timeouts::default_drain);
   bool no_reconnect = false, client_mode = false;
   double give_up_s = 0, max_delay_s = 5.0;
-  std::string control_mode, control_group, listen_mode, listen_group;
+  std::string control_mode, control_group, listen_mode, listen_group, vmm_mode, vmm_group;
   CLI::App* cmd = nullptr;
 
   void add_to(CLI::App& app) {
@@ -330,7 +330,9 @@ struct AttachCommand {
         "attach", "Serve vhost-user front-ends to a VMM over a control socket\n"
                   "(docs/attach-protocol.md): connect to every back-end, listen on --control,\n"
                   "take commands (memory, activate, config, sleep, wake, reset, snapshot,\n"
-                  "restore) and push events, until SIGINT or SIGTERM.");
+                  "restore) and push events, until SIGINT or SIGTERM. With --vmm-socket an\n"
+                  "unmodified VMM (QEMU's vhost-user-blk-pci, ...) drives a device through\n"
+                  "its own vhost-user device instead (docs/vmm-proxy.md).");
     add_device_options();
     add_timeout_options();
     add_reconnect_options();
@@ -353,6 +355,12 @@ struct AttachCommand {
     cmd->add_option("--listen-group", listen_group,
                     "NAME|GID: group of the back-end sockets vufront listens on (--client-mode)")
         ->type_name("GROUP");
+    cmd->add_option("--vmm-mode", vmm_mode,
+                    "OCTAL: the VMM sockets' mode (default 0600; 0666 with --allow-uid, 0660 with\n"
+                    "--vmm-group); the peer-uid check (--allow-uid) still applies")
+        ->type_name("OCTAL");
+    cmd->add_option("--vmm-group", vmm_group, "NAME|GID: the VMM sockets' group (mode 0660 unless --vmm-mode)")
+        ->type_name("GROUP");
     cmd->add_option("--snapshot-dir", options.snapshot_dir,
                     "DIR: VMMs may name snapshot/restore files by path only beneath DIR (no '..',\n"
                     "no symbolic links); without it only vufront's own uid names paths, other\n"
@@ -362,8 +370,8 @@ struct AttachCommand {
 
   /// The sockets' modes and groups from their options (base/listen_options.hpp).
   bool listen_options_from_flags() {
-    std::optional<unsigned> cmode, lmode;
-    std::optional<uint32_t> cgroup, lgroup;
+    std::optional<unsigned> cmode, lmode, vmode;
+    std::optional<uint32_t> cgroup, lgroup, vgroup;
     auto parse = [](const std::string& text, const char* option, auto parser, auto& out) {
       if (text.empty())
         return true;
@@ -378,10 +386,13 @@ struct AttachCommand {
     if (!parse(control_mode, "--control-mode", vufront::parse_socket_mode, cmode) ||
         !parse(control_group, "--control-group", vufront::parse_group, cgroup) ||
         !parse(listen_mode, "--listen-mode", vufront::parse_socket_mode, lmode) ||
-        !parse(listen_group, "--listen-group", vufront::parse_group, lgroup))
+        !parse(listen_group, "--listen-group", vufront::parse_group, lgroup) ||
+        !parse(vmm_mode, "--vmm-mode", vufront::parse_socket_mode, vmode) ||
+        !parse(vmm_group, "--vmm-group", vufront::parse_group, vgroup))
       return false;
     options.control_listen = vufront::listen_options(cmode, cgroup, !options.allowed_uids.empty());
     options.backend_listen = vufront::listen_options(lmode, lgroup, false);
+    options.vmm_listen = vufront::listen_options(vmode, vgroup, !options.allowed_uids.empty());
     return true;
   }
 
@@ -393,9 +404,13 @@ struct AttachCommand {
         ->required()
         ->take_all();
     cmd->add_option("--control", options.control,
-                    "PATH of the control socket to create (SOCK_SEQPACKET; mode: --control-mode)")
-        ->required()
+                    "PATH of the control socket to create (SOCK_SEQPACKET; mode: --control-mode);\n"
+                    "required unless every device has a --vmm-socket")
         ->check(vufront::cli::socket_path());
+    cmd->add_option("--vmm-socket", vmm_sockets,
+                    "[ID=]PATH: a vhost-user socket for the device's VMM (QEMU: -chardev\n"
+                    "socket,path=PATH,reconnect=1 -device vhost-user-blk-pci,...); vufront serves\n"
+                    "the VMM as its back-end and forwards to --backend (docs/vmm-proxy.md)");
     cmd->add_option("--device", kinds,
                     "[ID=]blk|net|fs: the device kind (without ID: for every device; default blk)");
     cmd->add_option("--queues", queues,
@@ -446,6 +461,18 @@ struct AttachCommand {
       return exit_usage;
     }
     options.devices = std::move(setups).value();
+    if (auto v = vufront::app::assign_vmm_sockets(options.devices, vmm_sockets); !v) {
+      std::cerr << v.error().request << ": " << v.error().detail << "\n";
+      return exit_usage;
+    }
+    if (options.control.empty())
+      for (const auto& d : options.devices)
+        if (d.vmm_socket.empty()) {
+          std::cerr << "vufront attach: --control PATH is required unless every device has a "
+                       "--vmm-socket (device "
+                    << d.id << " has none)\n";
+          return exit_usage;
+        }
     if (!listen_options_from_flags())
       return exit_usage;
     for (auto& d : options.devices)

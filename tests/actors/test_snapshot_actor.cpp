@@ -86,6 +86,9 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
       [=](inflight_atom, uint16_t, uint16_t) -> caf::result<wire::InflightDesc, SharedFd> {
         return unused("inflight");
       },
+      [=](vmm_fwd_atom, const proxy::Forward&) -> caf::result<proxy::ForwardResult> {
+        return unused("vmm forward");
+      },
       [=](step_done_atom, uint64_t) {},  // the real actor's own; never sent to this fake
   };
 }

@@ -20,20 +20,16 @@ Without qemu-system-x86_64, a cloud kernel or a static busybox the test exits
     test_qemu_guest.py --backend build/bin/vufront-backend [--qemu qemu-system-x86_64]
 """
 import argparse
-import glob
-import gzip
-import lzma
 import os
-import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 
+import guest
 from vubackend import Backend
 
-SKIP = 77
+SKIP = guest.SKIP
 HOST_MARKER = b'VUFRONT-HOST-MARKER-5e1f0c37'
 GUEST_MARKER = b'VUFRONT-GUEST-WROTE-9b2d41a6'
 HOST_SECTOR, GUEST_SECTOR = 100, 200
@@ -42,148 +38,20 @@ QEMU_LIMIT = 60  # seconds QEMU may run before the test kills it (a hang fails; 
 WANTED_MODULES = ['virtio_pci', 'virtio_blk']
 
 
-# ---- what the test needs ------------------------------------------------------
+# ---- the guest's /init ---------------------------------------------------------
 
-def is_static(path):
-    """Whether the ELF file at `path` has no program interpreter (PT_INTERP)."""
-    with open(path, 'rb') as f:
-        head = f.read(64)
-        if head[:4] != b'\x7fELF' or head[4] != 2:  # 64-bit only
-            return False
-        phoff, = struct.unpack_from('<Q', head, 0x20)
-        phentsize, phnum = struct.unpack_from('<HH', head, 0x36)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    return all(struct.unpack_from('<I', table, i * phentsize)[0] != 3 for i in range(phnum))
-
-
-def find_prerequisites(qemu):
-    """(qemu, kernel, version, busybox) or the reason the test cannot run."""
-    qemu_path = shutil.which(qemu)
-    if not qemu_path:
-        return None, '%s not found (Debian package qemu-system-x86)' % qemu
-    kernels = sorted(glob.glob('/boot/vmlinuz-*-cloud-amd64'))
-    if not kernels:
-        return None, 'no /boot/vmlinuz-*-cloud-amd64 (Debian package linux-image-cloud-amd64)'
-    kernel = kernels[-1]
-    version = os.path.basename(kernel)[len('vmlinuz-'):]
-    if not os.path.isdir('/lib/modules/' + version):
-        return None, 'no /lib/modules/%s for %s' % (version, kernel)
-    busybox = '/bin/busybox'
-    if not os.path.exists(busybox) or not is_static(busybox):
-        return None, 'no static /bin/busybox (Debian package busybox-static)'
-    return (qemu_path, kernel, version, busybox), None
-
-
-# ---- the guest's initramfs ------------------------------------------------------
-
-def module_load_order(version, wanted):
-    """[(name, path)] of the modules to insmod, dependencies first; modules
-    built into the kernel are left out."""
-    base = '/lib/modules/' + version
-    deps = {}
-    with open(os.path.join(base, 'modules.dep')) as f:
-        for line in f:
-            path, _, rest = line.partition(':')
-            deps[path] = rest.split()
-    builtin = set()
-    if os.path.exists(os.path.join(base, 'modules.builtin')):
-        with open(os.path.join(base, 'modules.builtin')) as f:
-            builtin = {re.sub(r'\.ko.*$', '', os.path.basename(l.strip())) for l in f}
-    by_name = {re.sub(r'\.ko.*$', '', os.path.basename(p)).replace('-', '_'): p for p in deps}
-    order = []
-
-    def visit(path):
-        for d in deps[path]:
-            visit(d)
-        if path not in order:
-            order.append(path)
-
-    for name in wanted:
-        if name in builtin:
-            continue
-        if name not in by_name:
-            raise AssertionError('module %s is neither built into %s nor in its modules.dep'
-                                 % (name, version))
-        visit(by_name[name])
-    return [(re.sub(r'\.ko.*$', '', os.path.basename(p)), os.path.join(base, p)) for p in order]
-
-
-def module_bytes(path):
-    """The module file's ELF bytes (.ko, .ko.xz, .ko.gz)."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    if path.endswith('.xz'):
-        return lzma.decompress(data)
-    if path.endswith('.gz'):
-        return gzip.decompress(data)
-    if path.endswith('.ko'):
-        return data
-    raise AssertionError('cannot unpack module %s' % path)
-
-
-def init_script(modules):
-    """The guest's /init: load the virtio modules, read the host's marker
-    from the disk, write the guest's, power off. Every outcome is one line
-    on the serial console starting with VUFRONT-GUEST."""
-    loads = '\n'.join('insmod /lib/modules/%s.ko || echo "VUFRONT-GUEST-FAIL insmod %s"' % (m, m)
-                      for m, _ in modules)
-    return ('''#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-echo VUFRONT-GUEST-BOOTED
-%(loads)s
-n=0
-while [ ! -b /dev/vda ]; do
-  n=$((n + 1))
-  if [ $n -gt 300 ]; then echo "VUFRONT-GUEST-FAIL no /dev/vda"; poweroff -f; fi
-  sleep 0.1
-done
-got=$(dd if=/dev/vda bs=512 skip=%(host)d count=1 2>/dev/null | head -c %(hlen)d)
+def init_body():
+    """After guest.init_preamble(): read the host's marker from the disk,
+    write the guest's, power off."""
+    return guest.wait_for_block('/dev/vda') + ('''got=$(dd if=/dev/vda bs=512 skip=%(host)d count=1 2>/dev/null | head -c %(hlen)d)
 echo "VUFRONT-GUEST-READ $got"
 printf '%%s' '%(guest)s' | dd of=/dev/vda bs=512 seek=%(gsec)d conv=sync,fsync 2>/dev/null \\
   || echo "VUFRONT-GUEST-FAIL write"
 sync
 echo VUFRONT-GUEST-DONE
 poweroff -f
-''' % {'loads': loads, 'host': HOST_SECTOR, 'hlen': len(HOST_MARKER),
-       'guest': GUEST_MARKER.decode(), 'gsec': GUEST_SECTOR}).encode()
-
-
-def cpio_newc(entries):
-    """An uncompressed newc cpio archive of entries (name, mode, data, rdev)."""
-    out = bytearray()
-
-    def pad():
-        out.extend(b'\0' * (-len(out) % 4))
-
-    for ino, (name, mode, data, rdev) in enumerate(entries + [('TRAILER!!!', 0, b'', (0, 0))], 1):
-        encoded = name.encode() + b'\0'
-        fields = [ino, mode, 0, 0, 2 if mode & 0o040000 else 1, 0, len(data), 0, 0,
-                  rdev[0], rdev[1], len(encoded), 0]
-        out.extend(b'070701' + b''.join(b'%08x' % v for v in fields))
-        out.extend(encoded)
-        pad()
-        out.extend(data)
-        pad()
-    return bytes(out)
-
-
-def build_initramfs(path, version, busybox):
-    modules = module_load_order(version, WANTED_MODULES)
-    with open(busybox, 'rb') as f:
-        bb = f.read()
-    d, reg, chr_ = 0o040755, 0o100755, 0o020600
-    entries = [(n, d, b'', (0, 0)) for n in ('bin', 'dev', 'proc', 'sys', 'lib', 'lib/modules')]
-    entries += [('dev/console', chr_, b'', (5, 1)), ('bin/busybox', reg, bb, (0, 0)),
-                ('init', reg, init_script(modules), (0, 0))]
-    entries += [('lib/modules/%s.ko' % m, 0o100644, module_bytes(p), (0, 0)) for m, p in modules]
-    with open(path, 'wb') as f:
-        f.write(cpio_newc(entries))
-    return [m for m, _ in modules]
+''' % {'host': HOST_SECTOR, 'hlen': len(HOST_MARKER),
+       'guest': GUEST_MARKER.decode(), 'gsec': GUEST_SECTOR})
 
 
 # ---- the test -------------------------------------------------------------------
@@ -191,7 +59,7 @@ def build_initramfs(path, version, busybox):
 def run_guest(args, prereq, tmp):
     qemu, kernel, version, busybox = prereq
     initrd = os.path.join(tmp, 'initrd.cpio')
-    modules = build_initramfs(initrd, version, busybox)
+    modules = guest.build_initramfs(initrd, version, busybox, WANTED_MODULES, init_body())
     image = os.path.join(tmp, 'disk.img')
     with open(image, 'wb') as f:
         f.truncate(16 << 20)
@@ -263,7 +131,7 @@ def main():
     ap.add_argument('--backend', required=True)
     ap.add_argument('--qemu', default='qemu-system-x86_64')
     args = ap.parse_args()
-    prereq, why = find_prerequisites(args.qemu)
+    prereq, why = guest.find_prerequisites(args.qemu)
     if prereq is None:
         print('SKIPPED: ' + why)
         return SKIP

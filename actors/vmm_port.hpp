@@ -1,0 +1,86 @@
+#pragma once
+// The VMM port: a device's VMM-facing vhost-user socket (`vufront attach
+// --vmm-socket ID=PATH`, docs/vmm-proxy.md). An unmodified VMM (QEMU's
+// vhost-user-blk-pci, ...) connects to it as to any back-end; vufront serves
+// it as that back-end and stays the front-end of the real one.
+//
+//   start     the device (negotiated) is taken over -> the offer -> listen
+//   accept    peer uid checked -> one VMM connection at a time
+//   request   decoded against what this VMM negotiated -> answered here
+//             (identity: features, queues, slots) or prepared (addresses
+//             translated, fds shared) and forwarded through the device, one
+//             at a time in the VMM's order -> the reply after the back-end's
+//   eof       the VMM left without a word: its rings are stopped and its
+//             memory removed from the back-end (or the connection renewed);
+//             every fd of it in vufront is closed
+//   lost      the device's back-end was lost: the VMM connection is closed
+//             (QEMU with `reconnect=N` comes back and starts again)
+//
+// Kick and call fds go straight to the back-end; the shadow keeps them.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/control_session.hpp"
+#include "actors/fd_watcher.hpp"
+#include "actors/messages.hpp"
+#include "actors/vmm_reader.hpp"
+#include "base/unix_socket.hpp"
+#include "protocol/connection.hpp"
+#include "proxy/shadow.hpp"
+
+namespace vufront::actors {
+
+struct VmmPortConfig {
+  std::string id;    ///< the device's id (logs, events)
+  std::string path;  ///< the socket
+  /// Its mode and group (base/listen_options.hpp).
+  ListenOptions listen;
+  /// uids allowed besides the one vufront runs as.
+  std::vector<uint32_t> allowed_uids;
+  device_actor device;
+  /// How long a reply to the VMM may wait for room in its socket.
+  std::chrono::milliseconds send_timeout{5000};
+  ControlLog log;
+};
+
+struct VmmPortState {
+  static inline const char* name = "vufront.vmm_port";
+
+  VmmPortConfig config;
+  Negotiated offer;
+  UniqueFd listen_fd;
+  uint64_t connections = 0;     ///< accepted since the start
+  uint64_t requests = 0;        ///< of the current connection
+  uint64_t requests_total = 0;  ///< since the start
+  std::string last_disconnect;
+  /// The last session as it stood when it ended (`status`: what the VMM had
+  /// set up, its rings' positions).
+  nlohmann::json last_session;
+  std::optional<uint32_t> peer_uid;
+  /// The current VMM connection (sent on here; the reader reads a dup).
+  std::optional<Connection> vmm;
+  /// The VMM's end of its back-end channel (SET_BACKEND_REQ_FD).
+  std::optional<Connection> channel;
+  std::optional<proxy::Shadow> shadow;
+  bool tearing_down = false;
+  std::unique_ptr<VmmReader> reader;
+  std::unique_ptr<FdWatcher> acceptor;  ///< LAST: joined first
+};
+
+/// The port with its start: take the device over, work out the offer,
+/// listen (errors: the device is not negotiated, the back-end cannot be
+/// proxied, the socket is in use).
+using vmm_port_full = vmm_port_actor::extend<caf::replies_to<start_atom>::with<caf::ok_atom>>;
+
+[[nodiscard]] vmm_port_full::behavior_type vmm_port_impl(
+    vmm_port_full::stateful_pointer<VmmPortState> self, VmmPortConfig config);
+
+}  // namespace vufront::actors

@@ -1,0 +1,304 @@
+#include "proxy/shadow.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include <utility>
+
+#include "proxy/offer.hpp"
+
+namespace vufront::proxy {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+Error bad(FrontendReq req, const std::string& why) {
+  return make_error(errc::invalid_payload, frontend_req_name(static_cast<uint32_t>(req)), why);
+}
+
+bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
+  return a < b + blen && b < a + alen;
+}
+
+uint64_t synthetic_of(const wire::MemoryRegion& r) { return proxy_user_base + r.guest_phys_addr; }
+
+}  // namespace
+
+Shadow::Shadow(Negotiated offer) : ctx_(offer) { rings_.resize(ctx_.num_queues); }
+
+bool Shadow::reply_ack() const noexcept {
+  return has_bit(ctx_.acked_protocol_features, protocol_feature::reply_ack);
+}
+
+bool Shadow::packed() const noexcept { return has_bit(ctx_.acked_features, feature::ring_packed); }
+
+std::optional<uint64_t> Shadow::to_synthetic(uint64_t vmm_addr, uint64_t len) const {
+  for (const auto& r : regions_) {
+    const uint64_t start = r.vmm.user_addr;
+    if (vmm_addr >= start && vmm_addr - start < r.vmm.memory_size &&
+        len <= r.vmm.memory_size - (vmm_addr - start))
+      return r.synthetic + (vmm_addr - start);
+  }
+  return std::nullopt;
+}
+
+Result<void> Shadow::check_new_region(const wire::MemoryRegion& r,
+                                      const std::vector<Region>& others) const {
+  for (const auto& o : others) {
+    if (overlaps(r.guest_phys_addr, r.memory_size, o.vmm.guest_phys_addr, o.vmm.memory_size))
+      return make_error(errc::invalid_payload, "memory table",
+                        "region at guest address " + hex(r.guest_phys_addr) +
+                            " overlaps the region at " + hex(o.vmm.guest_phys_addr));
+    if (overlaps(r.user_addr, r.memory_size, o.vmm.user_addr, o.vmm.memory_size))
+      return make_error(errc::invalid_payload, "memory table",
+                        "region at guest address " + hex(r.guest_phys_addr) +
+                            " overlaps another in the VMM's address space");
+  }
+  if (synthetic_of(r) + r.memory_size < synthetic_of(r))
+    return make_error(errc::invalid_payload, "memory table",
+                      "region at guest address " + hex(r.guest_phys_addr) + " is too high");
+  return ok();
+}
+
+Result<Shadow::Prepared> Shadow::prepare(FrontendRequest&& r) const {
+  Prepared p;
+  p.need_reply = r.need_reply;
+  p.original = r.payload;
+  p.forward.req = r.req;
+  p.forward.payload = std::move(r.payload);
+  for (auto& fd : r.fds)
+    p.forward.fds.push_back(share(std::move(fd)));
+  p.forward.packed = packed();
+  switch (r.req) {
+    case FrontendReq::set_mem_table: {
+      auto& table = std::get<MemoryTable>(p.forward.payload);
+      std::vector<Region> seen;
+      for (auto& region : table.regions) {
+        if (auto c = check_new_region(region, seen); !c)
+          return bad(r.req, c.error().detail);
+        seen.push_back(Region{region, 0, nullptr});
+        region.user_addr = synthetic_of(region);
+      }
+      break;
+    }
+    case FrontendReq::add_mem_reg: {
+      auto& region = std::get<wire::MemoryRegion>(p.forward.payload);
+      if (regions_.size() >= ctx_.max_mem_slots)
+        return bad(r.req, "all " + std::to_string(ctx_.max_mem_slots) + " memory slots are in use");
+      if (auto c = check_new_region(region, regions_); !c)
+        return bad(r.req, c.error().detail);
+      region.user_addr = synthetic_of(region);
+      break;
+    }
+    case FrontendReq::rem_mem_reg: {
+      auto& region = std::get<wire::MemoryRegion>(p.forward.payload);
+      bool found = false;
+      for (const auto& o : regions_)
+        if (o.vmm.guest_phys_addr == region.guest_phys_addr && o.vmm.memory_size == region.memory_size) {
+          region.user_addr = o.synthetic;
+          region.mmap_offset = o.vmm.mmap_offset;
+          found = true;
+        }
+      if (!found)
+        return bad(r.req, "no region of " + hex(region.memory_size) + " bytes at guest address " +
+                              hex(region.guest_phys_addr));
+      break;
+    }
+    case FrontendReq::set_vring_addr: {
+      auto& a = std::get<wire::VringAddr>(p.forward.payload);
+      if (regions_.empty())
+        return make_error(errc::bad_state, "SET_VRING_ADDR",
+                          "ring " + std::to_string(a.index) + " set before any guest memory");
+      // The smallest sizes that must lie inside guest memory (one element each).
+      auto desc = to_synthetic(a.desc, 16);
+      auto used = to_synthetic(a.used, 4);
+      auto avail = to_synthetic(a.avail, 4);
+      if (!desc || !used || !avail)
+        return bad(r.req, "ring " + std::to_string(a.index) + ": an address (desc " + hex(a.desc) +
+                              ", used " + hex(a.used) + ", avail " + hex(a.avail) +
+                              ") lies in no memory region");
+      a.desc = *desc;
+      a.used = *used;
+      a.avail = *avail;
+      break;
+    }
+    default:
+      break;
+  }
+  return p;
+}
+
+void Shadow::reset_rings() {
+  for (auto& ring : rings_)
+    ring = Ring{};
+}
+
+void Shadow::commit(const Prepared& p, const ForwardResult& answer) {
+  const auto& f = p.forward;
+  if (f.req != FrontendReq::get_config && f.req != FrontendReq::get_status)
+    touched_ = true;
+  switch (f.req) {
+    case FrontendReq::set_features:
+      ctx_.acked_features = std::get<wire::U64>(f.payload).value;
+      break;
+    case FrontendReq::set_mem_table: {
+      const auto& vmm = std::get<MemoryTable>(p.original).regions;
+      regions_.clear();
+      for (size_t i = 0; i < vmm.size(); ++i)
+        regions_.push_back(Region{vmm[i], synthetic_of(vmm[i]), i < f.fds.size() ? f.fds[i] : nullptr});
+      break;
+    }
+    case FrontendReq::add_mem_reg: {
+      const auto& vmm = std::get<wire::MemoryRegion>(p.original);
+      regions_.push_back(Region{vmm, synthetic_of(vmm), f.fds.empty() ? nullptr : f.fds[0]});
+      break;
+    }
+    case FrontendReq::rem_mem_reg: {
+      const auto& vmm = std::get<wire::MemoryRegion>(p.original);
+      for (auto it = regions_.begin(); it != regions_.end(); ++it)
+        if (it->vmm.guest_phys_addr == vmm.guest_phys_addr && it->vmm.memory_size == vmm.memory_size) {
+          regions_.erase(it);
+          break;
+        }
+      break;
+    }
+    case FrontendReq::set_vring_num:
+    case FrontendReq::set_vring_base:
+    case FrontendReq::set_vring_enable:
+    case FrontendReq::get_vring_base: {
+      const auto& s = std::get<wire::VringState>(f.payload);
+      auto& ring = rings_.at(s.index);
+      if (f.req == FrontendReq::set_vring_num)
+        ring.num = s.num;
+      else if (f.req == FrontendReq::set_vring_base)
+        ring.base = s.num;
+      else if (f.req == FrontendReq::set_vring_enable)
+        ring.enabled = s.num != 0;
+      else {
+        ring.base = answer.vring_base;
+        ring.started = false;
+        ring.enabled = false;
+      }
+      break;
+    }
+    case FrontendReq::set_vring_addr: {
+      const auto& a = std::get<wire::VringAddr>(p.original);
+      auto& ring = rings_.at(a.index);
+      ring.vmm_addr = a;
+      ring.addr_set = true;
+      break;
+    }
+    case FrontendReq::set_vring_kick:
+    case FrontendReq::set_vring_call:
+    case FrontendReq::set_vring_err: {
+      const auto& v = std::get<VringFd>(f.payload);
+      auto& ring = rings_.at(v.index);
+      SharedFd fd = v.has_fd && !f.fds.empty() ? f.fds[0] : nullptr;
+      if (f.req == FrontendReq::set_vring_kick) {
+        ring.kick = fd;
+        ring.started = true;  // a ring starts at its kick fd ("Ring states")
+      } else if (f.req == FrontendReq::set_vring_call) {
+        ring.call = fd;
+      } else {
+        ring.err = fd;
+      }
+      break;
+    }
+    case FrontendReq::get_inflight_fd:
+      inflight_ = answer.inflight;
+      inflight_fd_ = answer.fd;
+      break;
+    case FrontendReq::set_inflight_fd:
+      inflight_ = std::get<wire::InflightDesc>(f.payload);
+      inflight_fd_ = f.fds.empty() ? nullptr : f.fds[0];
+      break;
+    case FrontendReq::set_status:
+      status_ = static_cast<uint8_t>(std::get<wire::U64>(f.payload).value);
+      break;
+    case FrontendReq::reset_device:
+      // The device forgets everything but its memory and protocol features.
+      status_ = 0;
+      ctx_.acked_features = 0;
+      reset_rings();
+      break;
+    default:
+      break;
+  }
+}
+
+Shadow::Teardown Shadow::teardown() const {
+  Teardown t;
+  const bool enable = has_bit(ctx_.acked_features, feature::protocol_features);
+  for (uint32_t i = 0; i < rings_.size(); ++i) {
+    if (!rings_[i].started)
+      continue;
+    if (enable)
+      t.requests.push_back(Forward{FrontendReq::set_vring_enable, wire::VringState{i, 0}, {}, false});
+    t.requests.push_back(Forward{FrontendReq::get_vring_base, wire::VringState{i, 0}, {}, packed()});
+  }
+  t.renew = touched_;
+  return t;
+}
+
+void Shadow::clear() {
+  Negotiated fresh = ctx_;
+  fresh.acked_features = 0;
+  fresh.acked_protocol_features = 0;
+  ctx_ = fresh;
+  regions_.clear();
+  reset_rings();
+  status_ = 0;
+  touched_ = false;
+  inflight_ = {};
+  inflight_fd_.reset();
+}
+
+std::optional<uint16_t> Shadow::used_index(uint32_t ring) const {
+  if (ring >= rings_.size() || packed() || !rings_[ring].addr_set)
+    return std::nullopt;
+  const uint64_t idx_addr = rings_[ring].vmm_addr.used + 2;  // struct vring_used { flags; idx; ... }
+  for (const auto& r : regions_) {
+    const uint64_t start = r.vmm.user_addr;
+    if (!r.fd || idx_addr < start || idx_addr - start + 2 > r.vmm.memory_size)
+      continue;
+    uint16_t v = 0;
+    const auto off = static_cast<off_t>(r.vmm.mmap_offset + (idx_addr - start));
+    if (::pread(r.fd->get(), &v, sizeof v, off) != static_cast<ssize_t>(sizeof v))
+      return std::nullopt;
+    return v;
+  }
+  return std::nullopt;
+}
+
+json Shadow::to_json() const {
+  json queues = json::array();
+  for (uint32_t i = 0; i < rings_.size(); ++i) {
+    const auto& r = rings_[i];
+    if (r.num == 0 && !r.started && !r.call)
+      continue;
+    json q = {{"index", i}, {"size", r.num}, {"started", r.started}, {"enabled", r.enabled},
+              {"base", r.base}};
+    if (auto u = used_index(i))
+      q["used_index"] = *u;
+    queues.push_back(std::move(q));
+  }
+  json regions = json::array();
+  for (const auto& r : regions_)
+    regions.push_back({{"gpa", hex(r.vmm.guest_phys_addr)}, {"size", hex(r.vmm.memory_size)}});
+  return {{"features", hex(ctx_.acked_features)},
+          {"protocol_features", protocol_feature_list(ctx_.acked_protocol_features)},
+          {"status", status_},
+          {"regions", std::move(regions)},
+          {"inflight", static_cast<bool>(inflight_fd_)},
+          {"queues", std::move(queues)}};
+}
+
+}  // namespace vufront::proxy

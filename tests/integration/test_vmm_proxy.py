@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Unmodified QEMU drives vufront through its own vhost-user device
+(`vufront attach --vmm-socket`, docs/vmm-proxy.md), with a real Linux guest.
+
+QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
+* blk through qemu-storage-daemon, 2 queues and 2 vCPUs: the guest writes a
+  pattern from each vCPU, syncs, drops its caches and reads it back; the
+  image holds it; vufront saw I/O on both queues and one VMM connection;
+* QEMU SIGKILLed mid-run: vufront stays up, stops the back-end's rings and
+  removes the dead VM's memory; no fd or mapping of its memory is left in
+  vufront; a second QEMU boots and works through the same socket;
+* the guest reboots itself and writes again; QMP stop/cont in the middle;
+* a malformed VMM (bad sizes, fds, indices, unoffered features, requests out
+  of order): errors or a closed connection, no crash, no fd leak.
+
+Without QEMU, a cloud kernel or a static busybox the guest tests exit 77
+(ctest: skipped) naming what is missing; ./run.sh test installs them.
+
+    test_vmm_proxy.py --vufront build/bin/vufront --backend build/bin/vufront-backend \\
+        --peers ../shared/peers [-k NAME]
+"""
+import argparse
+import os
+import socket
+import struct
+import sys
+
+import guest
+from runner import run_tests
+from vubackend import Attach, Backend, Control, Peer, open_fds
+
+ARGS = None
+PREREQ = None
+GUEST_LIMIT = 90  # seconds a guest may take (about 5-10 s when it works)
+PATTERN_SECTORS = {0: 2048, 1: 4096}  # vCPU -> first sector it writes
+WANTED_MODULES = ['virtio_pci', 'virtio_blk']
+
+
+# ---- the guest ------------------------------------------------------------------
+
+def io_body(then='poweroff -f', cpus=2):
+    """The guest's work: from each of `cpus` vCPUs write 64 KiB of pattern at
+    its own sector (with one queue per vCPU, every queue carries I/O), sync,
+    drop the caches, read each back and compare; then `then`."""
+    places = {c: s for c, s in PATTERN_SECTORS.items() if c < cpus}
+    lines = [guest.wait_for_block('/dev/vda'),
+             'i=0; while [ $i -lt 2048 ]; do echo "VUFRONT-PATTERN-line-$i-0123456789abcdef"; '
+             'i=$((i + 1)); done | head -c 65536 > /pattern']
+    for cpu, sector in places.items():
+        lines.append('taskset %d dd if=/pattern of=/dev/vda bs=512 seek=%d conv=fsync 2>/dev/null '
+                     '|| echo "VUFRONT-GUEST-FAIL write cpu %d"' % (1 << cpu, sector, cpu))
+    lines += ['sync', 'echo 3 > /proc/sys/vm/drop_caches']
+    for cpu, sector in places.items():
+        lines.append('taskset %d dd if=/dev/vda of=/back%d bs=512 skip=%d count=128 2>/dev/null; '
+                     'cmp /pattern /back%d && echo "VUFRONT-GUEST-READBACK %d" '
+                     '|| echo "VUFRONT-GUEST-FAIL readback cpu %d"' % (1 << cpu, cpu, sector, cpu, cpu, cpu))
+    lines += ['echo VUFRONT-GUEST-DONE', then, '']
+    return '\n'.join(lines)
+
+
+def pattern():
+    text = b''.join(b'VUFRONT-PATTERN-line-%d-0123456789abcdef\n' % i for i in range(2048))
+    return text[:65536]
+
+
+def initrd(tmp, body, name='initrd.cpio'):
+    path = os.path.join(tmp, name)
+    _, _, version, busybox = PREREQ
+    guest.build_initramfs(path, version, busybox, WANTED_MODULES, body)
+    return path
+
+
+def boot(tmp, vmm_sock, rd, device_opts='', smp=2, qmp=None, reboot=False):
+    qemu, kernel, _, _ = PREREQ
+    return guest.Qemu(qemu, kernel, rd,
+                      ['-chardev', 'socket,id=c0,path=%s,reconnect=1' % vmm_sock,
+                       '-device', 'vhost-user-blk-pci,chardev=c0' + device_opts],
+                      smp=smp, qmp=qmp, reboot=reboot)
+
+
+def report(q, attach=None):
+    return ('QEMU exit %s\n--- console:\n%s\n--- QEMU stderr:\n%s\n--- vufront:\n%s' %
+            (q.proc.returncode, q.console_text()[-4000:], q.stderr_text()[-2000:],
+             ''.join(attach.log[-80:]) if attach else ''))
+
+
+def run_to_end(q, attach):
+    code = q.wait_exit(GUEST_LIMIT)
+    rep = report(q, attach)
+    assert code is not None, 'the guest did not finish in %d s\n%s' % (GUEST_LIMIT, rep)
+    console = q.console_text()
+    assert 'VUFRONT-GUEST-BOOTED' in console, rep
+    assert 'VUFRONT-GUEST-FAIL' not in console, rep
+    assert 'VUFRONT-GUEST-DONE' in console, rep
+    assert code == 0, rep
+    assert not [l for l in q.stderr_text().splitlines()
+                if 'vhost' in l and ('fail' in l.lower() or 'error' in l.lower())], rep
+    return rep
+
+
+def image_has_pattern(image, cpus=2):
+    with open(image, 'rb') as f:
+        for cpu, sector in PATTERN_SECTORS.items():
+            if cpu >= cpus:
+                continue
+            f.seek(sector * 512)
+            if f.read(65536) != pattern():
+                return False
+    return True
+
+
+def vmm_status(ctl, device='disk0'):
+    return ctl.ok('status', device=device)['vmm']
+
+
+def wait_session_over(ctl, device='disk0', timeout=30):
+    guest.wait_until(lambda: (lambda v: not v['connected'] and not v['tearing_down'])(vmm_status(ctl, device)),
+                     timeout, 'the VMM session to end and be undone')
+    return vmm_status(ctl, device)
+
+
+def qsd(tmp, queues=2):
+    if not ARGS.peers:
+        raise AssertionError('--peers is needed for qemu-storage-daemon')
+    img = os.path.join(tmp, 'disk.img')
+    with open(img, 'wb') as f:
+        f.truncate(64 << 20)
+    return Peer(ARGS.peers, 'start-qsd-blk.sh', os.path.join(tmp, 'qsd.sock'), img,
+                env={'QSD_NUM_QUEUES': str(queues)}), img
+
+
+def attach(tmp, backend_sock, *extra):
+    return Attach(ARGS.vufront, os.path.join(tmp, 'ctl.sock'), '--backend', 'disk0=' + backend_sock,
+                  '--vmm-socket', 'disk0=' + os.path.join(tmp, 'vmm.sock'), *extra)
+
+
+# ---- the tests ------------------------------------------------------------------
+
+def test_guest_blk_through_qsd_two_queues(tmp):
+    peer, img = qsd(tmp)
+    with peer, attach(tmp, peer.sock, '--queues', '2') as a, Control(a.control) as ctl:
+        with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, io_body()),
+                  ',num-queues=2') as q:
+            rep = run_to_end(q, a)
+        assert image_has_pattern(img), rep
+        v = wait_session_over(ctl)
+        assert v['connections'] == 1, (v, rep)  # QEMU connected once, as vufront counted
+        session = v['last_session']
+        queues = {qu['index']: qu for qu in session['queues']}
+        for i in (0, 1):  # I/O on both queues: the back-end moved each ring
+            assert max(queues[i].get('used_index', 0), queues[i]['base']) > 0, (v, rep)
+        assert 'MQ' in session['protocol_features'].split('|'), v  # QEMU acked MQ for its 2 queues
+
+
+def test_guest_qemu_killed_then_a_second_qemu(tmp):
+    peer, img = qsd(tmp)
+    with peer, attach(tmp, peer.sock, '--queues', '2') as a, Control(a.control) as ctl:
+        vmm_status(ctl)  # the device's children have set up (the worker's watch starts after 'serving')
+        base_fds, base_memfds = open_fds(a.pid), guest.memfd_fds(a.pid)
+        before = fd_list(a.pid)
+        busy = io_body(then='while true; do echo VUFRONT-GUEST-LOOP; '
+                            'dd if=/pattern of=/dev/vda bs=512 seek=8192 conv=fsync 2>/dev/null; done')
+        vmm_sock = os.path.join(tmp, 'vmm.sock')
+        with boot(tmp, vmm_sock, initrd(tmp, busy), ',num-queues=2') as q:
+            assert q.wait_console('VUFRONT-GUEST-LOOP', GUEST_LIMIT), report(q, a)
+            assert vmm_status(ctl)['connected']
+            q.kill()
+        ctl.wait_event('vmm_disconnected', timeout=30)
+        v = wait_session_over(ctl)
+        assert a.proc.poll() is None, 'vufront attach died with its VMM'
+        # every fd and mapping of the dead VM's memory is gone from vufront
+        assert guest.memfd_fds(a.pid) == base_memfds, ''.join(a.log[-40:])
+        assert guest.memfd_maps(a.pid) == 0
+        guest.wait_until(lambda: open_fds(a.pid) == base_fds, 10,
+                         'vufront\'s fds to come back to %d:\n%s\nbefore:\n%s' % (base_fds, fd_list(a.pid), before))
+        log = a.log_text()
+        assert 'its rings were stopped and the back-end connection renewed' in log, log
+        # a second QEMU starts fresh through the same socket and works
+        with boot(tmp, vmm_sock, initrd(tmp, io_body(), 'second.cpio'), ',num-queues=2') as q2:
+            rep = run_to_end(q2, a)
+        assert image_has_pattern(img), rep
+        assert wait_session_over(ctl)['connections'] == 2
+
+
+def test_guest_reboot_and_stop_cont(tmp):
+    peer, img = qsd(tmp, queues=1)
+    # First boot: write the pattern, then reboot; the second boot finds the
+    # first one's marker, writes again and powers off.
+    body = guest.wait_for_block('/dev/vda') + '''
+mark=$(dd if=/dev/vda bs=512 skip=64 count=1 2>/dev/null | head -c 12)
+if [ "$mark" = "VUFRONT-BOOT" ]; then
+  echo VUFRONT-GUEST-SECOND-BOOT
+''' + io_body(cpus=1) + '''
+fi
+printf VUFRONT-BOOT | dd of=/dev/vda bs=512 seek=64 conv=sync,fsync 2>/dev/null
+sync
+echo VUFRONT-GUEST-REBOOTING
+reboot -f
+'''
+    with peer, attach(tmp, peer.sock) as a, Control(a.control) as ctl:
+        qmp = os.path.join(tmp, 'qmp.sock')
+        with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, body), smp=1, qmp=qmp,
+                  reboot=True) as q:
+            assert q.wait_console('VUFRONT-GUEST-SECOND-BOOT', GUEST_LIMIT), report(q, a)
+            q.qmp('stop')   # the rings stop mid-I/O, their bases go round QEMU
+            q.qmp('cont')
+            rep = run_to_end(q, a)
+        assert 'VUFRONT-GUEST-REBOOTING' in q.console_text(), rep
+        assert image_has_pattern(img, cpus=1), rep
+        assert wait_session_over(ctl)['connections'] == 1, rep  # one connection across both
+
+
+# ---- a malformed VMM --------------------------------------------------------------
+
+def vu_send(s, req, body=b'', fds=(), flags=1):
+    data = struct.pack('<III', req, flags, len(body)) + body
+    if fds:
+        s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack('%di' % len(fds), *fds))])
+    else:
+        s.sendall(data)
+
+
+def vu_recv(s):
+    head = s.recv(12, socket.MSG_WAITALL)
+    if len(head) < 12:
+        return None
+    req, flags, size = struct.unpack('<III', head)
+    body = s.recv(size, socket.MSG_WAITALL) if size else b''
+    return req, flags, body
+
+
+def vmm_connect(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(path)
+    return s
+
+
+def closed_by_vufront(s):
+    """True when vufront closed the connection (EOF or reset)."""
+    try:
+        return s.recv(1) == b''
+    except ConnectionResetError:
+        return True
+
+
+def fd_list(pid):
+    out = []
+    for fd in sorted(os.listdir('/proc/%d/fd' % pid), key=int):
+        try:
+            link = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+            if 'eventfd' in link:
+                with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                    link += ' ' + ' '.join(l.strip() for l in f if 'count' in l or 'flags' in l)
+            out.append('%s -> %s' % (fd, link))
+        except OSError:
+            pass
+    return '\n'.join(out)
+
+
+def test_malformed_vmm_requests(tmp):
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image) as b, \
+            attach(tmp, b.sock) as a, Control(a.control) as ctl:
+        vmm_sock = os.path.join(tmp, 'vmm.sock')
+
+        def good_session():  # a VMM that behaves gets its answers
+            s = vmm_connect(vmm_sock)
+            vu_send(s, 1)
+            req, flags, body = vu_recv(s)
+            assert req == 1 and flags == 0x5 and len(body) == 8, (req, flags, body)
+            offered, = struct.unpack('<Q', body)
+            assert not offered & (1 << 26), 'LOG_ALL offered to the VMM'
+            s.close()
+            guest.wait_until(lambda: not vmm_status(ctl)['connected'], 20, 'the session to end')
+
+        # the baseline after a first session (and a status, which the device
+        # answers after its children have set up)
+        good_session()
+        vmm_status(ctl)
+        base = open_fds(a.pid)
+        base_list = fd_list(a.pid)
+        memfd = os.memfd_create('guest')
+        os.ftruncate(memfd, 1 << 20)
+        efd = os.eventfd(0)
+        cases = {
+            'bad flags': lambda s: vu_send(s, 1, flags=0x5),
+            'unknown request': lambda s: vu_send(s, 999),
+            'GET_FEATURES with a body': lambda s: vu_send(s, 1, b'\0' * 8),
+            'SET_VRING_NUM index too high': lambda s: vu_send(s, 8, struct.pack('<II', 4096, 256)),
+            'SET_VRING_NUM of 0': lambda s: vu_send(s, 8, struct.pack('<II', 0, 0)),
+            'SET_VRING_KICK without its fd': lambda s: vu_send(s, 12, struct.pack('<Q', 0)),
+            'SET_VRING_CALL with two fds': lambda s: vu_send(s, 13, struct.pack('<Q', 0), [efd, efd]),
+            'unoffered feature (LOG_ALL)': lambda s: vu_send(s, 2, struct.pack('<Q', 1 << 26)),
+            'SET_LOG_BASE (not offered)': lambda s: vu_send(s, 6, struct.pack('<QQ', 4096, 0), [memfd]),
+            'SET_MEM_TABLE of 0 regions': lambda s: vu_send(s, 5, struct.pack('<II', 0, 0)),
+            'SET_MEM_TABLE region count lies': lambda s: vu_send(
+                s, 5, struct.pack('<II', 2, 0) + struct.pack('<QQQQ', 0, 1 << 20, 0x7f0000000000, 0), [memfd]),
+            'ring address outside memory (out of order)': lambda s: vu_send(
+                s, 9, struct.pack('<IIQQQQ', 0, 0, 0x1000, 0x2000, 0x3000, 0)),
+            'oversized body': lambda s: vu_send(s, 24, b'\0' * 5000),
+        }
+        for name, send in cases.items():
+            s = vmm_connect(vmm_sock)
+            try:
+                send(s)
+                assert closed_by_vufront(s), name
+            finally:
+                s.close()
+            guest.wait_until(lambda: not vmm_status(ctl)['connected'] and not vmm_status(ctl)['tearing_down'],
+                             20, 'vufront to end the session after ' + name)
+            assert a.proc.poll() is None, name
+            said = vmm_status(ctl)['last_disconnect']
+            assert 'refused' in said or 'not proxied' in said or 'oversized' in said or \
+                'fds' in said, (name, said)
+        good_session()  # still answered after all that
+        os.close(memfd)
+        os.close(efd)
+        try:
+            guest.wait_until(lambda: open_fds(a.pid) == base, 20, 'vufront\'s fds to come back')
+        except AssertionError:
+            raise AssertionError('vufront has %d fds, %d before:\n%s\nbefore:\n%s' %
+                                 (open_fds(a.pid), base, fd_list(a.pid), base_list))
+        v = vmm_status(ctl)
+        assert v['connections'] == len(cases) + 2, v
+
+
+def main():
+    global ARGS, PREREQ
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--vufront', required=True)
+    ap.add_argument('--backend', required=True)
+    ap.add_argument('--peers')
+    ap.add_argument('--qemu', default='qemu-system-x86_64')
+    ap.add_argument('-k', help='run only tests whose name contains this')
+    ARGS = ap.parse_args()
+    PREREQ, why = guest.find_prerequisites(ARGS.qemu)
+    if PREREQ is None:
+        # the malformed-VMM test needs no guest; the rest cannot run
+        print('SKIPPED the guest tests: ' + why)
+        if ARGS.k and 'malformed' not in ARGS.k:
+            return guest.SKIP
+        status = run_tests(globals(), 'malformed', prefix='vufront-vmm-')
+        return status if status != 0 else guest.SKIP
+    return run_tests(globals(), ARGS.k, prefix='vufront-vmm-')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
