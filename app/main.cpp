@@ -330,7 +330,8 @@ struct AttachCommand {
         "attach", "Serve vhost-user front-ends to a VMM over a control socket\n"
                   "(docs/attach-protocol.md): connect to every back-end, listen on --control,\n"
                   "take commands (memory, activate, config, sleep, wake, reset, snapshot,\n"
-                  "restore) and push events, until SIGINT or SIGTERM.");
+                  "restore) and push events, until SIGINT or SIGTERM. Logs on stderr with the\n"
+                  "date and milliseconds.");
     add_device_options();
     add_timeout_options();
     add_reconnect_options();
@@ -480,9 +481,16 @@ int main(int argc, char** argv) {
   restore.add_to(app);
   job.add_to(app);
   attach.add_to(app);
+  // -v, --log-level and --trace on every subcommand (base/log.hpp)
+  vufront::cli::LogFlags log_flags;
+  for (auto* sub : app.get_subcommands({}))
+    vufront::cli::add_log_options(sub, log_flags);
   vufront::cli::add_version_flags(app, "vufront " VUFRONT_VERSION);
   if (auto rc = vufront::cli::parse(app, argc, argv))
     return *rc;
+  for (auto* sub : app.get_subcommands())  // the one that was given
+    vufront::log::setup(vufront::cli::log_settings(log_flags, "vufront " + sub->get_name(),
+                                                   sub == attach.cmd));
 
   if (probe.cmd->parsed())
     return probe.run();
