@@ -336,6 +336,11 @@ struct AttachCommand {
     add_timeout_options();
     add_reconnect_options();
     add_access_options();
+    cmd->add_option("--pidfile", options.pidfile,
+                    "PATH: write vufront's pid there once the sockets listen, remove it at exit;\n"
+                    "refused at start if PATH names a live process (readiness for a service\n"
+                    "manager: sd_notify when NOTIFY_SOCKET is set, docs/service.md)")
+        ->type_name("PATH");
   }
 
   /// --control-mode, --control-group, --listen-mode, --listen-group, --snapshot-dir.
