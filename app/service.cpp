@@ -57,7 +57,7 @@ Result<void> check_free(const std::string& path) {
     return make_error(errc::bad_state, kOpt,
                       path + " names a live process" +
                           (pid != 0 ? " (pid " + std::to_string(pid) + ")" : std::string()) +
-                          ": another vufront attach runs with it (remove the file if not)");
+                          ": is another vufront attach running with it? (remove the file if not)");
   return ok();
 }
 

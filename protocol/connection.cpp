@@ -82,8 +82,9 @@ std::string plural(size_t n, const char* what) {
 
 Connection::Connection(UniqueFd socket)
     : sock_(std::move(socket)),
-      trace_(MessageTrace::if_tracing(MessageTrace::Channel::frontend,
-                                      "fd " + std::to_string(sock_.get()))) {
+      trace_(log::tracing() ? std::make_shared<MessageTrace>(MessageTrace::Channel::frontend,
+                                                             "fd " + std::to_string(sock_.get()))
+                            : nullptr) {
   if (!sock_.valid())
     broken_ = make_error(errc::invalid_argument, "connection", "no socket");
   else if (!set_nonblocking(sock_.get(), true))
