@@ -22,6 +22,7 @@ JOBS=${JOBS:-$(nproc)}
 PACKAGES=(
   cmake make g++ pkg-config
   libcaf-dev libboost-dev libboost-context-dev nlohmann-json3-dev libcli11-dev doctest-dev libxxhash-dev
+  libspdlog-dev libsystemd-dev  # the log (base/log), sd_notify (vufront attach)
   python3 qemu-system-common
   dpdk-dev
   help2man  # the man pages, written at build time (dist/)

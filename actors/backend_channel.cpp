@@ -216,9 +216,11 @@ void run_reader(std::shared_ptr<ReaderCore> core) {
 class ChannelReader {
 public:
   /// Errors: io_error (dup or eventfd failed), request "back-end channel".
+  /// `trace`: the request trace the writer shares (null while it is off).
   static Result<std::unique_ptr<ChannelReader>> start(const SharedFd& channel, uint64_t acked,
                                                       caf::actor_addr owner,
-                                                      std::shared_ptr<ChannelCounters> counters) {
+                                                      std::shared_ptr<ChannelCounters> counters,
+                                                      std::shared_ptr<MessageTrace> trace) {
     if (!channel || !channel->valid())
       return make_error(errc::invalid_argument, kChannel, "no channel socket");
     UniqueFd sock = channel->duplicate();
@@ -229,6 +231,7 @@ public:
       return std::move(gate).error();
     auto core = std::make_shared<ReaderCore>(std::move(sock), std::move(gate).value(), std::move(owner),
                                              acked, std::move(counters));
+    core->conn.trace_with(std::move(trace));
     std::unique_ptr<ChannelReader> out(new ChannelReader(core));
     out->task_ = loop::EventLoop::instance().spawn([core] { run_reader(core); }, kChannel);
     return out;
@@ -490,9 +493,13 @@ channel_actor::behavior_type channel_impl(channel_actor::stateful_pointer<Channe
   st.device = std::move(device);
   st.acked_protocol_features = acked_protocol_features;
   st.writer.emplace(channel ? channel->duplicate() : UniqueFd{});
+  // --trace: the reader's requests and the writer's replies on one trace,
+  // so each reply is timed from its request
+  auto trace = MessageTrace::if_tracing(MessageTrace::Channel::backend, kChannel);
+  st.writer->trace_with(trace);
   if (start_reader) {
     auto r = ChannelReader::start(channel, acked_protocol_features,
-                                  caf::actor_cast<caf::actor_addr>(self), st.counters);
+                                  caf::actor_cast<caf::actor_addr>(self), st.counters, trace);
     if (r)
       st.reader = std::move(r).value();
     else

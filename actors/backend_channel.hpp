@@ -47,6 +47,11 @@
 // or a message to the VMM). So it runs on CAF's scheduler like any actor.
 // The reader's own refusals wait up to channel_reply_timeout, in its task.
 // The device is held only weakly (caf::actor_addr). Handlers never throw.
+//
+// Trace. With `--trace` (log::tracing()) the reader's and the writer's
+// Connections share one MessageTrace labelled "back-end channel": each
+// request the back-end sends and each reply, timed from its request
+// (protocol/message_trace.hpp).
 
 #include <atomic>
 #include <chrono>

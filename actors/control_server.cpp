@@ -15,6 +15,7 @@
 #include "actors/control_commands.hpp"
 #include "actors/device.hpp"
 #include "actors/error.hpp"
+#include "base/log.hpp"
 #include "control/packet.hpp"
 #include "control/protocol.hpp"
 
@@ -31,11 +32,6 @@ using Device = ControlServerData::Device;
 // needs no deadline of its own, and none that would cut a long drain short.
 const caf::duration device_wait{caf::infinite};
 constexpr milliseconds refuse_deadline{200};
-
-void log(Self self, const std::string& line) {
-  if (self->state.config.log)
-    self->state.config.log(line);
-}
 
 /// Forwards a device's events to the server, tagged with the device id.
 caf::behavior event_relay(caf::event_based_actor*, caf::actor_addr server, std::string id) {
@@ -185,9 +181,9 @@ void secure_devices(Self self) {
               if (s.state != DeviceState::active)
                 return;
               self->request(dev, device_wait, sleep_atom_v)
-                  .then([self, dev_id](caf::ok_atom) { log(self, dev_id + ": no VMM attached, put to sleep"); },
+                  .then([self, dev_id](caf::ok_atom) { log::info(dev_id + ": no VMM attached, put to sleep"); },
                         [self, dev_id](caf::error& e) {
-                          log(self, dev_id + ": no VMM attached; sleep failed: " +
+                          log::warning(dev_id + ": no VMM attached; sleep failed: " +
                                         from_caf(e, "sleep").message());
                         });
             },
@@ -239,7 +235,7 @@ void accept(Self self, const SharedFd& conn) {
                                                    *uid) != st.config.allowed_uids.end());
   if (!allowed) {
     std::string who = uid ? "uid " + std::to_string(*uid) : "a peer of unknown uid";
-    log(self, "refused a connection from " + who);
+    log::warning("refused a connection from " + who);
     auto e = make_error(errc::permission_denied, "connect",
                         who + " may not use this control socket (allowed: uid " + std::to_string(me) +
                             " and --allow-uid)");
@@ -257,9 +253,9 @@ void accept(Self self, const SharedFd& conn) {
   files.snapshot_dir = st.config.snapshot_dir;
   files.snapshot_dir_path = st.config.snapshot_dir_path;
   auto s = self->spawn<caf::detached + caf::monitored>(control_session_impl, control_server_actor{self}, id,
-                                                       conn, std::move(files), st.config.log);
+                                                       conn, std::move(files));
   st.sessions.emplace(id, s);
-  log(self, "session " + std::to_string(id) + ": uid " + std::to_string(*uid) + " attached");
+  log::info("session " + std::to_string(id) + ": uid " + std::to_string(*uid) + " attached");
 }
 
 // ---- the handlers ---------------------------------------------------------------------
@@ -271,7 +267,7 @@ void on_exit(Self self, caf::exit_msg& em) {
   for (auto it = st.devices.begin(); it != st.devices.end(); ++it)
     if (em.source == it->second.dev.address() || em.source == it->second.relay.address() ||
         (it->second.port && em.source == it->second.port.address())) {
-      log(self, it->first + ": device actor ended (" + caf::to_string(em.reason) + ")");
+      log::info(it->first + ": device actor ended (" + caf::to_string(em.reason) + ")");
       return;
     }
   if (em.reason == caf::exit_reason::normal)
@@ -295,7 +291,7 @@ void on_session_down(Self self, caf::down_msg& dm) {
       continue;
     uint64_t id = it->first;
     st.sessions.erase(it);
-    log(self, "session " + std::to_string(id) + ": detached");
+    log::info("session " + std::to_string(id) + ": detached");
     for (auto& [dev_id, d] : st.devices)
       if (d.setup.shmem_owner == id)
         set_mapper(self, d, 0);
@@ -329,7 +325,6 @@ void start_ports(Self self, Done done) {
     pc.allowed_uids = self->state.config.allowed_uids;
     pc.device = d.dev;
     pc.send_timeout = self->state.config.timeouts.request;
-    pc.log = self->state.config.log;
     d.port = self->spawn<caf::linked>(vmm_port_impl, std::move(pc));
     self->request(d.port, device_wait, start_atom_v)
         .then([step, i](caf::ok_atom) { (*step)(i + 1); },
@@ -422,7 +417,7 @@ caf::result<json> on_add_device(Self self, const DeviceSetup& setup) {
       rp.deliver(to_caf(r.error()));
       return;
     }
-    log(self, id + ": added");
+    log::info(id + ": added");
     broadcast(self, control::make_event("device_added", id));
     rp.deliver(std::move(r).value());
   });
@@ -433,7 +428,7 @@ caf::result<caf::ok_atom> on_remove_device(Self self, const std::string& id) {
   if (self->state.devices.count(id) == 0)
     return to_caf(make_error(errc::not_found, "remove_device", "no device \"" + id + "\""));
   drop_device(self, id);
-  log(self, id + ": removed");
+  log::info(id + ": removed");
   broadcast(self, control::make_event("device_removed", id));
   return caf::ok_atom_v;
 }
@@ -463,13 +458,13 @@ void on_device_event(Self self, const std::string& id, const DeviceEvent& ev) {
   if (ev.kind == DeviceEvent::Kind::state_changed)
     it->second.state = ev.state;
   if (ev.kind == DeviceEvent::Kind::backend_lost)
-    log(self, id + ": back-end lost: " + ev.detail);
+    log::warning(id + ": back-end lost: " + ev.detail);
   else if (ev.kind == DeviceEvent::Kind::reconnecting)
-    log(self, id + ": reconnecting: " + ev.detail);
+    log::info(id + ": reconnecting: " + ev.detail);
   else if (ev.kind == DeviceEvent::Kind::resumed)
-    log(self, id + ": resumed " + ev.detail);
+    log::info(id + ": resumed " + ev.detail);
   else if (ev.kind == DeviceEvent::Kind::resume_failed || ev.kind == DeviceEvent::Kind::backend_notice)
-    log(self, id + ": " + ev.detail);
+    log::info(id + ": " + ev.detail);
   json e = event_json(id, ev);
   if (!e.is_null())
     broadcast(self, e);

@@ -64,7 +64,6 @@ struct ControlServerConfig {
   bool wait_for_backend = false;
   /// What every device does when its back-end is lost.
   ReconnectPolicy reconnect;
-  ControlLog log;
 };
 
 struct ControlServerData {

@@ -1,5 +1,6 @@
 #include "actors/control_session.hpp"
 
+#include <cstdio>
 #include <utility>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "actors/control_commands.hpp"
 #include "actors/error.hpp"
 #include "actors/handoff.hpp"
+#include "base/log.hpp"
 #include "control/protocol.hpp"
 
 namespace vufront::actors {
@@ -53,17 +55,72 @@ void close_connection(Self self, const std::string& why) {
   auto& st = self->state;
   if (!st.closing) {
     st.closing = true;
-    if (st.log)
-      st.log("session " + std::to_string(st.id) + ": " + why);
+    log::info("session " + std::to_string(st.id) + ": " + why);
     if (st.reader)
       st.reader->stop();
   }
   maybe_quit(self);
 }
 
+/// The commands attach logs with their outcome (the others at debug level).
+bool logged_command(const std::string& cmd) {
+  return cmd == "snapshot" || cmd == "restore" || cmd == "reconnect";
+}
+
+/// Logs the start of a command that logged_command() names and keeps it for
+/// its outcome (log_outcome, by the command's id).
+void log_start(Self self, const Command& c, const std::string& device) {
+  auto& st = self->state;
+  const std::string what = "session " + std::to_string(st.id) + ": " + device + ": " + c.cmd;
+  if (!logged_command(c.cmd)) {
+    log::debug(what + " (id " + c.id.dump() + ")");
+    return;
+  }
+  log::info(what + " (id " + c.id.dump() + ")");
+  st.logged.emplace(c.id.dump(), ControlSessionData::Logged{what, std::chrono::steady_clock::now()});
+}
+
+/// "ok (PATH, N state bytes)" or "failed: MESSAGE" of a reply.
+std::string outcome(const json& reply) {
+  if (reply.value("ok", false)) {
+    const json r = reply.value("result", json::object());
+    std::string out = "ok";
+    if (r.contains("path") && r["path"].is_string())
+      out += " (" + r["path"].get<std::string>() + ", " + r.value("state_bytes", json()).dump() +
+             " state bytes)";
+    return out;
+  }
+  const json e = reply.value("error", json::object());
+  return "failed: " + (e.contains("message") && e["message"].is_string()
+                           ? e["message"].get<std::string>()
+                           : e.dump());
+}
+
+/// Logs the outcome of a command log_start() kept, with its time.
+void log_outcome(Self self, const json& reply) {
+  auto& st = self->state;
+  if (st.logged.empty() || !reply.is_object() || !reply.contains("id"))
+    return;
+  auto it = st.logged.find(reply["id"].dump());
+  if (it == st.logged.end())
+    return;
+  const std::chrono::duration<double, std::milli> took =
+      std::chrono::steady_clock::now() - it->second.start;
+  char ms[32];
+  std::snprintf(ms, sizeof ms, "%.1f ms", took.count());
+  const bool ok = reply.value("ok", false);
+  const std::string line = it->second.what + ": " + outcome(reply) + " in " + ms;
+  st.logged.erase(it);
+  if (ok)
+    log::info(line);
+  else
+    log::warning(line);
+}
+
 /// Answers a command that was counted in flight.
 void finish(Self self, const json& reply) {
   auto& st = self->state;
+  log_outcome(self, reply);
   if (!st.closing)
     send(self, reply);
   if (st.in_flight > 0)
@@ -441,6 +498,7 @@ void handle_packet(Self self, control::Packet& p) {
   self->request(st.server, lookup_deadline, lookup_atom_v, device)
       .then(
           [self, cmd, fds](const device_actor& dev, const DeviceSetup& setup) {
+            log_start(self, *cmd, setup.id);
             if (auto r = device_command(self, *cmd, dev, setup, *fds); !r) {
               Error e = std::move(r).error();
               if (e.request.empty() || e.request == "command" || e.request == "fds")
@@ -455,16 +513,14 @@ void handle_packet(Self self, control::Packet& p) {
 
 control_session_actor::behavior_type control_session_impl(
     control_session_actor::stateful_pointer<ControlSessionData> self, control_server_actor server,
-    uint64_t id, SharedFd conn, FilePolicy files, ControlLog log) {
+    uint64_t id, SharedFd conn, FilePolicy files) {
   auto& st = self->state;
   st.server = std::move(server);
   st.id = id;
   st.files = std::move(files);
-  st.log = std::move(log);
   st.conn = conn ? conn->duplicate() : UniqueFd{};
   if (!st.conn) {
-    if (st.log)
-      st.log("session " + std::to_string(id) + ": cannot keep the connection's fd");
+    log::error("session " + std::to_string(id) + ": cannot keep the connection's fd");
     self->quit();
     return {[](packet_atom, const std::shared_ptr<control::Packet>&) {},
             [](ctl_eof_atom, const std::string&) {},

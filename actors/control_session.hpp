@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -28,15 +29,19 @@
 
 namespace vufront::actors {
 
-using ControlLog = std::function<void(const std::string&)>;
-
 struct ControlSessionData {
   static inline const char* name = "vufront.control_session";
 
   control_server_actor server;
   uint64_t id = 0;
-  ControlLog log;
   FilePolicy files;  ///< who may name snapshot files by path (this connection's uid)
+  /// Commands whose outcome is to be logged (snapshot, restore, reconnect),
+  /// by their id (JSON text): what the log line says and when they came.
+  struct Logged {
+    std::string what;
+    std::chrono::steady_clock::time_point start;
+  };
+  std::multimap<std::string, Logged> logged;
   size_t in_flight = 0;
   bool closing = false;
   UniqueFd conn;                          ///< before `reader`: it outlives the thread
@@ -47,6 +52,6 @@ struct ControlSessionData {
 /// `files` its peer's uid and --snapshot-dir.
 [[nodiscard]] control_session_actor::behavior_type control_session_impl(
     control_session_actor::stateful_pointer<ControlSessionData> self, control_server_actor server,
-    uint64_t id, SharedFd conn, FilePolicy files, ControlLog log);
+    uint64_t id, SharedFd conn, FilePolicy files);
 
 }  // namespace vufront::actors

@@ -12,6 +12,7 @@
 
 #include "actors/error.hpp"
 #include "actors/handoff.hpp"
+#include "base/log.hpp"
 #include "control/packet.hpp"
 #include "proxy/offer.hpp"
 
@@ -26,10 +27,12 @@ using Prepared = proxy::Shadow::Prepared;
 
 const caf::duration device_wait{caf::infinite};  // the connection bounds every request
 
-void log(Self self, const std::string& line) {
-  if (self->state.config.log)
-    self->state.config.log(self->state.config.id + ": VMM socket: " + line);
+void say(Self self, log::Level level, const std::string& line) {
+  log::write(level, self->state.config.id + ": VMM socket: " + line);
 }
+
+void log(Self self, const std::string& line) { say(self, log::Level::info, line); }
+void warn(Self self, const std::string& line) { say(self, log::Level::warning, line); }
 
 std::string req_name(FrontendReq r) { return frontend_req_name(static_cast<uint32_t>(r)); }
 
@@ -121,7 +124,7 @@ std::optional<FrontendReply> local_reply(Self self, FrontendRequest& r) {
 /// The back-end refused `req` (a documented refusal: the stream is in sync).
 void refused(Self self, const Prepared& p, const Error& e) {
   const FrontendReq req = p.forward.req;
-  log(self, "the back-end refused " + req_name(req) + ": " + e.message());
+  warn(self, "the back-end refused " + req_name(req) + ": " + e.message());
   if (req == FrontendReq::get_config) {
     if (send(self, encode_config_refusal()))
       done(self);
@@ -275,23 +278,23 @@ void on_accept(Self self, const SharedFd& conn) {
       uid && (*uid == me || std::find(st.config.allowed_uids.begin(), st.config.allowed_uids.end(), *uid) !=
                                 st.config.allowed_uids.end());
   if (!allowed) {
-    log(self, "refused " + (uid ? "uid " + std::to_string(*uid) : std::string("a peer of unknown uid")) +
+    warn(self, "refused " + (uid ? "uid " + std::to_string(*uid) : std::string("a peer of unknown uid")) +
                   " (allowed: uid " + std::to_string(me) + " and --allow-uid)");
     return;  // the last reference closes it
   }
   if (st.vmm || st.tearing_down) {
-    log(self, "refused a second VMM connection (one at a time)");
+    warn(self, "refused a second VMM connection (one at a time)");
     return;
   }
   UniqueFd own = UniqueFd::adopt(::fcntl(conn->get(), F_DUPFD_CLOEXEC, 0));
   if (!own) {
-    log(self, "accept: dup failed");
+    warn(self, "accept: dup failed");
     return;
   }
   st.vmm.emplace(std::move(own));
   auto reader = VmmReader::start(st.vmm->fd(), caf::actor_cast<caf::actor_addr>(self));
   if (!reader) {
-    log(self, "accept: " + reader.error().message());
+    warn(self, "accept: " + reader.error().message());
     st.vmm.reset();
     return;
   }
@@ -381,7 +384,7 @@ void on_config_change(Self self) {
   auto r = st.channel->send(static_cast<uint32_t>(BackendReq::config_change_msg), flag_version, nullptr, 0,
                             nullptr, 0, deadline_in(st.config.send_timeout), "BACKEND_CONFIG_CHANGE_MSG");
   if (!r) {
-    log(self, "could not pass the back-end's config change on: " + r.error().message());
+    warn(self, "could not pass the back-end's config change on: " + r.error().message());
     st.channel.reset();
   }
 }

@@ -28,7 +28,6 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/control_session.hpp"
 #include "actors/fd_watcher.hpp"
 #include "actors/messages.hpp"
 #include "actors/vmm_reader.hpp"
@@ -48,7 +47,6 @@ struct VmmPortConfig {
   device_actor device;
   /// How long a reply to the VMM may wait for room in its socket.
   std::chrono::milliseconds send_timeout{5000};
-  ControlLog log;
 };
 
 struct VmmPortState {

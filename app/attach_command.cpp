@@ -3,10 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
-#include <ctime>
-#include <iostream>
 #include <map>
 #include <optional>
 #include <set>
@@ -22,8 +19,10 @@
 #include "actors/error.hpp"
 #include "actors/system.hpp"
 #include "app/backend_wait.hpp"
+#include "app/service.hpp"
 #include "ops/cancel_on_signal.hpp"
 #include "base/listen_options.hpp"
+#include "base/log.hpp"
 #include "base/unix_socket.hpp"
 #include "control/protocol.hpp"
 #include "protocol/virtio_config.hpp"
@@ -49,13 +48,6 @@ std::string default_prefix(DeviceKind k) {
     case DeviceKind::fs: return "fs";
     default: return "dev";
   }
-}
-
-void log_line(const std::string& line) {
-  std::time_t now = std::time(nullptr);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&now));
-  std::fprintf(stderr, "vufront attach: %s %s\n", stamp, line.c_str());
 }
 
 }  // namespace
@@ -188,6 +180,53 @@ std::string access_line(const AttachOptions& opts) {
                                     : "fds, and paths under " + opts.snapshot_dir);
 }
 
+actors::ControlServerConfig server_config(const AttachOptions& opts, SharedFd snapshot_dir,
+                                          std::string snapshot_dir_path) {
+  actors::ControlServerConfig sc;
+  sc.control_path = opts.control;
+  sc.allowed_uids = opts.allowed_uids;
+  sc.control_listen = opts.control_listen;
+  sc.backend_listen = opts.backend_listen;
+  sc.vmm_listen = opts.vmm_listen;
+  sc.snapshot_dir = std::move(snapshot_dir);
+  sc.snapshot_dir_path = std::move(snapshot_dir_path);
+  sc.devices = opts.devices;
+  sc.connect_timeout = opts.timeout;
+  sc.wait_for_backend = opts.wait_for_backend;
+  sc.timeouts.request = opts.timeout;
+  sc.timeouts.drain = opts.drain_timeout;
+  sc.reconnect = opts.reconnect;
+  return sc;
+}
+
+/// "serving disk0 (blk, /tmp/a.sock[, VMM socket V]), ... on CONTROL (protocol N)", from the server's hello.
+std::string serving_line(const nlohmann::json& hello, const AttachOptions& opts) {
+  std::string list;
+  for (const auto& d : hello["devices"])
+    list += std::string(list.empty() ? "" : ", ") + d["id"].get<std::string>() + " (" +
+            d["kind"].get<std::string>() + ", " + d["backend"].get<std::string>() +
+            (d.contains("vmm_socket") ? ", VMM socket " + d["vmm_socket"].get<std::string>() : "") + ")";
+  if (opts.control.empty())
+    return "serving " + list + " (no control socket)";
+  return "serving " + list + " on " + opts.control + " (protocol " +
+         std::to_string(control::protocol_version) + ")";
+}
+
+/// Waits until the server ends (a signal ends it); 1 when it failed.
+int serve_until_down(caf::actor_system& sys, caf::scoped_actor& self) {
+  int status = 0;
+  bool down = false;
+  while (!down)
+    self->receive([&](caf::down_msg& dm) {
+      down = true;
+      if (dm.reason && dm.reason != caf::exit_reason::user_shutdown) {
+        log::error("the server ended: " + sys.render(dm.reason));
+        status = 1;
+      }
+    });
+  return status;
+}
+
 }  // namespace
 
 int attach_main(const AttachOptions& opts) {
@@ -196,40 +235,37 @@ int attach_main(const AttachOptions& opts) {
   if (!opts.snapshot_dir.empty()) {
     auto d = open_snapshot_dir(opts.snapshot_dir);
     if (!d) {
-      std::cerr << "vufront attach: " << d.error().message() << "\n";
+      log::error(d.error().message());
       return 2;
     }
     std::tie(snapshot_dir, snapshot_dir_path) = std::move(d).value();
+  }
+  std::optional<PidFile> pidfile;
+  if (!opts.pidfile.empty()) {
+    auto p = PidFile::claim(opts.pidfile);
+    if (!p) {
+      log::error(p.error().message());
+      return 1;
+    }
+    pidfile.emplace(std::move(p).value());
   }
   // Before the actor system: its threads inherit the mask. SIGHUP (a closed
   // terminal, a service manager's reload) does not end the daemon: it is
   // logged and ignored; SIGINT and SIGTERM stop it cleanly.
   ops::CancelOnSignal signals("stopping", [] {
-    log_line("SIGHUP: ignored (vufront attach keeps serving; SIGINT or SIGTERM stops it)");
+    log::info("SIGHUP: ignored (vufront attach keeps serving; SIGINT or SIGTERM stops it)");
   });
   actors::SystemConfig cfg;
   caf::actor_system sys{cfg};
-  actors::ControlServerConfig sc;
-  sc.control_path = opts.control;
-  sc.allowed_uids = opts.allowed_uids;
-  sc.control_listen = opts.control_listen;
-  sc.backend_listen = opts.backend_listen;
-  sc.vmm_listen = opts.vmm_listen;
-  sc.snapshot_dir = snapshot_dir;
-  sc.snapshot_dir_path = snapshot_dir_path;
-  sc.devices = opts.devices;
-  sc.connect_timeout = opts.timeout;
-  sc.wait_for_backend = opts.wait_for_backend;
-  sc.timeouts.request = opts.timeout;
-  sc.timeouts.drain = opts.drain_timeout;
-  sc.reconnect = opts.reconnect;
-  sc.log = log_line;
   if (opts.wait_for_backend)
     for (const auto& d : opts.devices)
       if (auto note = backend_wait_note(d.backend, opts.timeout); !note.empty() && !d.listen)
-        log_line(d.id + ": " + note);
-  auto server = sys.spawn(actors::control_server_impl, sc);
+        log::info(d.id + ": " + note);
+  notify_status("connecting to " + std::to_string(opts.devices.size()) + " back-end(s)");
+  auto server = sys.spawn(actors::control_server_impl,
+                          server_config(opts, snapshot_dir, snapshot_dir_path));
   int status = 0;
+  bool listening = false;
   {
     caf::scoped_actor self{sys};
     self->monitor(server);
@@ -241,51 +277,48 @@ int attach_main(const AttachOptions& opts) {
     self->request(server, caf::infinite, actors::start_atom_v)
         .receive(
             [&](const nlohmann::json& hello) {
-              std::string list;
-              for (const auto& d : hello["devices"])
-                list += std::string(list.empty() ? "" : ", ") + d["id"].get<std::string>() + " (" +
-                        d["kind"].get<std::string>() + ", " + d["backend"].get<std::string>() +
-                        (d.contains("vmm_socket") ? ", VMM socket " + d["vmm_socket"].get<std::string>() : "") +
-                        ")";
-              log_line("serving " + list +
-                       (opts.control.empty() ? std::string(" (no control socket)")
-                                             : " on " + opts.control + " (protocol " +
-                                                   std::to_string(control::protocol_version) + ")"));
-              log_line(access_line(opts));
+              // the sockets listen: the pid file, then readiness
+              signals.on_signal([server] {
+                notify_stopping();
+                caf::anon_send_exit(server, caf::exit_reason::user_shutdown);
+              });
+              listening = true;
+              if (pidfile)
+                if (auto w = pidfile->write(); !w) {
+                  log::error(w.error().message());
+                  status = 1;
+                  return;
+                }
+              const std::string line = serving_line(hello, opts);
+              log::info(line);
+              log::info(access_line(opts));
+              notify_ready(line);
             },
             [&](caf::error& e) {
               if (signals.interrupted()) {
-                log_line("stopped before serving");
+                log::info("stopped before serving");
                 status = ops::CancelOnSignal::exit_interrupted;
                 return;
               }
-              std::cerr << "vufront attach: " << actors::from_caf(e, "start").message() << "\n";
+              log::error(actors::from_caf(e, "start").message());
               status = 1;
             });
-    if (status == 0) {
-      bool down = false;
-      // A daemon: it runs until a signal ends the server (or the server fails).
-      while (!down)
-        self->receive([&](caf::down_msg& dm) {
-          down = true;
-          if (dm.reason && dm.reason != caf::exit_reason::user_shutdown) {
-            std::cerr << "vufront attach: the server ended: " << sys.render(dm.reason) << "\n";
-            status = 1;
-          }
-        });
-      signals.on_signal(nullptr);
-    } else {
+    if (status == 0)
+      status = serve_until_down(sys, self);
+    else
       caf::anon_send_exit(server, caf::exit_reason::user_shutdown);
-    }
+    signals.on_signal(nullptr);
   }
-  if (status == 0) {
+  notify_stopping();
+  if (listening) {
     if (!opts.control.empty())
       ::unlink(opts.control.c_str());  // ours: the server refuses a path in use
     for (const auto& d : opts.devices)
       if (!d.vmm_socket.empty())
         ::unlink(d.vmm_socket.c_str());
-    log_line("stopped");
   }
+  if (status == 0)
+    log::info("stopped");
   return status;
 }
 

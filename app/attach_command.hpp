@@ -4,7 +4,8 @@
 // (docs/attach-protocol.md), or through a VMM-facing vhost-user socket per
 // device (`--vmm-socket [ID=]PATH`, docs/vmm-proxy.md). Connects to every back-end, listens on PATH,
 // serves VMM connections until SIGINT/SIGTERM, then stops the devices
-// (their back-ends see the connection close) and removes PATH.
+// (their back-ends see the connection close) and removes PATH (and the pid
+// file, --pidfile).
 
 #include <chrono>
 #include <cstdint>
@@ -40,6 +41,9 @@ struct AttachOptions {
   /// `--wait-for-backend`: a first connect waits up to `timeout` for the
   /// socket to appear instead of failing at once when nothing is there.
   bool wait_for_backend = false;
+  /// `--pidfile`: written once the sockets listen, removed at exit; a file
+  /// that names a live process is refused at start ("": none).
+  std::string pidfile;
   /// After a lost back-end: reconnect with backoff and replay (default on).
   actors::ReconnectPolicy reconnect = [] {
     actors::ReconnectPolicy p;
@@ -64,9 +68,12 @@ struct AttachOptions {
 [[nodiscard]] Result<void> assign_vmm_sockets(std::vector<actors::DeviceSetup>& devices,
                                               const std::vector<std::string>& vmm_sockets);
 
-/// Exit status: 0 after a signal, 1 when a back-end cannot be negotiated or
-/// the control socket cannot be created (one line on stderr naming it), 2
-/// when --snapshot-dir is not a directory.
+/// Logs through base/log.hpp (date and milliseconds on each line); with
+/// NOTIFY_SOCKET set tells the service manager READY=1 once it serves and
+/// STOPPING=1 when a signal stops it (app/service.hpp).
+/// Exit status: 0 after a signal, 1 when a back-end cannot be negotiated,
+/// the control socket cannot be created or --pidfile names a live process
+/// (one line on stderr naming it), 2 when --snapshot-dir is not a directory.
 [[nodiscard]] int attach_main(const AttachOptions& opts);
 
 }  // namespace vufront::app

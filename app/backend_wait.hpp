@@ -1,6 +1,6 @@
 #pragma once
 // --wait-for-backend: a command that waits for its back-end's socket says so
-// once on stderr, naming what is at the path now, so whoever runs it knows
+// once in the log (stderr, base/log.hpp), naming what is at the path now, so whoever runs it knows
 // why nothing happens yet (and a test knows when to start the back-end).
 
 #include <chrono>

@@ -5,6 +5,7 @@
 
 #include "actors/system.hpp"
 #include "app/backend_wait.hpp"
+#include "base/log.hpp"
 #include "ops/check_report.hpp"
 
 namespace vufront::app {
@@ -21,7 +22,7 @@ int check_main(ops::CheckOptions opts) {
   }
   if (opts.wait_for_backend)
     if (auto note = backend_wait_note(opts.socket, opts.timeout); !note.empty())
-      std::cerr << "vufront check: " << note << "\n";
+      log::info(note);
   bool ok = false;
   std::vector<ops::CheckStep> steps;
   {

@@ -332,11 +332,17 @@ struct AttachCommand {
                   "take commands (memory, activate, config, sleep, wake, reset, snapshot,\n"
                   "restore) and push events, until SIGINT or SIGTERM. With --vmm-socket an\n"
                   "unmodified VMM (QEMU's vhost-user-blk-pci, ...) drives a device through\n"
-                  "its own vhost-user device instead (docs/vmm-proxy.md).");
+                  "its own vhost-user device instead (docs/vmm-proxy.md). Logs on stderr with\n"
+                  "the date and milliseconds.");
     add_device_options();
     add_timeout_options();
     add_reconnect_options();
     add_access_options();
+    cmd->add_option("--pidfile", options.pidfile,
+                    "PATH: write vufront's pid there once the sockets listen, remove it at exit;\n"
+                    "refused at start if PATH names a live process (readiness for a service\n"
+                    "manager: sd_notify when NOTIFY_SOCKET is set, docs/service.md)")
+        ->type_name("PATH");
   }
 
   /// --control-mode, --control-group, --listen-mode, --listen-group, --snapshot-dir.
@@ -507,9 +513,16 @@ int main(int argc, char** argv) {
   restore.add_to(app);
   job.add_to(app);
   attach.add_to(app);
+  // -v, --log-level and --trace on every subcommand (base/log.hpp)
+  vufront::cli::LogFlags log_flags;
+  for (auto* sub : app.get_subcommands({}))
+    vufront::cli::add_log_options(sub, log_flags);
   vufront::cli::add_version_flags(app, "vufront " VUFRONT_VERSION);
   if (auto rc = vufront::cli::parse(app, argc, argv))
     return *rc;
+  for (auto* sub : app.get_subcommands())  // the one that was given
+    vufront::log::setup(vufront::cli::log_settings(log_flags, "vufront " + sub->get_name(),
+                                                   sub == attach.cmd));
 
   if (probe.cmd->parsed())
     return probe.run();

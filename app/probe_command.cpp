@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "app/backend_wait.hpp"
+#include "base/log.hpp"
 #include "ops/probe_report.hpp"
 
 namespace vufront::app {
@@ -10,7 +11,7 @@ namespace vufront::app {
 int probe_main(const ops::ProbeOptions& opts) {
   if (opts.wait_for_backend)
     if (auto note = backend_wait_note(opts.socket, opts.timeout); !note.empty())
-      std::cerr << "vufront probe: " << note << "\n";
+      log::info(note);
   auto result = ops::run_probe(opts);
   if (!result) {
     std::cerr << "vufront probe: " << result.error().message() << "\n";

@@ -4,6 +4,7 @@
 
 #include "actors/system.hpp"
 #include "app/backend_wait.hpp"
+#include "base/log.hpp"
 #include "ops/cancel_on_signal.hpp"
 #include "ops/transfer_report.hpp"
 
@@ -21,7 +22,7 @@ int run_transfer_command(const TransferRun& run) {
   out["device"] = name(run.spec.negotiate.kind);
   if (run.spec.wait_for_backend)
     if (auto note = backend_wait_note(run.spec.socket, run.spec.timeout); !note.empty())
-      std::cerr << prefix << note << '\n';
+      log::info(note);
   auto outcome = ops::run_transfer(sys, run.spec, interrupt);
   if (!outcome.result) {
     std::string msg = ops::step_message(outcome.result.error(), outcome.failed_step);

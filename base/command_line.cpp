@@ -137,4 +137,30 @@ CLI::Validator socket_path() {
       "SOCKET");
 }
 
+void add_log_options(CLI::App* cmd, LogFlags& flags) {
+  auto* verbose = cmd->add_flag("-v,--verbose", flags.verbose,
+                                "Log more on stderr: debug lines too (--log-level debug)");
+  cmd->add_option("--log-level", flags.level,
+                  "The least important log lines written on stderr: error, warning,\n"
+                  "info (the default) or debug")
+      ->check(CLI::IsMember({"error", "warning", "info", "debug"}))
+      ->excludes(verbose);
+  cmd->add_flag("--trace", flags.trace,
+                "Log every vhost-user message each way on stderr (back-end channel\n"
+                "too): request name, direction, size, fds, flags, and a reply's time\n"
+                "since its request");
+}
+
+log::Settings log_settings(const LogFlags& flags, std::string program, bool timestamps) {
+  log::Settings s;
+  s.program = std::move(program);
+  s.timestamps = timestamps;
+  s.trace = flags.trace;
+  if (flags.verbose)
+    s.level = log::Level::debug;
+  else if (auto l = log::level_from_string(flags.level))
+    s.level = *l;
+  return s;
+}
+
 }  // namespace vufront::cli

@@ -13,6 +13,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "base/log.hpp"
+
 namespace vufront::cli {
 
 /// Exit status of every usage error.
@@ -31,5 +33,22 @@ void add_version_flags(CLI::App& app, const std::string& version);
 /// A check for an option naming a unix socket: not empty, and short enough for
 /// sockaddr_un (at most 107 bytes).
 [[nodiscard]] CLI::Validator socket_path();
+
+/// What -v/--verbose, --log-level and --trace parse into.
+struct LogFlags {
+  bool verbose = false;
+  std::string level;
+  bool trace = false;
+};
+
+/// Gives `cmd` -v/--verbose (debug lines), --log-level
+/// error|warning|info|debug (default info) and --trace (every vhost-user
+/// message each way, timed), parsed into `flags`.
+void add_log_options(CLI::App* cmd, LogFlags& flags);
+
+/// The log's settings for `program` ("vufront probe") from the flags;
+/// `timestamps` for a daemon's lines (base/log.hpp).
+[[nodiscard]] log::Settings log_settings(const LogFlags& flags, std::string program,
+                                         bool timestamps);
 
 }  // namespace vufront::cli

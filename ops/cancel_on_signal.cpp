@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <utility>
 
+#include "base/log.hpp"
+
 namespace vufront::ops {
 
 namespace {
@@ -76,17 +78,20 @@ void CancelOnSignal::run() {
     // Under the lock: on_signal(nullptr) then waits until a call in progress
     // is over, so whatever fn_ refers to may be destroyed right after it.
     std::lock_guard<std::mutex> lock(mutex_);
+    // A terminal may show a progress line (actors/progress_line.hpp): the
+    // log line starts on a line of its own.
+    if (::isatty(STDERR_FILENO) == 1)
+      std::fputc('\n', stderr);
     if (signalled_) {
-      std::fputs("\nvufront: interrupted again, quitting at once\n", stderr);
+      log::warning("interrupted again, quitting at once");
       const std::string left = quit_fn_ ? quit_fn_() : std::string();
       if (!left.empty())
-        std::fprintf(stderr, "vufront: %s\n", left.c_str());
-      std::fflush(stderr);
+        log::warning(left);
       std::_Exit(exit_interrupted);
     }
     signalled_ = true;
     interrupted_.store(true);
-    std::fprintf(stderr, "\nvufront: %s (interrupt again to quit at once)\n", what_);
+    log::warning(std::string(what_) + " (interrupt again to quit at once)");
     if (fn_)
       fn_();
   }

@@ -1,5 +1,6 @@
 #include "protocol/connection.hpp"
 
+#include "base/log.hpp"
 #include "base/unix_socket.hpp"
 #include "base/wait.hpp"
 
@@ -79,7 +80,11 @@ std::string plural(size_t n, const char* what) {
 
 }  // namespace
 
-Connection::Connection(UniqueFd socket) : sock_(std::move(socket)) {
+Connection::Connection(UniqueFd socket)
+    : sock_(std::move(socket)),
+      trace_(log::tracing() ? std::make_shared<MessageTrace>(MessageTrace::Channel::frontend,
+                                                             "fd " + std::to_string(sock_.get()))
+                            : nullptr) {
   if (!sock_.valid())
     broken_ = make_error(errc::invalid_argument, "connection", "no socket");
   else if (!set_nonblocking(sock_.get(), true))
@@ -119,8 +124,13 @@ Result<Connection> Connection::connect(const std::string& path, Deadline deadlin
     do {
       connected = unix_connect(s.get(), *addr);
     } while (!connected && errno == EINTR);
-    if (connected)
-      return Connection(std::move(s));
+    if (connected) {
+      Connection c(std::move(s));
+      if (c.trace_)
+        c.trace_->relabel(path);
+      log::debug("connected to " + path);
+      return c;
+    }
     const int last_errno = errno;
     // ECONNREFUSED: nobody listens on the socket, or the path is not a
     // socket; ENOENT/ENOTDIR: nothing there; EAGAIN: the backlog is full.
@@ -173,8 +183,13 @@ Result<Connection> Connection::accept(int listen_fd, Deadline deadline, const st
   const std::string what = "accept on " + path;
   for (;;) {
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd >= 0)
-      return Connection(UniqueFd::adopt(fd));  // OWNERSHIP: a new fd from accept4
+    if (fd >= 0) {
+      Connection c(UniqueFd::adopt(fd));  // OWNERSHIP: a new fd from accept4
+      if (c.trace_)
+        c.trace_->relabel(path);
+      log::debug("a back-end connected on " + path);
+      return c;
+    }
     if (errno == EINTR || errno == ECONNABORTED)
       continue;
     if (errno != EAGAIN)
@@ -263,6 +278,8 @@ Result<void> Connection::send(uint32_t request, uint32_t flags, const uint8_t* b
       }
     }
   }
+  if (trace_)
+    trace_->sent(request, flags, body_size, nfds);
   return ok();
 }
 
@@ -358,6 +375,8 @@ Result<Message> Connection::receive(size_t max_body, size_t max_fds, Deadline de
     if (auto r = read_exact(m.body.data(), m.body.size(), false, "body"); !r)
       return std::move(r).error();
   }
+  if (trace_)
+    trace_->received(m.header.request, m.header.flags, m.body.size(), m.fds.size());
   return m;
 }
 

@@ -14,6 +14,11 @@
 // Once any call fails the connection is *broken*: every later call returns
 // errc::broken with the first error in its detail. A reply that arrives after
 // a deadline can therefore never be taken for the answer to a later request.
+//
+// With the request trace on (`--trace`, log::tracing() when the connection
+// is made) every message sent or received in full is logged with its name,
+// direction, size, fds, flags and, for a reply, the time since its request
+// (protocol/message_trace.hpp).
 
 #include <atomic>
 #include <chrono>
@@ -28,6 +33,7 @@
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
 #include "base/unix_socket.hpp"
+#include "protocol/message_trace.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront {
@@ -146,6 +152,12 @@ public:
   /// Closes the socket; later calls fail with errc::broken.
   void close();
 
+  /// The request trace of this connection: null while the trace is off.
+  /// Labelled with the socket's path by connect() and accept(), "fd N"
+  /// otherwise; the back-end channel's reader and writer share one.
+  [[nodiscard]] const std::shared_ptr<MessageTrace>& trace() const noexcept { return trace_; }
+  void trace_with(std::shared_ptr<MessageTrace> t) noexcept { trace_ = std::move(t); }
+
 private:
   [[nodiscard]] Result<void> fail(Error e);
   [[nodiscard]] Error broken_error(const std::string& what) const;
@@ -155,6 +167,7 @@ private:
   std::optional<wire::Header> last_header_;
   std::shared_ptr<const std::atomic<bool>> stop_;
   std::shared_ptr<const std::atomic<bool>> also_stop_;
+  std::shared_ptr<MessageTrace> trace_;
 };
 
 }  // namespace vufront

@@ -44,6 +44,14 @@ class StderrLog(list):
             self._changed.wait_for(lambda: self.has(text) or self.ended, timeout)
             return self.has(text)
 
+    def wait_count(self, text, n, timeout=10):
+        """True once `n` lines contain `text`; False when the process ended
+        first or `timeout` seconds passed."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: sum(text in line for line in self) >= n or self.ended, timeout)
+            return sum(text in line for line in self) >= n
+
     def expect(self, text, timeout=10):
         """wait_for(), failing the test with the last lines if it comes to nothing."""
         if not self.wait_for(text, timeout):
