@@ -1,0 +1,202 @@
+// The VMM socket's pure parts (proxy/): what a VMM is offered, and the shadow
+// of its set-up (address translation, ring states, the teardown).
+#include <doctest/doctest.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "proxy/offer.hpp"
+#include "proxy/shadow.hpp"
+
+using namespace vufront;
+using proxy::BackendOffer;
+using proxy::Shadow;
+namespace pf = protocol_feature;
+
+namespace {
+
+BackendOffer qsd_like() {
+  BackendOffer b;
+  b.kind = DeviceKind::blk;
+  b.features = bit(feature::version_1) | bit(feature::protocol_features) | bit(feature::log_all) |
+               bit(feature::access_platform) | bit(feature::event_idx);
+  b.protocol_features = bit(pf::mq) | bit(pf::reply_ack) | bit(pf::config) | bit(pf::log_shmfd) |
+                        bit(pf::configure_mem_slots) | bit(pf::host_notifier) | bit(pf::backend_req);
+  b.queue_num = 2;
+  b.max_mem_slots = 32;
+  b.backend_channel = true;
+  return b;
+}
+
+FrontendRequest request(FrontendReq req, FrontendPayload payload) {
+  FrontendRequest r;
+  r.req = req;
+  r.payload = std::move(payload);
+  return r;
+}
+
+/// A 1 MiB memfd region at guest address `gpa`, mapped by the "VMM" at `uaddr`.
+FrontendRequest mem_table(uint64_t gpa, uint64_t uaddr, UniqueFd& fd_out) {
+  MemoryTable t;
+  t.regions.push_back(wire::MemoryRegion{gpa, 1 << 20, uaddr, 0});
+  auto r = request(FrontendReq::set_mem_table, t);
+  auto fd = make_memfd("guest", 1 << 20);
+  REQUIRE(fd);
+  fd_out = UniqueFd::adopt(::dup(fd.get()));
+  r.fds.push_back(std::move(fd));
+  return r;
+}
+
+/// prepare + commit, as if the back-end accepted it.
+Shadow::Prepared apply(Shadow& s, FrontendRequest r, proxy::ForwardResult answer = {}) {
+  auto p = s.prepare(std::move(r));
+  REQUIRE(p);
+  s.commit(*p, answer);
+  return std::move(p).value();
+}
+
+}  // namespace
+
+TEST_CASE("proxy offer: the back-end's offer less what vufront cannot proxy") {
+  auto n = proxy::vmm_offer(qsd_like());
+  REQUIRE(n);
+  CHECK_FALSE(has_bit(n->offered_features, feature::log_all));
+  CHECK_FALSE(has_bit(n->offered_features, feature::access_platform));
+  CHECK(has_bit(n->offered_features, feature::event_idx));
+  CHECK(has_bit(n->offered_features, feature::protocol_features));
+  CHECK(n->offered_protocol_features ==
+        (bit(pf::mq) | bit(pf::reply_ack) | bit(pf::config) | bit(pf::configure_mem_slots) |
+         bit(pf::backend_req)));
+  CHECK(n->num_queues == 2);
+  CHECK(n->max_mem_slots == 32);
+  CHECK(n->acked_features == 0);
+
+  auto no_channel = qsd_like();
+  no_channel.backend_channel = false;
+  CHECK_FALSE(has_bit(proxy::vmm_offer(no_channel)->offered_protocol_features, pf::backend_req));
+}
+
+TEST_CASE("proxy offer: back-ends that cannot be proxied are named") {
+  auto no_config = qsd_like();
+  no_config.protocol_features &= ~bit(pf::config);
+  auto r = proxy::vmm_offer(no_config);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().detail.find("CONFIG") != std::string::npos);
+  no_config.kind = DeviceKind::net;  // net needs no CONFIG
+  CHECK(proxy::vmm_offer(no_config));
+
+  auto no_protocol = qsd_like();
+  no_protocol.features &= ~bit(feature::protocol_features);
+  CHECK_FALSE(proxy::vmm_offer(no_protocol));
+}
+
+TEST_CASE("proxy shadow: user addresses become synthetic, guest addresses stay") {
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  UniqueFd keep;
+  const uint64_t vmm_base = 0x7f12'3400'0000;
+  auto p = apply(s, mem_table(0x10'0000, vmm_base, keep));
+  const auto& sent = std::get<MemoryTable>(p.forward.payload).regions.at(0);
+  CHECK(sent.guest_phys_addr == 0x10'0000);
+  CHECK(sent.user_addr == proxy::proxy_user_base + 0x10'0000);
+  CHECK(sent.mmap_offset == 0);
+  REQUIRE(p.forward.fds.size() == 1);
+
+  wire::VringAddr a{1, 0, vmm_base + 0x1000, vmm_base + 0x3000, vmm_base + 0x2000, 0x55'0000};
+  auto ring = s.prepare(request(FrontendReq::set_vring_addr, a));
+  REQUIRE(ring);
+  const auto& t = std::get<wire::VringAddr>(ring->forward.payload);
+  CHECK(t.desc == proxy::proxy_user_base + 0x10'0000 + 0x1000);
+  CHECK(t.used == proxy::proxy_user_base + 0x10'0000 + 0x3000);
+  CHECK(t.avail == proxy::proxy_user_base + 0x10'0000 + 0x2000);
+  CHECK(t.log == 0x55'0000);  // log_guest_addr is a guest address: unchanged
+  CHECK(std::get<wire::VringAddr>(ring->original).desc == vmm_base + 0x1000);
+}
+
+TEST_CASE("proxy shadow: the VMM's mistakes are refused before anything is forwarded") {
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  // a ring before any memory
+  auto early = s.prepare(request(FrontendReq::set_vring_addr, wire::VringAddr{0, 0, 1, 2, 3, 0}));
+  REQUIRE_FALSE(early);
+  CHECK(early.error().code == errc::bad_state);
+
+  UniqueFd keep;
+  apply(s, mem_table(0, 0x7f00'0000'0000, keep));
+  // a ring outside every region, or straddling its end
+  CHECK_FALSE(s.prepare(request(FrontendReq::set_vring_addr, wire::VringAddr{0, 0, 0x1000, 0x2000, 0x3000, 0})));
+  auto straddle = s.prepare(request(FrontendReq::set_vring_addr,
+                                    wire::VringAddr{0, 0, 0x7f00'0000'0000 + (1 << 20) - 8, 0x7f00'0000'0000,
+                                                    0x7f00'0000'0000, 0}));
+  CHECK_FALSE(straddle);
+  // a region overlapping one already there, in guest or VMM space
+  auto overlap = request(FrontendReq::add_mem_reg, wire::MemoryRegion{0x8'0000, 1 << 20, 0x7e00'0000'0000, 0});
+  overlap.fds.push_back(make_eventfd());
+  auto o = s.prepare(std::move(overlap));
+  REQUIRE_FALSE(o);
+  CHECK(o.error().code == errc::invalid_payload);
+  // removing a region that is not there
+  CHECK_FALSE(s.prepare(request(FrontendReq::rem_mem_reg, wire::MemoryRegion{0x4000'0000, 1 << 20, 0, 0})));
+}
+
+TEST_CASE("proxy shadow: rings, teardown and the used index read from guest memory") {
+  auto offer = *proxy::vmm_offer(qsd_like());
+  Shadow s(offer);
+  apply(s, request(FrontendReq::set_features, wire::U64{bit(feature::version_1) | bit(feature::protocol_features)}));
+  UniqueFd guest;
+  const uint64_t vmm_base = 0x7f00'0000'0000;
+  apply(s, mem_table(0, vmm_base, guest));
+  for (uint32_t q = 0; q < 2; ++q) {
+    apply(s, request(FrontendReq::set_vring_num, wire::VringState{q, 256}));
+    apply(s, request(FrontendReq::set_vring_addr,
+                     wire::VringAddr{q, 0, vmm_base + q * 0x10000, vmm_base + q * 0x10000 + 0x2000,
+                                     vmm_base + q * 0x10000 + 0x1000, 0}));
+    auto kick = request(FrontendReq::set_vring_kick, VringFd{q, true});
+    kick.fds.push_back(make_eventfd());
+    apply(s, std::move(kick));
+  }
+  CHECK(s.rings().at(0).started);
+  CHECK(s.rings().at(1).started);
+
+  // the back-end moved ring 1's used index to 7 (struct vring_used: flags, idx)
+  const uint16_t idx = 7;
+  REQUIRE(::pwrite(guest.get(), &idx, sizeof idx, 0x10000 + 0x2000 + 2) == sizeof idx);
+  CHECK(s.used_index(1) == std::optional<uint16_t>(7));
+  CHECK(s.used_index(0) == std::optional<uint16_t>(0));
+  CHECK(s.to_json()["queues"].size() == 2);
+
+  // QEMU stops ring 0 itself: GET_VRING_BASE records its base, it is no longer started
+  proxy::ForwardResult base;
+  base.has_reply = true;
+  base.vring_base = 42;
+  apply(s, request(FrontendReq::get_vring_base, wire::VringState{0, 0}), base);
+  CHECK_FALSE(s.rings().at(0).started);
+  CHECK(s.rings().at(0).base == 42);
+
+  // the VMM dies: ring 1 is stopped (enable 0, then GET_VRING_BASE), then a new connection
+  auto t = s.teardown();
+  REQUIRE(t.requests.size() == 2);
+  CHECK(t.requests[0].req == FrontendReq::set_vring_enable);
+  CHECK(std::get<wire::VringState>(t.requests[0].payload).index == 1);
+  CHECK(t.requests[1].req == FrontendReq::get_vring_base);
+  CHECK(t.renew);
+
+  s.clear();
+  CHECK(s.regions().empty());
+  CHECK_FALSE(s.rings().at(1).kick);
+  CHECK(s.context().acked_features == 0);
+  CHECK_FALSE(s.teardown().renew);  // nothing left to forget
+}
+
+TEST_CASE("proxy shadow: a VMM that only asked questions needs no teardown") {
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  proxy::ForwardResult cfg;
+  cfg.has_reply = true;
+  apply(s, request(FrontendReq::get_config, ConfigRequest{wire::ConfigHeader{0, 8, 0}, std::vector<uint8_t>(8)}),
+        cfg);
+  auto t = s.teardown();
+  CHECK(t.requests.empty());
+  CHECK_FALSE(t.renew);
+}
