@@ -94,6 +94,9 @@ private:
   // request groups (vhost_rings.cpp)
   [[nodiscard]] Status vring_request(FrontendRequest& r);
   [[nodiscard]] Result<void> start_ring(uint32_t index);
+  /// Packed rings with an in-flight region: initialise it, or resume the
+  /// ring where the region says a previous back-end left it.
+  [[nodiscard]] Result<void> start_packed_tracking(uint32_t index);
   void stop_ring(uint32_t index);
   void process_ring(uint32_t index);
   void rebuild_queues();
