@@ -157,11 +157,18 @@ void Inflight::begin(uint16_t q, uint16_t head) {
   e[0] = 1;
 }
 
-void Inflight::end(uint16_t q, uint16_t head, uint16_t used_idx) {
+void Inflight::prepare_end(uint16_t q, uint16_t head) {
   uint8_t* b = queue_base(q);
   if (b == nullptr || head >= queue_size_)
     return;
   put<uint16_t>(b + off_last_batch, head);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void Inflight::end(uint16_t q, uint16_t head, uint16_t used_idx) {
+  uint8_t* b = queue_base(q);
+  if (b == nullptr || head >= queue_size_)
+    return;
   std::atomic_thread_fence(std::memory_order_release);
   b[header_bytes + entry_bytes * head] = 0;
   std::atomic_thread_fence(std::memory_order_release);

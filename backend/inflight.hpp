@@ -60,6 +60,10 @@ public:
 
   /// Marks head `head` of queue `q` in flight (before processing it).
   void begin(uint16_t q, uint16_t head);
+  /// Before `head`'s used entry is published: it is the batch (of one) a
+  /// restarted back-end finishes if the ring's used idx is ahead of the
+  /// region's (the spec's last_batch_head, set before the used ring moves).
+  void prepare_end(uint16_t q, uint16_t head);
   /// Marks `head` completed after its used entry was published with used idx `used_idx`.
   void end(uint16_t q, uint16_t head, uint16_t used_idx);
   /// Clears `head` of queue `q` without a completion (the chain went back to

@@ -156,9 +156,12 @@ Result<void> VhostServer::start_packed_tracking(uint32_t index) {
   if (q.base() != v.base || chains != 0)
     std::fprintf(stderr,
                  "vufront-backend: vring %u: packed ring resumed from the in-flight region at "
-                 "0x%08x (SET_VRING_BASE said 0x%08x); resubmitting %zu request(s) a previous "
-                 "back-end left in flight\n",
-                 index, q.base(), v.base, chains);
+                 "0x%08x (SET_VRING_BASE said 0x%08x)%s\n",
+                 index, q.base(), v.base,
+                 chains == 0 ? ""
+                             : ("; resubmitting " + std::to_string(chains) +
+                                " request(s) a previous back-end left in flight")
+                                   .c_str());
   v.resubmit = chains != 0;
   return ok();
 }
@@ -265,12 +268,21 @@ bool VhostServer::push(uint32_t index, const virtio::Chain& chain, uint32_t writ
                                         : nullptr;
   if (tracker != nullptr)
     tracker->complete_begin(chain.id);
+  else if (!has_bit(s_->features, feature::ring_packed))
+    s_->inflight.prepare_end(static_cast<uint16_t>(index), chain.id);
   if (auto r = v.queue->push(chain.id, written); !r) {
     std::fprintf(stderr, "vufront-backend: vring %u: %s\n", index, r.error().message().c_str());
     s_->status |= status_bit::device_needs_reset;
     return false;
   }
   v.notify = true;
+  if (opt_.crash_in_completion != 0 && ++completed_ == opt_.crash_in_completion) {
+    std::fprintf(stderr,
+                 "vufront-backend: --crash-in-completion %u: exiting with a completion published "
+                 "and not yet recorded\n",
+                 opt_.crash_in_completion);
+    crash_now();
+  }
   if (tracker != nullptr)
     tracker->complete_end(chain.id);
   if (!has_bit(s_->features, feature::ring_packed) && s_->inflight.active()) {

@@ -141,6 +141,7 @@ private:
   bool listening_ = false;
   uint64_t socket_dev_ = 0, socket_ino_ = 0;  ///< the socket file, as bound
   uint32_t popped_ = 0;     ///< requests taken off rings (--crash-in-request)
+  uint32_t completed_ = 0;  ///< used entries published (--crash-in-completion)
   bool last_state_ok_ = false;  ///< CHECK_DEVICE_STATE: the last transfer succeeded
   std::unique_ptr<Session> s_;
 };
