@@ -1,6 +1,8 @@
 // Reconnect (issue 8) against real back-end processes: a back-end killed in
 // each state, a request in flight when it dies (with and without
-// INFLIGHT_SHMFD), a back-end that comes back with other features,
+// INFLIGHT_SHMFD), several posted at once and a crash in a request or in a
+// completion (split and packed rings: issue 21), a back-end that comes back
+// with other features,
 // one that does not come back (give-up window, operator retry), client mode
 // (vufront listens, the back-end connects), a qemu-storage-daemon killed
 // and restarted under I/O, a soak. In every case the process stays up, data
