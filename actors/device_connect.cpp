@@ -221,7 +221,7 @@ void resumed(Self self, DeviceState to, std::string what) {
 /// index in guest memory (split; what the back-end completed), or the last
 /// known base (packed: only a device with an in-flight region gets here, and
 /// the back-end takes the position from the region; docs/lifecycle.md,
-/// "Packed rings"). Returns what to tell about it.
+/// "reconnect": Packed rings). Returns what to tell about it.
 std::string resume_bases(DeviceData& st) {
   std::string what;
   for (auto& q : st.queues) {

@@ -148,7 +148,7 @@ Result<void> VhostServer::start_packed_tracking(uint32_t index) {
   if (!at.recovered)
     return ok();
   // The region knows where the ring stands; SET_VRING_BASE's value is the
-  // front-end's last known one (docs/lifecycle.md, "Packed rings").
+  // front-end's last known one (docs/lifecycle.md, "reconnect": Packed rings).
   const size_t chains = at.chains.size();
   if (auto r = q.resubmit_packed(at.avail, at.used, std::move(at.chains)); !r)
     return make_error(errc::invalid_payload, "SET_VRING_KICK",

@@ -285,7 +285,7 @@ TEST_CASE("reconnect matrix: the back-end killed at each request of wake") { run
 TEST_CASE("reconnect matrix: the back-end killed at each request of reset") { run_matrix(reset_op()); }
 
 // Packed rings: a back-end lost while they run leaves their position in the
-// in-flight region only (docs/lifecycle.md, "Packed rings").
+// in-flight region only (docs/lifecycle.md, "reconnect": Packed rings).
 TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request of activate") {
   run_matrix(packed(activate_op()));
 }
