@@ -7,6 +7,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <random>
 #include <vector>
 
 #include "tests/virtio/ring_rig.hpp"
@@ -21,7 +24,8 @@ namespace {
 
 constexpr uint16_t qsize = 8;
 
-/// One queue's region, 8-aligned, zeroed as GET_INFLIGHT_FD hands it out.
+/// One queue's region (of `qsize` unless resized), 8-aligned, zeroed as
+/// GET_INFLIGHT_FD hands it out.
 struct Region {
   std::vector<uint64_t> words = std::vector<uint64_t>(PackedInflight::region_bytes(qsize) / 8, 0);
   uint8_t* bytes() { return reinterpret_cast<uint8_t*>(words.data()); }
@@ -293,4 +297,131 @@ TEST_CASE("packed in-flight region: an inconsistent region fails the start, nami
   r = good;
   r.header().used_idx = r.header().old_used_idx = 8;
   fails("used index beyond the queue size");
+}
+
+namespace {
+
+/// A device process that can die: its queue, its tracker and the chains it
+/// holds die with it; the ring and the region stay.
+struct Device {
+  std::optional<DeviceQueue> q;
+  std::optional<PackedInflight> t;
+  std::vector<Chain> held;
+};
+
+/// Starts a device on the region with the stale fresh base, as vufront
+/// sends after a crash; returns how many chains it resubmits.
+size_t start_device(const RingRig& rig, Region& r, uint16_t n, Device& d) {
+  d.held.clear();
+  d.q.emplace(rig.device(packed_fresh_base));
+  d.t.emplace(r.bytes(), n);
+  auto s = d.t->start(packed_fresh_base, flags_of(*d.q));
+  REQUIRE(s.ok());
+  if (s->recovered)
+    REQUIRE(d.q->resubmit_packed(s->avail, s->used, s->chains).ok());
+  return s->chains.size();
+}
+
+}  // namespace
+
+TEST_CASE("packed in-flight region: random requests and crashes at every step, rings of any size: each request completes once") {
+  for (uint16_t n : {3, 5, 8, 13}) {
+    CAPTURE(n);
+    RingRig rig(RingKind::packed, n, 3);  // indirect tables of a request's 3 buffers
+    auto drv = rig.driver();
+    Region r;
+    r.words.assign(PackedInflight::region_bytes(n) / 8, 0);
+    std::mt19937 rnd(1234 + n);
+    Device d;
+    start_device(rig, r, n, d);
+    std::map<uint16_t, uint32_t> seq_of;   // driver id in flight -> request
+    std::map<uint32_t, int> completions;   // request -> times completed
+    std::vector<bool> slot_busy(64, false);
+    std::map<uint32_t, uint16_t> slot_of;  // request -> data slot
+    uint32_t next_seq = 0;
+    size_t crashes = 0, resubmitted = 0;
+    auto poll = [&] {
+      for (;;) {
+        auto u = drv.poll_used();
+        REQUIRE(u.ok());
+        if (!u->has_value())
+          return;
+        REQUIRE(seq_of.count((*u)->id) == 1);
+        const uint32_t seq = seq_of[(*u)->id];
+        ++completions[seq];
+        slot_busy[slot_of[seq]] = false;
+        seq_of.erase((*u)->id);
+      }
+    };
+    auto serve_one = [&](size_t i) {
+      Chain c = std::move(d.held[i]);
+      d.held.erase(d.held.begin() + static_cast<std::ptrdiff_t>(i));
+      d.t->complete_begin(c.id);
+      REQUIRE(d.q->push(c.id, 65).ok());
+      d.t->complete_end(c.id);
+    };
+    for (int step = 0; step < 600; ++step) {
+      const unsigned what = rnd() % 10;
+      if (what < 3 && drv.free_descriptors() >= 3) {  // the driver posts a request
+        uint16_t slot = 0;
+        while (slot_busy[slot])
+          ++slot;
+        slot_busy[slot] = true;
+        const uint32_t seq = next_seq++;
+        slot_of[seq] = slot;
+        auto bufs = request(rig, slot);
+        *rig.host(rig_data_gpa + uint64_t{slot} * 256) = static_cast<uint8_t>(seq);
+        auto id = drv.add_chain(bufs, rnd() % 2 == 0);
+        REQUIRE(id.ok());
+        seq_of[*id] = seq;
+        completions[seq] = 0;
+      } else if (what < 6) {  // the device takes one
+        auto c = d.q->pop();
+        REQUIRE(c.ok());
+        if (c->has_value()) {
+          REQUIRE(seq_of.count((**c).id) == 1);
+          CHECK((**c).segments[0].ptr[0] == static_cast<uint8_t>(seq_of[(**c).id]));
+          if (!(**c).resubmitted)
+            d.t->begin((**c).descs);
+          d.held.push_back(std::move(**c));
+        }
+      } else if (what < 9 && !d.held.empty()) {  // completes one, in any order
+        serve_one(rnd() % d.held.size());
+      } else if (what == 9) {  // dies, at a random point of its bookkeeping
+        const unsigned where = rnd() % 3;
+        if (where == 1 && !d.held.empty()) {
+          d.t->complete_begin(d.held.front().id);  // before the used descriptor is out
+        } else if (where == 2 && !d.held.empty()) {
+          d.t->complete_begin(d.held.front().id);  // after it, before the commit
+          REQUIRE(d.q->push(d.held.front().id, 65).ok());
+        }
+        ++crashes;
+        resubmitted += start_device(rig, r, n, d);
+      }
+      poll();
+    }
+    // no more crashes: everything posted completes
+    for (;;) {
+      auto c = d.q->pop();
+      REQUIRE(c.ok());
+      if (!c->has_value())
+        break;
+      if (!(**c).resubmitted)
+        d.t->begin((**c).descs);
+      d.held.push_back(std::move(**c));
+    }
+    while (!d.held.empty())
+      serve_one(0);
+    poll();
+    CHECK(seq_of.empty());
+    CHECK(drv.in_flight() == 0);
+    for (const auto& [seq, times] : completions) {
+      CAPTURE(seq);
+      CHECK(times == 1);
+    }
+    CHECK(completions.size() == next_seq);
+    CHECK(drv.next_avail_base() == d.q->base());
+    CHECK(crashes > 20);
+    CHECK(resubmitted > 10);
+  }
 }
