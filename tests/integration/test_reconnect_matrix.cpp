@@ -1,7 +1,7 @@
 // The fault matrix of issue 8: the back-end killed at each request of
 // negotiate, activate, sleep, wake, reset, snapshot and restore; activate,
-// sleep and wake on packed rings too (issue 21: their position after a crash
-// is in the in-flight region only).
+// sleep, wake and reset on packed rings too (issue 21: their position after
+// a crash is in the in-flight region only).
 //
 // The requests are not listed by hand. Each operation first runs against a
 // healthy vufront-backend with -v, whose log names every request it took;
@@ -296,6 +296,10 @@ TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request 
 
 TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request of wake") {
   run_matrix(packed(wake_op()));
+}
+
+TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request of reset") {
+  run_matrix(packed(reset_op()));
 }
 
 TEST_CASE("reconnect matrix: the back-end killed at each request of snapshot, and mid-stream") {
