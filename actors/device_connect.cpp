@@ -154,10 +154,11 @@ std::optional<std::string> incompatible(const DeviceData& st, const DeviceInfo& 
       if (q.spec.index >= now.queue_num)
         return "the back-end has " + std::to_string(now.queue_num) + " queues, the device uses queue " +
                std::to_string(q.spec.index);
-  if (st.lost_from == DeviceState::active && st.packed && !st.queues.empty())
-    return std::string("packed rings were lost while running: where the back-end stopped lives only "
-                       "in the back-end (no used index in guest memory to resume at); the driver "
-                       "must reset the device");
+  if (st.lost_from == DeviceState::active && st.packed && !st.queues.empty() && !st.inflight_fd)
+    return std::string("packed rings were lost while running without an in-flight region "
+                       "(INFLIGHT_SHMFD): where the back-end stopped lives only in the back-end "
+                       "(no used index in guest memory to resume at); the driver must reset the "
+                       "device");
   if (now.shmem_sizes != was.shmem_sizes)
     return "the back-end's shared-memory regions changed";
   if (now.max_queue_size < was.max_queue_size && activated)
@@ -218,13 +219,15 @@ void resumed(Self self, DeviceState to, std::string what) {
 
 /// The bases the queues resume at after a loss while running: the used
 /// index in guest memory (split; what the back-end completed), or the last
-/// known base (packed). Returns what to tell about it.
+/// known base (packed: only a device with an in-flight region gets here, and
+/// the back-end takes the position from the region; docs/lifecycle.md,
+/// "reconnect": Packed rings). Returns what to tell about it.
 std::string resume_bases(DeviceData& st) {
   std::string what;
   for (auto& q : st.queues) {
     if (st.packed) {
       what += (what.empty() ? "" : ", ") + std::string("queue ") + std::to_string(q.spec.index) +
-              " at its last known index " + hex(q.base) + " (packed)";
+              " where the in-flight region says (packed; last known index " + hex(q.base) + ")";
       continue;
     }
     auto used = read_guest_u16(st.memory, q.spec.device + 2);

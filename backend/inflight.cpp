@@ -30,7 +30,8 @@ T get(const uint8_t* p) {
 }  // namespace
 
 uint64_t Inflight::queue_bytes(uint16_t queue_size) noexcept {
-  return (header_bytes + entry_bytes * queue_size + 63) & ~uint64_t{63};
+  const uint64_t split = header_bytes + entry_bytes * queue_size;
+  return (std::max(split, virtio::PackedInflight::region_bytes(queue_size)) + 63) & ~uint64_t{63};
 }
 
 Result<UniqueFd> Inflight::allocate(const wire::InflightDesc& req, wire::InflightDesc& reply) {
@@ -73,6 +74,8 @@ Result<void> Inflight::set(const wire::InflightDesc& d, UniqueFd fd) {
   num_queues_ = d.num_queues;
   queue_size_ = d.queue_size;
   counter_.assign(num_queues_, 1);
+  packed_.clear();
+  packed_.resize(num_queues_);
   return ok();
 }
 
@@ -83,6 +86,7 @@ void Inflight::unmap() noexcept {
   map_size_ = 0;
   num_queues_ = 0;
   counter_.clear();
+  packed_.clear();
 }
 
 uint8_t* Inflight::queue_base(uint16_t q) const noexcept {
@@ -125,6 +129,24 @@ std::optional<std::vector<uint16_t>> Inflight::start_queue(uint16_t q, uint16_t 
   return heads;
 }
 
+std::optional<Result<virtio::PackedResume>> Inflight::start_packed(
+    uint16_t q, uint16_t size, uint32_t base, const virtio::PackedInflight::RingFlags& ring_flags) {
+  uint8_t* b = queue_base(q);
+  if (b == nullptr || size > queue_size_)
+    return std::nullopt;
+  packed_[q].emplace(b, size);
+  auto r = packed_[q]->start(base, ring_flags);
+  if (!r)
+    packed_[q].reset();
+  return r;
+}
+
+virtio::PackedInflight* Inflight::packed(uint16_t q) noexcept {
+  if (q >= packed_.size() || !packed_[q])
+    return nullptr;
+  return &*packed_[q];
+}
+
 void Inflight::begin(uint16_t q, uint16_t head) {
   uint8_t* b = queue_base(q);
   if (b == nullptr || head >= queue_size_)
@@ -135,11 +157,18 @@ void Inflight::begin(uint16_t q, uint16_t head) {
   e[0] = 1;
 }
 
-void Inflight::end(uint16_t q, uint16_t head, uint16_t used_idx) {
+void Inflight::prepare_end(uint16_t q, uint16_t head) {
   uint8_t* b = queue_base(q);
   if (b == nullptr || head >= queue_size_)
     return;
   put<uint16_t>(b + off_last_batch, head);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void Inflight::end(uint16_t q, uint16_t head, uint16_t used_idx) {
+  uint8_t* b = queue_base(q);
+  if (b == nullptr || head >= queue_size_)
+    return;
   std::atomic_thread_fence(std::memory_order_release);
   b[header_bytes + entry_bytes * head] = 0;
   std::atomic_thread_fence(std::memory_order_release);

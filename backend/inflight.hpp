@@ -1,14 +1,16 @@
 #pragma once
 // INFLIGHT_SHMFD (vhost-user spec, "Inflight I/O tracking"): the shared buffer in which the
-// back-end records which split-ring descriptors it has taken but not yet
-// completed, so that a restarted back-end can resubmit them.
+// back-end records which descriptors it has taken but not yet completed, so
+// that a restarted back-end can resubmit them (and, for packed rings, find
+// where the ring stands: virtio/inflight_packed.hpp).
 //
-// Layout per queue (split, as in the vhost-user spec), queue regions
-// back to back, each padded to a multiple of 64 bytes:
+// Queue regions back to back, each sized for the larger, packed, layout
+// (GET_INFLIGHT_FD may come before the features say which kind the rings
+// are) and padded to a multiple of 64 bytes. Split layout (the spec's):
 //   0  u64 features   8 u16 version (=1)   10 u16 desc_num
 //   12 u16 last_batch_head   14 u16 used_idx
 //   16 desc_num x { u8 inflight, u8 pad[5], u16 next, u64 counter }
-// Packed rings are not tracked (the region is still allocated).
+// Packed layout: virtio/inflight_packed.hpp (32-byte header and entries).
 
 #include <cstdint>
 #include <optional>
@@ -17,6 +19,7 @@
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
 #include "protocol/wire.hpp"
+#include "virtio/inflight_packed.hpp"
 
 namespace vufront::backend {
 
@@ -47,8 +50,20 @@ public:
   /// oldest first (to resubmit), or nullopt if q is not covered.
   [[nodiscard]] std::optional<std::vector<uint16_t>> start_queue(uint16_t q, uint16_t size,
                                                                uint16_t used_idx);
+  /// Packed: prepares queue `q` of size `size` for tracking (see
+  /// PackedInflight::start); nullopt if q is not covered.
+  /// Errors: invalid_payload (an inconsistent region).
+  [[nodiscard]] std::optional<Result<virtio::PackedResume>> start_packed(
+      uint16_t q, uint16_t size, uint32_t base, const virtio::PackedInflight::RingFlags& ring_flags);
+  /// Packed: the tracker of queue `q` once started, else nullptr.
+  [[nodiscard]] virtio::PackedInflight* packed(uint16_t q) noexcept;
+
   /// Marks head `head` of queue `q` in flight (before processing it).
   void begin(uint16_t q, uint16_t head);
+  /// Before `head`'s used entry is published: it is the batch (of one) a
+  /// restarted back-end finishes if the ring's used idx is ahead of the
+  /// region's (the spec's last_batch_head, set before the used ring moves).
+  void prepare_end(uint16_t q, uint16_t head);
   /// Marks `head` completed after its used entry was published with used idx `used_idx`.
   void end(uint16_t q, uint16_t head, uint16_t used_idx);
   /// Clears `head` of queue `q` without a completion (the chain went back to
@@ -63,6 +78,7 @@ private:
   uint16_t num_queues_ = 0;
   uint16_t queue_size_ = 0;
   std::vector<uint64_t> counter_;
+  std::vector<std::optional<virtio::PackedInflight>> packed_;
 };
 
 }  // namespace vufront::backend

@@ -222,7 +222,8 @@ void add_fault_options(CLI::App& app, CommandLine& c) {
                "counter; the used half 0), as DPDK's librte_vhost does");
 }
 
-/// How the daemon runs: --connect, --crash-in-request, --pidfile, --verbose.
+/// How the daemon runs: --connect, --crash-in-request, --crash-in-completion,
+/// --pidfile, --verbose.
 void add_run_options(CLI::App& app, CommandLine& c) {
   Options& o = c.o;
   app.add_flag("--connect", o.connect,
@@ -231,6 +232,11 @@ void add_run_options(CLI::App& app, CommandLine& c) {
   app.add_option("--crash-in-request", o.crash_in_request,
                  "N: _exit (no cleanup) after taking the N-th request off a ring, before\n"
                  "completing it (with INFLIGHT_SHMFD it stays marked in flight)")
+      ->check(CLI::Range(1u, 0xffffffffu));
+  app.add_option("--crash-in-completion", o.crash_in_completion,
+                 "N: _exit (no cleanup) right after publishing the N-th used entry, before the\n"
+                 "in-flight region records the completion (INFLIGHT_SHMFD: the next back-end\n"
+                 "must not complete it again)")
       ->check(CLI::Range(1u, 0xffffffffu));
   app.add_option("--pidfile", o.pidfile, "write the pid here once listening");
   app.add_flag("--verbose,-v", o.verbose, "log every request");

@@ -64,6 +64,11 @@ struct Options {
   /// the daemon's life) off a ring, before completing it: a request left in
   /// flight, for front-ends to resume.
   uint32_t crash_in_request = 0;
+  /// --crash-in-completion N: _exit right after publishing the N-th used
+  /// entry (counted over the daemon's life), before the in-flight region
+  /// records the completion: the next back-end must finish the update, not
+  /// complete the request a second time.
+  uint32_t crash_in_completion = 0;
   /// --short-vring-base: answer a packed ring's GET_VRING_BASE with bits
   /// 0-15 only (avail index and wrap counter, 0 above), as DPDK's
   /// librte_vhost does; SET_VRING_BASE still takes both halves.

@@ -126,8 +126,43 @@ Result<void> VhostServer::start_ring(uint32_t index) {
       v.resubmit = true;
     }
   }
+  if (kind == virtio::RingKind::packed && s_->inflight.active())
+    if (auto r = start_packed_tracking(index); !r)
+      return r;
   if (!(s_->status & status_bit::driver_ok))
     s_->start_pending = true;  // first kick set-up counts as device start
+  return ok();
+}
+
+Result<void> VhostServer::start_packed_tracking(uint32_t index) {
+  Vring& v = s_->vrings[index];
+  virtio::DeviceQueue& q = *v.queue;
+  auto started = s_->inflight.start_packed(static_cast<uint16_t>(index), v.num, v.base,
+                                           [&q](uint16_t idx) { return q.ring_flags(idx); });
+  if (!started)
+    return ok();  // the region does not cover this ring
+  if (!*started)
+    return make_error(errc::invalid_payload, "SET_VRING_KICK",
+                      "vring " + std::to_string(index) + ": " + started->error().message());
+  virtio::PackedResume& at = started->value();
+  if (!at.recovered)
+    return ok();
+  // The region knows where the ring stands; SET_VRING_BASE's value is the
+  // front-end's last known one (docs/lifecycle.md, "reconnect": Packed rings).
+  const size_t chains = at.chains.size();
+  if (auto r = q.resubmit_packed(at.avail, at.used, std::move(at.chains)); !r)
+    return make_error(errc::invalid_payload, "SET_VRING_KICK",
+                      "vring " + std::to_string(index) + ": " + r.error().message());
+  if (q.base() != v.base || chains != 0)
+    std::fprintf(stderr,
+                 "vufront-backend: vring %u: packed ring resumed from the in-flight region at "
+                 "0x%08x (SET_VRING_BASE said 0x%08x)%s\n",
+                 index, q.base(), v.base,
+                 chains == 0 ? ""
+                             : ("; resubmitting " + std::to_string(chains) +
+                                " request(s) a previous back-end left in flight")
+                                   .c_str());
+  v.resubmit = chains != 0;
   return ok();
 }
 
@@ -197,6 +232,9 @@ std::optional<virtio::Chain> VhostServer::pop(uint32_t index) {
   }
   if (c->has_value() && !has_bit(s_->features, feature::ring_packed))
     s_->inflight.begin(static_cast<uint16_t>(index), (*c)->id);
+  else if (c->has_value() && !(*c)->resubmitted)
+    if (auto* t = s_->inflight.packed(static_cast<uint16_t>(index)))
+      t->begin((*c)->descs);
   if (c->has_value() && opt_.crash_in_request != 0 && ++popped_ == opt_.crash_in_request) {
     std::fprintf(stderr, "vufront-backend: --crash-in-request %u: exiting with a request in flight\n",
                  opt_.crash_in_request);
@@ -215,6 +253,9 @@ bool VhostServer::unpop(uint32_t index, const virtio::Chain& chain) {
   }
   if (!has_bit(s_->features, feature::ring_packed))
     s_->inflight.abort(static_cast<uint16_t>(index), chain.id);
+  else if (!chain.resubmitted)  // a resubmitted chain stays recorded
+    if (auto* t = s_->inflight.packed(static_cast<uint16_t>(index)))
+      t->abort(chain.id);
   return true;
 }
 
@@ -222,12 +263,28 @@ bool VhostServer::push(uint32_t index, const virtio::Chain& chain, uint32_t writ
   Vring& v = s_->vrings.at(index);
   if (!v.queue)
     return false;
+  virtio::PackedInflight* tracker = has_bit(s_->features, feature::ring_packed)
+                                        ? s_->inflight.packed(static_cast<uint16_t>(index))
+                                        : nullptr;
+  if (tracker != nullptr)
+    tracker->complete_begin(chain.id);
+  else if (!has_bit(s_->features, feature::ring_packed))
+    s_->inflight.prepare_end(static_cast<uint16_t>(index), chain.id);
   if (auto r = v.queue->push(chain.id, written); !r) {
     std::fprintf(stderr, "vufront-backend: vring %u: %s\n", index, r.error().message().c_str());
     s_->status |= status_bit::device_needs_reset;
     return false;
   }
   v.notify = true;
+  if (opt_.crash_in_completion != 0 && ++completed_ == opt_.crash_in_completion) {
+    std::fprintf(stderr,
+                 "vufront-backend: --crash-in-completion %u: exiting with a completion published "
+                 "and not yet recorded\n",
+                 opt_.crash_in_completion);
+    crash_now();
+  }
+  if (tracker != nullptr)
+    tracker->complete_end(chain.id);
   if (!has_bit(s_->features, feature::ring_packed) && s_->inflight.active()) {
     const uint8_t* used = s_->mem.uva_to_ptr(v.addr.used, 4);
     uint16_t used_idx = 0;

@@ -94,6 +94,9 @@ private:
   // request groups (vhost_rings.cpp)
   [[nodiscard]] Status vring_request(FrontendRequest& r);
   [[nodiscard]] Result<void> start_ring(uint32_t index);
+  /// Packed rings with an in-flight region: initialise it, or resume the
+  /// ring where the region says a previous back-end left it.
+  [[nodiscard]] Result<void> start_packed_tracking(uint32_t index);
   void stop_ring(uint32_t index);
   void process_ring(uint32_t index);
   void rebuild_queues();
@@ -138,6 +141,7 @@ private:
   bool listening_ = false;
   uint64_t socket_dev_ = 0, socket_ino_ = 0;  ///< the socket file, as bound
   uint32_t popped_ = 0;     ///< requests taken off rings (--crash-in-request)
+  uint32_t completed_ = 0;  ///< used entries published (--crash-in-completion)
   bool last_state_ok_ = false;  ///< CHECK_DEVICE_STATE: the last transfer succeeded
   std::unique_ptr<Session> s_;
 };

@@ -134,6 +134,8 @@ Result<std::optional<Chain>> DeviceQueue::pop() {
     can_unpop_ = true;
     unpop_id_ = (*r)->id;
     unpop_avail_ = before;
+    if (resubmitted_ && kind_ == RingKind::packed)
+      unpop_descs_ = (*r)->descs;
   }
   return r;
 }
@@ -149,6 +151,8 @@ Result<void> DeviceQueue::unpop(uint16_t id) {
     resubmit_.insert(resubmit_.begin(), id);
   else if (kind_ == RingKind::split)
     --last_avail_;
+  else if (resubmitted_)
+    resubmit_packed_.insert(resubmit_packed_.begin(), unpop_descs_);
   else
     next_avail_ = unpop_avail_;
   in_flight_[id] = false;
@@ -163,6 +167,8 @@ Result<std::optional<Chain>> DeviceQueue::pop_split() {
     if (c) {
       resubmit_.erase(resubmit_.begin());
       resubmitted_ = true;
+      if (c->has_value())
+        (*c)->resubmitted = true;
     }
     return c;
   }
@@ -234,27 +240,49 @@ Result<std::optional<Chain>> DeviceQueue::walk_split(uint16_t head) {
 }
 
 Result<std::optional<Chain>> DeviceQueue::pop_packed() {
+  if (!resubmit_packed_.empty()) {
+    auto c = packed_chain(resubmit_packed_.front());
+    if (c) {
+      resubmit_packed_.erase(resubmit_packed_.begin());
+      resubmitted_ = true;
+      if (c->has_value())
+        (*c)->resubmitted = true;
+    }
+    return c;
+  }
   uint8_t* hp = desc_ + uint64_t{next_avail_.idx} * 16;
   const uint16_t head_flags = ring_load(u16_at(hp, offsetof(PackedDesc, flags)));
   const bool avail = (head_flags & packed_desc_f_avail) != 0,
              used = (head_flags & packed_desc_f_used) != 0;
   if (avail != next_avail_.wrap || used == next_avail_.wrap)
     return std::optional<Chain>{};
-  Chain chain;
-  bool seen_writable = false;
+  std::vector<PackedDesc> descs;
   PackedPos pos = next_avail_;
-  uint16_t count = 0;
   for (;;) {
-    if (count == size_)
+    if (descs.size() == size_)
       return fail("descriptor chain is longer than the queue");
-    ++count;
     PackedDesc d{};
     std::memcpy(&d, desc_ + uint64_t{pos.idx} * 16, sizeof d);  // BOUNDS: idx < size
-    if (count == 1)
+    if (descs.empty())
       d.flags = head_flags;  // the value that was checked
+    descs.push_back(d);
     advance(pos, 1, size_);
+    if ((d.flags & desc_f_next) == 0 || (d.flags & desc_f_indirect) != 0)
+      break;
+  }
+  auto c = packed_chain(std::move(descs));
+  if (c)
+    next_avail_ = pos;
+  return c;
+}
+
+Result<std::optional<Chain>> DeviceQueue::packed_chain(std::vector<PackedDesc> descs) {
+  Chain chain;
+  bool seen_writable = false;
+  for (size_t i = 0; i < descs.size(); ++i) {
+    const PackedDesc& d = descs[i];
     if ((d.flags & desc_f_indirect) != 0) {
-      if (count != 1 || (d.flags & desc_f_next) != 0)
+      if (i != 0 || (d.flags & desc_f_next) != 0)
         return fail("indirect descriptor must be the only one of its chain");
       if (auto r = walk_indirect(chain, d.addr, d.len); !r)
         return std::move(r).error();
@@ -263,20 +291,46 @@ Result<std::optional<Chain>> DeviceQueue::pop_packed() {
     }
     if (auto r = add_segment(chain, d.addr, d.len, d.flags, seen_writable); !r)
       return std::move(r).error();
-    if ((d.flags & desc_f_next) == 0) {
-      chain.id = d.id;  // the buffer id is in the last descriptor
-      break;
-    }
+    chain.id = d.id;  // the buffer id is in the last descriptor
   }
   if (chain.id >= size_)
     return fail("buffer id " + std::to_string(chain.id) + " beyond the queue size");
   if (in_flight_[chain.id])
     return fail("buffer id " + std::to_string(chain.id) + " is already in flight");
-  next_avail_ = pos;
   in_flight_[chain.id] = true;
-  chain_len_[chain.id] = count;
+  chain_len_[chain.id] = static_cast<uint16_t>(descs.size());
   ++in_flight_count_;
+  chain.descs = std::move(descs);
   return std::optional<Chain>{std::move(chain)};
+}
+
+Result<void> DeviceQueue::resubmit_packed(PackedPos avail, PackedPos used,
+                                          std::vector<std::vector<PackedDesc>> chains) {
+  constexpr const char* op = "virtqueue resubmit";
+  if (kind_ != RingKind::packed)
+    return make_error(errc::invalid_argument, op, "packed rings only");
+  if (avail.idx >= size_ || used.idx >= size_)
+    return make_error(errc::invalid_argument, op, "position beyond the queue size");
+  size_t total = 0;
+  for (const auto& c : chains) {
+    if (c.empty())
+      return make_error(errc::invalid_argument, op, "an empty chain");
+    total += c.size();
+  }
+  if (total > size_)
+    return make_error(errc::invalid_argument, op,
+                      std::to_string(total) + " descriptors for a queue of " + std::to_string(size_));
+  next_avail_ = avail;
+  next_used_ = used;
+  resubmit_packed_ = std::move(chains);
+  can_unpop_ = false;
+  return ok();
+}
+
+uint16_t DeviceQueue::ring_flags(uint16_t idx) const noexcept {
+  if (kind_ != RingKind::packed || idx >= size_)
+    return 0;
+  return ring_load(u16_at(desc_ + uint64_t{idx} * 16, offsetof(PackedDesc, flags)));
 }
 
 Result<void> DeviceQueue::push(uint16_t id, uint32_t written) {

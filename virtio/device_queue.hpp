@@ -47,6 +47,10 @@ struct Segment {
 struct Chain {
   uint16_t id = 0;  ///< head index (split) / buffer id (packed): what push() takes
   std::vector<Segment> segments;  ///< readable ones first
+  /// Packed: the ring descriptors as read (what an in-flight region records).
+  std::vector<PackedDesc> descs;
+  /// It came from resubmit()/resubmit_packed(), not from the ring.
+  bool resubmitted = false;
 
   [[nodiscard]] uint64_t readable_bytes() const noexcept;
   [[nodiscard]] uint64_t writable_bytes() const noexcept;
@@ -94,6 +98,19 @@ public:
   /// queue size, head out of range).
   [[nodiscard]] Result<void> resubmit(const std::vector<uint16_t>& heads);
 
+  /// Packed rings after a back-end restart (INFLIGHT_SHMFD, packed layout:
+  /// virtio/inflight_packed.hpp): the ring continues at `avail`/`used`, and
+  /// pop() first returns `chains` (ring descriptors a previous back-end took
+  /// and never completed), in this order, validated as if read from the
+  /// ring. Call before the first pop(). Errors: invalid_argument (split, a
+  /// position beyond the queue, an empty chain, more descriptors than the
+  /// queue size).
+  [[nodiscard]] Result<void> resubmit_packed(PackedPos avail, PackedPos used,
+                                             std::vector<std::vector<PackedDesc>> chains);
+  /// Packed: the flags word of descriptor ring slot `idx` (< size), as the
+  /// driver or device last published it.
+  [[nodiscard]] uint16_t ring_flags(uint16_t idx) const noexcept;
+
   /// GET_VRING_BASE value: split = next avail idx; packed = the vhost-user spec's packed vring indices.
   [[nodiscard]] uint32_t base() const noexcept;
   /// Whether the driver wants an interrupt after push(): always (no EVENT_IDX).
@@ -111,6 +128,8 @@ private:
   /// The split chain starting at descriptor `head`, marked in flight.
   [[nodiscard]] Result<std::optional<Chain>> walk_split(uint16_t head);
   [[nodiscard]] Result<std::optional<Chain>> pop_packed();
+  /// The packed chain of ring descriptors `descs`, marked in flight.
+  [[nodiscard]] Result<std::optional<Chain>> packed_chain(std::vector<PackedDesc> descs);
 
   Translate buffer_;
   RingKind kind_ = RingKind::split;
@@ -130,10 +149,12 @@ private:
   PackedPos next_used_;      ///< packed
 
   std::vector<uint16_t> resubmit_;  ///< split: heads pop() returns first
+  std::vector<std::vector<PackedDesc>> resubmit_packed_;  ///< packed: chains pop() returns first
   bool resubmitted_ = false;         ///< the last pop() came from resubmit_
   bool can_unpop_ = false;   ///< the last operation was a pop of unpop_id_
   uint16_t unpop_id_ = 0;
   PackedPos unpop_avail_;    ///< packed: next_avail_ before that pop
+  std::vector<PackedDesc> unpop_descs_;  ///< packed: that chain's, if it was resubmitted
 };
 
 }  // namespace vufront::virtio

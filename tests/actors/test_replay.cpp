@@ -114,3 +114,20 @@ TEST_CASE("replay: a device without an in-flight region or memory replays none")
   CHECK_FALSE(r.inflight_fd);
   CHECK(r.queues.empty());
 }
+
+TEST_CASE("replay: packed rings lost while running go back at their last known bases, the in-flight region first") {
+  // The new back-end takes their position from the region (docs/lifecycle.md,
+  // "reconnect"): the replay hands it the region and the bases vufront has.
+  DeviceData st = active_device();
+  st.packed = true;
+  st.queues[0].base = 0x8000'8000;
+  st.queues[1].base = 0x8008'8008;  // where the last wake started it
+  const ActivateRequest r = replay_request(st, ReplayTo::running, st.acked_features);
+  CHECK(r.inflight_fd == st.inflight_fd);
+  CHECK(r.inflight.mmap_size == 4096);
+  REQUIRE(r.queues.size() == 2);
+  CHECK(r.queues[0].base == 0x8000'8000);
+  CHECK(r.queues[1].base == 0x8008'8008);
+  // packed: the device and driver areas are the event suppression structures
+  CHECK(r.queues[1].addr.avail == st.queues[1].spec.driver + user_addr_bias);
+}

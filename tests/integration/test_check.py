@@ -148,16 +148,17 @@ def test_check_oversized_backend_request_fails_the_step_naming_it(tmp):
             b.stop()
 
 
-def test_check_reconnect_rides_out_a_backend_restart(tmp):
+def reconnect_across_a_restart(tmp, *check_args):
     """--reconnect: the back-end dies taking the 5th request (the flush of the
     I/O after wake) with it and is restarted on its socket and disk image; the
     check resumes there, the request is resubmitted, and every step passes,
-    the I/O step showing the loss and the resume."""
+    the I/O step showing the loss and the resume. The check's JSON and the
+    new back-end's log."""
     img = os.path.join(tmp, 'disk.img')
     args = ('--image', img, '--size', '16M')
     b = start_backend(tmp, *args, '--crash-in-request', '5')
     again = None
-    p = subprocess.Popen([ARGS.vufront, 'check', b.sock, '--reconnect', '--json'],
+    p = subprocess.Popen([ARGS.vufront, 'check', b.sock, '--reconnect', '--json', *check_args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         b.proc.wait(60)
@@ -175,7 +176,22 @@ def test_check_reconnect_rides_out_a_backend_restart(tmp):
     events = [e for s in j['steps'] for e in s.get('events', [])]
     assert any(e.startswith('backend_lost: ') for e in events), j
     assert any(e.startswith('resumed: ') for e in events), j
+    return j, again.log_text()
+
+
+def test_check_reconnect_rides_out_a_backend_restart(tmp):
+    reconnect_across_a_restart(tmp)
     assert vufront('check', 's', '--reconnect-give-up', '5').returncode == 2  # needs --reconnect
+
+
+def test_check_reconnect_packed_rings_resume_from_the_inflight_region(tmp):
+    """The same with packed rings: the new back-end finds where they stood in
+    the in-flight region and resubmits the request the dead one took."""
+    j, log = reconnect_across_a_restart(tmp, '--packed')
+    events = [e for s in j['steps'] for e in s.get('events', [])]
+    assert any('where the in-flight region says' in e for e in events), j
+    assert 'packed ring resumed from the in-flight region' in log, log
+    assert 'resubmitting 1 request(s)' in log, log
 
 
 def held_request_check(tmp, held, *check_args):

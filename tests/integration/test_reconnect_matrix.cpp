@@ -1,5 +1,7 @@
 // The fault matrix of issue 8: the back-end killed at each request of
-// negotiate, activate, sleep, wake, reset, snapshot and restore.
+// negotiate, activate, sleep, wake, reset, snapshot and restore; activate,
+// sleep, wake and reset on packed rings too (issue 21: their position after
+// a crash is in the in-flight region only).
 //
 // The requests are not listed by hand. Each operation first runs against a
 // healthy vufront-backend with -v, whose log names every request it took;
@@ -55,6 +57,7 @@ struct Operation {
   Step after;                ///< with the new back-end: the operation again, then I/O reading old data back
   std::vector<std::vector<std::string>> mid_stream;  ///< more faults (state transfers)
   std::string surely_sends;  ///< a request it must send (a recording is never empty by mistake)
+  bool packed = false;       ///< packed rings (their position after a crash: the in-flight region)
 };
 
 /// One request as the back-end took it: the `nth` arrival of `request` in
@@ -88,9 +91,10 @@ std::string names(const std::vector<Arrival>& v) {
   return out;
 }
 
-ops::CheckOptions options(const std::string& socket) {
+ops::CheckOptions options(const std::string& socket, bool packed) {
   ops::CheckOptions o;
   o.socket = socket;
+  o.packed = packed;
   o.inflight = true;  // as `vufront attach` does
   o.reconnect = fast_policy();
   return o;
@@ -137,7 +141,7 @@ std::vector<Arrival> record(caf::actor_system& sys, const Operation& k) {
   const PeerProcess& logged = k.target_dies ? *second : first;
   std::vector<Arrival> seen;
   {
-    ops::Checker c(sys, options(sock));
+    ops::Checker c(sys, options(sock, k.packed));
     Env env{c, tmp, target};
     REQUIRE_MESSAGE(k.before(env), failure(c));
     // every request is answered (REPLY_ACK), so the log holds each one the
@@ -186,7 +190,7 @@ void crash_case(caf::actor_system& sys, const Operation& k, const std::vector<st
     std::unique_ptr<PeerProcess> second;
     if (k.target_dies)
       second = std::make_unique<PeerProcess>(target, disk_backend(target, timg, faults));
-    ops::Checker c(sys, options(sock));
+    ops::Checker c(sys, options(sock, k.packed));
     Env env{c, tmp, target};
     REQUIRE_MESSAGE(k.before(env), failure(c));
     REQUIRE_FALSE_MESSAGE(k.op(env), "the operation passed: the back-end did not die in it");
@@ -239,31 +243,63 @@ TEST_CASE("reconnect matrix: the back-end killed at each request of negotiate") 
   run_matrix(negotiate_op());
 }
 
-TEST_CASE("reconnect matrix: the back-end killed at each request of activate") {
+namespace {
+
+Operation activate_op() {
   // guest memory goes to the back-end at activation
-  run_matrix({false, false, [](Env& e) { return e.c.negotiate() && e.c.set_memory(); },
-              [](Env& e) { return e.c.activate(); },
-              [](Env& e) { return e.c.activate() && e.c.io("I/O after"); },
-              {},
-              "SET_MEM_TABLE"});
+  return {false, false, [](Env& e) { return e.c.negotiate() && e.c.set_memory(); },
+          [](Env& e) { return e.c.activate(); },
+          [](Env& e) { return e.c.activate() && e.c.io("I/O after"); },
+          {},
+          "SET_MEM_TABLE"};
 }
 
-TEST_CASE("reconnect matrix: the back-end killed at each request of sleep") {
-  run_matrix({false, false, up, [](Env& e) { return e.c.sleep(); },
-              [](Env& e) { return e.c.sleep() && wake_io(e); }, {}, "GET_VRING_BASE"});
+Operation sleep_op() {
+  return {false, false, up, [](Env& e) { return e.c.sleep(); },
+          [](Env& e) { return e.c.sleep() && wake_io(e); }, {}, "GET_VRING_BASE"};
 }
 
-TEST_CASE("reconnect matrix: the back-end killed at each request of wake") {
-  run_matrix({false, false, asleep, [](Env& e) { return e.c.wake(); }, wake_io, {}, "SET_VRING_KICK"});
+Operation wake_op() { return {false, false, asleep, [](Env& e) { return e.c.wake(); }, wake_io, {}, "SET_VRING_KICK"}; }
+
+Operation reset_op() {
+  return {false, false, up, [](Env& e) { return e.c.reset(); },
+          [](Env& e) { return e.c.reset() && e.c.activate("activate again") && e.c.io("I/O after"); },
+          {},
+          "RESET_DEVICE"};
 }
 
-TEST_CASE("reconnect matrix: the back-end killed at each request of reset") {
-  run_matrix({false, false, up, [](Env& e) { return e.c.reset(); },
-              [](Env& e) {
-                return e.c.reset() && e.c.activate("activate again") && e.c.io("I/O after");
-              },
-              {},
-              "RESET_DEVICE"});
+/// The same operation on packed rings.
+Operation packed(Operation k) {
+  k.packed = true;
+  return k;
+}
+
+}  // namespace
+
+TEST_CASE("reconnect matrix: the back-end killed at each request of activate") { run_matrix(activate_op()); }
+
+TEST_CASE("reconnect matrix: the back-end killed at each request of sleep") { run_matrix(sleep_op()); }
+
+TEST_CASE("reconnect matrix: the back-end killed at each request of wake") { run_matrix(wake_op()); }
+
+TEST_CASE("reconnect matrix: the back-end killed at each request of reset") { run_matrix(reset_op()); }
+
+// Packed rings: a back-end lost while they run leaves their position in the
+// in-flight region only (docs/lifecycle.md, "reconnect": Packed rings).
+TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request of activate") {
+  run_matrix(packed(activate_op()));
+}
+
+TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request of sleep") {
+  run_matrix(packed(sleep_op()));
+}
+
+TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request of wake") {
+  run_matrix(packed(wake_op()));
+}
+
+TEST_CASE("reconnect matrix (packed rings): the back-end killed at each request of reset") {
+  run_matrix(packed(reset_op()));
 }
 
 TEST_CASE("reconnect matrix: the back-end killed at each request of snapshot, and mid-stream") {
