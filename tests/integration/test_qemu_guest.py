@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """vufront-backend serving QEMU itself: a real guest boots with its disk on
 the reference back-end (vhost-user-blk-pci), reads what the host wrote, writes
-its own data and powers off.
+its own data, writes 64 KiB and reads them back from the disk, and powers off.
+It boots twice: once with split virtqueues, once with packed ones
+(vhost-user-blk-pci,packed=on).
 
 QEMU 7.2 (Debian's qemu-system-x86, TCG) boots Debian's cloud kernel
 (linux-image-cloud-amd64) with an initramfs built here from busybox-static
@@ -10,9 +12,14 @@ first; the guest kernel then resets the device, which QEMU does with
 SET_STATUS 0, SET_VRING_ENABLE 0 and GET_VRING_BASE (STATUS is negotiated):
 the reset that lost the guest its disk when the back-end took SET_STATUS 0
 as forgetting the negotiated features. The test checks that the guest read
-the host's data after that reset, that its write reached the disk image,
-that the back-end saw the stop and dropped nobody, and that QEMU reported no
-failure.
+the host's data after that reset, that its writes reached the disk image
+(a marker, and 64 KiB written through the page cache with conv=fsync, which
+the guest reads back with O_DIRECT and compares), that the kernel acked
+RING_PACKED exactly when packed=on, that the back-end saw the stop and
+dropped nobody, and that QEMU reported no failure. Linux's packed ring puts
+every request of more than one buffer into an indirect table of packed
+descriptors (virtio 1.2 2.8.19): the layout that lost the guest's writes when
+the back-end read those tables as split descriptors.
 
 Without qemu-system-x86_64, a cloud kernel or a static busybox the test exits
 77 (ctest: skipped) naming what is missing; ./run.sh test installs them.
@@ -22,6 +29,7 @@ Without qemu-system-x86_64, a cloud kernel or a static busybox the test exits
 import argparse
 import glob
 import gzip
+import hashlib
 import lzma
 import os
 import re
@@ -37,6 +45,8 @@ SKIP = 77
 HOST_MARKER = b'VUFRONT-HOST-MARKER-5e1f0c37'
 GUEST_MARKER = b'VUFRONT-GUEST-WROTE-9b2d41a6'
 HOST_SECTOR, GUEST_SECTOR = 100, 200
+BULK_SECTOR, BULK_BYTES = 2048, 64 << 10  # the guest writes and reads back 64 KiB here
+RING_PACKED = 34  # virtio feature bit VIRTIO_F_RING_PACKED
 QEMU_LIMIT = 60  # seconds QEMU may run before the test kills it (a hang fails; ~5 s when it works)
 # virtio over PCI, then the disk; each loaded after what it depends on
 WANTED_MODULES = ['virtio_pci', 'virtio_blk']
@@ -76,6 +86,13 @@ def find_prerequisites(qemu):
 
 
 # ---- the guest's initramfs ------------------------------------------------------
+
+def bulk_payload():
+    """The 64 KiB the guest writes: every 32 bytes different, so a lost,
+    misplaced or partial sector shows."""
+    return b''.join(hashlib.sha256(b'vufront-bulk-%d' % i).digest()
+                    for i in range(BULK_BYTES // 32))
+
 
 def module_load_order(version, wanted):
     """[(name, path)] of the modules to insmod, dependencies first; modules
@@ -124,8 +141,10 @@ def module_bytes(path):
 
 def init_script(modules):
     """The guest's /init: load the virtio modules, read the host's marker
-    from the disk, write the guest's, power off. Every outcome is one line
-    on the serial console starting with VUFRONT-GUEST."""
+    from the disk, write the guest's, write /bulk.bin (bulk_payload()) at
+    BULK_SECTOR and read it back past the page cache (O_DIRECT), power off.
+    Every outcome is one line on the serial console starting with
+    VUFRONT-GUEST."""
     loads = '\n'.join('insmod /lib/modules/%s.ko || echo "VUFRONT-GUEST-FAIL insmod %s"' % (m, m)
                       for m, _ in modules)
     return ('''#!/bin/busybox sh
@@ -146,11 +165,18 @@ got=$(dd if=/dev/vda bs=512 skip=%(host)d count=1 2>/dev/null | head -c %(hlen)d
 echo "VUFRONT-GUEST-READ $got"
 printf '%%s' '%(guest)s' | dd of=/dev/vda bs=512 seek=%(gsec)d conv=sync,fsync 2>/dev/null \\
   || echo "VUFRONT-GUEST-FAIL write"
+dd if=/bulk.bin of=/dev/vda bs=512 seek=%(bsec)d conv=fsync 2>/dev/null \\
+  || echo "VUFRONT-GUEST-FAIL bulk write"
+dd if=/dev/vda of=/bulk.back bs=%(blen)d skip=%(bblk)d count=1 iflag=direct 2>/dev/null \\
+  || echo "VUFRONT-GUEST-FAIL bulk read"
+if cmp -s /bulk.bin /bulk.back; then echo VUFRONT-GUEST-BULK-SAME
+else echo "VUFRONT-GUEST-FAIL bulk read back differs: $(cmp /bulk.bin /bulk.back 2>&1)"; fi
 sync
 echo VUFRONT-GUEST-DONE
 poweroff -f
 ''' % {'loads': loads, 'host': HOST_SECTOR, 'hlen': len(HOST_MARKER),
-       'guest': GUEST_MARKER.decode(), 'gsec': GUEST_SECTOR}).encode()
+       'guest': GUEST_MARKER.decode(), 'gsec': GUEST_SECTOR, 'bsec': BULK_SECTOR,
+       'blen': BULK_BYTES, 'bblk': BULK_SECTOR * 512 // BULK_BYTES}).encode()
 
 
 def cpio_newc(entries):
@@ -179,7 +205,8 @@ def build_initramfs(path, version, busybox):
     d, reg, chr_ = 0o040755, 0o100755, 0o020600
     entries = [(n, d, b'', (0, 0)) for n in ('bin', 'dev', 'proc', 'sys', 'lib', 'lib/modules')]
     entries += [('dev/console', chr_, b'', (5, 1)), ('bin/busybox', reg, bb, (0, 0)),
-                ('init', reg, init_script(modules), (0, 0))]
+                ('init', reg, init_script(modules), (0, 0)),
+                ('bulk.bin', 0o100644, bulk_payload(), (0, 0))]
     entries += [('lib/modules/%s.ko' % m, 0o100644, module_bytes(p), (0, 0)) for m, p in modules]
     with open(path, 'wb') as f:
         f.write(cpio_newc(entries))
@@ -188,7 +215,7 @@ def build_initramfs(path, version, busybox):
 
 # ---- the test -------------------------------------------------------------------
 
-def run_guest(args, prereq, tmp):
+def run_guest(args, prereq, tmp, packed):
     qemu, kernel, version, busybox = prereq
     initrd = os.path.join(tmp, 'initrd.cpio')
     modules = build_initramfs(initrd, version, busybox)
@@ -208,7 +235,7 @@ def run_guest(args, prereq, tmp):
              '-object', 'memory-backend-memfd,id=mem,size=256M,share=on',
              '-numa', 'node,memdev=mem',
              '-chardev', 'socket,id=c0,path=' + sock,
-             '-device', 'vhost-user-blk-pci,chardev=c0'],
+             '-device', 'vhost-user-blk-pci,chardev=c0' + (',packed=on' if packed else '')],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         hung = False
         try:
@@ -228,19 +255,30 @@ def run_guest(args, prereq, tmp):
     return modules, image, console, qemu_err, backend.log_text(), code
 
 
-def check(args, prereq):
+def acked_features(backend_log):
+    """The features of the back-end log's last SET_FEATURES (the kernel's)."""
+    acked = re.findall(r'<- SET_FEATURES \(8 bytes\) (0x[0-9a-f]+)', backend_log)
+    assert acked, 'no SET_FEATURES in the back-end log'
+    return int(acked[-1], 16)
+
+
+def check(args, prereq, packed):
     tmp = tempfile.mkdtemp(prefix='vufront-qemu-')
     try:
-        modules, image, console, qemu_err, backend_log, code = run_guest(args, prereq, tmp)
-        report = ('QEMU exit: %s; modules loaded: %s\n--- console:\n%s\n--- QEMU stderr:\n%s\n'
-                  '--- back-end log:\n%s' % (code, modules, console[-4000:], qemu_err[-2000:],
-                                              backend_log[-6000:]))
+        modules, image, console, qemu_err, backend_log, code = run_guest(args, prereq, tmp, packed)
+        report = ('%s rings; QEMU exit: %s; modules loaded: %s\n--- console:\n%s\n'
+                  '--- QEMU stderr:\n%s\n--- back-end log:\n%s'
+                  % ('packed' if packed else 'split', code, modules, console[-4000:],
+                     qemu_err[-2000:], backend_log[-6000:]))
         assert 'VUFRONT-GUEST-BOOTED' in console, report
         assert 'VUFRONT-GUEST-FAIL' not in console, report
         # the guest read the host's marker through the kernel's driver, i.e.
         # after the firmware's use of the disk and the reset that followed
         assert 'VUFRONT-GUEST-READ ' + HOST_MARKER.decode() in console, report
+        assert 'VUFRONT-GUEST-BULK-SAME' in console, report
         assert 'VUFRONT-GUEST-DONE' in console, report
+        # the kernel's driver ran the rings the test asked for
+        assert bool(acked_features(backend_log) >> RING_PACKED & 1) == packed, report
         assert code == 0, 'QEMU exited %s\n%s' % (code, report)
         assert 'ring restore failed' not in qemu_err, report
         assert not [l for l in qemu_err.splitlines()
@@ -254,6 +292,8 @@ def check(args, prereq):
         with open(image, 'rb') as f:
             f.seek(GUEST_SECTOR * 512)
             assert f.read(len(GUEST_MARKER)) == GUEST_MARKER, report
+            f.seek(BULK_SECTOR * 512)
+            assert f.read(BULK_BYTES) == bulk_payload(), report
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -267,16 +307,21 @@ def main():
     if prereq is None:
         print('SKIPPED: ' + why)
         return SKIP
-    try:
-        check(args, prereq)
-    except Exception:  # noqa: BLE001 - the report is the traceback
-        import traceback
-        traceback.print_exc()
-        print('0 passed, 1 failed')
-        return 1
-    print('PASS test_qemu_guest_boots_on_the_reference_backend')
-    print('1 passed, 0 failed')
-    return 0
+    passed, failed = 0, 0
+    for name, packed in (('test_qemu_guest_boots_on_the_reference_backend', False),
+                         ('test_qemu_guest_packed_rings_on_the_reference_backend', True)):
+        try:
+            check(args, prereq, packed)
+        except Exception:  # noqa: BLE001 - the report is the traceback
+            import traceback
+            traceback.print_exc()
+            print('FAIL ' + name)
+            failed += 1
+            continue
+        print('PASS ' + name)
+        passed += 1
+    print('%d passed, %d failed' % (passed, failed))
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':
