@@ -98,7 +98,7 @@ struct LinuxRig : RingRig {
 
 }  // namespace
 
-TEST_CASE("ring packed: Linux's indirect tables of a 64 KiB write, a flush and a 64 KiB read") {
+TEST_CASE("ring packed: the indirect tables Linux wrote for a 64 KiB write, a flush and a 64 KiB read") {
   LinuxRig rig;
   // The device stands where the guest's 22nd request starts: 21 earlier
   // requests took one ring element each.
