@@ -100,21 +100,29 @@ Result<void> DeviceQueue::walk_indirect(Chain& chain, uint64_t addr, uint32_t le
     return fail("indirect table is not in guest memory");
   const uint32_t n = len / 16;
   bool seen_writable = false;
+  if (kind_ == RingKind::packed) {
+    // virtio 1.2 2.8.19: struct pvirtq_desc entries, in table order; WRITE
+    // is their only valid flag, the other flags and the buffer id are
+    // reserved and ignored (Linux leaves the id 0).
+    for (uint32_t i = 0; i < n; ++i) {
+      PackedDesc d{};
+      std::memcpy(&d, table + uint64_t{i} * 16, sizeof d);  // BOUNDS: i < n
+      if (auto r = add_segment(chain, d.addr, d.len, static_cast<uint16_t>(d.flags & desc_f_write),
+                                seen_writable); !r)
+        return r;
+    }
+    return ok();
+  }
   uint32_t i = 0;
   for (uint32_t count = 0;; ++count) {
     if (count == n)
       return fail("indirect chain loops or is longer than its table");
-    SplitDesc d{};  // packed indirect entries share this layout (id unused)
+    SplitDesc d{};
     std::memcpy(&d, table + uint64_t{i} * 16, sizeof d);  // BOUNDS: i < n
     if ((d.flags & desc_f_indirect) != 0)
       return fail("nested indirect descriptor");
     if (auto r = add_segment(chain, d.addr, d.len, d.flags, seen_writable); !r)
       return r;
-    if (kind_ == RingKind::packed) {  // packed tables are sequential
-      if (++i == n)
-        return ok();
-      continue;
-    }
     if ((d.flags & desc_f_next) == 0)
       return ok();
     if (d.next >= n)

@@ -8,6 +8,11 @@
 // is broken (every later pop/push fails with bad_state), as a device would
 // set DEVICE_NEEDS_RESET.
 //
+// Indirect tables: split ones are struct virtq_desc chained by `next`;
+// packed ones are struct pvirtq_desc read in table order, their WRITE flag
+// the only one used, the other flags and the buffer id ignored (virtio 1.2
+// 2.8.19; Linux's packed driver puts every multi-buffer request in one).
+//
 // Limits on top of the spec: an indirect descriptor must be the only
 // descriptor of its chain (the spec forbids INDIRECT|NEXT, Linux never puts
 // direct descriptors before one); packed buffer ids must be < queue size.

@@ -155,13 +155,19 @@ uint64_t DriverQueue::write_indirect(uint16_t slot, const std::vector<Buffer>& b
   const uint64_t table_off = uint64_t{slot} * areas_.indirect_max * 16;
   uint8_t* table = indirect_ + table_off;
   for (size_t i = 0; i < buffers.size(); ++i) {
-    // Same 16-byte layout for both kinds; packed tables are read in order,
-    // split tables follow `next`, so both fields are filled.
+    if (kind_ == RingKind::packed) {
+      // virtio 1.2 2.8.19: struct pvirtq_desc entries read in order, WRITE
+      // their only flag, the buffer id reserved (0), as Linux writes them.
+      const PackedDesc d{buffers[i].gpa, buffers[i].len, 0,
+                         buffers[i].device_writable ? desc_f_write : uint16_t{0}};
+      std::memcpy(table + i * 16, &d, sizeof d);  // BOUNDS: i < indirect_max, slot < size
+      continue;
+    }
     SplitDesc d{};
     d.addr = buffers[i].gpa;
     d.len = buffers[i].len;
     d.flags = buffers[i].device_writable ? desc_f_write : 0;
-    if (kind_ == RingKind::split && i + 1 < buffers.size()) {
+    if (i + 1 < buffers.size()) {
       d.flags |= desc_f_next;
       d.next = static_cast<uint16_t>(i + 1);
     }

@@ -153,10 +153,10 @@ def cpio_newc(entries):
     return bytes(out)
 
 
-def build_initramfs(path, version, busybox, wanted_modules, init_body):
+def build_initramfs(path, version, busybox, wanted_modules, init_body, files=()):
     """Writes the initramfs to `path`: busybox, the modules `wanted_modules`
-    need (dependencies first) and an /init of init_preamble() + `init_body`.
-    Returns the module names in load order."""
+    need (dependencies first), an /init of init_preamble() + `init_body`, and
+    `files` ((name, bytes) at the root). Returns the module names in load order."""
     modules = module_load_order(version, wanted_modules)
     names = [m for m, _ in modules]
     with open(busybox, 'rb') as f:
@@ -166,6 +166,7 @@ def build_initramfs(path, version, busybox, wanted_modules, init_body):
     entries += [('dev/console', chr_, b'', (5, 1)), ('bin/busybox', reg, bb, (0, 0)),
                 ('init', reg, (init_preamble(names) + init_body).encode(), (0, 0))]
     entries += [('lib/modules/%s.ko' % m, 0o100644, module_bytes(p), (0, 0)) for m, p in modules]
+    entries += [(name, 0o100644, data, (0, 0)) for name, data in files]
     with open(path, 'wb') as f:
         f.write(cpio_newc(entries))
     return names

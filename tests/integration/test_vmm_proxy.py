@@ -6,6 +6,7 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
 * blk through qemu-storage-daemon, 2 queues and 2 vCPUs: the guest writes a
   pattern from each vCPU, syncs, drops its caches and reads it back; the
   image holds it; vufront saw I/O on both queues and one VMM connection;
+* blk through vufront-backend with packed=on: QEMU set RING_PACKED (bit 34);
 * QEMU SIGKILLed mid-run: vufront stays up, stops the back-end's rings and
   removes the dead VM's memory; no fd or mapping of its memory is left in
   vufront; a second QEMU boots and works through the same socket;
@@ -150,6 +151,21 @@ def test_guest_blk_through_qsd_two_queues(tmp):
         for i in (0, 1):  # I/O on both queues: the back-end moved each ring
             assert max(queues[i].get('used_index', 0), queues[i]['base']) > 0, (v, rep)
         assert 'MQ' in session['protocol_features'].split('|'), v  # QEMU acked MQ for its 2 queues
+
+
+def test_guest_packed_rings_through_reference_backend(tmp):
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image) as b, \
+            attach(tmp, b.sock) as a, Control(a.control) as ctl:
+        with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, io_body(cpus=1)), ',packed=on',
+                  smp=1) as q:
+            rep = run_to_end(q, a)
+        assert image_has_pattern(image, cpus=1), rep
+        v = wait_session_over(ctl)
+        features = int(v['last_session']['features'], 16)
+        assert features & (1 << 34), ('QEMU did not set RING_PACKED', v, rep)
 
 
 def test_guest_qemu_killed_then_a_second_qemu(tmp):
