@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include <caf/send.hpp>
@@ -142,6 +143,53 @@ void refused(Self self, const Prepared& p, const Error& e) {
   done(self);
 }
 
+/// Forwards the ring addresses that waited for memory (Shadow::take_ready),
+/// one after another, then `then`; a failure ends the session.
+void flush_ready(Self self, uint64_t session, std::function<void()> then) {
+  auto& st = self->state;
+  if (!st.vmm || st.connections != session || !st.shadow)
+    return;
+  auto ready = st.shadow->take_ready();
+  if (ready.empty()) {
+    then();
+    return;
+  }
+  auto queue = std::make_shared<std::vector<Prepared>>(std::move(ready));
+  auto step = std::make_shared<std::function<void(size_t)>>();
+  *step = [self, session, queue, step, then](size_t i) {
+    auto& s = self->state;
+    if (!s.vmm || s.connections != session || !s.shadow) {
+      *step = nullptr;
+      return;
+    }
+    if (i == queue->size()) {
+      *step = nullptr;
+      then();
+      return;
+    }
+    self->request(s.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward)
+        .then(
+            [self, session, queue, step, i](ForwardResult& r) {
+              auto& s2 = self->state;
+              if (s2.vmm && s2.connections == session && s2.shadow)
+                s2.shadow->commit((*queue)[i], r);
+              if (*step)
+                (*step)(i + 1);
+            },
+            [self, session, queue, step, i](caf::error& err) {
+              *step = nullptr;
+              auto& s2 = self->state;
+              if (!s2.vmm || s2.connections != session)
+                return;
+              end_session(self, "SET_VRING_ADDR (ring " +
+                                    std::to_string(std::get<wire::VringAddr>((*queue)[i].forward.payload).index) +
+                                    ", once its memory came): " + from_caf(err, "SET_VRING_ADDR").message(),
+                          false);
+            });
+  };
+  (*step)(0);
+}
+
 void forward(Self self, Prepared prepared) {
   auto& st = self->state;
   auto p = std::make_shared<Prepared>(std::move(prepared));
@@ -161,7 +209,7 @@ void forward(Self self, Prepared prepared) {
               if (!send(self, encode_ack(p->forward.req, 0)))
                 return;
             }
-            done(self);
+            flush_ready(self, session, [self] { done(self); });
           },
           [self, p, session](caf::error& err) {
             auto& s = self->state;
@@ -205,6 +253,12 @@ void on_request(Self self, std::shared_ptr<Message> m) {
   auto p = st.shadow->prepare(std::move(*r));
   if (!p) {
     end_session(self, "request " + std::to_string(st.requests) + " refused: " + p.error().message(), true);
+    return;
+  }
+  if (p->deferred) {  // a ring before its memory: recorded, forwarded when the memory comes
+    st.shadow->commit(*p, ForwardResult{});
+    if (!p->need_reply || send(self, encode_ack(p->forward.req, 0)))
+      done(self);
     return;
   }
   forward(self, std::move(p).value());

@@ -68,6 +68,38 @@ Result<void> Shadow::check_new_region(const wire::MemoryRegion& r,
   return ok();
 }
 
+std::optional<wire::VringAddr> Shadow::translate(const wire::VringAddr& a) const {
+  // The smallest sizes that must lie inside guest memory (one element each).
+  auto desc = to_synthetic(a.desc, 16);
+  auto used = to_synthetic(a.used, 4);
+  auto avail = to_synthetic(a.avail, 4);
+  if (!desc || !used || !avail)
+    return std::nullopt;
+  wire::VringAddr t = a;
+  t.desc = *desc;
+  t.used = *used;
+  t.avail = *avail;
+  return t;
+}
+
+std::vector<Shadow::Prepared> Shadow::take_ready() {
+  std::vector<Prepared> out;
+  for (auto& ring : rings_) {
+    if (!ring.addr_pending)
+      continue;
+    auto t = translate(ring.vmm_addr);
+    if (!t)
+      continue;
+    Prepared p;
+    p.forward.req = FrontendReq::set_vring_addr;
+    p.forward.payload = *t;
+    p.original = ring.vmm_addr;
+    out.push_back(std::move(p));
+    ring.addr_pending = false;
+  }
+  return out;
+}
+
 Result<Shadow::Prepared> Shadow::prepare(FrontendRequest&& r) const {
   Prepared p;
   p.need_reply = r.need_reply;
@@ -114,20 +146,19 @@ Result<Shadow::Prepared> Shadow::prepare(FrontendRequest&& r) const {
     }
     case FrontendReq::set_vring_addr: {
       auto& a = std::get<wire::VringAddr>(p.forward.payload);
-      if (regions_.empty())
-        return make_error(errc::bad_state, "SET_VRING_ADDR",
-                          "ring " + std::to_string(a.index) + " set before any guest memory");
-      // The smallest sizes that must lie inside guest memory (one element each).
-      auto desc = to_synthetic(a.desc, 16);
-      auto used = to_synthetic(a.used, 4);
-      auto avail = to_synthetic(a.avail, 4);
-      if (!desc || !used || !avail)
-        return bad(r.req, "ring " + std::to_string(a.index) + ": an address (desc " + hex(a.desc) +
-                              ", used " + hex(a.used) + ", avail " + hex(a.avail) +
-                              ") lies in no memory region");
-      a.desc = *desc;
-      a.used = *used;
-      a.avail = *avail;
+      if (auto t = translate(a))
+        a = *t;
+      else
+        p.deferred = true;  // forwarded once its memory is there (take_ready)
+      break;
+    }
+    case FrontendReq::set_vring_kick: {
+      const auto& v = std::get<VringFd>(p.forward.payload);
+      const auto& ring = rings_.at(v.index);
+      if (ring.addr_pending)
+        return bad(r.req, "ring " + std::to_string(v.index) + " started while its addresses (desc " +
+                              hex(ring.vmm_addr.desc) + ", used " + hex(ring.vmm_addr.used) + ", avail " +
+                              hex(ring.vmm_addr.avail) + ") lie in no memory region");
       break;
     }
     default:
@@ -193,7 +224,8 @@ void Shadow::commit(const Prepared& p, const ForwardResult& answer) {
       const auto& a = std::get<wire::VringAddr>(p.original);
       auto& ring = rings_.at(a.index);
       ring.vmm_addr = a;
-      ring.addr_set = true;
+      ring.addr_set = !p.deferred;
+      ring.addr_pending = p.deferred;
       break;
     }
     case FrontendReq::set_vring_kick:

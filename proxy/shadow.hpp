@@ -43,6 +43,12 @@ public:
     Forward forward;           ///< what the back-end gets
     FrontendPayload original;  ///< the payload as the VMM sent it
     bool need_reply = false;   ///< the VMM waits for a REPLY_ACK ack
+    /// Not for the back-end yet: a SET_VRING_ADDR whose addresses lie in no
+    /// region the VMM has shared so far. QEMU 7.2 sends its rings before
+    /// its memory when it reconnects to a stopped VM; the ring goes to the
+    /// back-end, translated, once the memory that holds it does
+    /// (take_ready()), and a ring kicked before that is refused.
+    bool deferred = false;
   };
   /// Takes a decoded request apart for forwarding. Errors (the VMM's fault;
   /// nothing is forwarded): invalid_payload for a ring address in no
@@ -55,6 +61,10 @@ public:
   /// Records a request the back-end accepted, and its answer; keeps the
   /// fds the state needs (regions, kick/call/err, in-flight region).
   void commit(const Prepared& p, const ForwardResult& answer);
+
+  /// The deferred ring addresses the memory shared since covers, translated
+  /// and ready to forward (each once).
+  [[nodiscard]] std::vector<Prepared> take_ready();
 
   /// SET_PROTOCOL_FEATURES, which vufront answers itself (the back-end's
   /// protocol features were settled when vufront negotiated it).
@@ -100,6 +110,7 @@ public:
     uint32_t base = 0;           ///< the last SET_VRING_BASE or GET_VRING_BASE
     bool addr_set = false;
     wire::VringAddr vmm_addr{};  ///< as the VMM sent it
+    bool addr_pending = false;   ///< vmm_addr waits for memory (Prepared::deferred)
     bool started = false;        ///< kicked and not stopped by GET_VRING_BASE
     bool enabled = false;
     SharedFd kick, call, err;
@@ -111,6 +122,8 @@ public:
 
 private:
   [[nodiscard]] std::optional<uint64_t> to_synthetic(uint64_t vmm_addr, uint64_t len) const;
+  /// SET_VRING_ADDR's addresses translated; nullopt when not all lie in memory.
+  [[nodiscard]] std::optional<wire::VringAddr> translate(const wire::VringAddr& a) const;
   [[nodiscard]] Result<void> check_new_region(const wire::MemoryRegion& r,
                                               const std::vector<Region>& others) const;
   void reset_rings();

@@ -118,19 +118,24 @@ TEST_CASE("proxy shadow: user addresses become synthetic, guest addresses stay")
 
 TEST_CASE("proxy shadow: the VMM's mistakes are refused before anything is forwarded") {
   Shadow s(*proxy::vmm_offer(qsd_like()));
-  // a ring before any memory
-  auto early = s.prepare(request(FrontendReq::set_vring_addr, wire::VringAddr{0, 0, 1, 2, 3, 0}));
-  REQUIRE_FALSE(early);
-  CHECK(early.error().code == errc::bad_state);
-
   UniqueFd keep;
   apply(s, mem_table(0, 0x7f00'0000'0000, keep));
-  // a ring outside every region, or straddling its end
-  CHECK_FALSE(s.prepare(request(FrontendReq::set_vring_addr, wire::VringAddr{0, 0, 0x1000, 0x2000, 0x3000, 0})));
+  // a ring outside every region, or straddling its end, waits for memory
+  // (deferred) and cannot start while it waits
+  auto outside = s.prepare(request(FrontendReq::set_vring_addr, wire::VringAddr{0, 0, 0x1000, 0x2000, 0x3000, 0}));
+  REQUIRE(outside);
+  CHECK(outside->deferred);
+  s.commit(*outside, {});
+  auto kick = request(FrontendReq::set_vring_kick, VringFd{0, true});
+  kick.fds.push_back(make_eventfd());
+  auto k = s.prepare(std::move(kick));
+  REQUIRE_FALSE(k);
+  CHECK(k.error().detail.find("no memory region") != std::string::npos);
   auto straddle = s.prepare(request(FrontendReq::set_vring_addr,
-                                    wire::VringAddr{0, 0, 0x7f00'0000'0000 + (1 << 20) - 8, 0x7f00'0000'0000,
+                                    wire::VringAddr{1, 0, 0x7f00'0000'0000 + (1 << 20) - 8, 0x7f00'0000'0000,
                                                     0x7f00'0000'0000, 0}));
-  CHECK_FALSE(straddle);
+  REQUIRE(straddle);
+  CHECK(straddle->deferred);
   // a region overlapping one already there, in guest or VMM space
   auto overlap = request(FrontendReq::add_mem_reg, wire::MemoryRegion{0x8'0000, 1 << 20, 0x7e00'0000'0000, 0});
   overlap.fds.push_back(make_eventfd());
@@ -188,6 +193,30 @@ TEST_CASE("proxy shadow: rings, teardown and the used index read from guest memo
   CHECK_FALSE(s.rings().at(1).kick);
   CHECK(s.context().acked_features == 0);
   CHECK_FALSE(s.teardown().renew);  // nothing left to forget
+}
+
+TEST_CASE("proxy shadow: rings sent before their memory go to the back-end once it is there") {
+  // QEMU 7.2 reconnecting to a stopped VM: SET_VRING_NUM/BASE/ADDR, then the memory
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  const uint64_t vmm_base = 0x7f00'0000'0000;
+  auto early = s.prepare(request(FrontendReq::set_vring_addr,
+                                 wire::VringAddr{0, 0, vmm_base + 0x1000, vmm_base + 0x3000, vmm_base + 0x2000, 0}));
+  REQUIRE(early);
+  CHECK(early->deferred);
+  s.commit(*early, {});
+  CHECK(s.take_ready().empty());  // still no memory
+  UniqueFd keep;
+  apply(s, mem_table(0x10'0000, vmm_base, keep));
+  auto ready = s.take_ready();
+  REQUIRE(ready.size() == 1);
+  const auto& a = std::get<wire::VringAddr>(ready[0].forward.payload);
+  CHECK(a.desc == proxy::proxy_user_base + 0x10'0000 + 0x1000);
+  CHECK(a.used == proxy::proxy_user_base + 0x10'0000 + 0x3000);
+  s.commit(ready[0], {});
+  CHECK(s.take_ready().empty());  // each once
+  auto kick = request(FrontendReq::set_vring_kick, VringFd{0, true});
+  kick.fds.push_back(make_eventfd());
+  CHECK(s.prepare(std::move(kick)));  // it may start now
 }
 
 TEST_CASE("proxy shadow: a VMM that only asked questions needs no teardown") {
