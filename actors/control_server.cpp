@@ -85,11 +85,14 @@ private:
 
 json device_list(const ControlServerData& st) {
   json list = json::array();
-  for (const auto& [id, d] : st.devices)
+  for (const auto& [id, d] : st.devices) {
     list.push_back({{"id", id},
                     {"kind", name(d.setup.negotiate.kind)},
                     {"backend", d.setup.backend},
                     {"state", to_string(d.state)}});
+    if (!d.kind_doubt.empty())
+      list.back()["kind_doubt"] = d.kind_doubt;
+  }
   return list;
 }
 
@@ -150,6 +153,7 @@ void negotiate(Self self, const std::string& id, Done done) {
               return done(Result<json>(make_error(errc::not_found, "negotiate", id + " was removed")));
             if (it->second.state == DeviceState::disconnected)
               it->second.state = DeviceState::negotiated;
+            it->second.kind_doubt = info.kind_doubt;
             bool any = std::any_of(info.shmem_sizes.begin(), info.shmem_sizes.end(),
                                    [](uint64_t s) { return s != 0; });
             if (any) {

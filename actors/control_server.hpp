@@ -71,6 +71,7 @@ struct ControlServerData {
     caf::actor relay;
     DeviceState state = DeviceState::disconnected;  ///< as its events tell
     std::shared_ptr<ShmemWindow> window;  ///< when vufront maps shared memory
+    std::string kind_doubt;  ///< the last negotiation's DeviceInfo::kind_doubt
   };
 
   ControlServerConfig config;

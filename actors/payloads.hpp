@@ -58,6 +58,10 @@ struct DeviceInfo {
   uint32_t config_size = 0;                ///< virtio config bytes for this device kind
   bool backend_channel = false;            ///< SET_BACKEND_REQ_FD accepted
   std::vector<uint64_t> shmem_sizes;       ///< GET_SHMEM_CONFIG, index = shmid (0 = absent)
+  /// Empty when the back-end looks like `kind`; else why the kind check
+  /// could not tell (protocol/device_kind_check.hpp; a clear mismatch fails
+  /// the negotiation). Commands print it as a warning.
+  std::string kind_doubt;
 };
 
 /// One guest RAM region as the VMM shares it.

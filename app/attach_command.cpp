@@ -210,6 +210,10 @@ int attach_main(const AttachOptions& opts) {
               for (const auto& d : hello["devices"])
                 list += std::string(list.empty() ? "" : ", ") + d["id"].get<std::string>() + " (" +
                         d["kind"].get<std::string>() + ", " + d["backend"].get<std::string>() + ")";
+              for (const auto& d : hello["devices"])
+                if (d.contains("kind_doubt"))
+                  log_line(d["id"].get<std::string>() + ": warning: " +
+                           d["kind_doubt"].get<std::string>());
               log_line("serving " + list + " on " + opts.control + " (protocol " +
                        std::to_string(control::protocol_version) + ")");
               log_line(access_line(opts));

@@ -16,6 +16,8 @@ int probe_main(const ops::ProbeOptions& opts) {
     std::cerr << "vufront probe: " << result.error().message() << "\n";
     return 1;
   }
+  if (!result->kind_doubt.empty())
+    std::cerr << "vufront probe: warning: " << result->kind_doubt << "\n";
   if (opts.json)
     std::cout << ops::probe_json(*result).dump(2) << "\n";
   else

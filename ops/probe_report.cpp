@@ -47,6 +47,7 @@ nlohmann::json probe_json(const ProbeResult& r) {
   nlohmann::json j;
   j["socket"] = r.socket;
   j["device"] = name(r.device);
+  j["kind_doubt"] = r.kind_doubt.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.kind_doubt);
   j["features"] = r.features;
   j["feature_names"] = feature_names(r.features, r.device);
   j["protocol_features"] = or_null(r.protocol_features);
@@ -86,6 +87,8 @@ void print_probe_text(std::ostream& out, const ProbeResult& r) {
     out << k << value << "\n";
   };
   line("back-end", r.socket + " (device " + name(r.device) + ")");
+  if (!r.kind_doubt.empty())
+    line("device kind", r.kind_doubt);
   line("features", hex64(r.features) + "  " + joined(feature_names(r.features, r.device)));
   if (r.protocol_features) {
     line("protocol features",

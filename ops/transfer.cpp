@@ -1,6 +1,7 @@
 #include "ops/transfer.hpp"
 
 #include <algorithm>
+#include <iostream>
 
 #include "actors/progress_line.hpp"
 #include "ops/units.hpp"
@@ -44,6 +45,8 @@ TransferOutcome run_transfer(caf::actor_system& sys, const TransferSpec& spec,
     interrupt.on_signal(nullptr);
     return {"negotiate", std::move(info).error()};
   }
+  if (!info->kind_doubt.empty())
+    std::cerr << "vufront " << spec.command << ": warning: " << info->kind_doubt << "\n";
   // A Ctrl-C while connecting found no transfer to cancel: the session's
   // cancel is sticky, so the transfer fails "cancelled before the transfer began".
   caf::actor line;
