@@ -93,7 +93,7 @@ void ask_ok(Self self, const device_actor& dev, milliseconds deadline, const jso
                     std::forward<Ts>(xs)...);
 }
 
-/// Seconds of a snapshot/restore transfer (`timeout`, default 60).
+/// Seconds without progress that fail a snapshot/restore transfer (`timeout`, default 60).
 Result<uint32_t> transfer_timeout_ms(Args& a) {
   auto t = a.u64("timeout", 1, 86400, 60);
   if (!t)
@@ -266,7 +266,7 @@ Result<void> command_snapshot(DeviceCommand& x) {
   o.target = file->target;
   o.max_bytes = *max;
   o.timeout_ms = *t;
-  ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
+  ask<SnapshotInfo>(self, dev, max_transfer_time + device_deadline, id, cmd,
                     [](const SnapshotInfo& i) { return transfer_json(i); }, snapshot_atom_v, o);
   return ok();
 }
@@ -296,7 +296,7 @@ Result<void> command_restore(DeviceCommand& x) {
   o.path = file->path;
   o.target = file->target;
   o.timeout_ms = *t;
-  ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
+  ask<SnapshotInfo>(self, dev, max_transfer_time + device_deadline, id, cmd,
                     [](const SnapshotInfo& i) { return transfer_json(i); }, restore_atom_v, o);
   return ok();
 }

@@ -229,7 +229,8 @@ struct SnapshotCommand {
         ->default_val("blk")
         ->check(CLI::IsMember({"blk", "net", "fs"}));
     cmd->add_option("--timeout", timeout_s,
-                    "Seconds for the whole transfer (connect and each request: at most 5)")
+                    "Fail once no byte of state moved for this many seconds (at most 24 h in "
+                    "all; connect and each request: at most 5)")
         ->default_val(60.0)
         ->check(CLI::Range(0.001, 86400.0));
     cmd->add_option("--max-bytes", max_bytes,
@@ -275,7 +276,8 @@ struct RestoreCommand {
     cmd->add_option("--device", device, "Device kind (default: the file's; must match it)")
         ->check(CLI::IsMember({"blk", "net", "fs"}));
     cmd->add_option("--timeout", timeout_s,
-                    "Seconds for the whole transfer (connect and each request: at most 5)")
+                    "Fail once no byte of state moved for this many seconds (at most 24 h in "
+                    "all; connect and each request: at most 5)")
         ->default_val(60.0)
         ->check(CLI::Range(0.001, 86400.0));
     add_wait_option(cmd, options.wait_for_backend, "up to --timeout");

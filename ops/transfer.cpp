@@ -37,9 +37,11 @@ TransferOutcome run_transfer(caf::actor_system& sys, const TransferSpec& spec,
   dc.timeouts.request = short_wait;
   actors::DeviceSession session(sys, dc);
   interrupt.on_signal([&session] { session.cancel(); });
-  // The device's own deadlines (connect, each request, the transfer) fire
-  // first; this one only bounds the wait for its answer.
-  session.set_timeout(dc.connect_timeout + spec.timeout + short_wait + milliseconds(10000));
+  // The device's own deadlines (connect, each request, the transfer: no
+  // progress for spec.timeout) fire first; this one only bounds the wait
+  // for its answer.
+  session.set_timeout(dc.connect_timeout + actors::max_transfer_time + short_wait +
+                      milliseconds(10000));
   auto info = session.negotiate(spec.negotiate);
   if (!info) {
     interrupt.on_signal(nullptr);
