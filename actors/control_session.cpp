@@ -1,5 +1,6 @@
 #include "actors/control_session.hpp"
 
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "actors/control_commands.hpp"
 #include "actors/error.hpp"
 #include "actors/handoff.hpp"
+#include "actors/transfer_events.hpp"
 #include "control/protocol.hpp"
 
 namespace vufront::actors {
@@ -91,6 +93,37 @@ void ask_ok(Self self, const device_actor& dev, milliseconds deadline, const jso
             const std::string& cmd, Ts&&... xs) {
   ask<caf::ok_atom>(self, dev, deadline, id, cmd, [](caf::ok_atom) { return json::object(); },
                     std::forward<Ts>(xs)...);
+}
+
+/// A snapshot or restore: its progress goes to this VMM as
+/// `transfer_progress` events (actors/transfer_events.hpp), the last one,
+/// with the result, right before the reply.
+template <class Options>
+void ask_transfer(Self self, const device_actor& dev, const json& id, const std::string& cmd,
+                  const std::string& device, Options o) {
+  auto relay = spawn_transfer_events(self, self, device, cmd);
+  o.progress = relay;
+  auto end = [relay] { caf::anon_send_exit(relay, caf::exit_reason::user_shutdown); };
+  const auto atom = [] {
+    if constexpr (std::is_same_v<Options, SnapshotOptions>)
+      return snapshot_atom_v;
+    else
+      return restore_atom_v;
+  }();
+  self->request(dev, max_transfer_time + device_deadline, atom, std::move(o))
+      .then(
+          [self, id, cmd, device, end](SnapshotInfo& r) {
+            end();
+            const char* phase = cmd == "snapshot" ? "save" : "load";
+            if (!self->state.closing)
+              send(self, transfer_progress_event(device, cmd, phase, r.state_bytes, r.state_bytes,
+                                                 r.elapsed_us));
+            finish(self, control::ok_reply(id, transfer_json(r)));
+          },
+          [self, id, cmd, end](caf::error& e) {
+            end();
+            finish_caf(self, id, e, cmd);
+          });
 }
 
 /// Seconds without progress that fail a snapshot/restore transfer (`timeout`, default 60).
@@ -266,8 +299,7 @@ Result<void> command_snapshot(DeviceCommand& x) {
   o.target = file->target;
   o.max_bytes = *max;
   o.timeout_ms = *t;
-  ask<SnapshotInfo>(self, dev, max_transfer_time + device_deadline, id, cmd,
-                    [](const SnapshotInfo& i) { return transfer_json(i); }, snapshot_atom_v, o);
+  ask_transfer(self, dev, id, cmd, setup.id, std::move(o));
   return ok();
 }
 
@@ -296,8 +328,7 @@ Result<void> command_restore(DeviceCommand& x) {
   o.path = file->path;
   o.target = file->target;
   o.timeout_ms = *t;
-  ask<SnapshotInfo>(self, dev, max_transfer_time + device_deadline, id, cmd,
-                    [](const SnapshotInfo& i) { return transfer_json(i); }, restore_atom_v, o);
+  ask_transfer(self, dev, id, cmd, setup.id, std::move(o));
   return ok();
 }
 

@@ -173,7 +173,8 @@ struct SnapshotOptions {
   /// (TransferDeadline::stalling; SET_DEVICE_STATE_FD to the file's commit).
   uint32_t timeout_ms = 60000;
   /// Optional: receives (progress_atom, uint64_t done, uint64_t total) a few
-  /// times a second (total 0 while unknown, i.e. while saving).
+  /// times a second (total 0 while unknown, i.e. while saving; the last one,
+  /// at the end of the stream, has total = done).
   caf::actor progress;
 };
 
@@ -302,7 +303,7 @@ struct TransferDeadline {
   }
   /// Time left (zero when passed).
   [[nodiscard]] std::chrono::milliseconds left() const {
-    auto l = std::chrono::duration_cast<std::chrono::milliseconds>(at - std::chrono::steady_clock::now());
+    auto l = std::chrono::duration_cast<std::chrono::milliseconds>(next() - Clock::now());
     return l.count() > 0 ? l : std::chrono::milliseconds{0};
   }
 };

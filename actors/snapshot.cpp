@@ -182,6 +182,7 @@ void check_state(Self self, Next next) {
 void finish_save(Self self) {
   check_state(self, [self] {
     auto& st = self->state;
+    st.total = st.done;  // the state's size is known now, at its end
     report_progress(self, true);
     auto path = st.writer->path();
     auto committed = st.writer->commit(*st.manifest);

@@ -4,23 +4,17 @@
 #include <iostream>
 
 #include "actors/progress_line.hpp"
+#include "ops/transfer_report.hpp"
 #include "ops/units.hpp"
 
 namespace vufront::ops {
 
 namespace {
 
-/// "  snapshot  [####....]  12.0 MiB / 64.0 MiB  1.2 s  52.1 MiB/s", cut to
-/// the terminal's width.
+/// progress_text() (ops/transfer_report.hpp), cut to the terminal's width.
 actors::ProgressRender progress_render(const std::string& label) {
   return [label](uint64_t done, uint64_t total, uint64_t us) {
-    std::string line = "  " + label + "  " + progress_bar(done, total, 24, us / 100000) + "  " +
-                       format_bytes(done) + (total ? " / " + format_bytes(total) : "") + "  " +
-                       format_duration_us(us) + "  " + format_rate(done, us);
-    const unsigned cols = terminal_columns();
-    if (line.size() >= cols)
-      line.resize(cols - 1);
-    return line;
+    return progress_text(label, done, total, us, terminal_columns());
   };
 }
 

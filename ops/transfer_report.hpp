@@ -21,6 +21,13 @@ namespace vufront::ops {
 /// base}], "elapsed_ms", "bytes_per_second"}.
 [[nodiscard]] nlohmann::json transfer_json(const actors::SnapshotInfo& info);
 
+/// The live progress line of a transfer, `width` columns at most:
+/// "  restore  [######....]  12.0 MiB / 64.0 MiB  1.20 s  52.1 MiB/s  ETA 4.8 s"; while the
+/// total is unknown (a snapshot: the back-end's state size is known only at its end)
+/// "  snapshot  [..###.....]  12.0 MiB (total known at the end)  1.20 s  52.1 MiB/s".
+[[nodiscard]] std::string progress_text(const std::string& label, uint64_t done, uint64_t total,
+                                        uint64_t elapsed_us, unsigned width);
+
 /// The message of a failed step, named by the request that failed: the
 /// operation in front is dropped when a request follows it ("snapshot:
 /// SET_DEVICE_STATE_FD: ..." -> "SET_DEVICE_STATE_FD: ..."), and `op` is put

@@ -22,6 +22,7 @@
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -94,6 +95,14 @@ def test_example_vmm_same_backend_new_backend_and_msix(tmp):
             assert_vmm_ok(r)
             for step in ('snapshot', 'reset', 'restore', 'wake', 'read back'):
                 assert ('ok   ' + step) in r.stdout, (step, r.stdout)
+            # the client library's on_progress: the transfer_progress events, the
+            # last of each transfer whole (a save's total is known at its end)
+            saves = re.findall(r'snapshot save (\d+) of (\d+|\?) bytes, \d+ ms, ETA (\d+ ms|\?)', r.stdout)
+            assert saves and saves[-1][0] == saves[-1][1] and saves[-1][2] == '0 ms', r.stdout
+            assert all(total in ('?', done) for done, total, _ in saves), saves
+            loads = re.findall(r'restore load (\d+) of (\d+) bytes', r.stdout)
+            assert loads and loads[-1][0] == loads[-1][1] == saves[-1][0], r.stdout
+            assert 'restore check ' in r.stdout, r.stdout
             # into a fresh back-end: its disk was zeros, so the data can only
             # have come from the snapshot
             r = vmm(att.control, '--restore-into', b.sock)

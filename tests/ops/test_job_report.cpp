@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/job_barrier.hpp"
+#include "actors/progress_line.hpp"
 #include "ops/job_display.hpp"
 #include "ops/job_steps.hpp"
 #include "ops/transfer_report.hpp"
@@ -212,4 +213,26 @@ TEST_CASE("job display: the terminal form redraws one line per device in place")
   o.devices.push_back({"disk1", 1, 1, 0, 1, DeviceOutcome::Result::ok, std::nullopt, ""});
   d.finish(o);
   CHECK(text.str().find("job: ok (2 device(s)") != std::string::npos);
+}
+
+TEST_CASE("app: a transfer's progress line shows the total and an ETA when the total is known") {
+  // a restore: the file's size is known; a quarter in one second, three to go
+  const std::string restore = progress_text("restore", 16u << 20, 64u << 20, 1000000, 200);
+  CHECK_MESSAGE(restore.find("16.0 MiB / 64.0 MiB") != std::string::npos, restore);
+  CHECK_MESSAGE(restore.find("ETA 3.00 s") != std::string::npos, restore);
+  // a snapshot: the back-end's state size is known only at the end
+  const std::string save = progress_text("snapshot", 16u << 20, 0, 1000000, 200);
+  CHECK_MESSAGE(save.find("16.0 MiB (total known at the end)") != std::string::npos, save);
+  CHECK_MESSAGE(save.find("ETA") == std::string::npos, save);
+  // done: ETA 0; cut to the width
+  CHECK(progress_text("snapshot", 64u << 20, 64u << 20, 1000000, 200).find("ETA 0") !=
+        std::string::npos);
+  CHECK(progress_text("restore", 1, 2, 1000, 30).size() == 29);
+}
+
+TEST_CASE("app: the ETA of a transfer: unknown without a total or before any byte") {
+  CHECK_FALSE(actors::eta_us(100, 0, 1000).has_value());
+  CHECK_FALSE(actors::eta_us(0, 100, 1000).has_value());
+  CHECK(actors::eta_us(100, 100, 1000) == uint64_t{0});
+  CHECK(actors::eta_us(25, 100, 1000) == uint64_t{3000});
 }
