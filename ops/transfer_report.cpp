@@ -1,6 +1,7 @@
 #include "ops/transfer_report.hpp"
 
 #include "actors/progress_line.hpp"
+#include "ops/json_style.hpp"
 #include "snapshot/writer.hpp"
 
 namespace vufront::ops {
@@ -11,7 +12,7 @@ std::string transfer_summary(const actors::SnapshotInfo& info) {
          format_rate(info.state_bytes, info.elapsed_us);
 }
 
-nlohmann::json transfer_json(const actors::SnapshotInfo& info) {
+nlohmann::json transfer_json(const actors::SnapshotInfo& info, DeviceKind kind) {
   nlohmann::json queues = nlohmann::json::array();
   for (const auto& q : info.queues)
     queues.push_back({{"index", q.index}, {"size", q.size}, {"base", q.base}});
@@ -19,7 +20,7 @@ nlohmann::json transfer_json(const actors::SnapshotInfo& info) {
   return {{"path", info.path},
           {"state_bytes", info.state_bytes},
           {"checksum", checksum_hex(info.checksum)},
-          {"features", hex(info.features)},
+          {"features", features_json(info.features, kind)},
           {"queues", queues},
           {"elapsed_ms", static_cast<double>(info.elapsed_us) / 1e3},
           {"bytes_per_second",

@@ -83,10 +83,11 @@ TEST_CASE("transfer summary and JSON") {
   info.queues = {{0, 128, 3, 0}};
   info.elapsed_us = 500000;
   CHECK(transfer_summary(info) == "64.0 MiB of state, checksum 0123456789abcdef, 500 ms, 128.0 MiB/s");
-  auto j = transfer_json(info);
+  auto j = transfer_json(info, DeviceKind::blk);
   CHECK(j["checksum"] == "0123456789abcdef");
   CHECK(j["state_bytes"] == uint64_t{64} << 20);
-  CHECK(j["features"] == "0x100000000");
+  CHECK(j["features"]["bits"] == "0x0000000100000000");
+  CHECK(j["features"]["names"] == nlohmann::json::array({"VERSION_1"}));
   CHECK(j["queues"][0]["base"] == 3);
   CHECK(j["bytes_per_second"] == uint64_t{128} << 20);
 }
@@ -165,7 +166,7 @@ TEST_CASE("job display: JSON lines and the summary") {
   d.event({7, 0, JobEvent::Kind::start, 0, 0, 0, ""});  // no such device: ignored
   CHECK(out.str() ==
         "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"start\"}\n"
-        "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"progress\",\"bytes\":4096,\"total\":0}\n"
+        "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"progress\",\"bytes\":4096,\"total\":null}\n"
         "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"done\",\"ms\":12.5,\"bytes\":8192,\"detail\":\"saved\"}\n"
         "{\"device\":\"disk1\",\"step\":0,\"name\":\"activate\",\"event\":\"failed\",\"ms\":3.0,\"error\":\"negotiate: timeout\"}\n");
   CHECK(text.str().empty());
@@ -182,6 +183,7 @@ TEST_CASE("job display: JSON lines and the summary") {
   CHECK(j["ok"] == false);
   CHECK(j["devices"][0]["state_bytes"] == 8192);
   CHECK(j["devices"][1]["failed_step"] == 0);
+  CHECK(j["devices"][0]["failed_step"].is_null());  // every key, null when it does not apply
   CHECK(j["devices"][1]["failed_name"] == "activate");
   CHECK(j["devices"][1]["error"] == "negotiate: timeout");
   std::string table = d.summary_table(o);
