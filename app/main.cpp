@@ -325,6 +325,7 @@ struct AttachCommand {
   bool no_reconnect = false, client_mode = false;
   double give_up_s = 0, max_delay_s = 5.0;
   std::string control_mode, control_group, listen_mode, listen_group;
+  std::vector<std::string> allow_users;
   CLI::App* cmd = nullptr;
 
   void add_to(CLI::App& app) {
@@ -382,6 +383,12 @@ struct AttachCommand {
         !parse(listen_mode, "--listen-mode", vufront::parse_socket_mode, lmode) ||
         !parse(listen_group, "--listen-group", vufront::parse_group, lgroup))
       return false;
+    for (const auto& user : allow_users) {
+      std::optional<uint32_t> uid;
+      if (!parse(user, "--allow-uid", vufront::parse_user, uid))
+        return false;
+      options.allowed_uids.push_back(*uid);
+    }
     options.control_listen = vufront::listen_options(cmode, cgroup, !options.allowed_uids.empty());
     options.backend_listen = vufront::listen_options(lmode, lgroup, false);
     return true;
@@ -405,10 +412,11 @@ struct AttachCommand {
     cmd->add_option("--queue-size", queue_size, "Largest queue size the VMM will use")
         ->default_val(1024)
         ->check(CLI::Range(1u, 32768u));
-    cmd->add_option("--allow-uid", options.allowed_uids,
-                    "Also accept VMM connections from this uid (besides vufront's own; checked\n"
-                    "with SO_PEERCRED); makes the control socket 0666 unless --control-mode or\n"
-                    "--control-group says otherwise");
+    cmd->add_option("--allow-uid", allow_users,
+                    "USER|UID: also accept VMM connections from this user, by name or number\n"
+                    "(besides vufront's own uid; checked with SO_PEERCRED); makes the control\n"
+                    "socket 0666 unless --control-mode or --control-group says otherwise")
+        ->type_name("USER");
   }
 
   /// --timeout, --drain-timeout, --wait-for-backend.
