@@ -101,9 +101,15 @@ void ask_ok(Self self, const device_actor& dev, milliseconds deadline, const jso
 template <class Options>
 void ask_transfer(Self self, const device_actor& dev, const json& id, const std::string& cmd,
                   const std::string& device, Options o) {
-  auto relay = spawn_transfer_events(self, self, device, cmd);
+  const std::string key = id.dump();
+  self->state.transfers.insert(key);
+  auto relay = spawn_transfer_events(self, self, key, device, cmd);
   o.progress = relay;
-  auto end = [relay] { caf::anon_send_exit(relay, caf::exit_reason::user_shutdown); };
+  // from now on no event of this command reaches the VMM: the reply follows
+  auto end = [self, key, relay] {
+    self->state.transfers.erase(key);
+    caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+  };
   const auto atom = [] {
     if constexpr (std::is_same_v<Options, SnapshotOptions>)
       return snapshot_atom_v;
@@ -114,9 +120,8 @@ void ask_transfer(Self self, const device_actor& dev, const json& id, const std:
       .then(
           [self, id, cmd, device, end](SnapshotInfo& r) {
             end();
-            const char* phase = cmd == "snapshot" ? "save" : "load";
             if (!self->state.closing)
-              send(self, transfer_progress_event(device, cmd, phase, r.state_bytes, r.state_bytes,
+              send(self, transfer_progress_event(device, cmd, r.state_bytes, r.state_bytes,
                                                  r.elapsed_us));
             finish(self, control::ok_reply(id, transfer_json(r)));
           },
@@ -499,7 +504,8 @@ control_session_actor::behavior_type control_session_impl(
     self->quit();
     return {[](packet_atom, const std::shared_ptr<control::Packet>&) {},
             [](ctl_eof_atom, const std::string&) {},
-            [](push_atom, const json&, const std::vector<SharedFd>&) {}};
+            [](push_atom, const json&, const std::vector<SharedFd>&) {},
+            [](progress_atom, const std::string&, const json&) {}};
   }
   // The greeting goes first; only then are commands read.
   ++st.in_flight;
@@ -538,6 +544,10 @@ control_session_actor::behavior_type control_session_impl(
           if (f)
             raw.push_back(f->get());
         send(self, event, raw);
+      },
+      [self](progress_atom, const std::string& command, const json& event) {
+        if (!self->state.closing && self->state.transfers.count(command) != 0)
+          send(self, event);
       },
   };
 }

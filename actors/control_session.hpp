@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <caf/stateful_actor.hpp>
@@ -38,6 +39,7 @@ struct ControlSessionData {
   ControlLog log;
   FilePolicy files;  ///< who may name snapshot files by path (this connection's uid)
   size_t in_flight = 0;
+  std::set<std::string> transfers;  ///< ids (dumped) of snapshot/restore commands running
   bool closing = false;
   UniqueFd conn;                          ///< before `reader`: it outlives the thread
   std::unique_ptr<ControlReader> reader;  ///< LAST: joined first

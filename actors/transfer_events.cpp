@@ -21,45 +21,40 @@ constexpr std::chrono::seconds event_every{1};
 
 struct TransferEvents {
   control_session_actor session;
+  std::string command;
   std::string device;
   std::string op;
-  unsigned phase = 0;           ///< index into the op's phases
-  bool sent_in_phase = false;
+  bool sent = false;
   uint64_t last_done = 0;
-  Clock::time_point phase_start = Clock::now();
+  Clock::time_point part_start = Clock::now();
   Clock::time_point last_sent;
 };
 
-const char* phase_name(const std::string& op, unsigned phase) {
-  if (op == "snapshot")
-    return "save";
-  return phase == 0 ? "check" : "load";
-}
-
 caf::behavior transfer_events_impl(caf::stateful_actor<TransferEvents>* self,
-                                   control_session_actor session, std::string device, std::string op) {
-  self->state.session = std::move(session);
-  self->state.device = std::move(device);
-  self->state.op = std::move(op);
+                                   control_session_actor session, std::string command,
+                                   std::string device, std::string op) {
+  auto& st = self->state;
+  st.session = std::move(session);
+  st.command = std::move(command);
+  st.device = std::move(device);
+  st.op = std::move(op);
   return {
       [self](progress_atom, uint64_t done, uint64_t total) {
         auto& st = self->state;
         const auto now = Clock::now();
-        if (done < st.last_done) {  // a restore's load after its check
-          ++st.phase;
-          st.sent_in_phase = false;
-          st.phase_start = now;
-        }
+        if (done < st.last_done)  // a restore's load after its check
+          st.part_start = now;
         st.last_done = done;
-        if (st.sent_in_phase && now - st.last_sent < event_every)
+        if (total > 0 && done >= total)  // an end: the session reports the last one
           return;
-        st.sent_in_phase = true;
+        if (st.sent && now - st.last_sent < event_every)
+          return;
+        st.sent = true;
         st.last_sent = now;
         const auto us = static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(now - st.phase_start).count());
-        self->send(st.session, push_atom_v,
-                   transfer_progress_event(st.device, st.op, phase_name(st.op, st.phase), done, total, us),
-                   std::vector<SharedFd>{});
+            std::chrono::duration_cast<std::chrono::microseconds>(now - st.part_start).count());
+        self->send(st.session, progress_atom_v, st.command,
+                   transfer_progress_event(st.device, st.op, done, total, us));
       },
   };
 }
@@ -67,13 +62,11 @@ caf::behavior transfer_events_impl(caf::stateful_actor<TransferEvents>* self,
 }  // namespace
 
 nlohmann::json transfer_progress_event(const std::string& device, const std::string& op,
-                                       const std::string& phase, uint64_t done, uint64_t total,
-                                       uint64_t elapsed_us) {
+                                       uint64_t done, uint64_t total, uint64_t elapsed_us) {
   const auto eta = eta_us(done, total, elapsed_us);
   return control::make_event(
       "transfer_progress", device,
       {{"op", op},
-       {"phase", phase},
        {"done", done},
        {"total", total ? nlohmann::json(total) : nlohmann::json(nullptr)},
        {"elapsed_ms", elapsed_us / 1000},
@@ -81,8 +74,9 @@ nlohmann::json transfer_progress_event(const std::string& device, const std::str
 }
 
 caf::actor spawn_transfer_events(caf::local_actor* parent, control_session_actor session,
-                                 std::string device, std::string op) {
-  return parent->spawn(transfer_events_impl, std::move(session), std::move(device), std::move(op));
+                                 std::string command, std::string device, std::string op) {
+  return parent->spawn(transfer_events_impl, std::move(session), std::move(command),
+                       std::move(device), std::move(op));
 }
 
 }  // namespace vufront::actors

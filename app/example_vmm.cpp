@@ -78,15 +78,15 @@ std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
 }
 
 /// A snapshot's or restore's `transfer_progress` event, as one line:
-/// "     snapshot save 1048576 of 67108864 bytes, 12 ms, ETA 790 ms" (the
-/// total is unknown during a save: "of ?").
+/// "     restore 1048576 of 67108864 bytes, 12 ms, ETA 790 ms" (the total is
+/// unknown during a snapshot: "of ?").
 void print_progress(const control::Event& e) {
   const json& m = e.message;
   auto text = [](const json& v, const char* unit) {
     return v.is_number_unsigned() ? std::to_string(v.get<uint64_t>()) + unit : std::string("?");
   };
-  std::fprintf(stdout, "     %s %s %s of %s bytes, %s, ETA %s\n", m.value("op", "?").c_str(),
-               m.value("phase", "?").c_str(), text(m.value("done", json()), "").c_str(),
+  std::fprintf(stdout, "     %s %s of %s bytes, %s, ETA %s\n", m.value("op", "?").c_str(),
+               text(m.value("done", json()), "").c_str(),
                text(m.value("total", json()), "").c_str(),
                text(m.value("elapsed_ms", json()), " ms").c_str(),
                text(m.value("eta_ms", json()), " ms").c_str());

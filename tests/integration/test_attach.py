@@ -96,13 +96,17 @@ def test_example_vmm_same_backend_new_backend_and_msix(tmp):
             for step in ('snapshot', 'reset', 'restore', 'wake', 'read back'):
                 assert ('ok   ' + step) in r.stdout, (step, r.stdout)
             # the client library's on_progress: the transfer_progress events, the
-            # last of each transfer whole (a save's total is known at its end)
-            saves = re.findall(r'snapshot save (\d+) of (\d+|\?) bytes, \d+ ms, ETA (\d+ ms|\?)', r.stdout)
-            assert saves and saves[-1][0] == saves[-1][1] and saves[-1][2] == '0 ms', r.stdout
-            assert all(total in ('?', done) for done, total, _ in saves), saves
-            loads = re.findall(r'restore load (\d+) of (\d+) bytes', r.stdout)
-            assert loads and loads[-1][0] == loads[-1][1] == saves[-1][0], r.stdout
-            assert 'restore check ' in r.stdout, r.stdout
+            # last of each transfer whole (a snapshot's total is known at its end),
+            # all of them before the step's reply
+            out = r.stdout.splitlines()
+            for op in ('snapshot', 'restore'):
+                step = out.index(next(l for l in out if l.startswith('ok   ' + op + ' ')))
+                at = [i for i, l in enumerate(out) if l.startswith('     ' + op + ' ')]
+                events = [re.match(r'     %s (\d+) of (\d+|\?) bytes, \d+ ms, ETA (\d+ ms|\?)$' % op,
+                                   out[i]) for i in at]
+                assert events and all(events), (op, r.stdout)
+                assert at[-1] == step - 1, (op, r.stdout)  # the last event, then the reply, none after
+                assert events[-1].group(1) == events[-1].group(2) and events[-1].group(3) == '0 ms'
             # into a fresh back-end: its disk was zeros, so the data can only
             # have come from the snapshot
             r = vmm(att.control, '--restore-into', b.sock)
