@@ -38,6 +38,9 @@ BringupOptions bringup_options(const NegotiateRequest& req) {
   // Dirty logging is not offered by the actor layer (no migration while running).
   o.dirty_log = false;
   o.queues_needed = req.options.queues;
+  // the config space is read when the features leave the kind open: a
+  // refusal tells the kind check it is smaller than the kind's
+  o.config_for_kind_check = true;
   return o;
 }
 
@@ -55,6 +58,8 @@ DeviceInfo device_info(const NegotiateOptions& options, BringupResult&& b) {
   info.max_mem_slots = b.max_mem_slots;
   if (b.shmem_sizes)
     info.shmem_sizes = std::move(*b.shmem_sizes);
+  if (b.kind.fit == KindVerdict::Fit::could_not_tell)
+    info.kind_doubt = b.kind.reason;
   return info;
 }
 

@@ -305,15 +305,18 @@ json info_json(const DeviceInfo& info) {
   for (size_t i = 0; i < info.shmem_sizes.size(); ++i)
     if (info.shmem_sizes[i] != 0)
       shmem.push_back({{"shmid", i}, {"size", number(info.shmem_sizes[i])}});
-  return {{"kind", name(info.kind)},
-          {"features", number(info.backend_features)},
-          {"protocol_features", number(info.protocol_features)},
-          {"queue_num", info.queue_num},
-          {"max_queue_size", info.max_queue_size},
-          {"max_mem_slots", info.max_mem_slots},
-          {"config_size", info.config_size},
-          {"backend_channel", info.backend_channel},
-          {"shmem", shmem}};
+  json out = {{"kind", name(info.kind)},
+              {"features", number(info.backend_features)},
+              {"protocol_features", number(info.protocol_features)},
+              {"queue_num", info.queue_num},
+              {"max_queue_size", info.max_queue_size},
+              {"max_mem_slots", info.max_mem_slots},
+              {"config_size", info.config_size},
+              {"backend_channel", info.backend_channel},
+              {"shmem", shmem}};
+  if (!info.kind_doubt.empty())
+    out["kind_doubt"] = info.kind_doubt;
+  return out;
 }
 
 json status_json(const DeviceStatus& s, bool vmm_owns_shmem) {

@@ -89,6 +89,8 @@ json device_list(const ControlServerData& st) {
                 {"state", to_string(d.state)}};
     if (!d.setup.vmm_socket.empty())
       dev["vmm_socket"] = d.setup.vmm_socket;
+    if (!d.kind_doubt.empty())
+      dev["kind_doubt"] = d.kind_doubt;
     list.push_back(std::move(dev));
   }
   return list;
@@ -155,6 +157,7 @@ void negotiate(Self self, const std::string& id, Done done) {
               return done(Result<json>(make_error(errc::not_found, "negotiate", id + " was removed")));
             if (it->second.state == DeviceState::disconnected)
               it->second.state = DeviceState::negotiated;
+            it->second.kind_doubt = info.kind_doubt;
             bool any = std::any_of(info.shmem_sizes.begin(), info.shmem_sizes.end(),
                                    [](uint64_t s) { return s != 0; });
             if (any) {

@@ -76,6 +76,7 @@ struct ControlServerData {
     DeviceState state = DeviceState::disconnected;  ///< as its events tell
     std::shared_ptr<ShmemWindow> window;  ///< when vufront maps shared memory
     vmm_port_full port;  ///< its VMM-facing socket (--vmm-socket), if it has one
+    std::string kind_doubt;  ///< the last negotiation's DeviceInfo::kind_doubt
   };
 
   ControlServerConfig config;

@@ -1,6 +1,7 @@
 #include "actors/control_session.hpp"
 
 #include <cstdio>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "actors/error.hpp"
 #include "actors/handoff.hpp"
 #include "base/log.hpp"
+#include "actors/transfer_events.hpp"
 #include "control/protocol.hpp"
 
 namespace vufront::actors {
@@ -150,7 +152,43 @@ void ask_ok(Self self, const device_actor& dev, milliseconds deadline, const jso
                     std::forward<Ts>(xs)...);
 }
 
-/// Seconds of a snapshot/restore transfer (`timeout`, default 60).
+/// A snapshot or restore: its progress goes to this VMM as
+/// `transfer_progress` events (actors/transfer_events.hpp), the last one,
+/// with the result, right before the reply.
+template <class Options>
+void ask_transfer(Self self, const device_actor& dev, const json& id, const std::string& cmd,
+                  const std::string& device, Options o) {
+  const std::string key = id.dump();
+  self->state.transfers.insert(key);
+  auto relay = spawn_transfer_events(self, self, key, device, cmd);
+  o.progress = relay;
+  // from now on no event of this command reaches the VMM: the reply follows
+  auto end = [self, key, relay] {
+    self->state.transfers.erase(key);
+    caf::anon_send_exit(relay, caf::exit_reason::user_shutdown);
+  };
+  const auto atom = [] {
+    if constexpr (std::is_same_v<Options, SnapshotOptions>)
+      return snapshot_atom_v;
+    else
+      return restore_atom_v;
+  }();
+  self->request(dev, max_transfer_time + device_deadline, atom, std::move(o))
+      .then(
+          [self, id, cmd, device, end](SnapshotInfo& r) {
+            end();
+            if (!self->state.closing)
+              send(self, transfer_progress_event(device, cmd, r.state_bytes, r.state_bytes,
+                                                 r.elapsed_us));
+            finish(self, control::ok_reply(id, transfer_json(r)));
+          },
+          [self, id, cmd, end](caf::error& e) {
+            end();
+            finish_caf(self, id, e, cmd);
+          });
+}
+
+/// Seconds without progress that fail a snapshot/restore transfer (`timeout`, default 60).
 Result<uint32_t> transfer_timeout_ms(Args& a) {
   auto t = a.u64("timeout", 1, 86400, 60);
   if (!t)
@@ -323,8 +361,7 @@ Result<void> command_snapshot(DeviceCommand& x) {
   o.target = file->target;
   o.max_bytes = *max;
   o.timeout_ms = *t;
-  ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
-                    [](const SnapshotInfo& i) { return transfer_json(i); }, snapshot_atom_v, o);
+  ask_transfer(self, dev, id, cmd, setup.id, std::move(o));
   return ok();
 }
 
@@ -353,8 +390,7 @@ Result<void> command_restore(DeviceCommand& x) {
   o.path = file->path;
   o.target = file->target;
   o.timeout_ms = *t;
-  ask<SnapshotInfo>(self, dev, milliseconds(*t) + device_deadline, id, cmd,
-                    [](const SnapshotInfo& i) { return transfer_json(i); }, restore_atom_v, o);
+  ask_transfer(self, dev, id, cmd, setup.id, std::move(o));
   return ok();
 }
 
@@ -524,7 +560,8 @@ control_session_actor::behavior_type control_session_impl(
     self->quit();
     return {[](packet_atom, const std::shared_ptr<control::Packet>&) {},
             [](ctl_eof_atom, const std::string&) {},
-            [](push_atom, const json&, const std::vector<SharedFd>&) {}};
+            [](push_atom, const json&, const std::vector<SharedFd>&) {},
+            [](progress_atom, const std::string&, const json&) {}};
   }
   // The greeting goes first; only then are commands read.
   ++st.in_flight;
@@ -563,6 +600,10 @@ control_session_actor::behavior_type control_session_impl(
           if (f)
             raw.push_back(f->get());
         send(self, event, raw);
+      },
+      [self](progress_atom, const std::string& command, const json& event) {
+        if (!self->state.closing && self->state.transfers.count(command) != 0)
+          send(self, event);
       },
   };
 }

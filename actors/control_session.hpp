@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <caf/stateful_actor.hpp>
@@ -43,6 +44,7 @@ struct ControlSessionData {
   };
   std::multimap<std::string, Logged> logged;
   size_t in_flight = 0;
+  std::set<std::string> transfers;  ///< ids (dumped) of snapshot/restore commands running
   bool closing = false;
   UniqueFd conn;                          ///< before `reader`: it outlives the thread
   std::unique_ptr<ControlReader> reader;  ///< LAST: joined first

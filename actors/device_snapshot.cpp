@@ -237,7 +237,7 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
   auto& st = self->state;
   st.busy = op;
   auto rp = self->make_response_promise<SnapshotInfo>();
-  auto dl = TransferDeadline::in(milliseconds(o.timeout_ms));
+  auto dl = TransferDeadline::stalling(milliseconds(o.timeout_ms));
   // Spawned before GET_CONFIG, so a cancel from now on reaches it; it keeps
   // one that comes before its save, which then fails "cancelled".
   spawn_transfer(self, o.progress);
@@ -271,7 +271,7 @@ caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
   }
   st.busy = op;
   auto rp = self->make_response_promise<SnapshotInfo>();
-  auto dl = TransferDeadline::in(milliseconds(o.timeout_ms));
+  auto dl = TransferDeadline::stalling(milliseconds(o.timeout_ms));
   spawn_transfer(self, o.progress);
   self->request(st.transfer, conn_wait, open_atom_v, o, dl)
       .then(

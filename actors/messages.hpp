@@ -324,7 +324,11 @@ using control_session_actor = caf::typed_actor<
     /// From the reader thread: the VMM closed the connection, or it broke.
     caf::reacts_to<ctl_eof_atom, std::string>,
     /// From the server: an event to send, with its fds.
-    caf::reacts_to<push_atom, nlohmann::json, std::vector<SharedFd>>>;
+    caf::reacts_to<push_atom, nlohmann::json, std::vector<SharedFd>>,
+    /// From a transfer's relay (actors/transfer_events.hpp): a
+    /// transfer_progress event of the command whose id (dumped) is given;
+    /// sent only while that command has not been answered.
+    caf::reacts_to<progress_atom, std::string, nlohmann::json>>;
 
 /// `vufront attach`'s root (actors/control_server.hpp): the devices by id,
 /// the VMM connections, events from the devices to the connections.

@@ -59,6 +59,10 @@ struct DeviceInfo {
   uint32_t config_size = 0;                ///< virtio config bytes for this device kind
   bool backend_channel = false;            ///< SET_BACKEND_REQ_FD accepted
   std::vector<uint64_t> shmem_sizes;       ///< GET_SHMEM_CONFIG, index = shmid (0 = absent)
+  /// Empty when the back-end looks like `kind`; else why the kind check
+  /// could not tell (protocol/device_kind_check.hpp; a clear mismatch fails
+  /// the negotiation). Commands print it as a warning.
+  std::string kind_doubt;
 };
 
 /// One guest RAM region as the VMM shares it.
@@ -170,10 +174,12 @@ struct SnapshotOptions {
   /// Whether a file already at `path` may be replaced (false: the snapshot
   /// fails instead, at commit, without touching it).
   bool replace = true;
-  /// TransferDeadline of the whole transfer (SET_DEVICE_STATE_FD to the file's commit).
+  /// The transfer fails once no byte moved for this long
+  /// (TransferDeadline::stalling; SET_DEVICE_STATE_FD to the file's commit).
   uint32_t timeout_ms = 60000;
   /// Optional: receives (progress_atom, uint64_t done, uint64_t total) a few
-  /// times a second (total 0 while unknown, i.e. while saving).
+  /// times a second (total 0 while unknown, i.e. while saving; the last one,
+  /// at the end of the stream, has total = done).
   caf::actor progress;
 };
 
@@ -182,7 +188,7 @@ struct SnapshotOptions {
 struct RestoreOptions {
   std::string path;
   snapshot::FileTarget target;  ///< as in SnapshotOptions
-  uint32_t timeout_ms = 60000;
+  uint32_t timeout_ms = 60000;  ///< as in SnapshotOptions: no progress for this long
   /// The VMM's queues (addresses, kick/call fds, sink) as for activate. With
   /// it the device ends up sleeping, its queues at the snapshot's bases, and
   /// wake starts them; the driver features must be the snapshot's and the
@@ -271,15 +277,41 @@ struct ActivateRequest {
 
 // ---- snapshot actor payloads -----------------------------------------------
 
-/// A point in time a step must be done by.
+/// The longest a snapshot or restore may take in all, however steadily its
+/// bytes move (a transfer fails sooner when they stop: TransferDeadline::stall).
+inline constexpr std::chrono::hours max_transfer_time{24};
+
+/// When a transfer must end: `at` at the latest, and, with a `stall`
+/// window, once no byte moved for that long (progressed() moves it on).
 struct TransferDeadline {
-  std::chrono::steady_clock::time_point at;
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point at;
+  std::chrono::milliseconds stall{0};  ///< 0: none
+  Clock::time_point last;              ///< the last progress (or the start)
+  /// A fixed deadline, `d` from now.
   [[nodiscard]] static TransferDeadline in(std::chrono::milliseconds d) {
-    return {std::chrono::steady_clock::now() + d};
+    auto now = Clock::now();
+    return {now + d, std::chrono::milliseconds{0}, now};
+  }
+  /// A deadline that follows progress: no byte moved for `window` (and
+  /// max_transfer_time in all).
+  [[nodiscard]] static TransferDeadline stalling(std::chrono::milliseconds window) {
+    auto now = Clock::now();
+    return {now + max_transfer_time, window, now};
+  }
+  /// Bytes moved (or a phase of the transfer began): the stall window restarts.
+  void progressed() { last = Clock::now(); }
+  /// The point the transfer fails at unless it progresses first.
+  [[nodiscard]] Clock::time_point next() const {
+    return stall.count() > 0 ? std::min(at, last + stall) : at;
+  }
+  /// Whether it is the stall window that ran out at `now` (not `at`).
+  [[nodiscard]] bool stalled(Clock::time_point now) const {
+    return stall.count() > 0 && now >= last + stall && now < at;
   }
   /// Time left (zero when passed).
   [[nodiscard]] std::chrono::milliseconds left() const {
-    auto l = std::chrono::duration_cast<std::chrono::milliseconds>(at - std::chrono::steady_clock::now());
+    auto l = std::chrono::duration_cast<std::chrono::milliseconds>(next() - Clock::now());
     return l.count() > 0 ? l : std::chrono::milliseconds{0};
   }
 };

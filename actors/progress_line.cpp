@@ -17,6 +17,7 @@ using Clock = std::chrono::steady_clock;
 struct ProgressLine {
   ProgressRender render;
   Clock::time_point start = Clock::now();
+  uint64_t last_done = 0;
   bool drawn = false;
   bool closed = false;
 };
@@ -28,6 +29,9 @@ caf::behavior progress_line_impl(caf::stateful_actor<ProgressLine>* self, Progre
         auto& st = self->state;
         if (st.closed)
           return;
+        if (done < st.last_done)
+          st.start = Clock::now();  // the next phase of the transfer
+        st.last_done = done;
         auto us = static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - st.start).count());
         const std::string line = st.render(done, total, us);
@@ -49,6 +53,15 @@ caf::behavior progress_line_impl(caf::stateful_actor<ProgressLine>* self, Progre
 }
 
 }  // namespace
+
+std::optional<uint64_t> eta_us(uint64_t done, uint64_t total, uint64_t elapsed_us) {
+  if (total == 0 || done == 0)
+    return std::nullopt;
+  if (done >= total)
+    return uint64_t{0};
+  const double rate = static_cast<double>(done) / static_cast<double>(elapsed_us ? elapsed_us : 1);
+  return static_cast<uint64_t>(static_cast<double>(total - done) / rate);
+}
 
 caf::actor spawn_progress_line(caf::actor_system& sys, ProgressRender render) {
   return sys.spawn(progress_line_impl, std::move(render));

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <ctime>
+#include <string>
 #include <utility>
 
 #include <caf/send.hpp>
@@ -117,7 +119,7 @@ Result<UniqueFd> adopt_backend_fd(const std::string& request, const SharedFd& th
 /// Waits up to the slice's or the deadline's end for `events` on the pipe.
 /// Returns false when the time ran out (nothing ready).
 bool wait_pipe(SnapshotData& st, short events, Clock::time_point slice_end) {
-  auto until = std::min(slice_end, st.deadline.at);
+  auto until = std::min(slice_end, st.deadline.next());
   auto left = std::chrono::duration_cast<milliseconds>(until - Clock::now()).count();
   pollfd p{st.pipe.get(), events, 0};
   int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(left, 0)));
@@ -180,6 +182,7 @@ void check_state(Self self, Next next) {
 void finish_save(Self self) {
   check_state(self, [self] {
     auto& st = self->state;
+    st.total = st.done;  // the state's size is known now, at its end
     report_progress(self, true);
     auto path = st.writer->path();
     auto committed = st.writer->commit(*st.manifest);
@@ -240,7 +243,21 @@ void fail_and_reset(Self self, Error e) {
 // ---- one slice of each streaming phase ---------------------------------------------
 // Each returns true while there is more to do.
 
+/// "60 s", "0.5 s": a stall window as the user gave it.
+std::string format_seconds(milliseconds ms) {
+  if (ms.count() % 1000 == 0)
+    return std::to_string(ms.count() / 1000) + " s";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g s", static_cast<double>(ms.count()) / 1000.0);
+  return buf;
+}
+
 Error deadline_error(const SnapshotData& st, const char* what) {
+  if (st.deadline.stalled(Clock::now()))
+    return make_error(errc::timeout, st.request,
+                      std::string(what) + ": no byte moved for " +
+                          format_seconds(st.deadline.stall) + " (" + std::to_string(st.done) +
+                          " bytes moved in all)");
   return make_error(errc::timeout, st.request,
                     std::string(what) + " did not end before the deadline (" +
                         std::to_string(st.done) + " bytes moved)");
@@ -250,7 +267,7 @@ bool save_slice(Self self) {
   auto& st = self->state;
   auto slice_end = Clock::now() + slice;
   while (Clock::now() < slice_end) {
-    if (Clock::now() >= st.deadline.at) {
+    if (Clock::now() >= st.deadline.next()) {
       fail(self, deadline_error(st, "the back-end's state stream"));
       return false;
     }
@@ -263,6 +280,7 @@ bool save_slice(Self self) {
         return false;
       }
       st.done += static_cast<uint64_t>(n);
+      st.deadline.progressed();
       report_progress(self, false);
       continue;
     }
@@ -285,7 +303,7 @@ bool load_slice(Self self) {
   auto& st = self->state;
   auto slice_end = Clock::now() + slice;
   while (Clock::now() < slice_end) {
-    if (Clock::now() >= st.deadline.at) {
+    if (Clock::now() >= st.deadline.next()) {
       fail(self, deadline_error(st, "the back-end's reading of the state"));
       return false;
     }
@@ -308,6 +326,7 @@ bool load_slice(Self self) {
     if (w > 0) {
       st.buf_off += static_cast<size_t>(w);
       st.done += static_cast<uint64_t>(w);
+      st.deadline.progressed();
       report_progress(self, false);
       continue;
     }
@@ -333,8 +352,8 @@ bool verify_slice(Self self) {
   auto& st = self->state;
   auto slice_end = Clock::now() + slice;
   while (Clock::now() < slice_end) {
-    if (Clock::now() >= st.deadline.at) {
-      fail(self, make_error(errc::timeout, st.request, "checking the file took past the deadline"));
+    if (Clock::now() >= st.deadline.next()) {
+      fail(self, deadline_error(st, "checking the file"));
       return false;
     }
     auto n = st.reader->read_state(st.buf.data(), st.buf.size());
@@ -343,6 +362,8 @@ bool verify_slice(Self self) {
       return false;
     }
     st.done += *n;
+    if (*n > 0)
+      st.deadline.progressed();
     if (*n == 0) {
       st.reader->rewind();
       st.phase = Phase::idle;
@@ -404,6 +425,7 @@ std::optional<Error> begin(Self self, const char* request, TransferDeadline dead
   ++st.generation;
   st.request = request;
   st.deadline = deadline;
+  st.deadline.progressed();  // the phase before ended: this one starts its window afresh
   st.done = st.total = 0;
   st.buf_off = st.buf_len = 0;
   st.started = st.last_progress = Clock::now();

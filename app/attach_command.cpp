@@ -289,6 +289,9 @@ int attach_main(const AttachOptions& opts) {
                   status = 1;
                   return;
                 }
+              for (const auto& d : hello["devices"])
+                if (d.contains("kind_doubt"))
+                  log::warning(d["id"].get<std::string>() + ": " + d["kind_doubt"].get<std::string>());
               const std::string line = serving_line(hello, opts);
               log::info(line);
               log::info(access_line(opts));

@@ -77,6 +77,22 @@ std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
   return v;
 }
 
+/// A snapshot's or restore's `transfer_progress` event, as one line:
+/// "     restore 1048576 of 67108864 bytes, 12 ms, ETA 790 ms" (the total is
+/// unknown during a snapshot: "of ?").
+void print_progress(const control::Event& e) {
+  const json& m = e.message;
+  auto text = [](const json& v, const char* unit) {
+    return v.is_number_unsigned() ? std::to_string(v.get<uint64_t>()) + unit : std::string("?");
+  };
+  std::fprintf(stdout, "     %s %s of %s bytes, %s, ETA %s\n", m.value("op", "?").c_str(),
+               text(m.value("done", json()), "").c_str(),
+               text(m.value("total", json()), "").c_str(),
+               text(m.value("elapsed_ms", json()), " ms").c_str(),
+               text(m.value("eta_ms", json()), " ms").c_str());
+  std::fflush(stdout);
+}
+
 struct Steps {
   int failed = 0;
   /// Runs one step; prints "ok   name  detail" or "FAIL name: error".
@@ -148,6 +164,7 @@ class Vmm {
     if (!c)
       return std::move(c).error();
     client_.emplace(std::move(c).value());
+    client_->on_progress(print_progress);
     auto ids = client_->devices();
     if (ids.empty())
       return make_error(errc::not_found, "connect", "vufront attach has no devices");

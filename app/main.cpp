@@ -229,7 +229,8 @@ struct SnapshotCommand {
         ->default_val("blk")
         ->check(CLI::IsMember({"blk", "net", "fs"}));
     cmd->add_option("--timeout", timeout_s,
-                    "Seconds for the whole transfer (connect and each request: at most 5)")
+                    "Fail once no byte of state moved for this many seconds (at most 24 h in "
+                    "all; connect and each request: at most 5)")
         ->default_val(60.0)
         ->check(CLI::Range(0.001, 86400.0));
     cmd->add_option("--max-bytes", max_bytes,
@@ -275,7 +276,8 @@ struct RestoreCommand {
     cmd->add_option("--device", device, "Device kind (default: the file's; must match it)")
         ->check(CLI::IsMember({"blk", "net", "fs"}));
     cmd->add_option("--timeout", timeout_s,
-                    "Seconds for the whole transfer (connect and each request: at most 5)")
+                    "Fail once no byte of state moved for this many seconds (at most 24 h in "
+                    "all; connect and each request: at most 5)")
         ->default_val(60.0)
         ->check(CLI::Range(0.001, 86400.0));
     add_wait_option(cmd, options.wait_for_backend, "up to --timeout");
@@ -323,6 +325,7 @@ struct AttachCommand {
   bool no_reconnect = false, client_mode = false;
   double give_up_s = 0, max_delay_s = 5.0;
   std::string control_mode, control_group, listen_mode, listen_group, vmm_mode, vmm_group;
+  std::vector<std::string> allow_users;
   CLI::App* cmd = nullptr;
 
   void add_to(CLI::App& app) {
@@ -396,6 +399,12 @@ struct AttachCommand {
         !parse(vmm_mode, "--vmm-mode", vufront::parse_socket_mode, vmode) ||
         !parse(vmm_group, "--vmm-group", vufront::parse_group, vgroup))
       return false;
+    for (const auto& user : allow_users) {
+      std::optional<uint32_t> uid;
+      if (!parse(user, "--allow-uid", vufront::parse_user, uid))
+        return false;
+      options.allowed_uids.push_back(*uid);
+    }
     options.control_listen = vufront::listen_options(cmode, cgroup, !options.allowed_uids.empty());
     options.backend_listen = vufront::listen_options(lmode, lgroup, false);
     options.vmm_listen = vufront::listen_options(vmode, vgroup, !options.allowed_uids.empty());
@@ -424,10 +433,11 @@ struct AttachCommand {
     cmd->add_option("--queue-size", queue_size, "Largest queue size the VMM will use")
         ->default_val(1024)
         ->check(CLI::Range(1u, 32768u));
-    cmd->add_option("--allow-uid", options.allowed_uids,
-                    "Also accept VMM connections from this uid (besides vufront's own; checked\n"
-                    "with SO_PEERCRED); makes the control socket 0666 unless --control-mode or\n"
-                    "--control-group says otherwise");
+    cmd->add_option("--allow-uid", allow_users,
+                    "USER|UID: also accept VMM connections from this user, by name or number\n"
+                    "(besides vufront's own uid; checked with SO_PEERCRED); makes the control\n"
+                    "socket 0666 unless --control-mode or --control-group says otherwise")
+        ->type_name("USER");
   }
 
   /// --timeout, --drain-timeout, --wait-for-backend.

@@ -15,8 +15,12 @@ int probe_main(const ops::ProbeOptions& opts) {
   auto result = ops::run_probe(opts);
   if (!result) {
     std::cerr << "vufront probe: " << result.error().message() << "\n";
+    if (opts.json)
+      std::cout << ops::probe_failure_json(opts, result.error()).dump(2) << "\n";
     return 1;
   }
+  if (!result->kind_doubt.empty())
+    std::cerr << "vufront probe: warning: " << result->kind_doubt << "\n";
   if (opts.json)
     std::cout << ops::probe_json(*result).dump(2) << "\n";
   else

@@ -16,8 +16,9 @@ int restore_main(const RestoreCommandOptions& opts) {
   if (!reader) {
     std::cerr << "vufront restore: " << opts.in << ": " << reader.error().message() << '\n';
     if (opts.json)
-      std::cout << nlohmann::json{{"ok", false}, {"step", "open"}, {"path", opts.in},
-                                  {"error", reader.error().message()}}
+      std::cout << nlohmann::json{{"ok", false},    {"socket", opts.socket}, {"device", nullptr},
+                                  {"path", opts.in}, {"step", "open"},
+                                  {"error", reader.error().message()}, {"snapshot_created", nullptr}}
                        .dump(2)
                 << '\n';
     return 1;
@@ -43,6 +44,7 @@ int restore_main(const RestoreCommandOptions& opts) {
   run.spec.timeout = opts.timeout;
   run.spec.wait_for_backend = opts.wait_for_backend;
   run.json = opts.json;
+  run.json_extra["path"] = opts.in;
   run.json_extra["snapshot_created"] = m.created;
   run.spec.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
     actors::RestoreOptions o;

@@ -49,6 +49,7 @@ int snapshot_main(const SnapshotCommandOptions& opts) {
   run.spec.timeout = opts.timeout;
   run.spec.wait_for_backend = opts.wait_for_backend;
   run.json = opts.json;
+  run.json_extra["path"] = opts.out;
   run.spec.transfer = [&opts](actors::DeviceSession& s, const caf::actor& progress) {
     actors::SnapshotOptions o;
     o.path = opts.out;

@@ -36,7 +36,7 @@ int run_transfer_command(const TransferRun& run) {
     return interrupt.interrupted() ? ops::CancelOnSignal::exit_interrupted : 1;
   }
   if (run.json) {
-    out.update(ops::transfer_json(*outcome.result));
+    out.update(ops::transfer_json(*outcome.result, run.spec.negotiate.kind));
     out["ok"] = true;
     std::cout << out.dump(2) << '\n';
   } else {

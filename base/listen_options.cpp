@@ -1,6 +1,7 @@
 #include "base/listen_options.hpp"
 
 #include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,6 +48,30 @@ Result<uint32_t> parse_group(const std::string& text, const std::string& option)
   if (found == nullptr)
     return make_error(errc::invalid_argument, option, "no group named " + text);
   return static_cast<uint32_t>(found->gr_gid);
+}
+
+Result<uint32_t> parse_user(const std::string& text, const std::string& option) {
+  if (text.empty())
+    return make_error(errc::invalid_argument, option, "a user name or number");
+  bool numeric = text.find_first_not_of("0123456789") == std::string::npos;
+  if (numeric) {
+    if (text.size() > 10 || std::stoull(text) > 0xfffffffeULL)
+      return make_error(errc::invalid_argument, option, "user number " + text + " is out of range");
+    return static_cast<uint32_t>(std::stoull(text));
+  }
+  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(size > 0 ? static_cast<size_t>(size) : 16384);
+  passwd p{};
+  passwd* found = nullptr;
+  int err = 0;
+  while ((err = ::getpwnam_r(text.c_str(), &p, buf.data(), buf.size(), &found)) == ERANGE &&
+         buf.size() < (size_t{1} << 20))
+    buf.resize(buf.size() * 2);
+  if (err != 0)
+    return make_error(errc::invalid_argument, option, "looking up user " + text, err);
+  if (found == nullptr)
+    return make_error(errc::invalid_argument, option, "no user named " + text);
+  return static_cast<uint32_t>(found->pw_uid);
 }
 
 ListenOptions listen_options(std::optional<unsigned> mode, std::optional<uint32_t> group,

@@ -22,6 +22,11 @@ namespace vufront {
 /// naming `option` (no such group, or a malformed number).
 [[nodiscard]] Result<uint32_t> parse_group(const std::string& text, const std::string& option);
 
+/// A user by name ("qemu", getpwnam) or number ("107"), as --allow-uid takes
+/// it. Errors: invalid_argument naming `option` (no such user, or a
+/// malformed number).
+[[nodiscard]] Result<uint32_t> parse_user(const std::string& text, const std::string& option);
+
 /// The rule, in one place:
 ///   * a mode given is used as given;
 ///   * else a group given: 0660 (the group may connect);

@@ -84,7 +84,7 @@ Result<json> Client::call_with_timeout(std::chrono::milliseconds timeout, const 
                                        json args, const std::vector<int>& fds,
                                        const std::optional<std::string>& device) {
   const uint64_t id = next_id_++;
-  const auto deadline = Clock::now() + timeout;
+  auto deadline = Clock::now() + timeout;
   if (auto s = send_packet(fd_.get(), to_wire(make_command(id, cmd, device, std::move(args))), fds,
                            deadline);
       !s) {
@@ -105,6 +105,18 @@ Result<json> Client::call_with_timeout(std::chrono::milliseconds timeout, const 
     if (m.is_discarded() || !m.is_object())
       return make_error(errc::bad_message, cmd, "vufront sent a message that is not a JSON object");
     if (m.contains("event")) {
+      if (m["event"] == "transfer_progress") {
+        deadline = Clock::now() + timeout;  // the transfer moves: the reply may take longer
+        if (on_progress_) {
+          Event ev;
+          ev.name = "transfer_progress";
+          if (m.contains("device") && m["device"].is_string())
+            ev.device = m["device"].get<std::string>();
+          ev.message = std::move(m);
+          on_progress_(ev);
+          continue;
+        }
+      }
       if (auto q = queue_event(std::move(p).value(), std::move(m)); !q)
         return std::move(q).error();
       continue;

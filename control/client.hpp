@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -96,6 +97,13 @@ public:
                                                json args, const std::vector<int>& fds,
                                                const std::optional<std::string>& device);
 
+  /// Called with each `transfer_progress` event (docs/attach-protocol.md,
+  /// "Events") that arrives while a command waits for its reply, instead of
+  /// queueing it; nullptr (the default): such events are queued as others.
+  /// Either way each one also moves the waiting command's reply deadline on
+  /// (a long transfer that keeps moving never times out here).
+  void on_progress(std::function<void(const Event&)> handler) { on_progress_ = std::move(handler); }
+
   /// The next event: a queued one, else one read within `timeout`.
   [[nodiscard]] Result<std::optional<Event>> next_event(std::chrono::milliseconds timeout);
   /// Waits for an event named `name` (of `device`, if given); others are dropped.
@@ -120,7 +128,8 @@ public:
   /// wait), or start again after a refused resume or a give-up.
   [[nodiscard]] Result<void> reconnect(const std::optional<std::string>& device = std::nullopt);
   [[nodiscard]] Result<void> reset(const std::optional<std::string>& device = std::nullopt);
-  /// Saves the back-end's state to `path` (the device sleeping): a path
+  /// Saves the back-end's state to `path` (the device sleeping; `timeout`:
+  /// the transfer fails once no byte moved for that long): a path
   /// vufront opens, so beneath its --snapshot-dir, or any path when the VMM
   /// runs as vufront's own uid (docs/attach-protocol.md, "Snapshot files").
   /// Result: the transfer ({"state_bytes", "checksum", ...}).
@@ -156,6 +165,7 @@ private:
   json greeting_;
   uint64_t next_id_ = 1;
   std::deque<Event> events_;
+  std::function<void(const Event&)> on_progress_;
 };
 
 }  // namespace vufront::control

@@ -20,9 +20,8 @@ nlohmann::json steps_json(const std::vector<CheckStep>& steps) {
   j["steps"] = nlohmann::json::array();
   for (const auto& s : steps) {
     ok = ok && s.ok;
-    nlohmann::json step = {{"name", s.name}, {"ok", s.ok}, {"ms", s.ms}, {"detail", s.detail}};
-    if (!s.events.empty())
-      step["events"] = s.events;
+    nlohmann::json step = {{"name", s.name}, {"ok", s.ok}, {"ms", s.ms}, {"detail", s.detail},
+                           {"events", s.events}};
     j["steps"].push_back(std::move(step));
   }
   j["ok"] = ok;

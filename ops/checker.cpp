@@ -202,6 +202,8 @@ Result<std::string> Checker::negotiate_session(bool keep_features) {
                        " queues";
   if (info_.backend_channel)
     detail += ", back-end channel";
+  if (!info_.kind_doubt.empty())
+    detail += "; warning: " + info_.kind_doubt;
   return detail;
 }
 

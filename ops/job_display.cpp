@@ -68,12 +68,12 @@ void JobDisplay::event(const JobEvent& e) {
       case JobEvent::Kind::start: break;
       case JobEvent::Kind::progress:
         j["bytes"] = e.bytes;
-        j["total"] = e.total;
+        j["total"] = e.total ? nlohmann::ordered_json(e.total) : nlohmann::ordered_json(nullptr);
         break;
       case JobEvent::Kind::done:
         j["ms"] = e.ms;
-        if (is_transfer(step.kind))
-          j["bytes"] = e.bytes;
+        j["bytes"] = is_transfer(step.kind) ? nlohmann::ordered_json(e.bytes)
+                                            : nlohmann::ordered_json(nullptr);
         j["detail"] = e.detail;
         break;
       case JobEvent::Kind::failed:
@@ -166,7 +166,8 @@ nlohmann::ordered_json JobDisplay::summary_json(const JobOutcome& o) const {
     const auto& d = o.devices[i];
     nlohmann::ordered_json j{{"device", d.name},      {"steps_ok", d.steps_ok},
                      {"steps", d.steps_total}, {"state_bytes", d.state_bytes},
-                     {"ms", d.ms},             {"result", to_string(d.result)}};
+                     {"ms", d.ms},             {"result", to_string(d.result)},
+                     {"failed_step", nullptr}, {"failed_name", nullptr}, {"error", nullptr}};
     if (d.failed_step) {
       j["failed_step"] = *d.failed_step;
       if (i < job_.devices.size() && *d.failed_step < job_.devices[i].steps.size())

@@ -136,8 +136,9 @@ private:
     o.replace = s.force;
     o.timeout_ms = static_cast<uint32_t>(s.timeout.count());
     o.progress = host_.progress_relay();
-    // The transfer keeps its own deadline; this one bounds the answer.
-    c.set_timeout(s.timeout + 2 * dev_.timeout + actors::job_answer_slack);
+    // The transfer keeps its own deadline (no progress for `timeout`, at most
+    // max_transfer_time in all); this one bounds the answer.
+    c.set_timeout(actors::max_transfer_time + 2 * dev_.timeout + actors::job_answer_slack);
     if (!c.snapshot(o))
       return {false, failure(c.steps().back(), s), 0};
     saved_rounds_[path_key(s.path)] = c.written_rounds();
@@ -150,7 +151,7 @@ private:
     o.path = s.path;
     o.timeout_ms = static_cast<uint32_t>(s.timeout.count());
     o.progress = host_.progress_relay();
-    c.set_timeout(s.timeout + 2 * dev_.timeout + actors::job_answer_slack);
+    c.set_timeout(actors::max_transfer_time + 2 * dev_.timeout + actors::job_answer_slack);
     if (!c.restore(s.socket, o))
       return {false, failure(c.steps().back(), s), 0};
     // The disk is now the snapshot's: what was written by then (when

@@ -76,6 +76,8 @@ Result<ProbeResult> run_probe(const ProbeOptions& opts) {
         regions.emplace_back(id, (*b->shmem_sizes)[id]);
     r.shmem_regions = std::move(regions);
   }
+  if (b->kind.fit == KindVerdict::Fit::could_not_tell)
+    r.kind_doubt = b->kind.reason;
   return r;
 }
 

@@ -42,6 +42,10 @@ struct ProbeResult {
   uint32_t config_size_requested = 0;
   std::optional<std::string> config_error;          ///< the back-end refused GET_CONFIG
   std::optional<std::vector<std::pair<uint32_t, uint64_t>>> shmem_regions;  ///< (shmid, size)
+  /// Why the kind check could not tell whether the back-end is a `device`
+  /// (protocol/device_kind_check.hpp); empty when it fits. A clear mismatch
+  /// fails the probe.
+  std::string kind_doubt;
 };
 
 /// Runs the bring-up (protocol/bringup.hpp) in probe mode: it acks what a

@@ -3,17 +3,14 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "ops/json_style.hpp"
 #include "protocol/virtio_config.hpp"
 
 namespace vufront::ops {
 
 namespace {
 
-std::string hex64(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
+std::string hex64(uint64_t v) { return hex_bits(v); }
 
 std::string joined(const std::vector<std::string>& names) {
   std::string out;
@@ -45,38 +42,42 @@ std::string to_hex(const std::vector<uint8_t>& bytes) {
 
 nlohmann::json probe_json(const ProbeResult& r) {
   nlohmann::json j;
+  j["ok"] = true;
   j["socket"] = r.socket;
   j["device"] = name(r.device);
-  j["features"] = r.features;
-  j["feature_names"] = feature_names(r.features, r.device);
-  j["protocol_features"] = or_null(r.protocol_features);
-  j["protocol_feature_names"] =
-      r.protocol_features ? nlohmann::json(protocol_feature_names(*r.protocol_features))
-                          : nlohmann::json(nullptr);
-  j["protocol_features_acked"] = or_null(r.protocol_features_acked);
+  j["kind_doubt"] = r.kind_doubt.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.kind_doubt);
+  j["features"] = features_json(r.features, r.device);
+  j["protocol_features"] =
+      r.protocol_features ? protocol_features_json(*r.protocol_features) : nlohmann::json(nullptr);
+  j["protocol_features_acked"] = r.protocol_features_acked
+                                     ? protocol_features_json(*r.protocol_features_acked)
+                                     : nlohmann::json(nullptr);
   j["queue_num"] = or_null(r.queue_num);
   j["max_mem_slots"] = or_null(r.max_mem_slots);
   j["backend_channel"] = r.backend_channel;
+  j["backend_channel_error"] = or_null(r.backend_channel_error);
   j["config"] = r.config ? nlohmann::json(to_hex(*r.config)) : nlohmann::json(nullptr);
-  if (r.backend_channel_error)
-    j["backend_channel_error"] = *r.backend_channel_error;
-  if (r.config_error)
-    j["config_error"] = *r.config_error;
+  j["config_error"] = or_null(r.config_error);
+  j["config_decoded"] = nullptr;
   if (r.config) {
     nlohmann::json fields = nlohmann::json::object();
-    for (const auto& [k, v] : virtio::decode_config(r.device, *r.config))
-      fields[k] = v;
+    for (const auto& f : virtio::decode_config(r.device, *r.config))
+      fields[f.name] = f.number ? nlohmann::json(*f.number) : nlohmann::json(f.text);
     j["config_decoded"] = fields;
   }
+  j["shmem_regions"] = nullptr;
   if (r.shmem_regions) {
     nlohmann::json regions = nlohmann::json::array();
     for (const auto& [id, size] : *r.shmem_regions)
       regions.push_back({{"shmid", id}, {"size", size}});
     j["shmem_regions"] = regions;
-  } else {
-    j["shmem_regions"] = nullptr;
   }
   return j;
+}
+
+nlohmann::json probe_failure_json(const ProbeOptions& opts, const Error& e) {
+  return {{"ok", false}, {"socket", opts.socket}, {"device", name(opts.device)},
+          {"error", e.message()}};
 }
 
 void print_probe_text(std::ostream& out, const ProbeResult& r) {
@@ -86,6 +87,8 @@ void print_probe_text(std::ostream& out, const ProbeResult& r) {
     out << k << value << "\n";
   };
   line("back-end", r.socket + " (device " + name(r.device) + ")");
+  if (!r.kind_doubt.empty())
+    line("device kind", r.kind_doubt);
   line("features", hex64(r.features) + "  " + joined(feature_names(r.features, r.device)));
   if (r.protocol_features) {
     line("protocol features",
@@ -104,8 +107,8 @@ void print_probe_text(std::ostream& out, const ProbeResult& r) {
     line("back-end channel", r.backend_channel ? "set up" : "not offered");
   if (r.config) {
     line("config", std::to_string(r.config->size()) + " bytes  " + to_hex(*r.config));
-    for (const auto& [k, v] : virtio::decode_config(r.device, *r.config))
-      line("  " + k, v);
+    for (const auto& f : virtio::decode_config(r.device, *r.config))
+      line("  " + f.name, f.text);
   } else if (r.config_error) {
     line("config", "refused (" + std::to_string(r.config_size_requested) +
                        " bytes asked): " + *r.config_error);

@@ -1,25 +1,20 @@
 #include "ops/transfer.hpp"
 
 #include <algorithm>
+#include <iostream>
 
 #include "actors/progress_line.hpp"
+#include "ops/transfer_report.hpp"
 #include "ops/units.hpp"
 
 namespace vufront::ops {
 
 namespace {
 
-/// "  snapshot  [####....]  12.0 MiB / 64.0 MiB  1.2 s  52.1 MiB/s", cut to
-/// the terminal's width.
+/// progress_text() (ops/transfer_report.hpp), cut to the terminal's width.
 actors::ProgressRender progress_render(const std::string& label) {
   return [label](uint64_t done, uint64_t total, uint64_t us) {
-    std::string line = "  " + label + "  " + progress_bar(done, total, 24, us / 100000) + "  " +
-                       format_bytes(done) + (total ? " / " + format_bytes(total) : "") + "  " +
-                       format_duration_us(us) + "  " + format_rate(done, us);
-    const unsigned cols = terminal_columns();
-    if (line.size() >= cols)
-      line.resize(cols - 1);
-    return line;
+    return progress_text(label, done, total, us, terminal_columns());
   };
 }
 
@@ -36,14 +31,18 @@ TransferOutcome run_transfer(caf::actor_system& sys, const TransferSpec& spec,
   dc.timeouts.request = short_wait;
   actors::DeviceSession session(sys, dc);
   interrupt.on_signal([&session] { session.cancel(); });
-  // The device's own deadlines (connect, each request, the transfer) fire
-  // first; this one only bounds the wait for its answer.
-  session.set_timeout(dc.connect_timeout + spec.timeout + short_wait + milliseconds(10000));
+  // The device's own deadlines (connect, each request, the transfer: no
+  // progress for spec.timeout) fire first; this one only bounds the wait
+  // for its answer.
+  session.set_timeout(dc.connect_timeout + actors::max_transfer_time + short_wait +
+                      milliseconds(10000));
   auto info = session.negotiate(spec.negotiate);
   if (!info) {
     interrupt.on_signal(nullptr);
     return {"negotiate", std::move(info).error()};
   }
+  if (!info->kind_doubt.empty())
+    std::cerr << "vufront " << spec.command << ": warning: " << info->kind_doubt << "\n";
   // A Ctrl-C while connecting found no transfer to cancel: the session's
   // cancel is sticky, so the transfer fails "cancelled before the transfer began".
   caf::actor line;

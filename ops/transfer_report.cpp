@@ -1,5 +1,7 @@
 #include "ops/transfer_report.hpp"
 
+#include "actors/progress_line.hpp"
+#include "ops/json_style.hpp"
 #include "snapshot/writer.hpp"
 
 namespace vufront::ops {
@@ -10,7 +12,7 @@ std::string transfer_summary(const actors::SnapshotInfo& info) {
          format_rate(info.state_bytes, info.elapsed_us);
 }
 
-nlohmann::json transfer_json(const actors::SnapshotInfo& info) {
+nlohmann::json transfer_json(const actors::SnapshotInfo& info, DeviceKind kind) {
   nlohmann::json queues = nlohmann::json::array();
   for (const auto& q : info.queues)
     queues.push_back({{"index", q.index}, {"size", q.size}, {"base", q.base}});
@@ -18,11 +20,24 @@ nlohmann::json transfer_json(const actors::SnapshotInfo& info) {
   return {{"path", info.path},
           {"state_bytes", info.state_bytes},
           {"checksum", checksum_hex(info.checksum)},
-          {"features", hex(info.features)},
+          {"features", features_json(info.features, kind)},
           {"queues", queues},
           {"elapsed_ms", static_cast<double>(info.elapsed_us) / 1e3},
           {"bytes_per_second",
            secs > 0 ? static_cast<uint64_t>(static_cast<double>(info.state_bytes) / secs) : 0}};
+}
+
+std::string progress_text(const std::string& label, uint64_t done, uint64_t total,
+                          uint64_t elapsed_us, unsigned width) {
+  std::string line = "  " + label + "  " + progress_bar(done, total, 24, elapsed_us / 100000) +
+                     "  " + format_bytes(done) +
+                     (total ? " / " + format_bytes(total) : " (total known at the end)") + "  " +
+                     format_duration_us(elapsed_us) + "  " + format_rate(done, elapsed_us);
+  if (auto eta = actors::eta_us(done, total, elapsed_us))
+    line += "  ETA " + format_duration_us(*eta);
+  if (width > 0 && line.size() >= width)
+    line.resize(width - 1);
+  return line;
 }
 
 std::string step_message(const Error& e, std::string_view op) {

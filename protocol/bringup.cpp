@@ -9,6 +9,11 @@ namespace vufront {
 
 namespace {
 
+/// The bytes GET_CONFIG asks for: the caller's size, else the kind's.
+uint32_t config_asked(const BringupOptions& opts) {
+  return opts.config_size.value_or(virtio::config_size(opts.kind));
+}
+
 /// Whether `step` sends its request, given what is known so far.
 bool gate_open(BringupStep step, const BackendClient& c, const BringupOptions& opts,
                const BringupResult& out) {
@@ -27,7 +32,10 @@ bool gate_open(BringupStep step, const BackendClient& c, const BringupOptions& o
     case BringupStep::get_max_mem_slots:
       return c.protocol_feature(protocol_feature::configure_mem_slots);
     case BringupStep::get_config:
-      return opts.config_size.has_value() && c.protocol_feature(protocol_feature::config);
+      return c.protocol_feature(protocol_feature::config) &&
+             (opts.config_size.has_value() ||
+              (opts.config_for_kind_check && opts.kind == DeviceKind::blk &&
+               !features_identify(opts.kind, out.features)));
     case BringupStep::get_shmem_config:
       return c.protocol_feature(protocol_feature::shmem);
   }
@@ -43,10 +51,17 @@ Result<void> queue_count(BackendClient& c, const BringupOptions& opts, BringupRe
     out.queue_num = static_cast<uint16_t>(*n > 0xffff ? 0xffff : *n);
     out.backend_queue_num = out.queue_num;
   }
-  if (opts.queues_needed > out.queue_num)
+  if (opts.queues_needed > out.queue_num) {
+    // a back-end of another kind explains the shortfall better
+    KindEvidence e;
+    e.features = out.features;
+    e.queue_num = out.backend_queue_num;
+    if (auto v = check_device_kind(opts.kind, e); v.fit == KindVerdict::Fit::mismatch)
+      return make_error(errc::invalid_argument, "device kind", v.reason);
     return make_error(errc::invalid_argument, "GET_QUEUE_NUM",
                       "the back-end has " + std::to_string(out.queue_num) +
                           " queues, the device needs " + std::to_string(opts.queues_needed));
+  }
   return ok();
 }
 
@@ -105,7 +120,7 @@ Result<void> run_step(BringupStep step, BackendClient& c, const BringupOptions& 
       return ok();
     }
     case BringupStep::get_config: {
-      auto cfg = c.get_config(0, *opts.config_size);
+      auto cfg = c.get_config(0, config_asked(opts));
       if (!cfg)
         return std::move(cfg).error();
       out.config = std::move(cfg).value();
@@ -115,6 +130,19 @@ Result<void> run_step(BringupStep step, BackendClient& c, const BringupOptions& 
       return shmem_config(c, out);
   }
   return make_error(errc::invalid_argument, "bring-up", "unknown step");
+}
+
+/// What the bring-up learnt that bears on the device kind.
+KindEvidence kind_evidence(const BringupOptions& opts, const BringupResult& out) {
+  KindEvidence e;
+  e.features = out.features;
+  e.queue_num = out.backend_queue_num;
+  if (out.config)
+    e.config = KindEvidence::Config::read;
+  else if (out.refusal(BringupStep::get_config))
+    e.config = KindEvidence::Config::refused;
+  e.config_size = config_asked(opts);
+  return e;
 }
 
 }  // namespace
@@ -163,13 +191,19 @@ Result<BringupResult> bring_up(BackendClient& client, const BringupOptions& opts
     auto r = run_step(step, client, opts, out);
     if (r)
       continue;
-    // An in-band refusal leaves the stream in sync: probe mode notes it and goes on.
-    if (opts.record_refusals && r.error().code == errc::backend_failure && !client.broken()) {
+    // An in-band refusal leaves the stream in sync: probe mode notes it and
+    // goes on; a refused GET_CONFIG is the kind check's evidence.
+    const bool evidence = step == BringupStep::get_config && opts.kind != DeviceKind::generic;
+    if ((opts.record_refusals || evidence) && r.error().code == errc::backend_failure &&
+        !client.broken()) {
       out.refusals.push_back(StepRefusal{step, std::move(r).error()});
       continue;
     }
     return std::move(r).error();
   }
+  out.kind = check_device_kind(opts.kind, kind_evidence(opts, out));
+  if (out.kind.fit == KindVerdict::Fit::mismatch)
+    return make_error(errc::invalid_argument, "device kind", out.kind.reason);
   return out;
 }
 

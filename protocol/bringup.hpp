@@ -13,8 +13,11 @@
 //   SET_BACKEND_REQ_FD        BACKEND_REQ acked (only with a channel fd to give)
 //   GET_QUEUE_NUM             MQ acked (else the device kind's fixed count)
 //   GET_MAX_MEM_SLOTS         CONFIGURE_MEM_SLOTS acked (else 8)
-//   GET_CONFIG                CONFIG acked and BringupOptions::config_size set
+//   GET_CONFIG                CONFIG acked and BringupOptions::config_size set, or
+//                             config_for_kind_check, blk, and the features leave the kind open
 //   GET_SHMEM_CONFIG          SHMEM acked
+//
+// Then the kind check (protocol/device_kind_check.hpp) on what was learnt.
 //
 // Which protocol features vufront acks is decided by one function,
 // acked_protocol_features(), from the options alone.
@@ -25,6 +28,7 @@
 
 #include "protocol/backend_client.hpp"
 #include "base/error.hpp"
+#include "protocol/device_kind_check.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront {
@@ -72,8 +76,15 @@ struct BringupOptions {
   /// at GET_QUEUE_NUM (errc::invalid_argument). 0: no check.
   uint16_t queues_needed = 0;
   /// Read this many bytes of device config (GET_CONFIG at offset 0) when
-  /// CONFIG is acked; no GET_CONFIG when empty.
+  /// CONFIG is acked; no GET_CONFIG when empty. Its in-band refusal is, for
+  /// a kind other than generic, evidence for the kind check (not a failure
+  /// of its own, also in strict mode).
   std::optional<uint32_t> config_size;
+  /// A device's negotiation: a blk device reads its config space (GET_CONFIG
+  /// of virtio::config_size(blk), as QEMU's vhost-user-blk does at start)
+  /// for the kind check, but only when the features do not identify blk by
+  /// themselves (features_identify) and no `config_size` is asked for anyway.
+  bool config_for_kind_check = false;
   /// Probe mode: a step the back-end refuses in-band (errc::backend_failure,
   /// connection still usable) is recorded in BringupResult::refusals and the
   /// bring-up goes on. Strict mode (false): the first failure of any kind
@@ -102,6 +113,10 @@ struct BringupResult {
   /// one (0 = no region with that id).
   std::optional<std::vector<uint64_t>> shmem_sizes;
   std::vector<StepRefusal> refusals;       ///< probe mode: steps refused in-band
+  /// Whether the back-end looks like `BringupOptions::kind`
+  /// (protocol/device_kind_check.hpp): fits or could not tell (a mismatch
+  /// fails the bring-up).
+  KindVerdict kind;
 
   /// The refusal of `step`, if it was refused.
   [[nodiscard]] const StepRefusal* refusal(BringupStep step) const noexcept;
@@ -122,7 +137,9 @@ struct BringupResult {
 /// Errors are those of the BackendClient call of the failing step, naming
 /// its request (timeout, disconnected, a malformed reply, a refusal in
 /// strict mode, ...), or errc::invalid_argument at "GET_QUEUE_NUM" when the
-/// back-end has fewer than `queues_needed` queues.
+/// back-end has fewer than `queues_needed` queues, or errc::invalid_argument
+/// at "device kind" when the back-end clearly is not a `kind` device
+/// (check_device_kind: the detail names every piece that did not fit).
 [[nodiscard]] Result<BringupResult> bring_up(BackendClient& client, const BringupOptions& opts);
 
 }  // namespace vufront

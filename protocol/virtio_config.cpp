@@ -1,12 +1,14 @@
 #include "protocol/virtio_config.hpp"
 
 #include <cstdio>
+#include <utility>
 
 namespace vufront::virtio {
 
 namespace {
 
-std::string num(uint64_t v) { return std::to_string(v); }
+Field num(const char* name, uint64_t v) { return {name, std::to_string(v), v}; }
+Field text(const char* name, std::string t) { return {name, std::move(t), std::nullopt}; }
 
 Fields decode_blk(const BlkConfig& c) {
   Fields f;
@@ -14,23 +16,25 @@ Fields decode_blk(const BlkConfig& c) {
   std::snprintf(size, sizeof size, "%llu sectors (%.1f MiB)",
                 static_cast<unsigned long long>(c.capacity),
                 static_cast<double>(c.capacity) * 512.0 / (1024.0 * 1024.0));
-  f.emplace_back("capacity", size);
-  f.emplace_back("size_max", num(c.size_max));
-  f.emplace_back("seg_max", num(c.seg_max));
-  f.emplace_back("geometry", num(c.cylinders) + "/" + num(c.heads) + "/" + num(c.sectors));
-  f.emplace_back("blk_size", num(c.blk_size));
-  f.emplace_back("physical_block_exp", num(c.physical_block_exp));
-  f.emplace_back("alignment_offset", num(c.alignment_offset));
-  f.emplace_back("min_io_size", num(c.min_io_size));
-  f.emplace_back("opt_io_size", num(c.opt_io_size));
-  f.emplace_back("writeback", num(c.writeback));
-  f.emplace_back("num_queues", num(c.num_queues));
-  f.emplace_back("max_discard_sectors", num(c.max_discard_sectors));
-  f.emplace_back("max_discard_seg", num(c.max_discard_seg));
-  f.emplace_back("discard_sector_alignment", num(c.discard_sector_alignment));
-  f.emplace_back("max_write_zeroes_sectors", num(c.max_write_zeroes_sectors));
-  f.emplace_back("max_write_zeroes_seg", num(c.max_write_zeroes_seg));
-  f.emplace_back("write_zeroes_may_unmap", num(c.write_zeroes_may_unmap));
+  f.push_back({"capacity", size, c.capacity});
+  f.push_back(num("size_max", c.size_max));
+  f.push_back(num("seg_max", c.seg_max));
+  f.push_back(num("cylinders", c.cylinders));
+  f.push_back(num("heads", c.heads));
+  f.push_back(num("sectors", c.sectors));
+  f.push_back(num("blk_size", c.blk_size));
+  f.push_back(num("physical_block_exp", c.physical_block_exp));
+  f.push_back(num("alignment_offset", c.alignment_offset));
+  f.push_back(num("min_io_size", c.min_io_size));
+  f.push_back(num("opt_io_size", c.opt_io_size));
+  f.push_back(num("writeback", c.writeback));
+  f.push_back(num("num_queues", c.num_queues));
+  f.push_back(num("max_discard_sectors", c.max_discard_sectors));
+  f.push_back(num("max_discard_seg", c.max_discard_seg));
+  f.push_back(num("discard_sector_alignment", c.discard_sector_alignment));
+  f.push_back(num("max_write_zeroes_sectors", c.max_write_zeroes_sectors));
+  f.push_back(num("max_write_zeroes_seg", c.max_write_zeroes_seg));
+  f.push_back(num("write_zeroes_may_unmap", c.write_zeroes_may_unmap));
   return f;
 }
 
@@ -38,10 +42,8 @@ Fields decode_net(const NetConfig& c) {
   char mac[32];
   std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", c.mac[0], c.mac[1], c.mac[2],
                 c.mac[3], c.mac[4], c.mac[5]);
-  return {{"mac", mac},
-          {"status", num(c.status)},
-          {"max_virtqueue_pairs", num(c.max_virtqueue_pairs)},
-          {"mtu", num(c.mtu)}};
+  return {text("mac", mac), num("status", c.status),
+          num("max_virtqueue_pairs", c.max_virtqueue_pairs), num("mtu", c.mtu)};
 }
 
 Fields decode_fs(const FsConfig& c) {
@@ -51,7 +53,7 @@ Fields decode_fs(const FsConfig& c) {
       break;
     tag.push_back(ch >= 0x20 && ch < 0x7f ? static_cast<char>(ch) : '?');
   }
-  return {{"tag", tag}, {"num_request_queues", num(c.num_request_queues)}};
+  return {text("tag", tag), num("num_request_queues", c.num_request_queues)};
 }
 
 }  // namespace

@@ -107,9 +107,17 @@ VUFRONT_LAYOUT_AT(FsConfig, num_request_queues, 36);
   return static_cast<uint16_t>(wanted < 1 ? 1 : wanted > 32768 ? 32768 : wanted);
 }
 
-/// Named fields of a config space, in order, as printable strings; empty
-/// when the device kind has no decoder or the bytes are too few.
-using Fields = std::vector<std::pair<std::string, std::string>>;
+/// One named field of a config space: its printable text ("131072 sectors
+/// (64.0 MiB)") and, for a numeric field, its value (131072; JSON output uses
+/// it: docs/json-output.md).
+struct Field {
+  std::string name;
+  std::string text;
+  std::optional<uint64_t> number;
+};
+/// The fields of a config space, in order; empty when the device kind has no
+/// decoder or the bytes are too few.
+using Fields = std::vector<Field>;
 [[nodiscard]] Fields decode_config(DeviceKind kind, const std::vector<uint8_t>& bytes);
 
 }  // namespace vufront::virtio

@@ -55,7 +55,8 @@ struct ChannelEnd {
 
 /// The bring-up of a blk back-end offering PROTOCOL_FEATURES, BACKEND_REQ
 /// and CONFIG (no REPLY_ACK: the SET_* requests get no answer); keeps the
-/// channel fd of SET_BACKEND_REQ_FD.
+/// channel fd of SET_BACKEND_REQ_FD. Its 60-byte config space is read at the
+/// end (a blk device's negotiation does, as QEMU's vhost-user-blk).
 void bring_up(FakeBackend& f, const std::shared_ptr<ChannelEnd>& end) {
   f.expect(FrontendReq::set_owner);
   f.answer_u64(FrontendReq::get_features, bit(feature::protocol_features) | bit(32));
@@ -75,6 +76,10 @@ void bring_up(FakeBackend& f, const std::shared_ptr<ChannelEnd>& end) {
     end->fd = std::move(m->fds[0]);
     return "";
   });
+  f.expect(FrontendReq::get_config);
+  f.send(test::reply_bytes(FrontendReq::get_config,
+                           test::concat(test::bytes_of(wire::ConfigHeader{0, 60, 0}),
+                                        std::vector<uint8_t>(60, 0))));
 }
 
 /// Sends a CONFIG_CHANGE_MSG header announcing 65536 body bytes (none

@@ -300,6 +300,49 @@ TEST_CASE("snapshot actor: a state over the cap, a stream that never ends, a can
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
 
+TEST_CASE("snapshot actor: the deadline follows progress: a slow stream passes, a stalled one fails") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    SUBCASE("slow but moving: longer in all than the window") {
+      // 20 chunks, one every 50 ms: about twice the 500 ms window in all,
+      // never 500 ms without a byte (a whole-transfer deadline fails it)
+      auto a = f.start([&](uint32_t, UniqueFd fd) {
+        f.peers.threads.emplace_back([fd = std::make_shared<UniqueFd>(std::move(fd))] {
+          auto d = state_bytes(20 * 4096);
+          for (size_t off = 0; off < d.size(); off += 4096) {
+            write_all(fd->get(), d.data() + off, 4096);
+            std::this_thread::sleep_for(50ms);
+          }
+        });
+        return SharedFd{};
+      });
+      SaveJob job{f.tmp.file("s.vfsnap"), {}, 1 << 30, TransferDeadline::stalling(500ms), manifest()};
+      auto [info, err] = f.ask<SnapshotInfo>(a, 30s, save_atom_v, job);
+      REQUIRE_MESSAGE(info, err);
+      CHECK(info->state_bytes == 20 * 4096);
+    }
+    SUBCASE("stalled: the error says no byte moved for the window") {
+      auto a = f.start([&](uint32_t, UniqueFd fd) {
+        f.peers.threads.emplace_back([&f, fd = std::make_shared<UniqueFd>(std::move(fd))] {
+          auto d = state_bytes(4096);
+          write_all(fd->get(), d.data(), d.size());
+          f.peers.hold();
+        });
+        return SharedFd{};
+      });
+      SaveJob job{f.tmp.file("s.vfsnap"), {}, 1 << 30, TransferDeadline::stalling(300ms), manifest()};
+      auto [info, err] = f.ask<SnapshotInfo>(a, 30s, save_atom_v, job);
+      CHECK_FALSE(info);
+      CHECK_MESSAGE(err.find("SET_DEVICE_STATE_FD(save): timeout: the back-end's state stream: "
+                             "no byte moved for 0.3 s (4096 bytes moved in all)") == 0,
+                    err);
+      CHECK(entries(f.tmp.path()) == 0);
+    }
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
 TEST_CASE("snapshot actor: the back-end's own fd is used, and checked first") {
   FdCount fds;
   {

@@ -33,6 +33,18 @@ TEST_CASE("listen options: octal modes and groups by name or number") {
   CHECK_FALSE(parse_group("99999999999", "--control-group").ok());
 }
 
+TEST_CASE("listen options: a user by name (getpwnam) or number, for --allow-uid") {
+  CHECK(*parse_user("0", "--allow-uid") == 0u);
+  CHECK(*parse_user("root", "--allow-uid") == 0u);
+  CHECK(*parse_user("65534", "--allow-uid") == 65534u);
+  auto none = parse_user("no-such-user-vufront", "--allow-uid");
+  REQUIRE_FALSE(none.ok());
+  CHECK(none.error().request == "--allow-uid");
+  CHECK(none.error().detail.find("no user named no-such-user-vufront") != std::string::npos);
+  CHECK_FALSE(parse_user("", "--allow-uid").ok());
+  CHECK_FALSE(parse_user("99999999999", "--allow-uid").ok());
+}
+
 TEST_CASE("listen options: the rule - a mode wins, a group opens to the group, other uids to all") {
   CHECK(listen_options(std::nullopt, std::nullopt, false).mode == 0600u);
   CHECK(listen_options(std::nullopt, std::nullopt, false).group == -1);

@@ -22,6 +22,7 @@
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -94,6 +95,18 @@ def test_example_vmm_same_backend_new_backend_and_msix(tmp):
             assert_vmm_ok(r)
             for step in ('snapshot', 'reset', 'restore', 'wake', 'read back'):
                 assert ('ok   ' + step) in r.stdout, (step, r.stdout)
+            # the client library's on_progress: the transfer_progress events, the
+            # last of each transfer whole (a snapshot's total is known at its end),
+            # all of them before the step's reply
+            out = r.stdout.splitlines()
+            for op in ('snapshot', 'restore'):
+                step = out.index(next(l for l in out if l.startswith('ok   ' + op + ' ')))
+                at = [i for i, l in enumerate(out) if l.startswith('     ' + op + ' ')]
+                events = [re.match(r'     %s (\d+) of (\d+|\?) bytes, \d+ ms, ETA (\d+ ms|\?)$' % op,
+                                   out[i]) for i in at]
+                assert events and all(events), (op, r.stdout)
+                assert at[-1] == step - 1, (op, r.stdout)  # the last event, then the reply, none after
+                assert events[-1].group(1) == events[-1].group(2) and events[-1].group(3) == '0 ms'
             # into a fresh back-end: its disk was zeros, so the data can only
             # have come from the snapshot
             r = vmm(att.control, '--restore-into', b.sock)

@@ -84,6 +84,14 @@ def test_allow_uid_opens_the_socket_and_the_uid_check_stays_the_gate(tmp):
             out = as_nobody(att.control, [{'cmd': 'status'}])
             assert out[0]['event'] == 'hello', out
             assert out[1]['ok'] is True and out[1]['result']['state'] == 'negotiated', out
+        # by name: the user "nobody" (getpwnam) is uid 65534; an unknown name is a usage error
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--allow-uid', 'nobody') as att:
+            att.wait_log('control socket mode 0666; uids allowed: 0, %d' % NOBODY)
+            out = as_nobody(att.control, [{'cmd': 'status'}])
+            assert out[1]['ok'] is True, out
+        r = run(ARGS.vufront, 'attach', '--control', ctl_path(tmp), '--backend', a.sock,
+                '--allow-uid', 'no-such-user-here', timeout=30)
+        assert r.returncode == 2 and '--allow-uid: no user named no-such-user-here' in r.stderr, r.stderr
         # a group gets 0660 and through the file system, but without --allow-uid
         # the uid check refuses it
         with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock, '--control-group', str(NOBODY)) as att:

@@ -45,6 +45,19 @@ def probe_json(sock, *args):
     return json.loads(r.stdout)
 
 
+def bits(feature_set):
+    """The mask of a feature set as vufront's JSON has it: {"bits": "0x...", "names": [...]}."""
+    assert set(feature_set) == {'bits', 'names'}, feature_set
+    return int(feature_set['bits'], 16)
+
+
+def same_as_probe_py(ours, theirs):
+    for key in ('features', 'protocol_features'):
+        assert bits(ours[key]) == theirs[key], '%s: vufront %r, probe.py %r' % (key, ours[key], theirs[key])
+    for key in ('queue_num', 'max_mem_slots'):
+        assert ours[key] == theirs[key], '%s: vufront %r, probe.py %r' % (key, ours[key], theirs[key])
+
+
 # ---- tests -------------------------------------------------------------------
 
 def test_qsd_matches_probe_py(tmp):
@@ -54,18 +67,19 @@ def test_qsd_matches_probe_py(tmp):
         theirs = probe_py(peer.sock)
     finally:
         peer.stop()
-    for key in ('features', 'protocol_features', 'queue_num', 'max_mem_slots'):
-        assert ours[key] == theirs[key], '%s: vufront %r, probe.py %r' % (key, ours[key], theirs[key])
+    same_as_probe_py(ours, theirs)
     assert ours['config'] == theirs['config_raw'], (ours['config'], theirs['config_raw'])
-    assert isinstance(ours['features'], int) and ours['features'] & (1 << 32)
-    assert ours['config_decoded']['capacity'].startswith('131072 sectors')
+    features = bits(ours['features'])
+    assert features & (1 << 32) and 'VERSION_1' in ours['features']['names']
+    assert ours['config_decoded']['capacity'] == 131072  # sectors, a number
     assert ours['backend_channel'] is True
     # vufront acks only protocol features it implements, all of them offered
-    assert ours['protocol_features_acked'] & ~ours['protocol_features'] == 0
-    assert ours['protocol_features_acked'] & (1 << 8) == 0, 'PAGEFAULT must not be acked'
+    offered, acked = bits(ours['protocol_features']), bits(ours['protocol_features_acked'])
+    assert acked & ~offered == 0
+    assert acked & (1 << 8) == 0, 'PAGEFAULT must not be acked'
     # the same rule as a device's negotiation: LOG_SHMFD only for dirty logging (probe does none)
-    assert ours['protocol_features'] & (1 << 1), 'qemu-storage-daemon offers LOG_SHMFD'
-    assert ours['protocol_features_acked'] & (1 << 1) == 0, 'LOG_SHMFD must not be acked'
+    assert offered & (1 << 1), 'qemu-storage-daemon offers LOG_SHMFD'
+    assert acked & (1 << 1) == 0, 'LOG_SHMFD must not be acked'
 
 
 def test_qsd_four_queues(tmp):
@@ -76,7 +90,7 @@ def test_qsd_four_queues(tmp):
     finally:
         peer.stop()
     assert ours['queue_num'] == 4, ours['queue_num']
-    assert ours['config_decoded']['num_queues'] == '4'
+    assert ours['config_decoded']['num_queues'] == 4
 
 
 def test_qsd_text_report_and_refused_config(tmp):
@@ -110,8 +124,7 @@ def test_virtiofsd_matches_probe_py(tmp):
         theirs = probe_py(peer.sock, '--device', 'fs', '--no-reconnect')
     finally:
         peer.stop()
-    for key in ('features', 'protocol_features', 'queue_num', 'max_mem_slots'):
-        assert ours[key] == theirs[key], '%s: vufront %r, probe.py %r' % (key, ours[key], theirs[key])
+    same_as_probe_py(ours, theirs)
     assert ours['config'] is None and ours['queue_num'] == 2
 
 

@@ -117,6 +117,25 @@ def test_snapshot_and_restore_errors(tmp):
         assert r.returncode == 1 and 'checksum mismatch' in r.stderr, r.stderr
 
 
+def test_a_stalled_transfer_fails_after_timeout_seconds_without_progress(tmp):
+    """--timeout is the time without progress, and the error says so; a
+    restore into a back-end that stops reading fails the same way."""
+    with Backends(ARGS.backend, tmp) as bs:
+        stalls = bs.start('stalls', '--size', '8M', '--state-stall-after', '1M')
+        s = os.path.join(tmp, 's.vfsnap')
+        r = vufront('snapshot', stalls.sock, '--out', s, '--timeout', '0.5')
+        assert r.returncode == 1, r.stderr
+        assert "the back-end's state stream: no byte moved for 0.5 s" in r.stderr, r.stderr
+        assert not os.path.exists(s) and leftovers(tmp) == []
+        good = bs.start('good', '--size', '8M')
+        snapshot_json(good.sock, s)
+        r = vufront('restore', stalls.sock, '--in', s, '--timeout', '0.5')
+        assert r.returncode == 1, r.stderr
+        assert "the back-end's reading of the state: no byte moved for 0.5 s" in r.stderr, r.stderr
+        assert 'snapshot' in vufront('snapshot', '--help').stdout
+        assert 'no byte of state moved' in vufront('snapshot', '--help').stdout
+
+
 def test_an_existing_snapshot_file_is_replaced_only_with_force(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '16M')

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/job_barrier.hpp"
+#include "actors/progress_line.hpp"
 #include "ops/job_display.hpp"
 #include "ops/job_steps.hpp"
 #include "ops/transfer_report.hpp"
@@ -82,10 +83,11 @@ TEST_CASE("transfer summary and JSON") {
   info.queues = {{0, 128, 3, 0}};
   info.elapsed_us = 500000;
   CHECK(transfer_summary(info) == "64.0 MiB of state, checksum 0123456789abcdef, 500 ms, 128.0 MiB/s");
-  auto j = transfer_json(info);
+  auto j = transfer_json(info, DeviceKind::blk);
   CHECK(j["checksum"] == "0123456789abcdef");
   CHECK(j["state_bytes"] == uint64_t{64} << 20);
-  CHECK(j["features"] == "0x100000000");
+  CHECK(j["features"]["bits"] == "0x0000000100000000");
+  CHECK(j["features"]["names"] == nlohmann::json::array({"VERSION_1"}));
   CHECK(j["queues"][0]["base"] == 3);
   CHECK(j["bytes_per_second"] == uint64_t{128} << 20);
 }
@@ -164,7 +166,7 @@ TEST_CASE("job display: JSON lines and the summary") {
   d.event({7, 0, JobEvent::Kind::start, 0, 0, 0, ""});  // no such device: ignored
   CHECK(out.str() ==
         "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"start\"}\n"
-        "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"progress\",\"bytes\":4096,\"total\":0}\n"
+        "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"progress\",\"bytes\":4096,\"total\":null}\n"
         "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"done\",\"ms\":12.5,\"bytes\":8192,\"detail\":\"saved\"}\n"
         "{\"device\":\"disk1\",\"step\":0,\"name\":\"activate\",\"event\":\"failed\",\"ms\":3.0,\"error\":\"negotiate: timeout\"}\n");
   CHECK(text.str().empty());
@@ -181,6 +183,7 @@ TEST_CASE("job display: JSON lines and the summary") {
   CHECK(j["ok"] == false);
   CHECK(j["devices"][0]["state_bytes"] == 8192);
   CHECK(j["devices"][1]["failed_step"] == 0);
+  CHECK(j["devices"][0]["failed_step"].is_null());  // every key, null when it does not apply
   CHECK(j["devices"][1]["failed_name"] == "activate");
   CHECK(j["devices"][1]["error"] == "negotiate: timeout");
   std::string table = d.summary_table(o);
@@ -212,4 +215,26 @@ TEST_CASE("job display: the terminal form redraws one line per device in place")
   o.devices.push_back({"disk1", 1, 1, 0, 1, DeviceOutcome::Result::ok, std::nullopt, ""});
   d.finish(o);
   CHECK(text.str().find("job: ok (2 device(s)") != std::string::npos);
+}
+
+TEST_CASE("app: a transfer's progress line shows the total and an ETA when the total is known") {
+  // a restore: the file's size is known; a quarter in one second, three to go
+  const std::string restore = progress_text("restore", 16u << 20, 64u << 20, 1000000, 200);
+  CHECK_MESSAGE(restore.find("16.0 MiB / 64.0 MiB") != std::string::npos, restore);
+  CHECK_MESSAGE(restore.find("ETA 3.00 s") != std::string::npos, restore);
+  // a snapshot: the back-end's state size is known only at the end
+  const std::string save = progress_text("snapshot", 16u << 20, 0, 1000000, 200);
+  CHECK_MESSAGE(save.find("16.0 MiB (total known at the end)") != std::string::npos, save);
+  CHECK_MESSAGE(save.find("ETA") == std::string::npos, save);
+  // done: ETA 0; cut to the width
+  CHECK(progress_text("snapshot", 64u << 20, 64u << 20, 1000000, 200).find("ETA 0") !=
+        std::string::npos);
+  CHECK(progress_text("restore", 1, 2, 1000, 30).size() == 29);
+}
+
+TEST_CASE("app: the ETA of a transfer: unknown without a total or before any byte") {
+  CHECK_FALSE(actors::eta_us(100, 0, 1000).has_value());
+  CHECK_FALSE(actors::eta_us(0, 100, 1000).has_value());
+  CHECK(actors::eta_us(100, 100, 1000) == uint64_t{0});
+  CHECK(actors::eta_us(25, 100, 1000) == uint64_t{3000});
 }

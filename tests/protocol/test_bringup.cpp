@@ -292,7 +292,8 @@ TEST_CASE("bringup: an in-band refusal is recorded in probe mode and the bring-u
   FdCount leak;
   {
     auto pair = make_socketpair();
-    const BringupOptions o = probe_like(pair.second.get());
+    BringupOptions o = probe_like(pair.second.get());
+    o.kind = DeviceKind::generic;  // a refused GET_CONFIG is no kind evidence for generic
     const uint64_t acked = acked_protocol_features(all_offered, o);
     FakeBackend f;
     script_head(f, all_offered, acked);
@@ -335,6 +336,7 @@ TEST_CASE("bringup: an in-band refusal ends a strict bring-up, naming the reques
     auto pair = make_socketpair();
     BringupOptions o = probe_like(pair.second.get());
     o.record_refusals = false;
+    o.kind = DeviceKind::generic;  // blk: the next test
     const uint64_t acked = acked_protocol_features(all_offered, o);
     FakeBackend f;
     script_head(f, all_offered, acked);
@@ -354,6 +356,59 @@ TEST_CASE("bringup: an in-band refusal ends a strict bring-up, naming the reques
     CHECK(f.unread_bytes() == 0);  // nothing sent after the refused step
     CHECK_FALSE(c.broken());
   }
+}
+
+TEST_CASE("bringup: a refused GET_CONFIG of a blk config space fails as a device-kind mismatch") {
+  // strict and probe mode alike: the refusal is the kind check's evidence, the
+  // bring-up goes on to its end and then fails naming the kind and the size
+  for (bool probe : {false, true}) {
+    CAPTURE(probe);
+    auto pair = make_socketpair();
+    BringupOptions o = probe_like(pair.second.get());
+    o.record_refusals = probe;
+    o.config_size = 60;
+    const uint64_t acked = acked_protocol_features(all_offered, o);
+    FakeBackend f;
+    script_head(f, all_offered, acked);
+    script_channel(f, 0);
+    f.answer_u64(FrontendReq::get_queue_num, 2, ex(plain));
+    f.answer_u64(FrontendReq::get_max_mem_slots, 8, ex(plain));
+    f.expect(FrontendReq::get_config, ex(plain, config_request(60)));
+    f.send(reply_bytes(FrontendReq::get_config, bytes_of(wire::ConfigHeader{0, 0, 0})));
+    f.expect(FrontendReq::get_shmem_config, ex(plain));
+    f.send(shmem_reply());
+    auto c = f.client(fast());
+    auto r = bring_up(c, o);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == errc::invalid_argument);
+    CHECK(r.error().request == "device kind");
+    CHECK_MESSAGE(r.error().detail.find("does not look like a blk device: it refused GET_CONFIG of "
+                                        "60 bytes, the size of a blk config space") !=
+                      std::string::npos,
+                  r.error().message());
+    CHECK(f.finish() == "");
+    CHECK_FALSE(c.broken());
+  }
+}
+
+TEST_CASE("bringup: a back-end of another kind is named before a queue shortfall") {
+  // qemu-storage-daemon's features and one queue, driven as net with 2 queues needed
+  BringupOptions o;
+  o.kind = DeviceKind::net;
+  o.queues_needed = 2;
+  const uint64_t offered = bit(protocol_feature::mq);
+  FakeBackend f;
+  f.expect(FrontendReq::set_owner, ex(plain, std::vector<uint8_t>{}, 0));
+  f.answer_u64(FrontendReq::get_features, 0x175007e46, ex(plain));
+  f.answer_u64(FrontendReq::get_protocol_features, offered, ex(plain));
+  f.expect(FrontendReq::set_protocol_features, ex(plain, u64(offered)));
+  f.answer_u64(FrontendReq::get_queue_num, 1, ex(plain));
+  auto c = f.client(fast());
+  auto r = bring_up(c, o);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().request == "device kind");
+  CHECK_MESSAGE(r.error().detail.find("bit 6 (blk BLK_SIZE)") != std::string::npos, r.error().message());
+  CHECK(f.finish() == "");
 }
 
 TEST_CASE("bringup: a broken connection ends the bring-up in probe mode too") {

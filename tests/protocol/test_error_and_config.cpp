@@ -58,15 +58,17 @@ TEST_CASE("virtio-blk config decodes the fields qemu-storage-daemon serves") {
   std::vector<uint8_t> bytes(sizeof c);
   std::memcpy(bytes.data(), &c, sizeof c);
   auto f = virtio::decode_config(DeviceKind::blk, bytes);
-  REQUIRE(f.size() == 17);
-  CHECK(f[0].first == "capacity");
-  CHECK(f[0].second == "131072 sectors (64.0 MiB)");
+  REQUIRE(f.size() == 19);
+  CHECK(f[0].name == "capacity");
+  CHECK(f[0].text == "131072 sectors (64.0 MiB)");
+  CHECK(f[0].number == uint64_t{131072});  // JSON: the number, in sectors
   auto find = [&f](const char* k) {
-    for (auto& [key, v] : f)
-      if (key == k)
-        return v;
+    for (auto& field : f)
+      if (field.name == k)
+        return field.text;
     return std::string("<missing>");
   };
+  CHECK(find("cylinders") == "0");
   CHECK(find("seg_max") == "126");
   CHECK(find("blk_size") == "512");
   CHECK(find("num_queues") == "4");
@@ -80,17 +82,18 @@ TEST_CASE("virtio-net and virtio-fs configs decode, generic does not") {
   std::vector<uint8_t> net = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 1, 0, 2, 0, 0xdc, 0x05};
   auto f = virtio::decode_config(DeviceKind::net, net);
   REQUIRE(f.size() == 4);
-  CHECK(f[0].second == "52:54:00:12:34:56");
-  CHECK(f[2].second == "2");
-  CHECK(f[3].second == "1500");
+  CHECK(f[0].text == "52:54:00:12:34:56");
+  CHECK_FALSE(f[0].number.has_value());  // a MAC is text, also in JSON
+  CHECK(f[2].text == "2");
+  CHECK(f[3].number == uint64_t{1500});
 
   std::vector<uint8_t> fs(40, 0);
   std::memcpy(fs.data(), "myfs\x01", 5);
   fs[36] = 1;
   auto g = virtio::decode_config(DeviceKind::fs, fs);
   REQUIRE(g.size() == 2);
-  CHECK(g[0].second == "myfs?");  // non-printable bytes are masked
-  CHECK(g[1].second == "1");
+  CHECK(g[0].text == "myfs?");  // non-printable bytes are masked
+  CHECK(g[1].number == uint64_t{1});
   CHECK(virtio::decode_config(DeviceKind::generic, fs).empty());
   CHECK(virtio::config_size(DeviceKind::blk) == 60);
   CHECK(virtio::config_size(DeviceKind::generic) == 256);
