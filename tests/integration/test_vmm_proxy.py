@@ -7,6 +7,9 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
   pattern from each vCPU, syncs, drops its caches and reads it back; the
   image holds it; vufront saw I/O on both queues and one VMM connection;
 * blk through vufront-backend with packed=on: QEMU set RING_PACKED (bit 34);
+* virtio-fs through virtiofsd: the guest mounts the tag, reads a file the
+  test wrote and writes one back; virtiofsd exits when vufront renews its
+  connection after QEMU left, and vufront goes on waiting for it;
 * QEMU SIGKILLed mid-run: vufront stays up, stops the back-end's rings and
   removes the dead VM's memory; no fd or mapping of its memory is left in
   vufront; a second QEMU boots and works through the same socket;
@@ -35,6 +38,10 @@ PREREQ = None
 GUEST_LIMIT = 90  # seconds a guest may take (about 5-10 s when it works)
 PATTERN_SECTORS = {0: 2048, 1: 4096}  # vCPU -> first sector it writes
 WANTED_MODULES = ['virtio_pci', 'virtio_blk']
+FS_MODULES = ['virtio_pci', 'virtiofs']  # virtiofs needs fuse, virtio_ring, virtio
+FS_TAG = 'vufront'
+FS_HELLO = 'VUFRONT-FS-HELLO from the host 0123456789'
+FS_REPLY = 'VUFRONT-FS-REPLY from the guest 9876543210'
 
 
 # ---- the guest ------------------------------------------------------------------
@@ -64,18 +71,37 @@ def pattern():
     return text[:65536]
 
 
-def initrd(tmp, body, name='initrd.cpio'):
+def initrd(tmp, body, name='initrd.cpio', modules=None):
     path = os.path.join(tmp, name)
     _, _, version, busybox = PREREQ
-    guest.build_initramfs(path, version, busybox, WANTED_MODULES, body)
+    guest.build_initramfs(path, version, busybox, modules or WANTED_MODULES, body)
     return path
 
 
-def boot(tmp, vmm_sock, rd, device_opts='', smp=2, qmp=None, reboot=False):
+def fs_body():
+    """The guest's work on virtio-fs: mount the tag (retried while the
+    driver probes), print the host's file, write one back, unmount."""
+    return '''n=0
+while ! mount -t virtiofs %(tag)s /mnt 2>/tmp-mount-error; do
+  n=$((n + 1))
+  if [ $n -gt 300 ]; then echo "VUFRONT-GUEST-FAIL mount $(cat /tmp-mount-error)"; poweroff -f; fi
+  sleep 0.1
+done
+echo "VUFRONT-GUEST-READ $(cat /mnt/hello.txt)"
+echo "%(reply)s" > /mnt/from-guest.txt || echo "VUFRONT-GUEST-FAIL write"
+sync
+umount /mnt || echo "VUFRONT-GUEST-FAIL umount"
+echo VUFRONT-GUEST-DONE
+poweroff -f
+''' % {'tag': FS_TAG, 'reply': FS_REPLY}
+
+
+def boot(tmp, vmm_sock, rd, device_opts='', smp=2, qmp=None, reboot=False,
+         device='vhost-user-blk-pci', reconnect=True):
     qemu, kernel, _, _ = PREREQ
     return guest.Qemu(qemu, kernel, rd,
-                      ['-chardev', 'socket,id=c0,path=%s,reconnect=1' % vmm_sock,
-                       '-device', 'vhost-user-blk-pci,chardev=c0' + device_opts],
+                      ['-chardev', 'socket,id=c0,path=%s%s' % (vmm_sock, ',reconnect=1' if reconnect else ''),
+                       '-device', device + ',chardev=c0' + device_opts],
                       smp=smp, qmp=qmp, reboot=reboot)
 
 
@@ -224,6 +250,46 @@ reboot -f
         assert 'VUFRONT-GUEST-REBOOTING' in q.console_text(), rep
         assert image_has_pattern(img, cpus=1), rep
         assert wait_session_over(ctl)['connections'] == 1, rep  # one connection across both
+
+
+def test_guest_virtiofs_through_virtiofsd(tmp):
+    if not ARGS.peers:
+        raise AssertionError('--peers is needed for virtiofsd')
+    shared = os.path.join(tmp, 'shared')
+    os.mkdir(shared)
+    with open(os.path.join(shared, 'hello.txt'), 'w') as f:
+        f.write(FS_HELLO + '\n')
+    fs_sock = os.path.join(tmp, 'virtiofsd.sock')
+    vmm_sock = os.path.join(tmp, 'vmm.sock')
+    with Peer(ARGS.peers, 'start-virtiofsd.sh', fs_sock, shared) as fsd:
+        a = Attach(ARGS.vufront, os.path.join(tmp, 'ctl.sock'), '--backend', 'fs0=' + fs_sock,
+                   '--device', 'fs0=fs', '--vmm-socket', 'fs0=' + vmm_sock)
+        with a, Control(a.control) as ctl:
+            # No reconnect=N: QEMU 7.2's vhost-user-fs neither waits for the
+            # chardev to connect (with reconnect=N it connects in the
+            # background and realize fails: "Failed to set msg fds") nor
+            # reconnects; a plain client chardev connects before realize.
+            with boot(tmp, vmm_sock, initrd(tmp, fs_body(), modules=FS_MODULES),
+                      ',tag=' + FS_TAG, smp=1, device='vhost-user-fs-pci', reconnect=False) as q:
+                rep = run_to_end(q, a)
+            assert 'VUFRONT-GUEST-READ ' + FS_HELLO in q.console_text(), rep
+            with open(os.path.join(shared, 'from-guest.txt')) as f:
+                assert f.read() == FS_REPLY + '\n', rep
+            # QEMU left: vufront stops the rings and renews its back-end
+            # connection (docs/vmm-proxy.md, "The four ways"). virtiofsd
+            # serves one front-end connection and exits when it closes, so
+            # the renewal finds nobody and the device waits for a back-end.
+            v = wait_session_over(ctl, 'fs0')
+            assert v['connections'] == 1, (v, rep)
+            session = v['last_session']
+            assert {qu['index'] for qu in session['queues']} == {0, 1}, v  # hiprio + one request queue
+            assert max(session['queues'][1].get('used_index', 0), session['queues'][1]['base']) > 0, v
+            assert fsd.wait_exit(10), 'virtiofsd still runs after vufront renewed its connection'
+            a.log.expect('renewing the back-end connection failed', 10)
+            assert a.proc.poll() is None, 'vufront attach died with its back-end'
+            state = ctl.ok('status', device='fs0')['state']
+            assert state in ('reconnecting', 'lost'), state
+        assert a.proc.returncode == 0, ''.join(a.log[-40:])  # stopped cleanly by SIGINT
 
 
 # ---- a malformed VMM --------------------------------------------------------------
