@@ -6,7 +6,8 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
 * blk through qemu-storage-daemon, 2 queues and 2 vCPUs: the guest writes a
   pattern from each vCPU, syncs, drops its caches and reads it back; the
   image holds it; vufront saw I/O on both queues and one VMM connection;
-* blk through vufront-backend with packed=on: QEMU set RING_PACKED (bit 34);
+* blk through vufront-backend with packed=on: QEMU set RING_PACKED (bit 34),
+  and `status` shows the live session while the guest runs;
 * virtio-fs through virtiofsd: the guest mounts the tag, reads a file the
   test wrote and writes one back; virtiofsd exits when vufront renews its
   connection after QEMU left, and vufront goes on waiting for it;
@@ -179,17 +180,53 @@ def test_guest_blk_through_qsd_two_queues(tmp):
         assert 'MQ' in session['protocol_features'].split('|'), v  # QEMU acked MQ for its 2 queues
 
 
+GO_SECTOR = 100  # the host writes GO_MARK there to let a waiting guest power off
+GO_MARK = b'VUFRONT-GO'
+
+
+def wait_for_go():
+    """Guest lines: say it waits, then read sector GO_SECTOR (O_DIRECT,
+    through the device) until the host wrote GO_MARK there (up to 60 s)."""
+    return '''echo VUFRONT-GUEST-WAITING
+n=0
+until [ "$(dd if=/dev/vda bs=512 skip=%d count=1 iflag=direct 2>/dev/null | head -c %d)" = "%s" ]; do
+  n=$((n + 1))
+  if [ $n -gt 600 ]; then echo "VUFRONT-GUEST-FAIL no go from the host"; break; fi
+  sleep 0.1
+done
+''' % (GO_SECTOR, len(GO_MARK), GO_MARK.decode())
+
+
 def test_guest_packed_rings_through_reference_backend(tmp):
     image = os.path.join(tmp, 'ref.img')
     with open(image, 'wb') as f:
         f.truncate(16 << 20)
     with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image) as b, \
             attach(tmp, b.sock) as a, Control(a.control) as ctl:
-        with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, io_body(cpus=1)), ',packed=on',
-                  smp=1) as q:
+        body = io_body(cpus=1, then=wait_for_go() + 'poweroff -f')
+        with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, body), ',packed=on', smp=1) as q:
+            # While the guest runs (it waits for the host's go), `status`
+            # shows the live session: one VMM, packed rings, its ring started.
+            assert q.wait_console('VUFRONT-GUEST-WAITING', GUEST_LIMIT), report(q, a)
+            v = vmm_status(ctl)
+            assert v['connected'] and v['connections'] == 1 and v['peer_uid'] == os.geteuid(), v
+            live = v['session']
+            assert int(live['features'], 16) & (1 << 34), ('QEMU did not set RING_PACKED', v)
+            assert live['regions'], v
+            ring0 = [qu for qu in live['queues'] if qu['index'] == 0][0]
+            assert ring0['started'] and ring0['enabled'], v
+            assert 'used_index' not in ring0, v  # a packed ring has none in guest memory
+            assert ctl.ok('status', device='disk0')['state'] == 'negotiated'  # vufront's own view
+            for cmd in ('sleep', 'wake', 'reset'):  # commands that would fight the VMM
+                e = ctl.error(cmd, device='disk0', code='bad_state')
+                assert 'driven by the VMM socket' in e['message'], (cmd, e)
+            with open(image, 'r+b') as f:
+                f.seek(GO_SECTOR * 512)
+                f.write(GO_MARK)
             rep = run_to_end(q, a)
         assert image_has_pattern(image, cpus=1), rep
         v = wait_session_over(ctl)
+        assert v['connections'] == 1, v
         features = int(v['last_session']['features'], 16)
         assert features & (1 << 34), ('QEMU did not set RING_PACKED', v, rep)
 
