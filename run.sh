@@ -7,6 +7,10 @@
 #                     actors), then `vufront check` against a qemu-storage-daemon
 #                     vhost-user-blk back-end started (and stopped) here
 #   ./run.sh test     build and run every test (unit, integration, corpus replay)
+#   ./run.sh guest-demo  unmodified QEMU -> vufront -> qemu-storage-daemon: a
+#                     real Linux guest writes and reads back through vufront's
+#                     VMM socket; prints the command lines, the guest console,
+#                     vufront's log and status (tests/integration/vmm_demo.py)
 #   ./run.sh build    only install and build
 #   ./run.sh --help   this text
 #
@@ -35,7 +39,7 @@ TEST_PACKAGES=(
   groff-base
 )
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 install_missing() {  # install_missing [PACKAGE...]: PACKAGES and these
   local missing=()
@@ -106,9 +110,18 @@ run_main() {
   "$BUILD_DIR/bin/vufront" check "$sock" --queues 2
 }
 
+# The guest demo: QEMU 7.2 (TCG) -> vufront attach --vmm-socket -> qemu-storage-daemon;
+# the script starts and stops (by pid) all three.
+run_guest_demo() {
+  install_missing "${TEST_PACKAGES[@]}"
+  build
+  python3 tests/integration/vmm_demo.py --vufront "$BUILD_DIR/bin/vufront"
+}
+
 case "${1:-main}" in
   main) run_main ;;
   test) run_tests ;;
+  guest-demo) run_guest_demo ;;
   build) build ;;
   -h|--help|help) usage ;;
   *) echo "run.sh: unknown command '$1'" >&2; usage >&2; exit 2 ;;

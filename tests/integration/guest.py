@@ -191,7 +191,8 @@ class Qemu:
         if qmp:
             args += ['-qmp', 'unix:%s,server=on,wait=off' % qmp]
         self.qmp_path = qmp
-        self.proc = subprocess.Popen(args + list(extra), stdin=subprocess.DEVNULL,
+        self.args = args + list(extra)  # the command line (the demo prints it)
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.console = []
         self.stderr = []

@@ -6,7 +6,11 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
 * blk through qemu-storage-daemon, 2 queues and 2 vCPUs: the guest writes a
   pattern from each vCPU, syncs, drops its caches and reads it back; the
   image holds it; vufront saw I/O on both queues and one VMM connection;
-* blk through vufront-backend with packed=on: QEMU set RING_PACKED (bit 34);
+* blk through vufront-backend with packed=on: QEMU set RING_PACKED (bit 34),
+  and `status` shows the live session while the guest runs;
+* virtio-fs through virtiofsd: the guest mounts the tag, reads a file the
+  test wrote and writes one back; virtiofsd exits when vufront renews its
+  connection after QEMU left, and vufront goes on waiting for it;
 * QEMU SIGKILLed mid-run: vufront stays up, stops the back-end's rings and
   removes the dead VM's memory; no fd or mapping of its memory is left in
   vufront; a second QEMU boots and works through the same socket;
@@ -35,6 +39,10 @@ PREREQ = None
 GUEST_LIMIT = 90  # seconds a guest may take (about 5-10 s when it works)
 PATTERN_SECTORS = {0: 2048, 1: 4096}  # vCPU -> first sector it writes
 WANTED_MODULES = ['virtio_pci', 'virtio_blk']
+FS_MODULES = ['virtio_pci', 'virtiofs']  # virtiofs needs fuse, virtio_ring, virtio
+FS_TAG = 'vufront'
+FS_HELLO = 'VUFRONT-FS-HELLO from the host 0123456789'
+FS_REPLY = 'VUFRONT-FS-REPLY from the guest 9876543210'
 
 
 # ---- the guest ------------------------------------------------------------------
@@ -64,18 +72,37 @@ def pattern():
     return text[:65536]
 
 
-def initrd(tmp, body, name='initrd.cpio'):
+def initrd(tmp, body, name='initrd.cpio', modules=None):
     path = os.path.join(tmp, name)
     _, _, version, busybox = PREREQ
-    guest.build_initramfs(path, version, busybox, WANTED_MODULES, body)
+    guest.build_initramfs(path, version, busybox, modules or WANTED_MODULES, body)
     return path
 
 
-def boot(tmp, vmm_sock, rd, device_opts='', smp=2, qmp=None, reboot=False):
+def fs_body():
+    """The guest's work on virtio-fs: mount the tag (retried while the
+    driver probes), print the host's file, write one back, unmount."""
+    return '''n=0
+while ! mount -t virtiofs %(tag)s /mnt 2>/tmp-mount-error; do
+  n=$((n + 1))
+  if [ $n -gt 300 ]; then echo "VUFRONT-GUEST-FAIL mount $(cat /tmp-mount-error)"; poweroff -f; fi
+  sleep 0.1
+done
+echo "VUFRONT-GUEST-READ $(cat /mnt/hello.txt)"
+echo "%(reply)s" > /mnt/from-guest.txt || echo "VUFRONT-GUEST-FAIL write"
+sync
+umount /mnt || echo "VUFRONT-GUEST-FAIL umount"
+echo VUFRONT-GUEST-DONE
+poweroff -f
+''' % {'tag': FS_TAG, 'reply': FS_REPLY}
+
+
+def boot(tmp, vmm_sock, rd, device_opts='', smp=2, qmp=None, reboot=False,
+         device='vhost-user-blk-pci', reconnect=True):
     qemu, kernel, _, _ = PREREQ
     return guest.Qemu(qemu, kernel, rd,
-                      ['-chardev', 'socket,id=c0,path=%s,reconnect=1' % vmm_sock,
-                       '-device', 'vhost-user-blk-pci,chardev=c0' + device_opts],
+                      ['-chardev', 'socket,id=c0,path=%s%s' % (vmm_sock, ',reconnect=1' if reconnect else ''),
+                       '-device', device + ',chardev=c0' + device_opts],
                       smp=smp, qmp=qmp, reboot=reboot)
 
 
@@ -153,17 +180,53 @@ def test_guest_blk_through_qsd_two_queues(tmp):
         assert 'MQ' in session['protocol_features'].split('|'), v  # QEMU acked MQ for its 2 queues
 
 
+GO_SECTOR = 100  # the host writes GO_MARK there to let a waiting guest power off
+GO_MARK = b'VUFRONT-GO'
+
+
+def wait_for_go():
+    """Guest lines: say it waits, then read sector GO_SECTOR (O_DIRECT,
+    through the device) until the host wrote GO_MARK there (up to 60 s)."""
+    return '''echo VUFRONT-GUEST-WAITING
+n=0
+until [ "$(dd if=/dev/vda bs=512 skip=%d count=1 iflag=direct 2>/dev/null | head -c %d)" = "%s" ]; do
+  n=$((n + 1))
+  if [ $n -gt 600 ]; then echo "VUFRONT-GUEST-FAIL no go from the host"; break; fi
+  sleep 0.1
+done
+''' % (GO_SECTOR, len(GO_MARK), GO_MARK.decode())
+
+
 def test_guest_packed_rings_through_reference_backend(tmp):
     image = os.path.join(tmp, 'ref.img')
     with open(image, 'wb') as f:
         f.truncate(16 << 20)
     with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image) as b, \
             attach(tmp, b.sock) as a, Control(a.control) as ctl:
-        with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, io_body(cpus=1)), ',packed=on',
-                  smp=1) as q:
+        body = io_body(cpus=1, then=wait_for_go() + 'poweroff -f')
+        with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, body), ',packed=on', smp=1) as q:
+            # While the guest runs (it waits for the host's go), `status`
+            # shows the live session: one VMM, packed rings, its ring started.
+            assert q.wait_console('VUFRONT-GUEST-WAITING', GUEST_LIMIT), report(q, a)
+            v = vmm_status(ctl)
+            assert v['connected'] and v['connections'] == 1 and v['peer_uid'] == os.geteuid(), v
+            live = v['session']
+            assert int(live['features'], 16) & (1 << 34), ('QEMU did not set RING_PACKED', v)
+            assert live['regions'], v
+            ring0 = [qu for qu in live['queues'] if qu['index'] == 0][0]
+            assert ring0['started'] and ring0['enabled'], v
+            assert 'used_index' not in ring0, v  # a packed ring has none in guest memory
+            assert ctl.ok('status', device='disk0')['state'] == 'negotiated'  # vufront's own view
+            for cmd in ('sleep', 'wake', 'reset'):  # commands that would fight the VMM
+                e = ctl.error(cmd, device='disk0', code='bad_state')
+                assert 'driven by the VMM socket' in e['message'], (cmd, e)
+            with open(image, 'r+b') as f:
+                f.seek(GO_SECTOR * 512)
+                f.write(GO_MARK)
             rep = run_to_end(q, a)
         assert image_has_pattern(image, cpus=1), rep
         v = wait_session_over(ctl)
+        assert v['connections'] == 1, v
         features = int(v['last_session']['features'], 16)
         assert features & (1 << 34), ('QEMU did not set RING_PACKED', v, rep)
 
@@ -224,6 +287,46 @@ reboot -f
         assert 'VUFRONT-GUEST-REBOOTING' in q.console_text(), rep
         assert image_has_pattern(img, cpus=1), rep
         assert wait_session_over(ctl)['connections'] == 1, rep  # one connection across both
+
+
+def test_guest_virtiofs_through_virtiofsd(tmp):
+    if not ARGS.peers:
+        raise AssertionError('--peers is needed for virtiofsd')
+    shared = os.path.join(tmp, 'shared')
+    os.mkdir(shared)
+    with open(os.path.join(shared, 'hello.txt'), 'w') as f:
+        f.write(FS_HELLO + '\n')
+    fs_sock = os.path.join(tmp, 'virtiofsd.sock')
+    vmm_sock = os.path.join(tmp, 'vmm.sock')
+    with Peer(ARGS.peers, 'start-virtiofsd.sh', fs_sock, shared) as fsd:
+        a = Attach(ARGS.vufront, os.path.join(tmp, 'ctl.sock'), '--backend', 'fs0=' + fs_sock,
+                   '--device', 'fs0=fs', '--vmm-socket', 'fs0=' + vmm_sock)
+        with a, Control(a.control) as ctl:
+            # No reconnect=N: QEMU 7.2's vhost-user-fs neither waits for the
+            # chardev to connect (with reconnect=N it connects in the
+            # background and realize fails: "Failed to set msg fds") nor
+            # reconnects; a plain client chardev connects before realize.
+            with boot(tmp, vmm_sock, initrd(tmp, fs_body(), modules=FS_MODULES),
+                      ',tag=' + FS_TAG, smp=1, device='vhost-user-fs-pci', reconnect=False) as q:
+                rep = run_to_end(q, a)
+            assert 'VUFRONT-GUEST-READ ' + FS_HELLO in q.console_text(), rep
+            with open(os.path.join(shared, 'from-guest.txt')) as f:
+                assert f.read() == FS_REPLY + '\n', rep
+            # QEMU left: vufront stops the rings and renews its back-end
+            # connection (docs/vmm-proxy.md, "The four ways"). virtiofsd
+            # serves one front-end connection and exits when it closes, so
+            # the renewal finds nobody and the device waits for a back-end.
+            v = wait_session_over(ctl, 'fs0')
+            assert v['connections'] == 1, (v, rep)
+            session = v['last_session']
+            assert {qu['index'] for qu in session['queues']} == {0, 1}, v  # hiprio + one request queue
+            assert max(session['queues'][1].get('used_index', 0), session['queues'][1]['base']) > 0, v
+            assert fsd.wait_exit(10), 'virtiofsd still runs after vufront renewed its connection'
+            a.log.expect('renewing the back-end connection failed', 10)
+            assert a.proc.poll() is None, 'vufront attach died with its back-end'
+            state = ctl.ok('status', device='fs0')['state']
+            assert state in ('reconnecting', 'lost'), state
+        assert a.proc.returncode == 0, ''.join(a.log[-40:])  # stopped cleanly by SIGINT
 
 
 # ---- a malformed VMM --------------------------------------------------------------
