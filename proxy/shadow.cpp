@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include <limits>
 #include <utility>
 
 #include "proxy/offer.hpp"
@@ -62,7 +63,11 @@ Result<void> Shadow::check_new_region(const wire::MemoryRegion& r,
                         "region at guest address " + hex(r.guest_phys_addr) +
                             " overlaps another in the VMM's address space");
   }
-  if (synthetic_of(r) + r.memory_size < synthetic_of(r))
+  // Its synthetic range must not wrap: not at its start (proxy_user_base +
+  // a guest address near 2^64 would be a low address, outside the range the
+  // back-end is told about) nor at its end.
+  constexpr uint64_t room = std::numeric_limits<uint64_t>::max() - proxy_user_base;
+  if (r.guest_phys_addr > room || r.memory_size > room - r.guest_phys_addr)
     return make_error(errc::invalid_payload, "memory table",
                       "region at guest address " + hex(r.guest_phys_addr) + " is too high");
   return ok();
