@@ -25,8 +25,12 @@ Error bad(FrontendReq req, const std::string& why) {
   return make_error(errc::invalid_payload, frontend_req_name(static_cast<uint32_t>(req)), why);
 }
 
+/// Whether [a, a + alen) and [b, b + blen) share a byte. Compares last bytes:
+/// a range may end exactly at 2^64 (the decoder allows it), where a + alen is 0.
 bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
-  return a < b + blen && b < a + alen;
+  if (alen == 0 || blen == 0)
+    return false;
+  return a <= b + (blen - 1) && b <= a + (alen - 1);
 }
 
 uint64_t synthetic_of(const wire::MemoryRegion& r) { return proxy_user_base + r.guest_phys_addr; }

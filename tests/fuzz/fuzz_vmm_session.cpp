@@ -181,6 +181,12 @@ void check_prepared(const Shadow& sh, const Shadow::Prepared& p) {
   }
 }
 
+/// Whether [a, a + alen) and [b, b + blen) share no byte; both non-empty and
+/// not wrapping (the decoder's promise), though one may end at 2^64.
+bool disjoint(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
+  return a + (alen - 1) < b || b + (blen - 1) < a;
+}
+
 /// What the shadow holds after every commit.
 void check_shadow(const Shadow& sh) {
   const auto& ctx = sh.context();
@@ -193,10 +199,8 @@ void check_shadow(const Shadow& sh) {
           a.synthetic >= proxy_user_base);
     for (size_t j = i + 1; j < regions.size(); ++j) {
       const auto& b = regions[j].vmm;
-      check(a.vmm.guest_phys_addr + a.vmm.memory_size <= b.guest_phys_addr ||
-            b.guest_phys_addr + b.memory_size <= a.vmm.guest_phys_addr);
-      check(a.vmm.user_addr + a.vmm.memory_size <= b.user_addr ||
-            b.user_addr + b.memory_size <= a.vmm.user_addr);
+      check(disjoint(a.vmm.guest_phys_addr, a.vmm.memory_size, b.guest_phys_addr, b.memory_size));
+      check(disjoint(a.vmm.user_addr, a.vmm.memory_size, b.user_addr, b.memory_size));
     }
   }
 }
