@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include <limits>
 #include <utility>
 
 #include "proxy/offer.hpp"
@@ -24,8 +25,12 @@ Error bad(FrontendReq req, const std::string& why) {
   return make_error(errc::invalid_payload, frontend_req_name(static_cast<uint32_t>(req)), why);
 }
 
+/// Whether [a, a + alen) and [b, b + blen) share a byte. Compares last bytes:
+/// a range may end exactly at 2^64 (the decoder allows it), where a + alen is 0.
 bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
-  return a < b + blen && b < a + alen;
+  if (alen == 0 || blen == 0)
+    return false;
+  return a <= b + (blen - 1) && b <= a + (alen - 1);
 }
 
 uint64_t synthetic_of(const wire::MemoryRegion& r) { return proxy_user_base + r.guest_phys_addr; }
@@ -62,7 +67,11 @@ Result<void> Shadow::check_new_region(const wire::MemoryRegion& r,
                         "region at guest address " + hex(r.guest_phys_addr) +
                             " overlaps another in the VMM's address space");
   }
-  if (synthetic_of(r) + r.memory_size < synthetic_of(r))
+  // Its synthetic range must not wrap: not at its start (proxy_user_base +
+  // a guest address near 2^64 would be a low address, outside the range the
+  // back-end is told about) nor at its end.
+  constexpr uint64_t room = std::numeric_limits<uint64_t>::max() - proxy_user_base;
+  if (r.guest_phys_addr > room || r.memory_size > room - r.guest_phys_addr)
     return make_error(errc::invalid_payload, "memory table",
                       "region at guest address " + hex(r.guest_phys_addr) + " is too high");
   return ok();

@@ -229,3 +229,50 @@ TEST_CASE("proxy shadow: a VMM that only asked questions needs no teardown") {
   CHECK(t.requests.empty());
   CHECK_FALSE(t.renew);
 }
+
+TEST_CASE("proxy shadow: a region whose synthetic address would wrap is refused") {
+  // proxy_user_base + a guest address near 2^64 wraps to a low address the
+  // back-end would take for an ordinary one (found by tests/fuzz/fuzz_vmm_session).
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  const uint64_t top = ~uint64_t{0} - proxy::proxy_user_base;  // the last guest address that fits
+  for (uint64_t gpa : {uint64_t{0xFFFF'F000'0000'0000}, top + 1, top - 0xfff}) {
+    UniqueFd keep;
+    auto r = s.prepare(mem_table(gpa, 0x7f00'0000'0000, keep));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == errc::invalid_payload);
+    auto add = request(FrontendReq::add_mem_reg, wire::MemoryRegion{gpa, 0x1000, 0x7f00'0000'0000, 0});
+    add.fds.push_back(make_eventfd());
+    CHECK_FALSE(s.prepare(std::move(add)));
+  }
+  // the highest region that fits is taken, its synthetic range ends at 2^64 - 1
+  UniqueFd keep;
+  auto p = s.prepare(mem_table(top - (1 << 20), 0x7f00'0000'0000, keep));
+  REQUIRE(p);
+  CHECK(std::get<MemoryTable>(p->forward.payload).regions[0].user_addr == ~uint64_t{0} - (1 << 20));
+}
+
+TEST_CASE("proxy shadow: regions that overlap at the top of the VMM's address space are refused") {
+  // A range may end exactly at 2^64 (the decoder allows it), where start +
+  // size is 0: the overlap test compares last bytes (found by
+  // tests/fuzz/fuzz_vmm_session).
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  MemoryTable t;
+  t.regions.push_back(wire::MemoryRegion{0, 0x2000, 0xFFFF'FFFF'FFFF'E000, 0});
+  t.regions.push_back(wire::MemoryRegion{0x10000, 0x1000, 0xFFFF'FFFF'FFFF'F000, 0});
+  auto table = request(FrontendReq::set_mem_table, t);
+  table.fds.push_back(make_eventfd());
+  table.fds.push_back(make_eventfd());
+  auto r = s.prepare(std::move(table));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == errc::invalid_payload);
+
+  UniqueFd keep;
+  apply(s, mem_table(0, 0xFFFF'FFFF'FFF0'0000, keep));  // 1 MiB ending at 2^64
+  auto add = request(FrontendReq::add_mem_reg, wire::MemoryRegion{0x100000, 0x1000, 0xFFFF'FFFF'FFFF'F000, 0});
+  add.fds.push_back(make_eventfd());
+  CHECK_FALSE(s.prepare(std::move(add)));
+  // next to it, below, is fine
+  auto below = request(FrontendReq::add_mem_reg, wire::MemoryRegion{0x100000, 0x1000, 0xFFFF'FFFF'FFEF'F000, 0});
+  below.fds.push_back(make_eventfd());
+  CHECK(s.prepare(std::move(below)));
+}
