@@ -1,6 +1,5 @@
 #include "actors/control_session.hpp"
 
-#include <cstdio>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -64,65 +63,10 @@ void close_connection(Self self, const std::string& why) {
   maybe_quit(self);
 }
 
-/// The commands attach logs with their outcome (the others at debug level).
-bool logged_command(const std::string& cmd) {
-  return cmd == "snapshot" || cmd == "restore" || cmd == "reconnect";
-}
-
-/// Logs the start of a command that logged_command() names and keeps it for
-/// its outcome (log_outcome, by the command's id).
-void log_start(Self self, const Command& c, const std::string& device) {
-  auto& st = self->state;
-  const std::string what = "session " + std::to_string(st.id) + ": " + device + ": " + c.cmd;
-  if (!logged_command(c.cmd)) {
-    log::debug(what + " (id " + c.id.dump() + ")");
-    return;
-  }
-  log::info(what + " (id " + c.id.dump() + ")");
-  st.logged.emplace(c.id.dump(), ControlSessionData::Logged{what, std::chrono::steady_clock::now()});
-}
-
-/// "ok (PATH, N state bytes)" or "failed: MESSAGE" of a reply.
-std::string outcome(const json& reply) {
-  if (reply.value("ok", false)) {
-    const json r = reply.value("result", json::object());
-    std::string out = "ok";
-    if (r.contains("path") && r["path"].is_string())
-      out += " (" + r["path"].get<std::string>() + ", " + r.value("state_bytes", json()).dump() +
-             " state bytes)";
-    return out;
-  }
-  const json e = reply.value("error", json::object());
-  return "failed: " + (e.contains("message") && e["message"].is_string()
-                           ? e["message"].get<std::string>()
-                           : e.dump());
-}
-
-/// Logs the outcome of a command log_start() kept, with its time.
-void log_outcome(Self self, const json& reply) {
-  auto& st = self->state;
-  if (st.logged.empty() || !reply.is_object() || !reply.contains("id"))
-    return;
-  auto it = st.logged.find(reply["id"].dump());
-  if (it == st.logged.end())
-    return;
-  const std::chrono::duration<double, std::milli> took =
-      std::chrono::steady_clock::now() - it->second.start;
-  char ms[32];
-  std::snprintf(ms, sizeof ms, "%.1f ms", took.count());
-  const bool ok = reply.value("ok", false);
-  const std::string line = it->second.what + ": " + outcome(reply) + " in " + ms;
-  st.logged.erase(it);
-  if (ok)
-    log::info(line);
-  else
-    log::warning(line);
-}
-
 /// Answers a command that was counted in flight.
 void finish(Self self, const json& reply) {
   auto& st = self->state;
-  log_outcome(self, reply);
+  st.commands.finish(reply);
   if (!st.closing)
     send(self, reply);
   if (st.in_flight > 0)
@@ -534,7 +478,7 @@ void handle_packet(Self self, control::Packet& p) {
   self->request(st.server, lookup_deadline, lookup_atom_v, device)
       .then(
           [self, cmd, fds](const device_actor& dev, const DeviceSetup& setup) {
-            log_start(self, *cmd, setup.id);
+            self->state.commands.start(self->state.id, *cmd, setup.id);
             if (auto r = device_command(self, *cmd, dev, setup, *fds); !r) {
               Error e = std::move(r).error();
               if (e.request.empty() || e.request == "command" || e.request == "fds")

@@ -24,6 +24,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/control_commands.hpp"
+#include "actors/command_log.hpp"
 #include "actors/control_reader.hpp"
 #include "actors/messages.hpp"
 #include "base/unique_fd.hpp"
@@ -36,13 +37,8 @@ struct ControlSessionData {
   control_server_actor server;
   uint64_t id = 0;
   FilePolicy files;  ///< who may name snapshot files by path (this connection's uid)
-  /// Commands whose outcome is to be logged (snapshot, restore, reconnect),
-  /// by their id (JSON text): what the log line says and when they came.
-  struct Logged {
-    std::string what;
-    std::chrono::steady_clock::time_point start;
-  };
-  std::multimap<std::string, Logged> logged;
+  /// What is logged of its commands (snapshot, restore and reconnect with their outcome).
+  CommandLog commands;
   size_t in_flight = 0;
   std::set<std::string> transfers;  ///< ids (dumped) of snapshot/restore commands running
   bool closing = false;
