@@ -25,7 +25,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 from runner import run_tests
 from vubackend import Peer, StderrLog
@@ -123,9 +122,7 @@ class Transcript:
             assert log.wait_for(word, 20), '%s: `%s` did not start:\n%s' % (where, ' '.join(args),
                                                                           ''.join(log))
         wanted = [e for e in expected if e.strip() != '...']
-        deadline = time.monotonic() + 10
-        while len(log) < len(wanted) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        log.wait_lines(len(wanted), 10)
         real = [l.rstrip('\n').replace(self.tmp + '/', '/tmp/') for l in log]
         if word and os.path.basename(args[0]) == 'vufront-backend':
             return  # its --verbose log is ours, not the document's

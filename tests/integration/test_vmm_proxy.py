@@ -142,9 +142,12 @@ def vmm_status(ctl, device='disk0'):
 
 
 def wait_session_over(ctl, device='disk0', timeout=30):
-    guest.wait_until(lambda: (lambda v: not v['connected'] and not v['tearing_down'])(vmm_status(ctl, device)),
-                     timeout, 'the VMM session to end and be undone')
-    return vmm_status(ctl, device)
+    """Waits for the session's vmm_disconnected event (sent once vufront has
+    undone the VMM's set-up) and returns the status then."""
+    ctl.wait_event('vmm_disconnected', timeout=timeout, device=device)
+    v = vmm_status(ctl, device)
+    assert not v['connected'] and not v['tearing_down'], v
+    return v
 
 
 def qsd(tmp, queues=2):
@@ -244,7 +247,6 @@ def test_guest_qemu_killed_then_a_second_qemu(tmp):
             assert q.wait_console('VUFRONT-GUEST-LOOP', GUEST_LIMIT), report(q, a)
             assert vmm_status(ctl)['connected']
             q.kill()
-        ctl.wait_event('vmm_disconnected', timeout=30)
         v = wait_session_over(ctl)
         assert a.proc.poll() is None, 'vufront attach died with its VMM'
         # every fd and mapping of the dead VM's memory is gone from vufront
@@ -393,7 +395,7 @@ def test_malformed_vmm_requests(tmp):
             offered, = struct.unpack('<Q', body)
             assert not offered & (1 << 26), 'LOG_ALL offered to the VMM'
             s.close()
-            guest.wait_until(lambda: not vmm_status(ctl)['connected'], 20, 'the session to end')
+            wait_session_over(ctl, timeout=20)
 
         # the baseline after a first session (and a status, which the device
         # answers after its children have set up)
@@ -429,8 +431,7 @@ def test_malformed_vmm_requests(tmp):
                 assert closed_by_vufront(s), name
             finally:
                 s.close()
-            guest.wait_until(lambda: not vmm_status(ctl)['connected'] and not vmm_status(ctl)['tearing_down'],
-                             20, 'vufront to end the session after ' + name)
+            wait_session_over(ctl, timeout=20)
             assert a.proc.poll() is None, name
             said = vmm_status(ctl)['last_disconnect']
             assert 'refused' in said or 'not proxied' in said or 'oversized' in said or \

@@ -52,6 +52,13 @@ class StderrLog(list):
                 lambda: sum(text in line for line in self) >= n or self.ended, timeout)
             return sum(text in line for line in self) >= n
 
+    def wait_lines(self, n, timeout=10):
+        """True once `n` lines have come; False when the process ended first
+        or `timeout` seconds passed."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self) >= n or self.ended, timeout)
+            return len(self) >= n
+
     def expect(self, text, timeout=10):
         """wait_for(), failing the test with the last lines if it comes to nothing."""
         if not self.wait_for(text, timeout):
