@@ -143,51 +143,47 @@ void refused(Self self, const Prepared& p, const Error& e) {
   done(self);
 }
 
-/// Forwards the ring addresses that waited for memory (Shadow::take_ready),
-/// one after another, then `then`; a failure ends the session.
-void flush_ready(Self self, uint64_t session, std::function<void()> then) {
-  auto& st = self->state;
-  if (!st.vmm || st.connections != session || !st.shadow)
+/// Whether `session` is still the VMM connection being served.
+bool current(Self self, uint64_t session) {
+  const auto& st = self->state;
+  return st.vmm && st.connections == session && st.shadow;
+}
+
+/// Forwards queue[i..] one after another, each recorded once accepted, then
+/// `then`; a failure ends the session.
+void forward_ready(Self self, uint64_t session, std::shared_ptr<std::vector<Prepared>> queue, size_t i,
+                   std::function<void()> then) {
+  if (!current(self, session))
     return;
-  auto ready = st.shadow->take_ready();
-  if (ready.empty()) {
+  if (i == queue->size()) {
     then();
     return;
   }
-  auto queue = std::make_shared<std::vector<Prepared>>(std::move(ready));
-  auto step = std::make_shared<std::function<void(size_t)>>();
-  *step = [self, session, queue, step, then](size_t i) {
-    auto& s = self->state;
-    if (!s.vmm || s.connections != session || !s.shadow) {
-      *step = nullptr;
-      return;
-    }
-    if (i == queue->size()) {
-      *step = nullptr;
-      then();
-      return;
-    }
-    self->request(s.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward)
-        .then(
-            [self, session, queue, step, i](ForwardResult& r) {
-              auto& s2 = self->state;
-              if (s2.vmm && s2.connections == session && s2.shadow)
-                s2.shadow->commit((*queue)[i], r);
-              if (*step)
-                (*step)(i + 1);
-            },
-            [self, session, queue, step, i](caf::error& err) {
-              *step = nullptr;
-              auto& s2 = self->state;
-              if (!s2.vmm || s2.connections != session)
-                return;
-              end_session(self, "SET_VRING_ADDR (ring " +
-                                    std::to_string(std::get<wire::VringAddr>((*queue)[i].forward.payload).index) +
-                                    ", once its memory came): " + from_caf(err, "SET_VRING_ADDR").message(),
-                          false);
-            });
-  };
-  (*step)(0);
+  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward)
+      .then(
+          [self, session, queue, i, then](ForwardResult& r) {
+            if (!current(self, session))
+              return;
+            self->state.shadow->commit((*queue)[i], r);
+            forward_ready(self, session, queue, i + 1, then);
+          },
+          [self, session, queue, i](caf::error& err) {
+            if (!current(self, session))
+              return;
+            const auto index = std::get<wire::VringAddr>((*queue)[i].forward.payload).index;
+            end_session(self, "SET_VRING_ADDR (ring " + std::to_string(index) + ", once its memory came): " +
+                                  from_caf(err, "SET_VRING_ADDR").message(),
+                        false);
+          });
+}
+
+/// Forwards the ring addresses that waited for memory (Shadow::take_ready),
+/// then `then`.
+void flush_ready(Self self, uint64_t session, std::function<void()> then) {
+  if (!current(self, session))
+    return;
+  auto queue = std::make_shared<std::vector<Prepared>>(self->state.shadow->take_ready());
+  forward_ready(self, session, std::move(queue), 0, std::move(then));
 }
 
 void forward(Self self, Prepared prepared) {
@@ -197,10 +193,9 @@ void forward(Self self, Prepared prepared) {
   self->request(st.config.device, device_wait, vmm_fwd_atom_v, p->forward)
       .then(
           [self, p, session](ForwardResult& r) {
-            auto& s = self->state;
-            if (!s.vmm || s.connections != session || !s.shadow)
+            if (!current(self, session))
               return;  // the session ended meanwhile
-            s.shadow->commit(*p, r);
+            self->state.shadow->commit(*p, r);
             if (r.has_reply) {
               FrontendReply reply{p->forward.req, std::move(r.body), r.fd ? r.fd->get() : -1};
               if (!send(self, reply))
@@ -212,8 +207,7 @@ void forward(Self self, Prepared prepared) {
             flush_ready(self, session, [self] { done(self); });
           },
           [self, p, session](caf::error& err) {
-            auto& s = self->state;
-            if (!s.vmm || s.connections != session)
+            if (!current(self, session))
               return;
             Error e = from_caf(err, req_name(p->forward.req));
             if (e.code == errc::backend_failure)
