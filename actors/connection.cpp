@@ -73,7 +73,7 @@ Result<DeviceInfo> negotiate(BackendClient& c, const NegotiateRequest& req) {
 Result<void> start_queues(BackendClient& c, const std::vector<QueueStart>& queues) {
   for (const auto& q : queues) {
     uint32_t i = q.addr.index;
-    if (!q.kick || !q.call)
+    if (q.start && (!q.kick || !q.call))
       return make_error(errc::invalid_argument, "SET_VRING_KICK",
                         "queue " + std::to_string(i) + " has no kick or call eventfd");
     if (auto r = c.set_vring_num(i, q.num); !r)
@@ -82,18 +82,27 @@ Result<void> start_queues(BackendClient& c, const std::vector<QueueStart>& queue
       return r;
     if (auto r = c.set_vring_base(i, q.base); !r)
       return r;
-    if (auto r = c.set_vring_call(i, q.call->get()); !r)
-      return r;
+    if (q.call)
+      if (auto r = c.set_vring_call(i, q.call->get()); !r)
+        return r;
+    if (q.err)
+      if (auto r = c.set_vring_err(i, q.err->get()); !r)
+        return r;
+    if (!q.start)
+      continue;
     if (auto r = c.set_vring_kick(i, q.kick->get()); !r)
       return r;
-    // Older back-ends start a ring on its first kick (vhost-user spec, "Ring states").
+    // Older back-ends start a ring on its first kick (vhost-user spec, "Ring
+    // states"); and a ring resumed after a loss has the kicks the lost
+    // back-end did not see: one more makes the new one look.
     uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(q.kick->get(), &one, sizeof one);
   }
   if (has_bit(c.acked_features(), feature::protocol_features))
     for (const auto& q : queues)
-      if (auto r = c.set_vring_enable(q.addr.index, true); !r)
-        return r;
+      if (q.start && q.enable)
+        if (auto r = c.set_vring_enable(q.addr.index, true); !r)
+          return r;
   return ok();
 }
 
@@ -131,7 +140,7 @@ Result<void> activate(BackendClient& c, const ActivateRequest& req) {
   bool status = c.protocol_feature(protocol_feature::status);
   if (auto r = c.set_features(req.features); !r)
     return r;
-  if (status)
+  if (status && req.features_ok_status != 0)  // 0: a VMM's shadow that has no status yet
     if (auto r = c.set_status(req.features_ok_status); !r)
       return r;
   if (!req.mem_table.empty()) {

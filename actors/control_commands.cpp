@@ -328,6 +328,7 @@ json status_json(const DeviceStatus& s, bool vmm_owns_shmem) {
   out["last_error"] = s.last_error;
   out["notices"] = s.notices;
   out["reconnects"] = s.reconnects;
+  out["fenced"] = s.fenced;
   out["reconnect_attempts"] = s.reconnect_attempts;
   if (!s.vmm.is_null())
     out["vmm"] = s.vmm;
@@ -380,6 +381,15 @@ json event_json(const std::string& device, const DeviceEvent& ev) {
       return control::make_event("vmm_connected", device, {{"detail", ev.detail}});
     case DeviceEvent::Kind::vmm_disconnected:
       return control::make_event("vmm_disconnected", device, {{"detail", ev.detail}});
+    case DeviceEvent::Kind::fenced:
+      return control::make_event("fenced", device, {{"detail", ev.detail}});
+    case DeviceEvent::Kind::vmm_backend_away:
+      return control::make_event("vmm_backend_away", device, {{"detail", ev.detail}});
+    case DeviceEvent::Kind::vmm_resumed:
+      // the detail starts with how: "exact: ..." or "best effort: ..." (vmm_port)
+      return control::make_event(
+          "vmm_resumed", device,
+          {{"resume", ev.detail.rfind("best effort", 0) == 0 ? "best_effort" : "exact"}, {"detail", ev.detail}});
     case DeviceEvent::Kind::shmem_mapped:
     case DeviceEvent::Kind::shmem_unmapped:
       return nullptr;  // the VMM's mapper sends shmem_map / shmem_unmap itself

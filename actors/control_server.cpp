@@ -116,6 +116,7 @@ Device& add_device(Self self, const DeviceSetup& setup) {
   cfg.connect_timeout = st.config.connect_timeout;
   cfg.wait_for_backend = st.config.wait_for_backend;
   cfg.reconnect = st.config.reconnect;
+  cfg.fence_kill = st.config.fence_kill;
   cfg.listen = setup.listen;
   cfg.listen_options = st.config.backend_listen;
   Device d;
@@ -328,6 +329,8 @@ void start_ports(Self self, Done done) {
     pc.allowed_uids = self->state.config.allowed_uids;
     pc.device = d.dev;
     pc.send_timeout = self->state.config.timeouts.request;
+    pc.hold_timeout = self->state.config.timeouts.request;
+    pc.resume_without_inflight = self->state.config.resume_without_inflight;
     d.port = self->spawn<caf::linked>(vmm_port_impl, std::move(pc));
     self->request(d.port, device_wait, start_atom_v)
         .then([step, i](caf::ok_atom) { (*step)(i + 1); },

@@ -64,6 +64,10 @@ struct ControlServerConfig {
   bool wait_for_backend = false;
   /// What every device does when its back-end is lost.
   ReconnectPolicy reconnect;
+  /// Fencing (DeviceConfig::fence_kill) and resuming a VMM's rings without
+  /// INFLIGHT_SHMFD or IN_ORDER (VmmPortConfig::resume_without_inflight).
+  bool fence_kill = true;
+  bool resume_without_inflight = true;
 };
 
 struct ControlServerData {

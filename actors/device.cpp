@@ -98,6 +98,11 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
       [self](vmm_atom, const caf::actor_addr& port) { return h::on_vmm(self, port); },
       [self](vmm_fwd_atom, const proxy::Forward& f) { return h::on_vmm_forward(self, f); },
       [self](vmm_renew_atom, const std::string& why) { return h::on_vmm_renew(self, why); },
+      [self](vmm_replay_atom, const ActivateRequest& req) { return h::on_vmm_replay(self, req); },
+      [self](fence_atom) { return h::on_fence(self); },
+      [self](fenced_atom, uint64_t n, const std::string& done, const caf::error& e) {
+        h::on_fenced(self, n, done, e);
+      },
       // ---- back-end state (actors/device_snapshot.cpp)
       [self](snapshot_atom, const SnapshotOptions& o) { return snapshot_device(self, o); },
       [self](restore_atom, const RestoreOptions& o) { return restore_device(self, o); },

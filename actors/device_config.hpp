@@ -39,6 +39,10 @@ struct DeviceConfig {
   bool listen = false;
   /// Client mode: the socket's mode and group (base/listen_options.hpp).
   ListenOptions listen_options;
+  /// Fencing a lost back-end before a VMM is answered for it
+  /// (docs/vmm-proxy.md): true: SIGKILL and wait for its exit; false
+  /// (`--fence none`): only a back-end that has exited counts as fenced.
+  bool fence_kill = true;
 };
 
 }  // namespace vufront::actors

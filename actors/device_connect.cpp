@@ -44,6 +44,21 @@ std::optional<Error> lost_while_connecting(const DeviceData& st) {
   return make_error(errc::broken, "negotiate", "the back-end was lost: " + st.child_lost);
 }
 
+/// The new connection's peer process; a lost peer that came back on it
+/// (the same process, still running) or has exited needs no fence.
+void note_peer(DeviceData& st, const SharedFd& sock) {
+  st.peer = {};
+  if (auto p = peer_process(sock->get()))
+    st.peer.process = std::make_shared<const ProcessHandle>(std::move(p).value());
+  else
+    st.peer.unknown = p.error().message();
+  const pid_t now = st.peer.process ? st.peer.process->pid : 0;
+  auto gone = [now](const DeviceData::Peer& lost) {
+    return lost.process && (has_exited(*lost.process) || lost.process->pid == now);
+  };
+  st.lost_peers.erase(std::remove_if(st.lost_peers.begin(), st.lost_peers.end(), gone), st.lost_peers.end());
+}
+
 /// After the connection's negotiation: the channel, the hang-up watch, and a
 /// round trip to each child so their set-up (threads, fds) is done; a loss
 /// any of them reported by then fails it.
@@ -54,6 +69,7 @@ void set_up_children(Self self, const DeviceInfo& info, const SharedFd& sock, co
     return done(make_error(errc::cancelled, "negotiate", "the device is shutting down"));
   SharedFd channel = info.backend_channel ? ours : SharedFd{};
   st.socket = sock;
+  note_peer(st, sock);
   st.channel_socket = channel;
   if (channel) {
     st.channel = self->spawn<caf::linked>(channel_impl, channel, info.protocol_features,

@@ -6,15 +6,19 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <caf/actor_addr.hpp>
 #include <caf/error.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include "actors/device_config.hpp"
 #include "actors/messages.hpp"
+#include "base/peer_process.hpp"
 #include "base/unique_fd.hpp"
 
 namespace vufront::actors {
@@ -109,6 +113,22 @@ struct DeviceData {
   /// Weak; set: the port of `attach --vmm-socket` drives the device, and
   /// commands that would fight it are refused (admit()).
   caf::actor_addr vmm_port;
+
+  // ---- the back-end's process (fencing; actors/device_vmm.cpp)
+  /// The peer of a connection: its process (SO_PEERCRED + pidfd), or why
+  /// it is not known (then it cannot be fenced).
+  struct Peer {
+    std::shared_ptr<const ProcessHandle> process;
+    std::string unknown;
+  };
+  Peer peer;  ///< the current connection's
+  /// The peers of connections that were lost, each until it is fenced, found
+  /// exited, or came back itself (the same process on a new connection).
+  std::vector<Peer> lost_peers;
+  /// Fences in progress by number, and what ended: `status` counts them.
+  std::map<uint64_t, caf::typed_response_promise<std::string>> fencing;
+  uint64_t fence_count = 0;
+  uint32_t fenced = 0;  ///< back-ends SIGKILLed by vufront
 
   // ---- reconnect (actors/device_connect.cpp)
   /// The state the device was in when the back-end was lost (what a

@@ -38,6 +38,9 @@ using device_steps::Self;
 [[nodiscard]] caf::result<DeviceInfo> on_vmm(Self self, const caf::actor_addr& port);
 [[nodiscard]] caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward& f);
 [[nodiscard]] caf::result<caf::ok_atom> on_vmm_renew(Self self, const std::string& why);
+[[nodiscard]] caf::result<caf::ok_atom> on_vmm_replay(Self self, const ActivateRequest& req);
+[[nodiscard]] caf::result<std::string> on_fence(Self self);
+void on_fenced(Self self, uint64_t n, const std::string& done, const caf::error& e);
 /// Adds the VMM session to a status and delivers it.
 void deliver_status(Self self, caf::typed_response_promise<DeviceStatus> rp, DeviceStatus s);
 

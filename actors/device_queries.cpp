@@ -85,6 +85,7 @@ caf::result<DeviceStatus> on_status(Self self) {
   s.memory = st.memory;
   s.reconnect_attempts = st.reconnect.attempts;
   s.reconnects = st.reconnects;
+  s.fenced = st.fenced;
   s.inflight = static_cast<bool>(st.inflight_fd);
   for (const auto& q : st.queues)
     s.queues.push_back({q.spec.index, q.spec.size, q.base, 0});

@@ -54,6 +54,8 @@ inline void emit(Self self, DeviceEvent ev) {
   if (auto port = caf::actor_cast<vmm_port_actor>(self->state.vmm_port)) {
     if (ev.kind == DeviceEvent::Kind::backend_lost)
       caf::anon_send(port, vmm_lost_atom_v, ev.detail);
+    else if (ev.kind == DeviceEvent::Kind::resumed)
+      caf::anon_send(port, vmm_back_atom_v, ev.detail);
     else if (ev.kind == DeviceEvent::Kind::config_changed)
       caf::anon_send(port, cfg_change_atom_v);
   }
@@ -146,6 +148,12 @@ inline void mark_broken(Self self, const std::string& why, bool by_conn = false)
   st.lost_from = st.state;
   st.last_error = why;
   st.lost_by_conn = by_conn;
+  // Kept to be fenced before a VMM is answered for it (only a VMM socket asks).
+  if (st.vmm_port && (st.peer.process || !st.peer.unknown.empty()))
+    st.lost_peers.push_back(std::move(st.peer));
+  st.peer = {};
+  if (st.lost_peers.size() > 8)  // back-ends that came and went unfenced, never asked about
+    st.lost_peers.erase(st.lost_peers.begin());
   shut_down_sockets(st);
   if (st.busy.empty()) {
     drop_children(self);

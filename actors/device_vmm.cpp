@@ -2,9 +2,16 @@
 // docs/vmm-proxy.md): the port registers once the device is negotiated, and
 // from then on each VMM request goes through the device to the current
 // connection actor, which forwards it as it came. The device's own
-// operations are refused meanwhile (admit()).
+// operations are refused meanwhile (admit()). When the back-end is lost the
+// port asks for the lost one to be fenced before it answers the VMM for it,
+// and replays the VMM's shadow into the next connection.
+#include <algorithm>
+
+#include <caf/send.hpp>
+
 #include "actors/device_connect.hpp"
 #include "actors/device_handlers.hpp"
+#include "loop/event_loop.hpp"
 
 namespace vufront::actors::device_handlers {
 
@@ -58,6 +65,85 @@ caf::result<caf::ok_atom> on_vmm_renew(Self self, const std::string& why) {
     rp.deliver(caf::ok_atom_v);
   });
   return rp;
+}
+
+caf::result<caf::ok_atom> on_vmm_replay(Self self, const ActivateRequest& req) {
+  auto& st = self->state;
+  if (st.state == DeviceState::broken || st.state == DeviceState::reconnecting)
+    return to_caf(loss_error(st, "VMM replay", "SET_FEATURES"));
+  if (st.state != DeviceState::negotiated || !st.conn)
+    return to_caf(make_error(errc::bad_state, "VMM replay", std::string("the device is ") + to_string(st.state)));
+  return self->delegate(st.conn, activate_atom_v, req);
+}
+
+namespace {
+
+/// Fences the lost peers one after another on the event loop (each waits
+/// for its process to exit, up to the drain timeout), then reports to the
+/// device as (fenced_atom, n, what was done, error).
+void fence_task(caf::actor_addr device, uint64_t n, std::vector<DeviceData::Peer> peers, bool kill,
+                std::chrono::milliseconds limit) {
+  std::string done;
+  caf::error err;
+  for (const auto& p : peers) {
+    if (!p.process) {
+      err = to_caf(make_error(errc::bad_state, "fence", "the lost back-end's process is not known (" +
+                                                            p.unknown + "), so it cannot be fenced"));
+      break;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    auto r = fence_process(*p.process, kill, limit);
+    if (!r) {
+      err = to_caf(r.error());
+      break;
+    }
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                          started).count();
+    done += (done.empty() ? "" : "; ") + std::string("process ") + std::to_string(p.process->pid) +
+            (*r == FenceOutcome::killed ? " killed (SIGKILL) and gone after " + std::to_string(ms) + " ms"
+                                        : " had exited");
+  }
+  if (auto d = caf::actor_cast<device_actor>(device))
+    caf::anon_send(d, fenced_atom_v, n, done, err);
+}
+
+}  // namespace
+
+caf::result<std::string> on_fence(Self self) {
+  auto& st = self->state;
+  if (st.lost_peers.empty())
+    return std::string("nothing to fence: the lost back-end came back itself, or was fenced");
+  auto rp = self->make_response_promise<std::string>();
+  const uint64_t n = ++st.fence_count;
+  st.fencing.emplace(n, rp);
+  auto device = caf::actor_cast<caf::actor_addr>(self);
+  const bool kill = st.config.fence_kill;
+  const auto limit = kill ? st.config.timeouts.drain : std::chrono::milliseconds{0};
+  loop::EventLoop::instance().spawn(
+      [device, n, peers = st.lost_peers, kill, limit]() mutable {
+        fence_task(device, n, std::move(peers), kill, limit);
+      },
+      "fence");
+  return rp;
+}
+
+void on_fenced(Self self, uint64_t n, const std::string& done, const caf::error& e) {
+  auto& st = self->state;
+  auto it = st.fencing.find(n);
+  if (it == st.fencing.end())
+    return;
+  auto rp = it->second;
+  st.fencing.erase(it);
+  if (e) {
+    rp.deliver(e);
+    return;
+  }
+  for (size_t at = done.find(" killed "); at != std::string::npos; at = done.find(" killed ", at + 1))
+    ++st.fenced;
+  auto gone = [](const DeviceData::Peer& p) { return p.process && has_exited(*p.process); };
+  st.lost_peers.erase(std::remove_if(st.lost_peers.begin(), st.lost_peers.end(), gone), st.lost_peers.end());
+  emit(self, DeviceEvent{DeviceEvent::Kind::fenced, st.state, -1, done});
+  rp.deliver(done);
 }
 
 void deliver_status(Self self, caf::typed_response_promise<DeviceStatus> rp, DeviceStatus s) {

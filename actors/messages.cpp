@@ -28,6 +28,9 @@ const char* to_string(DeviceEvent::Kind k) noexcept {
     case DeviceEvent::Kind::backend_notice: return "backend_notice";
     case DeviceEvent::Kind::vmm_connected: return "vmm_connected";
     case DeviceEvent::Kind::vmm_disconnected: return "vmm_disconnected";
+    case DeviceEvent::Kind::fenced: return "fenced";
+    case DeviceEvent::Kind::vmm_backend_away: return "vmm_backend_away";
+    case DeviceEvent::Kind::vmm_resumed: return "vmm_resumed";
   }
   return "unknown";
 }

@@ -118,6 +118,11 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_eof_atom, "vmmeof")
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_lost_atom, "vmmlost")
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_renew_atom, "vmmrenew")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_back_atom, "vmmback")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_replay_atom, "vmmreplay")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_hold_atom, "vmmhold")
+  CAF_ADD_ATOM(vufront, vufront::actors, fence_atom, "fence")
+  CAF_ADD_ATOM(vufront, vufront::actors, fenced_atom, "fenced")
 CAF_END_TYPE_ID_BLOCK(vufront)
 // (caf::get_atom, caf::ok_atom, caf::reset_atom are predefined.)
 
@@ -161,8 +166,14 @@ using vmm_port_actor = caf::typed_actor<
     caf::reacts_to<vmm_msg_atom, std::shared_ptr<Message>>,
     /// From the reader task: the VMM closed the connection, or it broke.
     caf::reacts_to<vmm_eof_atom, std::string>,
-    /// From the device: its back-end was lost (why); the VMM connection closes.
+    /// From the device: its back-end was lost (why); vufront answers for it
+    /// until the next one is there (docs/vmm-proxy.md, "Back-end loss").
     caf::reacts_to<vmm_lost_atom, std::string>,
+    /// From the device: a new back-end connection after a loss (what the
+    /// device's resumed event said); the VMM's shadow is replayed into it.
+    caf::reacts_to<vmm_back_atom, std::string>,
+    /// To itself: the deadline of held request N.
+    caf::reacts_to<vmm_hold_atom, uint64_t>,
     /// From the device: the back-end's CONFIG_CHANGE_MSG, for the VMM's channel.
     caf::reacts_to<cfg_change_atom>,
     /// The VMM session as `status` shows it.
@@ -219,7 +230,16 @@ using device_actor = device_child_side::extend<
     /// The VMM left: a new connection to the back-end makes it forget the
     /// dead VM's memory and rings (answered once it is negotiated; if it
     /// cannot be, the device is lost with `why`).
-    caf::replies_to<vmm_renew_atom, std::string>::with<caf::ok_atom>>;
+    caf::replies_to<vmm_renew_atom, std::string>::with<caf::ok_atom>,
+    /// A VMM's shadow replayed into the current connection (replay_shadow()).
+    caf::replies_to<vmm_replay_atom, ActivateRequest>::with<caf::ok_atom>,
+    /// Makes sure the back-end whose connection was lost can no longer touch
+    /// guest memory (docs/vmm-proxy.md, "Fencing"): replies with what was
+    /// done ("process 123 had exited", "... killed"), or fails (fencing off,
+    /// refused, the peer unknown, still there after the drain timeout).
+    caf::replies_to<fence_atom>::with<std::string>,
+    /// To itself: fence N ended (what was done, or the error).
+    caf::reacts_to<fenced_atom, uint64_t, std::string, caf::error>>;
 
 /// Owns the back-end socket and BackendClient; runs each step (one request
 /// sequence) as an event-loop task, one at a time, each request bounded by

@@ -137,6 +137,7 @@ struct DeviceStatus {
   MemorySpec memory;            ///< the guest memory set (its fds are the device's)
   uint32_t reconnect_attempts = 0;  ///< of the current (or last) reconnect
   uint32_t reconnects = 0;          ///< resumed after a loss, since the device began
+  uint32_t fenced = 0;              ///< lost back-ends SIGKILLed by vufront (docs/vmm-proxy.md)
   bool inflight = false;            ///< an INFLIGHT_SHMFD region is kept for the queues
   /// The VMM-facing socket's session (actors/vmm_port.hpp), null without one.
   nlohmann::json vmm;
@@ -156,6 +157,9 @@ struct DeviceEvent {
     backend_notice,  ///< detail: what the device works around in this back-end (once per device)
     vmm_connected,   ///< detail: the VMM socket's new connection (peer uid, count)
     vmm_disconnected,  ///< detail: why, and what was undone in the back-end
+    fenced,            ///< detail: the lost back-end's process, killed or found exited
+    vmm_backend_away,  ///< detail: why; vufront answers the VMM for the back-end meanwhile
+    vmm_resumed,       ///< detail: the VMM's set-up replayed into a new back-end; exact or best effort
   };
   Kind kind = Kind::state_changed;
   DeviceState state = DeviceState::disconnected;
@@ -256,6 +260,13 @@ struct QueueStart {
   uint32_t base = 0;
   SharedFd kick;
   SharedFd call;
+  SharedFd err;  ///< SET_VRING_ERR when set (a VMM's shadow)
+  /// false: only set up (NUM, ADDR, BASE, CALL, ERR), not kicked or enabled
+  /// (a VMM's ring it has not started, or stopped).
+  bool start = true;
+  /// SET_VRING_ENABLE 1 after the start (with PROTOCOL_FEATURES); false: a
+  /// VMM's ring it started and left disabled.
+  bool enable = true;
 };
 
 /// Activation as one step: SET_FEATURES, SET_STATUS(FEATURES_OK),

@@ -32,6 +32,46 @@ ActivateRequest replay_request(const DeviceData& st, ReplayTo to, uint64_t featu
   return req;
 }
 
+ActivateRequest replay_shadow(const proxy::Shadow& shadow) {
+  ActivateRequest req;
+  req.features = shadow.acked_features();
+  const uint8_t status = shadow.status();
+  const auto driver_ok = static_cast<uint8_t>(status_bit::driver_ok);
+  req.features_ok_status = static_cast<uint8_t>(status & ~driver_ok);
+  req.driver_ok_status = (status & driver_ok) ? status : 0;
+  for (const auto& r : shadow.regions()) {
+    wire::MemoryRegion m = r.vmm;
+    m.user_addr = r.synthetic;
+    req.mem_table.push_back(m);
+    req.mem_fds.push_back(r.fd);
+  }
+  if (shadow.inflight_fd()) {
+    req.inflight = shadow.inflight();
+    req.inflight_fd = shadow.inflight_fd();
+  }
+  const auto& rings = shadow.rings();
+  for (uint32_t i = 0; i < rings.size(); ++i) {
+    const auto& ring = rings[i];
+    auto addr = shadow.backend_addr(i);
+    if (!addr)
+      continue;  // nothing the back-end could use yet; the VMM sends it again
+    QueueStart q;
+    q.addr = *addr;
+    q.num = ring.num;
+    q.base = ring.base;
+    if (ring.started && !shadow.packed())
+      if (auto used = shadow.used_index(i))
+        q.base = *used;
+    q.kick = ring.kick;
+    q.call = ring.call;
+    q.err = ring.err;
+    q.start = ring.started && ring.kick;
+    q.enable = ring.enabled;
+    req.queues.push_back(std::move(q));
+  }
+  return req;
+}
+
 std::vector<QueueStart> queue_starts(const DeviceData& st) {
   std::vector<QueueStart> out;
   for (const auto& q : st.queues) {

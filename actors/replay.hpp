@@ -13,6 +13,7 @@
 
 #include "actors/device_data.hpp"
 #include "actors/messages.hpp"
+#include "proxy/shadow.hpp"
 
 namespace vufront::actors {
 
@@ -40,6 +41,16 @@ enum class ReplayTo {
 /// The activation that brings `st`'s back-end to `to`, with `features` as
 /// SET_FEATURES (the device's acked features, or a snapshot's).
 [[nodiscard]] ActivateRequest replay_request(const DeviceData& st, ReplayTo to, uint64_t features);
+
+/// What a VMM had set up through its socket (proxy::Shadow), for the next
+/// back-end after a loss: its features, FEATURES_OK as the VMM set it, its
+/// memory (synthetic addresses), its in-flight region, every ring it set up
+/// (started ones kicked and enabled as the VMM left them), and DRIVER_OK
+/// when the VMM had set it. A started split ring resumes at the used index
+/// in guest memory (what the lost back-end completed), a stopped one at the
+/// base the VMM was told; a started packed ring at its last base, which a
+/// back-end with the in-flight region replaces with the region's position.
+[[nodiscard]] ActivateRequest replay_shadow(const proxy::Shadow& shadow);
 
 /// Each ring as SET_VRING_NUM/ADDR/BASE/CALL/KICK start it: at its saved
 /// base, with the device's call fd (the VMM's or the worker's).

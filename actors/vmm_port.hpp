@@ -13,8 +13,12 @@
 //   eof       the VMM left without a word: its rings are stopped and its
 //             memory removed from the back-end (or the connection renewed);
 //             every fd of it in vufront is closed
-//   lost      the device's back-end was lost: the VMM connection is closed
-//             (QEMU with `reconnect=N` comes back and starts again)
+//   lost      the device's back-end was lost (vmm_away.cpp): vufront answers
+//             the VMM for it from the shadow (once the lost back-end is
+//             fenced), holds what only a back-end can answer, and when the
+//             device has a new connection replays the shadow into it; the VMM
+//             connection closes only where a resume would be wrong (virtio-fs,
+//             packed rings without an in-flight region, fencing impossible)
 //
 // Kick and call fds go straight to the back-end; the shadow keeps them.
 
@@ -47,6 +51,13 @@ struct VmmPortConfig {
   device_actor device;
   /// How long a reply to the VMM may wait for room in its socket.
   std::chrono::milliseconds send_timeout{5000};
+  /// How long a request only a back-end can answer waits for the next one
+  /// while the back-end is away (then the VMM connection closes).
+  std::chrono::milliseconds hold_timeout{5000};
+  /// Whether rings without INFLIGHT_SHMFD or IN_ORDER are resumed after a
+  /// loss at the used index (best effort, as QEMU's own fallback); false
+  /// (`--resume-without-inflight=no`): the VMM connection closes instead.
+  bool resume_without_inflight = true;
 };
 
 struct VmmPortState {
@@ -69,6 +80,22 @@ struct VmmPortState {
   std::optional<Connection> channel;
   std::optional<proxy::Shadow> shadow;
   bool tearing_down = false;
+  DeviceKind kind = DeviceKind::blk;  ///< the device's (virtio-fs cannot be resumed)
+
+  // ---- the back-end away (vmm_away.cpp)
+  bool away = false;       ///< lost, and the shadow not yet replayed into a new one
+  bool replaying = false;  ///< the shadow is being replayed into the new connection
+  bool fenced = false;     ///< the lost back-end can no longer touch memory
+  bool fencing = false;
+  /// The request waiting for the fence, or (`held_for_backend`) for a back-end.
+  std::shared_ptr<proxy::Shadow::Prepared> held;
+  bool held_for_backend = false;
+  uint64_t hold_token = 0;
+  uint64_t backend_losses = 0;       ///< under a session, since the start
+  uint64_t resumes = 0;              ///< shadows replayed into a new back-end
+  uint64_t best_effort_resumes = 0;  ///< of those, without INFLIGHT_SHMFD or IN_ORDER
+  uint64_t answered_for_backend = 0; ///< requests answered from the shadow
+  std::string last_resume;
   std::unique_ptr<VmmReader> reader;
   std::unique_ptr<FdWatcher> acceptor;  ///< LAST: joined first
 };

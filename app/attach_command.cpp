@@ -196,6 +196,8 @@ actors::ControlServerConfig server_config(const AttachOptions& opts, SharedFd sn
   sc.timeouts.request = opts.timeout;
   sc.timeouts.drain = opts.drain_timeout;
   sc.reconnect = opts.reconnect;
+  sc.fence_kill = opts.fence_kill;
+  sc.resume_without_inflight = opts.resume_without_inflight;
   return sc;
 }
 

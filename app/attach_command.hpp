@@ -41,6 +41,13 @@ struct AttachOptions {
   /// `--wait-for-backend`: a first connect waits up to `timeout` for the
   /// socket to appear instead of failing at once when nothing is there.
   bool wait_for_backend = false;
+  /// `--fence kill|none`: a lost back-end is SIGKILLed before a VMM is
+  /// answered for it (kill), or only one that exited counts as fenced.
+  bool fence_kill = true;
+  /// `--resume-without-inflight yes|no`: a VMM's rings without INFLIGHT_SHMFD
+  /// or IN_ORDER are resumed best effort after a loss (yes), or its
+  /// connection closes (no).
+  bool resume_without_inflight = true;
   /// `--pidfile`: written once the sockets listen, removed at exit; a file
   /// that names a live process is refused at start ("": none).
   std::string pidfile;

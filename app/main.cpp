@@ -326,6 +326,7 @@ struct AttachCommand {
   double give_up_s = 0, max_delay_s = 5.0;
   std::string control_mode, control_group, listen_mode, listen_group, vmm_mode, vmm_group;
   std::vector<std::string> allow_users;
+  std::string fence = "kill", resume_without_inflight = "yes";
   CLI::App* cmd = nullptr;
 
   void add_to(CLI::App& app) {
@@ -468,6 +469,19 @@ struct AttachCommand {
     auto [give_up, max_delay] = add_reconnect_policy_options(cmd, give_up_s, max_delay_s);
     give_up->excludes(no_reconnect_flag);
     max_delay->excludes(no_reconnect_flag);
+    cmd->add_option("--fence", fence,
+                    "kill|none: before vufront answers a VMM for a lost back-end (--vmm-socket),\n"
+                    "the back-end's process (SO_PEERCRED) is SIGKILLed and waited for, up to\n"
+                    "--drain-timeout (kill, the default); none: only one that exited counts,\n"
+                    "else the VMM connection closes (docs/vmm-proxy.md, \"Fencing\")")
+        ->check(CLI::IsMember({"kill", "none"}))
+        ->type_name("MODE");
+    cmd->add_option("--resume-without-inflight", resume_without_inflight,
+                    "yes|no: after a lost back-end, resume a VMM's rings that have no in-flight\n"
+                    "region (INFLIGHT_SHMFD) or IN_ORDER at the used index, best effort, as QEMU\n"
+                    "does (yes, the default); no: close the VMM connection instead")
+        ->check(CLI::IsMember({"yes", "no"}))
+        ->type_name("yes|no");
   }
 
   int run() {
@@ -477,6 +491,8 @@ struct AttachCommand {
       return exit_usage;
     }
     options.devices = std::move(setups).value();
+    options.fence_kill = fence == "kill";
+    options.resume_without_inflight = resume_without_inflight == "yes";
     if (auto v = vufront::app::assign_vmm_sockets(options.devices, vmm_sockets); !v) {
       std::cerr << v.error().request << ": " << v.error().detail << "\n";
       return exit_usage;

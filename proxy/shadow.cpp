@@ -264,6 +264,15 @@ void Shadow::commit(const Prepared& p, const ForwardResult& answer) {
     case FrontendReq::set_status:
       status_ = static_cast<uint8_t>(std::get<wire::U64>(f.payload).value);
       break;
+    case FrontendReq::get_config:
+      if (answer.has_reply) {
+        const auto& h = std::get<ConfigRequest>(f.payload).header;
+        config_cache_[{h.offset, h.size}] = answer.body;
+      }
+      break;
+    case FrontendReq::set_config:
+      config_cache_.clear();
+      break;
     case FrontendReq::reset_device:
       // The device forgets everything but its memory and protocol features.
       status_ = 0;
@@ -300,6 +309,7 @@ void Shadow::clear() {
   touched_ = false;
   inflight_ = {};
   inflight_fd_.reset();
+  config_cache_.clear();
 }
 
 std::optional<uint16_t> Shadow::used_index(uint32_t ring) const {
@@ -317,6 +327,81 @@ std::optional<uint16_t> Shadow::used_index(uint32_t ring) const {
     return v;
   }
   return std::nullopt;
+}
+
+std::optional<wire::VringAddr> Shadow::backend_addr(uint32_t ring) const {
+  if (ring >= rings_.size() || !rings_[ring].addr_set)
+    return std::nullopt;
+  return translate(rings_[ring].vmm_addr);
+}
+
+bool Shadow::any_started() const noexcept {
+  for (const auto& r : rings_)
+    if (r.started)
+      return true;
+  return false;
+}
+
+bool Shadow::answer_due(const Prepared& p) const noexcept {
+  return p.need_reply || has_native_reply(p.forward.req, ctx_.acked_protocol_features);
+}
+
+Shadow::StandIn Shadow::stand_in(const Prepared& p) const {
+  StandIn s;
+  const auto& f = p.forward;
+  switch (f.req) {
+    case FrontendReq::get_config: {
+      const auto& h = std::get<ConfigRequest>(f.payload).header;
+      auto it = config_cache_.find({h.offset, h.size});
+      if (it == config_cache_.end()) {
+        s.kind = StandIn::Kind::hold;
+        return s;
+      }
+      s.result.has_reply = true;
+      s.result.body = it->second;
+      return s;  // what the back-end said last: no fence needed
+    }
+    case FrontendReq::get_status:
+      s.result.has_reply = true;
+      s.result.body = encode_u64_reply(f.req, status_).body;
+      return s;
+    case FrontendReq::get_inflight_fd:
+    case FrontendReq::set_config:
+      s.kind = StandIn::Kind::hold;
+      return s;
+    case FrontendReq::get_vring_base: {
+      const uint32_t i = std::get<wire::VringState>(f.payload).index;
+      const Ring& ring = rings_.at(i);
+      uint32_t base = ring.base;
+      if (ring.started) {
+        s.fence = true;  // the old back-end must not move the ring on after this answer
+        if (packed()) {
+          s.kind = StandIn::Kind::refuse;
+          s.why = "GET_VRING_BASE of packed ring " + std::to_string(i) +
+                  " while its back-end is away: a packed ring keeps no used index in guest memory";
+          return s;
+        }
+        auto used = used_index(i);
+        if (!used) {
+          s.kind = StandIn::Kind::refuse;
+          s.why = "GET_VRING_BASE of ring " + std::to_string(i) +
+                  " while its back-end is away: its used index could not be read from guest memory";
+          return s;
+        }
+        base = *used;
+      }
+      s.result.has_reply = true;
+      s.result.vring_base = base;
+      s.result.body = encode_vring_base_reply(i, base).body;
+      return s;
+    }
+    default:
+      // Set-up the next back-end gets in the replay: recorded, and acked when
+      // asked. The ack says the set-up is in place, so a back-end that could
+      // still act on the old one must be gone first.
+      s.fence = true;
+      return s;
+  }
 }
 
 json Shadow::to_json() const {

@@ -14,6 +14,7 @@
 // physical addresses, mmap_offset and log_guest_addr pass unchanged.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,6 +71,30 @@ public:
   /// protocol features were settled when vufront negotiated it).
   void set_protocol_features(uint64_t acked) { ctx_.acked_protocol_features = acked; }
 
+  /// What vufront answers for a back-end that is away (lost, and not yet
+  /// back; docs/vmm-proxy.md, "Back-end loss"). Computed from the shadow
+  /// alone; `fence`: the answer tells the VMM something the back-end could
+  /// still make untrue while it lives (a ring stopped, memory let go of), so
+  /// it may be sent only once that back-end is fenced.
+  struct StandIn {
+    enum class Kind {
+      answer,  ///< `result` (a reply of the request's own, or only the ack when asked)
+      hold,    ///< only a back-end can answer: wait for the next one (GET_INFLIGHT_FD, SET_CONFIG)
+      refuse,  ///< cannot be answered correctly: the VMM connection must close (`why`)
+    } kind = Kind::answer;
+    bool fence = false;
+    ForwardResult result;
+    std::string why;
+  };
+  [[nodiscard]] StandIn stand_in(const Prepared& p) const;
+
+  /// Whether the VMM waits for an answer to `p` (a reply of its own, or
+  /// an ack it asked for).
+  [[nodiscard]] bool answer_due(const Prepared& p) const noexcept;
+
+  /// The back-end said its config space changed: cached GET_CONFIG replies go.
+  void config_changed() { config_cache_.clear(); }
+
   /// Whether the VMM negotiated REPLY_ACK (and so may ask for acks).
   [[nodiscard]] bool reply_ack() const noexcept;
   /// Whether the VMM acked RING_PACKED.
@@ -119,6 +144,13 @@ public:
   [[nodiscard]] const std::vector<Ring>& rings() const noexcept { return rings_; }
   [[nodiscard]] uint64_t acked_features() const noexcept { return ctx_.acked_features; }
   [[nodiscard]] uint8_t status() const noexcept { return status_; }
+  [[nodiscard]] const wire::InflightDesc& inflight() const noexcept { return inflight_; }
+  [[nodiscard]] const SharedFd& inflight_fd() const noexcept { return inflight_fd_; }
+  /// A ring's addresses as the back-end is told them (synthetic); nullopt
+  /// when not set or not (yet) in shared memory.
+  [[nodiscard]] std::optional<wire::VringAddr> backend_addr(uint32_t ring) const;
+  /// Whether a ring was started (kicked) and not stopped since.
+  [[nodiscard]] bool any_started() const noexcept;
 
 private:
   [[nodiscard]] std::optional<uint64_t> to_synthetic(uint64_t vmm_addr, uint64_t len) const;
@@ -135,6 +167,9 @@ private:
   bool touched_ = false;  ///< the back-end got something of this VMM's
   wire::InflightDesc inflight_{};
   SharedFd inflight_fd_;
+  /// GET_CONFIG replies by (offset, size): what a VMM is answered while the
+  /// back-end is away (SET_CONFIG and a config change clear it).
+  std::map<std::pair<uint32_t, uint32_t>, std::vector<uint8_t>> config_cache_;
 };
 
 }  // namespace vufront::proxy

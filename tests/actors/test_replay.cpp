@@ -4,6 +4,8 @@
 // set up is left out of a replay.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include "actors/device_checks.hpp"
 #include "actors/replay.hpp"
 #include "base/unique_fd.hpp"
@@ -130,4 +132,64 @@ TEST_CASE("replay: packed rings lost while running go back at their last known b
   CHECK(r.queues[1].base == 0x8008'8008);
   // packed: the device and driver areas are the event suppression structures
   CHECK(r.queues[1].addr.avail == st.queues[1].spec.driver + user_addr_bias);
+}
+
+TEST_CASE("actors:replay: a VMM's shadow is replayed as the VMM left it, running rings at the used index") {
+  Negotiated offer;
+  offer.offered_features = acked;
+  offer.offered_protocol_features = bit(protocol_feature::reply_ack) | bit(protocol_feature::status);
+  offer.num_queues = 2;
+  offer.max_mem_slots = 8;
+  proxy::Shadow s(offer);
+  s.set_protocol_features(offer.offered_protocol_features);
+  auto commit = [&s](FrontendReq req, FrontendPayload payload, std::vector<SharedFd> fds = {}) {
+    FrontendRequest r;
+    r.req = req;
+    r.payload = std::move(payload);
+    for (auto& f : fds)
+      r.fds.push_back(UniqueFd::adopt(::dup(f->get())));
+    auto p = s.prepare(std::move(r));
+    REQUIRE(p);
+    s.commit(*p, proxy::ForwardResult{});
+  };
+  const uint64_t features = bit(feature::version_1) | bit(feature::protocol_features);
+  commit(FrontendReq::set_features, wire::U64{features});
+  commit(FrontendReq::set_status, wire::U64{0x0b});  // ACKNOWLEDGE | DRIVER | FEATURES_OK
+  auto mem = make_memfd("shadow-replay", 1 << 20);
+  REQUIRE(mem);
+  SharedFd guest = share(std::move(mem));
+  const uint64_t vmm = 0x7f00'0000'0000;
+  MemoryTable t;
+  t.regions.push_back(wire::MemoryRegion{0, 1 << 20, vmm, 0});
+  commit(FrontendReq::set_mem_table, t, {guest});
+  for (uint32_t i = 0; i < 2; ++i) {
+    commit(FrontendReq::set_vring_num, wire::VringState{i, 128});
+    commit(FrontendReq::set_vring_addr,
+           wire::VringAddr{i, 0, vmm + 0x10000 * i, vmm + 0x10000 * i + 0x2000, vmm + 0x10000 * i + 0x1000, 0});
+    commit(FrontendReq::set_vring_base, wire::VringState{i, 5});
+    commit(FrontendReq::set_vring_call, VringFd{i, true}, {eventfd()});
+  }
+  commit(FrontendReq::set_vring_kick, VringFd{0, true}, {eventfd()});  // ring 1 never starts
+  commit(FrontendReq::set_vring_enable, wire::VringState{0, 1});
+  commit(FrontendReq::set_status, wire::U64{0x0f});  // + DRIVER_OK
+  const uint16_t used = 11;  // the lost back-end completed up to 11 on ring 0
+  REQUIRE(::pwrite(guest->get(), &used, sizeof used, 0x2000 + 2) == sizeof used);
+
+  ActivateRequest req = replay_shadow(s);
+  CHECK(req.features == features);
+  CHECK(req.features_ok_status == 0x0b);
+  CHECK(req.driver_ok_status == 0x0f);
+  REQUIRE(req.mem_table.size() == 1);
+  CHECK(req.mem_table[0].user_addr == proxy::proxy_user_base);  // synthetic, never the VMM's
+  REQUIRE(req.mem_fds.at(0));  // the fd the VMM passed (kept by the shadow)
+  CHECK_FALSE(req.inflight_fd);
+  REQUIRE(req.queues.size() == 2);
+  CHECK(req.queues[0].start);
+  CHECK(req.queues[0].enable);
+  CHECK(req.queues[0].base == 11);  // resumed where the guest is
+  CHECK(req.queues[0].addr.desc == proxy::proxy_user_base);
+  CHECK(req.queues[0].kick);
+  CHECK_FALSE(req.queues[1].start);  // set up, not started
+  CHECK(req.queues[1].base == 5);
+  CHECK(req.queues[1].call);
 }

@@ -276,3 +276,98 @@ TEST_CASE("proxy shadow: regions that overlap at the top of the VMM's address sp
   below.fds.push_back(make_eventfd());
   CHECK(s.prepare(std::move(below)));
 }
+
+namespace {
+
+/// A shadow with memory, features and ring 0 set up and started (ring 1
+/// only sized), as QEMU leaves it once the guest's driver runs; `guest`
+/// gets the memory's fd.
+Shadow running_shadow(UniqueFd& guest, uint64_t features = bit(feature::version_1) |
+                                                           bit(feature::protocol_features)) {
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  s.set_protocol_features(bit(pf::reply_ack) | bit(pf::config));
+  apply(s, request(FrontendReq::set_features, wire::U64{features}));
+  const uint64_t vmm_base = 0x7f00'0000'0000;
+  apply(s, mem_table(0, vmm_base, guest));
+  apply(s, request(FrontendReq::set_vring_num, wire::VringState{0, 256}));
+  apply(s, request(FrontendReq::set_vring_addr,
+                   wire::VringAddr{0, 0, vmm_base, vmm_base + 0x2000, vmm_base + 0x1000, 0}));
+  apply(s, request(FrontendReq::set_vring_base, wire::VringState{0, 3}));
+  auto call = request(FrontendReq::set_vring_call, VringFd{0, true});
+  call.fds.push_back(make_eventfd());
+  apply(s, std::move(call));
+  auto kick = request(FrontendReq::set_vring_kick, VringFd{0, true});
+  kick.fds.push_back(make_eventfd());
+  apply(s, std::move(kick));
+  apply(s, request(FrontendReq::set_vring_enable, wire::VringState{0, 1}));
+  apply(s, request(FrontendReq::set_vring_num, wire::VringState{1, 128}));
+  return s;
+}
+
+Shadow::Prepared prepared(const Shadow& s, FrontendRequest r) {
+  auto p = s.prepare(std::move(r));
+  REQUIRE(p);
+  return std::move(p).value();
+}
+
+}  // namespace
+
+TEST_CASE("proxy shadow: a back-end that is away is stood in for from the shadow") {
+  UniqueFd guest;
+  Shadow s = running_shadow(guest);
+  const uint16_t used = 9;  // what the lost back-end completed
+  REQUIRE(::pwrite(guest.get(), &used, sizeof used, 0x2000 + 2) == sizeof used);
+
+  // GET_VRING_BASE of the running ring: the used index, only once fenced
+  auto base = s.stand_in(prepared(s, request(FrontendReq::get_vring_base, wire::VringState{0, 0})));
+  CHECK(base.kind == Shadow::StandIn::Kind::answer);
+  CHECK(base.fence);
+  CHECK(base.result.vring_base == 9);
+  CHECK(base.result.has_reply);
+  // of a ring never started: its base as set, nothing to fence
+  auto idle = s.stand_in(prepared(s, request(FrontendReq::get_vring_base, wire::VringState{1, 0})));
+  CHECK(idle.kind == Shadow::StandIn::Kind::answer);
+  CHECK_FALSE(idle.fence);
+  CHECK(idle.result.vring_base == 0);
+
+  // set-up is recorded and acked (after the fence); only a back-end answers these
+  auto call = request(FrontendReq::set_vring_call, VringFd{0, true});
+  call.fds.push_back(make_eventfd());
+  auto set = s.stand_in(prepared(s, std::move(call)));
+  CHECK(set.kind == Shadow::StandIn::Kind::answer);
+  CHECK(set.fence);
+  CHECK(s.stand_in(prepared(s, request(FrontendReq::get_inflight_fd, wire::InflightDesc{0, 0, 1, 256})))
+            .kind == Shadow::StandIn::Kind::hold);
+
+  // GET_CONFIG: what the back-end answered last, else held
+  ConfigRequest cr;
+  cr.header = wire::ConfigHeader{0, 8, 0};
+  cr.data.resize(8);
+  auto get_config = [&cr] { return request(FrontendReq::get_config, cr); };
+  CHECK(s.stand_in(prepared(s, get_config())).kind == Shadow::StandIn::Kind::hold);
+  proxy::ForwardResult answered;
+  answered.has_reply = true;
+  answered.body = {1, 2, 3};
+  apply(s, get_config(), answered);
+  auto cached = s.stand_in(prepared(s, get_config()));
+  CHECK(cached.kind == Shadow::StandIn::Kind::answer);
+  CHECK_FALSE(cached.fence);
+  CHECK(cached.result.body == answered.body);
+  s.config_changed();
+  CHECK(s.stand_in(prepared(s, get_config())).kind == Shadow::StandIn::Kind::hold);
+
+  // the answer is committed like the back-end's: the ring is stopped at 9
+  s.commit(prepared(s, request(FrontendReq::get_vring_base, wire::VringState{0, 0})), base.result);
+  CHECK_FALSE(s.rings().at(0).started);
+  CHECK(s.rings().at(0).base == 9);
+}
+
+TEST_CASE("proxy shadow: a running packed ring cannot be stood in for") {
+  UniqueFd guest;
+  Shadow s = running_shadow(guest, bit(feature::version_1) | bit(feature::protocol_features) |
+                                       bit(feature::ring_packed));
+  auto r = s.stand_in(prepared(s, request(FrontendReq::get_vring_base, wire::VringState{0, 0})));
+  CHECK(r.kind == Shadow::StandIn::Kind::refuse);
+  CHECK(r.why.find("packed") != std::string::npos);
+  CHECK(s.any_started());
+}

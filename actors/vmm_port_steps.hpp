@@ -1,0 +1,60 @@
+#pragma once
+// The VMM port's steps, shared by its three files: vmm_port.cpp (the actor,
+// accepting, listening, status), vmm_session.cpp (one VMM connection: its
+// requests in order, forwarded through the device, and its end) and
+// vmm_away.cpp (the back-end lost under the session: fencing, answering
+// from the shadow, replaying it into the next back-end). Internal to the port.
+
+#include <memory>
+#include <string>
+
+#include "actors/vmm_port.hpp"
+#include "base/log.hpp"
+
+namespace vufront::actors::vmm_port_steps {
+
+using Self = vmm_port_full::stateful_pointer<VmmPortState>;
+using Prepared = proxy::Shadow::Prepared;
+
+/// The connection bounds every request the device forwards.
+inline const caf::duration device_wait{caf::infinite};
+
+void say(Self self, log::Level level, const std::string& line);
+inline void log(Self self, const std::string& line) { say(self, log::Level::info, line); }
+inline void warn(Self self, const std::string& line) { say(self, log::Level::warning, line); }
+std::string req_name(FrontendReq r);
+/// An event for the device's subscriber.
+void event(Self self, DeviceEvent::Kind kind, std::string detail);
+
+// ---- vmm_session.cpp
+/// Whether `session` is still the VMM connection being served.
+bool current(Self self, uint64_t session);
+/// Ends the VMM connection; `undo`: take its set-up out of the back-end.
+void end_session(Self self, const std::string& why, bool undo);
+/// Sends a reply to the VMM; a failure ends the session (false).
+bool send(Self self, const FrontendReply& reply);
+/// The request is answered: the reader may read the next.
+void done(Self self);
+/// Sends the answer `r` to `p` the VMM waits for (a reply of its own, or the
+/// ack it asked for), then done(); false when the session ended.
+bool answer(Self self, const Prepared& p, const proxy::ForwardResult& r);
+/// Forwards `p` through the device and answers the VMM after the back-end.
+void forward(Self self, Prepared p);
+void on_request(Self self, std::shared_ptr<Message> m);
+
+// ---- vmm_away.cpp
+/// The back-end was lost under the session (the device said so, or a
+/// forward failed): answer for it from now on, or end the session where a
+/// resume would be wrong.
+void backend_lost(Self self, const std::string& why);
+/// A request while the back-end is away (or being replayed into).
+void handle_away(Self self, Prepared p);
+/// The device has a new connection: fence what is left of the lost
+/// back-end, replay the shadow, then the held request.
+void backend_back(Self self, const std::string& detail);
+/// Held request `token` waited its hold_timeout.
+void hold_expired(Self self, uint64_t token);
+/// Drops the away bookkeeping (the session ended).
+void forget_away(VmmPortState& st);
+
+}  // namespace vufront::actors::vmm_port_steps

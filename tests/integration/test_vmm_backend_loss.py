@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""A back-end lost under a running guest (`vufront attach --vmm-socket`,
+docs/vmm-proxy.md, "Back-end loss"): QEMU 7.2 never sees it.
+
+* vufront-backend (in-flight region) dies (its --crash-in-request) while the
+  guest has 8 writers with O_DIRECT writes in flight; a new one is started:
+  no I/O error in the guest, every write reads back, QEMU connected once,
+  the resume is exact;
+* qemu-storage-daemon (no in-flight region) SIGKILLed and restarted while
+  the guest writes in a loop: the vmm_resumed event says best effort, and
+  the data the guest wrote reads back;
+* a back-end that hangs at GET_VRING_BASE while the guest reboots: QEMU is
+  answered within --drain-timeout, the back-end is fenced (SIGKILL), a new
+  one is started, and the guest boots again and works;
+* a back-end that drops its connection when the kernel starts the ring:
+  reconnected (the same process: not fenced), and the guest's I/O works;
+* --resume-without-inflight=no closes the VMM connection instead.
+
+Each back-end is restarted by the test's `Supervisor` when it exits, as a
+service manager would.
+
+    test_vmm_backend_loss.py --vufront build/bin/vufront --backend build/bin/vufront-backend \\
+        --peers ../shared/peers [-k NAME]
+"""
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import guest
+import test_vmm_proxy as vp
+from runner import run_tests
+from vubackend import Backend, Control
+
+LIMIT = vp.GUEST_LIMIT
+
+
+def parallel_writes(writers=8, rounds=4, then='poweroff -f'):
+    """Guest lines: `writers` background dd processes, each writing its own
+    64 KiB of pattern with O_DIRECT 4 KiB at a time (so 8 requests are in
+    flight at once), `rounds` times; then every range is read back and
+    compared."""
+    lines = [guest.wait_for_block('/dev/vda'),
+             'i=0; while [ $i -lt 2048 ]; do echo "VUFRONT-PATTERN-line-$i-0123456789abcdef"; '
+             'i=$((i + 1)); done | head -c 65536 > /pattern',
+             'echo VUFRONT-GUEST-WRITING',
+             'r=0; while [ $r -lt %d ]; do' % rounds]
+    for w in range(writers):
+        lines.append('  dd if=/pattern of=/dev/vda bs=4096 seek=%d oflag=direct 2>/err%d '
+                     '|| echo "VUFRONT-GUEST-FAIL write %d $(cat /err%d)" &' % (w * 16 + 256, w, w, w))
+    lines += ['  wait', '  r=$((r + 1))', 'done', 'echo 3 > /proc/sys/vm/drop_caches']
+    for w in range(writers):
+        lines.append('dd if=/dev/vda of=/back bs=4096 skip=%d count=16 iflag=direct 2>/dev/null; '
+                     'cmp /pattern /back || echo "VUFRONT-GUEST-FAIL readback %d"' % (w * 16 + 256, w))
+    lines += ['dmesg | grep -i "i/o error" && echo "VUFRONT-GUEST-FAIL kernel I/O error"',
+              'echo VUFRONT-GUEST-DONE', then, '']
+    return '\n'.join(lines)
+
+
+def image_has_writes(image, writers=8):
+    want = vp.pattern()
+    with open(image, 'rb') as f:
+        for w in range(writers):
+            f.seek((w * 16 + 256) * 4096)
+            if f.read(65536) != want:
+                return False
+    return True
+
+
+class Supervisor:
+    """Restarts a back-end each time it exits (`start()` makes the next), as
+    systemd's Restart=always would; stops the last one at the end."""
+
+    def __init__(self, start):
+        self._start = start
+        self.current = start(0)
+        self.starts = 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            r = self.current.wait_exit(0.05)  # Backend: status or None; Peer: bool
+            if r is None or r is False:
+                continue
+            if self._stop.is_set():
+                return
+            try:
+                self.current = self._start(self.starts)
+                self.starts += 1
+            except AssertionError:
+                return
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+        self.current.stop()
+
+
+def reference_backend(tmp, image, first_args=()):
+    sock = os.path.join(tmp, 'ref.sock')
+
+    def start(n):
+        return Backend(vp.ARGS.backend, sock, '--image', image, *(first_args if n == 0 else ()))
+    return sock, start
+
+
+def attach(tmp, sock, *extra):
+    return vp.attach(tmp, sock, '--reconnect-max-delay', '0.2', *extra)
+
+
+def run(q, a):
+    return vp.run_to_end(q, a)
+
+
+# ---- the tests ------------------------------------------------------------------
+
+def test_guest_backend_crash_with_writes_in_flight_is_invisible(tmp):
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    # The first back-end dies taking its 60th request: the guest's boot reads
+    # a few, its 8 writers have many more in flight then.
+    sock, start = reference_backend(tmp, image, ('--crash-in-request', '60'))
+    with Supervisor(start) as sup, attach(tmp, sock) as a, Control(a.control) as ctl:
+        with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, parallel_writes()), smp=1) as q:
+            rep = run(q, a)
+        assert sup.starts >= 2, ('the back-end never crashed', rep)
+        assert image_has_writes(image), rep
+        ev = ctl.wait_event('vmm_resumed', timeout=5, device='disk0')
+        assert ev['resume'] == 'exact', ev
+        v = vp.wait_session_over(ctl)
+        assert v['connections'] == 1, (v, rep)  # QEMU connected once
+        assert v['resumes'] >= 1 and v['best_effort_resumes'] == 0, v
+        assert ctl.ok('status', device='disk0')['reconnects'] >= 1
+
+
+def test_guest_qsd_killed_and_restarted_resumes_best_effort(tmp):
+    if not vp.ARGS.peers:
+        raise AssertionError('--peers is needed for qemu-storage-daemon')
+    img = os.path.join(tmp, 'disk.img')
+    with open(img, 'wb') as f:
+        f.truncate(64 << 20)
+    sock = os.path.join(tmp, 'qsd.sock')
+    peers = []
+
+    def start(n):
+        p = vp.Peer(vp.ARGS.peers, 'start-qsd-blk.sh', sock, img, env={'QSD_NUM_QUEUES': '1'})
+        peers.append(p)
+        return p
+
+    with Supervisor(start) as sup, attach(tmp, sock) as a, Control(a.control) as ctl:
+        body = parallel_writes(rounds=12)
+        with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, body), smp=1) as q:
+            assert q.wait_console('VUFRONT-GUEST-WRITING', LIMIT), vp.report(q, a)
+            sup.current.signal(signal.SIGKILL)
+            ev = ctl.wait_event('vmm_resumed', timeout=30, device='disk0')
+            assert ev['resume'] == 'best_effort', ev
+            rep = run(q, a)
+        assert image_has_writes(img), rep
+        v = vp.wait_session_over(ctl)
+        assert v['connections'] == 1 and v['best_effort_resumes'] == 1, (v, rep)
+    for p in peers:
+        p.stop()
+
+
+def test_guest_backend_hung_at_get_vring_base_is_fenced_on_reboot(tmp):
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    # The first back-end never answers its first GET_VRING_BASE (the guest's
+    # reboot stops the ring): vufront answers QEMU from the used index once
+    # it has SIGKILLed it; the next back-end serves the second boot.
+    sock, start = reference_backend(tmp, image, ('--delay-reply', 'GET_VRING_BASE:600000'))
+    body = guest.wait_for_block('/dev/vda') + '''
+mark=$(dd if=/dev/vda bs=512 skip=64 count=1 2>/dev/null | head -c 12)
+if [ "$mark" = "VUFRONT-BOOT" ]; then
+  echo VUFRONT-GUEST-SECOND-BOOT
+''' + vp.io_body(cpus=1) + '''
+fi
+printf VUFRONT-BOOT | dd of=/dev/vda bs=512 seek=64 conv=sync,fsync 2>/dev/null
+sync
+reboot -f
+'''
+    with Supervisor(start) as sup, attach(tmp, sock, '--drain-timeout', '2') as a, \
+            Control(a.control) as ctl:
+        with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, body), smp=1, reboot=True) as q:
+            assert q.wait_console('VUFRONT-GUEST-SECOND-BOOT', LIMIT), vp.report(q, a)
+            rep = run(q, a)
+        assert vp.image_has_pattern(image, cpus=1), rep
+        assert sup.starts >= 2, rep
+        ev = ctl.wait_event('fenced', timeout=5, device='disk0')
+        assert 'killed (SIGKILL)' in ev['detail'], ev
+        assert ctl.ok('status', device='disk0')['fenced'] == 1
+        assert vp.wait_session_over(ctl)['connections'] == 1, rep
+
+
+def test_guest_backend_drops_its_connection_at_ring_start(tmp):
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(vp.ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
+                 '--close-at', 'SET_VRING_KICK:1') as b, attach(tmp, b.sock) as a, Control(a.control) as ctl:
+        with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, vp.io_body(cpus=1)), smp=1) as q:
+            rep = run(q, a)
+        assert vp.image_has_pattern(image, cpus=1), rep
+        assert b.proc.poll() is None, 'the back-end that came back itself was fenced'
+        v = vp.wait_session_over(ctl)
+        assert v['connections'] == 1 and v['resumes'] >= 1, (v, rep)
+        assert ctl.ok('status', device='disk0')['fenced'] == 0
+
+
+def test_guest_no_best_effort_closes_the_vmm_connection(tmp):
+    if not vp.ARGS.peers:
+        raise AssertionError('--peers is needed for qemu-storage-daemon')
+    peer, img = vp.qsd(tmp, queues=1)
+    with peer, attach(tmp, peer.sock, '--resume-without-inflight', 'no') as a, Control(a.control) as ctl:
+        body = parallel_writes(rounds=1000, then='')
+        with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, body), smp=1) as q:
+            assert q.wait_console('VUFRONT-GUEST-WRITING', LIMIT), vp.report(q, a)
+            peer.signal(signal.SIGKILL)
+            ev = ctl.wait_event('vmm_disconnected', timeout=20, device='disk0')
+            assert '--resume-without-inflight=no' in ev['detail'], ev
+            q.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--vufront', required=True)
+    ap.add_argument('--backend', required=True)
+    ap.add_argument('--peers')
+    ap.add_argument('--qemu', default='qemu-system-x86_64')
+    ap.add_argument('-k', help='run only tests whose name contains this')
+    vp.ARGS = ap.parse_args()
+    vp.PREREQ, why = guest.find_prerequisites(vp.ARGS.qemu)
+    if vp.PREREQ is None:
+        print('SKIPPED the guest tests: ' + why)
+        return guest.SKIP
+    return run_tests(globals(), vp.ARGS.k, prefix='vufront-loss-')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
