@@ -100,6 +100,9 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
       [self](vmm_renew_atom, const std::string& why) { return h::on_vmm_renew(self, why); },
       [self](vmm_replay_atom, const ActivateRequest& req) { return h::on_vmm_replay(self, req); },
       [self](fence_atom) { return h::on_fence(self); },
+      [self](vmm_save_atom, const SnapshotOptions& o, const VmmSaveSpec& a) {
+        return snapshot_for_vmm(self, o, a);
+      },
       [self](fenced_atom, uint64_t n, const std::string& done, const caf::error& e) {
         h::on_fenced(self, n, done, e);
       },

@@ -76,13 +76,21 @@ bool transfer_lost(Self self, InfoPromise& rp, const char* op) {
 
 // ---- snapshot -------------------------------------------------------------------------
 
-snapshot::Manifest manifest_of(const DeviceData& st, std::vector<uint8_t> config) {
+/// What the manifest says of the device's activation: its own, or the VMM's.
+VmmSaveSpec activation_of(const DeviceData& st) {
+  VmmSaveSpec a;
+  a.features = st.acked_features;
+  for (const auto& q : st.queues)
+    a.queues.push_back({q.spec.index, q.spec.size, q.base});
+  return a;
+}
+
+snapshot::Manifest manifest_of(const DeviceData& st, const VmmSaveSpec& a, std::vector<uint8_t> config) {
   snapshot::Manifest m;
   m.kind = st.info.kind;
-  m.features = st.acked_features;
+  m.features = a.features;
   m.protocol_features = st.info.protocol_features;
-  for (const auto& q : st.queues)
-    m.queues.push_back({q.spec.index, q.spec.size, q.base});
+  m.queues = a.queues;
   m.config = std::move(config);
   for (size_t i = 0; i < st.info.shmem_sizes.size(); ++i)
     if (st.info.shmem_sizes[i] != 0)
@@ -91,13 +99,13 @@ snapshot::Manifest manifest_of(const DeviceData& st, std::vector<uint8_t> config
   return m;
 }
 
-void save(Self self, InfoPromise rp, const SnapshotOptions& o, TransferDeadline dl,
+void save(Self self, InfoPromise rp, const SnapshotOptions& o, const VmmSaveSpec& a, TransferDeadline dl,
           std::vector<uint8_t> config) {
   constexpr const char* op = "snapshot";
   if (transfer_lost(self, rp, op))
     return;
   auto& st = self->state;
-  auto m = std::make_shared<snapshot::Manifest>(manifest_of(st, std::move(config)));
+  auto m = std::make_shared<snapshot::Manifest>(manifest_of(st, a, std::move(config)));
   if (auto v = snapshot::validate(*m); !v)
     return end(self, rp, op, named(v.error(), "manifest"));
   SaveJob job{o.path, o.target, o.max_bytes, dl, std::move(m), o.replace};
@@ -222,12 +230,10 @@ std::optional<caf::error> check_options(const char* op, const std::string& path,
   return std::nullopt;
 }
 
-}  // namespace
 
-caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
+/// The snapshot once admitted: [GET_CONFIG] -> save, with `a` in the manifest.
+caf::result<SnapshotInfo> start_snapshot(Self self, const SnapshotOptions& o, VmmSaveSpec a) {
   constexpr const char* op = "snapshot";
-  if (auto e = admit(self, op, {DeviceState::sleeping, DeviceState::negotiated}))
-    return *e;
   if (auto e = cancelled_already(self, op))
     return *e;
   if (auto e = check_options(op, o.path, o.target, o.timeout_ms))
@@ -242,13 +248,38 @@ caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
   // one that comes before its save, which then fails "cancelled".
   spawn_transfer(self, o.progress);
   if (!has_bit(st.info.protocol_features, protocol_feature::config) || st.info.config_size == 0) {
-    save(self, rp, o, dl, {});
+    save(self, rp, o, a, dl, {});
     return rp;
   }
   self->request(st.conn, conn_wait, get_config_atom_v, uint32_t{0}, st.info.config_size)
-      .then([self, rp, o, dl](std::vector<uint8_t>& cfg) mutable { save(self, rp, o, dl, std::move(cfg)); },
+      .then([self, rp, o, a, dl](std::vector<uint8_t>& cfg) mutable { save(self, rp, o, a, dl, std::move(cfg)); },
             [self, rp](caf::error& e) mutable { fail_transfer(self, rp, op, e); });
   return rp;
+}
+
+}  // namespace
+
+caf::result<SnapshotInfo> snapshot_device(Self self, const SnapshotOptions& o) {
+  // A device a VMM drives is paused, saved and resumed by its VMM socket's port.
+  if (auto port = caf::actor_cast<vmm_port_actor>(self->state.vmm_port); port && !self->state.exiting)
+    return self->delegate(port, snapshot_atom_v, o);
+  if (auto e = admit(self, "snapshot", {DeviceState::sleeping, DeviceState::negotiated}))
+    return *e;
+  return start_snapshot(self, o, activation_of(self->state));
+}
+
+caf::result<SnapshotInfo> snapshot_for_vmm(Self self, const SnapshotOptions& o, const VmmSaveSpec& a) {
+  constexpr const char* op = "snapshot";
+  auto& st = self->state;
+  if (st.exiting)
+    return to_caf(make_error(errc::bad_state, op, "the device is shutting down"));
+  if (!st.busy.empty())
+    return to_caf(make_error(errc::bad_state, op, "busy: " + st.busy + " is in progress"));
+  if (st.state == DeviceState::broken || st.state == DeviceState::reconnecting)
+    return to_caf(loss_error(st, op));
+  if (st.state != DeviceState::negotiated)
+    return to_caf(make_error(errc::bad_state, op, std::string("the device is ") + to_string(st.state)));
+  return start_snapshot(self, o, a);
 }
 
 caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {

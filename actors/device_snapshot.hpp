@@ -19,6 +19,10 @@ namespace vufront::actors {
 
 [[nodiscard]] caf::result<SnapshotInfo> snapshot_device(
     device_actor::stateful_pointer<DeviceData> self, const SnapshotOptions& o);
+/// A snapshot of a device a VMM drives, asked by its port once the VMM's
+/// rings are stopped: `a` (the VMM's features and rings) goes in the manifest.
+[[nodiscard]] caf::result<SnapshotInfo> snapshot_for_vmm(device_actor::stateful_pointer<DeviceData> self,
+                                                        const SnapshotOptions& o, const VmmSaveSpec& a);
 [[nodiscard]] caf::result<SnapshotInfo> restore_device(
     device_actor::stateful_pointer<DeviceData> self, const RestoreOptions& o);
 /// Cancels the transfer in progress, if any.

@@ -123,6 +123,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_hold_atom, "vmmhold")
   CAF_ADD_ATOM(vufront, vufront::actors, fence_atom, "fence")
   CAF_ADD_ATOM(vufront, vufront::actors, fenced_atom, "fenced")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_save_atom, "vmmsave")
 CAF_END_TYPE_ID_BLOCK(vufront)
 // (caf::get_atom, caf::ok_atom, caf::reset_atom are predefined.)
 
@@ -174,6 +175,10 @@ using vmm_port_actor = caf::typed_actor<
     caf::reacts_to<vmm_back_atom, std::string>,
     /// To itself: the deadline of held request N.
     caf::reacts_to<vmm_hold_atom, uint64_t>,
+    /// From the device: a snapshot of a device the VMM drives: its running
+    /// rings are stopped, the state saved, the rings resumed where they
+    /// stopped (actors/vmm_pause.cpp).
+    caf::replies_to<snapshot_atom, SnapshotOptions>::with<SnapshotInfo>,
     /// From the device: the back-end's CONFIG_CHANGE_MSG, for the VMM's channel.
     caf::reacts_to<cfg_change_atom>,
     /// The VMM session as `status` shows it.
@@ -238,6 +243,9 @@ using device_actor = device_child_side::extend<
     /// done ("process 123 had exited", "... killed"), or fails (fencing off,
     /// refused, the peer unknown, still there after the drain timeout).
     caf::replies_to<fence_atom>::with<std::string>,
+    /// From the port: the back-end's state saved, with the VMM's features and
+    /// stopped rings in the manifest (a snapshot under a running VMM).
+    caf::replies_to<vmm_save_atom, SnapshotOptions, VmmSaveSpec>::with<SnapshotInfo>,
     /// To itself: fence N ended (what was done, or the error).
     caf::reacts_to<fenced_atom, uint64_t, std::string, caf::error>>;
 

@@ -23,6 +23,7 @@
 #include "protocol/wire.hpp"
 #include "proxy/forward.hpp"
 #include "snapshot/file_target.hpp"
+#include "snapshot/manifest.hpp"
 
 namespace vufront::snapshot {
 struct Manifest;
@@ -167,6 +168,14 @@ struct DeviceEvent {
   std::string detail;
 };
 [[nodiscard]] const char* to_string(DeviceEvent::Kind k) noexcept;
+
+/// What a VMM socket's port saves with the back-end's state (a device the VMM
+/// drives has no activation of vufront's own): the VMM's acked features and
+/// its rings, stopped, at their bases (actors/vmm_pause.cpp).
+struct VmmSaveSpec {
+  uint64_t features = 0;
+  std::vector<snapshot::QueueState> queues;
+};
 
 /// A snapshot of the back-end's state into a file (docs/snapshot-format.md).
 /// The device must be sleeping (or negotiated and never activated).
@@ -355,6 +364,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::MemorySpec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ActivateSpec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::InterruptSink)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceStatus)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::VmmSaveSpec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceEvent)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ActivateRequest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::NegotiateRequest)

@@ -147,7 +147,7 @@ void replay(Self self) {
 void forget_away(VmmPortState& st) {
   st.away = st.replaying = st.fenced = st.fencing = false;
   st.held.reset();
-  st.held_for_backend = false;
+  st.held_for_backend = st.held_for_snapshot = false;
   ++st.hold_token;
 }
 

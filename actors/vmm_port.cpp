@@ -147,6 +147,9 @@ nlohmann::json status_json(Self self) {
   j["answered_for_backend"] = st.answered_for_backend;
   if (!st.last_resume.empty())
     j["last_resume"] = st.last_resume;
+  j["snapshots"] = st.snapshots;
+  if (!st.last_pause.empty())
+    j["last_snapshot_pause"] = st.last_pause;
   if (st.shadow)
     j["session"] = st.shadow->to_json();
   return j;
@@ -183,6 +186,7 @@ vmm_port_full::behavior_type vmm_port_impl(vmm_port_full::stateful_pointer<VmmPo
       [self](vmm_lost_atom, const std::string& why) { backend_lost(self, why); },
       [self](vmm_back_atom, const std::string& detail) { backend_back(self, detail); },
       [self](vmm_hold_atom, uint64_t token) { hold_expired(self, token); },
+      [self](snapshot_atom, const SnapshotOptions& o) { return snapshot_under_vmm(self, o); },
       [self](cfg_change_atom) { on_config_change(self); },
       [self](status_atom) -> nlohmann::json { return status_json(self); },
   };

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -96,6 +97,16 @@ struct VmmPortState {
   uint64_t best_effort_resumes = 0;  ///< of those, without INFLIGHT_SHMFD or IN_ORDER
   uint64_t answered_for_backend = 0; ///< requests answered from the shadow
   std::string last_resume;
+
+  // ---- a snapshot under the VMM (vmm_pause.cpp)
+  bool in_request = false;  ///< a VMM request is taken and not yet answered
+  bool pausing = false;     ///< a snapshot has the rings stopped (or is about to)
+  /// Rings the snapshot stopped and will start again, unless the VMM stops them meanwhile.
+  std::vector<uint32_t> paused;
+  bool held_for_snapshot = false;  ///< `held` waits for the snapshot's end
+  std::function<void()> when_idle;  ///< the snapshot's start, once in_request is over
+  uint64_t snapshots = 0;
+  std::string last_pause;
   std::unique_ptr<VmmReader> reader;
   std::unique_ptr<FdWatcher> acceptor;  ///< LAST: joined first
 };

@@ -57,4 +57,13 @@ void hold_expired(Self self, uint64_t token);
 /// Drops the away bookkeeping (the session ended).
 void forget_away(VmmPortState& st);
 
+// ---- vmm_pause.cpp
+/// A snapshot of the device under its VMM: the running rings stopped, the
+/// state saved, the rings started again where they stopped.
+caf::result<SnapshotInfo> snapshot_under_vmm(Self self, const SnapshotOptions& o);
+/// A VMM request while a snapshot has the rings stopped.
+void handle_pause(Self self, Prepared p);
+/// The request in progress is answered: a snapshot waiting for it starts.
+void request_over(Self self);
+
 }  // namespace vufront::actors::vmm_port_steps

@@ -186,6 +186,7 @@ void end_session(Self self, const std::string& why, bool undo) {
   // starts fresh (a replay under way is undone when it ends: vmm_away.cpp).
   const bool away = st.away || st.replaying;
   forget_away(st);
+  request_over(self);  // a snapshot waiting for a request starts, and sees the VMM gone
   if (undo && !away && st.shadow) {
     teardown(self, why);
     return;
@@ -209,6 +210,7 @@ bool send(Self self, const FrontendReply& reply) {
 void done(Self self) {
   if (self->state.reader)
     self->state.reader->request_done();
+  request_over(self);
 }
 
 bool answer(Self self, const Prepared& p, const ForwardResult& r) {
@@ -258,6 +260,7 @@ void on_request(Self self, std::shared_ptr<Message> m) {
     return;  // from a session that ended
   ++st.requests;
   ++st.requests_total;
+  st.in_request = true;
   auto r = decode_frontend_request(std::move(*m), st.shadow->context());
   if (!r) {
     end_session(self, "request " + std::to_string(st.requests) + " refused: " + r.error().message(), true);
@@ -286,6 +289,10 @@ void on_request(Self self, std::shared_ptr<Message> m) {
     st.shadow->commit(*p, ForwardResult{});
     if (!p->need_reply || send(self, encode_ack(p->forward.req, 0)))
       done(self);
+    return;
+  }
+  if (st.pausing) {
+    handle_pause(self, std::move(p).value());
     return;
   }
   if (st.away || st.replaying) {

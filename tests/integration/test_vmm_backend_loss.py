@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""A back-end lost under a running guest (`vufront attach --vmm-socket`,
-docs/vmm-proxy.md, "Back-end loss"): QEMU 7.2 never sees it.
+"""A back-end lost, or snapshotted, under a running guest (`vufront attach
+--vmm-socket`, docs/vmm-proxy.md, "Back-end loss" and "Snapshot under a
+running VMM"): QEMU 7.2 never sees it.
 
 * vufront-backend (in-flight region) dies (its --crash-in-request) while the
   guest has 8 writers with O_DIRECT writes in flight; a new one is started:
@@ -14,7 +15,12 @@ docs/vmm-proxy.md, "Back-end loss"): QEMU 7.2 never sees it.
   one is started, and the guest boots again and works;
 * a back-end that drops its connection when the kernel starts the ring:
   reconnected (the same process: not fenced), and the guest's I/O works;
-* --resume-without-inflight=no closes the VMM connection instead.
+* --resume-without-inflight=no closes the VMM connection instead;
+* virtiofsd killed: virtio-fs cannot be resumed, so the VMM connection
+  closes, saying so;
+* a snapshot through the control socket while the guest writes: the guest
+  pauses and goes on; the snapshot restored into a fresh vufront-backend
+  holds what the guest wrote before it.
 
 Each back-end is restarted by the test's `Supervisor` when it exits, as a
 service manager would.
@@ -25,6 +31,7 @@ service manager would.
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -227,6 +234,75 @@ def test_guest_no_best_effort_closes_the_vmm_connection(tmp):
             ev = ctl.wait_event('vmm_disconnected', timeout=20, device='disk0')
             assert '--resume-without-inflight=no' in ev['detail'], ev
             q.kill()
+
+
+def test_guest_snapshot_while_the_guest_writes(tmp):
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    # The guest writes its pattern, then keeps writing elsewhere until the
+    # host's go (which comes after the snapshot), then reads all back.
+    body = parallel_writes(then='') + '''echo VUFRONT-GUEST-WRITTEN
+while true; do
+  dd if=/pattern of=/dev/vda bs=4096 seek=2048 oflag=direct 2>/dev/null || echo "VUFRONT-GUEST-FAIL loop"
+  [ "$(dd if=/dev/vda bs=512 skip=%d count=1 iflag=direct 2>/dev/null | head -c %d)" = "%s" ] && break
+done
+dd if=/dev/vda of=/back bs=4096 skip=2048 count=16 iflag=direct 2>/dev/null
+cmp /pattern /back || echo "VUFRONT-GUEST-FAIL loop readback"
+echo VUFRONT-GUEST-DONE
+poweroff -f
+''' % (vp.GO_SECTOR, len(vp.GO_MARK), vp.GO_MARK.decode())
+    snap = os.path.join(tmp, 'running.vfsnap')
+    with Backend(vp.ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image) as b, \
+            attach(tmp, b.sock) as a, Control(a.control) as ctl:
+        with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, body), smp=1) as q:
+            assert q.wait_console('VUFRONT-GUEST-WRITTEN', LIMIT), vp.report(q, a)
+            info = ctl.ok('snapshot', {'path': snap}, device='disk0')
+            assert info['state_bytes'] > 0, info
+            v = vp.vmm_status(ctl)
+            assert v['connected'] and v['snapshots'] == 1, v
+            assert 'ring(s) restarted' in v['last_snapshot_pause'], v
+            with open(image, 'r+b') as f:  # the go, after the snapshot
+                f.seek(vp.GO_SECTOR * 512)
+                f.write(vp.GO_MARK)
+            rep = run(q, a)
+        assert vp.wait_session_over(ctl)['connections'] == 1, rep
+    # offline: the snapshot restored into a fresh back-end holds the writes
+    fresh = os.path.join(tmp, 'fresh.img')
+    with open(fresh, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(vp.ARGS.backend, os.path.join(tmp, 'fresh.sock'), '--image', fresh) as b2:
+        out = subprocess.run([vp.ARGS.vufront, 'restore', b2.sock, '--in', snap],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+    assert image_has_writes(fresh), 'the restored image lacks what the guest wrote before the snapshot'
+
+
+def test_guest_virtiofs_backend_lost_fails_visibly(tmp):
+    if not vp.ARGS.peers:
+        raise AssertionError('--peers is needed for virtiofsd')
+    shared = os.path.join(tmp, 'shared')
+    os.mkdir(shared)
+    with open(os.path.join(shared, 'hello.txt'), 'w') as f:
+        f.write(vp.FS_HELLO + '\n')
+    fs_sock = os.path.join(tmp, 'virtiofsd.sock')
+    vmm_sock = os.path.join(tmp, 'vmm.sock')
+    body = vp.fs_body().replace('echo VUFRONT-GUEST-DONE\npoweroff -f\n',
+                                'echo VUFRONT-GUEST-DONE\nwhile true; do sleep 1; done\n')
+    with vp.Peer(vp.ARGS.peers, 'start-virtiofsd.sh', fs_sock, shared) as fsd:
+        a = vp.Attach(vp.ARGS.vufront, os.path.join(tmp, 'ctl.sock'), '--backend', 'fs0=' + fs_sock,
+                      '--device', 'fs0=fs', '--vmm-socket', 'fs0=' + vmm_sock)
+        with a, Control(a.control) as ctl:
+            with vp.boot(tmp, vmm_sock, vp.initrd(tmp, body, modules=vp.FS_MODULES), ',tag=' + vp.FS_TAG,
+                         smp=1, device='vhost-user-fs-pci', reconnect=False) as q:
+                assert q.wait_console('VUFRONT-GUEST-DONE', LIMIT), vp.report(q, a)
+                fsd.signal(signal.SIGKILL)
+                # the FUSE session died with virtiofsd: vufront does not
+                # pretend, it closes the VMM connection and says why
+                ev = ctl.wait_event('vmm_disconnected', timeout=20, device='fs0')
+                assert 'virtio-fs cannot be resumed' in ev['detail'], ev
+                q.kill()
+            assert a.proc.poll() is None, 'vufront attach died with its back-end'
 
 
 def main():
