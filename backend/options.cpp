@@ -233,6 +233,11 @@ void add_run_options(CLI::App& app, CommandLine& c) {
                  "N: _exit (no cleanup) after taking the N-th request off a ring, before\n"
                  "completing it (with INFLIGHT_SHMFD it stays marked in flight)")
       ->check(CLI::Range(1u, 0xffffffffu));
+  app.add_option("--crash-outstanding", o.crash_outstanding,
+                 "K: with --crash-in-request N, _exit at the first request from the N-th on that\n"
+                 "is taken while the driver has at least K requests outstanding on its ring\n"
+                 "(avail index - used index): a crash with that many requests in flight")
+      ->check(CLI::Range(1u, 0xffffu));
   app.add_option("--crash-in-completion", o.crash_in_completion,
                  "N: _exit (no cleanup) right after publishing the N-th used entry, before the\n"
                  "in-flight region records the completion (INFLIGHT_SHMFD: the next back-end\n"

@@ -64,6 +64,10 @@ struct Options {
   /// the daemon's life) off a ring, before completing it: a request left in
   /// flight, for front-ends to resume.
   uint32_t crash_in_request = 0;
+  /// --crash-outstanding K: --crash-in-request waits, from its N-th request
+  /// on, for one taken while the driver has at least K requests outstanding
+  /// on the ring (0: the N-th, whatever the ring holds).
+  uint32_t crash_outstanding = 0;
   /// --crash-in-completion N: _exit right after publishing the N-th used
   /// entry (counted over the daemon's life), before the in-flight region
   /// records the completion: the next back-end must finish the update, not

@@ -235,9 +235,13 @@ std::optional<virtio::Chain> VhostServer::pop(uint32_t index) {
   else if (c->has_value() && !(*c)->resubmitted)
     if (auto* t = s_->inflight.packed(static_cast<uint16_t>(index)))
       t->begin((*c)->descs);
-  if (c->has_value() && opt_.crash_in_request != 0 && ++popped_ == opt_.crash_in_request) {
-    std::fprintf(stderr, "vufront-backend: --crash-in-request %u: exiting with a request in flight\n",
-                 opt_.crash_in_request);
+  if (c->has_value() && opt_.crash_in_request != 0 && ++popped_ >= opt_.crash_in_request &&
+      (popped_ == opt_.crash_in_request || opt_.crash_outstanding != 0) &&
+      v.queue->outstanding() >= opt_.crash_outstanding) {
+    std::fprintf(stderr,
+                 "vufront-backend: --crash-in-request %u: exiting with a request in flight (ring %u: "
+                 "%u requests outstanding)\n",
+                 opt_.crash_in_request, index, static_cast<unsigned>(v.queue->outstanding()));
     crash_now();
   }
   return std::move(*c);

@@ -373,4 +373,11 @@ uint32_t DeviceQueue::base() const noexcept {
   return encode_packed_base(next_avail_, next_used_);
 }
 
+uint16_t DeviceQueue::outstanding() const noexcept {
+  if (kind_ != RingKind::split || !driver_)
+    return in_flight_count_;
+  const uint16_t avail = ring_load(u16_at(driver_, offsetof(SplitAvailHeader, idx)));
+  return static_cast<uint16_t>(avail - used_idx_);
+}
+
 }  // namespace vufront::virtio

@@ -121,6 +121,9 @@ public:
   /// Whether the driver wants an interrupt after push(): always (no EVENT_IDX).
   [[nodiscard]] bool needs_notify() const noexcept { return true; }
   [[nodiscard]] uint16_t in_flight() const noexcept { return in_flight_count_; }
+  /// Split: the requests the driver has made available and the device has
+  /// not completed yet (avail idx - used idx, read now); packed: in_flight().
+  [[nodiscard]] uint16_t outstanding() const noexcept;
   [[nodiscard]] bool broken() const noexcept { return broken_; }
 
 private:

@@ -3,8 +3,10 @@
 --vmm-socket`, docs/vmm-proxy.md, "Back-end loss" and "Snapshot under a
 running VMM"): QEMU 7.2 never sees it.
 
-* vufront-backend (in-flight region) dies (its --crash-in-request) while the
-  guest has 8 writers with O_DIRECT writes in flight; a new one is started:
+* vufront-backend (in-flight region) dies (its --crash-in-request, with
+  --crash-outstanding 8) taking a request while the guest has at least 8
+  writes outstanding on the ring (4 writers of 8 MiB O_DIRECT writes, each
+  split into 13+ requests); a new one is started:
   no I/O error in the guest, every write reads back, QEMU connected once,
   the resume is exact;
 * qemu-storage-daemon (no in-flight region) SIGKILLed and restarted while
@@ -43,36 +45,47 @@ from vubackend import Backend, Control
 LIMIT = vp.GUEST_LIMIT
 
 
-def parallel_writes(writers=8, rounds=4, then='poweroff -f'):
-    """Guest lines: `writers` background dd processes, each writing its own
-    64 KiB of pattern with O_DIRECT 4 KiB at a time (so 8 requests are in
-    flight at once), `rounds` times; then every range is read back and
-    compared."""
+BIG = 8 << 20  # each writer's O_DIRECT write: the block layer splits it into 13+ requests at once
+
+
+def parallel_writes(writers=4, rounds=4, then='poweroff -f'):
+    """Guest lines: `writers` background dd processes, each writing 8 MiB of
+    pattern in one O_DIRECT write (split into 13 or more requests that reach
+    the ring together) at its own place, `rounds` times; then every range is
+    read back and compared."""
     lines = [guest.wait_for_block('/dev/vda'),
              'i=0; while [ $i -lt 2048 ]; do echo "VUFRONT-PATTERN-line-$i-0123456789abcdef"; '
              'i=$((i + 1)); done | head -c 65536 > /pattern',
+             'i=0; while [ $i -lt 128 ]; do cat /pattern; i=$((i + 1)); done > /big',
              'echo VUFRONT-GUEST-WRITING',
              'r=0; while [ $r -lt %d ]; do' % rounds]
     for w in range(writers):
-        lines.append('  dd if=/pattern of=/dev/vda bs=4096 seek=%d oflag=direct 2>/err%d '
-                     '|| echo "VUFRONT-GUEST-FAIL write %d $(cat /err%d)" &' % (w * 16 + 256, w, w, w))
+        lines.append('  dd if=/big of=/dev/vda bs=8M seek=%d oflag=direct 2>/err%d '
+                     '|| echo "VUFRONT-GUEST-FAIL write %d $(cat /err%d)" &' % (w + 1, w, w, w))
     lines += ['  wait', '  r=$((r + 1))', 'done', 'echo 3 > /proc/sys/vm/drop_caches']
     for w in range(writers):
-        lines.append('dd if=/dev/vda of=/back bs=4096 skip=%d count=16 iflag=direct 2>/dev/null; '
-                     'cmp /pattern /back || echo "VUFRONT-GUEST-FAIL readback %d"' % (w * 16 + 256, w))
-    lines += ['dmesg | grep -i "i/o error" && echo "VUFRONT-GUEST-FAIL kernel I/O error"',
+        lines.append('dd if=/dev/vda of=/back bs=8M skip=%d count=1 iflag=direct 2>/dev/null; '
+                     'cmp /big /back || echo "VUFRONT-GUEST-FAIL readback %d"' % (w + 1, w))
+    lines += ['rm -f /back',
+              'dmesg | grep -i "i/o error" && echo "VUFRONT-GUEST-FAIL kernel I/O error"',
               'echo VUFRONT-GUEST-DONE', then, '']
     return '\n'.join(lines)
 
 
-def image_has_writes(image, writers=8):
-    want = vp.pattern()
+def image_has_writes(image, writers=4):
+    want = vp.pattern() * 128
     with open(image, 'rb') as f:
         for w in range(writers):
-            f.seek((w * 16 + 256) * 4096)
-            if f.read(65536) != want:
+            f.seek((w + 1) * BIG)
+            if f.read(BIG) != want:
                 return False
     return True
+
+
+def new_image(path, size=64 << 20):
+    with open(path, 'wb') as f:
+        f.truncate(size)
+    return path
 
 
 class Supervisor:
@@ -82,6 +95,7 @@ class Supervisor:
     def __init__(self, start):
         self._start = start
         self.current = start(0)
+        self.all = [self.current]
         self.starts = 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -96,6 +110,7 @@ class Supervisor:
                 return
             try:
                 self.current = self._start(self.starts)
+                self.all.append(self.current)
                 self.starts += 1
             except AssertionError:
                 return
@@ -128,16 +143,18 @@ def run(q, a):
 # ---- the tests ------------------------------------------------------------------
 
 def test_guest_backend_crash_with_writes_in_flight_is_invisible(tmp):
-    image = os.path.join(tmp, 'ref.img')
-    with open(image, 'wb') as f:
-        f.truncate(16 << 20)
-    # The first back-end dies taking its 60th request: the guest's boot reads
-    # a few, its 8 writers have many more in flight then.
-    sock, start = reference_backend(tmp, image, ('--crash-in-request', '60'))
+    image = new_image(os.path.join(tmp, 'ref.img'))
+    # The first back-end dies taking a request, from its 40th on (the boot
+    # reads some), while the driver has at least 8 outstanding on the ring.
+    sock, start = reference_backend(tmp, image, ('--crash-in-request', '40', '--crash-outstanding', '8'))
     with Supervisor(start) as sup, attach(tmp, sock) as a, Control(a.control) as ctl:
         with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, parallel_writes()), smp=1) as q:
             rep = run(q, a)
         assert sup.starts >= 2, ('the back-end never crashed', rep)
+        crash = [l for l in sup.all[0].log if '--crash-in-request' in l]
+        assert crash, ''.join(sup.all[0].log)
+        outstanding = int(crash[0].split('ring ')[1].split(': ')[1].split()[0])
+        assert outstanding >= 8, ('fewer than 8 writes in flight when it died', crash[0])
         assert image_has_writes(image), rep
         ev = ctl.wait_event('vmm_resumed', timeout=5, device='disk0')
         assert ev['resume'] == 'exact', ev
@@ -162,7 +179,7 @@ def test_guest_qsd_killed_and_restarted_resumes_best_effort(tmp):
         return p
 
     with Supervisor(start) as sup, attach(tmp, sock) as a, Control(a.control) as ctl:
-        body = parallel_writes(rounds=12)
+        body = parallel_writes(rounds=8)
         with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, body), smp=1) as q:
             assert q.wait_console('VUFRONT-GUEST-WRITING', LIMIT), vp.report(q, a)
             sup.current.signal(signal.SIGKILL)
@@ -237,17 +254,15 @@ def test_guest_no_best_effort_closes_the_vmm_connection(tmp):
 
 
 def test_guest_snapshot_while_the_guest_writes(tmp):
-    image = os.path.join(tmp, 'ref.img')
-    with open(image, 'wb') as f:
-        f.truncate(16 << 20)
+    image = new_image(os.path.join(tmp, 'ref.img'))
     # The guest writes its pattern, then keeps writing elsewhere until the
     # host's go (which comes after the snapshot), then reads all back.
     body = parallel_writes(then='') + '''echo VUFRONT-GUEST-WRITTEN
 while true; do
-  dd if=/pattern of=/dev/vda bs=4096 seek=2048 oflag=direct 2>/dev/null || echo "VUFRONT-GUEST-FAIL loop"
+  dd if=/pattern of=/dev/vda bs=4096 seek=12288 oflag=direct 2>/dev/null || echo "VUFRONT-GUEST-FAIL loop"
   [ "$(dd if=/dev/vda bs=512 skip=%d count=1 iflag=direct 2>/dev/null | head -c %d)" = "%s" ] && break
 done
-dd if=/dev/vda of=/back bs=4096 skip=2048 count=16 iflag=direct 2>/dev/null
+dd if=/dev/vda of=/back bs=4096 skip=12288 count=16 iflag=direct 2>/dev/null
 cmp /pattern /back || echo "VUFRONT-GUEST-FAIL loop readback"
 echo VUFRONT-GUEST-DONE
 poweroff -f
@@ -268,9 +283,7 @@ poweroff -f
             rep = run(q, a)
         assert vp.wait_session_over(ctl)['connections'] == 1, rep
     # offline: the snapshot restored into a fresh back-end holds the writes
-    fresh = os.path.join(tmp, 'fresh.img')
-    with open(fresh, 'wb') as f:
-        f.truncate(16 << 20)
+    fresh = new_image(os.path.join(tmp, 'fresh.img'))
     with Backend(vp.ARGS.backend, os.path.join(tmp, 'fresh.sock'), '--image', fresh) as b2:
         out = subprocess.run([vp.ARGS.vufront, 'restore', b2.sock, '--in', snap],
                              capture_output=True, text=True, timeout=120)

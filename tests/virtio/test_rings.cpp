@@ -428,3 +428,19 @@ TEST_CASE("ring driver: caller errors and a device writing bogus used entries") 
   CHECK(DriverQueue::create(mem, RingKind::split, 8, bad).error().code == errc::invalid_argument);
   CHECK(DriverQueue::create(mem, RingKind::split, 6, {}).error().code == errc::invalid_argument);
 }
+
+TEST_CASE("ring: outstanding counts what the driver made available and the device did not complete") {
+  RingRig rig(RingKind::split, 16, 0);  // 3 descriptors a request
+  auto drv = rig.driver();
+  auto dev = rig.device();
+  for (uint32_t seq = 0; seq < 3; ++seq)
+    REQUIRE(drv.add_chain(request_chain(rig, seq, 0), false).ok());
+  CHECK(dev.outstanding() == 3);  // none taken yet
+  serve(dev, 2);  // the three share one buffer, which holds the last one's bytes
+  CHECK(dev.outstanding() == 2);  // one completed
+  auto c = dev.pop();
+  REQUIRE(c.ok());
+  REQUIRE(c->has_value());
+  CHECK(dev.outstanding() == 2);  // taken, not completed: still outstanding
+  CHECK(dev.in_flight() == 1);
+}
