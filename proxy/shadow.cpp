@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "proxy/offer.hpp"
+#include "virtio/inflight_packed.hpp"
 
 namespace vufront::proxy {
 
@@ -329,6 +330,30 @@ std::optional<uint16_t> Shadow::used_index(uint32_t ring) const {
   return std::nullopt;
 }
 
+Result<uint32_t> Shadow::packed_base_from_inflight(uint32_t ring) const {
+  const auto fail = [](const std::string& why) { return make_error(errc::invalid_payload, "GET_VRING_BASE", why); };
+  if (!inflight_fd_ || inflight_.num_queues == 0 || ring >= inflight_.num_queues)
+    return fail("the back-end keeps no in-flight region for it");
+  // Regions are laid out queue after queue, each mmap_size / num_queues bytes
+  // (as QEMU divides them); the back-end wrote the header, so it is checked.
+  const uint64_t per_queue = inflight_.mmap_size / inflight_.num_queues;
+  if (per_queue < sizeof(virtio::PackedInflightHeader))
+    return fail("its in-flight region is too small for a packed header");
+  virtio::PackedInflightHeader h{};
+  const auto off = static_cast<off_t>(inflight_.mmap_offset + per_queue * ring);
+  if (::pread(inflight_fd_->get(), &h, sizeof h, off) != static_cast<ssize_t>(sizeof h))
+    return fail("its in-flight region could not be read");
+  if (h.version != 1 || h.desc_num != rings_.at(ring).num || h.old_used_idx >= h.desc_num ||
+      h.old_used_wrap_counter > 1)
+    return fail("its in-flight region holds no valid packed state (version " + std::to_string(h.version) +
+                ", " + std::to_string(h.desc_num) + " descriptors)");
+  // The last committed used position, for both halves (the vhost-user
+  // spec's packed GET_VRING_BASE): what the dead back-end completed. A
+  // back-end given the same region takes its position from the region.
+  const uint32_t pos = h.old_used_idx | (uint32_t{h.old_used_wrap_counter} << 15);
+  return pos | (pos << 16);
+}
+
 std::optional<wire::VringAddr> Shadow::backend_addr(uint32_t ring) const {
   if (ring >= rings_.size() || !rings_[ring].addr_set)
     return std::nullopt;
@@ -376,9 +401,17 @@ Shadow::StandIn Shadow::stand_in(const Prepared& p) const {
       if (ring.started) {
         s.fence = true;  // the old back-end must not move the ring on after this answer
         if (packed()) {
-          s.kind = StandIn::Kind::refuse;
-          s.why = "GET_VRING_BASE of packed ring " + std::to_string(i) +
-                  " while its back-end is away: a packed ring keeps no used index in guest memory";
+          auto b = packed_base_from_inflight(i);
+          if (!b) {
+            s.kind = StandIn::Kind::refuse;
+            s.why = "GET_VRING_BASE of packed ring " + std::to_string(i) +
+                    " while its back-end is away: a packed ring keeps no used index in guest memory, "
+                    "and " + b.error().detail;
+            return s;
+          }
+          s.result.has_reply = true;
+          s.result.vring_base = *b;
+          s.result.body = encode_vring_base_reply(i, *b).body;
           return s;
         }
         auto used = used_index(i);

@@ -149,6 +149,10 @@ public:
   /// A ring's addresses as the back-end is told them (synthetic); nullopt
   /// when not set or not (yet) in shared memory.
   [[nodiscard]] std::optional<wire::VringAddr> backend_addr(uint32_t ring) const;
+  /// A packed ring's GET_VRING_BASE answer from the in-flight region the
+  /// back-end keeps (INFLIGHT_SHMFD): its last committed used position.
+  /// Errors (invalid_payload): no region, or none valid for this ring.
+  [[nodiscard]] Result<uint32_t> packed_base_from_inflight(uint32_t ring) const;
   /// Whether a ring was started (kicked) and not stopped since.
   [[nodiscard]] bool any_started() const noexcept;
 

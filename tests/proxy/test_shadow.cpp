@@ -11,6 +11,7 @@
 
 #include "proxy/offer.hpp"
 #include "proxy/shadow.hpp"
+#include "virtio/inflight_packed.hpp"
 
 using namespace vufront;
 using proxy::BackendOffer;
@@ -362,12 +363,37 @@ TEST_CASE("proxy shadow: a back-end that is away is stood in for from the shadow
   CHECK(s.rings().at(0).base == 9);
 }
 
-TEST_CASE("proxy shadow: a running packed ring cannot be stood in for") {
+TEST_CASE("proxy shadow: a running packed ring is stood in for only from its in-flight region") {
   UniqueFd guest;
   Shadow s = running_shadow(guest, bit(feature::version_1) | bit(feature::protocol_features) |
                                        bit(feature::ring_packed));
-  auto r = s.stand_in(prepared(s, request(FrontendReq::get_vring_base, wire::VringState{0, 0})));
-  CHECK(r.kind == Shadow::StandIn::Kind::refuse);
+  auto get_base = [] { return request(FrontendReq::get_vring_base, wire::VringState{0, 0}); };
+  auto r = s.stand_in(prepared(s, get_base()));
+  CHECK(r.kind == Shadow::StandIn::Kind::refuse);  // no region: nothing says where it stopped
   CHECK(r.why.find("packed") != std::string::npos);
   CHECK(s.any_started());
+
+  // the back-end's region (GET_INFLIGHT_FD): two queues of 4096 bytes; queue 0
+  // committed used position 5 with wrap counter 0
+  auto region = make_memfd("inflight", 8192);
+  REQUIRE(region);
+  virtio::PackedInflightHeader h{};
+  h.version = 1;
+  h.desc_num = 256;
+  h.used_idx = h.old_used_idx = 5;
+  h.used_wrap_counter = h.old_used_wrap_counter = 0;
+  REQUIRE(::pwrite(region.get(), &h, sizeof h, 0) == sizeof h);
+  proxy::ForwardResult got;
+  got.has_reply = true;
+  got.inflight = wire::InflightDesc{8192, 0, 2, 256};
+  got.fd = share(std::move(region));
+  s.commit(prepared(s, request(FrontendReq::get_inflight_fd, wire::InflightDesc{0, 0, 2, 256})), got);
+  auto from_region = s.stand_in(prepared(s, get_base()));
+  REQUIRE(from_region.kind == Shadow::StandIn::Kind::answer);
+  CHECK(from_region.fence);
+  CHECK(from_region.result.vring_base == (5u | (5u << 16)));
+
+  h.version = 0;  // a region the back-end never initialised is no answer
+  REQUIRE(::pwrite(got.fd->get(), &h, sizeof h, 0) == sizeof h);
+  CHECK(s.stand_in(prepared(s, get_base())).kind == Shadow::StandIn::Kind::refuse);
 }
