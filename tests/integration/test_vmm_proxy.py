@@ -14,6 +14,8 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
 * QEMU SIGKILLed mid-run: vufront stays up, stops the back-end's rings and
   removes the dead VM's memory; no fd or mapping of its memory is left in
   vufront; a second QEMU boots and works through the same socket;
+* vufront SIGKILLed under a running guest and started again: QEMU
+  (reconnect=1) comes back once, replays its set-up, the guest goes on;
 * the guest reboots itself and writes again; QMP stop/cont in the middle;
 * a malformed VMM (bad sizes, fds, indices, unoffered features, a ring
   started in no memory): errors or a closed connection, no crash, no fd leak.
@@ -329,6 +331,44 @@ def test_guest_virtiofs_through_virtiofsd(tmp):
             state = ctl.ok('status', device='fs0')['state']
             assert state in ('reconnecting', 'lost'), state
         assert a.proc.returncode == 0, ''.join(a.log[-40:])  # stopped cleanly by SIGINT
+
+
+LATE_ROUNDS = '''
+i=0
+while [ $i -lt 40 ]; do
+  i=$((i + 1))
+  dd if=/pattern of=/dev/vda bs=512 seek=8192 conv=fsync 2>/dev/null || echo "VUFRONT-GUEST-FAIL round $i"
+  echo VUFRONT-GUEST-ROUND-$i
+done
+dd if=/dev/vda of=/back-late bs=512 skip=8192 count=128 iflag=direct 2>/dev/null
+cmp /pattern /back-late && echo VUFRONT-GUEST-LATE-SAME || echo "VUFRONT-GUEST-FAIL late readback"
+poweroff -f'''
+
+
+def test_guest_survives_a_vufront_restart(tmp):
+    """vufront is killed under a running guest and started again on the same
+    sockets: QEMU (chardev reconnect=1) reconnects by itself and replays its
+    set-up; the guest goes on."""
+    peer, img = qsd(tmp, queues=1)
+    vmm_sock = os.path.join(tmp, 'vmm.sock')
+    with peer:
+        first = attach(tmp, peer.sock)
+        try:
+            with boot(tmp, vmm_sock, initrd(tmp, io_body(cpus=1, then=LATE_ROUNDS)), smp=1) as q:
+                assert q.wait_console('VUFRONT-GUEST-ROUND-3', GUEST_LIMIT), report(q, first)
+                first.proc.kill()
+                first.stop()
+                with attach(tmp, peer.sock) as second, Control(second.control) as ctl:
+                    code = q.wait_exit(GUEST_LIMIT)
+                    rep = report(q, second)
+                    console = q.console_text()
+                    assert code == 0, rep
+                    assert 'VUFRONT-GUEST-FAIL' not in console, rep
+                    assert 'VUFRONT-GUEST-LATE-SAME' in console, rep
+                    assert vmm_status(ctl)['connections'] == 1, rep  # QEMU came back once
+            assert image_has_pattern(img, cpus=1)
+        finally:
+            first.stop()
 
 
 # ---- a malformed VMM --------------------------------------------------------------
