@@ -136,8 +136,10 @@ void replay(Self self) {
               end_session(self, "the new back-end refused the VMM's set-up: " + e.message(), false);
               return;
             }
-            // lost again: the device reconnects, and the next one gets it
+            // lost again: the device reconnects, and the next one gets it; the
+            // back-end just lost must be fenced too before vufront answers for it
             self->state.replaying = false;
+            self->state.fenced = false;
             warn(self, "the replay into the new back-end failed (" + e.message() + "); waiting for the next");
           });
 }

@@ -32,11 +32,28 @@ Prepared of(Forward f) {
   return p;
 }
 
-bool is_paused(const VmmPortState& st, uint32_t ring) {
-  for (auto r : st.paused)
-    if (r == ring)
-      return true;
-  return false;
+VmmPortState::Paused* paused_ring(VmmPortState& st, uint32_t ring) {
+  for (auto& p : st.paused)
+    if (p.ring == ring)
+      return &p;
+  return nullptr;
+}
+
+/// The paused rings as running again in the shadow, without a word to the
+/// back-end: after a loss during the snapshot, the replay starts them (at
+/// the used index: the back-end drained them when they stopped).
+void restore_paused(VmmPortState& st) {
+  if (!st.shadow)
+    return;
+  for (const auto& p : st.paused) {
+    const auto& ring = st.shadow->rings().at(p.ring);
+    if (!ring.kick)
+      continue;
+    st.shadow->commit(of(Forward{FrontendReq::set_vring_kick, VringFd{p.ring, true}, {ring.kick}, false}), {});
+    if (p.enable)
+      st.shadow->commit(of(Forward{FrontendReq::set_vring_enable, wire::VringState{p.ring, 1}, {}, false}), {});
+  }
+  st.paused.clear();
 }
 
 /// Sends `steps[i..]` through the device one after another, each recorded in
@@ -67,7 +84,7 @@ std::vector<Prepared> stop_steps(VmmPortState& st) {
   for (uint32_t i = 0; i < sh.rings().size(); ++i) {
     if (!sh.rings()[i].started)
       continue;
-    st.paused.push_back(i);
+    st.paused.push_back({i, sh.rings()[i].enabled});
     if (enable)
       out.push_back(of(Forward{FrontendReq::set_vring_enable, wire::VringState{i, 0}, {}, false}));
     out.push_back(of(Forward{FrontendReq::get_vring_base, wire::VringState{i, 0}, {}, sh.packed()}));
@@ -76,12 +93,12 @@ std::vector<Prepared> stop_steps(VmmPortState& st) {
 }
 
 /// The restart of the paused rings the VMM did not stop meanwhile, as QEMU
-/// starts a ring; `enabled`: whether each was enabled before the pause.
-std::vector<Prepared> start_steps(const VmmPortState& st, const std::vector<bool>& enabled) {
+/// starts a ring, enabled as the VMM left it.
+std::vector<Prepared> start_steps(const VmmPortState& st) {
   std::vector<Prepared> out;
   const auto& sh = *st.shadow;
-  for (size_t k = 0; k < st.paused.size(); ++k) {
-    const uint32_t i = st.paused[k];
+  for (const auto& paused : st.paused) {
+    const uint32_t i = paused.ring;
     const auto& ring = sh.rings()[i];
     auto addr = sh.backend_addr(i);
     if (!addr || !ring.kick)
@@ -94,7 +111,7 @@ std::vector<Prepared> start_steps(const VmmPortState& st, const std::vector<bool
     if (ring.call)
       out.push_back(of(Forward{FrontendReq::set_vring_call, VringFd{i, true}, {ring.call}, false}));
     out.push_back(of(Forward{FrontendReq::set_vring_kick, VringFd{i, true}, {ring.kick}, false}));
-    if (k < enabled.size() && enabled[k] && has_bit(sh.acked_features(), feature::protocol_features))
+    if (paused.enable && has_bit(sh.acked_features(), feature::protocol_features))
       out.push_back(of(Forward{FrontendReq::set_vring_enable, wire::VringState{i, 1}, {}, false}));
   }
   return out;
@@ -102,8 +119,7 @@ std::vector<Prepared> start_steps(const VmmPortState& st, const std::vector<bool
 
 /// The snapshot is over (or failed): the rings start again, then the caller
 /// is answered and the held request goes on.
-void finish(Self self, uint64_t session, InfoPromise rp, std::vector<bool> enabled, Clock::time_point t0,
-            Result<SnapshotInfo> saved) {
+void finish(Self self, uint64_t session, InfoPromise rp, Clock::time_point t0, Result<SnapshotInfo> saved) {
   auto& st = self->state;
   if (!current(self, session)) {
     st.pausing = false;
@@ -113,12 +129,14 @@ void finish(Self self, uint64_t session, InfoPromise rp, std::vector<bool> enabl
       rp.deliver(to_caf(saved.error()));
     return;
   }
-  auto steps = std::make_shared<std::vector<Prepared>>(start_steps(st, enabled));
+  auto steps = std::make_shared<std::vector<Prepared>>(start_steps(st));
   const size_t restarted = st.paused.size();
   run_steps(self, session, steps, 0,
             [self, session, rp, t0, saved = std::move(saved), restarted](std::optional<Error> e) mutable {
               auto& s = self->state;
               s.pausing = false;
+              if (e)  // the back-end is lost: the replay starts what is not running
+                restore_paused(s);
               s.paused.clear();
               const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
               s.last_pause = std::to_string(ms) + " ms, " + std::to_string(restarted) + " ring(s) restarted";
@@ -148,13 +166,11 @@ void start(Self self, InfoPromise rp, SnapshotOptions o) {
   const uint64_t session = st.connections;
   const auto t0 = Clock::now();
   auto stops = std::make_shared<std::vector<Prepared>>(stop_steps(st));
-  std::vector<bool> enabled;
-  for (auto i : st.paused)
-    enabled.push_back(st.shadow->rings()[i].enabled);
-  run_steps(self, session, stops, 0, [self, session, rp, o, enabled, t0](std::optional<Error> e) mutable {
+  run_steps(self, session, stops, 0, [self, session, rp, o, t0](std::optional<Error> e) mutable {
     auto& s = self->state;
     if (e) {
       s.pausing = false;
+      restore_paused(s);
       if (current(self, session))
         backend_lost(self, "stopping the rings for a snapshot: " + e->message());
       rp.deliver(to_caf(in_operation(std::move(*e), "snapshot")));
@@ -169,12 +185,12 @@ void start(Self self, InfoPromise rp, SnapshotOptions o) {
           spec.queues.push_back({static_cast<uint16_t>(i), static_cast<uint16_t>(r.num), r.base});
       }
     self->request(s.config.device, device_wait, vmm_save_atom_v, o, spec)
-        .then([self, session, rp, enabled, t0](SnapshotInfo& info) mutable {
+        .then([self, session, rp, t0](SnapshotInfo& info) mutable {
                 ++self->state.snapshots;
-                finish(self, session, rp, enabled, t0, std::move(info));
+                finish(self, session, rp, t0, std::move(info));
               },
-              [self, session, rp, enabled, t0](caf::error& err) mutable {
-                finish(self, session, rp, enabled, t0, from_caf(err, "snapshot"));
+              [self, session, rp, t0](caf::error& err) mutable {
+                finish(self, session, rp, t0, from_caf(err, "snapshot"));
               });
   });
 }
@@ -204,14 +220,20 @@ void handle_pause(Self self, Prepared p) {
   const auto& f = p.forward;
   if (f.req == FrontendReq::get_vring_base || f.req == FrontendReq::set_vring_enable) {
     const uint32_t i = std::get<wire::VringState>(f.payload).index;
-    if (is_paused(st, i) && !st.when_idle) {
+    if (auto* paused = paused_ring(st, i); paused && !st.when_idle) {
       ForwardResult r;
       if (f.req == FrontendReq::get_vring_base) {
         const uint32_t base = st.shadow->rings().at(i).base;  // where the snapshot stopped it
         r.has_reply = true;
         r.vring_base = base;
         r.body = encode_vring_base_reply(i, base).body;
-        st.paused.erase(std::remove(st.paused.begin(), st.paused.end(), i), st.paused.end());  // no restart
+        st.paused.erase(st.paused.begin() + (paused - st.paused.data()));  // the VMM stopped it: no restart
+      } else {
+        paused->enable = std::get<wire::VringState>(f.payload).num != 0;  // restarted as the VMM wants it
+        st.shadow->commit(p, r);
+        if (answer(self, p, r))
+          done(self);
+        return;
       }
       st.shadow->commit(p, r);
       if (answer(self, p, r))

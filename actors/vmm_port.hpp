@@ -101,8 +101,13 @@ struct VmmPortState {
   // ---- a snapshot under the VMM (vmm_pause.cpp)
   bool in_request = false;  ///< a VMM request is taken and not yet answered
   bool pausing = false;     ///< a snapshot has the rings stopped (or is about to)
-  /// Rings the snapshot stopped and will start again, unless the VMM stops them meanwhile.
-  std::vector<uint32_t> paused;
+  /// Rings the snapshot stopped and will start again (enabled or not, as the
+  /// VMM left them), unless the VMM stops them meanwhile.
+  struct Paused {
+    uint32_t ring = 0;
+    bool enable = false;
+  };
+  std::vector<Paused> paused;
   bool held_for_snapshot = false;  ///< `held` waits for the snapshot's end
   std::function<void()> when_idle;  ///< the snapshot's start, once in_request is over
   uint64_t snapshots = 0;
