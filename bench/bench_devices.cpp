@@ -16,6 +16,7 @@
 //     freed, so the first round's value is printed too.
 // Ratios are per round; medians with the interquartile range of the rounds.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -262,14 +263,16 @@ Options parse(int argc, char** argv) {
       o.counts = {1, 16};
     } else if (a == "--rounds" && i + 1 < argc) {
       o.rounds = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--devices" && i + 1 < argc) {
+      o.counts = {static_cast<size_t>(std::clamp(std::atoi(argv[++i]), 1, 1024))};
     } else {
       std::printf(
-          "usage: %s [--quick] [--rounds N]\n"
+          "usage: %s [--quick] [--rounds N] [--devices N]\n"
           "Many devices in one process: activation and sleep->wake of 1, 64 and 256\n"
           "devices at once (one queue each) against the same requests replayed one\n"
           "device after the other with blocking socket calls; threads of the process\n"
           "and RSS per device. Medians [interquartile range] of N rounds (default 21).\n"
-          "--quick: one round of 1 and 16 devices (smoke test).\n",
+          "--devices N: only N devices. --quick: one round of 1 and 16 devices (smoke test).\n",
           argv[0]);
       std::exit(a == "--help" ? 0 : 2);
     }
