@@ -5,7 +5,8 @@
 //     on a fresh connection, through DeviceSession and the actors;
 //   * a sleep -> wake cycle of an active device (1 and 64 queues).
 // The floor is the very same sequence of requests, recorded at the peer and
-// replayed with plain blocking socket calls. Medians of interleaved runs.
+// replayed with plain blocking socket calls. Medians of interleaved runs, and
+// the median [interquartile range] of the runs' ratios (run i against run i).
 // Targets (issue 5): activation <= 1.3x, sleep -> wake <= 1.5x.
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "actors/session.hpp"
 #include "actors/system.hpp"
 #include "bench/instant_peer.hpp"
+#include "bench/stats.hpp"
 
 using namespace vufront;
 using Clock = std::chrono::steady_clock;
@@ -32,9 +34,14 @@ double us_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+using bench::median;
+
+/// Run i of the actors against run i of the raw replay (they alternate).
+std::vector<double> ratios(const std::vector<double>& a, const std::vector<double>& r) {
+  std::vector<double> out;
+  for (size_t i = 0; i < a.size() && i < r.size(); ++i)
+    out.push_back(a[i] / r[i]);
+  return out;
 }
 
 [[noreturn]] void die(const std::string& what) {
@@ -59,6 +66,7 @@ struct Row {
   double raw_us;
   size_t requests;
   double target;
+  bench::Spread ratio;  ///< of the runs' ratios (actors run i / raw run i)
 };
 
 actors::DeviceConfig config_for(const std::string& socket) {
@@ -96,7 +104,7 @@ Row bench_activation(caf::actor_system& sys, bench::InstantPeer& peer, uint16_t 
     r.push_back(us_since(t0));
   }
   return {"activation, " + std::to_string(queues) + " queue(s)", median(a), median(r), msgs.size(),
-          1.3};
+          1.3, bench::spread(ratios(a, r))};
 }
 
 Row bench_sleep_wake(caf::actor_system& sys, bench::InstantPeer& peer, uint16_t queues, int runs) {
@@ -128,7 +136,7 @@ Row bench_sleep_wake(caf::actor_system& sys, bench::InstantPeer& peer, uint16_t 
     r.push_back(us_since(t0));
   }
   return {"sleep -> wake, " + std::to_string(queues) + " queue(s)", median(a), median(r),
-          msgs.size(), 1.5};
+          msgs.size(), 1.5, bench::spread(ratios(a, r))};
 }
 
 }  // namespace
@@ -163,15 +171,17 @@ int main(int argc, char** argv) {
     rows.push_back(bench_sleep_wake(sys, peer, 64, quick ? n : 200));
   }
   ::rmdir(dir);
-  std::printf("%-28s %9s %12s %12s %7s %8s\n", "sequence", "requests", "actors (us)", "raw (us)",
-              "ratio", "target");
+  std::printf("%-28s %9s %12s %12s %7s %8s %14s\n", "sequence", "requests", "actors (us)",
+              "raw (us)", "ratio", "target", "run ratios");
   bool met = true;
   for (const auto& r : rows) {
     double ratio = r.actors_us / r.raw_us;
     met = met && ratio <= r.target;
-    std::printf("%-28s %9zu %12.1f %12.1f %6.2fx %7s%.1fx\n", r.name.c_str(), r.requests,
-                r.actors_us, r.raw_us, ratio, ratio <= r.target ? "<=" : "> ", r.target);
+    std::printf("%-28s %9zu %12.1f %12.1f %6.2fx %7s%.1fx  %5.2fx [%4.2f-%4.2f]\n", r.name.c_str(),
+                r.requests, r.actors_us, r.raw_us, ratio, ratio <= r.target ? "<=" : "> ", r.target,
+                r.ratio.med, r.ratio.q1, r.ratio.q3);
   }
+  std::printf("ratio: of the medians; run ratios: median [q1-q3] of actors run i / raw run i\n");
   std::printf("%s\n", met ? "all targets met" : "some targets missed");
   return 0;
 }

@@ -18,7 +18,8 @@
 //     stored as a JSON array of numbers, restored by parsing it back, on a
 //     smaller back-end (--json-size), also as memory growth.
 //
-// Rounds alternate between the paths; the table shows medians.
+// Rounds alternate between the paths; the table shows medians, and each
+// ratio's median with the interquartile range of the rounds.
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -45,6 +46,7 @@
 
 #include "actors/session.hpp"
 #include "actors/system.hpp"
+#include "bench/stats.hpp"
 #include "ops/child_process.hpp"
 #include "ops/transfer_report.hpp"
 #include "protocol/backend_client.hpp"
@@ -77,10 +79,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using bench::median;
 
 double mib_per_s(uint64_t bytes, double s) { return s > 0 ? double(bytes) / s / (1 << 20) : 0; }
 
@@ -355,9 +354,16 @@ struct TempDir {
   std::string path;
 };
 
-void row(const char* name, uint64_t bytes, double s, double floor_s, const char* target) {
-  std::printf("%-34s %10.1f %10.1f %7.2fx  %s\n", name, mib_per_s(bytes, s), mib_per_s(bytes, floor_s),
-              floor_s / s, target);
+/// One path against its floor: medians of the rounds' speeds, and the median
+/// [interquartile range] of the rounds' ratios (round i against floor round i).
+void row(const char* name, uint64_t bytes, const std::vector<double>& s,
+         const std::vector<double>& floor_s, const char* target) {
+  std::vector<double> ratios;
+  for (size_t i = 0; i < s.size() && i < floor_s.size(); ++i)
+    ratios.push_back(floor_s[i] / s[i]);
+  const auto r = bench::spread(ratios);
+  std::printf("%-34s %10.1f %10.1f %7.2fx [%4.2f-%4.2f]  %s\n", name, mib_per_s(bytes, median(s)),
+              mib_per_s(bytes, median(floor_s)), r.med, r.q1, r.q3, target);
 }
 
 // ---- the command line --------------------------------------------------------------
@@ -366,6 +372,7 @@ void row(const char* name, uint64_t bytes, double s, double floor_s, const char*
 struct BenchOptions {
   std::string size_text = "1G", json_size_text = "64M", dir = "/dev/shm", disk_dir;
   int rounds = 3;
+  int seed_rounds = 3;
   bool quick = false;
 };
 
@@ -375,6 +382,9 @@ void add_options(CLI::App& cli, BenchOptions& o) {
   cli.add_option("--json-size", o.json_size_text, "State size for the seed's JSON method")
       ->default_val("64M");
   cli.add_option("--rounds", o.rounds, "Rounds of each path (medians are shown)")
+      ->default_val(3)
+      ->check(CLI::Range(1, 100));
+  cli.add_option("--seed-rounds", o.seed_rounds, "Rounds of the smaller state (seed's method)")
       ->default_val(3)
       ->check(CLI::Range(1, 100));
   cli.add_option("--dir", o.dir, "Where the snapshot files go (tmpfs: the disk does not set the pace)")
@@ -481,18 +491,17 @@ SmallTimes measure_small(caf::actor_system& sys, const std::string& socket, cons
 
 /// The main back-end's table: each path's median against its floor.
 void print_main_table(uint64_t state_bytes, int rounds, const MainTimes& t, bool disk) {
-  const double pipe = median(t.pipe_s);
-  std::printf("\nstate %s (%llu bytes), %d round(s), medians\n", ops::format_bytes(state_bytes).c_str(),
+  std::printf("\nstate %s (%llu bytes), %d round(s), medians; ratio: median [q1-q3] of rounds\n", ops::format_bytes(state_bytes).c_str(),
               static_cast<unsigned long long>(state_bytes), rounds);
-  std::printf("%-34s %10s %10s %8s  %s\n", "path", "MiB/s", "floor", "ratio", "target");
-  row("raw stream (back-end -> discard)", state_bytes, median(t.stream_s), pipe, "(floor: raw pipe)");
-  row("raw stream -> new file", state_bytes, median(t.tofile_s), pipe, "(floor: raw pipe)");
-  row("vufront snapshot", state_bytes, median(t.snap_s), pipe, ">= 0.80x raw pipe");
-  row("vufront snapshot vs raw -> file", state_bytes, median(t.snap_s), median(t.tofile_s),
+  std::printf("%-34s %10s %10s %20s  %s\n", "path", "MiB/s", "floor", "ratio", "target");
+  row("raw stream (back-end -> discard)", state_bytes, t.stream_s, t.pipe_s, "(floor: raw pipe)");
+  row("raw stream -> new file", state_bytes, t.tofile_s, t.pipe_s, "(floor: raw pipe)");
+  row("vufront snapshot", state_bytes, t.snap_s, t.pipe_s, ">= 0.80x raw pipe");
+  row("vufront snapshot vs raw -> file", state_bytes, t.snap_s, t.tofile_s,
       "(floor: raw stream -> new file)");
-  row("vufront restore", state_bytes, median(t.restore_s), pipe, ">= 0.80x raw pipe");
+  row("vufront restore", state_bytes, t.restore_s, t.pipe_s, ">= 0.80x raw pipe");
   if (disk) {
-    row("vufront snapshot to disk (fsync)", state_bytes, median(t.durable_s), median(t.file_s),
+    row("vufront snapshot to disk (fsync)", state_bytes, t.durable_s, t.file_s,
         "(floor: raw write+fsync)");
   }
 }
@@ -541,6 +550,7 @@ int main(int argc, char** argv) {
     o.size_text = "64M";
     o.json_size_text = "4M";
     o.rounds = 1;
+    o.seed_rounds = 1;
   }
   must(ops::parse_size(o.size_text), "--size");
   must(ops::parse_size(o.json_size_text), "--json-size");
@@ -570,7 +580,7 @@ int main(int argc, char** argv) {
 
   // The seed's method, and ours on the same (smaller) state.
   Backend json_be(tmp.path, "json", o.json_size_text);
-  const SmallTimes small = measure_small(sys, json_be.socket, tmp.path, o.rounds);
+  const SmallTimes small = measure_small(sys, json_be.socket, tmp.path, o.seed_rounds);
 
   print_main_table(state_bytes, o.rounds, times, disk != nullptr);
   print_seed_table(small);

@@ -112,7 +112,7 @@ InstantPeer::InstantPeer(std::string socket_path) : path_(std::move(socket_path)
   ::unlink(path_.c_str());
   auto a = unix_address(path_, "listen");
   listener_ = make_unix_socket(SOCK_STREAM);
-  if (!a || !listener_ || !unix_bind(listener_.get(), *a) || ::listen(listener_.get(), 16) != 0)
+  if (!a || !listener_ || !unix_bind(listener_.get(), *a) || ::listen(listener_.get(), 1024) != 0)
     throw std::runtime_error("instant peer: cannot listen on " + path_);
   stop_ = make_eventfd();
   thread_ = std::thread([this] { run(); });
@@ -128,6 +128,14 @@ InstantPeer::~InstantPeer() {
 void InstantPeer::record() {
   std::lock_guard<std::mutex> g(mu_);
   log_.clear();
+  recording_ = true;
+}
+
+void InstantPeer::stop_recording() {
+  std::lock_guard<std::mutex> g(mu_);
+  log_.clear();
+  log_.shrink_to_fit();
+  recording_ = false;
 }
 
 std::vector<Recorded> InstantPeer::recorded() {
@@ -171,7 +179,8 @@ bool InstantPeer::serve_one(Connection& conn) {
   r.reply_size = body.size();
   {
     std::lock_guard<std::mutex> g(mu_);
-    log_.push_back(r);
+    if (recording_)
+      log_.push_back(r);
   }
   if (!r.answered)
     return true;

@@ -40,6 +40,9 @@ public:
   void record();
   /// What was recorded since record().
   [[nodiscard]] std::vector<Recorded> recorded();
+  /// Forgets the recording and records nothing until the next record()
+  /// (a long run must not grow the log: benchmarks that read RSS).
+  void stop_recording();
 
 private:
   void run();
@@ -52,6 +55,7 @@ private:
   std::thread thread_;
   std::mutex mu_;
   std::vector<Recorded> log_;
+  bool recording_ = true;
 };
 
 /// Replays `msgs` on a fresh connection to `socket` with blocking
