@@ -17,6 +17,8 @@ running VMM"): QEMU 7.2 never sees it.
   one is started, and the guest boots again and works;
 * a back-end that drops its connection when the kernel starts the ring:
   reconnected (the same process: not fenced), and the guest's I/O works;
+* --fence none with a hung back-end that stays up: the VMM connection
+  closes instead of vufront answering for it;
 * --resume-without-inflight=no closes the VMM connection instead;
 * virtiofsd killed: virtio-fs cannot be resumed, so the VMM connection
   closes, saying so;
@@ -248,6 +250,24 @@ def test_guest_backend_hung_packed_ring_answered_from_the_inflight_region(tmp):
     # a packed ring has no used index in guest memory: the answer comes
     # from the in-flight region the hung back-end kept
     hung_at_get_vring_base(tmp, packed=True)
+
+
+def test_guest_fence_none_closes_the_vmm_connection_instead(tmp):
+    image = new_image(os.path.join(tmp, 'ref.img'), 16 << 20)
+    # a back-end that hangs at GET_VRING_BASE (the guest's reboot) and stays
+    # up: with --fence none vufront may not answer for it
+    body = guest.wait_for_block('/dev/vda') + 'echo VUFRONT-GUEST-REBOOTING\nreboot -f\n'
+    with Backend(vp.ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
+                 '--delay-reply', 'GET_VRING_BASE:600000') as b, \
+            attach(tmp, b.sock, '--fence', 'none', '--drain-timeout', '2') as a, Control(a.control) as ctl:
+        with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, body), smp=1, reboot=True) as q:
+            # (QEMU, frozen in GET_VRING_BASE, may not get the guest's last
+            # console line out: the event is what tells)
+            ev = ctl.wait_event('vmm_disconnected', timeout=LIMIT, device='disk0')
+            assert 'could not be fenced' in ev['detail'] and '--fence none' in ev['detail'], (ev, vp.report(q, a))
+            q.kill()
+        assert b.proc.poll() is None, 'vufront signalled the back-end although --fence none'
+        assert ctl.ok('status', device='disk0')['fenced'] == 0
 
 
 def test_guest_backend_drops_its_connection_at_ring_start(tmp):
