@@ -390,6 +390,10 @@ json event_json(const std::string& device, const DeviceEvent& ev) {
       return control::make_event(
           "vmm_resumed", device,
           {{"resume", ev.detail.rfind("best effort", 0) == 0 ? "best_effort" : "exact"}, {"detail", ev.detail}});
+    case DeviceEvent::Kind::dirty_log_resized:
+      // the new log goes with it as fd 0 (control_server)
+      return control::make_event("dirty_log_resized", device,
+                                 {{"fd", 0}, {"size", number(ev.size)}, {"detail", ev.detail}});
     case DeviceEvent::Kind::shmem_mapped:
     case DeviceEvent::Kind::shmem_unmapped:
       return nullptr;  // the VMM's mapper sends shmem_map / shmem_unmap itself

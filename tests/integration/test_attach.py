@@ -688,6 +688,56 @@ def test_shared_memory_requests_go_to_the_owning_vmm(tmp):
             assert c.ok('status')['shmem_owner'] == 'vufront'
 
 
+def test_dirty_log_start_resize_and_stop_over_the_control_socket(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            fds = activate_one_queue(c)
+            r = c.call('dirty_log_start')
+            assert r['ok'] is True, r
+            # one bit per 4 KiB page up to the memory's end (0x100200000), in 64-bit words
+            pages = 0x100200000 // 4096
+            assert r['result'] == {'fd': 0, 'size': (pages + 63) // 64 * 8}, r
+            assert len(r.get('_fds', [])) == 1, r
+            log = r['_fds'][0]
+            assert os.fstat(log).st_size == r['result']['size']
+            a.wait_log('<- SET_LOG_BASE')
+            a.wait_log('<- SET_VRING_ADDR')
+            # the same log again
+            again = c.call('dirty_log_start')
+            assert again['result'] == r['result'], again
+            for fd in again.get('_fds', []):
+                os.close(fd)
+            # memory beyond the log: a bigger one, as an event with its fd, before the reply
+            more = os.memfd_create('more')
+            os.ftruncate(more, 1 << 20)
+            c.ok('add_memory_region', {'gpa': '0x200000000', 'size': 1 << 20, 'fd': 0}, fds=[more])
+            e = c.wait_event('dirty_log_resized')
+            assert e['size'] == (0x200100000 // 4096 + 63) // 64 * 8, e
+            assert len(e.get('_fds', [])) == 1, e
+            assert os.fstat(e['_fds'][0]).st_size == e['size']
+            c.ok('dirty_log_stop')
+            c.ok('dirty_log_stop')  # nothing when it is off
+            assert c.ok('status')['state'] == 'active'
+            for fd in fds + [more, log] + e['_fds']:
+                os.close(fd)
+
+
+def test_dirty_log_refused_on_packed_rings_and_without_the_features(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--packed')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            fds = activate_one_packed_queue(c)
+            e = c.error('dirty_log_start', code='invalid_argument')
+            assert 'packed rings' in e['message'], e
+            for fd in fds:
+                os.close(fd)
+        b = bs.start('b', '--size', '4M', '--refuse-feature', 'LOG_SHMFD')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', b.sock) as att, Control(att.control) as c:
+            e = c.error('dirty_log_start', code='not_negotiated')
+            assert 'LOG_SHMFD' in e['message'], e
+
+
 def test_several_devices_add_and_remove(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '4M')
