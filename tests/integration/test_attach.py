@@ -137,6 +137,10 @@ def test_example_vmm_against_qemu_storage_daemon(tmp):
             assert_vmm_ok(r)
             assert 'skip snapshot/restore' in r.stdout, r.stdout  # qsd has no DEVICE_STATE
             assert 'ok   read back' in r.stdout, r.stdout
+            # the client library's dirty log: libvhost-user marks what it writes
+            r = vmm(att.control, '--dirty-log')
+            assert_vmm_ok(r)
+            assert 'ok   dirty log' in r.stdout, r.stdout
         # the data is in qemu-storage-daemon's image, at sector 8
         with open(img, 'rb') as f:
             f.seek(8 * 512)
@@ -703,6 +707,12 @@ def test_dirty_log_start_resize_and_stop_over_the_control_socket(tmp):
             assert os.fstat(log).st_size == r['result']['size']
             a.wait_log('<- SET_LOG_BASE')
             a.wait_log('<- SET_VRING_ADDR')
+            # on a running device: SET_LOG_BASE, then LOG_ALL, then the ring's LOG flag
+            text = a.log_text()
+            at_base = text.rfind('<- SET_LOG_BASE')
+            at_features = text.find('<- SET_FEATURES', at_base)
+            at_addr = text.find('<- SET_VRING_ADDR', at_features)
+            assert at_base < at_features < at_addr, text[at_base:]
             # the same log again
             again = c.call('dirty_log_start')
             assert again['result'] == r['result'], again
@@ -721,6 +731,23 @@ def test_dirty_log_start_resize_and_stop_over_the_control_socket(tmp):
             assert c.ok('status')['state'] == 'active'
             for fd in fds + [more, log] + e['_fds']:
                 os.close(fd)
+
+
+def test_example_vmm_dirty_log_and_a_backend_that_forgets_to_log(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        f = bs.start('f', '--size', '16M', '--forget-log')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att:
+            r = vmm(att.control, '--dirty-log')
+            assert_vmm_ok(r)
+            assert re.search(r'ok   dirty log .* page\(s\) marked, the \d+ written among them; stopped',
+                             r.stdout), r.stdout
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', f.sock) as att:
+            r = vmm(att.control, '--dirty-log')
+            assert r.returncode == 1, r.stdout + r.stderr
+            m = re.search(r'FAIL dirty log .*pages the back-end wrote are not in the log: (0x[0-9a-f]+)',
+                          r.stdout)
+            assert m, r.stdout
 
 
 def test_dirty_log_refused_on_packed_rings_and_without_the_features(tmp):
