@@ -750,6 +750,26 @@ def test_example_vmm_dirty_log_and_a_backend_that_forgets_to_log(tmp):
             assert m, r.stdout
 
 
+def test_dirty_log_without_reply_ack_is_synced_with_get_features(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--refuse-feature', 'REPLY_ACK')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            fds = activate_one_queue(c)
+            before = a.log_text().count('<- GET_FEATURES')
+            r = c.call('dirty_log_start')
+            assert r['ok'] is True, r
+            fds += r['_fds']
+            a.wait_log('<- SET_LOG_BASE')
+            # one more GET_FEATURES, after the rings' LOG flag
+            assert a.log.wait_count('<- GET_FEATURES', before + 1), a.log_text()
+            text = a.log_text()
+            at_addr = text.find('<- SET_VRING_ADDR', text.rfind('<- SET_LOG_BASE'))
+            assert at_addr >= 0 and text.find('<- GET_FEATURES', at_addr) > at_addr, text
+            c.ok('dirty_log_stop')
+            for fd in fds:
+                os.close(fd)
+
+
 def test_dirty_log_refused_on_packed_rings_and_without_the_features(tmp):
     with Backends(ARGS.backend, tmp) as bs:
         a = bs.start('a', '--size', '4M', '--packed')
