@@ -755,6 +755,7 @@ def test_dirty_log_without_reply_ack_is_synced_with_get_features(tmp):
         a = bs.start('a', '--size', '4M', '--refuse-feature', 'REPLY_ACK')
         with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
             fds = activate_one_queue(c)
+            a.wait_log('<- SET_VRING_KICK')  # the bring-up's lines are all read
             before = a.log_text().count('<- GET_FEATURES')
             r = c.call('dirty_log_start')
             assert r['ok'] is True, r
