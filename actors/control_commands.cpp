@@ -333,6 +333,7 @@ json status_json(const DeviceStatus& s, bool vmm_owns_shmem) {
   if (!s.vmm.is_null())
     out["vmm"] = s.vmm;
   out["inflight"] = s.inflight;
+  out["dirty_log"] = s.dirty_log_size != 0 ? json(number(s.dirty_log_size)) : json(nullptr);
   out["shmem_owner"] = vmm_owns_shmem ? "vmm" : "vufront";
   json memory = json::array();
   for (const auto& r : s.memory)

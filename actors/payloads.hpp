@@ -139,6 +139,7 @@ struct DeviceStatus {
   uint32_t reconnects = 0;          ///< resumed after a loss, since the device began
   uint32_t fenced = 0;              ///< lost back-ends SIGKILLed by vufront (docs/vmm-proxy.md)
   bool inflight = false;            ///< an INFLIGHT_SHMFD region is kept for the queues
+  uint64_t dirty_log_size = 0;      ///< the dirty log's bytes while logging, else 0
   /// The VMM-facing socket's session (actors/vmm_port.hpp), null without one.
   nlohmann::json vmm;
 };

@@ -726,9 +726,11 @@ def test_dirty_log_start_resize_and_stop_over_the_control_socket(tmp):
             assert e['size'] == (0x200100000 // 4096 + 63) // 64 * 8, e
             assert len(e.get('_fds', [])) == 1, e
             assert os.fstat(e['_fds'][0]).st_size == e['size']
+            assert c.ok('status')['dirty_log'] == e['size']
             c.ok('dirty_log_stop')
             c.ok('dirty_log_stop')  # nothing when it is off
-            assert c.ok('status')['state'] == 'active'
+            st = c.ok('status')
+            assert st['state'] == 'active' and st['dirty_log'] is None, st
             for fd in fds + [more, log] + e['_fds']:
                 os.close(fd)
 
