@@ -35,8 +35,9 @@ BringupOptions bringup_options(const NegotiateRequest& req) {
   o.backend_channel = req.options.backend_channel;
   o.channel_fd = req.channel_fd ? req.channel_fd->get() : -1;
   o.inflight = req.options.inflight;
-  // Dirty logging is not offered by the actor layer (no migration while running).
-  o.dirty_log = false;
+  // LOG_SHMFD when offered: dirty logging (actors/device_dirty_log.cpp)
+  // needs it; nothing is logged until dirty_log_start.
+  o.dirty_log = true;
   o.queues_needed = req.options.queues;
   // the config space is read when the features leave the kind open: a
   // refusal tells the kind check it is smaller than the kind's
@@ -153,10 +154,35 @@ Result<void> activate(BackendClient& c, const ActivateRequest& req) {
   if (req.inflight_fd)
     if (auto r = c.set_inflight_fd(req.inflight, req.inflight_fd->get()); !r)
       return r;
+  // logging: the log is there before any ring can write (actors/replay.hpp)
+  if (req.log_fd)
+    if (auto r = c.set_log_base(req.log, req.log_fd->get()); !r)
+      return r;
   if (auto r = start_queues(c, req.queues); !r)
     return r;
   if (status && req.driver_ok_status != 0)
     return c.set_status(req.driver_ok_status);
+  return ok();
+}
+
+/// A change of dirty logging in the vhost-user spec's order ("Migration"):
+/// SET_LOG_BASE (its reply waited for), SET_FEATURES, every SET_VRING_ADDR;
+/// those two acked with REPLY_ACK, else followed by a GET_FEATURES so that
+/// logging is really on (or off) when the step ends, as QEMU's
+/// vhost_user_write_sync does.
+Result<void> change_log(BackendClient& c, const LogChange& ch) {
+  if (ch.log_fd)
+    if (auto r = c.set_log_base(ch.log, ch.log_fd->get()); !r)
+      return r;
+  if (ch.set_features)
+    if (auto r = c.set_features(ch.features); !r)
+      return r;
+  for (const auto& a : ch.rings)
+    if (auto r = c.set_vring_addr(a); !r)
+      return r;
+  if ((ch.set_features || !ch.rings.empty()) && !c.protocol_feature(protocol_feature::reply_ack))
+    if (auto r = c.get_features(); !r)
+      return std::move(r).error();
   return ok();
 }
 
@@ -451,6 +477,10 @@ connection_actor::behavior_type connection_impl(
       [self](vmm_fwd_atom, const proxy::Forward& f) -> caf::result<proxy::ForwardResult> {
         return on_client<proxy::ForwardResult>(
             self, "VMM request", [f](BackendClient& c) { return proxy::forward(c, f); });
+      },
+      [self](dirty_log_atom, const LogChange& ch) -> caf::result<caf::ok_atom> {
+        return on_client<caf::ok_atom>(self, ch.log_fd ? "SET_LOG_BASE" : "SET_FEATURES",
+                                       [ch](BackendClient& c) { return change_log(c, ch); });
       },
       [self](step_done_atom, uint64_t n) { on_step_done(self, n); },
   };

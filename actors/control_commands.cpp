@@ -333,6 +333,7 @@ json status_json(const DeviceStatus& s, bool vmm_owns_shmem) {
   if (!s.vmm.is_null())
     out["vmm"] = s.vmm;
   out["inflight"] = s.inflight;
+  out["dirty_log"] = s.dirty_log_size != 0 ? json(number(s.dirty_log_size)) : json(nullptr);
   out["shmem_owner"] = vmm_owns_shmem ? "vmm" : "vufront";
   json memory = json::array();
   for (const auto& r : s.memory)
@@ -390,6 +391,10 @@ json event_json(const std::string& device, const DeviceEvent& ev) {
       return control::make_event(
           "vmm_resumed", device,
           {{"resume", ev.detail.rfind("best effort", 0) == 0 ? "best_effort" : "exact"}, {"detail", ev.detail}});
+    case DeviceEvent::Kind::dirty_log_resized:
+      // the new log goes with it as fd 0 (control_server)
+      return control::make_event("dirty_log_resized", device,
+                                 {{"fd", 0}, {"size", number(ev.size)}, {"detail", ev.detail}});
     case DeviceEvent::Kind::shmem_mapped:
     case DeviceEvent::Kind::shmem_unmapped:
       return nullptr;  // the VMM's mapper sends shmem_map / shmem_unmap itself

@@ -103,9 +103,9 @@ json greeting(const ControlServerData& st) {
                               {"devices", device_list(st)}});
 }
 
-void broadcast(Self self, const json& event) {
+void broadcast(Self self, const json& event, const std::vector<SharedFd>& fds = {}) {
   for (const auto& [id, s] : self->state.sessions)
-    self->send(s, push_atom_v, event, std::vector<SharedFd>{});
+    self->send(s, push_atom_v, event, fds);
 }
 
 Device& add_device(Self self, const DeviceSetup& setup) {
@@ -473,7 +473,7 @@ void on_device_event(Self self, const std::string& id, const DeviceEvent& ev) {
     log::info(id + ": " + ev.detail);
   json e = event_json(id, ev);
   if (!e.is_null())
-    broadcast(self, e);
+    broadcast(self, e, ev.fd ? std::vector<SharedFd>{ev.fd} : std::vector<SharedFd>{});
 }
 
 /// A shared-memory map/unmap for the VMM session that owns the device's memory.

@@ -63,12 +63,12 @@ void close_connection(Self self, const std::string& why) {
   maybe_quit(self);
 }
 
-/// Answers a command that was counted in flight.
-void finish(Self self, const json& reply) {
+/// Answers a command that was counted in flight (with `fds`, if any).
+void finish(Self self, const json& reply, const std::vector<int>& fds = {}) {
   auto& st = self->state;
   st.commands.finish(reply);
   if (!st.closing)
-    send(self, reply);
+    send(self, reply, fds);
   if (st.in_flight > 0)
     --st.in_flight;
   maybe_quit(self);
@@ -351,6 +351,23 @@ Result<void> command_shared_memory_region(DeviceCommand& x) {
   return ok();
 }
 
+/// dirty_log_start: the log as fd 0 of the reply; dirty_log_stop: nothing.
+Result<void> command_dirty_log(DeviceCommand& x) {
+  VUFRONT_DEVICE_COMMAND_NAMES(x);
+  if (auto r = x.no_more(); !r)
+    return r;
+  const bool on = cmd == "dirty_log_start";
+  self->request(dev, device_deadline, dirty_log_atom_v, on)
+      .then(
+          [self, id, on](SharedFd& fd, uint64_t size) {
+            if (!on || !fd)
+              return finish(self, control::ok_reply(id, json::object()));
+            finish(self, control::ok_reply(id, {{"fd", 0}, {"size", size}}), {fd->get()});
+          },
+          [self, id, cmd](caf::error& e) { finish_caf(self, id, e, cmd); });
+  return ok();
+}
+
 Result<void> command_set_shmem_owner(DeviceCommand& x) {
   VUFRONT_DEVICE_COMMAND_NAMES(x);
   auto owner = a.one_of("owner", {"vmm", "vufront"});
@@ -388,6 +405,8 @@ Result<void> device_command(Self self, const Command& c, const device_actor& dev
       {"restore", command_restore},
       {"shared_memory_region", command_shared_memory_region},
       {"set_shmem_owner", command_set_shmem_owner},
+      {"dirty_log_start", command_dirty_log},
+      {"dirty_log_stop", command_dirty_log},
   };
   auto it = handlers.find(c.cmd);
   if (it == handlers.end())

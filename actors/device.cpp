@@ -99,6 +99,7 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
       [self](vmm_fwd_atom, const proxy::Forward& f) { return h::on_vmm_forward(self, f); },
       [self](vmm_renew_atom, const std::string& why) { return h::on_vmm_renew(self, why); },
       [self](vmm_replay_atom, const ActivateRequest& req) { return h::on_vmm_replay(self, req); },
+      [self](dirty_log_atom, bool on) { return h::on_dirty_log(self, on); },
       [self](fence_atom) { return h::on_fence(self); },
       [self](vmm_save_atom, const SnapshotOptions& o, const VmmSaveSpec& a) {
         return snapshot_for_vmm(self, o, a);

@@ -98,6 +98,10 @@ Result<wire::VringAddr> vring_addr(const QueueSpec& q, bool packed,
   addr.desc = ua[0];
   addr.avail = ua[1];
   addr.used = ua[2];
+  // log_guest_addr: the used ring's guest-physical address, where a back-end
+  // logging it (VHOST_VRING_F_LOG) marks its used-ring writes; libvhost-user
+  // takes it whenever LOG_ALL is on (vhost-user spec, "Dirty pages logging")
+  addr.log = q.device;
   return addr;
 }
 
@@ -108,6 +112,10 @@ Result<uint64_t> check_activation(const ActivateSpec& spec, const DeviceInfo& in
     return make_error(errc::invalid_argument, act_step,
                       "driver features " + hex(spec.driver_features & ~offered) +
                           " are not offered by the back-end");
+  if (has_bit(spec.driver_features, feature::log_all))
+    return make_error(errc::invalid_argument, act_step,
+                      "driver features have LOG_ALL (bit 26): dirty logging is started with "
+                      "dirty_log_start, not by the driver");
   if (spec.queues.empty())
     return make_error(errc::invalid_argument, act_step, "no queues");
   bool packed = has_bit(spec.driver_features, feature::ring_packed);

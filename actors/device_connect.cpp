@@ -276,6 +276,11 @@ void replay(Self self, uint64_t gen) {
   // at their saved bases until wake
   std::string what = to == DeviceState::active ? resume_bases(st)
                                                : "rings stopped at their saved indices";
+  if (st.dirty_log) {
+    // a crash may separate a data write from its log bit: every page once
+    st.dirty_log->mark_all();
+    what += "; dirty log replayed (the same log), every page marked dirty once";
+  }
   ActivateRequest req = replay_request(st, replay_to, st.acked_features);
   const uint8_t status = replayed_status(replay_to);
   self->request(st.conn, conn_wait, activate_atom_v, std::move(req))

@@ -20,6 +20,7 @@
 #include "actors/messages.hpp"
 #include "base/peer_process.hpp"
 #include "base/unique_fd.hpp"
+#include "memory/dirty_log.hpp"
 
 namespace vufront::actors {
 
@@ -108,6 +109,10 @@ struct DeviceData {
   /// new back-end, which resubmits what the old one left in flight.
   wire::InflightDesc inflight{};
   SharedFd inflight_fd;
+  /// LOG_SHMFD: the dirty log while logging is on (actors/device_dirty_log.cpp),
+  /// for the device's life (not the connection's): every new back-end gets
+  /// the same log (replay.hpp), every page marked once after a loss.
+  std::shared_ptr<DirtyLog> dirty_log;
 
   // ---- a VMM-facing socket (actors/device_vmm.cpp)
   /// Weak; set: the port of `attach --vmm-socket` drives the device, and

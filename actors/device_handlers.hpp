@@ -12,6 +12,8 @@
 //   device_vmm.cpp        a VMM-facing socket driving the device
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +36,17 @@ using device_steps::Self;
 [[nodiscard]] caf::result<caf::ok_atom> on_add_region(Self self, const MemoryRegionSpec& r);
 [[nodiscard]] caf::result<caf::ok_atom> on_remove_region(Self self, uint64_t gpa);
 
+// ---- dirty log (device_dirty_log.cpp)
+/// Dirty logging on or off: the log's fd and size (on), nothing (off).
+[[nodiscard]] caf::result<SharedFd, uint64_t> on_dirty_log(Self self, bool on);
+/// Before guest memory becomes `next`: a bigger log when logging and `next`
+/// ends beyond the log (SET_LOG_BASE with it, its reply waited for, the old
+/// one folded in, a dirty_log_resized event), then `then`; `failed` with
+/// the error otherwise.
+void log_for_memory(Self self, const MemorySpec& next, const char* op, std::function<void()> then,
+                    std::function<void(const caf::error&)> failed);
+/// activate's refusal of packed rings while logging.
+[[nodiscard]] std::optional<caf::error> refuse_packed_logging(const DeviceData& st, bool packed);
 // ---- a VMM-facing socket (device_vmm.cpp)
 [[nodiscard]] caf::result<DeviceInfo> on_vmm(Self self, const caf::actor_addr& port);
 [[nodiscard]] caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward& f);

@@ -213,6 +213,8 @@ caf::result<caf::ok_atom> on_activate(Self self, const ActivateSpec& spec) {
   if (!features)
     return to_caf(features.error());
   bool packed = has_bit(*features, feature::ring_packed);
+  if (auto e = refuse_packed_logging(st, packed))
+    return *e;
   auto queues = queues_of(spec, packed, "activate");
   if (!queues)
     return to_caf(queues.error());

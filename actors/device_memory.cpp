@@ -9,6 +9,13 @@ namespace {
 
 using namespace device_steps;
 
+/// A negotiated device's bigger log for `next` (no back-end to tell yet).
+std::optional<caf::error> grow_log_now(Self self, const MemorySpec& next, const char* op) {
+  std::optional<caf::error> err;
+  log_for_memory(self, next, op, [] {}, [&err](const caf::error& e) { err = e; });
+  return err;
+}
+
 /// add_memory_region / remove_memory_region: `next` is the whole new
 /// memory, `gpa` the region added or removed. Checked as set_memory is, and
 /// refused when a ring of the activation would no longer be in guest
@@ -35,6 +42,8 @@ caf::result<caf::ok_atom> change_memory(Self self, const char* op, MemorySpec ne
                                "queue " + std::to_string(q.spec.index) +
                                    "'s rings would no longer be in guest memory"));
   if (st.state == DeviceState::negotiated) {
+    if (auto e = grow_log_now(self, next, op))
+      return *e;
     st.memory = std::move(next);
     st.mem_table = std::move(table).value();
     return caf::ok_atom_v;
@@ -59,16 +68,20 @@ caf::result<caf::ok_atom> change_memory(Self self, const char* op, MemorySpec ne
     self->state.busy.clear();
     rp.deliver(caf::ok_atom_v);
   };
-  auto failed = [self, rp, op](caf::error& e) mutable { fail(self, rp, op, e); };
-  if (has_bit(st.info.protocol_features, protocol_feature::configure_mem_slots)) {
-    if (adding)
-      self->request(st.conn, conn_wait, add_mem_reg_atom_v, entry, fd).then(done, failed);
-    else
-      self->request(st.conn, conn_wait, rem_mem_reg_atom_v, entry).then(done, failed);
-  } else {
-    self->request(st.conn, conn_wait, mem_table_atom_v, table.value(), memory_fds(next))
-        .then(done, failed);
-  }
+  auto failed = [self, rp, op](const caf::error& e) mutable { fail(self, rp, op, e); };
+  auto send = [self, adding, entry, fd, next, t = table.value(), done, failed]() mutable {
+    auto& now = self->state;
+    if (has_bit(now.info.protocol_features, protocol_feature::configure_mem_slots)) {
+      if (adding)
+        self->request(now.conn, conn_wait, add_mem_reg_atom_v, entry, fd).then(done, failed);
+      else
+        self->request(now.conn, conn_wait, rem_mem_reg_atom_v, entry).then(done, failed);
+    } else {
+      self->request(now.conn, conn_wait, mem_table_atom_v, t, memory_fds(next)).then(done, failed);
+    }
+  };
+  // a bigger dirty log first: the back-end never writes beyond the log it has
+  log_for_memory(self, next, op, send, failed);
   return rp;
 }
 
@@ -83,6 +96,8 @@ caf::result<caf::ok_atom> on_set_memory(Self self, const MemorySpec& m) {
   if (!table)
     return to_caf(table.error());
   if (st.state == DeviceState::negotiated) {
+    if (auto e = grow_log_now(self, m, "set_memory"))
+      return *e;
     st.memory = m;
     st.mem_table = std::move(table).value();
     return caf::ok_atom_v;
@@ -90,17 +105,22 @@ caf::result<caf::ok_atom> on_set_memory(Self self, const MemorySpec& m) {
   st.busy = "set_memory";
   auto rp = self->make_response_promise<caf::ok_atom>();
   auto t = table.value();
-  self->request(st.conn, conn_wait, mem_table_atom_v, t, memory_fds(m))
-      .then(
-          [self, rp, m, t](caf::ok_atom) mutable {
-            if (lost_meanwhile(self, rp, "set_memory"))
-              return;
-            self->state.memory = m;
-            self->state.mem_table = t;
-            self->state.busy.clear();
-            rp.deliver(caf::ok_atom_v);
-          },
-          [self, rp](caf::error& e) mutable { fail(self, rp, "set_memory", e); });
+  auto failed = [self, rp](const caf::error& e) mutable { fail(self, rp, "set_memory", e); };
+  auto send = [self, rp, m, t, failed]() mutable {
+    self->request(self->state.conn, conn_wait, mem_table_atom_v, t, memory_fds(m))
+        .then(
+            [self, rp, m, t](caf::ok_atom) mutable {
+              if (lost_meanwhile(self, rp, "set_memory"))
+                return;
+              self->state.memory = m;
+              self->state.mem_table = t;
+              self->state.busy.clear();
+              rp.deliver(caf::ok_atom_v);
+            },
+            failed);
+  };
+  // a bigger dirty log first: the back-end never writes beyond the log it has
+  log_for_memory(self, m, "set_memory", send, failed);
   return rp;
 }
 

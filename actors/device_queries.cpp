@@ -87,6 +87,7 @@ caf::result<DeviceStatus> on_status(Self self) {
   s.reconnects = st.reconnects;
   s.fenced = st.fenced;
   s.inflight = static_cast<bool>(st.inflight_fd);
+  s.dirty_log_size = st.dirty_log ? st.dirty_log->size() : 0;
   for (const auto& q : st.queues)
     s.queues.push_back({q.spec.index, q.spec.size, q.base, 0});
   auto rp = self->make_response_promise<DeviceStatus>();

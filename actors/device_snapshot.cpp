@@ -291,6 +291,9 @@ caf::result<SnapshotInfo> restore_device(Self self, const RestoreOptions& o) {
   if (auto e = check_options(op, o.path, o.target, o.timeout_ms))
     return *e;
   auto& st = self->state;
+  if (st.dirty_log)  // a state load's replay carries no log (actors/replay.hpp)
+    return to_caf(make_error(errc::bad_state, op,
+                             "dirty logging is on: dirty_log_stop first (a restore is not logged)"));
   uint64_t driver_features = 0;
   if (o.activation) {
     if (st.mem_table.empty())

@@ -31,6 +31,7 @@ const char* to_string(DeviceEvent::Kind k) noexcept {
     case DeviceEvent::Kind::fenced: return "fenced";
     case DeviceEvent::Kind::vmm_backend_away: return "vmm_backend_away";
     case DeviceEvent::Kind::vmm_resumed: return "vmm_resumed";
+    case DeviceEvent::Kind::dirty_log_resized: return "dirty_log_resized";
   }
   return "unknown";
 }

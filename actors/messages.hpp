@@ -66,6 +66,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   CAF_ADD_ATOM(vufront, vufront::actors, progress_atom, "progress")
   CAF_ADD_ATOM(vufront, vufront::actors, reconnect_atom, "reconnect")
   CAF_ADD_ATOM(vufront, vufront::actors, retry_atom, "retry")
+  CAF_ADD_ATOM(vufront, vufront::actors, dirty_log_atom, "dirtylog")
   // children -> device
   CAF_ADD_ATOM(vufront, vufront::actors, lost_atom, "lost")
   CAF_ADD_ATOM(vufront, vufront::actors, cfg_change_atom, "cfgchange")
@@ -247,7 +248,11 @@ using device_actor = device_child_side::extend<
     /// stopped rings in the manifest (a snapshot under a running VMM).
     caf::replies_to<vmm_save_atom, SnapshotOptions, VmmSaveSpec>::with<SnapshotInfo>,
     /// To itself: fence N ended (what was done, or the error).
-    caf::reacts_to<fenced_atom, uint64_t, std::string, caf::error>>;
+    caf::reacts_to<fenced_atom, uint64_t, std::string, caf::error>,
+    /// Dirty logging on (true) or off (false) (actors/device_dirty_log.cpp):
+    /// replies with the log's memfd and size (on; the same log when already
+    /// on), or an empty fd and 0 (off).
+    caf::replies_to<dirty_log_atom, bool>::with<SharedFd, uint64_t>>;
 
 /// Owns the back-end socket and BackendClient; runs each step (one request
 /// sequence) as an event-loop task, one at a time, each request bounded by
@@ -287,6 +292,9 @@ using connection_actor = caf::typed_actor<
     caf::replies_to<inflight_atom, uint16_t, uint16_t>::with<wire::InflightDesc, SharedFd>,
     /// One VMM request, forwarded as it came (proxy/forward.hpp).
     caf::replies_to<vmm_fwd_atom, proxy::Forward>::with<proxy::ForwardResult>,
+    /// A change of dirty logging (LogChange: SET_LOG_BASE, SET_FEATURES,
+    /// SET_VRING_ADDR, each in that order when given).
+    caf::replies_to<dirty_log_atom, LogChange>::with<caf::ok_atom>,
     caf::reacts_to<step_done_atom, uint64_t>>;  ///< internal: step N has ended
 
 /// One back-end state transfer at a time, between a pipe and a snapshot file,

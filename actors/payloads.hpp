@@ -140,6 +140,7 @@ struct DeviceStatus {
   uint32_t reconnects = 0;          ///< resumed after a loss, since the device began
   uint32_t fenced = 0;              ///< lost back-ends SIGKILLed by vufront (docs/vmm-proxy.md)
   bool inflight = false;            ///< an INFLIGHT_SHMFD region is kept for the queues
+  uint64_t dirty_log_size = 0;      ///< the dirty log's bytes while logging, else 0
   /// The VMM-facing socket's session (actors/vmm_port.hpp), null without one.
   nlohmann::json vmm;
 };
@@ -161,11 +162,14 @@ struct DeviceEvent {
     fenced,            ///< detail: the lost back-end's process, killed or found exited
     vmm_backend_away,  ///< detail: why; vufront answers the VMM for the back-end meanwhile
     vmm_resumed,       ///< detail: the VMM's set-up replayed into a new back-end; exact or best effort
+    dirty_log_resized,  ///< the memory grew: `fd` is the new log (`size` bytes), detail: why
   };
   Kind kind = Kind::state_changed;
   DeviceState state = DeviceState::disconnected;
   int32_t queue = -1;
   std::string detail;
+  SharedFd fd = nullptr;  ///< dirty_log_resized: the new log
+  uint64_t size = 0;      ///< dirty_log_resized: its size in bytes
 };
 [[nodiscard]] const char* to_string(DeviceEvent::Kind k) noexcept;
 
@@ -293,6 +297,22 @@ struct ActivateRequest {
   /// table, before the queues (when `inflight_fd` is set).
   wire::InflightDesc inflight{};
   SharedFd inflight_fd;
+  /// Dirty logging (LOG_SHMFD): SET_LOG_BASE with this log after the memory
+  /// table and the in-flight region, before any ring (when `log_fd` is set);
+  /// `features` then has LOG_ALL and the rings VHOST_VRING_F_LOG.
+  wire::Log log{};
+  SharedFd log_fd;
+};
+
+/// One change of a running device's dirty logging, as one connection step
+/// (actors/device_dirty_log.cpp): [SET_LOG_BASE], [SET_FEATURES], every
+/// SET_VRING_ADDR, then a GET_FEATURES to sync when REPLY_ACK was not acked.
+struct LogChange {
+  SharedFd log_fd;  ///< SET_LOG_BASE with it first, waiting for its reply; empty: none
+  wire::Log log{};
+  bool set_features = false;
+  uint64_t features = 0;  ///< SET_FEATURES' value (with or without LOG_ALL)
+  std::vector<wire::VringAddr> rings;  ///< SET_VRING_ADDR each (with or without the LOG flag)
 };
 
 // ---- snapshot actor payloads -----------------------------------------------
@@ -367,6 +387,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceStatus)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::VmmSaveSpec)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::DeviceEvent)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::ActivateRequest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::LogChange)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::NegotiateRequest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::SnapshotOptions)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(vufront::actors::RestoreOptions)

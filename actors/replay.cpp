@@ -26,6 +26,12 @@ ActivateRequest replay_request(const DeviceData& st, ReplayTo to, uint64_t featu
   if (to == ReplayTo::running || to == ReplayTo::rings_stopped) {
     req.inflight = st.inflight;
     req.inflight_fd = st.inflight_fd;
+    if (st.dirty_log) {
+      // the same log, before any ring starts (actors/device_dirty_log.cpp)
+      req.features |= bit(feature::log_all);
+      req.log_fd = st.dirty_log->fd();
+      req.log = wire::Log{st.dirty_log->size(), 0};
+    }
   }
   if (to == ReplayTo::running)
     req.queues = queue_starts(st);
@@ -79,6 +85,8 @@ std::vector<QueueStart> queue_starts(const DeviceData& st) {
     // Checked by check_activation; the table cannot change the translation
     // (user addresses are gpa + bias).
     s.addr = vring_addr(q.spec, st.packed, st.mem_table).value();
+    if (st.dirty_log)
+      s.addr.flags |= wire::vring_addr_flag_log;
     s.num = q.spec.size;
     s.base = q.base;
     s.kick = q.spec.kick;

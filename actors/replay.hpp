@@ -39,7 +39,10 @@ enum class ReplayTo {
 [[nodiscard]] uint8_t replayed_status(ReplayTo to) noexcept;
 
 /// The activation that brings `st`'s back-end to `to`, with `features` as
-/// SET_FEATURES (the device's acked features, or a snapshot's).
+/// SET_FEATURES (the device's acked features, or a snapshot's). While the
+/// device logs (DeviceData::dirty_log), running and rings_stopped add
+/// LOG_ALL and SET_LOG_BASE with the same log (sent before any ring), and
+/// the rings carry VHOST_VRING_F_LOG.
 [[nodiscard]] ActivateRequest replay_request(const DeviceData& st, ReplayTo to, uint64_t features);
 
 /// What a VMM had set up through its socket (proxy::Shadow), for the next
@@ -53,7 +56,9 @@ enum class ReplayTo {
 [[nodiscard]] ActivateRequest replay_shadow(const proxy::Shadow& shadow);
 
 /// Each ring as SET_VRING_NUM/ADDR/BASE/CALL/KICK start it: at its saved
-/// base, with the device's call fd (the VMM's or the worker's).
+/// base, with the device's call fd (the VMM's or the worker's);
+/// log_guest_addr is the used ring's guest-physical address, and the LOG
+/// flag is set while the device logs.
 [[nodiscard]] std::vector<QueueStart> queue_starts(const DeviceData& st);
 
 /// The fds of the guest memory regions, in table order.

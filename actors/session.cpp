@@ -75,6 +75,26 @@ Result<std::pair<uint8_t, uint64_t>> DeviceSession::shared_memory_region() {
   return std::move(*out);
 }
 
+Result<void> DeviceSession::add_memory_region(const MemoryRegionSpec& r) {
+  return as_void(ask<caf::ok_atom>("add_memory_region", mem_add_atom_v, r));
+}
+
+Result<std::pair<SharedFd, uint64_t>> DeviceSession::dirty_log_start() {
+  std::optional<Result<std::pair<SharedFd, uint64_t>>> out;
+  self_->request(device_, timeout_, dirty_log_atom_v, true)
+      .receive([&](SharedFd& fd, uint64_t size) { out.emplace(std::make_pair(std::move(fd), size)); },
+               [&](caf::error& e) { out.emplace(from_caf(e, "dirty_log_start")); });
+  return std::move(*out);
+}
+
+Result<void> DeviceSession::dirty_log_stop() {
+  std::optional<Result<void>> out;
+  self_->request(device_, timeout_, dirty_log_atom_v, false)
+      .receive([&](SharedFd&, uint64_t) { out.emplace(ok()); },
+               [&](caf::error& e) { out.emplace(from_caf(e, "dirty_log_stop")); });
+  return std::move(*out);
+}
+
 Result<void> DeviceSession::set_shared_memory_mapper(std::shared_ptr<SharedMemoryMapper> m) {
   return as_void(ask<caf::ok_atom>("set_shared_memory_mapper", mapper_atom_v, std::move(m)));
 }

@@ -31,6 +31,8 @@ public:
   [[nodiscard]] Result<DeviceInfo> negotiate(const NegotiateOptions& o);
   [[nodiscard]] Result<void> set_memory(const MemorySpec& m);
   [[nodiscard]] Result<void> activate(const ActivateSpec& spec);
+  /// One more guest RAM region (the device's mem_add_atom).
+  [[nodiscard]] Result<void> add_memory_region(const MemoryRegionSpec& r);
   [[nodiscard]] Result<std::vector<uint8_t>> read_config(uint32_t offset, uint32_t size);
   [[nodiscard]] Result<void> write_config(uint32_t offset, const std::vector<uint8_t>& data);
   [[nodiscard]] Result<void> sleep();
@@ -43,6 +45,11 @@ public:
   /// (shmid, size) of the back-end's shared-memory region.
   [[nodiscard]] Result<std::pair<uint8_t, uint64_t>> shared_memory_region();
   [[nodiscard]] Result<void> set_shared_memory_mapper(std::shared_ptr<SharedMemoryMapper> m);
+  /// Dirty logging on (actors/device_dirty_log.cpp): the log's memfd and
+  /// its size in bytes (the same log when already on).
+  [[nodiscard]] Result<std::pair<SharedFd, uint64_t>> dirty_log_start();
+  /// Dirty logging off (nothing when it is not on).
+  [[nodiscard]] Result<void> dirty_log_stop();
   /// Saves the back-end's state to o.path (device sleeping, or negotiated).
   [[nodiscard]] Result<SnapshotInfo> snapshot(const SnapshotOptions& o);
   /// Restores o.path into this freshly negotiated back-end (see RestoreOptions).

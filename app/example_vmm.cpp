@@ -22,16 +22,23 @@
 // (the step that failed on stderr); 2 for usage errors.
 //
 //   vufront-example-vmm --control PATH [--device ID] [--restore-into SOCKET]
-//                       [--snapshot FILE [--by-path]] [--msix] [--timeout SECONDS]
+//                       [--snapshot FILE [--by-path]] [--msix] [--dirty-log]
+//                       [--timeout SECONDS]
+//
+// --dirty-log: after step 6, the device's dirty log (dirty_log_start), one
+// read, and every page the back-end wrote must be marked; then dirty_log_stop.
 //
 // The snapshot file is opened by this VMM, with its own rights, and passed to
 // vufront as an fd (SCM_RIGHTS), as a VMM running as another user than
 // vufront must (docs/attach-protocol.md, "Snapshot files").
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -126,6 +133,7 @@ struct VmmOptions {
   std::string control_path, device_id, restore_into, snapshot_file;
   bool msix = false;
   bool by_path = false;  ///< name the file to vufront instead of passing an fd
+  bool dirty_log = false;  ///< check the dirty log after the first I/O
   double timeout_s = 30;
 };
 
@@ -145,6 +153,9 @@ void add_options(CLI::App& cli, VmmOptions& o) {
                "Send --snapshot's path for vufront to open instead (beneath vufront's\n"
                "--snapshot-dir, or any path when this VMM runs as vufront's own uid)");
   cli.add_flag("--msix", o.msix, "Give the back-end the queue's interrupt eventfd directly");
+  cli.add_flag("--dirty-log", o.dirty_log,
+               "After the first I/O: dirty_log_start, one read, check that every page the\n"
+               "back-end wrote is in the log, dirty_log_stop");
   cli.add_option("--timeout", o.timeout_s, "Seconds for each command")->default_val(30)->check(CLI::Range(1.0, 3600.0));
 }
 
@@ -265,6 +276,45 @@ class Vmm {
     return check_equal(*back, data_, "read");
   }
 
+  /// --dirty-log: starts the device's dirty log (mapped as a VMM maps it),
+  /// reads once through the ring and checks that every page the back-end
+  /// wrote (the data, the status byte, the used index) is marked, reading
+  /// and clearing each 64-bit word with an atomic exchange; then stops it.
+  Result<std::string> dirty_log() {
+    auto log = client_->dirty_log_start(dev_);
+    if (!log)
+      return std::move(log).error();
+    void* p = ::mmap(nullptr, log->size, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd.get(), 0);
+    if (p == MAP_FAILED)
+      return make_error(errc::io_error, "dirty log", "mmap of the log", errno);
+    auto* words = static_cast<uint64_t*>(p);
+    auto take = [&] {
+      std::vector<uint64_t> pages;
+      for (uint64_t i = 0; i < log->size / 8; ++i)
+        for (uint64_t w = __atomic_exchange_n(&words[i], uint64_t{0}, __ATOMIC_SEQ_CST); w != 0; w &= w - 1)
+          pages.push_back(i * 64 + static_cast<uint64_t>(__builtin_ctzll(w)));
+      return pages;
+    };
+    (void)take();
+    std::vector<uint64_t> written;
+    auto read = one_read(written);
+    auto marked = take();
+    ::munmap(p, log->size);
+    if (!read)
+      return std::move(read).error();
+    std::string missing;
+    for (auto page : written)
+      if (std::find(marked.begin(), marked.end(), page) == marked.end())
+        missing += (missing.empty() ? "" : ", ") + hex(page);
+    if (!missing.empty())
+      return make_error(errc::invalid_payload, "dirty log",
+                        "pages the back-end wrote are not in the log: " + missing);
+    if (auto r = client_->dirty_log_stop(dev_); !r)
+      return std::move(r).error();
+    return std::to_string(log->size) + "-byte log, " + std::to_string(marked.size()) +
+           " page(s) marked, the " + std::to_string(written.size()) + " written among them; stopped";
+  }
+
   /// Stops the rings.
   Result<std::string> sleep() {
     if (auto r = client_->sleep(dev_); !r)
@@ -323,6 +373,7 @@ class Vmm {
 
   /// The device driven now (which add_device changes).
   const std::optional<std::string>& device() const { return dev_; }
+  const VmmOptions& options() const { return o_; }
 
   /// Loads the state in `path` into the device (left sleeping); when the
   /// device is no longer `source`, resets `source`.
@@ -396,6 +447,28 @@ class Vmm {
   }
 
   VmmOptions o_;
+  /// One read of the pattern through the ring; `written`: the pages the
+  /// back-end writes for it (data, status, used index).
+  Result<void> one_read(std::vector<uint64_t>& written) {
+    guest_->scratch(0).reset();
+    auto req = virtio::blk_read(guest_->scratch(0), 8, static_cast<uint32_t>(data_.size()));
+    if (!req)
+      return std::move(req).error();
+    auto used = guest_->submit(0, req->chain);
+    if (!used)
+      return std::move(used).error();
+    if (auto st = virtio::blk_status(guest_->scratch(0), *req, used->len); !st)
+      return st;
+    auto add = [&written](uint64_t gpa, uint64_t len) {
+      for (uint64_t pg = gpa / 4096; pg <= (gpa + len - 1) / 4096; ++pg)
+        written.push_back(pg);
+    };
+    add(req->data_gpa, req->data_len);
+    add(req->status_gpa, 1);
+    add(guest_->areas(0).device + 2, 2);
+    return ok();
+  }
+
   std::optional<control::Client> client_;
   std::optional<std::string> dev_;
   json status_;
@@ -453,6 +526,8 @@ void bring_up(Vmm& vmm, Steps& steps) {
   steps.run("set_memory", [&] { return vmm.set_memory(); });
   steps.run("activate", [&] { return vmm.activate(); });
   steps.run("write + read", [&] { return vmm.write_and_read(); });
+  if (vmm.options().dirty_log)
+    steps.run("dirty log", [&] { return vmm.dirty_log(); });
   steps.run("sleep", [&] { return vmm.sleep(); });
 }
 

@@ -158,3 +158,14 @@ uint8_t* BackendMemory::uva_to_ptr(uint64_t uva, uint64_t len) const noexcept {
 }
 
 }  // namespace vufront::backend
+
+namespace vufront::backend {
+
+std::optional<uint64_t> BackendMemory::ptr_to_gpa(const uint8_t* p) const noexcept {
+  for (const auto& m : regions_)
+    if (p >= m->start && p < m->start + m->r.memory_size)
+      return m->r.guest_phys_addr + static_cast<uint64_t>(p - m->start);
+  return std::nullopt;
+}
+
+}  // namespace vufront::backend

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "base/unique_fd.hpp"
@@ -41,6 +42,9 @@ public:
   [[nodiscard]] uint8_t* gpa_to_ptr(uint64_t gpa, uint64_t len) const noexcept;
   /// `[uva, uva+len)` (front-end user address) as a local pointer, or nullptr.
   [[nodiscard]] uint8_t* uva_to_ptr(uint64_t uva, uint64_t len) const noexcept;
+
+  /// The guest-physical address of local pointer `p` (into a region), if it is one.
+  [[nodiscard]] std::optional<uint64_t> ptr_to_gpa(const uint8_t* p) const noexcept;
 
   [[nodiscard]] size_t region_count() const noexcept { return regions_.size(); }
 

@@ -220,6 +220,9 @@ void add_fault_options(CLI::App& app, CommandLine& c) {
   app.add_flag("--short-vring-base", o.short_vring_base,
                "packed rings: answer GET_VRING_BASE with bits 0-15 only (avail index and wrap\n"
                "counter; the used half 0), as DPDK's librte_vhost does");
+  app.add_flag("--forget-log", o.forget_log,
+               "with LOG_ALL acked, never mark the dirty log (SET_LOG_BASE's): the guest\n"
+               "writes a migration would lose, for tests of the front-end's checks");
 }
 
 /// How the daemon runs: --connect, --crash-in-request, --crash-in-completion,

@@ -77,6 +77,9 @@ struct Options {
   /// 0-15 only (avail index and wrap counter, 0 above), as DPDK's
   /// librte_vhost does; SET_VRING_BASE still takes both halves.
   bool short_vring_base = false;
+  /// --forget-log: with LOG_ALL acked, never mark the dirty log (a back-end
+  /// whose writes a migration would lose; the checks must catch it).
+  bool forget_log = false;
 };
 
 /// "64M", "4096", "1G" -> bytes. Errors: invalid_argument.

@@ -21,6 +21,18 @@ Error refusal(errc code, FrontendReq req, const std::string& detail) {
 
 }  // namespace
 
+VhostServer::Status VhostServer::set_features(uint64_t f) {
+  if (has_bit(f, feature::log_all) && has_bit(f, feature::ring_packed))
+    return refusal(errc::invalid_argument, FrontendReq::set_features,
+                   "LOG_ALL with packed rings: this back-end does not log the used "
+                   "descriptors it writes into the descriptor ring");
+  s_->features = f;
+  if (!has_bit(f, feature::protocol_features))
+    for (Vring& v : s_->vrings)
+      v.enabled = true;  // without bit 30 rings are enabled by SET_FEATURES (vhost-user spec, "Ring states")
+  return std::optional<uint64_t>{0};
+}
+
 VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
   using Ack = std::optional<uint64_t>;
   const FrontendReq req = r.req;
@@ -39,14 +51,8 @@ VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
   switch (req) {
     case FrontendReq::get_features:
       VU_REPLY(reply(encode_u64_reply(req, offered_features(opt_, *dev_))));
-    case FrontendReq::set_features: {
-      const uint64_t f = u64();  // the codec refused bits that were not offered
-      s_->features = f;
-      if (!has_bit(f, feature::protocol_features))
-        for (Vring& v : s_->vrings)
-          v.enabled = true;  // without bit 30 rings are enabled by SET_FEATURES (vhost-user spec, "Ring states")
-      return Ack{0};
-    }
+    case FrontendReq::set_features:
+      return set_features(u64());  // the codec refused bits that were not offered
     case FrontendReq::set_owner:
       return Ack{0};
     case FrontendReq::reset_owner:
@@ -104,6 +110,9 @@ VhostServer::Status VhostServer::dispatch(FrontendRequest& r) {
         return std::move(fd).error();
       VU_REPLY(reply(encode_inflight_reply(out, fd->get())));
     }
+    case FrontendReq::set_log_base:  // LOG_SHMFD acked and one fd (codec)
+      VU_TRY(s_->log.set(std::get<wire::Log>(r.payload), std::move(r.fds[0])));
+      VU_REPLY(reply(encode_u64_reply(req, 0)));
     case FrontendReq::set_inflight_fd:
       VU_TRY(s_->inflight.set(std::get<wire::InflightDesc>(r.payload), std::move(r.fds[0])));
       return Ack{0};

@@ -13,6 +13,7 @@
 
 #include "backend/faults.hpp"
 #include "backend/vhost_server.hpp"
+#include "virtio/ring_layout.hpp"
 #include "protocol/messages.hpp"
 
 namespace vufront::backend {
@@ -48,7 +49,7 @@ VhostServer::Status VhostServer::vring_request(FrontendRequest& r) {
     }
   }
   if (const auto* a = std::get_if<wire::VringAddr>(&r.payload)) {
-    // flags: the codec allows LOG only with LOG_ALL acked, which is never offered
+    // flags: the codec allows LOG only with LOG_ALL acked; log_writes() uses it
     Vring& v = s_->vrings[a->index];
     v.addr = *a;
     v.addr_set = true;
@@ -230,6 +231,8 @@ std::optional<virtio::Chain> VhostServer::pop(uint32_t index) {
     s_->status |= status_bit::device_needs_reset;
     return std::nullopt;
   }
+  if (c->has_value())
+    log_writes(v, nullptr);  // EVENT_IDX: avail_event in the used area
   if (c->has_value() && !has_bit(s_->features, feature::ring_packed))
     s_->inflight.begin(static_cast<uint16_t>(index), (*c)->id);
   else if (c->has_value() && !(*c)->resubmitted)
@@ -279,6 +282,7 @@ bool VhostServer::push(uint32_t index, const virtio::Chain& chain, uint32_t writ
     s_->status |= status_bit::device_needs_reset;
     return false;
   }
+  log_writes(v, &chain);
   v.notify = true;
   if (opt_.crash_in_completion != 0 && ++completed_ == opt_.crash_in_completion) {
     std::fprintf(stderr,
@@ -297,6 +301,21 @@ bool VhostServer::push(uint32_t index, const virtio::Chain& chain, uint32_t writ
     s_->inflight.end(static_cast<uint16_t>(index), chain.id, used_idx);
   }
   return true;
+}
+
+void VhostServer::log_writes(const Vring& v, const virtio::Chain* chain) {
+  if (!has_bit(s_->features, feature::log_all) || opt_.forget_log)
+    return;
+  if (chain != nullptr)
+    for (const auto& seg : chain->segments)
+      if (seg.writable)
+        if (auto gpa = s_->mem.ptr_to_gpa(seg.ptr))
+          s_->log.mark(*gpa, seg.len);
+  if (v.addr.flags & wire::vring_addr_flag_log) {
+    // the whole used area (flags, idx, ring, avail_event): split rings only
+    // (LOG_ALL with packed rings is refused at SET_FEATURES)
+    s_->log.mark(v.addr.log, virtio::device_area(virtio::RingKind::split, v.num).size);
+  }
 }
 
 void VhostServer::init_vrings() {

@@ -45,7 +45,7 @@ Result<void> write_pidfile(const std::string& path, const char* op) {
 
 uint64_t offered_features(const Options& o, const Device& d) {
   uint64_t f = bit(feature::version_1) | bit(feature::protocol_features) |
-               bit(feature::indirect_desc) | d.device_features();
+               bit(feature::indirect_desc) | bit(feature::log_all) | d.device_features();
   if (o.packed)
     f |= bit(feature::ring_packed);
   for (const Refusal& r : o.refusals)
@@ -58,7 +58,7 @@ uint64_t offered_protocol_features(const Options& o, const Device& d) {
   namespace pf = protocol_feature;
   uint64_t f = bit(pf::mq) | bit(pf::reply_ack) | bit(pf::backend_req) | bit(pf::config) |
                bit(pf::configure_mem_slots) | bit(pf::status) | bit(pf::reset_device) |
-               bit(pf::inflight_shmfd) | bit(pf::device_state);
+               bit(pf::inflight_shmfd) | bit(pf::device_state) | bit(pf::log_shmfd);
   if (o.shmem_size > 0 && d.shared_window().fd >= 0)
     f |= bit(pf::shmem);
   for (const Refusal& r : o.refusals)

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/backend_memory.hpp"
+#include "backend/dirty_log_writer.hpp"
 #include "backend/device.hpp"
 #include "backend/faults.hpp"
 #include "backend/inflight.hpp"
@@ -74,6 +75,7 @@ private:
     BackendMemory mem;
     std::vector<Vring> vrings;
     Inflight inflight;
+    DirtyLogWriter log;  ///< SET_LOG_BASE's (LOG_SHMFD)
     std::optional<Connection> backend;
     uint32_t backend_pending = 0;  ///< back-end requests awaiting an ack
     bool shmem_mapped = false;
@@ -88,6 +90,8 @@ private:
   /// What the codec validates the next request against.
   [[nodiscard]] Negotiated context() const;
   [[nodiscard]] Status dispatch(FrontendRequest& r);
+  /// SET_FEATURES (LOG_ALL with packed rings refused).
+  [[nodiscard]] Status set_features(uint64_t f);
   /// Sends a native reply (its fd, if any, stays owned by the caller).
   [[nodiscard]] Result<void> reply(const FrontendReply& r);
 
@@ -115,6 +119,10 @@ private:
   [[nodiscard]] std::optional<virtio::Chain> pop(uint32_t index) override;
   bool unpop(uint32_t index, const virtio::Chain& chain) override;
   bool push(uint32_t index, const virtio::Chain& chain, uint32_t written) override;
+  /// LOG_ALL acked (and no --forget-log): marks the chain's writable
+  /// buffers and the ring's used area (at its log_guest_addr, LOG flag set)
+  /// in the dirty log.
+  void log_writes(const Vring& v, const virtio::Chain* chain);
   // device state and back-end channel
   [[nodiscard]] Status config_request(const FrontendRequest& r);
   [[nodiscard]] Status device_state_request(FrontendRequest& r);

@@ -83,6 +83,15 @@ Result<json> Client::call(const std::string& cmd, json args, const std::vector<i
 Result<json> Client::call_with_timeout(std::chrono::milliseconds timeout, const std::string& cmd,
                                        json args, const std::vector<int>& fds,
                                        const std::optional<std::string>& device) {
+  auto r = exchange(timeout, cmd, std::move(args), fds, device);
+  if (!r)
+    return std::move(r).error();
+  return std::move(r->result);
+}
+
+Result<Client::Reply> Client::exchange(std::chrono::milliseconds timeout, const std::string& cmd,
+                                       json args, const std::vector<int>& fds,
+                                       const std::optional<std::string>& device) {
   const uint64_t id = next_id_++;
   auto deadline = Clock::now() + timeout;
   if (auto s = send_packet(fd_.get(), to_wire(make_command(id, cmd, device, std::move(args))), fds,
@@ -124,7 +133,7 @@ Result<json> Client::call_with_timeout(std::chrono::milliseconds timeout, const 
     if (!m.contains("id") || m["id"] != json(id))
       continue;  // a reply to a command of an earlier, timed-out call
     if (m.value("ok", false))
-      return m.value("result", json::object());
+      return Reply{m.value("result", json::object()), std::move(p->fds)};
     return error_from_json(m.value("error", json::object()), cmd);
   }
 }
@@ -271,6 +280,25 @@ Result<json> Client::restore_from_fd(const std::optional<std::string>& device, i
   args["fd"] = fds.size();
   fds.push_back(file_fd);
   return call_with_timeout(timeout + std::chrono::seconds(10), "restore", std::move(args), fds, device);
+}
+
+Result<DirtyLogFd> Client::dirty_log_start(const std::optional<std::string>& device) {
+  auto r = exchange(opts_.reply_timeout, "dirty_log_start", json::object(), {}, device);
+  if (!r)
+    return std::move(r).error();
+  const json& res = r->result;
+  if (!res.contains("fd") || !res["fd"].is_number_unsigned() || !res.contains("size") ||
+      !res["size"].is_number_unsigned())
+    return make_error(errc::bad_message, "dirty_log_start", "the reply has no \"fd\" and \"size\"");
+  const auto index = res["fd"].get<uint64_t>();
+  if (index >= r->fds.size())
+    return make_error(errc::bad_fds, "dirty_log_start", "the reply's fd " + std::to_string(index) +
+                                                            " did not come with it");
+  return DirtyLogFd{std::move(r->fds[index]), res["size"].get<uint64_t>()};
+}
+
+Result<void> Client::dirty_log_stop(const std::optional<std::string>& device) {
+  return as_void(call("dirty_log_stop", json::object(), {}, device));
 }
 
 }  // namespace vufront::control

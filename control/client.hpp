@@ -65,6 +65,16 @@ struct Activation {
   int interrupt_fd = -1;  ///< where forwarded interrupts go (queues without call)
 };
 
+/// A device's dirty log (dirty_log_start, and each dirty_log_resized
+/// event): a memfd of `size` bytes the VMM maps MAP_SHARED, one bit per
+/// 4 KiB page of guest-physical memory from GPA 0 (bit p % 8 of byte p / 8);
+/// the VMM reads and clears it with an atomic exchange per 64-bit word
+/// (docs/attach-protocol.md, "Dirty logging").
+struct DirtyLogFd {
+  UniqueFd fd;  ///< owned
+  uint64_t size = 0;
+};
+
 class Client {
 public:
   struct Options {
@@ -151,12 +161,26 @@ public:
                                              const std::optional<Activation>& activation,
                                              std::chrono::seconds timeout = std::chrono::seconds(60));
 
+  /// Starts dirty logging of the device's back-end (the same log when it is
+  /// already on); a bigger memory later comes as a "dirty_log_resized"
+  /// event whose fds[0] is the new log (its "size" in the message).
+  [[nodiscard]] Result<DirtyLogFd> dirty_log_start(const std::optional<std::string>& device = std::nullopt);
+  /// Stops it (the back-end no longer logs; nothing when it was off).
+  [[nodiscard]] Result<void> dirty_log_stop(const std::optional<std::string>& device = std::nullopt);
   /// The activation as command arguments, its fds appended to `fds` (for
   /// callers composing their own commands).
   [[nodiscard]] static json activation_args(const Activation& a, std::vector<int>& fds);
 
 private:
   Client(UniqueFd fd, Options o) : fd_(std::move(fd)), opts_(o) {}
+  /// A reply's result with the fds that came with it.
+  struct Reply {
+    json result;
+    std::vector<UniqueFd> fds;
+  };
+  [[nodiscard]] Result<Reply> exchange(std::chrono::milliseconds timeout, const std::string& cmd,
+                                       json args, const std::vector<int>& fds,
+                                       const std::optional<std::string>& device);
   [[nodiscard]] Result<Packet> read_one(Clock::time_point deadline, const char* what);
   [[nodiscard]] Result<void> queue_event(Packet p, json message);
 

@@ -114,6 +114,31 @@ TEST_CASE("check_activation refuses what the back-end or the ring rules do not a
             .find("not inside guest memory") != std::string::npos);
 }
 
+TEST_CASE("check_activation refuses LOG_ALL from the driver, even when the back-end offers it") {
+  auto t = check_memory(one_region(), 8).value();
+  auto info = info_blk();
+  info.backend_features |= bit(feature::log_all);
+  ActivateSpec spec;
+  spec.driver_features = bit(feature::version_1) | bit(feature::log_all);
+  spec.queues = {queue(0, base)};
+  auto r = check_activation(spec, info, t);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == errc::invalid_argument);
+  CHECK(r.error().detail.find("dirty_log_start") != std::string::npos);
+  spec.driver_features = bit(feature::version_1);
+  CHECK(check_activation(spec, info, t));
+}
+
+TEST_CASE("vring_addr: log_guest_addr is the used ring's guest-physical address") {
+  auto t = check_memory(one_region(), 8).value();
+  const QueueSpec q = queue(0, base + 0x4000);
+  auto a = vring_addr(q, false, t);
+  REQUIRE(a);
+  CHECK(a->log == q.device);  // a GPA, never the synthetic user address of `used`
+  CHECK(a->used != q.device);
+  CHECK(a->flags == 0);
+}
+
 TEST_CASE("a packed queue may have any size up to the maximum") {
   auto t = check_memory(one_region(), 8).value();
   ActivateSpec spec;

@@ -193,3 +193,44 @@ TEST_CASE("actors:replay: a VMM's shadow is replayed as the VMM left it, running
   CHECK(req.queues[1].base == 5);
   CHECK(req.queues[1].call);
 }
+
+TEST_CASE("replay: every ring's log_guest_addr is its used ring's guest-physical address") {
+  const DeviceData st = active_device();
+  const ActivateRequest r = replay_request(st, ReplayTo::running, st.acked_features);
+  REQUIRE(r.queues.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    // libvhost-user logs used-ring writes at this address whenever LOG_ALL is on
+    CHECK(r.queues[i].addr.log == st.queues[i].spec.device);
+    CHECK(r.queues[i].addr.flags == 0);  // not logging
+  }
+  CHECK(r.log_fd == nullptr);
+  CHECK_FALSE(has_bit(r.features, feature::log_all));
+}
+
+TEST_CASE("replay: a logging device replays the same log, LOG_ALL and each ring's LOG flag") {
+  DeviceData st = active_device();
+  auto log = DirtyLog::create(gpa + (1 << 20));
+  REQUIRE(log);
+  st.dirty_log = std::make_shared<DirtyLog>(std::move(log).value());
+  for (auto to : {ReplayTo::running, ReplayTo::rings_stopped}) {
+    const ActivateRequest r = replay_request(st, to, st.acked_features);
+    CHECK(r.features == (acked | bit(feature::log_all)));
+    CHECK(r.log_fd == st.dirty_log->fd());
+    CHECK(r.log.mmap_size == st.dirty_log->size());
+    CHECK(r.log.mmap_offset == 0);
+  }
+  for (const auto& q : queue_starts(st))
+    CHECK(q.addr.flags == wire::vring_addr_flag_log);
+  // a restore's state load is never logged
+  const ActivateRequest load = replay_request(st, ReplayTo::state_load, acked);
+  CHECK(load.log_fd == nullptr);
+  CHECK(load.features == acked);
+  // stopped: nothing of the log is replayed any more
+  st.dirty_log.reset();
+  const ActivateRequest after = replay_request(st, ReplayTo::running, st.acked_features);
+  CHECK(after.log_fd == nullptr);
+  CHECK(after.features == acked);
+  for (const auto& q : after.queues)
+    CHECK(q.addr.flags == 0);
+}

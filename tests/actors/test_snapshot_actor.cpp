@@ -89,6 +89,9 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
       [=](vmm_fwd_atom, const proxy::Forward&) -> caf::result<proxy::ForwardResult> {
         return unused("vmm forward");
       },
+      [=](dirty_log_atom, const LogChange&) -> caf::result<caf::ok_atom> {
+        return unused("dirty log");
+      },
       [=](step_done_atom, uint64_t) {},  // the real actor's own; never sent to this fake
   };
 }

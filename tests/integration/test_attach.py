@@ -137,6 +137,10 @@ def test_example_vmm_against_qemu_storage_daemon(tmp):
             assert_vmm_ok(r)
             assert 'skip snapshot/restore' in r.stdout, r.stdout  # qsd has no DEVICE_STATE
             assert 'ok   read back' in r.stdout, r.stdout
+            # the client library's dirty log: libvhost-user marks what it writes
+            r = vmm(att.control, '--dirty-log')
+            assert_vmm_ok(r)
+            assert 'ok   dirty log' in r.stdout, r.stdout
         # the data is in qemu-storage-daemon's image, at sector 8
         with open(img, 'rb') as f:
             f.seek(8 * 512)
@@ -686,6 +690,102 @@ def test_shared_memory_requests_go_to_the_owning_vmm(tmp):
                 other.error('set_shmem_owner', {'owner': 'vmm'}, code='bad_state')
             c.ok('set_shmem_owner', {'owner': 'vufront'})
             assert c.ok('status')['shmem_owner'] == 'vufront'
+
+
+def test_dirty_log_start_resize_and_stop_over_the_control_socket(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            fds = activate_one_queue(c)
+            r = c.call('dirty_log_start')
+            assert r['ok'] is True, r
+            # one bit per 4 KiB page up to the memory's end (0x100200000), in 64-bit words
+            pages = 0x100200000 // 4096
+            assert r['result'] == {'fd': 0, 'size': (pages + 63) // 64 * 8}, r
+            assert len(r.get('_fds', [])) == 1, r
+            log = r['_fds'][0]
+            assert os.fstat(log).st_size == r['result']['size']
+            a.wait_log('<- SET_LOG_BASE')
+            a.wait_log('<- SET_VRING_ADDR')
+            # on a running device: SET_LOG_BASE, then LOG_ALL, then the ring's LOG flag
+            text = a.log_text()
+            at_base = text.rfind('<- SET_LOG_BASE')
+            at_features = text.find('<- SET_FEATURES', at_base)
+            at_addr = text.find('<- SET_VRING_ADDR', at_features)
+            assert at_base < at_features < at_addr, text[at_base:]
+            # the same log again
+            again = c.call('dirty_log_start')
+            assert again['result'] == r['result'], again
+            for fd in again.get('_fds', []):
+                os.close(fd)
+            # memory beyond the log: a bigger one, as an event with its fd, before the reply
+            more = os.memfd_create('more')
+            os.ftruncate(more, 1 << 20)
+            c.ok('add_memory_region', {'gpa': '0x200000000', 'size': 1 << 20, 'fd': 0}, fds=[more])
+            e = c.wait_event('dirty_log_resized')
+            assert e['size'] == (0x200100000 // 4096 + 63) // 64 * 8, e
+            assert len(e.get('_fds', [])) == 1, e
+            assert os.fstat(e['_fds'][0]).st_size == e['size']
+            assert c.ok('status')['dirty_log'] == e['size']
+            c.ok('dirty_log_stop')
+            c.ok('dirty_log_stop')  # nothing when it is off
+            st = c.ok('status')
+            assert st['state'] == 'active' and st['dirty_log'] is None, st
+            for fd in fds + [more, log] + e['_fds']:
+                os.close(fd)
+
+
+def test_example_vmm_dirty_log_and_a_backend_that_forgets_to_log(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        f = bs.start('f', '--size', '16M', '--forget-log')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att:
+            r = vmm(att.control, '--dirty-log')
+            assert_vmm_ok(r)
+            assert re.search(r'ok   dirty log .* page\(s\) marked, the \d+ written among them; stopped',
+                             r.stdout), r.stdout
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', f.sock) as att:
+            r = vmm(att.control, '--dirty-log')
+            assert r.returncode == 1, r.stdout + r.stderr
+            m = re.search(r'FAIL dirty log .*pages the back-end wrote are not in the log: (0x[0-9a-f]+)',
+                          r.stdout)
+            assert m, r.stdout
+
+
+def test_dirty_log_without_reply_ack_is_synced_with_get_features(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--refuse-feature', 'REPLY_ACK')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            fds = activate_one_queue(c)
+            a.wait_log('<- SET_VRING_KICK')  # the bring-up's lines are all read
+            before = a.log_text().count('<- GET_FEATURES')
+            r = c.call('dirty_log_start')
+            assert r['ok'] is True, r
+            fds += r['_fds']
+            a.wait_log('<- SET_LOG_BASE')
+            # one more GET_FEATURES, after the rings' LOG flag
+            assert a.log.wait_count('<- GET_FEATURES', before + 1), a.log_text()
+            text = a.log_text()
+            at_addr = text.find('<- SET_VRING_ADDR', text.rfind('<- SET_LOG_BASE'))
+            assert at_addr >= 0 and text.find('<- GET_FEATURES', at_addr) > at_addr, text
+            c.ok('dirty_log_stop')
+            for fd in fds:
+                os.close(fd)
+
+
+def test_dirty_log_refused_on_packed_rings_and_without_the_features(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '4M', '--packed')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', a.sock) as att, Control(att.control) as c:
+            fds = activate_one_packed_queue(c)
+            e = c.error('dirty_log_start', code='invalid_argument')
+            assert 'packed rings' in e['message'], e
+            for fd in fds:
+                os.close(fd)
+        b = bs.start('b', '--size', '4M', '--refuse-feature', 'LOG_SHMFD')
+        with Attach(ARGS.vufront, ctl_path(tmp), '--backend', b.sock) as att, Control(att.control) as c:
+            e = c.error('dirty_log_start', code='not_negotiated')
+            assert 'LOG_SHMFD' in e['message'], e
 
 
 def test_several_devices_add_and_remove(tmp):

@@ -1,5 +1,6 @@
 // The fault matrix of issue 8: the back-end killed at each request of
-// negotiate, activate, sleep, wake, reset, snapshot and restore; activate,
+// negotiate, activate, sleep, wake, reset, snapshot, restore, dirty_log_start
+// and dirty_log_stop (issue 25); activate,
 // sleep, wake and reset on packed rings too (issue 21: their position after
 // a crash is in the in-flight region only).
 //
@@ -261,6 +262,21 @@ Operation sleep_op() {
 
 Operation wake_op() { return {false, false, asleep, [](Env& e) { return e.c.wake(); }, wake_io, {}, "SET_VRING_KICK"}; }
 
+/// Dirty logging on and off (issue 25): a device lost in it resumes (with
+/// the log when it was on before the loss), the operation is asked again.
+const Step log_on = [](Env& e) { return e.c.session().dirty_log_start().ok(); };
+const Step log_off = [](Env& e) { return e.c.session().dirty_log_stop().ok(); };
+
+Operation dirty_log_start_op() {
+  return {false, false, up, log_on, [](Env& e) { return log_on(e) && e.c.io("I/O after"); }, {},
+          "SET_LOG_BASE"};
+}
+
+Operation dirty_log_stop_op() {
+  return {false, false, [](Env& e) { return up(e) && log_on(e); }, log_off,
+          [](Env& e) { return log_off(e) && e.c.io("I/O after"); }, {}, "SET_FEATURES"};
+}
+
 Operation reset_op() {
   return {false, false, up, [](Env& e) { return e.c.reset(); },
           [](Env& e) { return e.c.reset() && e.c.activate("activate again") && e.c.io("I/O after"); },
@@ -283,6 +299,14 @@ TEST_CASE("reconnect matrix: the back-end killed at each request of sleep") { ru
 TEST_CASE("reconnect matrix: the back-end killed at each request of wake") { run_matrix(wake_op()); }
 
 TEST_CASE("reconnect matrix: the back-end killed at each request of reset") { run_matrix(reset_op()); }
+
+TEST_CASE("reconnect matrix: the back-end killed at each request of dirty_log_start") {
+  run_matrix(dirty_log_start_op());
+}
+
+TEST_CASE("reconnect matrix: the back-end killed at each request of dirty_log_stop") {
+  run_matrix(dirty_log_stop_op());
+}
 
 // Packed rings: a back-end lost while they run leaves their position in the
 // in-flight region only (docs/lifecycle.md, "reconnect": Packed rings).
