@@ -52,11 +52,17 @@ std::string resume_kind(const proxy::Shadow& sh) {
          "used index (one completed out of order may be lost or repeated)";
 }
 
+/// Records `p` in the shadow as if the back-end had answered `r`, with the
+/// ring addresses its memory made usable (forwarded with the replay).
+void record(VmmPortState& st, const Prepared& p, const ForwardResult& r) {
+  st.shadow->commit(p, r);
+  for (auto& ready : st.shadow->take_ready())
+    st.shadow->commit(ready, ForwardResult{});
+}
+
 void answer_now(Self self, const Prepared& p, const ForwardResult& r) {
   auto& st = self->state;
-  st.shadow->commit(p, r);
-  for (auto& ready : st.shadow->take_ready())  // rings whose memory just came
-    st.shadow->commit(ready, ForwardResult{});
+  record(st, p, r);
   ++st.answered_for_backend;
   if (answer(self, p, r))
     done(self);
@@ -188,9 +194,7 @@ void handle_away(Self self, Prepared prepared) {
       break;
   }
   if (!st.shadow->answer_due(*p)) {  // nothing to tell the VMM: recorded for the replay
-    st.shadow->commit(*p, s.result);
-    for (auto& ready : st.shadow->take_ready())
-      st.shadow->commit(ready, ForwardResult{});
+    record(st, *p, s.result);
     done(self);
     return;
   }

@@ -211,23 +211,12 @@ def test_guest_qsd_killed_and_restarted_resumes_best_effort(tmp):
 
 
 def hung_at_get_vring_base(tmp, packed):
-    image = os.path.join(tmp, 'ref.img')
-    with open(image, 'wb') as f:
-        f.truncate(16 << 20)
+    image = new_image(os.path.join(tmp, 'ref.img'), 16 << 20)
     # The first back-end never answers its first GET_VRING_BASE (the guest's
     # reboot stops the ring): vufront answers QEMU from the used index once
     # it has SIGKILLed it; the next back-end serves the second boot.
     sock, start = reference_backend(tmp, image, ('--delay-reply', 'GET_VRING_BASE:600000'))
-    body = guest.wait_for_block('/dev/vda') + '''
-mark=$(dd if=/dev/vda bs=512 skip=64 count=1 2>/dev/null | head -c 12)
-if [ "$mark" = "VUFRONT-BOOT" ]; then
-  echo VUFRONT-GUEST-SECOND-BOOT
-''' + vp.io_body(cpus=1) + '''
-fi
-printf VUFRONT-BOOT | dd of=/dev/vda bs=512 seek=64 conv=sync,fsync 2>/dev/null
-sync
-reboot -f
-'''
+    body = vp.reboot_body()
     with Supervisor(start) as sup, attach(tmp, sock, '--drain-timeout', '2') as a, \
             Control(a.control) as ctl:
         with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, body),
@@ -271,9 +260,7 @@ def test_guest_fence_none_closes_the_vmm_connection_instead(tmp):
 
 
 def test_guest_backend_drops_its_connection_at_ring_start(tmp):
-    image = os.path.join(tmp, 'ref.img')
-    with open(image, 'wb') as f:
-        f.truncate(16 << 20)
+    image = new_image(os.path.join(tmp, 'ref.img'), 16 << 20)
     with Backend(vp.ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
                  '--close-at', 'SET_VRING_KICK:1') as b, attach(tmp, b.sock) as a, Control(a.control) as ctl:
         with vp.boot(tmp, os.path.join(tmp, 'vmm.sock'), vp.initrd(tmp, vp.io_body(cpus=1)), smp=1) as q:

@@ -265,11 +265,10 @@ def test_guest_qemu_killed_then_a_second_qemu(tmp):
         assert wait_session_over(ctl)['connections'] == 2
 
 
-def test_guest_reboot_and_stop_cont(tmp):
-    peer, img = qsd(tmp, queues=1)
-    # First boot: write the pattern, then reboot; the second boot finds the
-    # first one's marker, writes again and powers off.
-    body = guest.wait_for_block('/dev/vda') + '''
+def reboot_body():
+    """The guest's work across a reboot: the first boot leaves a marker and
+    reboots; the second finds it, writes the pattern (io_body) and powers off."""
+    return guest.wait_for_block('/dev/vda') + '''
 mark=$(dd if=/dev/vda bs=512 skip=64 count=1 2>/dev/null | head -c 12)
 if [ "$mark" = "VUFRONT-BOOT" ]; then
   echo VUFRONT-GUEST-SECOND-BOOT
@@ -280,6 +279,13 @@ sync
 echo VUFRONT-GUEST-REBOOTING
 reboot -f
 '''
+
+
+def test_guest_reboot_and_stop_cont(tmp):
+    peer, img = qsd(tmp, queues=1)
+    # First boot: write the pattern, then reboot; the second boot finds the
+    # first one's marker, writes again and powers off.
+    body = reboot_body()
     with peer, attach(tmp, peer.sock) as a, Control(a.control) as ctl:
         qmp = os.path.join(tmp, 'qmp.sock')
         with boot(tmp, os.path.join(tmp, 'vmm.sock'), initrd(tmp, body), smp=1, qmp=qmp,
