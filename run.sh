@@ -37,6 +37,7 @@ PACKAGES=(
 TEST_PACKAGES=(
   qemu-system-x86 linux-image-cloud-amd64 busybox-static
   groff-base
+  strace  # bench/bench_vmm_control.py: QEMU's waits for vhost-user replies
 )
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }

@@ -180,7 +180,8 @@ class Qemu:
     stdout (kept line by line: wait_console()), QMP on `qmp` when given.
     Stopped by pid: use it as a context manager, or call stop() in a finally."""
 
-    def __init__(self, qemu, kernel, initrd, extra, mem_mb=256, smp=1, qmp=None, reboot=False):
+    def __init__(self, qemu, kernel, initrd, extra, mem_mb=256, smp=1, qmp=None, reboot=False,
+                 wrapper=()):
         args = [qemu, '-accel', 'tcg', '-m', str(mem_mb), '-smp', str(smp), '-nographic',
                 '-nodefaults', '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd,
                 '-append', 'console=ttyS0 panic=-1 quiet',
@@ -191,7 +192,8 @@ class Qemu:
         if qmp:
             args += ['-qmp', 'unix:%s,server=on,wait=off' % qmp]
         self.qmp_path = qmp
-        self.args = args + list(extra)  # the command line (the demo prints it)
+        # the command line (the demo prints it); `wrapper` goes before it (strace)
+        self.args = list(wrapper) + args + list(extra)
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.console = []
