@@ -14,7 +14,15 @@ from the disk and compares it with its copy (which came over in its RAM).
 The source vufront must have forwarded QEMU's SET_LOG_BASE (its session's
 `log_bases`), the destination's rings must have started where the source's
 stopped. Without LOG_ALL and LOG_SHMFD in vufront's offer QEMU refuses the
-`migrate` ("vhost lacks VHOST_F_LOG_ALL feature").
+`migrate` ("Migration disabled: vhost-user backend lacks
+VHOST_USER_PROTOCOL_F_LOG_SHMFD feature.").
+
+A second run loses the source's back-end while QEMU logs: the migration held
+back (max-bandwidth 1 MB/s) until the source's qemu-storage-daemon was
+SIGKILLed and restarted; vufront marks every page of QEMU's log dirty, its
+replay (seen with --trace) sends QEMU's log to the new daemon before the
+ring starts, QEMU never notices, and the migration then completes with every
+write read back.
 
 Every process is stopped by pid, also when the test fails. Without QEMU, a
 cloud kernel or a static busybox it exits 77 (ctest: skipped).
@@ -27,6 +35,7 @@ migration sequences as docs/vmm-proxy.md shows them.
 """
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +43,7 @@ import time
 import guest
 import test_vmm_proxy as vp
 from runner import run_tests
+from test_vmm_backend_loss import Supervisor
 from vubackend import Attach, Control, Peer
 
 ARGS = None
@@ -104,16 +114,28 @@ class Side:
     vufront attach in front of it, and (once started) QEMU. stop() ends them
     all by pid, QEMU first."""
 
-    def __init__(self, tmp, name, image):
+    def __init__(self, tmp, name, image, restart=False):
         self.tmp = tmp
         self.name = name
-        self.peer = Peer(ARGS.peers, 'start-qsd-blk.sh', os.path.join(tmp, name + '-qsd.sock'), image,
-                         env={'QSD_LOCKING': 'off', 'QSD_NUM_QUEUES': '1'})
-        self.attach = self.ctl = self.qemu = self.tap = None
+        self.attach = self.ctl = self.qemu = self.tap = self.supervisor = None
+        self.peers = []
+        qsd_sock = os.path.join(tmp, name + '-qsd.sock')
+
+        def start(_):
+            p = Peer(ARGS.peers, 'start-qsd-blk.sh', qsd_sock, image,
+                     env={'QSD_LOCKING': 'off', 'QSD_NUM_QUEUES': '1'})
+            self.peers.append(p)
+            return p
         try:
+            # restart: a new daemon each time one exits, as a service manager would
+            if restart:
+                self.supervisor = Supervisor(start)
+            else:
+                start(0)
             self.vmm_sock = os.path.join(tmp, name + '-vmm.sock')
             self.attach = Attach(ARGS.vufront, os.path.join(tmp, name + '-ctl.sock'),
-                                 '--backend', 'disk0=' + self.peer.sock, '--vmm-socket', 'disk0=' + self.vmm_sock)
+                                 '--backend', 'disk0=' + qsd_sock, '--vmm-socket', 'disk0=' + self.vmm_sock,
+                                 '--reconnect-max-delay', '0.2', *(('--trace',) if restart else ()))
             self.ctl = Control(self.attach.control)
             self.qemu_sock = self.vmm_sock
             if ARGS.tap:
@@ -135,11 +157,15 @@ class Side:
         return self.ctl.ok('status', device='disk0')['vmm']
 
     def stop(self):
-        for part in (self.qemu, self.tap, self.ctl, self.attach, self.peer):
+        parts = [self.qemu, self.tap, self.ctl, self.attach]
+        if self.supervisor is not None:
+            self.supervisor._stop.set()  # no restart while everything stops
+            self.supervisor._thread.join(10)
+        for part in parts + self.peers:
             if part is None:
                 continue
             try:
-                part.stop() if not isinstance(part, Control) else part.close()
+                part.close() if isinstance(part, Control) else part.stop()
             except Exception as e:  # noqa: BLE001 - stop the rest whatever happens
                 sys.stderr.write('stopping %s of %s: %r\n' % (type(part).__name__, self.name, e))
 
@@ -149,15 +175,11 @@ class Side:
         return '=== %s\n%s' % (self.name, vp.report(self.qemu, self.attach))
 
 
-def migrate(src, uri):
-    """QMP: max-bandwidth raised (TCG is slow), `migrate`, then query-migrate
-    until it completes; returns its last answer."""
-    q = src.qemu
-    q.qmp('migrate-set-parameters', {'max-bandwidth': 10 << 30})
-    q.qmp('migrate', {'uri': uri})
+def wait_migrated(src):
+    """query-migrate until it completes; its last answer."""
     deadline = time.monotonic() + LIMIT
     while True:
-        info = q.qmp('query-migrate')
+        info = src.qemu.qmp('query-migrate')
         status = info.get('status')
         if status == 'completed':
             return info
@@ -166,9 +188,43 @@ def migrate(src, uri):
         time.sleep(0.1)
 
 
+def lose_backend_while_logging(src):
+    """The source's qemu-storage-daemon SIGKILLed while QEMU logs (the
+    migration held back by a low max-bandwidth): vufront answers for it,
+    marks every page of QEMU's log dirty once it is gone, and replays the
+    log into the restarted daemon before its ring starts."""
+    guest.wait_until(lambda: (src.vmm().get('session') or {}).get('logging'), LIMIT,
+                     'QEMU to start logging\n' + src.report())
+    assert src.supervisor.current.signal(signal.SIGKILL)
+    ev = src.ctl.wait_event('vmm_resumed', timeout=LIMIT, device='disk0')
+    assert 'the VMM logs' in ev['detail'], ev
+    log = src.attach.log_text()
+    assert 'marked dirty once' in log, src.report()
+    # the replay (--trace): the daemon got QEMU's log before its ring started
+    after = log[log.index('VMM socket: the back-end was lost'):].splitlines()
+    sent = [l.split('-qsd.sock -> ')[1].split()[0] for l in after if '-qsd.sock -> ' in l]
+    assert 'SET_LOG_BASE' in sent and 'SET_VRING_KICK' in sent, sent
+    assert sent.index('SET_LOG_BASE') < sent.index('SET_VRING_KICK'), sent
+    guest.wait_until(lambda: src.supervisor.starts >= 2, 10, 'the restarted daemon')  # its script returns last
+    assert src.vmm()['session']['logging'], src.vmm()
+
+
+def migrate(src, uri, lose_backend=False):
+    """QMP: max-bandwidth raised (TCG is slow), `migrate`, then wait until it
+    completes; returns query-migrate's last answer. `lose_backend`: first
+    at 1 MB/s, and lose_backend_while_logging() before raising it."""
+    q = src.qemu
+    q.qmp('migrate-set-parameters', {'max-bandwidth': (1 << 20) if lose_backend else (10 << 30)})
+    q.qmp('migrate', {'uri': uri})
+    if lose_backend:
+        lose_backend_while_logging(src)
+        q.qmp('migrate-set-parameters', {'max-bandwidth': 10 << 30})
+    return wait_migrated(src)
+
+
 # ---- the test -------------------------------------------------------------------
 
-def test_guest_live_migration_through_vufront(tmp):
+def live_migration(tmp, lose_backend):
     if not ARGS.peers:
         raise AssertionError('--peers is needed for qemu-storage-daemon')
     image = os.path.join(tmp, 'disk.img')
@@ -178,7 +234,7 @@ def test_guest_live_migration_through_vufront(tmp):
     uri = 'unix:' + os.path.join(tmp, 'migration.sock')
     sides = []
     try:
-        src = Side(tmp, 'source', image)
+        src = Side(tmp, 'source', image, restart=lose_backend)
         sides.append(src)
         dst = Side(tmp, 'destination', image)
         sides.append(dst)
@@ -186,7 +242,7 @@ def test_guest_live_migration_through_vufront(tmp):
         dst.boot(rd, '-incoming', uri)
         rep = lambda: '\n'.join(s.report() for s in sides)  # noqa: E731
         assert src.qemu.wait_console('VUFRONT-GUEST-WROTE', LIMIT), rep()
-        info = migrate(src, uri)
+        info = migrate(src, uri, lose_backend)
         before = wrote(src.qemu)
         # the source stopped its ring (GET_VRING_BASE, answered after the
         # back-end); the destination starts it at that base, without logging
@@ -227,7 +283,8 @@ def test_guest_live_migration_through_vufront(tmp):
         live = src.vmm()['session']
         assert live['log_bases'] >= 1, live
         assert int(live['features'], 16) & (1 << 26), live
-        assert src.vmm()['connections'] == 1
+        assert src.vmm()['connections'] == 1  # QEMU never saw a back-end go
+        assert src.vmm()['resumes'] == (1 if lose_backend else 0), src.vmm()
         dst_v = vp.wait_session_over(dst.ctl)
         assert dst_v['connections'] == 1 and dst_v['last_session']['log_bases'] == 0, dst_v
         assert info['ram']['total'] >= MEM_MB << 20, info
@@ -238,6 +295,14 @@ def test_guest_live_migration_through_vufront(tmp):
     finally:
         for side in reversed(sides):
             side.stop()
+
+
+def test_guest_live_migration_through_vufront(tmp):
+    live_migration(tmp, lose_backend=False)
+
+
+def test_guest_live_migration_survives_the_backend_lost_while_qemu_logs(tmp):
+    live_migration(tmp, lose_backend=True)
 
 
 def main():
