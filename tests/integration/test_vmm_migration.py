@@ -175,26 +175,10 @@ class Side:
         return '=== %s\n%s' % (self.name, vp.report(self.qemu, self.attach))
 
 
-def wait_migrated(src):
-    """query-migrate until it completes; its last answer."""
-    deadline = time.monotonic() + LIMIT
-    while True:
-        info = src.qemu.qmp('query-migrate')
-        status = info.get('status')
-        if status == 'completed':
-            return info
-        if status in ('failed', 'cancelled') or time.monotonic() > deadline:
-            raise AssertionError('migration %s: %s' % (status, info))
-        time.sleep(0.1)
-
-
 def lose_backend_while_logging(src):
-    """The source's qemu-storage-daemon SIGKILLed while QEMU logs (the
-    migration held back by a low max-bandwidth): vufront answers for it,
-    marks every page of QEMU's log dirty once it is gone, and replays the
-    log into the restarted daemon before its ring starts."""
-    guest.wait_until(lambda: (src.vmm().get('session') or {}).get('logging'), LIMIT,
-                     'QEMU to start logging\n' + src.report())
+    """The source's qemu-storage-daemon SIGKILLed while QEMU logs: vufront
+    answers for it, marks every page of QEMU's log dirty once it is gone,
+    and replays the log into the restarted daemon before its ring starts."""
     assert src.supervisor.current.signal(signal.SIGKILL)
     ev = src.ctl.wait_event('vmm_resumed', timeout=LIMIT, device='disk0')
     assert 'the VMM logs' in ev['detail'], ev
@@ -210,16 +194,31 @@ def lose_backend_while_logging(src):
 
 
 def migrate(src, uri, lose_backend=False):
-    """QMP: max-bandwidth raised (TCG is slow), `migrate`, then wait until it
-    completes; returns query-migrate's last answer. `lose_backend`: first
-    at 1 MB/s, and lose_backend_while_logging() before raising it."""
+    """QMP `migrate`, held at 1 MB/s while the guest writes 32 blocks with
+    QEMU logging (the daemon's writes to guest memory are then in the log:
+    the used ring's pages, which nothing else dirties); `lose_backend`: the
+    daemon lost in that window. Then max-bandwidth raised (TCG is slow) and
+    wait until it completes; returns query-migrate's last answer."""
     q = src.qemu
-    q.qmp('migrate-set-parameters', {'max-bandwidth': (1 << 20) if lose_backend else (10 << 30)})
+    q.qmp('migrate-set-parameters', {'max-bandwidth': 1 << 20})
     q.qmp('migrate', {'uri': uri})
+    guest.wait_until(lambda: (src.vmm().get('session') or {}).get('logging'), LIMIT,
+                     'QEMU to start logging\n' + src.report())
+    logging_from = wrote(q)
     if lose_backend:
         lose_backend_while_logging(src)
-        q.qmp('migrate-set-parameters', {'max-bandwidth': 10 << 30})
-    return wait_migrated(src)
+    guest.wait_until(lambda: wrote(q) >= logging_from + 32, LIMIT,
+                     'the guest to write while QEMU logs\n' + src.report())
+    q.qmp('migrate-set-parameters', {'max-bandwidth': 10 << 30})
+    deadline = time.monotonic() + LIMIT
+    while True:
+        info = q.qmp('query-migrate')
+        status = info.get('status')
+        if status == 'completed':
+            return info
+        if status in ('failed', 'cancelled') or time.monotonic() > deadline:
+            raise AssertionError('migration %s: %s' % (status, info))
+        time.sleep(0.1)
 
 
 # ---- the test -------------------------------------------------------------------
