@@ -7,8 +7,10 @@
 
 Both daemons open the same image (QSD_LOCKING=off: shared storage, as QEMU
 migrates vhost-user-blk). The guest writes numbered 4 KiB blocks with
-O_DIRECT in a loop and keeps a copy of each in its RAM; the test raises
-max-bandwidth, runs QMP `migrate` and waits for `completed`; then it lets the
+O_DIRECT in a loop and keeps a copy of each in its RAM; the test runs QMP
+`migrate` at 1 MB/s until the guest wrote 32 blocks with QEMU logging (the
+daemon's used-ring writes must be in the log: nothing else dirties those
+pages), raises max-bandwidth and waits for `completed`; then it lets the
 guest (now on the destination) stop, and the guest reads every block back
 from the disk and compares it with its copy (which came over in its RAM).
 The source vufront must have forwarded QEMU's SET_LOG_BASE (its session's
