@@ -24,12 +24,16 @@ back (max-bandwidth 1 MB/s) until the source's qemu-storage-daemon was
 SIGKILLed and restarted; vufront marks every page of QEMU's log dirty, its
 replay (seen with --trace) sends QEMU's log to the new daemon before the
 ring starts, QEMU never notices, and the migration then completes with every
-write read back.
+write read back. A third run has vufront-backend on both sides (its disk
+the same image, mapped shared) and the source's dying as it takes QEMU's
+SET_LOG_BASE (--crash-at): vufront answers QEMU for it once it is gone,
+replays the log into the next one, and the migration completes.
 
 Every process is stopped by pid, also when the test fails. Without QEMU, a
 cloud kernel or a static busybox it exits 77 (ctest: skipped).
 
-    test_vmm_migration.py --vufront build/bin/vufront --peers ../shared/peers [--tap DIR]
+    test_vmm_migration.py --vufront build/bin/vufront --backend build/bin/vufront-backend \
+        --peers ../shared/peers [--tap DIR] [-k NAME]
 
 --tap DIR puts ../shared/peers/vu-tap.py between each QEMU and its vufront
 and leaves their logs in DIR (source.log, destination.log): QEMU's
@@ -46,7 +50,7 @@ import guest
 import test_vmm_proxy as vp
 from runner import run_tests
 from test_vmm_backend_loss import Supervisor
-from vubackend import Attach, Control, Peer
+from vubackend import Attach, Backend, Control, Peer
 
 ARGS = None
 LIMIT = 60          # seconds for a guest step (about 5-10 s when it works)
@@ -116,16 +120,21 @@ class Side:
     vufront attach in front of it, and (once started) QEMU. stop() ends them
     all by pid, QEMU first."""
 
-    def __init__(self, tmp, name, image, restart=False):
+    def __init__(self, tmp, name, image, restart=False, reference=None):
         self.tmp = tmp
         self.name = name
         self.attach = self.ctl = self.qemu = self.tap = self.supervisor = None
         self.peers = []
-        qsd_sock = os.path.join(tmp, name + '-qsd.sock')
+        # reference: vufront-backend on the image (mapped shared, so two
+        # of them see one disk), these arguments for its first start only
+        qsd_sock = os.path.join(tmp, name + ('-ref.sock' if reference is not None else '-qsd.sock'))
 
-        def start(_):
-            p = Peer(ARGS.peers, 'start-qsd-blk.sh', qsd_sock, image,
-                     env={'QSD_LOCKING': 'off', 'QSD_NUM_QUEUES': '1'})
+        def start(n):
+            if reference is not None:
+                p = Backend(ARGS.backend, qsd_sock, '--image', image, *(reference if n == 0 else ()))
+            else:
+                p = Peer(ARGS.peers, 'start-qsd-blk.sh', qsd_sock, image,
+                         env={'QSD_LOCKING': 'off', 'QSD_NUM_QUEUES': '1'})
             self.peers.append(p)
             return p
         try:
@@ -177,18 +186,20 @@ class Side:
         return '=== %s\n%s' % (self.name, vp.report(self.qemu, self.attach))
 
 
-def lose_backend_while_logging(src):
+def lose_backend_while_logging(src, kill=True):
     """The source's qemu-storage-daemon SIGKILLed while QEMU logs: vufront
     answers for it, marks every page of QEMU's log dirty once it is gone,
     and replays the log into the restarted daemon before its ring starts."""
-    assert src.supervisor.current.signal(signal.SIGKILL)
+    if kill:
+        assert src.supervisor.current.signal(signal.SIGKILL)
     ev = src.ctl.wait_event('vmm_resumed', timeout=LIMIT, device='disk0')
-    assert 'the VMM logs' in ev['detail'], ev
     log = src.attach.log_text()
-    assert 'marked dirty once' in log, src.report()
+    if kill:  # lost with LOG_ALL on: the back-end may have written without logging
+        assert 'the VMM logs' in ev['detail'], ev
+        assert 'marked dirty once' in log, src.report()
     # the replay (--trace): the daemon got QEMU's log before its ring started
     after = log[log.index('VMM socket: the back-end was lost'):].splitlines()
-    sent = [l.split('-qsd.sock -> ')[1].split()[0] for l in after if '-qsd.sock -> ' in l]
+    sent = [l.split('.sock -> ')[1].split()[0] for l in after if 'source-' in l and '.sock -> ' in l]
     assert 'SET_LOG_BASE' in sent and 'SET_VRING_KICK' in sent, sent
     assert sent.index('SET_LOG_BASE') < sent.index('SET_VRING_KICK'), sent
     guest.wait_until(lambda: src.supervisor.starts >= 2, 10, 'the restarted daemon')  # its script returns last
@@ -208,7 +219,7 @@ def migrate(src, uri, lose_backend=False):
                      'QEMU to start logging\n' + src.report())
     logging_from = wrote(q)
     if lose_backend:
-        lose_backend_while_logging(src)
+        lose_backend_while_logging(src, kill=lose_backend == 'kill')
     guest.wait_until(lambda: wrote(q) >= logging_from + 32, LIMIT,
                      'the guest to write while QEMU logs\n' + src.report())
     q.qmp('migrate-set-parameters', {'max-bandwidth': 10 << 30})
@@ -225,7 +236,7 @@ def migrate(src, uri, lose_backend=False):
 
 # ---- the test -------------------------------------------------------------------
 
-def live_migration(tmp, lose_backend):
+def live_migration(tmp, lose_backend=None):
     if not ARGS.peers:
         raise AssertionError('--peers is needed for qemu-storage-daemon')
     image = os.path.join(tmp, 'disk.img')
@@ -235,9 +246,11 @@ def live_migration(tmp, lose_backend):
     uri = 'unix:' + os.path.join(tmp, 'migration.sock')
     sides = []
     try:
-        src = Side(tmp, 'source', image, restart=lose_backend)
+        # crash: vufront-backend (in-flight region) that dies taking QEMU's SET_LOG_BASE
+        ref = ('--no-packed', '--crash-at', 'SET_LOG_BASE') if lose_backend == 'crash' else None
+        src = Side(tmp, 'source', image, restart=bool(lose_backend), reference=ref)
         sides.append(src)
-        dst = Side(tmp, 'destination', image)
+        dst = Side(tmp, 'destination', image, reference=('--no-packed',) if ref else None)
         sides.append(dst)
         src.boot(rd)
         dst.boot(rd, '-incoming', uri)
@@ -286,6 +299,8 @@ def live_migration(tmp, lose_backend):
         assert int(live['features'], 16) & (1 << 26), live
         assert src.vmm()['connections'] == 1  # QEMU never saw a back-end go
         assert src.vmm()['resumes'] == (1 if lose_backend else 0), src.vmm()
+        if lose_backend == 'crash':  # QEMU's SET_LOG_BASE was answered for the lost back-end
+            assert src.vmm()['answered_for_backend'] >= 1, src.vmm()
         dst_v = vp.wait_session_over(dst.ctl)
         assert dst_v['connections'] == 1 and dst_v['last_session']['log_bases'] == 0, dst_v
         assert info['ram']['total'] >= MEM_MB << 20, info
@@ -303,13 +318,18 @@ def test_guest_live_migration_through_vufront(tmp):
 
 
 def test_guest_live_migration_survives_the_backend_lost_while_qemu_logs(tmp):
-    live_migration(tmp, lose_backend=True)
+    live_migration(tmp, lose_backend='kill')
+
+
+def test_guest_live_migration_survives_the_backend_crashing_at_set_log_base(tmp):
+    live_migration(tmp, lose_backend='crash')
 
 
 def main():
     global ARGS
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument('--vufront', required=True)
+    ap.add_argument('--backend', required=True, help='vufront-backend')
     ap.add_argument('--peers')
     ap.add_argument('--qemu', default='qemu-system-x86_64')
     ap.add_argument('--tap', help='record each QEMU connection with vu-tap.py into this directory')
