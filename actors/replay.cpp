@@ -55,6 +55,12 @@ ActivateRequest replay_shadow(const proxy::Shadow& shadow) {
     req.inflight = shadow.inflight();
     req.inflight_fd = shadow.inflight_fd();
   }
+  if (shadow.logging()) {
+    // the VMM's own log, before any ring starts; its features carry LOG_ALL
+    // and its rings the LOG flag as the VMM sent them (docs/vmm-proxy.md)
+    req.log = shadow.log();
+    req.log_fd = shadow.log_fd();
+  }
   const auto& rings = shadow.rings();
   for (uint32_t i = 0; i < rings.size(); ++i) {
     const auto& ring = rings[i];

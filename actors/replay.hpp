@@ -47,7 +47,8 @@ enum class ReplayTo {
 
 /// What a VMM had set up through its socket (proxy::Shadow), for the next
 /// back-end after a loss: its features, FEATURES_OK as the VMM set it, its
-/// memory (synthetic addresses), its in-flight region, every ring it set up
+/// memory (synthetic addresses), its in-flight region, its dirty log while it
+/// logs (SET_LOG_BASE with the VMM's log, before any ring), every ring it set up
 /// (started ones kicked and enabled as the VMM left them), and DRIVER_OK
 /// when the VMM had set it. A started split ring resumes at the used index
 /// in guest memory (what the lost back-end completed), a stopped one at the

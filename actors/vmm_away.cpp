@@ -16,6 +16,7 @@
 #include "actors/error.hpp"
 #include "actors/replay.hpp"
 #include "actors/vmm_port_steps.hpp"
+#include "proxy/log_base.hpp"
 
 namespace vufront::actors::vmm_port_steps {
 
@@ -60,6 +61,25 @@ void record(VmmPortState& st, const Prepared& p, const ForwardResult& r) {
     st.shadow->commit(ready, ForwardResult{});
 }
 
+/// The lost back-end can no longer write: while the VMM logs (live
+/// migration), every page of its log is marked dirty once, since the
+/// back-end may have died between a write to guest memory and its log bit.
+/// False when that failed and the session ended (the VMM would miss pages).
+bool mark_log(Self self) {
+  const auto& sh = *self->state.shadow;
+  if (!sh.logging())
+    return true;
+  if (auto r = proxy::mark_all_dirty(sh.log(), sh.log_fd()->get()); !r) {
+    end_session(self, "the back-end was lost while the VMM logs, and its log could not be marked dirty: " +
+                          r.error().message(),
+                false);
+    return false;
+  }
+  log(self, "the VMM logs: every page of its dirty log (" + std::to_string(sh.log().mmap_size) +
+                " bytes) marked dirty once");
+  return true;
+}
+
 void answer_now(Self self, const Prepared& p, const ForwardResult& r) {
   auto& st = self->state;
   record(st, p, r);
@@ -92,6 +112,8 @@ void fence(Self self) {
             s.fencing = false;
             s.fenced = true;
             log(self, "the lost back-end is fenced: " + what);
+            if (!mark_log(self))
+              return;
             if (s.held && !s.held_for_backend) {
               auto p = std::move(s.held);
               handle_away(self, std::move(*p));
@@ -125,6 +147,9 @@ void replay(Self self) {
             s.away = false;
             ++s.resumes;
             s.last_resume = resume_kind(*s.shadow);
+            if (s.shadow->logging())
+              s.last_resume += "; the VMM logs: its log went to the new back-end before any ring, every page "
+                               "marked dirty once";
             if (s.last_resume.rfind("best effort", 0) == 0)
               ++s.best_effort_resumes;
             log(self, "the VMM's set-up was replayed into the new back-end; " + s.last_resume);
@@ -221,7 +246,8 @@ void backend_back(Self self, const std::string& detail) {
             if (!current(self, session))
               return;
             log(self, "before the replay: " + what);
-            replay(self);
+            if (mark_log(self))
+              replay(self);
           },
           [self, session](caf::error& e) {
             if (!current(self, session))

@@ -124,6 +124,7 @@ bool forwarded(FrontendReq req) noexcept {
     case FrontendReq::set_status:
     case FrontendReq::get_status:
     case FrontendReq::reset_device:
+    case FrontendReq::set_log_base:
       return true;
     default:
       return false;
@@ -171,6 +172,13 @@ Result<ForwardResult> forward(BackendClient& c, const Forward& f) {
     }
     case FrontendReq::reset_device:
       return from(c.reset_device());
+    case FrontendReq::set_log_base: {
+      // The VMM's reply only once the back-end replied: QEMU frees its old
+      // log after this reply (docs/vmm-proxy.md, "Live migration").
+      if (auto r = c.set_log_base(std::get<wire::Log>(f.payload), fd_of(f)); !r)
+        return std::move(r).error();
+      return u64_reply(f.req, 0);
+    }
     default:
       return make_error(errc::invalid_argument, frontend_req_name(static_cast<uint32_t>(f.req)),
                         "not a request vufront forwards to the back-end");

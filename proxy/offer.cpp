@@ -2,15 +2,13 @@
 
 namespace vufront::proxy {
 
-uint64_t withheld_features() noexcept {
-  return bit(feature::log_all) | bit(feature::access_platform);
-}
+uint64_t withheld_features() noexcept { return bit(feature::access_platform); }
 
 uint64_t proxied_protocol_features() noexcept {
   namespace p = protocol_feature;
   return bit(p::mq) | bit(p::reply_ack) | bit(p::backend_req) | bit(p::config) |
          bit(p::inflight_shmfd) | bit(p::reset_device) | bit(p::configure_mem_slots) |
-         bit(p::status);
+         bit(p::status) | bit(p::log_shmfd);
 }
 
 Result<Negotiated> vmm_offer(const BackendOffer& b) {
@@ -28,6 +26,15 @@ Result<Negotiated> vmm_offer(const BackendOffer& b) {
   // Requests of the back-end reach the VMM only through vufront's channel.
   if (!b.backend_channel)
     proto &= ~bit(protocol_feature::backend_req);
+  // Dirty logging goes through only whole: LOG_ALL with the shared log
+  // (LOG_SHMFD). QEMU without LOG_SHMFD would send SET_LOG_BASE without an
+  // fd and without waiting for a reply; without LOG_ALL it refuses
+  // `migrate` itself.
+  const bool log = has_bit(b.features, feature::log_all) && has_bit(proto, protocol_feature::log_shmfd);
+  if (!log) {
+    n.offered_features &= ~bit(feature::log_all);
+    proto &= ~bit(protocol_feature::log_shmfd);
+  }
   n.offered_protocol_features = proto;
   n.num_queues = b.queue_num;
   n.max_mem_slots = b.max_mem_slots;

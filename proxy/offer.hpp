@@ -22,18 +22,22 @@ struct BackendOffer {
   bool backend_channel = false;    ///< the back-end took vufront's channel
 };
 
-/// Virtio feature bits never offered to a VMM: LOG_ALL (dirty logging is
-/// not proxied yet, so QEMU refuses `migrate` instead of migrating with a
-/// half-done log) and ACCESS_PLATFORM (IOTLB messages are not proxied).
+/// Virtio feature bits never offered to a VMM: ACCESS_PLATFORM (IOTLB
+/// messages are not proxied). LOG_ALL is offered only together with
+/// LOG_SHMFD (vmm_offer()).
 [[nodiscard]] uint64_t withheld_features() noexcept;
 
 /// Protocol features passed through when the back-end has them: MQ,
 /// REPLY_ACK, BACKEND_REQ, CONFIG, INFLIGHT_SHMFD, RESET_DEVICE,
-/// CONFIGURE_MEM_SLOTS, STATUS. Never: LOG_SHMFD, PAGEFAULT, HOST_NOTIFIER,
-/// INBAND_NOTIFICATIONS, SHMEM, DEVICE_STATE and the rest.
+/// CONFIGURE_MEM_SLOTS, STATUS, LOG_SHMFD (with LOG_ALL only). Never:
+/// PAGEFAULT, HOST_NOTIFIER, INBAND_NOTIFICATIONS, SHMEM, DEVICE_STATE and
+/// the rest.
 [[nodiscard]] uint64_t proxied_protocol_features() noexcept;
 
 /// The offer for the VMM, as the decoder's context (nothing acked yet).
+/// LOG_ALL and LOG_SHMFD (live migration of the VMM, docs/vmm-proxy.md) are
+/// offered both or neither: both when the back-end offers LOG_ALL and
+/// vufront acked its LOG_SHMFD.
 /// Errors: not_negotiated when the back-end cannot serve a VMM of this kind
 /// through vufront (a blk back-end without CONFIG: QEMU refuses the device;
 /// a back-end without PROTOCOL_FEATURES).

@@ -4,9 +4,11 @@
 
 #include <cstdio>
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
+#include "proxy/log_base.hpp"
 #include "proxy/offer.hpp"
 #include "virtio/inflight_packed.hpp"
 
@@ -162,6 +164,13 @@ Result<Shadow::Prepared> Shadow::prepare(FrontendRequest&& r) const {
         p.deferred = true;  // forwarded once its memory is there (take_ready)
       break;
     }
+    case FrontendReq::set_log_base: {
+      // the decoder saw exactly one fd (LOG_SHMFD acked)
+      const int fd = p.forward.fds.empty() || !p.forward.fds[0] ? -1 : p.forward.fds[0]->get();
+      if (auto c = check_log_base(std::get<wire::Log>(p.forward.payload), fd, memory_end()); !c)
+        return std::move(c).error();
+      break;
+    }
     case FrontendReq::set_vring_kick: {
       const auto& v = std::get<VringFd>(p.forward.payload);
       const auto& ring = rings_.at(v.index);
@@ -189,6 +198,14 @@ void Shadow::commit(const Prepared& p, const ForwardResult& answer) {
   switch (f.req) {
     case FrontendReq::set_features:
       ctx_.acked_features = std::get<wire::U64>(f.payload).value;
+      // logging stopped: QEMU lets its log go, and no replay sends it again
+      if (!has_bit(ctx_.acked_features, feature::log_all))
+        drop_log();
+      break;
+    case FrontendReq::set_log_base:
+      log_ = std::get<wire::Log>(f.payload);
+      log_fd_ = f.fds.empty() ? nullptr : f.fds[0];  // the old log's dup goes
+      ++log_bases_;
       break;
     case FrontendReq::set_mem_table: {
       const auto& vmm = std::get<MemoryTable>(p.original).regions;
@@ -279,10 +296,27 @@ void Shadow::commit(const Prepared& p, const ForwardResult& answer) {
       status_ = 0;
       ctx_.acked_features = 0;
       reset_rings();
+      drop_log();
       break;
     default:
       break;
   }
+}
+
+void Shadow::drop_log() {
+  log_ = {};
+  log_fd_.reset();
+}
+
+uint64_t Shadow::memory_end() const noexcept {
+  uint64_t end = 0;
+  for (const auto& r : regions_)
+    end = std::max(end, r.vmm.guest_phys_addr + r.vmm.memory_size);
+  return end;
+}
+
+bool Shadow::logging() const noexcept {
+  return log_fd_ && has_bit(ctx_.acked_features, feature::log_all);
 }
 
 Shadow::Teardown Shadow::teardown() const {
@@ -310,6 +344,8 @@ void Shadow::clear() {
   touched_ = false;
   inflight_ = {};
   inflight_fd_.reset();
+  drop_log();
+  log_bases_ = 0;
   config_cache_.clear();
 }
 
@@ -394,6 +430,13 @@ Shadow::StandIn Shadow::stand_in(const Prepared& p) const {
     case FrontendReq::set_config:
       s.kind = StandIn::Kind::hold;
       return s;
+    case FrontendReq::set_log_base:
+      // recorded for the replay, which sends it before any ring starts; the
+      // reply says the log is in place, so only once the lost one is fenced
+      s.fence = true;
+      s.result.has_reply = true;
+      s.result.body = encode_u64_reply(f.req, 0).body;
+      return s;
     case FrontendReq::get_vring_base: {
       const uint32_t i = std::get<wire::VringState>(f.payload).index;
       const Ring& ring = rings_.at(i);
@@ -457,6 +500,9 @@ json Shadow::to_json() const {
           {"status", status_},
           {"regions", std::move(regions)},
           {"inflight", static_cast<bool>(inflight_fd_)},
+          {"logging", logging()},
+          {"log", log_fd_ ? json(log_.mmap_size) : json(nullptr)},
+          {"log_bases", log_bases_},
           {"queues", std::move(queues)}};
 }
 

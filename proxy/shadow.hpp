@@ -11,7 +11,8 @@
 // address becomes synthetic_user_base + its guest physical address (regions
 // never overlap in guest physical space, so neither do these); a ring's
 // user addresses are translated through the region that holds them. Guest
-// physical addresses, mmap_offset and log_guest_addr pass unchanged.
+// physical addresses, mmap_offset and log_guest_addr pass unchanged (the
+// log is indexed by guest-physical page: docs/vmm-proxy.md, "Live migration").
 
 #include <cstdint>
 #include <map>
@@ -146,6 +147,16 @@ public:
   [[nodiscard]] uint8_t status() const noexcept { return status_; }
   [[nodiscard]] const wire::InflightDesc& inflight() const noexcept { return inflight_; }
   [[nodiscard]] const SharedFd& inflight_fd() const noexcept { return inflight_fd_; }
+  /// The VMM's dirty log (its last SET_LOG_BASE, the fd kept for a replay);
+  /// dropped when the VMM acks features without LOG_ALL (logging stopped),
+  /// at RESET_DEVICE and by clear().
+  [[nodiscard]] const wire::Log& log() const noexcept { return log_; }
+  [[nodiscard]] const SharedFd& log_fd() const noexcept { return log_fd_; }
+  /// Whether the VMM logs: it gave a log and acked LOG_ALL. A replay then
+  /// sends SET_LOG_BASE with the same log before any ring starts.
+  [[nodiscard]] bool logging() const noexcept;
+  /// The end of the guest-physical memory the VMM shared (0: none).
+  [[nodiscard]] uint64_t memory_end() const noexcept;
   /// A ring's addresses as the back-end is told them (synthetic); nullopt
   /// when not set or not (yet) in shared memory.
   [[nodiscard]] std::optional<wire::VringAddr> backend_addr(uint32_t ring) const;
@@ -163,6 +174,7 @@ private:
   [[nodiscard]] Result<void> check_new_region(const wire::MemoryRegion& r,
                                               const std::vector<Region>& others) const;
   void reset_rings();
+  void drop_log();
 
   Negotiated ctx_;
   std::vector<Region> regions_;
@@ -171,6 +183,9 @@ private:
   bool touched_ = false;  ///< the back-end got something of this VMM's
   wire::InflightDesc inflight_{};
   SharedFd inflight_fd_;
+  wire::Log log_{};
+  SharedFd log_fd_;
+  uint64_t log_bases_ = 0;  ///< SET_LOG_BASE the back-end accepted (or recorded while away)
   /// GET_CONFIG replies by (offset, size): what a VMM is answered while the
   /// back-end is away (SET_CONFIG and a config change clear it).
   std::map<std::pair<uint32_t, uint32_t>, std::vector<uint8_t>> config_cache_;

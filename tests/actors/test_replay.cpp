@@ -4,6 +4,7 @@
 // set up is left out of a replay.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "actors/device_checks.hpp"
@@ -233,4 +234,65 @@ TEST_CASE("replay: a logging device replays the same log, LOG_ALL and each ring'
   CHECK(after.features == acked);
   for (const auto& q : after.queues)
     CHECK(q.addr.flags == 0);
+}
+
+TEST_CASE("replay: a VMM that logs gets its own log replayed before its rings, with LOG_ALL and the flag") {
+  Negotiated offer;
+  offer.offered_features = acked | bit(feature::log_all);
+  offer.offered_protocol_features = bit(protocol_feature::reply_ack) | bit(protocol_feature::log_shmfd);
+  offer.num_queues = 1;
+  offer.max_mem_slots = 8;
+  proxy::Shadow s(offer);
+  s.set_protocol_features(offer.offered_protocol_features);
+  auto commit = [&s](FrontendReq req, FrontendPayload payload, std::vector<SharedFd> fds = {}) {
+    FrontendRequest r;
+    r.req = req;
+    r.payload = std::move(payload);
+    for (auto& f : fds)
+      r.fds.push_back(UniqueFd::adopt(::dup(f->get())));
+    auto p = s.prepare(std::move(r));
+    REQUIRE(p);
+    s.commit(*p, proxy::ForwardResult{});
+  };
+  auto mem = make_memfd("shadow-log-replay", 1 << 20);
+  REQUIRE(mem);
+  SharedFd guest = share(std::move(mem));
+  const uint64_t vmm = 0x7f00'0000'0000;
+  MemoryTable t;
+  t.regions.push_back(wire::MemoryRegion{0, 1 << 20, vmm, 0});
+  commit(FrontendReq::set_features, wire::U64{acked});
+  commit(FrontendReq::set_mem_table, t, {guest});
+  commit(FrontendReq::set_vring_num, wire::VringState{0, 128});
+  commit(FrontendReq::set_vring_addr, wire::VringAddr{0, 0, vmm, vmm + 0x2000, vmm + 0x1000, 0x2000});
+  commit(FrontendReq::set_vring_kick, VringFd{0, true}, {eventfd()});
+  // migration starts: the log, LOG_ALL, the ring again with the LOG flag
+  auto logfd = make_memfd("vmm-log", 32);
+  REQUIRE(logfd);
+  SharedFd log = share(std::move(logfd));
+  commit(FrontendReq::set_log_base, wire::Log{32, 0}, {log});
+  commit(FrontendReq::set_features, wire::U64{acked | bit(feature::log_all)});
+  commit(FrontendReq::set_vring_addr,
+         wire::VringAddr{0, wire::vring_addr_flag_log, vmm, vmm + 0x2000, vmm + 0x1000, 0x2000});
+
+  ActivateRequest req = replay_shadow(s);
+  CHECK(req.features == (acked | bit(feature::log_all)));
+  REQUIRE(req.log_fd);  // activate sends SET_LOG_BASE after the memory, before any ring
+  CHECK(req.log.mmap_size == 32);
+  CHECK(req.log.mmap_offset == 0);
+  struct stat a {}, b {};
+  REQUIRE(::fstat(req.log_fd->get(), &a) == 0);
+  REQUIRE(::fstat(log->get(), &b) == 0);
+  CHECK(a.st_ino == b.st_ino);  // the VMM's own log, not a copy
+  REQUIRE(req.queues.size() == 1);
+  CHECK(req.queues[0].addr.flags == wire::vring_addr_flag_log);
+  CHECK(req.queues[0].addr.log == 0x2000);  // guest-physical, as the VMM sent it
+  CHECK(req.queues[0].addr.used == proxy::proxy_user_base + 0x2000);
+
+  // logging stopped: no stale SET_LOG_BASE in a later replay
+  commit(FrontendReq::set_features, wire::U64{acked});
+  commit(FrontendReq::set_vring_addr, wire::VringAddr{0, 0, vmm, vmm + 0x2000, vmm + 0x1000, 0x2000});
+  ActivateRequest after = replay_shadow(s);
+  CHECK_FALSE(after.log_fd);
+  CHECK(after.features == acked);
+  CHECK(after.queues.at(0).addr.flags == 0);
 }

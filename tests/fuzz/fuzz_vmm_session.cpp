@@ -236,6 +236,10 @@ proxy::ForwardResult accepted(const Shadow& sh, const proxy::Forward& f) {
       out.has_reply = true;
       out.body = encode_u64_reply(f.req, sh.status()).body;
       break;
+    case FrontendReq::set_log_base:
+      out.has_reply = true;
+      out.body = encode_u64_reply(f.req, 0).body;
+      break;
     default:
       break;
   }

@@ -238,8 +238,9 @@ class Qemu:
         except subprocess.TimeoutExpired:
             return None
 
-    def qmp(self, command):
-        """Runs one QMP command and returns its 'return' (or raises)."""
+    def qmp(self, command, arguments=None):
+        """Runs one QMP command (with `arguments`, a dict) and returns its
+        'return' (or raises)."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(30)
         s.connect(self.qmp_path)
@@ -252,7 +253,10 @@ class Qemu:
                     return m
 
         read()  # greeting
-        for cmd in ({'execute': 'qmp_capabilities'}, {'execute': command}):
+        run = {'execute': command}
+        if arguments is not None:
+            run['arguments'] = arguments
+        for cmd in ({'execute': 'qmp_capabilities'}, run):
             f.write(json.dumps(cmd).encode() + b'\n')
             f.flush()
             r = read()

@@ -439,7 +439,9 @@ def test_malformed_vmm_requests(tmp):
             req, flags, body = vu_recv(s)
             assert req == 1 and flags == 0x5 and len(body) == 8, (req, flags, body)
             offered, = struct.unpack('<Q', body)
-            assert not offered & (1 << 26), 'LOG_ALL offered to the VMM'
+            # the reference back-end logs: LOG_ALL goes to the VMM (live migration)
+            assert offered & (1 << 26), 'LOG_ALL not offered to the VMM'
+            assert not offered & (1 << 33), 'ACCESS_PLATFORM offered to the VMM'
             s.close()
             wait_session_over(ctl, timeout=20)
 
@@ -460,8 +462,14 @@ def test_malformed_vmm_requests(tmp):
             'SET_VRING_NUM of 0': lambda s: vu_send(s, 8, struct.pack('<II', 0, 0)),
             'SET_VRING_KICK without its fd': lambda s: vu_send(s, 12, struct.pack('<Q', 0)),
             'SET_VRING_CALL with two fds': lambda s: vu_send(s, 13, struct.pack('<Q', 0), [efd, efd]),
-            'unoffered feature (LOG_ALL)': lambda s: vu_send(s, 2, struct.pack('<Q', 1 << 26)),
-            'SET_LOG_BASE (not offered)': lambda s: vu_send(s, 6, struct.pack('<QQ', 4096, 0), [memfd]),
+            'unoffered feature (ACCESS_PLATFORM)': lambda s: vu_send(s, 2, struct.pack('<Q', 1 << 33)),
+            'SET_LOG_BASE without LOG_SHMFD acked': lambda s: vu_send(s, 6, struct.pack('<QQ', 4096, 0), [memfd]),
+            'SET_LOG_BASE past the end of its file': lambda s: (
+                vu_send(s, 16, struct.pack('<Q', 1 << 1)),  # SET_PROTOCOL_FEATURES: LOG_SHMFD
+                vu_send(s, 6, struct.pack('<QQ', 2 << 20, 0), [memfd])),
+            'SET_LOG_BASE without its fd': lambda s: (
+                vu_send(s, 16, struct.pack('<Q', 1 << 1)),
+                vu_send(s, 6, struct.pack('<QQ', 4096, 0))),
             'SET_MEM_TABLE of 0 regions': lambda s: vu_send(s, 5, struct.pack('<II', 0, 0)),
             'SET_MEM_TABLE region count lies': lambda s: vu_send(
                 s, 5, struct.pack('<II', 2, 0) + struct.pack('<QQQQ', 0, 1 << 20, 0x7f0000000000, 0), [memfd]),

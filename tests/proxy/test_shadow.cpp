@@ -3,12 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "proxy/log_base.hpp"
 #include "proxy/offer.hpp"
 #include "proxy/shadow.hpp"
 #include "virtio/inflight_packed.hpp"
@@ -65,13 +67,13 @@ Shadow::Prepared apply(Shadow& s, FrontendRequest r, proxy::ForwardResult answer
 TEST_CASE("proxy offer: the back-end's offer less what vufront cannot proxy") {
   auto n = proxy::vmm_offer(qsd_like());
   REQUIRE(n);
-  CHECK_FALSE(has_bit(n->offered_features, feature::log_all));
+  CHECK(has_bit(n->offered_features, feature::log_all));  // live migration of the VMM
   CHECK_FALSE(has_bit(n->offered_features, feature::access_platform));
   CHECK(has_bit(n->offered_features, feature::event_idx));
   CHECK(has_bit(n->offered_features, feature::protocol_features));
   CHECK(n->offered_protocol_features ==
         (bit(pf::mq) | bit(pf::reply_ack) | bit(pf::config) | bit(pf::configure_mem_slots) |
-         bit(pf::backend_req)));
+         bit(pf::backend_req) | bit(pf::log_shmfd)));
   CHECK(n->num_queues == 2);
   CHECK(n->max_mem_slots == 32);
   CHECK(n->acked_features == 0);
@@ -79,6 +81,23 @@ TEST_CASE("proxy offer: the back-end's offer less what vufront cannot proxy") {
   auto no_channel = qsd_like();
   no_channel.backend_channel = false;
   CHECK_FALSE(has_bit(proxy::vmm_offer(no_channel)->offered_protocol_features, pf::backend_req));
+}
+
+TEST_CASE("proxy offer: LOG_ALL and LOG_SHMFD are offered both or neither") {
+  // without the shared log QEMU would send SET_LOG_BASE with no fd and no reply
+  auto no_shmfd = qsd_like();
+  no_shmfd.protocol_features &= ~bit(pf::log_shmfd);
+  auto a = proxy::vmm_offer(no_shmfd);
+  REQUIRE(a);
+  CHECK_FALSE(has_bit(a->offered_features, feature::log_all));
+  CHECK_FALSE(has_bit(a->offered_protocol_features, pf::log_shmfd));
+  // a log without LOG_ALL is of no use: QEMU refuses `migrate` itself
+  auto no_log_all = qsd_like();
+  no_log_all.features &= ~bit(feature::log_all);
+  auto b = proxy::vmm_offer(no_log_all);
+  REQUIRE(b);
+  CHECK_FALSE(has_bit(b->offered_features, feature::log_all));
+  CHECK_FALSE(has_bit(b->offered_protocol_features, pf::log_shmfd));
 }
 
 TEST_CASE("proxy offer: back-ends that cannot be proxied are named") {
@@ -396,4 +415,114 @@ TEST_CASE("proxy shadow: a running packed ring is stood in for only from its in-
   h.version = 0;  // a region the back-end never initialised is no answer
   REQUIRE(::pwrite(got.fd->get(), &h, sizeof h, 0) == sizeof h);
   CHECK(s.stand_in(prepared(s, get_base())).kind == Shadow::StandIn::Kind::refuse);
+}
+
+namespace {
+
+/// A sealed-size memfd of `size` bytes as QEMU's vhost log is.
+UniqueFd log_file(uint64_t size) {
+  auto fd = make_memfd("vmm-log", size);
+  REQUIRE(fd);
+  return fd;
+}
+
+FrontendRequest log_base(uint64_t size, uint64_t offset, UniqueFd fd) {
+  auto r = request(FrontendReq::set_log_base, wire::Log{size, offset});
+  r.fds.push_back(std::move(fd));
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("proxy shadow: the VMM's SET_LOG_BASE is checked against its fd and its memory") {
+  Shadow s(*proxy::vmm_offer(qsd_like()));
+  s.set_protocol_features(bit(pf::reply_ack) | bit(pf::log_shmfd));
+  UniqueFd guest;
+  apply(s, mem_table(0, 0x7f00'0000'0000, guest));  // 1 MiB: 256 pages, 32 bytes of log
+  CHECK(proxy::log_bytes_for(1 << 20) == 32);
+  CHECK(proxy::log_bytes_for((1 << 20) + 1) == 33);
+  auto refused = [&s](FrontendRequest r, const char* why) {
+    auto p = s.prepare(std::move(r));
+    REQUIRE_FALSE(p);
+    CHECK(p.error().code == errc::invalid_payload);
+    CHECK(p.error().request == "SET_LOG_BASE");
+    CHECK_MESSAGE(p.error().detail.find(why) != std::string::npos, p.error().detail);
+  };
+  refused(log_base(0, 0, log_file(4096)), "mmap_size is 0");
+  refused(log_base(8192, 0, log_file(4096)), "past the end of its file");
+  refused(log_base(4096, 4096, log_file(4096)), "past the end of its file");
+  refused(log_base(16, 0, log_file(4096)), "does not cover guest memory");
+  refused(log_base(4096, 0, make_eventfd()), "not a memory file");
+  CHECK(s.to_json()["log_bases"] == 0);
+  CHECK_FALSE(s.log_fd());
+
+  // QEMU's: a whole number of 64-bit words covering the memory, offset 0
+  auto p = s.prepare(log_base(32, 0, log_file(32)));
+  REQUIRE(p);
+  REQUIRE(p->forward.fds.size() == 1);  // goes to the back-end with its fd
+  CHECK(s.answer_due(*p));              // a reply of its own with LOG_SHMFD
+  CHECK(s.prepare(log_base(64, 4032, log_file(4096))));  // an offset inside the file is fine
+}
+
+TEST_CASE("proxy shadow: a VMM's dirty log is kept while it logs and dropped when it stops") {
+  UniqueFd guest;
+  Shadow s = running_shadow(guest);
+  s.set_protocol_features(bit(pf::reply_ack) | bit(pf::config) | bit(pf::log_shmfd));
+  const uint64_t vmm_base = 0x7f00'0000'0000;
+  // QEMU's order when migration starts: SET_LOG_BASE, SET_FEATURES + LOG_ALL,
+  // SET_VRING_ADDR with the LOG flag for every ring
+  auto log = log_file(4096);
+  const int log_ino_fd = ::dup(log.get());
+  proxy::ForwardResult reply;
+  reply.has_reply = true;
+  apply(s, log_base(4096, 0, std::move(log)), reply);
+  CHECK_FALSE(s.logging());  // no LOG_ALL yet
+  const uint64_t features = bit(feature::version_1) | bit(feature::protocol_features) | bit(feature::log_all);
+  apply(s, request(FrontendReq::set_features, wire::U64{features}));
+  CHECK(s.logging());
+  REQUIRE(s.log_fd());
+  CHECK(s.log().mmap_size == 4096);
+  struct stat a {}, b {};
+  REQUIRE(::fstat(s.log_fd()->get(), &a) == 0);
+  REQUIRE(::fstat(log_ino_fd, &b) == 0);
+  CHECK(a.st_ino == b.st_ino);  // the VMM's own log, kept for a replay
+  ::close(log_ino_fd);
+  // log_guest_addr is a guest-physical address: it passes unchanged while
+  // the ring's user addresses are translated
+  wire::VringAddr a0{0, wire::vring_addr_flag_log, vmm_base, vmm_base + 0x2000, vmm_base + 0x1000, 0x2000};
+  auto ring = apply(s, request(FrontendReq::set_vring_addr, a0));
+  const auto& sent = std::get<wire::VringAddr>(ring.forward.payload);
+  CHECK(sent.flags == wire::vring_addr_flag_log);
+  CHECK(sent.log == 0x2000);
+  CHECK(sent.used == proxy::proxy_user_base + 0x2000);
+  CHECK(s.backend_addr(0)->log == 0x2000);  // a snapshot's restart sends the same
+  CHECK(s.backend_addr(0)->flags == wire::vring_addr_flag_log);
+  auto j = s.to_json();
+  CHECK(j["logging"] == true);
+  CHECK(j["log"] == 4096);
+  CHECK(j["log_bases"] == 1);
+
+  // the back-end away: SET_LOG_BASE is answered (its own reply) once fenced
+  auto away = s.stand_in(s.prepare(log_base(4096, 0, log_file(4096))).value());
+  CHECK(away.kind == Shadow::StandIn::Kind::answer);
+  CHECK(away.fence);
+  CHECK(away.result.has_reply);
+  CHECK(away.result.body.size() == 8);
+
+  // migration over or cancelled: features without LOG_ALL; nothing stale is kept
+  apply(s, request(FrontendReq::set_features, wire::U64{features & ~bit(feature::log_all)}));
+  CHECK_FALSE(s.logging());
+  CHECK_FALSE(s.log_fd());
+  CHECK(s.to_json()["log"].is_null());
+}
+
+TEST_CASE("proxy log: marking a VMM's log dirty sets every bit of its range and nothing else") {
+  auto fd = log_file(4096);
+  REQUIRE(proxy::mark_all_dirty(wire::Log{100, 7}, fd.get()));
+  std::vector<uint8_t> back(4096);
+  REQUIRE(::pread(fd.get(), back.data(), back.size(), 0) == 4096);
+  for (size_t i = 0; i < back.size(); ++i) {
+    CAPTURE(i);
+    CHECK(back[i] == (i >= 7 && i < 107 ? 0xff : 0));
+  }
 }
