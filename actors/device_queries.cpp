@@ -39,9 +39,9 @@ caf::result<std::vector<uint8_t>> on_read_config(Self self, uint32_t offset, uin
           },
           [self, rp](caf::error& e) mutable {
             Error x = step_error(e, "read_config");
-            auto& st = self->state;
-            if (is_lost(st))  // the loss dropped (or the operation drops) the children
-              return (void)rp.deliver(to_caf(after_loss(st, "read_config", std::move(x))));
+            auto& state = self->state;
+            if (is_lost(state))  // the loss dropped (or the operation drops) the children
+              return (void)rp.deliver(to_caf(after_loss(state, "read_config", std::move(x))));
             if (x.reconnect_may_help())
               mark_broken(self, x.message(), true);
             rp.deliver(to_caf(x));

@@ -216,8 +216,7 @@ Result<void> BackendClient::set_log_base(const wire::Log& log, int fd) {
   auto m = call_with_reply(req, bytes_of(log), {fd}, deadline_in(timeouts_.request));
   if (!m)
     return std::move(m).error();
-  // The value carries no meaning: libvhost-user echoes mmap_size, others send 0.
-  if (auto v = reply::parse_u64(req, *m); !v)
+  if (auto v = reply::parse_log_base(*m); !v)
     return reply_error(std::move(v).error());
   return ok();
 }

@@ -44,6 +44,8 @@ size_t max_body(FrontendReq req, uint32_t config_size) noexcept {
     case FrontendReq::get_vring_base:
     case FrontendReq::get_vring_base_skip_drain:
       return sizeof(wire::VringState);
+    case FrontendReq::set_log_base:
+      return sizeof(wire::Log);  // rust-vmm echoes the request (parse_log_base)
     default:
       return sizeof(wire::U64);  // u64 replies and acks
   }
@@ -85,6 +87,20 @@ Result<uint64_t> parse_u64(FrontendReq pending, const Message& m) {
   // BOUNDS: check_frame proved the body is exactly 8 bytes.
   auto v = wire::decode_exact<wire::U64>(m.body.data(), m.body.size());
   return v->value;
+}
+
+Result<void> parse_log_base(const Message& m) {
+  constexpr auto req = FrontendReq::set_log_base;
+  // libvhost-user replies with a u64 (mmap_size), rust-vmm echoes the 16-byte
+  // Log; QEMU reads either. The value means nothing: only the frame is checked.
+  if (m.body.size() != sizeof(wire::U64) && m.body.size() != sizeof(wire::Log)) {
+    if (auto r = check_header(req, m.header); !r)
+      return r;
+    return err(errc::bad_size, req,
+               "reply body is " + std::to_string(m.body.size()) +
+                   " bytes, expected 8 (a u64) or 16 (the Log echoed)");
+  }
+  return check_frame(req, m, m.body.size(), 0);
 }
 
 Result<void> parse_ack(FrontendReq pending, const Message& m) {

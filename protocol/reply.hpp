@@ -33,9 +33,13 @@ namespace vufront::reply {
 [[nodiscard]] Result<void> check_header(FrontendReq pending, const wire::Header& h);
 
 /// A u64-bodied reply (GET_FEATURES, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM,
-/// GET_MAX_MEM_SLOTS, GET_STATUS, CHECK_DEVICE_STATE, SET_LOG_BASE): header
+/// GET_MAX_MEM_SLOTS, GET_STATUS, CHECK_DEVICE_STATE): header
 /// checked, body exactly 8 bytes, no fds.
 [[nodiscard]] Result<uint64_t> parse_u64(FrontendReq pending, const Message& m);
+
+/// SET_LOG_BASE's reply: header checked, no fds, body 8 bytes (a u64, as
+/// libvhost-user) or 16 (the Log echoed, as rust-vmm); the value is ignored.
+[[nodiscard]] Result<void> parse_log_base(const Message& m);
 
 /// A REPLY_ACK ack: parse_u64 and value 0 (non-zero -> backend_failure).
 [[nodiscard]] Result<void> parse_ack(FrontendReq pending, const Message& m);

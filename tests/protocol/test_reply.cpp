@@ -120,6 +120,31 @@ TEST_CASE("reply: parse_u64 and parse_ack table") {
   CHECK(v.error().detail == "reply body is 4 bytes, expected 8");
 }
 
+TEST_CASE("reply: parse_log_base takes libvhost-user's u64 and rust-vmm's echoed Log") {
+  using R = FrontendReq;
+  CHECK(reply::max_body(R::set_log_base) == 16);
+  CHECK(reply::parse_log_base(make(R::set_log_base, u64(4096))).ok());  // libvhost-user
+  CHECK(reply::parse_log_base(make(R::set_log_base, bytes_of(wire::Log{4096, 0}))).ok());
+  auto short_body = reply::parse_log_base(make(R::set_log_base, {1, 0, 0, 0}));
+  REQUIRE_FALSE(short_body.ok());
+  CHECK(short_body.error().code == errc::bad_size);
+  CHECK(short_body.error().request == "SET_LOG_BASE");
+  CHECK(short_body.error().detail ==
+        "reply body is 4 bytes, expected 8 (a u64) or 16 (the Log echoed)");
+  CHECK(code_of(reply::parse_log_base(make(R::set_log_base, std::vector<uint8_t>(24, 0)))) ==
+        errc::bad_size);
+  CHECK(code_of(reply::parse_log_base(make(R::set_log_base, std::vector<uint8_t>(5, 0), 0, 0x1))) ==
+        errc::bad_flags);  // the header is checked first
+  vufront::test::FdCount fds;
+  {
+    CHECK(code_of(reply::parse_log_base(make(R::set_log_base, u64(0), 1))) == errc::bad_fds);
+    CHECK(code_of(reply::parse_log_base(make(R::get_features, u64(0), 0, ok_flags,
+                                             static_cast<uint32_t>(R::get_features))))
+              .has_value());  // a reply to another request
+  }
+  CHECK(fds.leaked() == 0);
+}
+
 TEST_CASE("reply: parse_queue_num / parse_max_mem_slots / parse_status ranges") {
   struct Row {
     uint64_t v;

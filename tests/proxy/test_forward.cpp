@@ -65,12 +65,26 @@ TEST_CASE("proxy forward: a VMM's SET_LOG_BASE goes with its fd, the VMM's reply
   CHECK(f.finish() == "");
 }
 
-TEST_CASE("proxy forward: a back-end that answers SET_LOG_BASE otherwise is lost, not a refusal") {
-  // rust-vmm back-ends echo the 16-byte struct; BackendClient wants a u64,
-  // so the connection breaks and the VMM port stands in for the back-end
+TEST_CASE("proxy forward: rust-vmm's echoed 16-byte Log is SET_LOG_BASE's reply too") {
   FakeBackend f;
   script(f);
   f.send(reply_bytes(FrontendReq::set_log_base, wire::bytes_of(wire::Log{4096, 0})));
+  auto c = f.client();
+  negotiate(c);
+  auto r = proxy::forward(c, log_base());
+  REQUIRE(r);
+  CHECK(r->has_reply);  // QEMU gets the u64 it reads from libvhost-user
+  CHECK(r->body == encode_u64_reply(FrontendReq::set_log_base, 0).body);
+  CHECK_FALSE(c.broken());
+  CHECK(f.finish() == "");
+}
+
+TEST_CASE("proxy forward: a back-end that answers SET_LOG_BASE otherwise is lost, not a refusal") {
+  // neither 8 nor 16 bytes: the connection breaks and the VMM port stands
+  // in for the back-end
+  FakeBackend f;
+  script(f);
+  f.send(reply_bytes(FrontendReq::set_log_base, std::vector<uint8_t>(12, 0)));
   auto c = f.client();
   negotiate(c);
   auto r = proxy::forward(c, log_base());

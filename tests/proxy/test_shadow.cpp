@@ -356,7 +356,7 @@ TEST_CASE("proxy shadow: a back-end that is away is stood in for from the shadow
   auto set = s.stand_in(prepared(s, std::move(call)));
   CHECK(set.kind == Shadow::StandIn::Kind::answer);
   CHECK(set.fence);
-  CHECK(s.stand_in(prepared(s, request(FrontendReq::get_inflight_fd, wire::InflightDesc{0, 0, 1, 256})))
+  CHECK(s.stand_in(prepared(s, request(FrontendReq::get_inflight_fd, wire::InflightDesc{0, 0, 1, 256, {}})))
             .kind == Shadow::StandIn::Kind::hold);
 
   // GET_CONFIG: what the back-end answered last, else held
@@ -404,9 +404,9 @@ TEST_CASE("proxy shadow: a running packed ring is stood in for only from its in-
   REQUIRE(::pwrite(region.get(), &h, sizeof h, 0) == sizeof h);
   proxy::ForwardResult got;
   got.has_reply = true;
-  got.inflight = wire::InflightDesc{8192, 0, 2, 256};
+  got.inflight = wire::InflightDesc{8192, 0, 2, 256, {}};
   got.fd = share(std::move(region));
-  s.commit(prepared(s, request(FrontendReq::get_inflight_fd, wire::InflightDesc{0, 0, 2, 256})), got);
+  s.commit(prepared(s, request(FrontendReq::get_inflight_fd, wire::InflightDesc{0, 0, 2, 256, {}})), got);
   auto from_region = s.stand_in(prepared(s, get_base()));
   REQUIRE(from_region.kind == Shadow::StandIn::Kind::answer);
   CHECK(from_region.fence);
