@@ -90,8 +90,10 @@ Result<std::string> Checker::migrate_device(const MigrateOptions& o) {
   if (auto r = session_->sleep(); !r)
     return std::move(r).error();
   (*pre)->final_copy();
+  const auto t_copied = Clock::now();
   if (auto r = (*pre)->verify(); !r)
     return std::move(r).error();
+  const auto t_verified = Clock::now();
   const bool state = has_bit(info_.protocol_features, protocol_feature::device_state);
   migration_.how = state ? "device state" : "shared storage";
   GuestMemory dest = (*pre)->take_destination();
@@ -106,12 +108,17 @@ Result<std::string> Checker::migrate_device(const MigrateOptions& o) {
   migration_.io_requests = migration_ios_ - ios_before;
   migration_.downtime_ms = ms_between(t_stop, t_end);
   migration_.total_ms = ms_between(t0, t_end);
+  migration_.stop_copy_ms = ms_between(t_stop, t_copied);
+  migration_.verify_ms = ms_between(t_copied, t_verified);
+  migration_.switch_ms = ms_between(t_verified, t_end);
   std::string rounds;
   for (auto n : rep.round_pages)
     rounds += (rounds.empty() ? "" : ", ") + std::to_string(n);
-  char times[96];
-  std::snprintf(times, sizeof times, "downtime %.1f ms, total %.1f ms", migration_.downtime_ms,
-                migration_.total_ms);
+  char times[160];
+  std::snprintf(times, sizeof times,
+                "downtime %.1f ms (stop and final copy %.1f, check %.1f, switch %.1f), total %.1f ms",
+                migration_.downtime_ms, migration_.stop_copy_ms, migration_.verify_ms,
+                migration_.switch_ms, migration_.total_ms);
   std::string detail = "into " + o.socket + " (" + migration_.how + "): " +
                        format_bytes(rep.memory_bytes) + " of memory in " +
                        std::to_string(rep.round_pages.size()) + " round(s) (" + rounds +
@@ -217,6 +224,9 @@ std::string Checker::migration_json() const {
                            {"state_bytes", m.state_bytes},
                            {"io_requests", m.io_requests},
                            {"downtime_ms", m.downtime_ms},
+                           {"stop_copy_ms", m.stop_copy_ms},
+                           {"verify_ms", m.verify_ms},
+                           {"switch_ms", m.switch_ms},
                            {"total_ms", m.total_ms}};
   return j.dump();
 }

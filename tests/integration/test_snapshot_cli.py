@@ -328,7 +328,8 @@ def test_job_migrates_a_running_disk_and_its_memory_while_io_runs(tmp):
         for e in done:
             m = e['migrate']
             assert set(m) == {'how', 'rounds', 'round_pages', 'final_pages', 'memory_bytes',
-                              'state_bytes', 'io_requests', 'downtime_ms', 'total_ms'}, m
+                              'state_bytes', 'io_requests', 'downtime_ms', 'stop_copy_ms',
+                              'verify_ms', 'switch_ms', 'total_ms'}, m
             assert m['how'] == 'device state', m
             assert m['rounds'] == len(m['round_pages']) >= 2, m
             assert m['round_pages'][0] * 4096 == m['memory_bytes'], m
