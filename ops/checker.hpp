@@ -210,8 +210,11 @@ private:
   /// the rings started at their bases.
   [[nodiscard]] Result<void> move_shared(const MigrateOptions& o, GuestMemory dest);
   /// One blk request pair during a migration: a write to a slot of its
-  /// own, a read of the slot before into a page only the back-end writes.
+  /// own from a page only the driver writes, a read of the slot before into
+  /// a page only the back-end writes.
   [[nodiscard]] Result<void> migration_io();
+  /// One such write or read of `slot` on queue `q`.
+  [[nodiscard]] Result<void> migration_request(uint16_t q, bool write, unsigned slot);
   /// blk: what migration_io() wrote is still there.
   [[nodiscard]] Result<void> migration_writes_intact();
 

@@ -164,41 +164,52 @@ Result<void> Checker::move_shared(const MigrateOptions& o, GuestMemory dest) {
   return session_->activate(actors::activate_spec(*guest_, driver_features_, opts_.msix, true));
 }
 
-Result<void> Checker::migration_io() {
-  const uint16_t q = static_cast<uint16_t>(migration_ios_ % guest_->queue_count());
-  const auto slot = static_cast<unsigned>(migration_ios_ % migration_slots);
-  const uint64_t seed = migration_ios_;
-  if (auto r = guest_->blk_write(q, slot_sector(slot), slot_data(seed)); !r)
-    return r;
-  migration_written_[slot] = seed;
-  ++migration_ios_;
-  if (migration_ios_ < 2)
-    return vufront::ok();
-  // The slot before, read into the last page of the queue's scratch area:
-  // the driver never writes it (a guest's page cache), only the back-end
-  // does, so only the back-end's dirty log can mark it.
-  const auto prev = static_cast<unsigned>((migration_ios_ - 2) % migration_slots);
+Result<void> Checker::migration_request(uint16_t q, bool write, unsigned slot) {
+  // Header and status in the scratch area (the back-end writes the status:
+  // that page is in its log); the data in a page of its own near the
+  // area's end, as a guest's page cache: the driver alone writes the write
+  // page (marked in the driver's log, as KVM marks a vCPU's writes), the
+  // back-end alone writes the read page (marked in the back-end's log only).
   virtio::GuestScratch& s = guest_->scratch(q);
   s.reset();
   auto hdr = s.alloc(sizeof(virtio::BlkReqHeader), 16);
   auto status = s.alloc(1);
   if (!hdr || !status)
     return make_error(errc::bad_state, "migrate I/O", "no room for a request");
-  const virtio::BlkReqHeader h{virtio::blk_t_in, 0, slot_sector(prev)};
+  const virtio::BlkReqHeader h{write ? virtio::blk_t_out : virtio::blk_t_in, 0, slot_sector(slot)};
   std::memcpy(s.ptr(*hdr, sizeof h), &h, sizeof h);
-  const uint64_t cache = s.gpa() + s.size() - slot_len;
-  auto used = guest_->submit(q, {{*hdr, sizeof h, false}, {cache, slot_len, true}, {*status, 1, true}});
+  const uint64_t data = s.gpa() + s.size() - (write ? 2 : 1) * uint64_t{slot_len};
+  uint8_t* host = guest_->memory().host_ptr(data, slot_len);
+  if (write) {
+    const auto bytes = slot_data(migration_written_.at(slot));
+    std::memcpy(host, bytes.data(), slot_len);
+    guest_->memory().mark_written(data, slot_len);
+  }
+  auto used = guest_->submit(q, {{*hdr, sizeof h, false}, {data, slot_len, !write}, {*status, 1, true}});
   if (!used)
     return std::move(used).error();
+  const char* what = write ? "write" : "read";
   if (*s.ptr(*status, 1) != virtio::blk_s_ok)
     return make_error(errc::backend_failure, "migrate I/O",
-                      "read of slot " + std::to_string(prev) + ": status " +
+                      std::string(what) + " of slot " + std::to_string(slot) + ": status " +
                           std::to_string(*s.ptr(*status, 1)));
-  const auto want = slot_data(migration_written_.at(prev));
-  if (std::memcmp(guest_->memory().host_ptr(cache, slot_len), want.data(), slot_len) != 0)
+  if (!write && std::memcmp(host, slot_data(migration_written_.at(slot)).data(), slot_len) != 0)
     return make_error(errc::invalid_payload, "migrate I/O",
-                      "slot " + std::to_string(prev) + " read back differs from what was written");
+                      "slot " + std::to_string(slot) + " read back differs from what was written");
   return vufront::ok();
+}
+
+Result<void> Checker::migration_io() {
+  // A write to this request's slot, then a read of the slot before.
+  const uint16_t q = static_cast<uint16_t>(migration_ios_ % guest_->queue_count());
+  const auto slot = static_cast<unsigned>(migration_ios_ % migration_slots);
+  migration_written_[slot] = migration_ios_;
+  ++migration_ios_;
+  if (auto r = migration_request(q, true, slot); !r)
+    return r;
+  if (migration_ios_ < 2)
+    return vufront::ok();
+  return migration_request(q, false, static_cast<unsigned>((migration_ios_ - 2) % migration_slots));
 }
 
 Result<void> Checker::migration_writes_intact() {

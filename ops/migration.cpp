@@ -147,7 +147,7 @@ Result<void> Precopy::verify() const {
     const uint8_t* a = r->host_base();
     const uint8_t* b = dest_.host_ptr(r->gpa(), r->size());
     if (b == nullptr)
-      return make_error(errc::invalid_payload, "migrate: verify",
+      return make_error(errc::invalid_payload, "memory check",
                         "the destination has no region at " + hex(r->gpa()));
     for (uint64_t off = 0; off < r->size(); off += page) {
       if (std::memcmp(a + off, b + off, page) == 0)
@@ -158,7 +158,7 @@ Result<void> Precopy::verify() const {
   }
   if (differing == 0)
     return ok();
-  return make_error(errc::invalid_payload, "migrate: verify",
+  return make_error(errc::invalid_payload, "memory check",
                     "the destination memory differs from the source in " +
                         std::to_string(differing) + " page(s) (GPA " + named +
                         (differing > 8 ? ", ..." : "") +
