@@ -109,8 +109,8 @@ Result<void> Precopy::copy(const std::vector<uint64_t>& pages, bool with_io) {
     if (in_chunk >= opts_.chunk_pages || i == pages.size()) {
       in_chunk = 0;
       if (with_io && opts_.io) {
-        if (auto r = opts_.io(); !r)
-          return r;
+        if (auto done = opts_.io(); !done)
+          return done;
         ++report_.io_calls;
       }
     }
