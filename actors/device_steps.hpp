@@ -232,7 +232,8 @@ void drop_child(Self self, Handle& h) {
 // ---- activation pieces ------------------------------------------------------------
 
 /// The device's queues for a checked activation: the VMM's call fd, or an
-/// eventfd of ours that the worker forwards; bases at the ring's start.
+/// eventfd of ours that the worker forwards; bases at the ring's start
+/// unless the spec carries one.
 inline Result<std::vector<DeviceData::Queue>> queues_of(const ActivateSpec& spec, bool packed,
                                                         const char* op) {
   std::vector<DeviceData::Queue> out;
@@ -243,7 +244,7 @@ inline Result<std::vector<DeviceData::Queue>> queues_of(const ActivateSpec& spec
     dq.call = q.call ? q.call : share(make_eventfd());
     if (!*dq.call)
       return make_error(errc::io_error, op, "eventfd for a call fd", errno);
-    dq.base = packed ? virtio::packed_fresh_base : 0;
+    dq.base = q.base ? *q.base : packed ? virtio::packed_fresh_base : 0;
     out.push_back(std::move(dq));
   }
   return out;

@@ -68,7 +68,8 @@ public:
         r = {false, std::string("internal error: ") + e.what(), 0};
       }
       end_relays();  // the step's progress relays end with it
-      emit(i, r.ok ? JobEvent::Kind::done : JobEvent::Kind::failed, ms_since(t0), r.detail, r.bytes);
+      emit(i, r.ok ? JobEvent::Kind::done : JobEvent::Kind::failed, ms_since(t0), r.detail, r.bytes,
+           r.figures);
       if (!r.ok)
         return;
     }
@@ -106,7 +107,7 @@ public:
 
 private:
   void emit(uint32_t step, JobEvent::Kind kind, double ms = 0, std::string detail = "",
-            uint64_t bytes = 0) {
+            uint64_t bytes = 0, std::string figures = "") {
     JobEvent e;
     e.device = index_;
     e.step = step;
@@ -114,6 +115,7 @@ private:
     e.ms = ms;
     e.detail = std::move(detail);
     e.bytes = bytes;
+    e.figures = std::move(figures);
     self_->send(coord_, job_event_atom_v, std::move(e));
   }
 

@@ -41,6 +41,7 @@ struct JobEvent {
   uint64_t total = 0;  ///< progress: bytes to move (0 while unknown)
   double ms = 0;       ///< done, failed: the step's time
   std::string detail;  ///< done: what the step did; failed: the error
+  std::string figures;  ///< done: the step's figures (JobStepResult::figures)
 };
 [[nodiscard]] const char* to_string(JobEvent::Kind k) noexcept;
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/actor.hpp>
@@ -28,9 +29,15 @@ inline constexpr std::chrono::milliseconds job_answer_slack{5000};
 
 /// What one step did.
 struct JobStepResult {
+  JobStepResult(bool ok_ = false, std::string detail_ = {}, uint64_t bytes_ = 0,
+                std::string figures_ = {})
+      : ok(ok_), detail(std::move(detail_)), bytes(bytes_), figures(std::move(figures_)) {}
   bool ok = false;
   std::string detail;  ///< what it did, or the error
-  uint64_t bytes = 0;  ///< state moved (snapshot, restore)
+  uint64_t bytes = 0;  ///< state moved (snapshot, restore, migrate)
+  /// The step's figures as a JSON object's text (migrate: rounds, pages,
+  /// times); empty: none.
+  std::string figures;
 };
 
 /// What only a device's runner (an actor) can do for its steps. Called on the

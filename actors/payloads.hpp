@@ -86,6 +86,9 @@ struct QueueSpec {
   /// MSI-X path: an irqfd the back-end signals directly. Empty: vufront
   /// creates the call eventfd and the worker forwards it to the sink.
   SharedFd call;
+  /// The base to start the ring at (a migration on shared storage carries
+  /// the source's; vhost-user spec, "Migration"); none: a fresh ring.
+  std::optional<uint32_t> base;
 };
 
 /// Where forwarded interrupts go (the non-MSI-X path). At least one of the

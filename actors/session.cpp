@@ -139,7 +139,8 @@ MemorySpec memory_spec(const GuestMemory& mem) {
   return out;
 }
 
-ActivateSpec activate_spec(virtio::GuestDriver& g, uint64_t driver_features, bool msix) {
+ActivateSpec activate_spec(virtio::GuestDriver& g, uint64_t driver_features, bool msix,
+                           bool at_driver_bases) {
   ActivateSpec spec;
   spec.driver_features = driver_features;
   for (uint16_t i = 0; i < g.queue_count(); ++i) {
@@ -153,6 +154,8 @@ ActivateSpec activate_spec(virtio::GuestDriver& g, uint64_t driver_features, boo
     q.kick = g.kick(i);
     if (msix)
       q.call = g.call(i);
+    if (at_driver_bases)
+      q.base = g.queue(i).next_avail_base();
     spec.queues.push_back(std::move(q));
   }
   if (!msix)

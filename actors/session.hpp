@@ -86,6 +86,9 @@ private:
 /// The activation of all of `g`'s queues. `msix`: each queue's call eventfd
 /// goes to the back-end directly; otherwise the worker forwards interrupts
 /// to g.intx() (and the driver waits there: g.use_intx(true) is set).
-[[nodiscard]] ActivateSpec activate_spec(virtio::GuestDriver& g, uint64_t driver_features, bool msix);
+/// `at_driver_bases`: each ring starts at the driver's next index (a device
+/// moved to a back-end on shared storage) instead of a fresh ring.
+[[nodiscard]] ActivateSpec activate_spec(virtio::GuestDriver& g, uint64_t driver_features, bool msix,
+                                         bool at_driver_bases = false);
 
 }  // namespace vufront::actors

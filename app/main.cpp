@@ -300,8 +300,9 @@ struct JobCommand {
   void add_to(CLI::App& app) {
     cmd = app.add_subcommand(
         "job", "Run a job file (docs/jobs.md): devices driven concurrently through their\n"
-               "steps - activate, check, sleep, snapshot, restore (into a new back-end), wake,\n"
-               "reset, wait, barrier - with a live display on a terminal, JSON-lines events\n"
+               "steps - activate, check, sleep, snapshot, restore (into a new back-end),\n"
+               "migrate (live, with its memory, to a new back-end), wake, reset, wait,\n"
+               "barrier - with a live display on a terminal, JSON-lines events\n"
                "otherwise, and a summary. Exit 0 when every device did every step, 1 when one\n"
                "failed (named with its step on stderr), 2 for an invalid job file.");
     cmd->add_option("FILE", options.file, "The job file (JSON)")->required();

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <string>
 #include <utility>
 
 namespace vufront {
@@ -35,6 +36,18 @@ Result<DirtyLog> DirtyLog::create(uint64_t end) {
   if (p == MAP_FAILED)
     return make_error(errc::io_error, "dirty log", "mmap", errno);
   return DirtyLog(share(std::move(fd)), static_cast<uint64_t*>(p), bytes / 8);
+}
+
+Result<DirtyLog> DirtyLog::map(SharedFd fd, uint64_t size) {
+  if (!fd || !*fd)
+    return make_error(errc::invalid_argument, "dirty log", "no fd to map");
+  if (size == 0 || size % 8 != 0 || size > bytes_for(max_end))
+    return make_error(errc::invalid_argument, "dirty log",
+                      "size " + std::to_string(size) + " is not a whole number of 64-bit words");
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+  if (p == MAP_FAILED)
+    return make_error(errc::io_error, "dirty log", "mmap", errno);
+  return DirtyLog(std::move(fd), static_cast<uint64_t*>(p), size / 8);
 }
 
 DirtyLog::DirtyLog(DirtyLog&& o) noexcept

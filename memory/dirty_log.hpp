@@ -38,6 +38,11 @@ public:
   /// io_error (memfd, seal, mmap; errno).
   [[nodiscard]] static Result<DirtyLog> create(uint64_t end);
 
+  /// Maps a log someone else made (a device's, from dirty_log_start): `fd`
+  /// and its `size` in bytes (a multiple of 8, not 0). Errors:
+  /// invalid_argument (no fd, bad size), io_error (mmap; errno).
+  [[nodiscard]] static Result<DirtyLog> map(SharedFd fd, uint64_t size);
+
   DirtyLog(DirtyLog&& o) noexcept;
   DirtyLog& operator=(DirtyLog&& o) noexcept;
   DirtyLog(const DirtyLog&) = delete;

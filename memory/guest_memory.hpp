@@ -25,6 +25,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "memory/dirty_log.hpp"
 
 namespace vufront {
 
@@ -140,6 +141,19 @@ public:
   /// The backing fds (still owned here), same order as regions().
   [[nodiscard]] std::vector<int> fds() const;
 
+  /// The log of this process's own writes to guest memory (a migration's:
+  /// what the guest-side driver writes, as KVM's log of a VMM's vCPUs);
+  /// nullptr: none. The log must outlive its use here.
+  void set_write_log(DirtyLog* log) noexcept { write_log_ = log; }
+  /// Marks `[gpa, gpa+len)` in the write log, if there is one: whoever
+  /// writes guest memory through host_ptr() calls it (one test when off).
+  void mark_written(uint64_t gpa, uint64_t len) const noexcept {
+    if (write_log_ == nullptr || len == 0)
+      return;
+    for (uint64_t p = gpa / DirtyLog::page_size; p <= (gpa + len - 1) / DirtyLog::page_size; ++p)
+      write_log_->mark(p * DirtyLog::page_size);
+  }
+
 private:
   [[nodiscard]] Result<void> check_new(uint64_t gpa, uint64_t size, const char* op) const;
   [[nodiscard]] Result<const GuestRegion*> map_and_insert(uint64_t gpa, uint64_t size,
@@ -149,6 +163,7 @@ private:
   std::map<uint64_t, GuestRegion> regions_;  ///< key: gpa
   size_t max_regions_;
   uint64_t next_user_ = synthetic_user_base;
+  DirtyLog* write_log_ = nullptr;
 };
 
 }  // namespace vufront

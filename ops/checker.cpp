@@ -230,6 +230,7 @@ bool Checker::set_memory() {
     g.queues = total_queues();
     g.queue_size = opts_.queue_size;
     g.ring = opts_.packed ? virtio::RingKind::packed : virtio::RingKind::split;
+    g.ram_bytes = opts_.ram_bytes;
     auto guest = virtio::GuestDriver::create(g);
     if (!guest)
       return std::move(guest).error();
@@ -311,6 +312,8 @@ Result<std::string> Checker::blk_io() {
     }
   }
   written_.push_back(round_);
+  if (auto r = migration_writes_intact(); !r)
+    return std::move(r).error();
   std::string detail = std::to_string(guest_->queue_count()) + " queue(s): 4 KiB written" +
                        (flush ? ", flushed" : "") + ", read back, equal";
   if (written_.size() > 1)
@@ -483,44 +486,50 @@ Result<void> Checker::fits_guest(const snapshot::Manifest& m) const {
 }
 
 bool Checker::restore(const std::string& socket, actors::RestoreOptions o, const std::string& name) {
-  return step(name, [&]() -> Result<std::string> {
-    if (!guest_)
-      return make_error(errc::bad_state, "restore", "no guest driver yet: activate the device first");
-    {
-      auto file = snapshot::SnapshotReader::open(o.path);
-      if (!file)
-        return std::move(file).error();
-      if (auto r = fits_guest(file->manifest()); !r)
-        return std::move(r).error();
-    }
-    // The old device (and its connection) goes first, so a back-end
-    // restarted on the same socket can take the new connection.
-    session_.reset();
-    opts_.socket = socket;
-    session_ = std::make_unique<actors::DeviceSession>(sys_, device_config(opts_));
-    notices_shown_ = 0;
-    if (timeout_)
-      session_->set_timeout(*timeout_);
-    if (opts_.on_session)
-      opts_.on_session(*session_);
-    if (auto r = negotiate_session(true); !r)
+  return step(name, [&] { return restore_into(socket, std::move(o)); });
+}
+
+Result<void> Checker::new_session(const std::string& socket) {
+  // The old device (and its connection) goes first, so a back-end
+  // restarted on the same socket can take the new connection.
+  session_.reset();
+  opts_.socket = socket;
+  session_ = std::make_unique<actors::DeviceSession>(sys_, device_config(opts_));
+  notices_shown_ = 0;
+  if (timeout_)
+    session_->set_timeout(*timeout_);
+  if (opts_.on_session)
+    opts_.on_session(*session_);
+  if (auto r = negotiate_session(true); !r)
+    return std::move(r).error();
+  return session_->set_memory(actors::memory_spec(guest_->memory()));
+}
+
+Result<std::string> Checker::restore_into(const std::string& socket, actors::RestoreOptions o) {
+  if (!guest_)
+    return make_error(errc::bad_state, "restore", "no guest driver yet: activate the device first");
+  {
+    auto file = snapshot::SnapshotReader::open(o.path);
+    if (!file)
+      return std::move(file).error();
+    if (auto r = fits_guest(file->manifest()); !r)
       return std::move(r).error();
-    if (auto r = session_->set_memory(actors::memory_spec(guest_->memory())); !r)
-      return std::move(r).error();
-    o.activation = actors::activate_spec(*guest_, driver_features_, opts_.msix);
-    auto info = session_->restore(o);
-    if (!info)
-      return std::move(info).error();
-    transfer_ = std::move(info).value();
-    transfer_.path = o.path;
-    std::string bases;
-    for (const auto& q : transfer_.queues)
-      if (bases.size() < 60)
-        bases += (bases.empty() ? "" : " ") + std::string("q") + std::to_string(q.index) + "=" +
-                 hex(q.base);
-    return "into " + socket + ": " + transfer_summary(transfer_) + "; sleeping, rings at " +
-           (bases.empty() ? std::string("the snapshot's bases") : bases);
-  });
+  }
+  if (auto r = new_session(socket); !r)
+    return std::move(r).error();
+  o.activation = actors::activate_spec(*guest_, driver_features_, opts_.msix);
+  auto info = session_->restore(o);
+  if (!info)
+    return std::move(info).error();
+  transfer_ = std::move(info).value();
+  transfer_.path = o.path;
+  std::string bases;
+  for (const auto& q : transfer_.queues)
+    if (bases.size() < 60)
+      bases += (bases.empty() ? "" : " ") + std::string("q") + std::to_string(q.index) + "=" +
+               hex(q.base);
+  return "into " + socket + ": " + transfer_summary(transfer_) + "; sleeping, rings at " +
+         (bases.empty() ? std::string("the snapshot's bases") : bases);
 }
 
 }  // namespace vufront::ops

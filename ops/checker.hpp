@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,9 +67,43 @@ struct CheckOptions {
   bool json = false;
   /// Called with each finished step (for live output).
   std::function<void(const struct CheckStep&)> on_step;
+  /// Guest RAM beyond the rings and request buffers (a migration copies it;
+  /// GuestDriverOptions::ram_bytes).
+  uint64_t ram_bytes = 0;
   /// Called with each device session the checker makes (the first, and the
   /// one of each restore), e.g. to know whom to send a cancel.
   std::function<void(actors::DeviceSession&)> on_session;
+};
+
+/// A live migration of the device (Checker::migrate, ops/checker_migrate.cpp).
+struct MigrateOptions {
+  std::string socket;  ///< the destination back-end
+  /// A pre-copy round of at most this many pages is the last before the stop.
+  uint64_t threshold_pages = 256;
+  unsigned max_rounds = 30;  ///< pre-copy rounds at most, the first included
+  bool io = true;            ///< blk I/O between chunks of the copy
+  uint64_t chunk_pages = 256;  ///< pages copied between two I/O requests
+  /// DEVICE_STATE: where the state goes between the two back-ends (a file
+  /// removed at once); default: the temporary directory.
+  std::string state_dir;
+  /// The state transfer's timeout (no progress for that long) and progress.
+  uint32_t timeout_ms = 60000;
+  caf::actor progress;
+};
+
+/// What a migration did.
+struct MigrateInfo {
+  std::string how;  ///< "device state" or "shared storage"
+  std::vector<uint64_t> round_pages;  ///< pages per pre-copy round
+  uint64_t final_pages = 0;   ///< pages the final copy (device stopped) took from the logs
+  uint64_t memory_bytes = 0;
+  uint64_t state_bytes = 0;   ///< the back-end's state (device state only)
+  uint64_t io_requests = 0;   ///< guest I/O requests during the rounds
+  double downtime_ms = 0;     ///< from the stop of the rings to their start at the destination
+  /// The downtime's parts: the rings stopped and the final copy; the
+  /// byte-for-byte check; the move to the destination back-end.
+  double stop_copy_ms = 0, verify_ms = 0, switch_ms = 0;
+  double total_ms = 0;
 };
 
 struct CheckStep {
@@ -112,6 +147,18 @@ public:
   /// the guest is.
   bool restore(const std::string& socket, actors::RestoreOptions o,
                const std::string& name = "restore");
+  /// Moves the running device and its guest memory to the back-end on
+  /// o.socket while the guest does I/O (ops/checker_migrate.cpp): pre-copy
+  /// (ops/migration.hpp), the rings stopped, the final copy, the memories
+  /// compared, then the device continues at the destination on the new
+  /// memory: with DEVICE_STATE its state is saved and restored into the new
+  /// back-end; without, the new back-end shares the storage and the rings
+  /// start at the source's bases. The device ends up active.
+  bool migrate(const MigrateOptions& o, const std::string& name = "migrate");
+  [[nodiscard]] const MigrateInfo& last_migration() const noexcept { return migration_; }
+  /// What last_migration() is as a JSON object (the job's output).
+  [[nodiscard]] std::string migration_json() const;
+
   /// What the last snapshot or restore transferred.
   [[nodiscard]] const actors::SnapshotInfo& last_transfer() const noexcept { return transfer_; }
 
@@ -148,6 +195,28 @@ private:
   /// restore: the new back-end must offer them) instead of being chosen.
   [[nodiscard]] Result<std::string> negotiate_session(bool keep_features);
   [[nodiscard]] Result<void> fits_guest(const snapshot::Manifest& m) const;
+  /// Drops the device and makes a new one on `socket`, negotiated with the
+  /// driver's features (restore, migrate).
+  [[nodiscard]] Result<void> new_session(const std::string& socket);
+  /// restore() without its step.
+  [[nodiscard]] Result<std::string> restore_into(const std::string& socket,
+                                                 actors::RestoreOptions o);
+  /// migrate() without its step.
+  [[nodiscard]] Result<std::string> migrate_device(const MigrateOptions& o);
+  /// The device's state into a new back-end on o.socket (DEVICE_STATE), the
+  /// driver on `dest`, woken there.
+  [[nodiscard]] Result<void> move_state(const MigrateOptions& o, GuestMemory dest);
+  /// A new back-end on o.socket on the same storage, the driver on `dest`,
+  /// the rings started at their bases.
+  [[nodiscard]] Result<void> move_shared(const MigrateOptions& o, GuestMemory dest);
+  /// One blk request pair during a migration: a write to a slot of its
+  /// own from a page only the driver writes, a read of the slot before into
+  /// a page only the back-end writes.
+  [[nodiscard]] Result<void> migration_io();
+  /// One such write or read of `slot` on queue `q`.
+  [[nodiscard]] Result<void> migration_request(uint16_t q, bool write, unsigned slot);
+  /// blk: what migration_io() wrote is still there.
+  [[nodiscard]] Result<void> migration_writes_intact();
 
   caf::actor_system& sys_;
   CheckOptions opts_;
@@ -165,6 +234,10 @@ private:
   bool fuse_initialised_ = false;
   std::vector<CheckStep> steps_;
   std::string failed_;
+  MigrateInfo migration_;
+  /// migration_io(): requests so far; the seed of each slot's data.
+  uint64_t migration_ios_ = 0;
+  std::map<unsigned, uint64_t> migration_written_;
 };
 
 }  // namespace vufront::ops

@@ -38,7 +38,9 @@ std::string pad(std::string s, size_t width) {
   return s;
 }
 
-bool is_transfer(JobStepKind k) { return k == JobStepKind::snapshot || k == JobStepKind::restore; }
+bool is_transfer(JobStepKind k) {
+  return k == JobStepKind::snapshot || k == JobStepKind::restore || k == JobStepKind::migrate;
+}
 
 }  // namespace
 
@@ -75,6 +77,8 @@ void JobDisplay::event(const JobEvent& e) {
         j["bytes"] = is_transfer(step.kind) ? nlohmann::ordered_json(e.bytes)
                                             : nlohmann::ordered_json(nullptr);
         j["detail"] = e.detail;
+        j["migrate"] = e.figures.empty() ? nlohmann::ordered_json(nullptr)
+                                         : nlohmann::ordered_json::parse(e.figures);
         break;
       case JobEvent::Kind::failed:
         j["ms"] = e.ms;

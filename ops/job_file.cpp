@@ -27,6 +27,7 @@ const char* name(JobStepKind k) noexcept {
     case JobStepKind::check: return "check";
     case JobStepKind::snapshot: return "snapshot";
     case JobStepKind::restore: return "restore";
+    case JobStepKind::migrate: return "migrate";
     case JobStepKind::wait: return "wait";
     case JobStepKind::barrier: return "barrier";
   }
@@ -48,11 +49,12 @@ namespace {
 
 constexpr JobStepKind all_steps[] = {JobStepKind::activate, JobStepKind::sleep,   JobStepKind::wake,
                                      JobStepKind::reset,    JobStepKind::check,   JobStepKind::snapshot,
-                                     JobStepKind::restore,  JobStepKind::wait,    JobStepKind::barrier};
+                                     JobStepKind::restore,  JobStepKind::migrate, JobStepKind::wait,
+                                     JobStepKind::barrier};
 
 bool takes_argument(JobStepKind k) {
-  return k == JobStepKind::snapshot || k == JobStepKind::restore || k == JobStepKind::wait ||
-         k == JobStepKind::barrier;
+  return k == JobStepKind::snapshot || k == JobStepKind::restore || k == JobStepKind::migrate ||
+         k == JobStepKind::wait || k == JobStepKind::barrier;
 }
 
 std::optional<JobStepKind> step_kind(const std::string& s) {
@@ -71,6 +73,29 @@ std::vector<std::string> step_names() {
 
 // ---- one step ----------------------------------------------------------------------
 
+/// {"migrate": {"socket": S, "threshold_pages": N, "max_rounds": N, "io": B,
+/// "chunk_pages": N, "state_dir": DIR}}: the argument object.
+void parse_migrate(JobStep& s, const json& arg, const std::string& where) {
+  if (!arg.is_object())
+    fail(where, "expected an object ({\"socket\": \"SOCKET\", ...}), got " + describe(arg));
+  only_keys(arg, where,
+            {"socket", "threshold_pages", "max_rounds", "io", "chunk_pages", "state_dir"});
+  if (!arg.contains("socket"))
+    fail(where, "missing key \"socket\" (the destination back-end's vhost-user socket)");
+  s.socket = get_socket(arg.at("socket"), at(where, "socket"));
+  if (arg.contains("threshold_pages"))
+    s.threshold_pages = get_uint(arg.at("threshold_pages"), at(where, "threshold_pages"), 0,
+                                 uint64_t{1} << 40);
+  if (arg.contains("max_rounds"))
+    s.max_rounds = static_cast<unsigned>(get_uint(arg.at("max_rounds"), at(where, "max_rounds"), 1, 1000));
+  if (arg.contains("io"))
+    s.io = get_bool(arg.at("io"), at(where, "io"));
+  if (arg.contains("chunk_pages"))
+    s.chunk_pages = get_uint(arg.at("chunk_pages"), at(where, "chunk_pages"), 1, uint64_t{1} << 20);
+  if (arg.contains("state_dir"))
+    s.state_dir = get_string(arg.at("state_dir"), at(where, "state_dir"));
+}
+
 JobStep parse_step(const json& v, const std::string& where, const JobDevice& dev) {
   JobStep s;
   s.timeout = dev.timeout;
@@ -83,6 +108,7 @@ JobStep parse_step(const json& v, const std::string& where, const JobDevice& dev
       const char* example = *k == JobStepKind::wait       ? "{\"wait\": SECONDS}"
                             : *k == JobStepKind::barrier ? "{\"barrier\": \"NAME\"}"
                             : *k == JobStepKind::restore ? "{\"restore\": \"FILE\", \"socket\": \"SOCKET\"}"
+                            : *k == JobStepKind::migrate ? "{\"migrate\": {\"socket\": \"SOCKET\"}}"
                                                          : "{\"snapshot\": \"FILE\"}";
       fail(where, in_quotes(text) + " needs an argument: " + example);
     }
@@ -111,6 +137,7 @@ JobStep parse_step(const json& v, const std::string& where, const JobDevice& dev
     case JobStepKind::snapshot: options = {"max_bytes", "force", "timeout"}; break;
     case JobStepKind::restore: options = {"socket", "timeout"}; break;
     case JobStepKind::barrier: options = {"timeout"}; break;
+    case JobStepKind::migrate: options = {"timeout"}; break;
     case JobStepKind::wait: break;
     default:
       fail(where, in_quotes(found[0]) + " takes no argument: write the string " + in_quotes(found[0]));
@@ -137,6 +164,7 @@ JobStep parse_step(const json& v, const std::string& where, const JobDevice& dev
       if (v.contains("socket"))
         s.socket = get_socket(v.at("socket"), at(where, "socket"));
       break;
+    case JobStepKind::migrate: parse_migrate(s, arg, argw); break;
     case JobStepKind::wait: s.wait = get_seconds(arg, argw, true); break;
     case JobStepKind::barrier:
       s.barrier = get_string(arg, argw, 64);
@@ -206,6 +234,16 @@ void check_order(JobDevice& d, const std::string& where) {
           s.socket = socket;
         socket = s.socket;
         st = SimState::sleeping;
+        break;
+      case JobStepKind::migrate:
+        needs("an active device", {SimState::active});
+        if (d.kind != DeviceKind::blk)
+          fail(where + ".steps[" + std::to_string(i) + "]",
+               "\"migrate\" moves blk devices only (its I/O during the copy is checked)");
+        if (d.packed)
+          fail(where + ".steps[" + std::to_string(i) + "]",
+               "\"migrate\" needs split rings (dirty logging refuses packed rings)");
+        socket = s.socket;
         break;
       case JobStepKind::wait:
       case JobStepKind::barrier: break;

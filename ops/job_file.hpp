@@ -23,7 +23,9 @@
 
 namespace vufront::ops {
 
-enum class JobStepKind : uint8_t { activate, sleep, wake, reset, check, snapshot, restore, wait, barrier };
+enum class JobStepKind : uint8_t {
+  activate, sleep, wake, reset, check, snapshot, restore, migrate, wait, barrier
+};
 
 /// The step's name in the file ("snapshot").
 [[nodiscard]] const char* name(JobStepKind k) noexcept;
@@ -31,11 +33,17 @@ enum class JobStepKind : uint8_t { activate, sleep, wake, reset, check, snapshot
 struct JobStep {
   JobStepKind kind = JobStepKind::activate;
   std::string path;     ///< snapshot, restore: the snapshot file
-  std::string socket;   ///< restore: the new back-end's socket
+  std::string socket;   ///< restore, migrate: the new back-end's socket
   uint64_t max_bytes = uint64_t{64} << 30;  ///< snapshot: cap on the state
   bool force = false;   ///< snapshot: may replace an existing file
   std::chrono::milliseconds wait{0};        ///< wait
   std::string barrier;  ///< barrier: its name
+  /// migrate: its options (the socket is `socket`).
+  uint64_t threshold_pages = 256;
+  unsigned max_rounds = 30;
+  bool io = true;
+  uint64_t chunk_pages = 256;
+  std::string state_dir;
   /// The step's deadline: the device's timeout unless the step sets its own.
   std::chrono::milliseconds timeout{60000};
 };

@@ -74,6 +74,7 @@ public:
       case JobStepKind::check: return checker_steps(s, {[&] { return c.io("check"); }});
       case JobStepKind::snapshot: return snapshot(s);
       case JobStepKind::restore: return restore(s);
+      case JobStepKind::migrate: return migrate(s);
       case JobStepKind::wait:
         if (!host_.wait(s.wait))
           return {false, "cancelled", 0};
@@ -159,6 +160,23 @@ private:
     auto saved = saved_rounds_.find(path_key(s.path));
     c.set_written_rounds(saved != saved_rounds_.end() ? saved->second : std::vector<unsigned>{});
     return {true, c.steps().back().detail, c.last_transfer().state_bytes};
+  }
+
+  JobStepResult migrate(const JobStep& s) {
+    Checker& c = checker_;
+    MigrateOptions o;
+    o.socket = s.socket;
+    o.threshold_pages = s.threshold_pages;
+    o.max_rounds = s.max_rounds;
+    o.io = s.io;
+    o.chunk_pages = s.chunk_pages;
+    o.state_dir = s.state_dir;
+    o.timeout_ms = static_cast<uint32_t>(s.timeout.count());
+    o.progress = host_.progress_relay();
+    c.set_timeout(actors::max_transfer_time + 2 * dev_.timeout + actors::job_answer_slack);
+    if (!c.migrate(o))
+      return {false, failure(c.steps().back(), s), 0};
+    return {true, c.steps().back().detail, c.last_migration().state_bytes, c.migration_json()};
   }
 
   std::shared_ptr<const Job> job_;

@@ -118,6 +118,9 @@ Result<DriverQueue> DriverQueue::create(const GuestMemory& mem, RingKind kind, u
   std::memset(q->desc_, 0, desc_area(kind, size).size);
   std::memset(q->driver_, 0, driver_area(kind, size).size);
   std::memset(q->device_, 0, device_area(kind, size).size);
+  mem.mark_written(areas.desc, desc_area(kind, size).size);
+  mem.mark_written(areas.driver, driver_area(kind, size).size);
+  mem.mark_written(areas.device, device_area(kind, size).size);
   std::atomic_thread_fence(std::memory_order_release);
   return q;
 }
@@ -173,6 +176,7 @@ uint64_t DriverQueue::write_indirect(uint16_t slot, const std::vector<Buffer>& b
     }
     std::memcpy(table + i * 16, &d, sizeof d);  // BOUNDS: i < indirect_max, slot < size
   }
+  mem_->mark_written(areas_.indirect + table_off, buffers.size() * 16);
   return areas_.indirect + table_off;
 }
 
@@ -216,6 +220,7 @@ Result<uint16_t> DriverQueue::add_split(const std::vector<Buffer>& buffers, bool
     d.len = static_cast<uint32_t>(buffers.size() * 16);
     d.flags = desc_f_indirect;
     std::memcpy(desc_ + uint64_t{idx} * 16, &d, sizeof d);
+    mem_->mark_written(areas_.desc + uint64_t{idx} * 16, 16);
   } else {
     for (size_t i = 0; i < buffers.size(); ++i) {
       const bool last = i + 1 == buffers.size();
@@ -226,6 +231,7 @@ Result<uint16_t> DriverQueue::add_split(const std::vector<Buffer>& buffers, bool
                                       (last ? 0 : desc_f_next));
       d.next = last ? 0 : free_next_[idx];
       std::memcpy(desc_ + uint64_t{idx} * 16, &d, sizeof d);  // BOUNDS: idx < size
+      mem_->mark_written(areas_.desc + uint64_t{idx} * 16, 16);
       if (!last)
         idx = free_next_[idx];
     }
@@ -237,6 +243,8 @@ Result<uint16_t> DriverQueue::add_split(const std::vector<Buffer>& buffers, bool
   *u16_at(driver_, sizeof(SplitAvailHeader) + 2 * slot) = head;
   ++avail_idx_;
   ring_store(u16_at(driver_, offsetof(SplitAvailHeader, idx)), avail_idx_);
+  mem_->mark_written(areas_.driver, sizeof(SplitAvailHeader));
+  mem_->mark_written(areas_.driver + sizeof(SplitAvailHeader) + 2 * slot, 2);
   return head;
 }
 
@@ -268,6 +276,7 @@ Result<uint16_t> DriverQueue::add_packed(const std::vector<Buffer>& buffers, boo
         head = d;
       else
         std::memcpy(desc_ + uint64_t{pos.idx} * 16, &d, sizeof d);  // BOUNDS: idx < size
+      mem_->mark_written(areas_.desc + uint64_t{pos.idx} * 16, 16);
       advance(pos, 1, size_);
     }
   }
@@ -275,6 +284,7 @@ Result<uint16_t> DriverQueue::add_packed(const std::vector<Buffer>& buffers, boo
   uint8_t* hp = desc_ + uint64_t{head_pos.idx} * 16;
   std::memcpy(hp, &head, offsetof(PackedDesc, flags));
   ring_store(u16_at(hp, offsetof(PackedDesc, flags)), head.flags);
+  mem_->mark_written(areas_.desc + uint64_t{head_pos.idx} * 16, 16);
   next_avail_ = pos;
   return id;
 }

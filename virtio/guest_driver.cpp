@@ -22,7 +22,8 @@ Result<std::unique_ptr<GuestDriver>> GuestDriver::create(const GuestDriverOption
   if (o.queues == 0)
     return make_error(errc::invalid_argument, "guest driver", "no queues");
   std::unique_ptr<GuestDriver> g(new GuestDriver(o));
-  uint64_t size = (rings_slot + scratch_slot) * o.queues;
+  const uint64_t ram = (o.ram_bytes + 0xfff) & ~uint64_t{0xfff};
+  uint64_t size = (rings_slot + scratch_slot) * o.queues + ram;
   if (auto r = g->mem_.add_region(guest_base, size); !r)
     return fail(std::move(r));
   g->intx_ = share(make_eventfd());
@@ -47,6 +48,37 @@ Result<std::unique_ptr<GuestDriver>> GuestDriver::create(const GuestDriverOption
     g->queues_.push_back(std::move(q));
   }
   return g;
+}
+
+uint64_t GuestDriver::ram_gpa() const noexcept {
+  return guest_base + (rings_slot + scratch_slot) * opts_.queues;
+}
+
+Result<GuestMemory> GuestDriver::move_to(GuestMemory dest) {
+  for (const auto& q : queues_)
+    if (q.driver.in_flight() != 0)
+      return make_error(errc::bad_state, "guest driver move",
+                        "a request is in flight on a queue: the rings must be stopped first");
+  for (const GuestRegion* r : mem_.regions()) {
+    const GuestRegion* d = dest.region(r->gpa());
+    if (d == nullptr || d->size() != r->size())
+      return make_error(errc::invalid_argument, "guest driver move",
+                        "the destination lacks the region at " + std::to_string(r->gpa()));
+  }
+  GuestMemory old = std::move(mem_);
+  mem_ = std::move(dest);
+  for (auto& q : queues_) {
+    const DriverQueue& d = q.driver;
+    auto moved = DriverQueue::resume(mem_, d.kind(), d.size(), d.areas(), d.next_avail_base());
+    if (!moved)
+      return fail(std::move(moved));
+    auto scratch = GuestScratch::create(mem_, q.scratch.gpa(), q.scratch.size());
+    if (!scratch)
+      return fail(std::move(scratch));
+    q.driver = std::move(*moved);
+    q.scratch = std::move(*scratch);
+  }
+  return old;
 }
 
 Result<void> GuestDriver::reset_queues() {

@@ -27,6 +27,10 @@ struct GuestDriverOptions {
   bool indirect = false;  ///< give each queue indirect tables and use them
   /// Deadline of one request (add, kick, wait for its completion).
   std::chrono::milliseconds io_timeout{10000};
+  /// Guest RAM beyond the rings and request buffers (rounded up to 4 KiB):
+  /// what a migration copies besides them (`ram_gpa()`), e.g. a benchmark's
+  /// 1 GiB. The driver never touches it.
+  uint64_t ram_bytes = 0;
 };
 
 class GuestDriver {
@@ -51,6 +55,22 @@ public:
   [[nodiscard]] const SharedFd& intx() const noexcept { return intx_; }
   /// Wait for completions on intx() instead of the per-queue call fds.
   void use_intx(bool on) noexcept { use_intx_ = on; }
+
+  /// Guest-physical address of the RAM beyond the rings and request
+  /// buffers (GuestDriverOptions::ram_bytes of it).
+  [[nodiscard]] uint64_t ram_gpa() const noexcept;
+
+  /// Logs every write the driver makes to guest memory (descriptors, avail
+  /// rings, indirect tables, request buffers) in `log` until called with
+  /// nullptr (a migration's own log, as KVM's of a VMM's vCPUs).
+  void log_writes(DirtyLog* log) noexcept { mem_.set_write_log(log); }
+
+  /// Moves the driver to `dest`, a copy of its memory with the same layout
+  /// (a migration's destination): the rings continue where they are, the
+  /// scratch areas are the same GPAs in `dest`; the old memory is returned.
+  /// Errors: bad_state (a chain is in flight), invalid_argument (`dest`
+  /// lacks a region of this memory).
+  [[nodiscard]] Result<GuestMemory> move_to(GuestMemory dest);
 
   /// Fresh rings on every queue (after a device reset): zeroed ring memory,
   /// base 0 (split) / 0x8000_8000 (packed).

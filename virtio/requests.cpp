@@ -27,6 +27,9 @@ Result<uint64_t> GuestScratch::alloc(uint64_t len, uint64_t align) {
                       "scratch area exhausted (" + std::to_string(len) + " bytes wanted)");
   used_ = start + len;
   std::memset(mem_->host_ptr(gpa_ + start, len), 0, len);
+  // the driver writes what it allocates (zeroes, then the request): logged
+  // for a migration (GuestMemory::mark_written; nothing when not logging)
+  mem_->mark_written(gpa_ + start, len);
   return gpa_ + start;
 }
 

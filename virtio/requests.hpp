@@ -29,6 +29,9 @@ public:
   /// Host pointer of an allocation (or any range inside the scratch area).
   [[nodiscard]] uint8_t* ptr(uint64_t gpa, uint64_t len) const noexcept;
   void reset() noexcept { used_ = 0; }
+  /// The area: its first GPA and its length.
+  [[nodiscard]] uint64_t gpa() const noexcept { return gpa_; }
+  [[nodiscard]] uint64_t size() const noexcept { return len_; }
   [[nodiscard]] const GuestMemory& memory() const noexcept { return *mem_; }
 
 private:

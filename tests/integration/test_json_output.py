@@ -118,15 +118,21 @@ def test_every_documented_object_against_real_output(tmp):
                    'restore failure (open)')
         seen.check('restore (failure)', vufront_json('restore', closing.sock, '--in', snap, '--json', rc=1),
                    'restore failure (transfer)')
+        m = bs.start('m', '--size', '16M')
+        n = bs.start('n', '--size', '16M')
         job = write_job(tmp, {'devices': [
             {'name': 'disk0', 'socket': a.sock, 'steps': ['activate', 'check', 'sleep',
                                                           {'snapshot': os.path.join(tmp, 'j.vfsnap')}]},
+            {'name': 'moved', 'socket': m.sock,
+             'steps': ['activate', {'migrate': {'socket': n.sock, 'state_dir': tmp}}]},
             {'name': 'ghost', 'socket': missing, 'steps': ['activate']}]})
         r = run(ARGS.vufront, 'job', job, '--json-progress')
         assert r.returncode == 1, r.stdout + r.stderr
         events, summary = job_events(r.stdout)
         for i, e in enumerate(events):
             seen.check('job ' + e['event'], e, 'job event %d' % i)
+            if e['event'] == 'done' and e['name'] == 'migrate':
+                seen.check('job done: migrate', e['migrate'], 'job event %d: migrate' % i)
         seen.check('job summary', summary, 'job summary')
     missed = set(seen.tables) - seen.covered
     assert not missed, 'documented but not produced here: %s' % sorted(missed)

@@ -306,6 +306,68 @@ def test_job_refuses_a_snapshot_of_another_point(tmp):
         assert "not of the guest's current point" in r.stderr, r.stderr
 
 
+def test_job_migrates_a_running_disk_and_its_memory_while_io_runs(tmp):
+    with Backends(ARGS.backend, tmp) as bs:
+        a = bs.start('a', '--size', '16M')
+        b = bs.start('b', '--size', '16M')
+        c = bs.start('c', '--size', '16M')
+        path = write_job(tmp, {'devices': [
+            {'name': 'disk0', 'socket': a.sock,
+             'steps': ['activate', 'check',
+                       {'migrate': {'socket': b.sock, 'chunk_pages': 32, 'state_dir': tmp}},
+                       'check', 'sleep', 'wake',
+                       {'migrate': {'socket': c.sock, 'max_rounds': 2, 'threshold_pages': 0,
+                                    'state_dir': tmp}},
+                       'check']}]})
+        r = vufront('job', path, '--json-progress')
+        assert r.returncode == 0, r.stdout + r.stderr
+        events, summary = job_events(r.stdout)
+        assert summary['ok'] is True, summary
+        done = [e for e in events if e['name'] == 'migrate' and e['event'] == 'done']
+        assert len(done) == 2, events
+        for e in done:
+            m = e['migrate']
+            assert set(m) == {'how', 'rounds', 'round_pages', 'final_pages', 'memory_bytes',
+                              'state_bytes', 'io_requests', 'downtime_ms', 'stop_copy_ms',
+                              'verify_ms', 'switch_ms', 'total_ms'}, m
+            assert m['how'] == 'device state', m
+            assert m['rounds'] == len(m['round_pages']) >= 2, m
+            assert m['round_pages'][0] * 4096 == m['memory_bytes'], m
+            assert m['round_pages'][1] > 0, m   # what the I/O dirtied in the first round
+            assert m['io_requests'] > 0 and m['state_bytes'] > 16 << 20, m
+            assert 0 < m['downtime_ms'] <= m['total_ms'], m
+            assert e['bytes'] == m['state_bytes'], e
+            assert 'memory equal' in e['detail'], e
+        assert done[1]['migrate']['rounds'] == 2, done[1]   # max_rounds
+        # every write before and during both migrations read back at the end
+        checks = [e['detail'] for e in events if e['name'] == 'check' and e['event'] == 'done']
+        assert 'earlier write(s) per queue intact' in checks[-1], checks
+        assert summary['devices'][0]['state_bytes'] == sum(e['bytes'] for e in done), summary
+        assert not [f for f in os.listdir(tmp) if f.startswith('vufront-migrate-')], os.listdir(tmp)
+        others = [e for e in events if e['event'] == 'done' and e['name'] != 'migrate']
+        assert others and all(e['migrate'] is None for e in others), others
+
+
+def test_job_file_checks_migrate_steps(tmp):
+    cases = [
+        ({'migrate': {'socket': '/tmp/x.sock'}}, ['activate', 'sleep'], 'needs an active device'),
+        ({'migrate': {}}, ['activate'], 'missing key "socket"'),
+        ({'migrate': '/tmp/x.sock'}, ['activate'], 'expected an object'),
+        ({'migrate': {'socket': '/tmp/x.sock', 'max_rounds': 0}}, ['activate'], 'max_rounds'),
+        ({'migrate': {'socket': '/tmp/x.sock', 'treshold_pages': 1}}, ['activate'],
+         'did you mean "threshold_pages"'),
+    ]
+    for step, before, want in cases:
+        path = write_job(tmp, {'devices': [{'socket': '/tmp/a.sock', 'steps': before + [step]}]})
+        r = vufront('job', path)
+        assert r.returncode == 2, (step, r.stderr)
+        assert 'devices[0].steps[%d]' % len(before) in r.stderr and want in r.stderr, (step, r.stderr)
+    path = write_job(tmp, {'devices': [{'socket': '/tmp/a.sock', 'kind': 'net',
+                                        'steps': ['activate', {'migrate': {'socket': '/tmp/b.sock'}}]}]})
+    r = vufront('job', path)
+    assert r.returncode == 2 and 'blk devices only' in r.stderr, r.stderr
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser(description=__doc__)

@@ -108,3 +108,19 @@ TEST_CASE("dirty log: mark_all marks every page once, fold_into moves the bits t
   CHECK_FALSE(big->fold_into(*tiny));
   CHECK(tiny->read_and_clear() == std::vector<uint64_t>{3});
 }
+
+TEST_CASE("dirty log: map() shares another's log and its bits both ways, refuses a bad size or no fd") {
+  auto log = DirtyLog::create(256 * 4096);
+  REQUIRE(log);
+  auto view = DirtyLog::map(log->fd(), log->size());
+  REQUIRE(view);
+  CHECK(view->pages() == log->pages());
+  log->mark(7 * 4096);
+  CHECK(view->read_and_clear() == std::vector<uint64_t>{7});
+  CHECK(log->read_and_clear().empty());  // taken through the other mapping
+  view->mark(9 * 4096);
+  CHECK(log->test(9));
+  CHECK_FALSE(DirtyLog::map(log->fd(), 12));
+  CHECK_FALSE(DirtyLog::map(log->fd(), 0));
+  CHECK_FALSE(DirtyLog::map(nullptr, 8));
+}

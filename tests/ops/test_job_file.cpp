@@ -314,3 +314,42 @@ TEST_CASE("job file: load_job reads files, the examples in docs/examples are val
     CHECK_MESSAGE(r.ok(), name << ": " << (r ? "" : r.error().message()));
   }
 }
+
+TEST_CASE("job file: migrate takes an object with the destination socket and options, on an active blk device") {
+  auto job = parse_job_text(one_device(
+      R"(["activate", {"migrate": {"socket": "/tmp/b.sock", "threshold_pages": 8, "max_rounds": 4,
+          "io": false, "chunk_pages": 16, "state_dir": "/tmp"}, "timeout": 9}, "check",
+          {"migrate": {"socket": "/tmp/c.sock"}}, "sleep", {"restore": "s.vfsnap"}])"));
+  REQUIRE_MESSAGE(job, job.error().message());
+  const auto& s = job->devices[0].steps;
+  CHECK(s[1].kind == JobStepKind::migrate);
+  CHECK(s[1].socket == "/tmp/b.sock");
+  CHECK(s[1].threshold_pages == 8);
+  CHECK(s[1].max_rounds == 4);
+  CHECK_FALSE(s[1].io);
+  CHECK(s[1].chunk_pages == 16);
+  CHECK(s[1].state_dir == "/tmp");
+  CHECK(s[1].timeout == milliseconds(9000));
+  CHECK(s[3].threshold_pages == 256);  // the defaults
+  CHECK(s[3].max_rounds == 30);
+  CHECK(s[3].io);
+  // a restore without a socket: where the last migrate moved the device
+  CHECK(s[5].socket == "/tmp/c.sock");
+
+  CHECK(error_of(one_device(R"(["activate", "sleep", {"migrate": {"socket": "/tmp/b.sock"}}])"))
+            .find("devices[0].steps[2]: \"migrate\" needs an active device") != std::string::npos);
+  CHECK(error_of(one_device(R"(["activate", {"migrate": {}}])"))
+            .find("devices[0].steps[1].migrate: missing key \"socket\"") != std::string::npos);
+  CHECK(error_of(one_device(R"(["activate", {"migrate": "/tmp/b.sock"}])"))
+            .find("expected an object") != std::string::npos);
+  CHECK(error_of(one_device(R"(["activate", "migrate"])")).find("needs an argument") !=
+        std::string::npos);
+  CHECK(error_of(one_device(R"(["activate", {"migrate": {"socket": "/tmp/b.sock", "rounds": 2}}])"))
+            .find("devices[0].steps[1].migrate: unknown key \"rounds\"") != std::string::npos);
+  CHECK(error_of(one_device(R"(["activate", {"migrate": {"socket": "/tmp/b.sock", "max_rounds": 0}}])"))
+            .find("max_rounds") != std::string::npos);
+  CHECK(error_of(one_device(R"(["activate", {"migrate": {"socket": "/tmp/b.sock"}}])", R"("kind": "net",)"))
+            .find("blk devices only") != std::string::npos);
+  CHECK(error_of(one_device(R"(["activate", {"migrate": {"socket": "/tmp/b.sock"}}])", R"("packed": true,)"))
+            .find("split rings") != std::string::npos);
+}

@@ -159,15 +159,15 @@ TEST_CASE("job display: JSON lines and the summary") {
       {"name": "disk1", "socket": "/b", "steps": ["activate"]}]})");
   std::ostringstream out, text;
   JobDisplay d(JobDisplay::Mode::json, job, out, text);
-  d.event({0, 2, JobEvent::Kind::start, 0, 0, 0, ""});
-  d.event({0, 2, JobEvent::Kind::progress, 4096, 0, 0, ""});
-  d.event({0, 2, JobEvent::Kind::done, 8192, 0, 12.5, "saved"});
-  d.event({1, 0, JobEvent::Kind::failed, 0, 0, 3, "negotiate: timeout"});
-  d.event({7, 0, JobEvent::Kind::start, 0, 0, 0, ""});  // no such device: ignored
+  d.event({0, 2, JobEvent::Kind::start, 0, 0, 0, "", ""});
+  d.event({0, 2, JobEvent::Kind::progress, 4096, 0, 0, "", ""});
+  d.event({0, 2, JobEvent::Kind::done, 8192, 0, 12.5, "saved", ""});
+  d.event({1, 0, JobEvent::Kind::failed, 0, 0, 3, "negotiate: timeout", ""});
+  d.event({7, 0, JobEvent::Kind::start, 0, 0, 0, "", ""});  // no such device: ignored
   CHECK(out.str() ==
         "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"start\"}\n"
         "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"progress\",\"bytes\":4096,\"total\":null}\n"
-        "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"done\",\"ms\":12.5,\"bytes\":8192,\"detail\":\"saved\"}\n"
+        "{\"device\":\"disk0\",\"step\":2,\"name\":\"snapshot\",\"event\":\"done\",\"ms\":12.5,\"bytes\":8192,\"detail\":\"saved\",\"migrate\":null}\n"
         "{\"device\":\"disk1\",\"step\":0,\"name\":\"activate\",\"event\":\"failed\",\"ms\":3.0,\"error\":\"negotiate: timeout\"}\n");
   CHECK(text.str().empty());
 
@@ -200,9 +200,9 @@ TEST_CASE("job display: the terminal form redraws one line per device in place")
   JobDisplay d(JobDisplay::Mode::terminal, job, out, text, 60);
   CHECK(text.str() == "\r\x1b[Kdisk0    0/3   waiting\n\r\x1b[Kdisk1    0/1   waiting\n");
   text.str("");
-  d.event({0, 2, JobEvent::Kind::start, 0, 0, 0, ""});
-  d.event({0, 2, JobEvent::Kind::progress, uint64_t{1} << 20, uint64_t{2} << 20, 0, ""});
-  d.event({1, 0, JobEvent::Kind::done, 0, 0, 1, "ok"});
+  d.event({0, 2, JobEvent::Kind::start, 0, 0, 0, "", ""});
+  d.event({0, 2, JobEvent::Kind::progress, uint64_t{1} << 20, uint64_t{2} << 20, 0, "", ""});
+  d.event({1, 0, JobEvent::Kind::done, 0, 0, 1, "ok", ""});
   std::string s = text.str();
   CHECK(s.rfind("\x1b[2A", 0) == 0);  // back up two lines first
   CHECK(s.find("disk0    3/3   snapshot") != std::string::npos);
