@@ -17,6 +17,8 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
 * vufront SIGKILLed under a running guest and started again: QEMU
   (reconnect=1) comes back once, replays its set-up, the guest goes on;
 * the guest reboots itself and writes again; QMP stop/cont in the middle;
+* a scripted VMM that leaves while a snapshot is saved: once the save ends
+  the back-end connection is renewed and the back-end unmaps its memory;
 * a malformed VMM (bad sizes, fds, indices, unoffered features, a ring
   started in no memory): errors or a closed connection, no crash, no fd leak.
 
@@ -27,6 +29,7 @@ Without QEMU, a cloud kernel or a static busybox the guest tests exit 77
         --peers ../shared/peers [-k NAME]
 """
 import argparse
+import json
 import os
 import socket
 import struct
@@ -502,6 +505,52 @@ def test_malformed_vmm_requests(tmp):
         assert v['connections'] == len(cases) + 2, v
 
 
+def test_scripted_vmm_leaves_during_a_snapshot(tmp):
+    """A VMM that leaves while a snapshot of its device is being saved: once
+    the save ends, vufront renews the back-end connection, so the back-end no
+    longer maps the dead VM's memory, and the vmm_disconnected event says so
+    only then."""
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    # the back-end holds its answer to CHECK_DEVICE_STATE: the save is in
+    # progress until then, and the VMM leaves meanwhile
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
+                 '--delay-reply', 'CHECK_DEVICE_STATE:3000') as b, \
+            attach(tmp, b.sock) as a, Control(a.control) as ctl:
+        s = vmm_connect(os.path.join(tmp, 'vmm.sock'))
+        memfd = os.memfd_create('dead-vm')
+        try:
+            os.ftruncate(memfd, 1 << 20)
+            vu_send(s, 1)  # GET_FEATURES
+            req, _, body = vu_recv(s)
+            assert req == 1 and len(body) == 8, (req, body)
+            vu_send(s, 2, struct.pack('<Q', 1 << 32))  # SET_FEATURES: VERSION_1
+            vu_send(s, 5, struct.pack('<II', 1, 0) + struct.pack('<QQQQ', 0, 1 << 20, 0x7f0000000000, 0),
+                    [memfd])  # SET_MEM_TABLE: one region
+            vu_send(s, 1)  # answered once the two before it went through
+            assert vu_recv(s)[0] == 1
+            guest.wait_until(lambda: guest.memfd_maps(b.proc.pid) > 0, 20, 'the back-end to map the VM\'s memory')
+        finally:
+            os.close(memfd)
+        snap = ctl.next_id
+        ctl.next_id += 1
+        ctl.send_raw(json.dumps({'id': snap, 'cmd': 'snapshot', 'device': 'disk0',
+                                 'args': {'path': os.path.join(tmp, 's.vfsnap')}}).encode())
+        b.wait_log('--delay-reply CHECK_DEVICE_STATE', 20)
+        s.close()  # the VMM leaves during the save
+        r = ctl.reply(snap)
+        assert r['ok'] is True, r
+        ev = ctl.wait_event('vmm_disconnected', timeout=20, device='disk0')
+        said = json.dumps(ev)
+        assert 'renewed' in said and 'waited for the snapshot' in said, ev
+        v = vmm_status(ctl)
+        assert not v['connected'] and not v['tearing_down'], v
+        guest.wait_until(lambda: guest.memfd_maps(b.proc.pid) == 0, 20,
+                         'the back-end to unmap the dead VM\'s memory:\n' + b.log_text())
+        assert a.proc.poll() is None
+
+
 def main():
     global ARGS, PREREQ
     ap = argparse.ArgumentParser(description=__doc__)
@@ -518,6 +567,7 @@ def main():
         if ARGS.k:
             return guest.SKIP
         status = run_tests(globals(), 'malformed', prefix='vufront-vmm-')
+        status = run_tests(globals(), 'scripted', prefix='vufront-vmm-') or status
         return status if status != 0 else guest.SKIP
     return run_tests(globals(), ARGS.k, prefix='vufront-vmm-')
 
