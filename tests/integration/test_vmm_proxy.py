@@ -19,6 +19,8 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
 * the guest reboots itself and writes again; QMP stop/cont in the middle;
 * a scripted VMM that leaves while a snapshot is saved: once the save ends
   the back-end connection is renewed and the back-end unmaps its memory;
+* a scripted VMM with 9 regions added by ADD_MEM_REG: replayed as 9
+  ADD_MEM_REG into the back-end's next connection;
 * a malformed VMM (bad sizes, fds, indices, unoffered features, a ring
   started in no memory): errors or a closed connection, no crash, no fd leak.
 
@@ -548,6 +550,54 @@ def test_scripted_vmm_leaves_during_a_snapshot(tmp):
         assert not v['connected'] and not v['tearing_down'], v
         guest.wait_until(lambda: guest.memfd_maps(b.proc.pid) == 0, 20,
                          'the back-end to unmap the dead VM\'s memory:\n' + b.log_text())
+        assert a.proc.poll() is None
+
+
+def test_scripted_vmm_nine_regions_replayed_with_add_mem_reg(tmp):
+    """A VMM that negotiated CONFIGURE_MEM_SLOTS and added 9 regions with
+    ADD_MEM_REG (more than SET_MEM_TABLE carries): when the back-end drops its
+    connection, vufront replays the regions into the new one as 9 ADD_MEM_REG
+    and the VMM goes on."""
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
+                 '--close-at', 'SET_VRING_NUM:1') as b, \
+            attach(tmp, b.sock, '--reconnect-max-delay', '0.2') as a, Control(a.control) as ctl:
+        s = vmm_connect(os.path.join(tmp, 'vmm.sock'))
+        mems = []
+        try:
+            vu_send(s, 1)  # GET_FEATURES
+            assert vu_recv(s)[0] == 1
+            vu_send(s, 15)  # GET_PROTOCOL_FEATURES
+            req, _, body = vu_recv(s)
+            offered, = struct.unpack('<Q', body)
+            assert offered & (1 << 15), 'CONFIGURE_MEM_SLOTS not offered: %#x' % offered
+            vu_send(s, 16, struct.pack('<Q', 1 << 15))  # SET_PROTOCOL_FEATURES: CONFIGURE_MEM_SLOTS
+            vu_send(s, 2, struct.pack('<Q', (1 << 32) | (1 << 30)))  # SET_FEATURES: VERSION_1, PROTOCOL_FEATURES
+            vu_send(s, 36)  # GET_MAX_MEM_SLOTS
+            req, _, body = vu_recv(s)
+            assert req == 36 and struct.unpack('<Q', body)[0] >= 9, (req, body)
+            for i in range(9):
+                m = os.memfd_create('vm-region-%d' % i)
+                mems.append(m)
+                os.ftruncate(m, 1 << 20)
+                vu_send(s, 37, struct.pack('<Q', 0) +
+                        struct.pack('<QQQQ', i << 21, 1 << 20, 0x7f0000000000 + (i << 21), 0), [m])
+            vu_send(s, 8, struct.pack('<II', 0, 128))  # SET_VRING_NUM: the back-end drops its connection
+            ev = ctl.wait_event('vmm_resumed', timeout=30, device='disk0')
+            vu_send(s, 1)  # the VMM is still served
+            assert vu_recv(s)[0] == 1, ev
+        finally:
+            for m in mems:
+                os.close(m)
+        log = b.log_text()
+        assert log.count('<- ADD_MEM_REG') == 18, log  # 9 from the VMM, 9 in the replay
+        assert '<- SET_MEM_TABLE' not in log, log
+        v = vmm_status(ctl)
+        assert v['connected'] and v['resumes'] == 1, v
+        s.close()
+        wait_session_over(ctl, timeout=20)
         assert a.proc.poll() is None
 
 
