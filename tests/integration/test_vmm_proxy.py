@@ -591,8 +591,11 @@ def test_scripted_vmm_nine_regions_replayed_with_add_mem_reg(tmp):
         finally:
             for m in mems:
                 os.close(m)
+        # 9 from the VMM, 9 in the replay (its stderr is read by a thread)
+        guest.wait_until(lambda: b.log_text().count('<- ADD_MEM_REG') >= 18, 20,
+                         'the 9 ADD_MEM_REG of the replay:\n' + b.log_text())
         log = b.log_text()
-        assert log.count('<- ADD_MEM_REG') == 18, log  # 9 from the VMM, 9 in the replay
+        assert log.count('<- ADD_MEM_REG') == 18, log
         assert '<- SET_MEM_TABLE' not in log, log
         v = vmm_status(ctl)
         assert v['connected'] and v['resumes'] == 1, v
