@@ -18,6 +18,7 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
   (reconnect=1) comes back once, replays its set-up, the guest goes on;
 * the guest reboots itself and writes again; QMP stop/cont in the middle;
 * a scripted VMM that leaves while a snapshot is saved: once the save ends
+  (or is cancelled)
   the back-end connection is renewed and the back-end unmaps its memory;
 * a scripted VMM with 9 regions added by ADD_MEM_REG: replayed as 9
   ADD_MEM_REG into the back-end's next connection;
@@ -507,11 +508,11 @@ def test_malformed_vmm_requests(tmp):
         assert v['connections'] == len(cases) + 2, v
 
 
-def test_scripted_vmm_leaves_during_a_snapshot(tmp):
+def vmm_leaves_during_a_snapshot(tmp, cancel):
     """A VMM that leaves while a snapshot of its device is being saved: once
-    the save ends, vufront renews the back-end connection, so the back-end no
-    longer maps the dead VM's memory, and the vmm_disconnected event says so
-    only then."""
+    the save ends (`cancel`: cancelled), vufront renews the back-end
+    connection, so the back-end no longer maps the dead VM's memory, and the
+    vmm_disconnected event says so only then."""
     image = os.path.join(tmp, 'ref.img')
     with open(image, 'wb') as f:
         f.truncate(16 << 20)
@@ -541,8 +542,21 @@ def test_scripted_vmm_leaves_during_a_snapshot(tmp):
                                  'args': {'path': os.path.join(tmp, 's.vfsnap')}}).encode())
         b.wait_log('--delay-reply CHECK_DEVICE_STATE', 20)
         s.close()  # the VMM leaves during the save
-        r = ctl.reply(snap)
-        assert r['ok'] is True, r
+        if cancel:
+            ctl.send_raw(json.dumps({'id': snap + 1000, 'cmd': 'cancel', 'device': 'disk0'}).encode())
+        replies = {}
+        while len(replies) < (2 if cancel else 1):
+            m = ctl.recv()
+            if 'event' in m:
+                ctl.events.append(m)
+            elif m.get('id') in (snap, snap + 1000):
+                replies[m['id']] = m
+        r = replies[snap]
+        if cancel:
+            assert replies[snap + 1000]['ok'] is True, replies
+            assert r['ok'] is False and r['error']['code'] == 'cancelled', r
+        else:
+            assert r['ok'] is True, r
         ev = ctl.wait_event('vmm_disconnected', timeout=20, device='disk0')
         said = json.dumps(ev)
         assert 'renewed' in said and 'waited for the snapshot' in said, ev
@@ -551,6 +565,14 @@ def test_scripted_vmm_leaves_during_a_snapshot(tmp):
         guest.wait_until(lambda: guest.memfd_maps(b.proc.pid) == 0, 20,
                          'the back-end to unmap the dead VM\'s memory:\n' + b.log_text())
         assert a.proc.poll() is None
+
+
+def test_scripted_vmm_leaves_during_a_snapshot(tmp):
+    vmm_leaves_during_a_snapshot(tmp, cancel=False)
+
+
+def test_scripted_vmm_leaves_during_a_snapshot_then_cancelled(tmp):
+    vmm_leaves_during_a_snapshot(tmp, cancel=True)
 
 
 def test_scripted_vmm_nine_regions_replayed_with_add_mem_reg(tmp):
