@@ -15,6 +15,7 @@
 
 #include "actors/error.hpp"
 #include "actors/handoff.hpp"
+#include "actors/replay_memory.hpp"
 #include "protocol/bringup.hpp"
 #include "protocol/virtio_config.hpp"
 
@@ -144,13 +145,9 @@ Result<void> activate(BackendClient& c, const ActivateRequest& req) {
   if (status && req.features_ok_status != 0)  // 0: a VMM's shadow that has no status yet
     if (auto r = c.set_status(req.features_ok_status); !r)
       return r;
-  if (!req.mem_table.empty()) {
-    std::vector<int> fds;
-    for (const auto& f : req.mem_fds)
-      fds.push_back(f ? f->get() : -1);
-    if (auto r = c.set_mem_table(req.mem_table, fds); !r)
+  if (!req.mem_table.empty())  // past 8 regions as ADD_MEM_REG each (actors/replay_memory.hpp)
+    if (auto r = send_memory(c, req.mem_table, req.mem_fds); !r)
       return r;
-  }
   if (req.inflight_fd)
     if (auto r = c.set_inflight_fd(req.inflight, req.inflight_fd->get()); !r)
       return r;

@@ -45,8 +45,12 @@ caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward
 
 caf::result<caf::ok_atom> on_vmm_renew(Self self, const std::string& why) {
   auto& st = self->state;
-  if (st.state != DeviceState::negotiated || !st.busy.empty())
+  if (st.state != DeviceState::negotiated)
     return caf::ok_atom_v;  // lost already: the next connection is new anyway
+  if (!st.busy.empty())  // said, not skipped: the back-end keeps the VMM's memory meanwhile
+    return to_caf(make_error(errc::bad_state, "renew",
+                             "busy: " + st.busy + " is in progress; the back-end keeps the VMM's memory "
+                                                  "until its connection is next renewed or lost"));
   // The old connection's sockets go now: the back-end sees EOF and forgets
   // the VMM's memory and rings; the old children's reports are ignored.
   st.busy = "renew";

@@ -122,11 +122,11 @@ std::vector<Prepared> start_steps(const VmmPortState& st) {
 void finish(Self self, uint64_t session, InfoPromise rp, Clock::time_point t0, Result<SnapshotInfo> saved) {
   auto& st = self->state;
   if (!current(self, session)) {
-    st.pausing = false;
     if (saved)
       rp.deliver(std::move(saved).value());
     else
       rp.deliver(to_caf(saved.error()));
+    pause_over(self);
     return;
   }
   auto steps = std::make_shared<std::vector<Prepared>>(start_steps(st));
@@ -149,6 +149,7 @@ void finish(Self self, uint64_t session, InfoPromise rp, Clock::time_point t0, R
                 rp.deliver(to_caf(*e));
               else
                 rp.deliver(std::move(saved).value());
+              pause_over(self);
               if (!current(self, session))
                 return;
               if (auto p = std::move(s.held); p && s.held_for_snapshot) {
@@ -174,6 +175,7 @@ void start(Self self, InfoPromise rp, SnapshotOptions o) {
       if (current(self, session))
         backend_lost(self, "stopping the rings for a snapshot: " + e->message());
       rp.deliver(to_caf(in_operation(std::move(*e), "snapshot")));
+      pause_over(self);
       return;
     }
     VmmSaveSpec spec;
@@ -243,6 +245,13 @@ void handle_pause(Self self, Prepared p) {
   }
   st.held = std::make_shared<Prepared>(std::move(p));
   st.held_for_snapshot = true;
+}
+
+void pause_over(Self self) {
+  auto& st = self->state;
+  st.pausing = false;
+  if (auto why = std::exchange(st.teardown_after_snapshot, std::nullopt))
+    teardown(self, *why + "; its teardown waited for the snapshot");
 }
 
 void request_over(Self self) {

@@ -140,6 +140,8 @@ nlohmann::json status_json(Self self) {
   if (!st.last_session.is_null())
     j["last_session"] = st.last_session;
   j["tearing_down"] = st.tearing_down;
+  if (st.teardown_after_snapshot)
+    j["teardown"] = "waits for the snapshot in progress";
   j["backend"] = st.replaying ? "replaying" : st.away ? "away" : "here";
   j["backend_losses"] = st.backend_losses;
   j["resumes"] = st.resumes;

@@ -81,6 +81,9 @@ struct VmmPortState {
   std::optional<Connection> channel;
   std::optional<proxy::Shadow> shadow;
   bool tearing_down = false;
+  /// Why the session ended, when its teardown waits for the snapshot in
+  /// progress (vmm_pause.cpp, pause_over()).
+  std::optional<std::string> teardown_after_snapshot;
   DeviceKind kind = DeviceKind::blk;  ///< the device's (virtio-fs cannot be resumed)
 
   // ---- the back-end away (vmm_away.cpp)

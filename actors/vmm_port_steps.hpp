@@ -31,6 +31,10 @@ void event(Self self, DeviceEvent::Kind kind, std::string detail);
 bool current(Self self, uint64_t session);
 /// Ends the VMM connection; `undo`: take its set-up out of the back-end.
 void end_session(Self self, const std::string& why, bool undo);
+/// Takes the ended session's set-up out of the back-end (its rings stopped,
+/// the connection renewed); while a snapshot is in progress this waits for
+/// its end (pause_over()): the device is busy saving and cannot renew.
+void teardown(Self self, std::string why);
 /// Sends a reply to the VMM; a failure ends the session (false).
 bool send(Self self, const FrontendReply& reply);
 /// The request is answered: the reader may read the next.
@@ -65,5 +69,8 @@ caf::result<SnapshotInfo> snapshot_under_vmm(Self self, const SnapshotOptions& o
 void handle_pause(Self self, Prepared p);
 /// The request in progress is answered: a snapshot waiting for it starts.
 void request_over(Self self);
+/// The snapshot is over (saved, failed or cancelled): a teardown that waited
+/// for it runs now.
+void pause_over(Self self);
 
 }  // namespace vufront::actors::vmm_port_steps

@@ -17,8 +17,6 @@ using proxy::ForwardResult;
 
 namespace {
 
-void teardown(Self self, std::string why);
-
 /// A request vufront answers from what was negotiated; nullopt when it is
 /// not one of those.
 std::optional<FrontendReply> local_reply(Self self, FrontendRequest& r) {
@@ -152,14 +150,19 @@ void run_teardown(Self self, std::shared_ptr<proxy::Shadow::Teardown> t, size_t 
             });
 }
 
+}  // namespace
+
 void teardown(Self self, std::string why) {
   auto& st = self->state;
-  auto t = std::make_shared<proxy::Shadow::Teardown>(st.shadow->teardown());
   st.tearing_down = true;
+  if (st.pausing) {  // the device is saving and cannot renew its connection yet
+    log(self, why + "; the teardown waits for the snapshot in progress");
+    st.teardown_after_snapshot = std::move(why);
+    return;
+  }
+  auto t = std::make_shared<proxy::Shadow::Teardown>(st.shadow->teardown());
   run_teardown(self, std::move(t), 0, std::move(why));
 }
-
-}  // namespace
 
 bool current(Self self, uint64_t session) {
   const auto& st = self->state;

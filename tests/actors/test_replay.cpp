@@ -9,7 +9,10 @@
 
 #include "actors/device_checks.hpp"
 #include "actors/replay.hpp"
+#include "actors/replay_memory.hpp"
 #include "base/unique_fd.hpp"
+#include "tests/fakes/fake_backend.hpp"
+#include "tests/support.hpp"
 
 using namespace vufront;
 using namespace vufront::actors;
@@ -295,4 +298,130 @@ TEST_CASE("replay: a VMM that logs gets its own log replayed before its rings, w
   CHECK_FALSE(after.log_fd);
   CHECK(after.features == acked);
   CHECK(after.queues.at(0).addr.flags == 0);
+}
+
+namespace {
+
+constexpr uint64_t slot_features = bit(feature::protocol_features) | bit(feature::version_1);
+
+/// What replay_shadow() makes of a VMM that negotiated CONFIGURE_MEM_SLOTS
+/// (32 slots offered) and added `n` 1 MiB regions with ADD_MEM_REG: a
+/// table SET_MEM_TABLE carries only up to 8 of.
+ActivateRequest shadow_with_regions(uint32_t n) {
+  Negotiated offer;
+  offer.offered_features = slot_features;
+  offer.offered_protocol_features = bit(protocol_feature::configure_mem_slots);
+  offer.num_queues = 1;
+  offer.max_mem_slots = 32;
+  proxy::Shadow s(offer);
+  s.set_protocol_features(offer.offered_protocol_features);
+  for (uint32_t i = 0; i < n; ++i) {
+    auto mem = make_memfd("shadow-slot", 1 << 20);
+    REQUIRE(mem);
+    FrontendRequest r;
+    r.req = FrontendReq::add_mem_reg;
+    r.payload = wire::MemoryRegion{uint64_t{i} << 21, 1 << 20, 0x7f00'0000'0000 + (uint64_t{i} << 21), 0};
+    r.fds.push_back(std::move(mem));
+    auto p = s.prepare(std::move(r));
+    REQUIRE(p);
+    s.commit(*p, proxy::ForwardResult{});
+  }
+  ActivateRequest req = replay_shadow(s);
+  REQUIRE(req.mem_table.size() == n);
+  return req;
+}
+
+/// The fake's negotiation of `protocol` (no REPLY_ACK: nothing acked).
+void script_slots_negotiation(test::FakeBackend& f, uint64_t protocol) {
+  f.answer_u64(FrontendReq::get_features, slot_features);
+  f.answer_u64(FrontendReq::get_protocol_features, protocol);
+  f.expect(FrontendReq::set_protocol_features);
+  f.expect(FrontendReq::set_features);
+}
+
+void negotiate_slots(BackendClient& c, uint64_t protocol) {
+  REQUIRE(c.get_features().ok());
+  REQUIRE(c.get_protocol_features().ok());
+  REQUIRE(c.set_protocol_features(protocol).ok());
+  REQUIRE(c.set_features(slot_features).ok());
+}
+
+test::FakeBackend::Expect one_region(const wire::MemoryRegion& r) {
+  test::FakeBackend::Expect e;
+  e.body = wire::bytes_of(wire::SingleMemoryRegion{0, r});
+  e.nfds = 1;
+  return e;
+}
+
+Timeouts quick() {
+  Timeouts t;
+  t.request = t.drain = std::chrono::milliseconds(3000);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("replay: a VMM's more than 8 regions go as one ADD_MEM_REG each within the back-end's slots") {
+  const ActivateRequest r = shadow_with_regions(10);
+  const uint64_t protocol = bit(protocol_feature::configure_mem_slots);
+  test::FakeBackend f;
+  script_slots_negotiation(f, protocol);
+  f.answer_u64(FrontendReq::get_max_mem_slots, 32);
+  for (const auto& region : r.mem_table)
+    f.expect(FrontendReq::add_mem_reg, one_region(region));
+  auto c = f.client(quick());
+  negotiate_slots(c, protocol);
+  CHECK(send_memory(c, r.mem_table, r.mem_fds).ok());
+  CHECK(f.finish() == "");
+  size_t added = 0;
+  for (const auto& m : f.received())
+    added += m.header.request == static_cast<uint32_t>(FrontendReq::add_mem_reg);
+  CHECK(added == 10);
+  CHECK(f.unread_bytes() == 0);  // no SET_MEM_TABLE besides
+}
+
+TEST_CASE("replay: a table larger than the back-end's slots fails naming both counts, nothing sent") {
+  const ActivateRequest r = shadow_with_regions(9);
+  const uint64_t protocol = bit(protocol_feature::configure_mem_slots);
+  test::FakeBackend f;
+  script_slots_negotiation(f, protocol);
+  f.answer_u64(FrontendReq::get_max_mem_slots, 8);
+  auto c = f.client(quick());
+  negotiate_slots(c, protocol);
+  auto sent = send_memory(c, r.mem_table, r.mem_fds);
+  REQUIRE(!sent);
+  CHECK(sent.error().code == errc::backend_failure);
+  CHECK(sent.error().message().find("9 regions") != std::string::npos);
+  CHECK(sent.error().message().find("8 slots") != std::string::npos);
+  CHECK(f.finish() == "");
+  CHECK(f.unread_bytes() == 0);
+  CHECK(!c.broken());
+}
+
+TEST_CASE("replay: more than 8 regions without CONFIGURE_MEM_SLOTS fail naming the count") {
+  const ActivateRequest r = shadow_with_regions(9);
+  test::FakeBackend f;
+  script_slots_negotiation(f, 0);
+  auto c = f.client(quick());
+  negotiate_slots(c, 0);
+  auto sent = send_memory(c, r.mem_table, r.mem_fds);
+  REQUIRE(!sent);
+  CHECK(sent.error().message().find("9 regions") != std::string::npos);
+  CHECK(f.finish() == "");
+  CHECK(f.unread_bytes() == 0);
+}
+
+TEST_CASE("replay: up to 8 regions stay one SET_MEM_TABLE, also with CONFIGURE_MEM_SLOTS") {
+  const ActivateRequest r = shadow_with_regions(8);
+  const uint64_t protocol = bit(protocol_feature::configure_mem_slots);
+  test::FakeBackend f;
+  script_slots_negotiation(f, protocol);
+  test::FakeBackend::Expect e;
+  e.nfds = 8;
+  f.expect(FrontendReq::set_mem_table, e);
+  auto c = f.client(quick());
+  negotiate_slots(c, protocol);
+  CHECK(send_memory(c, r.mem_table, r.mem_fds).ok());
+  CHECK(f.finish() == "");
+  CHECK(f.unread_bytes() == 0);
 }

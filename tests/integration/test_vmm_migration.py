@@ -193,6 +193,12 @@ def lose_backend_while_logging(src, kill=True):
     if kill:
         assert src.supervisor.current.signal(signal.SIGKILL)
     ev = src.ctl.wait_event('vmm_resumed', timeout=LIMIT, device='disk0')
+
+    def replayed():  # vufront's stderr is read by a thread: its trace may come after the event
+        text = src.attach.log_text()
+        at = text.find('VMM socket: the back-end was lost')
+        return at >= 0 and 'SET_VRING_KICK' in text[at:]
+    guest.wait_until(replayed, 10, 'the replay\'s trace in vufront\'s log')
     log = src.attach.log_text()
     if kill:  # lost with LOG_ALL on: the back-end may have written without logging
         assert 'the VMM logs' in ev['detail'], ev

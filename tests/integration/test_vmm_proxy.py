@@ -17,6 +17,11 @@ QEMU 7.2 (TCG) -> vufront's VMM socket -> vufront -> the back-end:
 * vufront SIGKILLed under a running guest and started again: QEMU
   (reconnect=1) comes back once, replays its set-up, the guest goes on;
 * the guest reboots itself and writes again; QMP stop/cont in the middle;
+* a scripted VMM that leaves while a snapshot is saved: once the save ends
+  (or is cancelled)
+  the back-end connection is renewed and the back-end unmaps its memory;
+* a scripted VMM with 9 regions added by ADD_MEM_REG: replayed as 9
+  ADD_MEM_REG into the back-end's next connection;
 * a malformed VMM (bad sizes, fds, indices, unoffered features, a ring
   started in no memory): errors or a closed connection, no crash, no fd leak.
 
@@ -27,6 +32,7 @@ Without QEMU, a cloud kernel or a static busybox the guest tests exit 77
         --peers ../shared/peers [-k NAME]
 """
 import argparse
+import json
 import os
 import socket
 import struct
@@ -502,6 +508,124 @@ def test_malformed_vmm_requests(tmp):
         assert v['connections'] == len(cases) + 2, v
 
 
+def vmm_leaves_during_a_snapshot(tmp, cancel):
+    """A VMM that leaves while a snapshot of its device is being saved: once
+    the save ends (`cancel`: cancelled), vufront renews the back-end
+    connection, so the back-end no longer maps the dead VM's memory, and the
+    vmm_disconnected event says so only then."""
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    # the back-end holds its answer to CHECK_DEVICE_STATE: the save is in
+    # progress until then, and the VMM leaves meanwhile
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
+                 '--delay-reply', 'CHECK_DEVICE_STATE:3000') as b, \
+            attach(tmp, b.sock) as a, Control(a.control) as ctl:
+        s = vmm_connect(os.path.join(tmp, 'vmm.sock'))
+        memfd = os.memfd_create('dead-vm')
+        try:
+            os.ftruncate(memfd, 1 << 20)
+            vu_send(s, 1)  # GET_FEATURES
+            req, _, body = vu_recv(s)
+            assert req == 1 and len(body) == 8, (req, body)
+            vu_send(s, 2, struct.pack('<Q', 1 << 32))  # SET_FEATURES: VERSION_1
+            vu_send(s, 5, struct.pack('<II', 1, 0) + struct.pack('<QQQQ', 0, 1 << 20, 0x7f0000000000, 0),
+                    [memfd])  # SET_MEM_TABLE: one region
+            vu_send(s, 1)  # answered once the two before it went through
+            assert vu_recv(s)[0] == 1
+            guest.wait_until(lambda: guest.memfd_maps(b.proc.pid) > 0, 20, 'the back-end to map the VM\'s memory')
+        finally:
+            os.close(memfd)
+        snap = ctl.next_id
+        ctl.next_id += 1
+        ctl.send_raw(json.dumps({'id': snap, 'cmd': 'snapshot', 'device': 'disk0',
+                                 'args': {'path': os.path.join(tmp, 's.vfsnap')}}).encode())
+        b.wait_log('--delay-reply CHECK_DEVICE_STATE', 20)
+        s.close()  # the VMM leaves during the save
+        if cancel:
+            ctl.send_raw(json.dumps({'id': snap + 1000, 'cmd': 'cancel', 'device': 'disk0'}).encode())
+        replies = {}
+        while len(replies) < (2 if cancel else 1):
+            m = ctl.recv()
+            if 'event' in m:
+                ctl.events.append(m)
+            elif m.get('id') in (snap, snap + 1000):
+                replies[m['id']] = m
+        r = replies[snap]
+        if cancel:
+            assert replies[snap + 1000]['ok'] is True, replies
+            assert r['ok'] is False and r['error']['code'] == 'cancelled', r
+        else:
+            assert r['ok'] is True, r
+        ev = ctl.wait_event('vmm_disconnected', timeout=20, device='disk0')
+        said = json.dumps(ev)
+        assert 'renewed' in said and 'waited for the snapshot' in said, ev
+        v = vmm_status(ctl)
+        assert not v['connected'] and not v['tearing_down'], v
+        guest.wait_until(lambda: guest.memfd_maps(b.proc.pid) == 0, 20,
+                         'the back-end to unmap the dead VM\'s memory:\n' + b.log_text())
+        assert a.proc.poll() is None
+
+
+def test_scripted_vmm_leaves_during_a_snapshot(tmp):
+    vmm_leaves_during_a_snapshot(tmp, cancel=False)
+
+
+def test_scripted_vmm_leaves_during_a_snapshot_then_cancelled(tmp):
+    vmm_leaves_during_a_snapshot(tmp, cancel=True)
+
+
+def test_scripted_vmm_nine_regions_replayed_with_add_mem_reg(tmp):
+    """A VMM that negotiated CONFIGURE_MEM_SLOTS and added 9 regions with
+    ADD_MEM_REG (more than SET_MEM_TABLE carries): when the back-end drops its
+    connection, vufront replays the regions into the new one as 9 ADD_MEM_REG
+    and the VMM goes on."""
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
+                 '--close-at', 'SET_VRING_NUM:1') as b, \
+            attach(tmp, b.sock, '--reconnect-max-delay', '0.2') as a, Control(a.control) as ctl:
+        s = vmm_connect(os.path.join(tmp, 'vmm.sock'))
+        mems = []
+        try:
+            vu_send(s, 1)  # GET_FEATURES
+            assert vu_recv(s)[0] == 1
+            vu_send(s, 15)  # GET_PROTOCOL_FEATURES
+            req, _, body = vu_recv(s)
+            offered, = struct.unpack('<Q', body)
+            assert offered & (1 << 15), 'CONFIGURE_MEM_SLOTS not offered: %#x' % offered
+            vu_send(s, 16, struct.pack('<Q', 1 << 15))  # SET_PROTOCOL_FEATURES: CONFIGURE_MEM_SLOTS
+            vu_send(s, 2, struct.pack('<Q', (1 << 32) | (1 << 30)))  # SET_FEATURES: VERSION_1, PROTOCOL_FEATURES
+            vu_send(s, 36)  # GET_MAX_MEM_SLOTS
+            req, _, body = vu_recv(s)
+            assert req == 36 and struct.unpack('<Q', body)[0] >= 9, (req, body)
+            for i in range(9):
+                m = os.memfd_create('vm-region-%d' % i)
+                mems.append(m)
+                os.ftruncate(m, 1 << 20)
+                vu_send(s, 37, struct.pack('<Q', 0) +
+                        struct.pack('<QQQQ', i << 21, 1 << 20, 0x7f0000000000 + (i << 21), 0), [m])
+            vu_send(s, 8, struct.pack('<II', 0, 128))  # SET_VRING_NUM: the back-end drops its connection
+            ev = ctl.wait_event('vmm_resumed', timeout=30, device='disk0')
+            vu_send(s, 1)  # the VMM is still served
+            assert vu_recv(s)[0] == 1, ev
+        finally:
+            for m in mems:
+                os.close(m)
+        # 9 from the VMM, 9 in the replay (its stderr is read by a thread)
+        guest.wait_until(lambda: b.log_text().count('<- ADD_MEM_REG') >= 18, 20,
+                         'the 9 ADD_MEM_REG of the replay:\n' + b.log_text())
+        log = b.log_text()
+        assert log.count('<- ADD_MEM_REG') == 18, log
+        assert '<- SET_MEM_TABLE' not in log, log
+        v = vmm_status(ctl)
+        assert v['connected'] and v['resumes'] == 1, v
+        s.close()
+        wait_session_over(ctl, timeout=20)
+        assert a.proc.poll() is None
+
+
 def main():
     global ARGS, PREREQ
     ap = argparse.ArgumentParser(description=__doc__)
@@ -518,6 +642,7 @@ def main():
         if ARGS.k:
             return guest.SKIP
         status = run_tests(globals(), 'malformed', prefix='vufront-vmm-')
+        status = run_tests(globals(), 'scripted', prefix='vufront-vmm-') or status
         return status if status != 0 else guest.SKIP
     return run_tests(globals(), ARGS.k, prefix='vufront-vmm-')
 
