@@ -33,11 +33,11 @@ struct TransferEvents {
 caf::behavior transfer_events_impl(caf::stateful_actor<TransferEvents>* self,
                                    control_session_actor session, std::string command,
                                    std::string device, std::string op) {
-  auto& st = self->state;
-  st.session = std::move(session);
-  st.command = std::move(command);
-  st.device = std::move(device);
-  st.op = std::move(op);
+  auto& init = self->state;
+  init.session = std::move(session);
+  init.command = std::move(command);
+  init.device = std::move(device);
+  init.op = std::move(op);
   return {
       [self](progress_atom, uint64_t done, uint64_t total) {
         auto& st = self->state;
