@@ -246,7 +246,9 @@ int main(int argc, char** argv) {
       std::printf("usage: %s [--quick]\n"
                   "Measures activation and sleep->wake through vufront's actors against a\n"
                   "peer that answers at once, as a ratio to the same requests sent with\n"
-                  "plain blocking socket calls in the same run. --quick: few runs (smoke test).\n",
+                  "plain blocking socket calls in the same run; then where a 1-queue device's\n"
+                  "time goes (status, read_config, sleep, wake, each against the raw replay of\n"
+                  "its own requests). --quick: few runs (smoke test).\n",
                   argv[0]);
       return std::strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
