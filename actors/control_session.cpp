@@ -508,6 +508,17 @@ void handle_packet(Self self, control::Packet& p) {
           [self, cmd](caf::error& e) { finish_caf(self, cmd->id, e, cmd->cmd); });
 }
 
+/// An event the server pushed, with the fds it carries, to the VMM.
+void push_event(Self self, const json& event, const std::vector<SharedFd>& fds) {
+  if (self->state.closing)
+    return;
+  std::vector<int> raw;
+  for (const auto& f : fds)
+    if (f)
+      raw.push_back(f->get());
+  send(self, event, raw);
+}
+
 }  // namespace
 
 control_session_actor::behavior_type control_session_impl(
@@ -534,6 +545,9 @@ control_session_actor::behavior_type control_session_impl(
             auto& now = self->state;
             --now.in_flight;
             send(self, hello);
+            now.greeted = true;
+            for (auto& [event, fds] : std::exchange(now.early, {}))
+              push_event(self, event, fds);
             if (now.closing)
               return maybe_quit(self);
             auto r = ControlReader::start(now.conn.get(), caf::actor_cast<caf::actor_addr>(self),
@@ -556,13 +570,10 @@ control_session_actor::behavior_type control_session_impl(
       },
       [self](ctl_eof_atom, const std::string& why) { close_connection(self, why); },
       [self](push_atom, const json& event, const std::vector<SharedFd>& fds) {
-        if (self->state.closing)
-          return;
-        std::vector<int> raw;
-        for (const auto& f : fds)
-          if (f)
-            raw.push_back(f->get());
-        send(self, event, raw);
+        if (!self->state.greeted)
+          self->state.early.emplace_back(event, fds);
+        else
+          push_event(self, event, fds);
       },
       [self](progress_atom, const std::string& command, const json& event) {
         if (!self->state.closing && self->state.transfers.count(command) != 0)

@@ -19,6 +19,8 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -42,6 +44,10 @@ struct ControlSessionData {
   size_t in_flight = 0;
   std::set<std::string> transfers;  ///< ids (dumped) of snapshot/restore commands running
   bool closing = false;
+  /// Events the server pushed before the greeting went out: sent right after
+  /// it, in order (the greeting is the first message of every connection).
+  bool greeted = false;
+  std::vector<std::pair<json, std::vector<SharedFd>>> early;
   UniqueFd conn;                          ///< before `reader`: it outlives the thread
   std::unique_ptr<ControlReader> reader;  ///< LAST: joined first
 };

@@ -9,11 +9,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/wait.hpp"
+
 namespace vufront {
 
 void UniqueFd::reset(int fd) noexcept {
   if (fd_ >= 0) {
     int saved = errno;  // closing must not clobber the errno a caller reports
+    note_fd_closing(fd_);
     ::close(fd_);
     errno = saved;
   }

@@ -8,6 +8,9 @@
 // replayed with plain blocking socket calls. Medians of interleaved runs, and
 // the median [interquartile range] of the runs' ratios (run i against run i).
 // Targets (issue 5): activation <= 1.3x, sleep -> wake <= 1.5x.
+// Then where a 1-queue device's time goes (issue 26): status (caller ->
+// device -> caller), read_config (plus one connection step and one request),
+// sleep and wake, each against the raw replay of its own requests.
 
 #include <algorithm>
 #include <chrono>
@@ -139,6 +142,99 @@ Row bench_sleep_wake(caf::actor_system& sys, bench::InstantPeer& peer, uint16_t 
           msgs.size(), 1.5, bench::spread(ratios(a, r))};
 }
 
+/// One piece of a 1-queue device's work, against the raw replay of its own
+/// requests (none for `status`): where a sleep -> wake's time goes.
+struct Piece {
+  std::string name;
+  double actors_us;
+  double raw_us;
+  size_t requests;
+};
+
+/// `op` (after a recording run) alternated with the raw replay of what the
+/// peer received during it; medians.
+template <class Op>
+Piece measure_piece(const char* name, bench::InstantPeer& peer, bench::RawClient& raw, int runs,
+                    Op op) {
+  peer.record();
+  op();
+  auto msgs = peer.recorded();
+  peer.stop_recording();
+  std::vector<double> a, r;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = Clock::now();
+    op();
+    a.push_back(us_since(t0));
+    t0 = Clock::now();
+    if (!msgs.empty() && !raw.replay(msgs))
+      die("raw replay failed");
+    r.push_back(us_since(t0));
+  }
+  return {name, median(a), msgs.empty() ? 0.0 : median(r), msgs.size()};
+}
+
+/// status: caller -> device -> caller; read_config: the same plus one
+/// connection step (device -> connection -> a task on the loop -> connection
+/// -> device) with one request; sleep: a step with the queues' requests,
+/// then the worker's stop (device -> worker -> device); wake: a step, then
+/// the worker's start.
+std::vector<Piece> bench_breakdown(caf::actor_system& sys, bench::InstantPeer& peer, int runs) {
+  virtio::GuestDriverOptions go;
+  go.queues = 1;
+  auto g = must(virtio::GuestDriver::create(go), "guest");
+  actors::DeviceSession s(sys, config_for(peer.socket()));
+  actors::NegotiateOptions n;
+  n.queues = 1;
+  must(s.negotiate(n), "negotiate");
+  must(s.set_memory(actors::memory_spec(g->memory())), "set_memory");
+  must(s.activate(actors::activate_spec(*g, bit(feature::version_1), false)), "activate");
+  bench::RawClient raw(peer.socket());
+  if (!raw.ok())
+    die("raw connect failed");
+  std::vector<Piece> out;
+  out.push_back(measure_piece("status (no request)", peer, raw, runs,
+                              [&] { (void)must(s.status(), "status"); }));
+  out.push_back(measure_piece("read_config (1 request)", peer, raw, runs,
+                              [&] { (void)must(s.read_config(0, 8), "read_config"); }));
+  // sleep and wake alternate: each piece's op is the pair, timed apart below
+  std::vector<double> sl, wk;
+  peer.record();
+  must(s.sleep(), "sleep");
+  auto sleep_msgs = peer.recorded();
+  peer.record();
+  must(s.wake(), "wake");
+  auto wake_msgs = peer.recorded();
+  peer.stop_recording();
+  std::vector<double> rs, rw;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = Clock::now();
+    must(s.sleep(), "sleep");
+    sl.push_back(us_since(t0));
+    t0 = Clock::now();
+    must(s.wake(), "wake");
+    wk.push_back(us_since(t0));
+    t0 = Clock::now();
+    if (!raw.replay(sleep_msgs))
+      die("raw replay failed");
+    rs.push_back(us_since(t0));
+    t0 = Clock::now();
+    if (!raw.replay(wake_msgs))
+      die("raw replay failed");
+    rw.push_back(us_since(t0));
+  }
+  out.push_back({"sleep", median(sl), median(rs), sleep_msgs.size()});
+  out.push_back({"wake", median(wk), median(rw), wake_msgs.size()});
+  return out;
+}
+
+void print_breakdown(const std::vector<Piece>& pieces) {
+  std::printf("\nwhere a 1-queue device's time goes (medians):\n%-26s %9s %12s %10s %12s\n", "piece",
+              "requests", "actors (us)", "raw (us)", "extra (us)");
+  for (const auto& p : pieces)
+    std::printf("%-26s %9zu %12.1f %10.1f %12.1f\n", p.name.c_str(), p.requests, p.actors_us,
+                p.raw_us, p.actors_us - p.raw_us);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,7 +246,9 @@ int main(int argc, char** argv) {
       std::printf("usage: %s [--quick]\n"
                   "Measures activation and sleep->wake through vufront's actors against a\n"
                   "peer that answers at once, as a ratio to the same requests sent with\n"
-                  "plain blocking socket calls in the same run. --quick: few runs (smoke test).\n",
+                  "plain blocking socket calls in the same run; then where a 1-queue device's\n"
+                  "time goes (status, read_config, sleep, wake, each against the raw replay of\n"
+                  "its own requests). --quick: few runs (smoke test).\n",
                   argv[0]);
       return std::strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
@@ -160,6 +258,7 @@ int main(int argc, char** argv) {
     die("mkdtemp");
   std::string socket = std::string(dir) + "/peer.sock";
   std::vector<Row> rows;
+  std::vector<Piece> pieces;
   {
     bench::InstantPeer peer(socket);
     actors::SystemConfig cfg;
@@ -169,6 +268,7 @@ int main(int argc, char** argv) {
     rows.push_back(bench_activation(sys, peer, 64, quick ? n : 60));
     rows.push_back(bench_sleep_wake(sys, peer, 1, quick ? n : 2000));
     rows.push_back(bench_sleep_wake(sys, peer, 64, quick ? n : 200));
+    pieces = bench_breakdown(sys, peer, quick ? n : 1000);
   }
   ::rmdir(dir);
   std::printf("%-28s %9s %12s %12s %7s %8s %14s\n", "sequence", "requests", "actors (us)",
@@ -183,5 +283,6 @@ int main(int argc, char** argv) {
   }
   std::printf("ratio: of the medians; run ratios: median [q1-q3] of actors run i / raw run i\n");
   std::printf("%s\n", met ? "all targets met" : "some targets missed");
+  print_breakdown(pieces);
   return 0;
 }

@@ -11,6 +11,8 @@
 //   * raw stream: SET_DEVICE_STATE_FD(save) by plain blocking BackendClient
 //     calls, the back-end's stream read and discarded: what this back-end
 //     can produce at all.
+//   * raw file -> pipe -> back-end: that stream's file read in chunks and
+//     written into the load pipe by plain blocking calls: a restore's floor.
 //   * raw to file (only for a directory on a disk): the back-end's stream
 //     written with write() into a file and fsync'ed: the floor for a durable
 //     snapshot on that disk.
@@ -93,9 +95,7 @@ uint64_t status_kib(const char* key) {
 }
 void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
-struct Pipe2 {
-  UniqueFd r, w;
-};
+struct Pipe2 { UniqueFd r, w; };
 Pipe2 big_pipe() {
   Pipe p = make_pipe();
   if (!p.read_end || !p.write_end)
@@ -220,8 +220,8 @@ std::pair<double, uint64_t> raw_save(const std::string& socket,
   return {seconds_since(t0), n};
 }
 
-/// `data` loaded into the back-end with plain blocking calls; seconds.
-double raw_load(const std::string& socket, const std::vector<uint8_t>& data) {
+/// The back-end loads what `feed` writes into the load pipe, by plain blocking calls; seconds.
+double raw_load(const std::string& socket, const std::function<void(int)>& feed) {
   auto c = raw_client(socket);
   auto t0 = Clock::now();
   auto p = big_pipe();
@@ -231,11 +231,21 @@ double raw_load(const std::string& socket, const std::vector<uint8_t>& data) {
   if (rep.backend_fd)
     die("the back-end answered with its own fd (not expected from vufront-backend here)");
   p.r.reset();
-  for (size_t off = 0; off < data.size(); off += chunk)
-    write_all(p.w.get(), data.data() + off, std::min(chunk, data.size() - off));
+  feed(p.w.get());
   p.w.reset();
   must(c.check_device_state(), "CHECK_DEVICE_STATE");
   return seconds_since(t0);
+}
+
+/// The floor of a restore (issue 26): `file`, a state stream as the
+/// back-end wrote it, read in chunks and written into the load pipe.
+double raw_file_load(const std::string& socket, const std::string& file) {
+  UniqueFd in = UniqueFd::adopt(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in)
+    die("open " + file + ": " + std::strerror(errno));
+  return raw_load(socket, [&in](int w) {
+    drain(in.get(), [w](const uint8_t* p, size_t n) { write_all(w, p, n); });
+  });
 }
 
 // ---- vufront ------------------------------------------------------------------------
@@ -296,17 +306,15 @@ SeedRun seed_method(const std::string& socket, const std::string& file) {
   {
     auto t0 = Clock::now();
     std::vector<uint8_t> state;
-    auto [s, n] = raw_save(socket, [&state](const uint8_t* p, size_t len) {
-      state.insert(state.end(), p, p + len);
-    });
-    (void)s;
+    r.bytes = raw_save(socket, [&state](const uint8_t* p, size_t len) {
+                state.insert(state.end(), p, p + len);
+              }).second;
     std::ofstream out(file, std::ios::binary | std::ios::trunc);
     out << nlohmann::json(state).dump();
     out.close();
     if (!out)
       die("writing " + file);
     r.save_s = seconds_since(t0);
-    r.bytes = n;
   }
   {
     auto t0 = Clock::now();
@@ -315,7 +323,7 @@ SeedRun seed_method(const std::string& socket, const std::string& file) {
     r.file_bytes = text.size();
     auto state = nlohmann::json::parse(text).get<std::vector<uint8_t>>();
     text = {};
-    (void)raw_load(socket, state);
+    (void)raw_load(socket, [&state](int w) { write_all(w, state.data(), state.size()); });
     r.restore_s = seconds_since(t0);
   }
   uint64_t peak = status_kib("VmHWM:");
@@ -399,7 +407,7 @@ void add_options(CLI::App& cli, BenchOptions& o) {
 
 /// Seconds of each round of each path on the main back-end.
 struct MainTimes {
-  std::vector<double> pipe_s, stream_s, tofile_s, snap_s, restore_s, file_s, durable_s;
+  std::vector<double> pipe_s, stream_s, tofile_s, fileload_s, snap_s, restore_s, file_s, durable_s;
 };
 
 /// The back-end's stream into a new file in `dir` beside the snapshot (as
@@ -438,13 +446,15 @@ void durable_round(caf::actor_system& sys, const std::string& socket, const std:
 }
 
 /// One round of every path on the main back-end: the raw pipe, the raw
-/// stream (discarded, then into a new file), vufront's snapshot into `file`
+/// stream (discarded, then into a new file, which is then loaded back by
+/// plain calls: the restore's floor), vufront's snapshot into `file`
 /// and restore from it, and (with a `disk`) the durable round.
 void main_round(caf::actor_system& sys, const std::string& socket, const std::string& dir,
                 const std::string& file, const MemorySource& src, const TempDir* disk, MainTimes& t) {
   t.pipe_s.push_back(raw_pipe(src));
   t.stream_s.push_back(raw_save(socket, [](const uint8_t*, size_t) {}).first);
   t.tofile_s.push_back(raw_save_to_new_file(socket, dir));
+  t.fileload_s.push_back(raw_file_load(socket, dir + "/raw.bin"));
   t.snap_s.push_back(vufront_snapshot(sys, socket, file).first);
   t.restore_s.push_back(vufront_restore(sys, socket, file));
   if (disk)
@@ -500,6 +510,8 @@ void print_main_table(uint64_t state_bytes, int rounds, const MainTimes& t, bool
   row("vufront snapshot vs raw -> file", state_bytes, t.snap_s, t.tofile_s,
       "(floor: raw stream -> new file)");
   row("vufront restore", state_bytes, t.restore_s, t.pipe_s, ">= 0.80x raw pipe");
+  row("vufront restore vs raw file -> pipe", state_bytes, t.restore_s, t.fileload_s,
+      "(floor: raw file -> pipe -> back-end)");
   if (disk) {
     row("vufront snapshot to disk (fsync)", state_bytes, t.durable_s, t.file_s,
         "(floor: raw write+fsync)");
@@ -565,8 +577,7 @@ int main(int argc, char** argv) {
   Backend main_be(tmp.path, "main", o.size_text);
 
   // Warm-up: every page of the back-end's disk and of the file touched once.
-  auto [warm_s, state_bytes] = vufront_snapshot(sys, main_be.socket, file);
-  (void)warm_s;
+  const uint64_t state_bytes = vufront_snapshot(sys, main_be.socket, file).second;
   (void)vufront_restore(sys, main_be.socket, file);
 
   MainTimes times;

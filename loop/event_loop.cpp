@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -21,9 +21,9 @@
 #include <boost/context/protected_fixedsize_stack.hpp>
 
 #include "base/error.hpp"
-#include "base/unique_fd.hpp"
 #include "base/wait.hpp"
 #include "loop/fiber_switch.hpp"
+#include "loop/wait_set.hpp"
 
 namespace vufront::loop {
 
@@ -91,11 +91,11 @@ struct EventLoop::Impl {
   std::thread thread;
 };
 
-/// One task: its fiber, and the fds and timer of its current wait.
+/// One task: its fiber, the fds it waits on and the timer of its current wait.
 class Task final : public WaitHook, public std::enable_shared_from_this<Task> {
 public:
   Task(EventLoop::Impl& loop, std::function<void()> body, const char* what)
-      : loop_(loop), body_(std::move(body)), what_(what), timer_(loop.io) {}
+      : loop_(loop), body_(std::move(body)), what_(what), waits_(loop.io), timer_(loop.io) {}
 
   std::shared_future<void> ended() { return ended_.get_future().share(); }
 
@@ -119,6 +119,7 @@ public:
   }
 
   int wait(pollfd* fds, nfds_t n, int timeout_ms) override;
+  void closing(int fd) noexcept override { waits_.forget(fd); }
 
 private:
   ctx::fiber run(ctx::fiber&& back) {
@@ -162,17 +163,9 @@ private:
   }
 
   void release_waits() noexcept {
-    for (auto& d : descriptors_) {
-      boost::system::error_code ec;
-      d.cancel(ec);
-      (void)d.release();
-    }
-    descriptors_.clear();
-    dups_.clear();
+    waits_.clear();
     timer_.cancel();
   }
-
-  Result<void> watch(const pollfd& p, uint64_t generation);
 
   void end() {
     release_waits();
@@ -193,39 +186,9 @@ private:
 
   bool waiting_ = false;
   uint64_t generation_ = 0;
-  std::vector<asio::posix::stream_descriptor> descriptors_;
-  std::vector<UniqueFd> dups_;  ///< for fds another wait has registered already
+  WaitSet waits_;  ///< the fds of the last wait, registered (wait_set.hpp)
   asio::steady_timer timer_;
 };
-
-Result<void> Task::watch(const pollfd& p, uint64_t generation) {
-  auto& d = descriptors_.emplace_back(loop_.io);
-  boost::system::error_code ec;
-  d.assign(p.fd, ec);
-  if (ec == boost::system::errc::file_exists) {
-    // The same fd number is in another task's wait (epoll keeps one entry
-    // per fd number): watch a duplicate of it instead.
-    UniqueFd dup = UniqueFd::adopt(::fcntl(p.fd, F_DUPFD_CLOEXEC, 0));
-    if (!dup)
-      return make_error(errc::io_error, "event loop", "dup of a watched fd", errno);
-    ec.clear();
-    d.assign(dup.get(), ec);
-    if (!ec)
-      dups_.push_back(std::move(dup));
-  }
-  if (ec) {
-    descriptors_.pop_back();
-    return make_error(errc::io_error, "event loop", "cannot watch fd " + std::to_string(p.fd),
-                      ec.value());
-  }
-  auto type = (p.events & POLLOUT) != 0              ? asio::posix::descriptor_base::wait_write
-              : (p.events & (POLLIN | POLLPRI)) != 0 ? asio::posix::descriptor_base::wait_read
-                                                     : asio::posix::descriptor_base::wait_error;
-  d.async_wait(type, [self = shared_from_this(), generation](const boost::system::error_code&) {
-    self->wake(generation);
-  });
-  return ok();
-}
 
 int Task::wait(pollfd* fds, nfds_t n, int timeout_ms) {
   // What is ready now needs no wait (and an fd the loop cannot watch
@@ -234,29 +197,35 @@ int Task::wait(pollfd* fds, nfds_t n, int timeout_ms) {
   if (now != 0 || timeout_ms == 0)
     return now;
   const uint64_t generation = ++generation_;
-  descriptors_.reserve(n);  // no moves of descriptors with waits pending
-  for (nfds_t i = 0; i < n; ++i) {
-    if (fds[i].fd < 0)
-      continue;
-    if (auto r = watch(fds[i], generation); !r) {
-      release_waits();
-      errno = r.error().sys_errno != 0 ? r.error().sys_errno : EIO;
-      return -1;
-    }
+  bool any_fd = false;
+  for (nfds_t i = 0; i < n && !any_fd; ++i)
+    any_fd = fds[i].fd >= 0;
+  if (!any_fd && timeout_ms < 0) {
+    errno = EINVAL;  // would wait for ever: no fd and no timeout
+    return -1;
   }
+  // The registrations stay after the wait, for the next one (wait_set.hpp).
+  if (auto r = waits_.update(fds, n); !r) {
+    waits_.clear();
+    errno = r.error().sys_errno != 0 ? r.error().sys_errno : EIO;
+    return -1;
+  }
+  if (any_fd)
+    waits_.async_wait([self = shared_from_this(), generation](const boost::system::error_code&) {
+      self->wake(generation);
+    });
   if (timeout_ms > 0) {
     timer_.expires_after(std::chrono::milliseconds(timeout_ms));
     timer_.async_wait([self = shared_from_this(), generation](const boost::system::error_code&) {
       self->wake(generation);
     });
   }
-  if (descriptors_.empty() && timeout_ms < 0) {
-    errno = EINVAL;  // would wait for ever: no fd and no timeout
-    return -1;
-  }
   waiting_ = true;
   suspend();
-  release_waits();
+  if (any_fd)
+    waits_.cancel();  // when the timer ended it (nothing to do otherwise)
+  if (timeout_ms > 0)
+    timer_.cancel();
   return ::poll(fds, n, 0);
 }
 
@@ -312,6 +281,14 @@ EventLoop& EventLoop::instance() {
 }
 
 EventLoop::EventLoop() : impl_(std::make_unique<Impl>()) {
+  // Each task that waits keeps an epoll fd of its own (wait_set.hpp), on
+  // top of the fds it waits on: take the fds the hard limit allows (the
+  // soft limit of 1024 is for select(), which vufront does not use).
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &r);
+  }
   impl_->thread = std::thread([impl = impl_.get()] { impl->io.run(); });
 }
 

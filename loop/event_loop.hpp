@@ -6,8 +6,9 @@
 // here as a *task*: a function on a stack of its own (a Boost.Context fiber)
 // that the loop thread runs until it waits. Its waits go through wait_fds()
 // (base/wait.hpp), which inside a task registers the fds with the loop
-// (Boost.Asio's io_context over epoll) and suspends the task until one is
-// ready or the time is up, so one thread serves any number of tasks, and the
+// (Boost.Asio's io_context over epoll; the registrations stay for the task's
+// next wait, loop/wait_set.hpp) and suspends the task until one is ready or
+// the time is up, so one thread serves any number of tasks, and the
 // synchronous code (BackendClient, the bring-up, the readers' loops) is the
 // same that runs on an ordinary thread. docs/architecture.md ("How
 // connections wait") says why.
@@ -42,7 +43,8 @@ public:
   /// task touches none of the fds of its current wait again (see interrupt).
   void join();
   /// Ends the task's current wait at once: its fds are no longer watched
-  /// and its wait_fds() returns what a zero-timeout poll() says now. The
+  /// (every registration of the task is dropped; its next wait makes them
+  /// anew) and its wait_fds() returns what a zero-timeout poll() says now. The
   /// task is expected to look at its own stop flag then. On the loop thread
   /// this happens before interrupt() returns; elsewhere it is posted.
   void interrupt();

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/wait.hpp"
+
 namespace vufront::snapshot {
 namespace {
 
@@ -290,6 +292,7 @@ Result<Manifest> SnapshotWriter::commit(Manifest m) {
     fd_.reset();
     return m;
   }
+  note_fd_closing(fd_.get());
   if (::close(fd_.release()) != 0)
     return fail(make_error(errc::io_error, kCommit, "close " + what, errno));
   if (auto placed = move_into_place(); !placed)
