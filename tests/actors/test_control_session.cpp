@@ -24,16 +24,19 @@ using vufront::test::scaled;
 
 namespace {
 
-/// Answers the greeting's request, after pushing an event to the session
+/// Answers the greeting's request, after pushing `event` to the session
 /// that asked (so the event reaches the session first); refuses the rest.
-control_server_actor::behavior_type pushes_before_hello(control_server_actor::pointer self) {
+/// (`event` is also why it takes an argument: CAF 0.17 spawns a function
+/// without arguments through a null tuple pointer, which UBSan reports.)
+control_server_actor::behavior_type pushes_before_hello(control_server_actor::pointer self,
+                                                        std::string event) {
   auto refused = [] { return caf::make_error(caf::sec::unexpected_message); };
   return {
       [refused](start_atom) -> caf::result<nlohmann::json> { return refused(); },
       [](accept_atom, const SharedFd&) {},
-      [self](hello_atom) -> nlohmann::json {
+      [self, event](hello_atom) -> nlohmann::json {
         auto session = caf::actor_cast<control_session_actor>(self->current_sender());
-        self->send(session, push_atom_v, nlohmann::json{{"event", "state_changed"}},
+        self->send(session, push_atom_v, nlohmann::json{{"event", event}},
                    std::vector<SharedFd>{});
         return nlohmann::json{{"event", "hello"}, {"protocol", 1}};
       },
@@ -71,7 +74,7 @@ TEST_CASE("control session: an event pushed before the greeting goes out after i
   {
     SystemConfig cfg;
     caf::actor_system sys{cfg};
-    auto server = sys.spawn(pushes_before_hello);
+    auto server = sys.spawn(pushes_before_hello, std::string{"state_changed"});
     auto session = sys.spawn(control_session_impl, server, uint64_t{1}, conn, FilePolicy{});
     conn.reset();  // the session keeps its own duplicate
     const auto first = nlohmann::json::parse(next_message(vmm.get()), nullptr, false);
