@@ -24,6 +24,20 @@ constexpr uint64_t acked = 0x140001244;
 
 SharedFd eventfd() { return share(make_eventfd()); }
 
+/// A VMM's request, prepared and committed into its shadow `s` as if the
+/// back-end had taken it (each fd dup'ed, as the VMM's reader hands them).
+void commit_to(proxy::Shadow& s, FrontendReq req, FrontendPayload payload,
+               const std::vector<SharedFd>& fds = {}) {
+  FrontendRequest r;
+  r.req = req;
+  r.payload = std::move(payload);
+  for (const auto& f : fds)
+    r.fds.push_back(UniqueFd::adopt(::dup(f->get())));  // OWNERSHIP: a new fd from dup
+  auto p = s.prepare(std::move(r));
+  REQUIRE(p);
+  s.commit(*p, proxy::ForwardResult{});
+}
+
 /// A device as activate leaves it: one 1 MiB region, two queues (the second
 /// stopped at base 7), an in-flight region.
 DeviceData active_device() {
@@ -147,14 +161,7 @@ TEST_CASE("actors:replay: a VMM's shadow is replayed as the VMM left it, running
   proxy::Shadow s(offer);
   s.set_protocol_features(offer.offered_protocol_features);
   auto commit = [&s](FrontendReq req, FrontendPayload payload, std::vector<SharedFd> fds = {}) {
-    FrontendRequest r;
-    r.req = req;
-    r.payload = std::move(payload);
-    for (auto& f : fds)
-      r.fds.push_back(UniqueFd::adopt(::dup(f->get())));
-    auto p = s.prepare(std::move(r));
-    REQUIRE(p);
-    s.commit(*p, proxy::ForwardResult{});
+    commit_to(s, req, std::move(payload), std::move(fds));
   };
   const uint64_t features = bit(feature::version_1) | bit(feature::protocol_features);
   commit(FrontendReq::set_features, wire::U64{features});
@@ -248,14 +255,7 @@ TEST_CASE("replay: a VMM that logs gets its own log replayed before its rings, w
   proxy::Shadow s(offer);
   s.set_protocol_features(offer.offered_protocol_features);
   auto commit = [&s](FrontendReq req, FrontendPayload payload, std::vector<SharedFd> fds = {}) {
-    FrontendRequest r;
-    r.req = req;
-    r.payload = std::move(payload);
-    for (auto& f : fds)
-      r.fds.push_back(UniqueFd::adopt(::dup(f->get())));
-    auto p = s.prepare(std::move(r));
-    REQUIRE(p);
-    s.commit(*p, proxy::ForwardResult{});
+    commit_to(s, req, std::move(payload), std::move(fds));
   };
   auto mem = make_memfd("shadow-log-replay", 1 << 20);
   REQUIRE(mem);
@@ -318,13 +318,9 @@ ActivateRequest shadow_with_regions(uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) {
     auto mem = make_memfd("shadow-slot", 1 << 20);
     REQUIRE(mem);
-    FrontendRequest r;
-    r.req = FrontendReq::add_mem_reg;
-    r.payload = wire::MemoryRegion{uint64_t{i} << 21, 1 << 20, 0x7f00'0000'0000 + (uint64_t{i} << 21), 0};
-    r.fds.push_back(std::move(mem));
-    auto p = s.prepare(std::move(r));
-    REQUIRE(p);
-    s.commit(*p, proxy::ForwardResult{});
+    commit_to(s, FrontendReq::add_mem_reg,
+              wire::MemoryRegion{uint64_t{i} << 21, 1 << 20, 0x7f00'0000'0000 + (uint64_t{i} << 21), 0},
+              {share(std::move(mem))});
   }
   ActivateRequest req = replay_shadow(s);
   REQUIRE(req.mem_table.size() == n);
