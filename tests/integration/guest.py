@@ -309,10 +309,11 @@ def memfd_maps(pid):
         return sum(1 for line in f if '/memfd:' in line)
 
 
-def wait_until(predicate, timeout, what):
-    """Polls `predicate` (10 ms apart) until it is true; fails naming `what`."""
+def wait_until(predicate, timeout, what, interval=0.01):
+    """Polls `predicate` (`interval` seconds apart) until it is true; fails
+    naming `what`."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.01)
+        time.sleep(interval)

@@ -44,7 +44,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import guest
 import test_vmm_proxy as vp
@@ -229,15 +228,17 @@ def migrate(src, uri, lose_backend=False):
     guest.wait_until(lambda: wrote(q) >= logging_from + 32, LIMIT,
                      'the guest to write while QEMU logs\n' + src.report())
     q.qmp('migrate-set-parameters', {'max-bandwidth': 10 << 30})
-    deadline = time.monotonic() + LIMIT
-    while True:
-        info = q.qmp('query-migrate')
-        status = info.get('status')
-        if status == 'completed':
-            return info
-        if status in ('failed', 'cancelled') or time.monotonic() > deadline:
-            raise AssertionError('migration %s: %s' % (status, info))
-        time.sleep(0.1)
+    info = {}
+
+    def completed():
+        info.clear()
+        info.update(q.qmp('query-migrate'))
+        if info.get('status') in ('failed', 'cancelled'):
+            raise AssertionError('migration %s: %s' % (info['status'], info))
+        return info.get('status') == 'completed'
+
+    guest.wait_until(completed, LIMIT, 'the migration to complete', interval=0.1)
+    return info
 
 
 # ---- the test -------------------------------------------------------------------
