@@ -29,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t chunk_bytes = size_t{1} << 20;
 constexpr int pipe_bytes = 1 << 20;  // F_SETPIPE_SZ: fewer wake-ups per MiB
+constexpr size_t mapped_write_bytes = size_t{16} << 20;  // a write takes what fits in the pipe
 constexpr milliseconds slice{20};
 constexpr milliseconds progress_every{100};
 
@@ -299,6 +300,28 @@ bool save_slice(Self self) {
   return true;
 }
 
+/// After a write to the pipe that wrote nothing (errno set): waits for room
+/// (EAGAIN) or goes on (EINTR) and returns true, or fails the transfer (the
+/// back-end closed the pipe, another error) and returns false.
+bool after_failed_write(Self self, Clock::time_point slice_end) {
+  auto& st = self->state;
+  if (errno == EINTR)
+    return true;
+  if (errno == EPIPE) {
+    consume_sigpipe();
+    fail(self, make_error(errc::disconnected, st.request,
+                          "the back-end closed the state pipe after " + std::to_string(st.done) +
+                              " of " + std::to_string(st.total) + " bytes"));
+    return false;
+  }
+  if (errno != EAGAIN) {
+    fail(self, make_error(errc::io_error, st.request, "write to the state pipe", errno));
+    return false;
+  }
+  (void)wait_pipe(st, POLLOUT, slice_end);
+  return true;
+}
+
 bool load_slice(Self self) {
   auto& st = self->state;
   auto slice_end = Clock::now() + slice;
@@ -330,20 +353,54 @@ bool load_slice(Self self) {
       report_progress(self, false);
       continue;
     }
-    if (w < 0 && errno == EINTR)
+    if (!after_failed_write(self, slice_end))
+      return false;
+  }
+  return true;
+}
+
+/// The load of a mapped file (a file vufront opened itself): written into
+/// the pipe straight from the mapping, its checksum checked on the mapping
+/// before the hand-over. A page cut by a truncation makes write(2) fail
+/// with EFAULT; at the end the file must be as it was at open (size and
+/// times). Either failure resets the back-end's device, as a changed file
+/// does on the read path.
+bool load_mapped_slice(Self self) {
+  auto& st = self->state;
+  const uint8_t* state = st.reader->mapped_state();
+  auto slice_end = Clock::now() + slice;
+  while (Clock::now() < slice_end) {
+    if (Clock::now() >= st.deadline.next()) {
+      fail(self, deadline_error(st, "the back-end's reading of the state"));
+      return false;
+    }
+    if (st.done == st.total) {
+      if (auto r = st.reader->check_unchanged(); !r) {
+        fail_and_reset(self, r.error());
+        return false;
+      }
+      finish_load(self);
+      return false;
+    }
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(st.total - st.done, mapped_write_bytes));
+    // BOUNDS: done + want <= total = the mapped state's length.
+    ssize_t w = ::write(st.pipe.get(), state + st.done, want);
+    if (w > 0) {
+      st.done += static_cast<uint64_t>(w);
+      st.reader->drop_mapped_before(st.done);
+      st.deadline.progressed();
+      report_progress(self, false);
       continue;
-    if (w < 0 && errno == EPIPE) {
-      consume_sigpipe();
-      fail(self, make_error(errc::disconnected, st.request,
-                            "the back-end closed the state pipe after " + std::to_string(st.done) +
-                                " of " + std::to_string(st.total) + " bytes"));
+    }
+    if (errno == EFAULT) {
+      fail_and_reset(self, make_error(errc::bad_size, st.request,
+                                      "snapshot file changed during restore (truncated): " +
+                                          st.path + " ends before byte " +
+                                          std::to_string(st.done) + " of its state"));
       return false;
     }
-    if (w < 0 && errno != EAGAIN) {
-      fail(self, make_error(errc::io_error, st.request, "write to the state pipe", errno));
+    if (!after_failed_write(self, slice_end))
       return false;
-    }
-    (void)wait_pipe(st, POLLOUT, slice_end);
   }
   return true;
 }
@@ -356,7 +413,8 @@ bool verify_slice(Self self) {
       fail(self, deadline_error(st, "checking the file"));
       return false;
     }
-    auto n = st.reader->read_state(st.buf.data(), st.buf.size());
+    auto n = st.reader->mapped() ? st.reader->verify_mapped(st.buf.size())
+                                 : st.reader->read_state(st.buf.data(), st.buf.size());
     if (!n) {
       fail(self, n.error());
       return false;
@@ -469,6 +527,10 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
         if (!r)
           return to_caf(r.error());
         st.reader.emplace(std::move(r).value());
+        // A file vufront opened itself is checked and loaded through a
+        // mapping; if it cannot be mapped, it is read as a passed fd is.
+        if (st.reader->mappable())
+          (void)st.reader->map();
         st.path = o.path;
         st.manifest = std::make_shared<const snapshot::Manifest>(st.reader->manifest());
         st.total = st.manifest->state_length;
@@ -492,6 +554,16 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
         st.manifest = manifest;
         st.path = path;
         st.total = manifest->state_length;
+        // Changed since its check (mapped files: their bytes are not
+        // checked again as they are sent): refused before the back-end
+        // sees a byte.
+        if (st.reader->mapped())
+          if (auto r = st.reader->check_unchanged(); !r) {
+            Error e = r.error();
+            e.request = st.request;
+            st.reader.reset();
+            return to_caf(e);
+          }
         st.info_rp = self->make_response_promise<SnapshotInfo>();
         auto rp = *st.info_rp;
         hand_over(self, wire::device_state_load, Phase::loading);
@@ -510,7 +582,9 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
         bool more = false;
         switch (st.phase) {
           case Phase::saving: more = save_slice(self); break;
-          case Phase::loading: more = load_slice(self); break;
+          case Phase::loading:
+            more = st.reader->mapped() ? load_mapped_slice(self) : load_slice(self);
+            break;
           case Phase::verifying: more = verify_slice(self); break;
           default: break;
         }

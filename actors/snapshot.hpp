@@ -10,9 +10,14 @@
 //          writer (size cap) -> CHECK_DEVICE_STATE -> commit (atomic rename)
 //   open   open the file, check the head, then read the state once to check
 //          its checksum: a bad file is refused before the back-end sees a byte
+//          (a file vufront opened itself is mapped read-only under a SIGBUS
+//          guard and checked on the mapping; a file the VMM passed as an fd
+//          is read, since the VMM may change it)
 //   load   pipe -> SET_DEVICE_STATE_FD(load, our read end) -> drop it (or
-//          switch) -> write the file's state into the pipe -> close ->
-//          CHECK_DEVICE_STATE
+//          switch) -> write the file's state into the pipe (a mapped file:
+//          straight from the mapping, after checking it did not change since
+//          open; a passed fd: read into a buffer, its checksum checked on
+//          the bytes sent) -> close -> CHECK_DEVICE_STATE
 //
 // The bytes move in slices of at most ~20 ms (poll with a timeout, 1 MiB
 // reads and writes); after each slice the actor sends itself pump_atom and
@@ -24,9 +29,13 @@
 // request, removes the temporary file and closes every fd; the connection
 // itself is left as it is (the connection actor reports a lost back-end).
 // Except one: when the file fails during the load (the checksum of the bytes
-// sent does not match at the end, or it shrank), the back-end has been sent
-// bytes that are not the snapshot's, so its device is reset (RESET_DEVICE,
-// SET_STATUS 0) before the restore fails, and the error says so.
+// sent does not match at the end, or it shrank; a mapped file: write(2)
+// failed with EFAULT on a page cut by a truncation, or its size or times
+// changed by the end), the back-end has been sent bytes that are not the
+// snapshot's, so its device is reset (RESET_DEVICE, SET_STATUS 0) before the
+// restore fails, and the error says so ("snapshot file changed during
+// restore (truncated)"). A mapped file changed between the check and the
+// load is refused before SET_DEVICE_STATE_FD: the back-end sees nothing.
 //
 // An fd the back-end returns instead of ours is checked before use: it must
 // be a pipe or socket open for the direction needed.

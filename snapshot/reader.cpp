@@ -50,6 +50,15 @@ Error checksum_mismatch(const Manifest& m, uint64_t actual) {
                         ", the manifest says " + hex(m.state_checksum));
 }
 
+int64_t nanoseconds(const timespec& t) {
+  return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+Error truncated_error(const std::string& detail) {
+  return make_error(errc::bad_size, kRead,
+                    "snapshot file changed during restore (truncated)" + detail);
+}
+
 std::string names(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v)
@@ -75,7 +84,10 @@ Result<SnapshotReader> SnapshotReader::open(const std::string& path, const FileT
     int fl = ::fcntl(own.get(), F_GETFL);
     if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY)
       return make_error(errc::bad_fds, kOpen, "the snapshot file's fd is not open for reading");
-    return checked(path, std::move(own));
+    auto r = checked(path, std::move(own));
+    if (r)
+      r->passed_fd_ = true;
+    return r;
   }
   if (target.dir) {
     BeneathPath at;
@@ -101,6 +113,7 @@ Result<SnapshotReader> SnapshotReader::checked(const std::string& path, UniqueFd
   if (!S_ISREG(st.st_mode))
     return make_error(errc::invalid_argument, kOpen, path + " is not a regular file");
   const auto file_size = static_cast<uint64_t>(st.st_size);
+  r.opened_ = {file_size, nanoseconds(st.st_mtim), nanoseconds(st.st_ctim)};
 
   uint8_t header[kHeaderSize];
   ssize_t got = read_at(r.fd_.get(), header, sizeof header, 0);
@@ -238,9 +251,81 @@ Result<void> SnapshotReader::verify() const {
 
 void SnapshotReader::rewind() {
   position_ = 0;
+  dropped_ = 0;
   hasher_.reset();
   failed_ = false;
   checked_ = false;
+}
+
+Result<void> SnapshotReader::map() {
+  if (passed_fd_)
+    return make_error(errc::bad_state, kRead, "a file passed as an fd is not mapped");
+  if (mapped())
+    return make_error(errc::bad_state, kRead, "already mapped");
+  const uint64_t len = head_size_ + manifest_.state_length;
+  // BOUNDS: open() checked the file is exactly head + state bytes.
+  auto m = MappedFile::map(fd_.get(), static_cast<size_t>(len), kRead);
+  if (!m)
+    return std::move(m).error();
+  map_ = std::move(m).value();
+  return ok();
+}
+
+Result<size_t> SnapshotReader::verify_mapped(size_t len) {
+  if (failed_)
+    return make_error(errc::bad_state, kRead, "an earlier read failed");
+  if (!mapped())
+    return make_error(errc::bad_state, kRead, "not mapped");
+  const uint64_t remaining = state_remaining();
+  if (remaining == 0 && checked_)
+    return size_t{0};
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(len, remaining));
+  // BOUNDS: position_ + n <= state_length; the mapping covers head + state.
+  hasher_.update(mapped_state() + position_, n);
+  position_ += n;
+  drop_mapped_before(position_);
+  if (state_remaining() == 0 && !checked_) {
+    checked_ = true;
+    if (map_.truncated()) {
+      failed_ = true;
+      return truncated_error(": a page of the mapping was cut while it was checked");
+    }
+    uint64_t actual = hasher_.digest();
+    if (actual != manifest_.state_checksum) {
+      failed_ = true;
+      return checksum_mismatch(manifest_, actual);
+    }
+  }
+  return n;
+}
+
+void SnapshotReader::drop_mapped_before(uint64_t state_pos) noexcept {
+  if (!mapped())
+    return;
+  const uint64_t to = head_size_ + std::min(state_pos, manifest_.state_length);
+  if (to < dropped_ + kDropStep && state_pos < manifest_.state_length)
+    return;
+  map_.drop(static_cast<size_t>(dropped_), static_cast<size_t>(to));
+  dropped_ = to;
+}
+
+Result<void> SnapshotReader::check_unchanged() const {
+  if (map_.truncated())
+    return truncated_error(": a page of the mapping was cut");
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0)
+    return make_error(errc::io_error, kRead, "fstat " + path_, errno);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size < opened_.size)
+    return truncated_error(": " + path_ + " is " + std::to_string(size) + " bytes now, was " +
+                           std::to_string(opened_.size));
+  if (size != opened_.size || nanoseconds(st.st_mtim) != opened_.mtime_ns ||
+      nanoseconds(st.st_ctim) != opened_.ctime_ns)
+    return make_error(errc::invalid_payload, kRead,
+                      "snapshot file changed during restore (modified): " + path_ +
+                          (size != opened_.size ? " grew to " + std::to_string(size) + " bytes"
+                                                : " has new modification or change times"));
+  return ok();
 }
 
 Result<void> check_compatible(const Manifest& m, DeviceKind backend_kind,

@@ -4,6 +4,15 @@
 // never held whole, and its checksum checked when the last byte has been
 // read. verify() streams it once up front so a corrupt file is refused before
 // anything reaches a back-end.
+//
+// A file vufront opened itself (a path, or a name beneath --snapshot-dir)
+// may instead be mapped (map()): verify_mapped() checks the checksum on the
+// mapping, the load then writes from mapped_state() (no copy into a buffer
+// of ours), and check_unchanged() tells whether the file changed since
+// open() (size, modification and change times, a page cut under the
+// mapping's SIGBUS guard, memory/mapped_file.hpp). A file the VMM passed
+// as an fd is never mapped: the VMM may change it under us, so its
+// checksum is checked on the bytes sent (read_state).
 
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +20,7 @@
 
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
+#include "memory/mapped_file.hpp"
 #include "protocol/messages.hpp"
 #include "snapshot/file_target.hpp"
 #include "snapshot/format.hpp"
@@ -57,6 +67,43 @@ public:
   /// Back to the first state byte.
   void rewind();
 
+  /// Maps the file read-only under a SIGBUS guard. Errors: bad_state (a
+  /// file the VMM passed as an fd: never mapped; or already mapped),
+  /// io_error (mmap), busy (no guard slot free).
+  [[nodiscard]] Result<void> map();
+  [[nodiscard]] bool mapped() const noexcept { return map_.data() != nullptr; }
+  /// Whether map() may be used: the file was opened by vufront itself.
+  [[nodiscard]] bool mappable() const noexcept { return !passed_fd_; }
+
+  /// Hashes the next up to `len` state bytes on the mapping (read_state's
+  /// position and checksum, without a copy); 0 at the end. At the end the
+  /// checksum is compared (invalid_payload "checksum mismatch"), and a page
+  /// cut under the mapping fails it (bad_size "snapshot file changed during
+  /// restore (truncated)"). Errors also: bad_state (not mapped, or an
+  /// earlier error). rewind() before the load.
+  [[nodiscard]] Result<size_t> verify_mapped(size_t len);
+
+  /// The state bytes on the mapping (state_offset() into the file), or
+  /// nullptr if not mapped.
+  [[nodiscard]] const uint8_t* mapped_state() const noexcept {
+    return mapped() ? map_.data() + head_size_ : nullptr;
+  }
+
+  /// Drops the mapping's pages of the state before `state_pos` from this
+  /// process's resident set (MappedFile::drop), in steps of kDropStep and at
+  /// the end: a 1 GiB restore does not grow vufront's RSS by 1 GiB. The
+  /// load calls it as it goes; verify_mapped does itself.
+  void drop_mapped_before(uint64_t state_pos) noexcept;
+  static constexpr uint64_t kDropStep = uint64_t{32} << 20;
+
+  /// Whether the file is as it was at open(): same size, modification and
+  /// change times, and no page of the mapping cut. Errors (bad_size
+  /// "snapshot file changed during restore (truncated)", invalid_payload
+  /// "... (modified)", io_error for fstat). A same-size rewrite within one
+  /// tick of the file system's timestamps is not seen (the checksum on the
+  /// mapping was checked before the load; a VMM's fd is never mapped).
+  [[nodiscard]] Result<void> check_unchanged() const;
+
 private:
   SnapshotReader() = default;
   [[nodiscard]] static Result<SnapshotReader> checked(const std::string& path, UniqueFd fd);
@@ -69,6 +116,14 @@ private:
   StateHasher hasher_;
   bool failed_ = false;
   bool checked_ = false;  ///< checksum compared at the end
+  bool passed_fd_ = false;  ///< the VMM passed the file as an fd: never mapped
+  struct stat_at_open {
+    uint64_t size = 0;
+    int64_t mtime_ns = 0;
+    int64_t ctime_ns = 0;
+  } opened_;
+  MappedFile map_;
+  uint64_t dropped_ = 0;  ///< file offset below which the mapping's pages were dropped
 };
 
 /// Whether a back-end can take this snapshot: the device kind must match and
