@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <caf/send.hpp>
 
 #include "actors/error.hpp"
+#include "actors/state_pipe.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront::actors {
@@ -28,7 +30,6 @@ using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t chunk_bytes = size_t{1} << 20;
-constexpr int pipe_bytes = 1 << 20;  // F_SETPIPE_SZ: fewer wake-ups per MiB
 constexpr size_t mapped_write_bytes = size_t{16} << 20;  // a write takes what fits in the pipe
 constexpr milliseconds slice{20};
 constexpr milliseconds progress_every{100};
@@ -77,46 +78,6 @@ void schedule(Self self) {
   self->send(self, pump_atom_v);
 }
 
-/// Our end of a fresh pipe non-blocking and the pipe enlarged; the other end
-/// (the back-end's) stays blocking, as back-ends expect.
-Result<Pipe> transfer_pipe(const std::string& request, bool we_read) {
-  Pipe p = make_pipe();
-  if (!p.read_end || !p.write_end)
-    return make_error(errc::io_error, request, "pipe", errno);
-  (void)::fcntl(p.write_end.get(), F_SETPIPE_SZ, pipe_bytes);  // best effort
-  int ours = we_read ? p.read_end.get() : p.write_end.get();
-  int fl = ::fcntl(ours, F_GETFL);
-  if (fl < 0 || ::fcntl(ours, F_SETFL, fl | O_NONBLOCK) != 0)
-    return make_error(errc::io_error, request, "O_NONBLOCK on the pipe", errno);
-  return p;
-}
-
-/// The back-end's own fd, checked: a pipe or socket, open for what we do
-/// with it (read when saving, write when loading), made non-blocking.
-Result<UniqueFd> adopt_backend_fd(const std::string& request, const SharedFd& theirs, bool we_read) {
-  int fd = ::fcntl(theirs->get(), F_DUPFD_CLOEXEC, 0);
-  if (fd < 0)
-    return make_error(errc::io_error, request, "dup of the back-end's fd", errno);
-  UniqueFd own = UniqueFd::adopt(fd);
-  struct stat sb {};
-  if (::fstat(fd, &sb) != 0)
-    return make_error(errc::io_error, request, "fstat of the back-end's fd", errno);
-  if (!S_ISFIFO(sb.st_mode) && !S_ISSOCK(sb.st_mode))
-    return make_error(errc::bad_fds, request, "the back-end's fd is not a pipe or socket");
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl < 0)
-    return make_error(errc::io_error, request, "F_GETFL on the back-end's fd", errno);
-  int mode = fl & O_ACCMODE;
-  bool usable = mode == O_RDWR || (we_read ? mode == O_RDONLY : mode == O_WRONLY);
-  if (!usable)
-    return make_error(errc::bad_fds, request,
-                      std::string("the back-end's fd is not open for ") +
-                          (we_read ? "reading" : "writing"));
-  if (::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
-    return make_error(errc::io_error, request, "O_NONBLOCK on the back-end's fd", errno);
-  return own;
-}
-
 /// Waits up to the slice's or the deadline's end for `events` on the pipe.
 /// Returns false when the time ran out (nothing ready).
 bool wait_pipe(SnapshotData& st, short events, Clock::time_point slice_end) {
@@ -125,25 +86,6 @@ bool wait_pipe(SnapshotData& st, short events, Clock::time_point slice_end) {
   pollfd p{st.pipe.get(), events, 0};
   int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(left, 0)));
   return n > 0;
-}
-
-/// SIGPIPE would kill the process when the back-end closes its read end
-/// while we write: blocked in this (detached, dedicated) thread, and a
-/// pending one is consumed after EPIPE.
-void block_sigpipe() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-}
-
-void consume_sigpipe() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  timespec zero{0, 0};
-  while (sigtimedwait(&set, nullptr, &zero) > 0) {
-  }
 }
 
 // ---- the end of each transfer ------------------------------------------------------
@@ -359,6 +301,21 @@ bool load_slice(Self self) {
   return true;
 }
 
+/// Moves bytes of the mapping into the pipe: vmsplice (the pipe takes
+/// references to the file's pages, no copy; the back-end copies once when it
+/// reads), or write(2) if our end is not a pipe (a back-end's own socket).
+/// Either fails with EFAULT on a page a truncation cut.
+ssize_t splice_or_write(SnapshotData& st, const uint8_t* at, size_t len) {
+  if (st.vmsplice_ok) {
+    iovec iov{const_cast<uint8_t*>(at), len};
+    ssize_t n = ::vmsplice(st.pipe.get(), &iov, 1, SPLICE_F_NONBLOCK);
+    if (n >= 0 || (errno != EBADF && errno != EINVAL))
+      return n;
+    st.vmsplice_ok = false;
+  }
+  return ::write(st.pipe.get(), at, len);
+}
+
 /// The load of a mapped file (a file vufront opened itself): written into
 /// the pipe straight from the mapping, its checksum checked on the mapping
 /// before the hand-over. A page cut by a truncation makes write(2) fail
@@ -384,7 +341,7 @@ bool load_mapped_slice(Self self) {
     }
     const size_t want = static_cast<size_t>(std::min<uint64_t>(st.total - st.done, mapped_write_bytes));
     // BOUNDS: done + want <= total = the mapped state's length.
-    ssize_t w = ::write(st.pipe.get(), state + st.done, want);
+    ssize_t w = splice_or_write(st, state + st.done, want);
     if (w > 0) {
       st.done += static_cast<uint64_t>(w);
       st.reader->drop_mapped_before(st.done);

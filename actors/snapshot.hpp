@@ -92,6 +92,7 @@ struct SnapshotData {
   std::vector<uint8_t> buf;
   size_t buf_off = 0;
   size_t buf_len = 0;
+  bool vmsplice_ok = true;             ///< a mapped load: false once our end refused vmsplice
   uint64_t done = 0;                   ///< state bytes moved
   uint64_t total = 0;                  ///< known size (load, verify), else 0
   std::chrono::steady_clock::time_point started;

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -589,6 +590,35 @@ TEST_CASE("snapshot actor: a file truncated during the load fails it and resets 
     CHECK(f.resets->load() == 1);
     CHECK(got->size() >= (size_t{1} << 20));
     CHECK(got->size() < data.size());
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
+TEST_CASE("snapshot actor: a mapped load into the back-end's own socket is written, whole") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    auto data = state_bytes(3 << 20);
+    const std::string path = f.tmp.file("s.vfsnap");
+    committed(path, data);
+    auto got = std::make_shared<std::vector<uint8_t>>();
+    auto a = f.start([&, got](uint32_t, UniqueFd ours) {
+      ours.reset();  // a back-end that reads its own socket (vmsplice refuses a socket)
+      int sv[2];
+      REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+      auto mine = std::make_shared<UniqueFd>(UniqueFd::adopt(sv[0]));
+      f.peers.threads.emplace_back([mine, got] { *got = read_all(mine->get()); });
+      return share(UniqueFd::adopt(sv[1]));
+    });
+    auto [m, err] = f.ask<std::shared_ptr<const snapshot::Manifest>>(
+        a, 10s, open_atom_v, restore_of(path), TransferDeadline::in(10s));
+    REQUIRE_MESSAGE(m, err);
+    auto [info, lerr] = f.ask<SnapshotInfo>(a, 15s, load_atom_v, TransferDeadline::in(10s));
+    for (auto& t : f.peers.threads)
+      t.join();
+    f.peers.threads.clear();
+    REQUIRE_MESSAGE(info, lerr);
+    CHECK(*got == data);
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
