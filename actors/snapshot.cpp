@@ -140,9 +140,17 @@ void finish_save(Self self) {
   });
 }
 
+void fail_and_reset(Self self, Error e);
+
 void finish_load(Self self) {
   check_state(self, [self] {
     auto& st = self->state;
+    // A mapped file's pages were read by the back-end from the pipe, up to
+    // its answer to CHECK_DEVICE_STATE: the file must not have changed
+    // until then (size, times, no page cut).
+    if (st.reader->mapped())
+      if (auto r = st.reader->check_unchanged(); !r)
+        return fail_and_reset(self, r.error());
     report_progress(self, true);
     auto info = info_of(st, *st.manifest, st.path);
     st.reader.reset();
@@ -316,12 +324,12 @@ ssize_t splice_or_write(SnapshotData& st, const uint8_t* at, size_t len) {
   return ::write(st.pipe.get(), at, len);
 }
 
-/// The load of a mapped file (a file vufront opened itself): written into
+/// The load of a mapped file (a file vufront opened itself): spliced into
 /// the pipe straight from the mapping, its checksum checked on the mapping
-/// before the hand-over. A page cut by a truncation makes write(2) fail
-/// with EFAULT; at the end the file must be as it was at open (size and
-/// times). Either failure resets the back-end's device, as a changed file
-/// does on the read path.
+/// before the hand-over. A page cut by a truncation makes vmsplice/write
+/// fail with EFAULT; after CHECK_DEVICE_STATE the file must be as it was at
+/// open (finish_load). Either failure resets the back-end's device, as a
+/// changed file does on the read path.
 bool load_mapped_slice(Self self) {
   auto& st = self->state;
   const uint8_t* state = st.reader->mapped_state();
@@ -332,10 +340,6 @@ bool load_mapped_slice(Self self) {
       return false;
     }
     if (st.done == st.total) {
-      if (auto r = st.reader->check_unchanged(); !r) {
-        fail_and_reset(self, r.error());
-        return false;
-      }
       finish_load(self);
       return false;
     }

@@ -40,11 +40,12 @@ namespace {
 using Script = std::function<SharedFd(uint32_t direction, UniqueFd given)>;
 
 /// A connection actor whose state-transfer steps run `script`; CHECK_DEVICE_STATE
-/// answers `check` (empty = ok); RESET_DEVICE counts in `resets`. Other steps
-/// are not used here.
+/// runs `on_check` (if set) and answers `check` (empty = ok); RESET_DEVICE
+/// counts in `resets`. Other steps are not used here.
 connection_actor::behavior_type fake_conn(connection_actor::pointer, Script script,
                                           std::shared_ptr<std::string> check,
-                                          std::shared_ptr<std::atomic<int>> resets) {
+                                          std::shared_ptr<std::atomic<int>> resets,
+                                          std::shared_ptr<std::function<void()>> on_check) {
   auto unused = [](const char* what) { return to_caf(make_error(errc::bad_state, what, "unused")); };
   return {
       [=](negotiate_atom, const NegotiateRequest&) -> caf::result<DeviceInfo, SharedFd> {
@@ -81,6 +82,8 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
         return script(direction, std::move(dup));
       },
       [=](check_state_atom) -> caf::result<caf::ok_atom> {
+        if (*on_check)
+          (*on_check)();
         if (check->empty())
           return caf::ok_atom_v;
         return to_caf(make_error(errc::backend_failure, "CHECK_DEVICE_STATE", *check));
@@ -183,9 +186,10 @@ struct SnapFixture : RtFixture {
   Peers peers;
   std::shared_ptr<std::string> check = std::make_shared<std::string>();
   std::shared_ptr<std::atomic<int>> resets = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::function<void()>> on_check = std::make_shared<std::function<void()>>();
 
   snapshot_actor start(Script script) {
-    auto conn = spawn(fake_conn, std::move(script), check, resets);
+    auto conn = spawn(fake_conn, std::move(script), check, resets, on_check);
     return spawn<caf::detached>(snapshot_impl, conn, caf::actor{});
   }
 
@@ -619,6 +623,43 @@ TEST_CASE("snapshot actor: a mapped load into the back-end's own socket is writt
     f.peers.threads.clear();
     REQUIRE_MESSAGE(info, lerr);
     CHECK(*got == data);
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
+TEST_CASE("snapshot actor: a mapped file changed before CHECK_DEVICE_STATE's answer resets the back-end") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    auto data = state_bytes(2 << 20);
+    const std::string path = f.tmp.file("s.vfsnap");
+    committed(path, data);
+    // The back-end has read the whole stream (EOF came before CHECK_DEVICE_STATE);
+    // then the file changes in place, before the answer.
+    *f.on_check = [path] {
+      UniqueFd rw = UniqueFd::adopt(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+      uint8_t b = 0;
+      (void)!::pwrite(rw.get(), &b, 1, static_cast<off_t>(snapshot::kHeadSize + 10));
+    };
+    auto got = std::make_shared<std::vector<uint8_t>>();
+    auto a = f.start([&, got](uint32_t, UniqueFd fd) {
+      f.peers.threads.emplace_back([fd = std::make_shared<UniqueFd>(std::move(fd)), got] {
+        *got = read_all(fd->get());
+      });
+      return SharedFd{};
+    });
+    auto [m, err] = f.ask<std::shared_ptr<const snapshot::Manifest>>(
+        a, 10s, open_atom_v, restore_of(path), TransferDeadline::in(10s));
+    REQUIRE_MESSAGE(m, err);
+    auto [info, lerr] = f.ask<SnapshotInfo>(a, 15s, load_atom_v, TransferDeadline::in(10s));
+    for (auto& t : f.peers.threads)
+      t.join();
+    f.peers.threads.clear();
+    CHECK_FALSE(info);
+    CHECK_MESSAGE(lerr.find("snapshot file changed during restore (modified)") != std::string::npos,
+                  lerr);
+    CHECK_MESSAGE(lerr.find("the back-end's device was reset") != std::string::npos, lerr);
+    CHECK(f.resets->load() == 1);
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
