@@ -102,6 +102,8 @@ SnapshotInfo info_of(const SnapshotData& st, const snapshot::Manifest& m, const 
   return info;
 }
 
+void fail_and_reset(Self self, Error e);
+
 /// After the stream: CHECK_DEVICE_STATE, then `next`.
 template <class Next>
 void check_state(Self self, Next next) {
@@ -117,8 +119,16 @@ void check_state(Self self, Next next) {
               next();
           },
           [self, gen](caf::error& e) {
-            if (self->state.generation == gen)
-              fail(self, from_caf(e, "CHECK_DEVICE_STATE"));
+            auto& now = self->state;
+            if (now.generation != gen)
+              return;
+            // A mapped file that changed under the load is the error to
+            // report (and the device is reset), whatever the back-end made
+            // of the bytes it was sent.
+            if (now.reader && now.reader->mapped())
+              if (auto r = now.reader->check_unchanged(); !r)
+                return fail_and_reset(self, r.error());
+            fail(self, from_caf(e, "CHECK_DEVICE_STATE"));
           });
 }
 
@@ -139,8 +149,6 @@ void finish_save(Self self) {
     st.info_rp.reset();
   });
 }
-
-void fail_and_reset(Self self, Error e);
 
 void finish_load(Self self) {
   check_state(self, [self] {

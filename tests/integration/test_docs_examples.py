@@ -59,6 +59,7 @@ def shape(line):
     s = re.sub(r'\b\d+(\.\d+)? (ms|s)\b', 'DURATION', s)
     s = re.sub(r'\b0x[0-9a-f]+\b', 'HEX', s)
     s = re.sub(r'\b[0-9a-f]{16,}\b', 'HEX', s)
+    s = re.sub(r'\b\d+(\.\d+)? [KMGT]iB/s\b', 'RATE', s)  # the unit follows the rate
     s = re.sub(r'\d+(\.\d+)?', 'N', s)
     return re.sub(r'\s+', ' ', s)
 
