@@ -1,9 +1,6 @@
 #include "actors/snapshot.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +13,7 @@
 #include <caf/send.hpp>
 
 #include "actors/error.hpp"
+#include "actors/state_pipe.hpp"
 #include "protocol/wire.hpp"
 
 namespace vufront::actors {
@@ -31,7 +29,6 @@ constexpr size_t chunk_bytes = size_t{1} << 20;
 /// A save's buffers: one filled from the pipe, one written, one spare so
 /// the reader rarely waits for the writer (or the writer for the reader).
 constexpr size_t save_buffers = 3;
-constexpr int pipe_bytes = 1 << 20;  // F_SETPIPE_SZ: fewer wake-ups per MiB
 constexpr milliseconds slice{20};
 constexpr milliseconds progress_every{100};
 
@@ -82,46 +79,6 @@ void schedule(Self self) {
   self->send(self, pump_atom_v);
 }
 
-/// Our end of a fresh pipe non-blocking and the pipe enlarged; the other end
-/// (the back-end's) stays blocking, as back-ends expect.
-Result<Pipe> transfer_pipe(const std::string& request, bool we_read) {
-  Pipe p = make_pipe();
-  if (!p.read_end || !p.write_end)
-    return make_error(errc::io_error, request, "pipe", errno);
-  (void)::fcntl(p.write_end.get(), F_SETPIPE_SZ, pipe_bytes);  // best effort
-  int ours = we_read ? p.read_end.get() : p.write_end.get();
-  int fl = ::fcntl(ours, F_GETFL);
-  if (fl < 0 || ::fcntl(ours, F_SETFL, fl | O_NONBLOCK) != 0)
-    return make_error(errc::io_error, request, "O_NONBLOCK on the pipe", errno);
-  return p;
-}
-
-/// The back-end's own fd, checked: a pipe or socket, open for what we do
-/// with it (read when saving, write when loading), made non-blocking.
-Result<UniqueFd> adopt_backend_fd(const std::string& request, const SharedFd& theirs, bool we_read) {
-  int fd = ::fcntl(theirs->get(), F_DUPFD_CLOEXEC, 0);
-  if (fd < 0)
-    return make_error(errc::io_error, request, "dup of the back-end's fd", errno);
-  UniqueFd own = UniqueFd::adopt(fd);
-  struct stat sb {};
-  if (::fstat(fd, &sb) != 0)
-    return make_error(errc::io_error, request, "fstat of the back-end's fd", errno);
-  if (!S_ISFIFO(sb.st_mode) && !S_ISSOCK(sb.st_mode))
-    return make_error(errc::bad_fds, request, "the back-end's fd is not a pipe or socket");
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl < 0)
-    return make_error(errc::io_error, request, "F_GETFL on the back-end's fd", errno);
-  int mode = fl & O_ACCMODE;
-  bool usable = mode == O_RDWR || (we_read ? mode == O_RDONLY : mode == O_WRONLY);
-  if (!usable)
-    return make_error(errc::bad_fds, request,
-                      std::string("the back-end's fd is not open for ") +
-                          (we_read ? "reading" : "writing"));
-  if (::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
-    return make_error(errc::io_error, request, "O_NONBLOCK on the back-end's fd", errno);
-  return own;
-}
-
 /// Waits up to the slice's or the deadline's end for `events` on the pipe.
 /// Returns false when the time ran out (nothing ready).
 bool wait_pipe(SnapshotData& st, short events, Clock::time_point slice_end) {
@@ -130,25 +87,6 @@ bool wait_pipe(SnapshotData& st, short events, Clock::time_point slice_end) {
   pollfd p{st.pipe.get(), events, 0};
   int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(left, 0)));
   return n > 0;
-}
-
-/// SIGPIPE would kill the process when the back-end closes its read end
-/// while we write: blocked in this (detached, dedicated) thread, and a
-/// pending one is consumed after EPIPE.
-void block_sigpipe() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-}
-
-void consume_sigpipe() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  timespec zero{0, 0};
-  while (sigtimedwait(&set, nullptr, &zero) > 0) {
-  }
 }
 
 // ---- the end of each transfer ------------------------------------------------------

@@ -1,6 +1,9 @@
 #include "snapshot/writer_thread.hpp"
 
 #include <pthread.h>
+#include <sys/mman.h>
+
+#include <cerrno>
 
 #include <system_error>
 #include <utility>
@@ -12,20 +15,24 @@ constexpr const char* kWrite = "snapshot write";
 
 }  // namespace
 
-WriterThread::WriterThread(SnapshotWriter writer, size_t buffers, size_t buffer_bytes)
-    : writer_(std::move(writer)) {
-  buffers_.resize(buffers);
-  for (size_t i = 0; i < buffers; ++i) {
-    buffers_[i].resize(buffer_bytes);
+WriterThread::WriterThread(SnapshotWriter writer, uint8_t* base, size_t buffers, size_t buffer_bytes)
+    : writer_(std::move(writer)), base_(base), count_(buffers), buffer_bytes_(buffer_bytes) {
+  for (size_t i = 0; i < buffers; ++i)
     free_.push_back(i);
-  }
 }
 
 Result<std::unique_ptr<WriterThread>> WriterThread::start(SnapshotWriter writer, size_t buffers,
                                                           size_t buffer_bytes) {
-  if (buffers < 2 || buffer_bytes == 0)
-    return make_error(errc::invalid_argument, kWrite, "a writer thread needs two buffers or more, not empty");
-  std::unique_ptr<WriterThread> t(new WriterThread(std::move(writer), buffers, buffer_bytes));
+  if (buffers < 2 || buffer_bytes == 0 || buffer_bytes > (size_t{1} << 30) / buffers)
+    return make_error(errc::invalid_argument, kWrite,
+                      "a writer thread needs two buffers or more, of 1 GiB in all at most");
+  // OWNERSHIP: unmapped by the WriterThread's destructor from here on.
+  void* base = ::mmap(nullptr, buffers * buffer_bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED)
+    return make_error(errc::io_error, kWrite, "mmap of the writer thread's buffers", errno);
+  std::unique_ptr<WriterThread> t(
+      new WriterThread(std::move(writer), static_cast<uint8_t*>(base), buffers, buffer_bytes));
   try {
     t->thread_ = std::thread([p = t.get()] { p->run(); });
   } catch (const std::system_error& e) {
@@ -39,6 +46,7 @@ Result<std::unique_ptr<WriterThread>> WriterThread::start(SnapshotWriter writer,
 WriterThread::~WriterThread() {
   stop_and_join();
   writer_.reset();  // unless finish() took it: removes the temporary
+  (void)::munmap(base_, count_ * buffer_bytes_);
 }
 
 void WriterThread::stop_and_join() noexcept {
@@ -61,7 +69,7 @@ void WriterThread::run() noexcept {
     lk.unlock();
     // The buffer at the queue's front is the thread's until it is freed:
     // the reader neither reuses nor frees a queued buffer.
-    auto r = writer_->write_state(buffers_[q.index].data(), q.len);
+    auto r = writer_->write_state(base_ + q.index * buffer_bytes_, q.len);
     lk.lock();
     queued_.pop_front();
     free_.push_back(q.index);
@@ -101,11 +109,12 @@ Result<WriterThread::Slot> WriterThread::acquire(Clock::time_point until) {
     return Slot{};
   size_t i = free_.front();
   free_.pop_front();
-  return Slot{buffers_[i].data(), buffers_[i].size(), i};
+  return Slot{base_ + i * buffer_bytes_, buffer_bytes_, i};
 }
 
 Result<void> WriterThread::submit(const Slot& slot, size_t len) {
-  if (slot.data == nullptr || slot.index >= buffers_.size() || len > slot.size)
+  if (slot.data == nullptr || slot.index >= count_ || slot.data != base_ + slot.index * buffer_bytes_ ||
+      len > buffer_bytes_)
     return make_error(errc::invalid_argument, kWrite, "not a buffer of this writer thread");
   {
     std::lock_guard<std::mutex> lk(mu_);

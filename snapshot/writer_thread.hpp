@@ -31,7 +31,6 @@
 #include <mutex>
 #include <optional>
 #include <thread>
-#include <vector>
 
 #include "base/error.hpp"
 #include "snapshot/writer.hpp"
@@ -50,8 +49,8 @@ public:
   };
 
   /// Starts the thread with `buffers` buffers (at least 2) of `buffer_bytes`
-  /// each. errc::io_error when the thread cannot be started (the writer is
-  /// dropped then: its temporary goes).
+  /// each. errc::io_error when the buffers cannot be mapped or the thread
+  /// cannot be started (the writer is dropped then: its temporary goes).
   [[nodiscard]] static Result<std::unique_ptr<WriterThread>> start(SnapshotWriter writer, size_t buffers,
                                                                    size_t buffer_bytes);
 
@@ -77,7 +76,7 @@ public:
   [[nodiscard]] Result<SnapshotWriter> finish();
 
 private:
-  WriterThread(SnapshotWriter writer, size_t buffers, size_t buffer_bytes);
+  WriterThread(SnapshotWriter writer, uint8_t* base, size_t buffers, size_t buffer_bytes);
   void run() noexcept;
   void stop_and_join() noexcept;
   [[nodiscard]] Error failure() const;
@@ -88,7 +87,11 @@ private:
   };
 
   std::optional<SnapshotWriter> writer_;  ///< the thread's alone while it runs
-  std::vector<std::vector<uint8_t>> buffers_;
+  /// The buffers, one anonymous mapping (unmapped at the end: a snapshot
+  /// leaves no memory behind, as heap blocks of this size would).
+  uint8_t* base_ = nullptr;
+  size_t count_ = 0;
+  size_t buffer_bytes_ = 0;
   mutable std::mutex mu_;
   std::condition_variable work_;  ///< the thread waits here for a buffer
   std::condition_variable freed_; ///< the reader waits here for a free one

@@ -1,0 +1,73 @@
+#include "actors/state_pipe.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <ctime>
+
+namespace vufront::actors {
+namespace {
+
+constexpr int pipe_bytes = 1 << 20;  // F_SETPIPE_SZ: fewer wake-ups per MiB
+
+}  // namespace
+
+/// Our end of a fresh pipe non-blocking and the pipe enlarged; the other end
+/// (the back-end's) stays blocking, as back-ends expect.
+Result<Pipe> transfer_pipe(const std::string& request, bool we_read) {
+  Pipe p = make_pipe();
+  if (!p.read_end || !p.write_end)
+    return make_error(errc::io_error, request, "pipe", errno);
+  (void)::fcntl(p.write_end.get(), F_SETPIPE_SZ, pipe_bytes);  // best effort
+  int ours = we_read ? p.read_end.get() : p.write_end.get();
+  int fl = ::fcntl(ours, F_GETFL);
+  if (fl < 0 || ::fcntl(ours, F_SETFL, fl | O_NONBLOCK) != 0)
+    return make_error(errc::io_error, request, "O_NONBLOCK on the pipe", errno);
+  return p;
+}
+
+/// The back-end's own fd, checked: a pipe or socket, open for what we do
+/// with it (read when saving, write when loading), made non-blocking.
+Result<UniqueFd> adopt_backend_fd(const std::string& request, const SharedFd& theirs, bool we_read) {
+  int fd = ::fcntl(theirs->get(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return make_error(errc::io_error, request, "dup of the back-end's fd", errno);
+  UniqueFd own = UniqueFd::adopt(fd);
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0)
+    return make_error(errc::io_error, request, "fstat of the back-end's fd", errno);
+  if (!S_ISFIFO(sb.st_mode) && !S_ISSOCK(sb.st_mode))
+    return make_error(errc::bad_fds, request, "the back-end's fd is not a pipe or socket");
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0)
+    return make_error(errc::io_error, request, "F_GETFL on the back-end's fd", errno);
+  int mode = fl & O_ACCMODE;
+  bool usable = mode == O_RDWR || (we_read ? mode == O_RDONLY : mode == O_WRONLY);
+  if (!usable)
+    return make_error(errc::bad_fds, request,
+                      std::string("the back-end's fd is not open for ") +
+                          (we_read ? "reading" : "writing"));
+  if (::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+    return make_error(errc::io_error, request, "O_NONBLOCK on the back-end's fd", errno);
+  return own;
+}
+
+void block_sigpipe() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void consume_sigpipe() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  timespec zero{0, 0};
+  while (sigtimedwait(&set, nullptr, &zero) > 0) {
+  }
+}
+
+}  // namespace vufront::actors
