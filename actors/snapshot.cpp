@@ -1,10 +1,6 @@
 #include "actors/snapshot.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +27,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t chunk_bytes = size_t{1} << 20;
 constexpr size_t mapped_write_bytes = size_t{16} << 20;  // a write takes what fits in the pipe
+/// A save's buffers: one filled from the pipe, one written, one spare so
+/// the reader rarely waits for the writer (or the writer for the reader).
+constexpr size_t save_buffers = 3;
 constexpr milliseconds slice{20};
 constexpr milliseconds progress_every{100};
 
@@ -57,7 +56,10 @@ void fail(Self self, const Error& e) {
   st.phase = Phase::idle;
   ++st.generation;
   st.pipe.reset();
-  st.writer.reset();  // removes the temporary
+  st.chunk = {};
+  st.chunk_len = 0;
+  st.writing.reset();  // stops and joins the writer thread, removes the temporary
+  st.writer.reset();   // (or, after the stream, removes it here)
   st.reader.reset();
   st.buf_off = st.buf_len = 0;
   if (st.info_rp) {
@@ -222,6 +224,38 @@ Error deadline_error(const SnapshotData& st, const char* what) {
                         std::to_string(st.done) + " bytes moved)");
 }
 
+/// Ends a save's stream with the transfer's error: `e` as the request's.
+bool save_failed(Self self, Error e) {
+  e.request = self->state.request;
+  fail(self, e);
+  return false;
+}
+
+/// Hands the buffer being filled to the writer thread (none when empty).
+Result<void> submit_chunk(SnapshotData& st) {
+  auto slot = std::exchange(st.chunk, snapshot::WriterThread::Slot{});
+  return st.writing->submit(slot, std::exchange(st.chunk_len, 0));
+}
+
+/// The pipe's end: the last buffer written, the writer thread joined and
+/// the writer back here; then CHECK_DEVICE_STATE and commit.
+bool end_of_stream(Self self) {
+  auto& st = self->state;
+  if (st.chunk.data != nullptr)
+    if (auto r = submit_chunk(st); !r)
+      return save_failed(self, r.error());
+  auto w = st.writing->finish();
+  st.writing.reset();
+  if (!w)
+    return save_failed(self, w.error());
+  st.writer.emplace(std::move(w).value());
+  finish_save(self);
+  return false;
+}
+
+/// Reads the pipe into a buffer of the writer thread; a full buffer goes to
+/// the thread, and so does a partly filled one when the pipe is empty and
+/// the thread idle (it is not kept waiting for a full MiB).
 bool save_slice(Self self) {
   auto& st = self->state;
   auto slice_end = Clock::now() + slice;
@@ -230,29 +264,37 @@ bool save_slice(Self self) {
       fail(self, deadline_error(st, "the back-end's state stream"));
       return false;
     }
-    ssize_t n = ::read(st.pipe.get(), st.buf.data(), st.buf.size());
+    if (auto r = st.writing->status(); !r)
+      return save_failed(self, r.error());  // the file failed: stop reading
+    if (st.chunk.data == nullptr) {
+      auto slot = st.writing->acquire(std::min(slice_end, st.deadline.next()));
+      if (!slot)
+        return save_failed(self, slot.error());
+      st.chunk = *slot;  // none free in time: the checks above run again
+      continue;
+    }
+    ssize_t n = ::read(st.pipe.get(), st.chunk.data + st.chunk_len, st.chunk.size - st.chunk_len);
     if (n > 0) {
-      if (auto r = st.writer->write_state(st.buf.data(), static_cast<size_t>(n)); !r) {
-        Error e = r.error();
-        e.request = st.request;
-        fail(self, e);
-        return false;
-      }
+      st.chunk_len += static_cast<size_t>(n);
       st.done += static_cast<uint64_t>(n);
       st.deadline.progressed();
       report_progress(self, false);
+      if (st.chunk_len == st.chunk.size)
+        if (auto r = submit_chunk(st); !r)
+          return save_failed(self, r.error());
       continue;
     }
-    if (n == 0) {
-      finish_save(self);
-      return false;
-    }
+    if (n == 0)
+      return end_of_stream(self);
     if (errno == EINTR)
       continue;
     if (errno != EAGAIN) {
       fail(self, make_error(errc::io_error, st.request, "read from the state pipe", errno));
       return false;
     }
+    if (st.chunk_len > 0 && st.writing->idle())
+      if (auto r = submit_chunk(st); !r)
+        return save_failed(self, r.error());
     (void)wait_pipe(st, POLLIN, slice_end);
   }
   return true;
@@ -317,21 +359,6 @@ bool load_slice(Self self) {
   return true;
 }
 
-/// Moves bytes of the mapping into the pipe: vmsplice (the pipe takes
-/// references to the file's pages, no copy; the back-end copies once when it
-/// reads), or write(2) if our end is not a pipe (a back-end's own socket).
-/// Either fails with EFAULT on a page a truncation cut.
-ssize_t splice_or_write(SnapshotData& st, const uint8_t* at, size_t len) {
-  if (st.vmsplice_ok) {
-    iovec iov{const_cast<uint8_t*>(at), len};
-    ssize_t n = ::vmsplice(st.pipe.get(), &iov, 1, SPLICE_F_NONBLOCK);
-    if (n >= 0 || (errno != EBADF && errno != EINVAL))
-      return n;
-    st.vmsplice_ok = false;
-  }
-  return ::write(st.pipe.get(), at, len);
-}
-
 /// The load of a mapped file (a file vufront opened itself): spliced into
 /// the pipe straight from the mapping, its checksum checked on the mapping
 /// before the hand-over. A page cut by a truncation makes vmsplice/write
@@ -353,7 +380,7 @@ bool load_mapped_slice(Self self) {
     }
     const size_t want = static_cast<size_t>(std::min<uint64_t>(st.total - st.done, mapped_write_bytes));
     // BOUNDS: done + want <= total = the mapped state's length.
-    ssize_t w = splice_or_write(st, state + st.done, want);
+    ssize_t w = splice_or_write(st.pipe.get(), st.vmsplice_ok, state + st.done, want);
     if (w > 0) {
       st.done += static_cast<uint64_t>(w);
       st.reader->drop_mapped_before(st.done);
@@ -480,7 +507,10 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
             job.replace ? snapshot::Existing::replace : snapshot::Existing::refuse);
         if (!w)
           return to_caf(w.error());
-        st.writer.emplace(std::move(w).value());
+        auto writing = snapshot::WriterThread::start(std::move(w).value(), save_buffers, chunk_bytes);
+        if (!writing)
+          return to_caf(writing.error());
+        st.writing = std::move(writing).value();
         st.manifest = job.manifest;
         st.info_rp = self->make_response_promise<SnapshotInfo>();
         auto rp = *st.info_rp;

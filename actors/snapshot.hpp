@@ -20,10 +20,12 @@
 //          the bytes sent) -> close -> CHECK_DEVICE_STATE
 //
 // The bytes move in slices of at most ~20 ms (poll with a timeout, 1 MiB
-// reads and writes); after each slice the actor sends itself pump_atom and
-// so reads its mailbox: cancel takes effect within a slice, and the whole
-// transfer's deadline is checked before every read or write. A cancel
-// between steps is kept: the next step fails "cancelled". Every failure
+// reads and writes). A save reads the pipe into one of a few buffers while
+// a writer thread (snapshot/writer_thread.hpp) hashes and writes the one
+// before into the file; the thread is joined on every end. After each
+// slice the actor sends itself pump_atom and so reads its mailbox: cancel
+// takes effect within a slice, and the whole transfer's deadline is checked
+// before every read or write. A cancel between steps is kept: the next step fails "cancelled". Every failure
 // (deadline, cap, a back-end that closes the pipe early or dies, a failed
 // CHECK_DEVICE_STATE, cancel) ends the transfer with an error naming the
 // request, removes the temporary file and closes every fd; the connection
@@ -55,6 +57,7 @@
 #include "base/unique_fd.hpp"
 #include "snapshot/reader.hpp"
 #include "snapshot/writer.hpp"
+#include "snapshot/writer_thread.hpp"
 
 namespace vufront::actors {
 
@@ -85,7 +88,12 @@ struct SnapshotData {
   std::string request;                 ///< "SET_DEVICE_STATE_FD(save)" etc., for errors
   std::string path;                    ///< the snapshot file
 
+  /// save: the writer, on its thread while the state streams in
+  /// (`writing`), back here for commit once the pipe reached its end.
   std::optional<snapshot::SnapshotWriter> writer;
+  std::unique_ptr<snapshot::WriterThread> writing;
+  snapshot::WriterThread::Slot chunk;  ///< save: the buffer being filled from the pipe
+  size_t chunk_len = 0;
   std::optional<snapshot::SnapshotReader> reader;
   std::shared_ptr<const snapshot::Manifest> manifest;
   UniqueFd pipe;                       ///< the end we read or write

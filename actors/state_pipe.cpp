@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <string>
@@ -64,6 +66,17 @@ void consume_sigpipe() {
   timespec zero{0, 0};
   while (sigtimedwait(&set, nullptr, &zero) > 0) {
   }
+}
+
+ssize_t splice_or_write(int fd, bool& vmsplice_ok, const uint8_t* at, size_t len) {
+  if (vmsplice_ok) {
+    iovec iov{const_cast<uint8_t*>(at), len};
+    ssize_t n = ::vmsplice(fd, &iov, 1, SPLICE_F_NONBLOCK);
+    if (n >= 0 || (errno != EBADF && errno != EINVAL))
+      return n;
+    vmsplice_ok = false;
+  }
+  return ::write(fd, at, len);
 }
 
 }  // namespace vufront::actors

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -306,6 +307,47 @@ TEST_CASE("snapshot actor: a state over the cap, a stream that never ends, a can
     }
     f.peers.let_go();
     CHECK(entries(f.tmp.path()) == 0);  // no file, no temporary
+  }
+  CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
+}
+
+TEST_CASE("snapshot actor: the file's write fails mid-stream: reported, the pipe closed, no file") {
+  FdCount fds;
+  {
+    SnapFixture f;
+    // A file-size limit cuts the file's writes short at 2 MiB of state (then
+    // EFBIG, as a full disk gives ENOSPC), on the writer thread; SIGXFSZ is
+    // ignored while it holds, and both are restored at the end.
+    auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+    rlimit lim = old;
+    lim.rlim_cur = snapshot::kHeadSize + (2 << 20);
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    // 0: writing, 1: the back-end wrote it all, 2: its write failed (the
+    // front-end closed the pipe: EPIPE)
+    auto outcome = std::make_shared<std::atomic<int>>(0);
+    auto a = f.start([&f, outcome](uint32_t, UniqueFd fd) {
+      f.peers.threads.emplace_back([fd = std::make_shared<UniqueFd>(std::move(fd)), outcome] {
+        auto data = state_bytes(32 << 20);
+        *outcome = write_all(fd->get(), data.data(), data.size()) ? 1 : 2;
+      });
+      return SharedFd{};
+    });
+    auto [info, err] = f.save(a, f.tmp.file("s.vfsnap"));
+    for (auto& t : f.peers.threads)
+      t.join();
+    f.peers.threads.clear();
+    (void)::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+    CHECK_FALSE(info);
+    CHECK_MESSAGE(err.find("SET_DEVICE_STATE_FD(save): io_error: write to " + f.tmp.file("s.vfsnap") +
+                           ".tmp.") == 0,
+                  err);
+    CHECK_MESSAGE(err.find("File too large") != std::string::npos, err);
+    // The reader stopped: at most a few MiB of the 32 were taken from the pipe.
+    CHECK(*outcome == 2);
+    CHECK(entries(f.tmp.path()) == 0);
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
