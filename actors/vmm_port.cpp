@@ -67,6 +67,7 @@ void on_accept(Self self, const SharedFd& conn) {
     return;
   }
   st.reader = std::move(reader).value();
+  st.vmm_answer_fd = conn;
   st.shadow.emplace(st.offer);
   st.peer_uid = *uid;
   st.requests = 0;

@@ -77,7 +77,7 @@ void forward_ready(Self self, uint64_t session, std::shared_ptr<std::vector<Prep
     then();
     return;
   }
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward)
+  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward, proxy::Answer{})
       .then(
           [self, session, queue, i, then](ForwardResult& r) {
             if (!current(self, session))
@@ -138,7 +138,7 @@ void run_teardown(Self self, std::shared_ptr<proxy::Shadow::Teardown> t, size_t 
       teardown_done(self, why, "");
     return;
   }
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, t->requests[i])
+  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, t->requests[i], proxy::Answer{})
       .then([self, t, i, why](ForwardResult&) { run_teardown(self, t, i + 1, why); },
             [self, t, i, why](caf::error& err) {
               Error e = from_caf(err, req_name(t->requests[i].req));
@@ -183,6 +183,7 @@ void end_session(Self self, const std::string& why, bool undo) {
   ::shutdown(st.vmm->fd(), SHUT_RDWR);
   st.reader.reset();
   st.vmm.reset();
+  st.vmm_answer_fd.reset();
   st.channel.reset();
   st.peer_uid.reset();
   // A back-end that is away has nothing of this VMM's: its next connection
@@ -228,17 +229,35 @@ bool answer(Self self, const Prepared& p, const ForwardResult& r) {
   return true;
 }
 
+/// After the connection step sent the VMM its answer (or tried): false
+/// when sending failed (the session ends). Else answer() from here.
+bool answered(Self self, const Prepared& p, const ForwardResult& r) {
+  if (!r.answered)
+    return answer(self, p, r);
+  if (r.answer_error.empty())
+    return true;
+  end_session(self, "the reply to " + req_name(p.forward.req) + " could not be sent: " + r.answer_error, true);
+  return false;
+}
+
 void forward(Self self, Prepared prepared) {
   auto& st = self->state;
   auto p = std::make_shared<Prepared>(std::move(prepared));
   const uint64_t session = st.connections;
-  self->request(st.config.device, device_wait, vmm_fwd_atom_v, p->forward)
+  // The step answers the VMM itself once the back-end replied (no hand-off
+  // back here first); this request is recorded when the step reports, and
+  // the VMM's next one is read only then (done()), so the order holds.
+  proxy::Answer a;
+  a.to = st.vmm_answer_fd;
+  a.need_reply = p->need_reply;
+  a.timeout = st.config.send_timeout;
+  self->request(st.config.device, device_wait, vmm_fwd_atom_v, p->forward, std::move(a))
       .then(
           [self, p, session](ForwardResult& r) {
             if (!current(self, session))
               return;  // the session ended meanwhile
             self->state.shadow->commit(*p, r);
-            if (!answer(self, *p, r))
+            if (!answered(self, *p, r))
               return;
             flush_ready(self, session, [self] { done(self); });
           },
