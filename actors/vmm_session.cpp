@@ -184,6 +184,9 @@ void end_session(Self self, const std::string& why, bool undo) {
   st.reader.reset();
   st.vmm.reset();
   st.vmm_answer_fd.reset();
+  st.reader_ahead = false;
+  st.next_request.reset();
+  st.next_eof.reset();
   st.channel.reset();
   st.peer_uid.reset();
   // A back-end that is away has nothing of this VMM's: its next connection
@@ -212,9 +215,18 @@ bool send(Self self, const FrontendReply& reply) {
 }
 
 void done(Self self) {
-  if (self->state.reader)
-    self->state.reader->request_done();
+  auto& st = self->state;
+  if (st.reader && !st.reader_ahead)
+    st.reader->request_done();
+  st.reader_ahead = false;
   request_over(self);
+  if (auto m = std::move(st.next_request)) {
+    st.next_request = nullptr;
+    handle_request(self, std::move(m));
+  } else if (auto why = std::move(st.next_eof)) {
+    st.next_eof.reset();
+    end_session(self, *why, true);
+  }
 }
 
 bool answer(Self self, const Prepared& p, const ForwardResult& r) {
@@ -251,11 +263,16 @@ void forward(Self self, Prepared prepared) {
   a.to = st.vmm_answer_fd;
   a.need_reply = p->need_reply;
   a.timeout = st.config.send_timeout;
+  // Once the VMM has its answer, the reader may read the next request; the
+  // port holds it (next_request) until this one is recorded.
+  if (st.reader)
+    a.sent = st.reader->done_hook();
   self->request(st.config.device, device_wait, vmm_fwd_atom_v, p->forward, std::move(a))
       .then(
           [self, p, session](ForwardResult& r) {
             if (!current(self, session))
               return;  // the session ended meanwhile
+            self->state.reader_ahead = r.answered && r.answer_error.empty();
             self->state.shadow->commit(*p, r);
             if (!answered(self, *p, r))
               return;
@@ -278,6 +295,24 @@ void forward(Self self, Prepared prepared) {
 void on_request(Self self, std::shared_ptr<Message> m) {
   auto& st = self->state;
   taken_over(m.get());
+  if (st.vmm && st.in_request) {  // the reader ran ahead: after the one in progress
+    st.next_request = std::move(m);
+    return;
+  }
+  handle_request(self, std::move(m));
+}
+
+void on_eof(Self self, const std::string& why) {
+  auto& st = self->state;
+  if (st.vmm && st.in_request) {  // the reader ran ahead: after the one in progress
+    st.next_eof = why;
+    return;
+  }
+  end_session(self, why, true);
+}
+
+void handle_request(Self self, std::shared_ptr<Message> m) {
+  auto& st = self->state;
   if (!st.vmm || !st.shadow || st.tearing_down)
     return;  // from a session that ended
   ++st.requests;
