@@ -471,9 +471,12 @@ connection_actor::behavior_type connection_impl(
           return c.set_status(status);
         });
       },
-      [self](vmm_fwd_atom, const proxy::Forward& f) -> caf::result<proxy::ForwardResult> {
-        return on_client<proxy::ForwardResult>(
-            self, "VMM request", [f](BackendClient& c) { return proxy::forward(c, f); });
+      [self](vmm_fwd_atom, const proxy::Forward& f, const proxy::Answer& a) -> caf::result<proxy::ForwardResult> {
+        // The VMM's answer leaves from the task, as soon as the back-end's
+        // reply is read; the port records the request afterwards.
+        return on_client<proxy::ForwardResult>(self, "VMM request", [f, a, quit = self->state.quit](BackendClient& c) {
+          return proxy::forward_and_answer(c, f, a, quit);
+        });
       },
       [self](dirty_log_atom, const LogChange& ch) -> caf::result<caf::ok_atom> {
         return on_client<caf::ok_atom>(self, ch.log_fd ? "SET_LOG_BASE" : "SET_FEATURES",

@@ -32,7 +32,7 @@ caf::result<DeviceInfo> on_vmm(Self self, const caf::actor_addr& port) {
   return st.info;
 }
 
-caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward& f) {
+caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward& f, const proxy::Answer& a) {
   auto& st = self->state;
   const std::string req = frontend_req_name(static_cast<uint32_t>(f.req));
   if (st.state == DeviceState::broken)
@@ -40,7 +40,7 @@ caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward
   if (st.state != DeviceState::negotiated || !st.conn)
     return to_caf(make_error(errc::bad_state, req,
                              std::string("the device is ") + to_string(st.state)));
-  return self->delegate(st.conn, vmm_fwd_atom_v, f);
+  return self->delegate(st.conn, vmm_fwd_atom_v, f, a);
 }
 
 caf::result<caf::ok_atom> on_vmm_renew(Self self, const std::string& why) {

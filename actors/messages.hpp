@@ -232,7 +232,7 @@ using device_actor = device_child_side::extend<
     caf::replies_to<vmm_atom, caf::actor_addr>::with<DeviceInfo>,
     /// One VMM request for the back-end (docs/vmm-proxy.md), through the
     /// current connection; the loss at once on a broken device.
-    caf::replies_to<vmm_fwd_atom, proxy::Forward>::with<proxy::ForwardResult>,
+    caf::replies_to<vmm_fwd_atom, proxy::Forward, proxy::Answer>::with<proxy::ForwardResult>,
     /// The VMM left: a new connection to the back-end makes it forget the
     /// dead VM's memory and rings (answered once it is negotiated; if it
     /// cannot be, the device is lost with `why`).
@@ -291,7 +291,7 @@ using connection_actor = caf::typed_actor<
     /// no fd when the back-end declines).
     caf::replies_to<inflight_atom, uint16_t, uint16_t>::with<wire::InflightDesc, SharedFd>,
     /// One VMM request, forwarded as it came (proxy/forward.hpp).
-    caf::replies_to<vmm_fwd_atom, proxy::Forward>::with<proxy::ForwardResult>,
+    caf::replies_to<vmm_fwd_atom, proxy::Forward, proxy::Answer>::with<proxy::ForwardResult>,
     /// A change of dirty logging (LogChange: SET_LOG_BASE, SET_FEATURES,
     /// SET_VRING_ADDR, each in that order when given).
     caf::replies_to<dirty_log_atom, LogChange>::with<caf::ok_atom>,

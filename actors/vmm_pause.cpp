@@ -64,7 +64,7 @@ void run_steps(Self self, uint64_t session, std::shared_ptr<std::vector<Prepared
     return then(make_error(errc::cancelled, "snapshot", "the VMM left"));
   if (i == steps->size())
     return then(std::nullopt);
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*steps)[i].forward)
+  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*steps)[i].forward, proxy::Answer{})
       .then(
           [self, session, steps, i, then](ForwardResult& r) {
             if (current(self, session))

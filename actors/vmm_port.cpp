@@ -67,6 +67,7 @@ void on_accept(Self self, const SharedFd& conn) {
     return;
   }
   st.reader = std::move(reader).value();
+  st.vmm_answer_fd = conn;
   st.shadow.emplace(st.offer);
   st.peer_uid = *uid;
   st.requests = 0;
@@ -184,7 +185,7 @@ vmm_port_full::behavior_type vmm_port_impl(vmm_port_full::stateful_pointer<VmmPo
           on_accept(self, conn);
       },
       [self](vmm_msg_atom, std::shared_ptr<Message> m) { on_request(self, std::move(m)); },
-      [self](vmm_eof_atom, const std::string& why) { end_session(self, why, true); },
+      [self](vmm_eof_atom, const std::string& why) { on_eof(self, why); },
       [self](vmm_lost_atom, const std::string& why) { backend_lost(self, why); },
       [self](vmm_back_atom, const std::string& detail) { backend_back(self, detail); },
       [self](vmm_hold_atom, uint64_t token) { hold_expired(self, token); },

@@ -77,6 +77,17 @@ struct VmmPortState {
   std::optional<uint32_t> peer_uid;
   /// The current VMM connection (sent on here; the reader reads a dup).
   std::optional<Connection> vmm;
+  /// The same socket for the connection step that forwards a request: it
+  /// sends the VMM its answer as soon as the back-end's reply is read
+  /// (proxy::forward_and_answer()), the shadow records it afterwards.
+  SharedFd vmm_answer_fd;
+  /// The connection step that sent the VMM its answer let the reader read
+  /// the next request (proxy::Answer::sent): done() gives it no credit.
+  bool reader_ahead = false;
+  /// What the reader, ahead, sent while the request before was not yet
+  /// recorded: handled in order once that request is done.
+  std::shared_ptr<Message> next_request;
+  std::optional<std::string> next_eof;
   /// The VMM's end of its back-end channel (SET_BACKEND_REQ_FD).
   std::optional<Connection> channel;
   std::optional<proxy::Shadow> shadow;

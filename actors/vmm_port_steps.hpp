@@ -37,7 +37,8 @@ void end_session(Self self, const std::string& why, bool undo);
 void teardown(Self self, std::string why);
 /// Sends a reply to the VMM; a failure ends the session (false).
 bool send(Self self, const FrontendReply& reply);
-/// The request is answered: the reader may read the next.
+/// The request is answered and recorded: the reader may read the next (or
+/// it did already: reader_ahead), and what it sent meanwhile is handled.
 void done(Self self);
 /// Sends the answer `r` to `p` the VMM waits for (a reply of its own, or the
 /// ack it asked for), then done(); false when the session ended.
@@ -45,6 +46,10 @@ bool answer(Self self, const Prepared& p, const proxy::ForwardResult& r);
 /// Forwards `p` through the device and answers the VMM after the back-end.
 void forward(Self self, Prepared p);
 void on_request(Self self, std::shared_ptr<Message> m);
+/// One request in the VMM's order: answered here, forwarded, held.
+void handle_request(Self self, std::shared_ptr<Message> m);
+/// The reader saw the VMM leave (after any request still in progress).
+void on_eof(Self self, const std::string& why);
 
 // ---- vmm_away.cpp
 /// The back-end was lost under the session (the device said so, or a

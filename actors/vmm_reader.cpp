@@ -108,6 +108,10 @@ VmmReader::~VmmReader() {
 
 void VmmReader::request_done() noexcept { core_->gate->give(1); }
 
+std::function<void()> VmmReader::done_hook() const {
+  return [core = core_] { core->gate->give(1); };
+}
+
 void VmmReader::stop() noexcept {
   core_->stopped->store(true);
   core_->gate->stop();

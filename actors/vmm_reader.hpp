@@ -11,6 +11,7 @@
 // the reader as the LAST member of its session and the socket open while it
 // runs; the task holds a weak handle to the port and a dup of the socket.
 
+#include <functional>
 #include <memory>
 
 #include <caf/actor_addr.hpp>
@@ -32,6 +33,10 @@ public:
 
   /// The port answered the request: the next one may be read. Any thread.
   void request_done() noexcept;
+  /// request_done() as a callable for another thread (the connection step
+  /// that sent the VMM its answer: proxy::Answer::sent); it keeps what it
+  /// needs alive, and does nothing harmful once the reader stopped.
+  [[nodiscard]] std::function<void()> done_hook() const;
   /// Stops reading (no vmm_eof follows); does not wait. Idempotent.
   void stop() noexcept;
 

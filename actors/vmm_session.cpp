@@ -77,7 +77,7 @@ void forward_ready(Self self, uint64_t session, std::shared_ptr<std::vector<Prep
     then();
     return;
   }
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward)
+  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward, proxy::Answer{})
       .then(
           [self, session, queue, i, then](ForwardResult& r) {
             if (!current(self, session))
@@ -138,7 +138,7 @@ void run_teardown(Self self, std::shared_ptr<proxy::Shadow::Teardown> t, size_t 
       teardown_done(self, why, "");
     return;
   }
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, t->requests[i])
+  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, t->requests[i], proxy::Answer{})
       .then([self, t, i, why](ForwardResult&) { run_teardown(self, t, i + 1, why); },
             [self, t, i, why](caf::error& err) {
               Error e = from_caf(err, req_name(t->requests[i].req));
@@ -183,6 +183,10 @@ void end_session(Self self, const std::string& why, bool undo) {
   ::shutdown(st.vmm->fd(), SHUT_RDWR);
   st.reader.reset();
   st.vmm.reset();
+  st.vmm_answer_fd.reset();
+  st.reader_ahead = false;
+  st.next_request.reset();
+  st.next_eof.reset();
   st.channel.reset();
   st.peer_uid.reset();
   // A back-end that is away has nothing of this VMM's: its next connection
@@ -211,9 +215,18 @@ bool send(Self self, const FrontendReply& reply) {
 }
 
 void done(Self self) {
-  if (self->state.reader)
-    self->state.reader->request_done();
+  auto& st = self->state;
+  if (st.reader && !st.reader_ahead)
+    st.reader->request_done();
+  st.reader_ahead = false;
   request_over(self);
+  if (auto m = std::move(st.next_request)) {
+    st.next_request = nullptr;
+    handle_request(self, std::move(m));
+  } else if (auto why = std::move(st.next_eof)) {
+    st.next_eof.reset();
+    end_session(self, *why, true);
+  }
 }
 
 bool answer(Self self, const Prepared& p, const ForwardResult& r) {
@@ -228,17 +241,40 @@ bool answer(Self self, const Prepared& p, const ForwardResult& r) {
   return true;
 }
 
+/// After the connection step sent the VMM its answer (or tried): false
+/// when sending failed (the session ends). Else answer() from here.
+bool answered(Self self, const Prepared& p, const ForwardResult& r) {
+  if (!r.answered)
+    return answer(self, p, r);
+  if (r.answer_error.empty())
+    return true;
+  end_session(self, "the reply to " + req_name(p.forward.req) + " could not be sent: " + r.answer_error, true);
+  return false;
+}
+
 void forward(Self self, Prepared prepared) {
   auto& st = self->state;
   auto p = std::make_shared<Prepared>(std::move(prepared));
   const uint64_t session = st.connections;
-  self->request(st.config.device, device_wait, vmm_fwd_atom_v, p->forward)
+  // The step answers the VMM itself once the back-end replied (no hand-off
+  // back here first); this request is recorded when the step reports, and
+  // the VMM's next one is read only then (done()), so the order holds.
+  proxy::Answer a;
+  a.to = st.vmm_answer_fd;
+  a.need_reply = p->need_reply;
+  a.timeout = st.config.send_timeout;
+  // Once the VMM has its answer, the reader may read the next request; the
+  // port holds it (next_request) until this one is recorded.
+  if (st.reader)
+    a.sent = st.reader->done_hook();
+  self->request(st.config.device, device_wait, vmm_fwd_atom_v, p->forward, std::move(a))
       .then(
           [self, p, session](ForwardResult& r) {
             if (!current(self, session))
               return;  // the session ended meanwhile
+            self->state.reader_ahead = r.answered && r.answer_error.empty();
             self->state.shadow->commit(*p, r);
-            if (!answer(self, *p, r))
+            if (!answered(self, *p, r))
               return;
             flush_ready(self, session, [self] { done(self); });
           },
@@ -259,6 +295,24 @@ void forward(Self self, Prepared prepared) {
 void on_request(Self self, std::shared_ptr<Message> m) {
   auto& st = self->state;
   taken_over(m.get());
+  if (st.vmm && st.in_request) {  // the reader ran ahead: after the one in progress
+    st.next_request = std::move(m);
+    return;
+  }
+  handle_request(self, std::move(m));
+}
+
+void on_eof(Self self, const std::string& why) {
+  auto& st = self->state;
+  if (st.vmm && st.in_request) {  // the reader ran ahead: after the one in progress
+    st.next_eof = why;
+    return;
+  }
+  end_session(self, why, true);
+}
+
+void handle_request(Self self, std::shared_ptr<Message> m) {
+  auto& st = self->state;
   if (!st.vmm || !st.shadow || st.tearing_down)
     return;  // from a session that ended
   ++st.requests;

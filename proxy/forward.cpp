@@ -1,5 +1,8 @@
 #include "proxy/forward.hpp"
 
+#include <fcntl.h>
+
+#include <cerrno>
 #include <utility>
 
 namespace vufront::proxy {
@@ -183,6 +186,41 @@ Result<ForwardResult> forward(BackendClient& c, const Forward& f) {
       return make_error(errc::invalid_argument, frontend_req_name(static_cast<uint32_t>(f.req)),
                         "not a request vufront forwards to the back-end");
   }
+}
+
+std::optional<FrontendReply> vmm_answer(const Forward& f, bool need_reply, const ForwardResult& r) {
+  if (r.has_reply)
+    return FrontendReply{f.req, r.body, r.fd ? r.fd->get() : -1};
+  if (need_reply)
+    return encode_ack(f.req, 0);
+  return std::nullopt;
+}
+
+Result<ForwardResult> forward_and_answer(BackendClient& c, const Forward& f, const Answer& a,
+                                         std::shared_ptr<const std::atomic<bool>> stop) {
+  auto r = forward(c, f);
+  if (!r || !a.to)
+    return r;
+  r->answered = true;
+  if (auto answer = vmm_answer(f, a.need_reply, *r)) {
+    // OWNERSHIP: a dup of the VMM's socket, closed once this answer is
+    // sent; the port's own copy is untouched (its session may have ended
+    // meanwhile: then the socket is shut down and the send fails).
+    UniqueFd dup = UniqueFd::adopt(::fcntl(a.to->get(), F_DUPFD_CLOEXEC, 0));
+    if (!dup) {
+      r->answer_error = make_error(errc::io_error, "reply to the VMM", "dup of its socket", errno).message();
+      return r;
+    }
+    Connection vmm(std::move(dup));
+    vmm.stop_when(std::move(stop));
+    if (auto s = send_reply(vmm, *answer, deadline_in(a.timeout)); !s) {
+      r->answer_error = s.error().message();
+      return r;
+    }
+  }
+  if (a.sent)
+    a.sent();
+  return r;
 }
 
 }  // namespace vufront::proxy

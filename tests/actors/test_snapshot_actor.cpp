@@ -93,7 +93,7 @@ connection_actor::behavior_type fake_conn(connection_actor::pointer, Script scri
       [=](inflight_atom, uint16_t, uint16_t) -> caf::result<wire::InflightDesc, SharedFd> {
         return unused("inflight");
       },
-      [=](vmm_fwd_atom, const proxy::Forward&) -> caf::result<proxy::ForwardResult> {
+      [=](vmm_fwd_atom, const proxy::Forward&, const proxy::Answer&) -> caf::result<proxy::ForwardResult> {
         return unused("vmm forward");
       },
       [=](dirty_log_atom, const LogChange&) -> caf::result<caf::ok_atom> {

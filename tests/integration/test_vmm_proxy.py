@@ -626,6 +626,42 @@ def test_scripted_vmm_nine_regions_replayed_with_add_mem_reg(tmp):
         assert a.proc.poll() is None
 
 
+def test_scripted_vmm_closes_right_after_its_answer(tmp):
+    """The answer to a forwarded request reaches the VMM before vufront has
+    recorded the request in the VMM's shadow, and the VMM's next message is
+    read meanwhile: a VMM that closes its socket right after the ack of its
+    SET_MEM_TABLE still has that table recorded (its last session shows the
+    region) and taken out of the back-end (the connection renewed)."""
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image) as b, \
+            attach(tmp, b.sock) as a, Control(a.control) as ctl:
+        for round_ in range(5):
+            s = vmm_connect(os.path.join(tmp, 'vmm.sock'))
+            memfd = os.memfd_create('vm-%d' % round_)
+            try:
+                os.ftruncate(memfd, 1 << 20)
+                vu_send(s, 15)  # GET_PROTOCOL_FEATURES
+                assert vu_recv(s)[0] == 15
+                vu_send(s, 16, struct.pack('<Q', 1 << 3))  # SET_PROTOCOL_FEATURES: REPLY_ACK
+                vu_send(s, 5, struct.pack('<II', 1, 0) + struct.pack('<QQQQ', 0, 1 << 20, 0x7f0000000000, 0),
+                        [memfd], flags=1 | 8)  # SET_MEM_TABLE, NEED_REPLY
+                req, _, body = vu_recv(s)
+                assert req == 5 and struct.unpack('<Q', body)[0] == 0, (req, body)
+                s.close()  # at once: the EOF may be read before the table is recorded
+            finally:
+                os.close(memfd)
+            ev = ctl.wait_event('vmm_disconnected', timeout=20, device='disk0')
+            assert 'renewed' in json.dumps(ev), ev
+            v = vmm_status(ctl)
+            assert not v['connected'], v
+            assert v['last_session']['regions'] == [{'gpa': '0x0', 'size': '0x100000'}], v
+            guest.wait_until(lambda: guest.memfd_maps(b.proc.pid) == 0, 20,
+                             'the back-end to unmap the VM\'s memory:\n' + b.log_text())
+        assert a.proc.poll() is None
+
+
 def main():
     global ARGS, PREREQ
     ap = argparse.ArgumentParser(description=__doc__)

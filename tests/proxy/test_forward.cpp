@@ -94,3 +94,166 @@ TEST_CASE("proxy forward: a back-end that answers SET_LOG_BASE otherwise is lost
   CHECK(c.broken());
   CHECK(f.finish() == "");
 }
+
+// ---- forward_and_answer(): the VMM's answer sent from where the back-end's reply is read
+
+namespace {
+
+/// A back-end negotiated without REPLY_ACK (its requests are not acked).
+void negotiate_plain(BackendClient& c) {
+  REQUIRE(c.get_features().value() == bit(feature::protocol_features));
+  REQUIRE(c.get_protocol_features().value() == 0);
+  REQUIRE(c.set_protocol_features(0).ok());
+}
+
+void script_plain(FakeBackend& f) {
+  f.answer_u64(FrontendReq::get_features, bit(feature::protocol_features));
+  f.answer_u64(FrontendReq::get_protocol_features, 0);
+  f.expect(FrontendReq::set_protocol_features);
+}
+
+/// The VMM's end of its socket and the end forward_and_answer() sends on.
+struct VmmSocket {
+  SharedFd ours;
+  Connection vmm;
+};
+
+VmmSocket vmm_socket() {
+  auto sp = make_socketpair();
+  REQUIRE(sp.first);
+  return VmmSocket{share(std::move(sp.first)), Connection(std::move(sp.second))};
+}
+
+std::shared_ptr<const std::atomic<bool>> no_stop() { return std::make_shared<std::atomic<bool>>(false); }
+
+Message vmm_receives(Connection& vmm) {
+  auto m = vmm.receive(64, 1, deadline_in(std::chrono::milliseconds(5000)), "the VMM's answer");
+  REQUIRE(m);
+  return std::move(m).value();
+}
+
+}  // namespace
+
+TEST_CASE("proxy forward_and_answer: GET_VRING_BASE's reply reaches the VMM before the caller records it") {
+  FakeBackend f;
+  script_plain(f);
+  f.expect(FrontendReq::get_vring_base);
+  f.send(reply_bytes(FrontendReq::get_vring_base, wire::bytes_of(wire::VringState{0, 42})));
+  auto c = f.client();
+  negotiate_plain(c);
+  auto s = vmm_socket();
+  proxy::Forward fw{FrontendReq::get_vring_base, wire::VringState{0, 0}, {}, false};
+  proxy::Answer a;
+  a.to = s.ours;
+  bool sent = false;
+  a.sent = [&sent] { sent = true; };
+  auto r = proxy::forward_and_answer(c, fw, a, no_stop());
+  REQUIRE(r);
+  CHECK(r->answered);
+  CHECK(r->answer_error.empty());
+  CHECK(r->vring_base == 42);  // what the shadow records afterwards
+  CHECK(sent);                 // the VMM's next request may be read
+  // The VMM already has its reply, exactly as the caller would have sent it.
+  auto m = vmm_receives(s.vmm);
+  CHECK(m.header.request == static_cast<uint32_t>(FrontendReq::get_vring_base));
+  CHECK(m.header.flags == FrontendReply::flags());
+  CHECK(m.body == encode_vring_base_reply(0, 42).body);
+  CHECK(f.finish() == "");
+}
+
+TEST_CASE("proxy forward_and_answer: the ack a VMM asked for, and nothing when it asked for none") {
+  FakeBackend f;
+  script_plain(f);
+  f.expect(FrontendReq::set_vring_num);
+  f.expect(FrontendReq::set_vring_base);
+  auto c = f.client();
+  negotiate_plain(c);
+  auto s = vmm_socket();
+  proxy::Forward acked{FrontendReq::set_vring_num, wire::VringState{0, 256}, {}, false};
+  proxy::Answer a;
+  a.to = s.ours;
+  a.need_reply = true;
+  auto r = proxy::forward_and_answer(c, acked, a, no_stop());
+  REQUIRE(r);
+  CHECK(r->answered);
+  auto m = vmm_receives(s.vmm);
+  CHECK(m.header.request == static_cast<uint32_t>(FrontendReq::set_vring_num));
+  CHECK(m.body == encode_ack(FrontendReq::set_vring_num, 0).body);
+
+  proxy::Forward silent{FrontendReq::set_vring_base, wire::VringState{0, 0}, {}, false};
+  a.need_reply = false;
+  int sent = 0;
+  a.sent = [&sent] { ++sent; };
+  auto r2 = proxy::forward_and_answer(c, silent, a, no_stop());
+  REQUIRE(r2);
+  CHECK(r2->answered);  // nothing was owed
+  CHECK(r2->answer_error.empty());
+  CHECK(sent == 1);
+  CHECK(f.finish() == "");
+  a.to.reset();
+  s.ours.reset();  // the VMM sees EOF, not a message
+  auto none = s.vmm.receive(64, 1, deadline_in(std::chrono::milliseconds(5000)), "nothing");
+  REQUIRE_FALSE(none);
+  CHECK(none.error().code == errc::disconnected);
+}
+
+TEST_CASE("proxy forward_and_answer: a refusal or a lost back-end sends the VMM nothing") {
+  FakeBackend f;
+  f.answer_u64(FrontendReq::get_features, bit(feature::protocol_features));
+  f.answer_u64(FrontendReq::get_protocol_features, bit(pf::reply_ack));
+  f.expect(FrontendReq::set_protocol_features);
+  f.expect(FrontendReq::set_vring_num);
+  f.send(reply_u64(FrontendReq::set_vring_num, 1));  // REPLY_ACK: refused
+  f.expect(FrontendReq::get_vring_base);
+  f.close();
+  auto c = f.client();
+  REQUIRE(c.get_features().value() == bit(feature::protocol_features));
+  REQUIRE(c.get_protocol_features().value() == bit(pf::reply_ack));
+  REQUIRE(c.set_protocol_features(bit(pf::reply_ack)).ok());
+  auto s = vmm_socket();
+  proxy::Forward num{FrontendReq::set_vring_num, wire::VringState{0, 256}, {}, false};
+  proxy::Answer a;
+  a.to = s.ours;
+  a.need_reply = true;
+  bool sent = false;
+  a.sent = [&sent] { sent = true; };
+  auto r = proxy::forward_and_answer(c, num, a, no_stop());
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == errc::backend_failure);  // the port answers the refusal itself
+  proxy::Forward base{FrontendReq::get_vring_base, wire::VringState{0, 0}, {}, false};
+  auto lost = proxy::forward_and_answer(c, base, a, no_stop());
+  REQUIRE_FALSE(lost);
+  CHECK(c.broken());  // the port answers for it from the shadow, or ends the session
+  CHECK_FALSE(sent);  // the VMM's next request waits for the port
+  CHECK(f.finish() == "");
+  a.to.reset();
+  s.ours.reset();
+  auto none = s.vmm.receive(64, 1, deadline_in(std::chrono::milliseconds(5000)), "nothing");
+  REQUIRE_FALSE(none);
+  CHECK(none.error().code == errc::disconnected);
+}
+
+TEST_CASE("proxy forward_and_answer: a VMM that is gone does not undo what the back-end accepted") {
+  FakeBackend f;
+  script_plain(f);
+  f.expect(FrontendReq::get_vring_base);
+  f.send(reply_bytes(FrontendReq::get_vring_base, wire::bytes_of(wire::VringState{0, 7})));
+  auto c = f.client();
+  negotiate_plain(c);
+  auto sp = make_socketpair();
+  REQUIRE(sp.first);
+  sp.second.reset();  // the VMM's end closed
+  proxy::Forward fw{FrontendReq::get_vring_base, wire::VringState{0, 0}, {}, false};
+  proxy::Answer a;
+  a.to = share(std::move(sp.first));
+  bool sent = false;
+  a.sent = [&sent] { sent = true; };
+  auto r = proxy::forward_and_answer(c, fw, a, no_stop());
+  REQUIRE(r);  // the back-end stopped the ring: the shadow must record it
+  CHECK(r->vring_base == 7);
+  CHECK(r->answered);
+  CHECK_FALSE(r->answer_error.empty());  // the port ends the session with this
+  CHECK_FALSE(sent);
+  CHECK_FALSE(c.broken());
+  CHECK(f.finish() == "");
+}
