@@ -17,6 +17,18 @@
 
 namespace vufront::test {
 
+size_t dir_entries(const std::string& dir) {
+  size_t n = 0;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr)
+    return 0;
+  while (dirent* e = ::readdir(d))
+    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
+      ++n;
+  ::closedir(d);
+  return n;
+}
+
 TempDir::TempDir() {
   std::string tmpl = "/tmp/vufront-test-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr)

@@ -2,6 +2,7 @@
 // Small helpers shared by the tests.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -57,6 +58,10 @@ private:
 
 /// A line of /proc/self/status in KiB, e.g. status_kib("VmRSS:"); 0 if absent.
 [[nodiscard]] uint64_t status_kib(const char* key);
+
+/// Entries of a directory, "." and ".." not counted (the temporary files a
+/// failed transfer must not leave); 0 if it cannot be opened.
+[[nodiscard]] size_t dir_entries(const std::string& dir);
 
 /// A fresh private directory under /tmp, removed with its contents.
 class TempDir {

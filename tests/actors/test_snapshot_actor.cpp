@@ -5,7 +5,6 @@
 // naming the request, no file at the destination and no fd left open.
 #include <doctest/doctest.h>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -133,17 +132,6 @@ std::vector<uint8_t> read_all(int fd) {
   }
 }
 
-/// Entries of a directory (the temporary files a failed transfer must not leave).
-size_t entries(const std::string& dir) {
-  size_t n = 0;
-  DIR* d = ::opendir(dir.c_str());
-  while (dirent* e = ::readdir(d))
-    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
-      ++n;
-  ::closedir(d);
-  return n;
-}
-
 /// A restore of the file at `path`.
 RestoreOptions restore_of(const std::string& path) {
   RestoreOptions o;
@@ -232,7 +220,7 @@ TEST_CASE("snapshot actor: a saved state is committed whole and verifies") {
     auto r = snapshot::SnapshotReader::open(f.tmp.file("s.vfsnap"));
     REQUIRE(r.ok());
     CHECK(r->verify().ok());
-    CHECK(entries(f.tmp.path()) == 1);
+    CHECK(test::dir_entries(f.tmp.path()) == 1);
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
@@ -306,7 +294,7 @@ TEST_CASE("snapshot actor: a state over the cap, a stream that never ends, a can
       CHECK_MESSAGE(err.find("CHECK_DEVICE_STATE: backend_failure") == 0, err);
     }
     f.peers.let_go();
-    CHECK(entries(f.tmp.path()) == 0);  // no file, no temporary
+    CHECK(test::dir_entries(f.tmp.path()) == 0);  // no file, no temporary
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
@@ -347,7 +335,7 @@ TEST_CASE("snapshot actor: the file's write fails mid-stream: reported, the pipe
     CHECK_MESSAGE(err.find("File too large") != std::string::npos, err);
     // The reader stopped: at most a few MiB of the 32 were taken from the pipe.
     CHECK(*outcome == 2);
-    CHECK(entries(f.tmp.path()) == 0);
+    CHECK(test::dir_entries(f.tmp.path()) == 0);
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
@@ -389,7 +377,7 @@ TEST_CASE("snapshot actor: the deadline follows progress: a slow stream passes, 
       CHECK_MESSAGE(err.find("SET_DEVICE_STATE_FD(save): timeout: the back-end's state stream: "
                              "no byte moved for 0.3 s (4096 bytes moved in all)") == 0,
                     err);
-      CHECK(entries(f.tmp.path()) == 0);
+      CHECK(test::dir_entries(f.tmp.path()) == 0);
     }
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());

@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -54,16 +53,6 @@ std::vector<uint8_t> read_back(SnapshotReader& r) {
   }
 }
 
-size_t entries_in(const std::string& dir) {
-  size_t n = 0;
-  DIR* d = ::opendir(dir.c_str());
-  while (dirent* e = ::readdir(d))
-    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
-      ++n;
-  ::closedir(d);
-  return n;
-}
-
 off_t size_of(const std::string& path) {
   struct stat sb {};
   REQUIRE(::stat(path.c_str(), &sb) == 0);
@@ -91,7 +80,7 @@ TEST_CASE("snapshot targets: into a passed fd in place and back from a passed fd
     REQUIRE(w->commit(a_manifest()).ok());
     CHECK(::lseek(t.file->get(), 0, SEEK_CUR) == 5);  // the VMM's offset is left alone
     CHECK(size_of(path) == static_cast<off_t>(kHeadSize + state.size()));
-    CHECK(entries_in(dir.path()) == 1);  // no temporary, no rename
+    CHECK(test::dir_entries(dir.path()) == 1);  // no temporary, no rename
 
     FileTarget in;
     in.file = opened(path, O_RDONLY);
@@ -150,14 +139,14 @@ TEST_CASE("snapshot targets: a name in an opened directory: temporary there, ren
       auto dropped = SnapshotWriter::create("sub/s.vfsnap", t, 1 << 30);
       REQUIRE(dropped.ok());
       CHECK(dropped->temp_path().rfind("sub/s.vfsnap.tmp.", 0) == 0);
-      CHECK(entries_in(dir.file("sub")) == 1);
+      CHECK(test::dir_entries(dir.file("sub")) == 1);
     }
-    CHECK(entries_in(dir.file("sub")) == 0);  // removed relative to the directory
+    CHECK(test::dir_entries(dir.file("sub")) == 0);  // removed relative to the directory
     auto w = SnapshotWriter::create("sub/s.vfsnap", t, 1 << 30);
     REQUIRE(w.ok());
     REQUIRE(w->write_state(state.data(), state.size()).ok());
     REQUIRE(w->commit(a_manifest()).ok());
-    CHECK(entries_in(dir.file("sub")) == 1);
+    CHECK(test::dir_entries(dir.file("sub")) == 1);
     auto r = SnapshotReader::open("sub/s.vfsnap", t);
     REQUIRE_MESSAGE(r.ok(), r.error().message());
     CHECK(read_back(*r) == state);

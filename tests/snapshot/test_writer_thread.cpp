@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -35,16 +34,6 @@ std::vector<uint8_t> state_of(size_t n) {
   for (size_t i = 0; i < n; ++i)
     v[i] = static_cast<uint8_t>(i * 31 + (i >> 11));
   return v;
-}
-
-size_t entries_in(const std::string& dir) {
-  size_t n = 0;
-  DIR* d = ::opendir(dir.c_str());
-  while (dirent* e = ::readdir(d))
-    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
-      ++n;
-  ::closedir(d);
-  return n;
 }
 
 std::unique_ptr<WriterThread> started(const std::string& path, uint64_t cap, size_t buffers,
@@ -120,7 +109,7 @@ TEST_CASE("snapshot writer thread: the buffers are written in order and the chec
     auto r = SnapshotReader::open(path);
     REQUIRE(r.ok());
     CHECK(r->verify().ok());
-    CHECK(entries_in(dir.path()) == 1);
+    CHECK(test::dir_entries(dir.path()) == 1);
     // finish() is once; the thread is gone.
     CHECK(t->finish().error().code == errc::bad_state);
   }
@@ -170,7 +159,7 @@ TEST_CASE("snapshot writer thread: a write that fails mid-stream stops the reade
     } else {
       t.reset();
     }
-    CHECK(entries_in(dir.path()) == 0);
+    CHECK(test::dir_entries(dir.path()) == 0);
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
@@ -184,7 +173,7 @@ TEST_CASE("snapshot writer thread: a state over the cap fails, at the latest at 
   CHECK(w.error().code == errc::oversized);
   if (err)
     CHECK(err->code == errc::oversized);
-  CHECK(entries_in(dir.path()) == 0);
+  CHECK(test::dir_entries(dir.path()) == 0);
 }
 
 TEST_CASE("snapshot writer thread: dropped mid-stream (a cancel), the thread is joined, no file, no fd") {
@@ -196,7 +185,7 @@ TEST_CASE("snapshot writer thread: dropped mid-stream (a cancel), the thread is 
     auto held = t->acquire(WriterThread::Clock::now() + vufront::test::scaled(10s));
     REQUIRE(held.ok());  // a buffer the reader still holds when it is dropped
     t.reset();
-    CHECK(entries_in(dir.path()) == 0);
+    CHECK(test::dir_entries(dir.path()) == 0);
   }
   CHECK_MESSAGE(fds.leaked() == 0, FdCount::listing());
 }
