@@ -230,15 +230,8 @@ void done(Self self) {
 }
 
 bool answer(Self self, const Prepared& p, const ForwardResult& r) {
-  if (r.has_reply) {
-    FrontendReply reply{p.forward.req, r.body, r.fd ? r.fd->get() : -1};
-    if (!send(self, reply))
-      return false;
-  } else if (p.need_reply) {
-    if (!send(self, encode_ack(p.forward.req, 0)))
-      return false;
-  }
-  return true;
+  auto reply = proxy::vmm_answer(p.forward, p.need_reply, r);
+  return !reply || send(self, *reply);
 }
 
 /// After the connection step sent the VMM its answer (or tried): false
