@@ -212,17 +212,27 @@ Result<size_t> SnapshotReader::read_state(uint8_t* buf, size_t len) {
     }
     got = static_cast<size_t>(n);
   }
-  hasher_.update(buf, got);
-  position_ += got;
-  if (state_remaining() == 0 && !checked_) {
-    checked_ = true;
-    uint64_t actual = hasher_.digest();
-    if (actual != manifest_.state_checksum) {
-      failed_ = true;
-      return checksum_mismatch(manifest_, actual);
-    }
-  }
+  if (auto r = consumed(buf, got); !r)
+    return std::move(r).error();
   return got;
+}
+
+Result<void> SnapshotReader::consumed(const uint8_t* data, size_t n) {
+  hasher_.update(data, n);
+  position_ += n;
+  if (state_remaining() != 0 || checked_)
+    return ok();
+  checked_ = true;
+  if (map_.truncated()) {  // only a mapping is cut: zeros were hashed
+    failed_ = true;
+    return truncated_error(": a page of the mapping was cut while it was checked");
+  }
+  uint64_t actual = hasher_.digest();
+  if (actual != manifest_.state_checksum) {
+    failed_ = true;
+    return checksum_mismatch(manifest_, actual);
+  }
+  return ok();
 }
 
 Result<void> SnapshotReader::verify() const {
@@ -281,21 +291,10 @@ Result<size_t> SnapshotReader::verify_mapped(size_t len) {
     return size_t{0};
   const size_t n = static_cast<size_t>(std::min<uint64_t>(len, remaining));
   // BOUNDS: position_ + n <= state_length; the mapping covers head + state.
-  hasher_.update(mapped_state() + position_, n);
-  position_ += n;
+  auto r = consumed(mapped_state() + position_, n);
   drop_mapped_before(position_);
-  if (state_remaining() == 0 && !checked_) {
-    checked_ = true;
-    if (map_.truncated()) {
-      failed_ = true;
-      return truncated_error(": a page of the mapping was cut while it was checked");
-    }
-    uint64_t actual = hasher_.digest();
-    if (actual != manifest_.state_checksum) {
-      failed_ = true;
-      return checksum_mismatch(manifest_, actual);
-    }
-  }
+  if (!r)
+    return std::move(r).error();
   return n;
 }
 

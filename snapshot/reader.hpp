@@ -106,6 +106,11 @@ public:
 
 private:
   SnapshotReader() = default;
+  /// `n` state bytes at position_ were read (or are on the mapping): hashed,
+  /// position_ moves on; at the state's end the checksum is compared, once
+  /// (a page cut under the mapping fails it first). For read_state and
+  /// verify_mapped.
+  [[nodiscard]] Result<void> consumed(const uint8_t* data, size_t n);
   [[nodiscard]] static Result<SnapshotReader> checked(const std::string& path, UniqueFd fd);
 
   std::string path_;
