@@ -409,7 +409,7 @@ bool verify_slice(Self self) {
       fail(self, deadline_error(st, "checking the file"));
       return false;
     }
-    auto n = st.reader->mapped() ? st.reader->verify_mapped(st.buf.size())
+    auto n = st.reader->mapped() ? st.reader->verify_mapped(chunk_bytes)
                                  : st.reader->read_state(st.buf.data(), st.buf.size());
     if (!n) {
       fail(self, n.error());
@@ -483,8 +483,7 @@ std::optional<Error> begin(Self self, const char* request, TransferDeadline dead
   st.done = st.total = 0;
   st.buf_off = st.buf_len = 0;
   st.started = st.last_progress = Clock::now();
-  if (st.buf.empty())
-    st.buf.resize(chunk_bytes);
+  st.vmsplice_ok = true;
   return std::nullopt;
 }
 
@@ -530,6 +529,8 @@ snapshot_actor::behavior_type snapshot_impl(snapshot_actor::stateful_pointer<Sna
         // mapping; if it cannot be mapped, it is read as a passed fd is.
         if (st.reader->mappable())
           (void)st.reader->map();
+        if (!st.reader->mapped() && st.buf.empty())
+          st.buf.resize(chunk_bytes);  // the read path's buffer (a save never needs one)
         st.path = o.path;
         st.manifest = std::make_shared<const snapshot::Manifest>(st.reader->manifest());
         st.total = st.manifest->state_length;

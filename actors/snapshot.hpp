@@ -97,7 +97,7 @@ struct SnapshotData {
   std::optional<snapshot::SnapshotReader> reader;
   std::shared_ptr<const snapshot::Manifest> manifest;
   UniqueFd pipe;                       ///< the end we read or write
-  std::vector<uint8_t> buf;
+  std::vector<uint8_t> buf;            ///< a restore read with read_state (not mapped): one chunk
   size_t buf_off = 0;
   size_t buf_len = 0;
   bool vmsplice_ok = true;             ///< a mapped load: false once our end refused vmsplice
