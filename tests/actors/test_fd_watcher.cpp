@@ -17,6 +17,7 @@
 
 #include "actors/fd_watcher.hpp"
 #include "base/unique_fd.hpp"
+#include "tests/eventfd.hpp"
 #include "tests/support.hpp"
 
 using namespace vufront;
@@ -55,10 +56,6 @@ std::optional<Seen> next_seen(int pipe_fd, int timeout_ms = 2000) {
   return s;
 }
 
-void signal(int eventfd, uint64_t n = 1) {
-  REQUIRE(::write(eventfd, &n, sizeof n) == static_cast<ssize_t>(sizeof n));
-}
-
 /// Waits (bounded, without sleeping) until the live-thread counter reaches
 /// `n`; needed only where a thread ends on its own after detaching.
 bool wait_live_watchers(int n) {
@@ -90,14 +87,14 @@ TEST_CASE("fd watcher: delivers eventfd readiness and stops cleanly") {
     CHECK(FdWatcher::live_watchers() == live0 + 1);
     CHECK(w.value()->active());
 
-    signal(ev.get(), 3);
+    test::signal_eventfd(ev.get(), 3);
     auto s = next_seen(pipe.read_end.get());
     REQUIRE(s);
     CHECK(s->tag == 7);
     CHECK((s->revents & POLLIN) != 0);
     CHECK(s->value == 3);
 
-    signal(ev.get(), 1);
+    test::signal_eventfd(ev.get(), 1);
     s = next_seen(pipe.read_end.get());
     REQUIRE(s);
     CHECK(s->value == 1);
@@ -107,7 +104,7 @@ TEST_CASE("fd watcher: delivers eventfd readiness and stops cleanly") {
     w.value().reset();  // joins
     CHECK(FdWatcher::live_watchers() == live0);
     // Nothing reads the eventfd any more.
-    signal(ev.get(), 1);
+    test::signal_eventfd(ev.get(), 1);
     CHECK(actors::drain_eventfd(ev.get()) == 1);
   }
   CHECK(fds.leaked() == 0);
@@ -124,15 +121,15 @@ TEST_CASE("fd watcher: a callback returning false stops watching that fd only") 
                               return tag != 1;  // drop `a` after its first signal
                             });
   REQUIRE(w.ok());
-  signal(a.get());
+  test::signal_eventfd(a.get());
   auto s = next_seen(pipe.read_end.get());
   REQUIRE(s);
   CHECK(s->tag == 1);
 
   // `a` is ready again before `b`: were it still watched, its record would
   // come no later than b's (same or earlier poll round, lower index).
-  signal(a.get());
-  signal(b.get());
+  test::signal_eventfd(a.get());
+  test::signal_eventfd(b.get());
   s = next_seen(pipe.read_end.get());
   REQUIRE(s);
   CHECK(s->tag == 2);
@@ -151,7 +148,7 @@ TEST_CASE("fd watcher: the thread ends by itself when no fd is left") {
     return false;
   });
   REQUIRE(w.ok());
-  signal(ev.get());
+  test::signal_eventfd(ev.get());
   REQUIRE(next_seen(pipe.read_end.get()));
   CHECK(wait_live_watchers(live0));
   CHECK_FALSE(w.value()->active());
@@ -201,7 +198,7 @@ TEST_CASE("fd watcher: destroyed inside its own callback, the thread detaches an
   });
   REQUIRE(w.ok());
   owner.store(w.value().release());
-  signal(ev.get());
+  test::signal_eventfd(ev.get());
   auto s = next_seen(pipe.read_end.get());
   REQUIRE(s);
   CHECK(s->value == 1);
@@ -231,8 +228,8 @@ TEST_CASE("fd watcher: drain_eventfd never blocks, also on a blocking eventfd") 
   auto ev = make_eventfd(false);
   REQUIRE(ev);
   CHECK(actors::drain_eventfd(ev.get()) == 0);
-  signal(ev.get(), 2);
-  signal(ev.get(), 5);
+  test::signal_eventfd(ev.get(), 2);
+  test::signal_eventfd(ev.get(), 5);
   CHECK(actors::drain_eventfd(ev.get()) == 7);
   CHECK(actors::drain_eventfd(ev.get()) == 0);
   CHECK(actors::drain_eventfd(-1) == 0);

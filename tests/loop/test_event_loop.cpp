@@ -21,6 +21,7 @@
 #include "base/unique_fd.hpp"
 #include "base/wait.hpp"
 #include "loop/event_loop.hpp"
+#include "tests/eventfd.hpp"
 #include "tests/support.hpp"
 
 using namespace vufront;
@@ -41,11 +42,6 @@ int threads_of_process() {
     ::closedir(d);
   }
   return n;
-}
-
-void signal(int efd) {
-  const uint64_t one = 1;
-  REQUIRE(::write(efd, &one, sizeof one) == static_cast<ssize_t>(sizeof one));
 }
 
 }  // namespace
@@ -73,7 +69,7 @@ TEST_CASE("loop: a waiting task is suspended, the others run, readiness resumes 
       "other");
   REQUIRE(o.wait_for(test_wait) == std::future_status::ready);  // ran while the first waits
   CHECK(w.wait_for(50ms) == std::future_status::timeout);
-  signal(ev.get());
+  test::signal_eventfd(ev.get());
   REQUIRE(w.wait_for(test_wait) == std::future_status::ready);
   CHECK(w.get() == 1);
   a.join();
@@ -179,7 +175,7 @@ TEST_CASE("loop: five hundred tasks waiting at once run on the one loop thread")
   CHECK(EventLoop::live_tasks() == tasks_before + n);
   CHECK(threads_of_process() == threads_before);
   for (auto& fd : fds)
-    signal(fd.get());
+    test::signal_eventfd(fd.get());
   for (auto& t : tasks)
     t.join();
   CHECK(woken->load() == n);

@@ -25,6 +25,7 @@
 #include "base/unique_fd.hpp"
 #include "base/wait.hpp"
 #include "loop/event_loop.hpp"
+#include "tests/eventfd.hpp"
 #include "tests/support.hpp"
 
 using namespace vufront;
@@ -37,11 +38,6 @@ namespace {
 const auto test_wait = scaled(5s);
 /// How long a task that must stay waiting is given to wake wrongly.
 constexpr auto quiet = 50ms;
-
-void signal(int efd) {
-  const uint64_t one = 1;
-  REQUIRE(::write(efd, &one, sizeof one) == static_cast<ssize_t>(sizeof one));
-}
 
 void drain(int efd) {
   uint64_t v = 0;
@@ -103,13 +99,13 @@ TEST_CASE("loop: a task that closes a waited fd and gets its number for another 
       },
       "closes and reopens");
   CHECK(reports->pop(quiet) == std::nullopt);  // the task is in its first wait
-  signal(old_file.get());
+  test::signal_eventfd(old_file.get());
   CHECK(reports->pop(test_wait) == 1);
   REQUIRE(reports->pop(test_wait) == 1);
   drain(old_file.get());
-  signal(old_file.get());  // the old file: must not end the wait on the new one
+  test::signal_eventfd(old_file.get());  // the old file: must not end the wait on the new one
   CHECK(reports->pop(quiet) == std::nullopt);
-  signal(x);  // the new file
+  test::signal_eventfd(x);  // the new file
   CHECK(reports->pop(test_wait) == 1);
   t.join();
 }
@@ -143,11 +139,11 @@ TEST_CASE("loop: an fd another thread closes and reuses between a task's waits i
   a.reset();                                    // closed by this thread, while the file lives
   UniqueFd b = make_eventfd(true);
   REQUIRE(b.get() == x);
-  signal(g);
+  test::signal_eventfd(g);
   REQUIRE(reports->pop(test_wait) == 0);  // first wait, ended by `go`
-  signal(old_file.get());                 // must not end the second wait
+  test::signal_eventfd(old_file.get());                 // must not end the second wait
   CHECK(reports->pop(quiet) == std::nullopt);
-  signal(b.get());
+  test::signal_eventfd(b.get());
   CHECK(reports->pop(test_wait) == 11);  // second wait, ended by the new file
   t.join();
 }
@@ -188,15 +184,15 @@ TEST_CASE("loop: a task waiting again and again on 64 eventfds, then on half, is
     order[i] = i;
   std::shuffle(order.begin(), order.end(), std::mt19937(26));
   for (int i : order) {
-    signal((*fds)[i].get());
+    test::signal_eventfd((*fds)[i].get());
     REQUIRE(reports->pop(test_wait) == i);
   }
   // The task now waits on the even ones: an odd one must not wake it.
-  signal((*fds)[7].get());
+  test::signal_eventfd((*fds)[7].get());
   CHECK(reports->pop(quiet) == std::nullopt);
-  signal((*fds)[12].get());
+  test::signal_eventfd((*fds)[12].get());
   CHECK(reports->pop(test_wait) == 12);
-  signal((*fds)[40].get());
+  test::signal_eventfd((*fds)[40].get());
   CHECK(reports->pop(test_wait) == 40);
   t.join();
 }
@@ -222,7 +218,7 @@ TEST_CASE("loop: after interrupt() a task waits on its fds again, and two tasks 
   CHECK(reports->pop(test_wait) == 10);  // interrupted: nothing ready
   auto second = loop.spawn(waiter(2, 1), "same fd");
   CHECK(reports->pop(quiet) == std::nullopt);
-  signal(x);
+  test::signal_eventfd(x);
   auto one = reports->pop(test_wait), other = reports->pop(test_wait);
   REQUIRE(one);
   REQUIRE(other);
@@ -250,7 +246,7 @@ TEST_CASE("loop: a task's registrations are closed with it") {
         "waits three times");
     for (int i = 0; i < 3; ++i) {
       CHECK(reports->pop(quiet) == std::nullopt);
-      signal(x);
+      test::signal_eventfd(x);
       CHECK(reports->pop(test_wait) == 1);
     }
     t.join();
