@@ -132,10 +132,15 @@ std::vector<uint8_t> read_all(int fd) {
   }
 }
 
-/// A restore of the file at `path`.
-RestoreOptions restore_of(const std::string& path) {
+/// A restore of the file at `path`; with `as_fd`, of that file opened here
+/// and passed as an fd, as a VMM passes one (then never mapped).
+RestoreOptions restore_of(const std::string& path, bool as_fd = false) {
   RestoreOptions o;
   o.path = path;
+  if (as_fd) {
+    o.target.file = share(UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC)));
+    REQUIRE(o.target.file->valid());
+  }
   return o;
 }
 
@@ -498,11 +503,7 @@ TEST_CASE("snapshot actor: a file changed after its check fails the load and res
     bool by_fd = false;
     SUBCASE("path") {}
     SUBCASE("fd") { by_fd = true; }
-    RestoreOptions o = restore_of(path);
-    if (by_fd) {
-      o.target.file = share(UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC)));
-      REQUIRE(o.target.file->valid());
-    }
+    RestoreOptions o = restore_of(path, by_fd);
     auto got = std::make_shared<std::vector<uint8_t>>();
     auto handed = std::make_shared<std::atomic<int>>(0);
     auto a = f.start([&, got, handed](uint32_t, UniqueFd fd) {
@@ -590,9 +591,7 @@ TEST_CASE("snapshot actor: a file truncated during the load fails it and resets 
     bool by_fd = false;
     SUBCASE("path (mapped: write(2) fails with EFAULT)") {}
     SUBCASE("fd (read: the file shrank)") { by_fd = true; }
-    RestoreOptions o = restore_of(path);
-    if (by_fd)
-      o.target.file = share(UniqueFd::adopt(::open(path.c_str(), O_RDONLY | O_CLOEXEC)));
+    RestoreOptions o = restore_of(path, by_fd);
     auto got = std::make_shared<std::vector<uint8_t>>();
     auto a = f.start([&, got](uint32_t, UniqueFd fd) {
       f.peers.threads.emplace_back([fd = std::make_shared<UniqueFd>(std::move(fd)), got, path] {
