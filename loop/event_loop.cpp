@@ -191,11 +191,14 @@ private:
 };
 
 int Task::wait(pollfd* fds, nfds_t n, int timeout_ms) {
-  // What is ready now needs no wait (and an fd the loop cannot watch
-  // still gets poll()'s verdict, POLLNVAL for a closed one).
-  int now = ::poll(fds, n, 0);
-  if (now != 0 || timeout_ms == 0)
-    return now;
+  if (timeout_ms == 0)
+    return ::poll(fds, n, 0);
+  // No poll() first: a caller waits after its own try found nothing (a
+  // recvmsg or sendmsg that said EAGAIN), so that poll() would find nothing
+  // too, one syscall per wait of a connection step. An fd that is ready
+  // already is not missed: Asio re-arms the task's epoll fd with
+  // EPOLL_CTL_MOD when the wait starts (epoll_reactor::start_op), which
+  // reports what is ready then; the task resumes on the loop's next turn.
   const uint64_t generation = ++generation_;
   bool any_fd = false;
   for (nfds_t i = 0; i < n && !any_fd; ++i)
@@ -207,6 +210,10 @@ int Task::wait(pollfd* fds, nfds_t n, int timeout_ms) {
   // The registrations stay after the wait, for the next one (wait_set.hpp).
   if (auto r = waits_.update(fds, n); !r) {
     waits_.clear();
+    // an fd the loop cannot watch still gets poll()'s verdict: POLLNVAL
+    // for a closed one, ready for a regular file
+    if (int now = ::poll(fds, n, 0); now != 0)
+      return now;
     errno = r.error().sys_errno != 0 ? r.error().sys_errno : EIO;
     return -1;
   }
