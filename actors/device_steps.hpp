@@ -109,6 +109,11 @@ inline void tell_port_conn(Self self, bool force) {
     conn = caf::actor_cast<caf::actor_addr>(st.conn);
   else if (st.state == DeviceState::broken)
     why = to_caf(loss_error(st, "VMM request"));
+  else if (st.exiting)
+    why = to_caf(make_error(errc::bad_state, "VMM request", "the device is shutting down"));
+  else if (st.state == DeviceState::negotiated)
+    why = to_caf(make_error(errc::bad_state, "VMM request",
+                            "the device is between two back-end connections"));
   else
     why = to_caf(make_error(errc::bad_state, "VMM request",
                             std::string("the device is ") + to_string(st.state)));

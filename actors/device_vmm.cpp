@@ -2,8 +2,8 @@
 // docs/vmm-proxy.md): the port registers once the device is negotiated, and
 // from then on the device tells it its current connection actor
 // (tell_port_conn(): on connect, renewal, reconnect; none while it has
-// none), to which the port sends each VMM request straight, as it came. The device's own
-// operations are refused meanwhile (admit()). When the back-end is lost the
+// none), to which the port sends each VMM request straight, as it came.
+// The device's own operations are refused meanwhile (admit()). When the back-end is lost the
 // port asks for the lost one to be fenced before it answers the VMM for it,
 // and replays the VMM's shadow into the next connection.
 #include <algorithm>
