@@ -474,8 +474,8 @@ connection_actor::behavior_type connection_impl(
       [self](vmm_fwd_atom, const proxy::Forward& f, const proxy::Answer& a) -> caf::result<proxy::ForwardResult> {
         // The VMM's answer leaves from the task, as soon as the back-end's
         // reply is read; the port records the request afterwards.
-        return on_client<proxy::ForwardResult>(self, "VMM request", [f, a, quit = self->state.quit](BackendClient& c) {
-          return proxy::forward_and_answer(c, f, a, quit);
+        return on_client<proxy::ForwardResult>(self, "VMM request", [f, a](BackendClient& c) {
+          return proxy::forward_and_answer(c, f, a);
         });
       },
       [self](dirty_log_atom, const LogChange& ch) -> caf::result<caf::ok_atom> {

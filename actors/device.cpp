@@ -96,9 +96,6 @@ device_actor::behavior_type device_impl(device_actor::stateful_pointer<DeviceDat
       },
       // ---- a VMM-facing socket (actors/device_vmm.cpp)
       [self](vmm_atom, const caf::actor_addr& port) { return h::on_vmm(self, port); },
-      [self](vmm_fwd_atom, const proxy::Forward& f, const proxy::Answer& a) {
-        return h::on_vmm_forward(self, f, a);
-      },
       [self](vmm_renew_atom, const std::string& why) { return h::on_vmm_renew(self, why); },
       [self](vmm_replay_atom, const ActivateRequest& req) { return h::on_vmm_replay(self, req); },
       [self](dirty_log_atom, bool on) { return h::on_dirty_log(self, on); },

@@ -148,6 +148,9 @@ void connect_and_negotiate(Self self, Done done) {
       .then([self, ours, done](const DeviceInfo& info,
                                const SharedFd& sock) { set_up_children(self, info, sock, ours, done); },
             [done](caf::error& e) { done(from_caf(e, "negotiate")); });
+  // A renewal keeps the device negotiated: a VMM socket's requests go to the
+  // new connection from now on, after its negotiation.
+  tell_port_conn(self);
 }
 
 // ---- reconnect ------------------------------------------------------------------------

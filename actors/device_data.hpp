@@ -118,6 +118,10 @@ struct DeviceData {
   /// Weak; set: the port of `attach --vmm-socket` drives the device, and
   /// commands that would fight it are refused (admit()).
   caf::actor_addr vmm_port;
+  /// What the port was last told (tell_port_conn()): the connection its
+  /// requests go to, or why there is none.
+  caf::actor_addr port_conn;
+  std::string port_conn_why;
 
   // ---- the back-end's process (fencing; actors/device_vmm.cpp)
   /// The peer of a connection: its process (SO_PEERCRED + pidfd), or why

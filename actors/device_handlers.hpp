@@ -49,8 +49,6 @@ void log_for_memory(Self self, const MemorySpec& next, const char* op, std::func
 [[nodiscard]] std::optional<caf::error> refuse_packed_logging(const DeviceData& st, bool packed);
 // ---- a VMM-facing socket (device_vmm.cpp)
 [[nodiscard]] caf::result<DeviceInfo> on_vmm(Self self, const caf::actor_addr& port);
-[[nodiscard]] caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward& f,
-                                                              const proxy::Answer& a);
 [[nodiscard]] caf::result<caf::ok_atom> on_vmm_renew(Self self, const std::string& why);
 [[nodiscard]] caf::result<caf::ok_atom> on_vmm_replay(Self self, const ActivateRequest& req);
 [[nodiscard]] caf::result<std::string> on_fence(Self self);

@@ -63,10 +63,13 @@ inline void emit(Self self, DeviceEvent ev) {
     caf::anon_send(self->state.subscriber, event_atom_v, std::move(ev));
 }
 
+inline void tell_port_conn(Self self, bool force = false);
+
 inline void set_state(Self self, DeviceState s) {
   if (self->state.state == s)
     return;
   self->state.state = s;
+  tell_port_conn(self);  // before the events that follow (the port's vmm_lost, vmm_back)
   emit(self, DeviceEvent{DeviceEvent::Kind::state_changed, s, -1, to_string(s)});
 }
 
@@ -87,6 +90,39 @@ inline Error loss_error(const DeviceData& st, const char* op, const std::string&
   Error e = make_error(errc::broken, request, "the back-end was lost: " + st.last_error);
   e.op = op;
   return e;
+}
+
+/// Tells a VMM socket's port where its requests go (vmm_conn_atom), when
+/// that changed or `force`: the connection actor while the device is
+/// negotiated and has one (the steps already sent to it go first), else
+/// none, with the error a request fails with then, as the device itself
+/// answered one before the port sent them straight to the connection (the
+/// loss on a broken device, bad_state otherwise).
+inline void tell_port_conn(Self self, bool force) {
+  auto& st = self->state;
+  auto port = caf::actor_cast<vmm_port_actor>(st.vmm_port);
+  if (!port)
+    return;
+  caf::actor_addr conn;
+  caf::error why;
+  if (st.state == DeviceState::negotiated && st.conn)
+    conn = caf::actor_cast<caf::actor_addr>(st.conn);
+  else if (st.state == DeviceState::broken)
+    why = to_caf(loss_error(st, "VMM request"));
+  else if (st.exiting)
+    why = to_caf(make_error(errc::bad_state, "VMM request", "the device is shutting down"));
+  else if (st.state == DeviceState::negotiated)
+    why = to_caf(make_error(errc::bad_state, "VMM request",
+                            "the device is between two back-end connections"));
+  else
+    why = to_caf(make_error(errc::bad_state, "VMM request",
+                            std::string("the device is ") + to_string(st.state)));
+  std::string why_text = why ? from_caf(why, "VMM request").message() : std::string();
+  if (!force && conn == st.port_conn && why_text == st.port_conn_why)
+    return;
+  st.port_conn = conn;
+  st.port_conn_why = std::move(why_text);
+  caf::anon_send(port, vmm_conn_atom_v, std::move(conn), std::move(why));
 }
 
 /// An error unless `op` may run now: not busy, and in one of `allowed`. On a
@@ -271,6 +307,7 @@ inline void drop_children(Self self) {
   drop_child(self, st.transfer);
   st.socket = nullptr;
   st.channel_socket = nullptr;
+  tell_port_conn(self);
 }
 
 /// Forgets the activation (queues, sink, features, status): after a reset.

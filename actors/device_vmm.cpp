@@ -1,8 +1,9 @@
 // A VMM-facing socket driving the device (`vufront attach --vmm-socket`,
 // docs/vmm-proxy.md): the port registers once the device is negotiated, and
-// from then on each VMM request goes through the device to the current
-// connection actor, which forwards it as it came. The device's own
-// operations are refused meanwhile (admit()). When the back-end is lost the
+// from then on the device tells it its current connection actor
+// (tell_port_conn(): on connect, renewal, reconnect; none while it has
+// none), to which the port sends each VMM request straight, as it came.
+// The device's own operations are refused meanwhile (admit()). When the back-end is lost the
 // port asks for the lost one to be fenced before it answers the VMM for it,
 // and replays the VMM's shadow into the next connection.
 #include <algorithm>
@@ -29,18 +30,8 @@ caf::result<DeviceInfo> on_vmm(Self self, const caf::actor_addr& port) {
                                  "; a VMM socket needs a negotiated device that vufront has not "
                                  "activated itself"));
   st.vmm_port = port;
+  tell_port_conn(self, true);  // before the reply: the port knows where its requests go
   return st.info;
-}
-
-caf::result<proxy::ForwardResult> on_vmm_forward(Self self, const proxy::Forward& f, const proxy::Answer& a) {
-  auto& st = self->state;
-  const std::string req = frontend_req_name(static_cast<uint32_t>(f.req));
-  if (st.state == DeviceState::broken)
-    return to_caf(loss_error(st, "VMM request", req));
-  if (st.state != DeviceState::negotiated || !st.conn)
-    return to_caf(make_error(errc::bad_state, req,
-                             std::string("the device is ") + to_string(st.state)));
-  return self->delegate(st.conn, vmm_fwd_atom_v, f, a);
 }
 
 caf::result<caf::ok_atom> on_vmm_renew(Self self, const std::string& why) {

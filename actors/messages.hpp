@@ -115,6 +115,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(vufront, caf::first_custom_type_id)
   // attach: VMM-facing vhost-user sockets (actors/vmm_port.hpp)
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_atom, "vmm")
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_fwd_atom, "vmmfwd")
+  CAF_ADD_ATOM(vufront, vufront::actors, vmm_conn_atom, "vmmconn")
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_msg_atom, "vmmmsg")
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_eof_atom, "vmmeof")
   CAF_ADD_ATOM(vufront, vufront::actors, vmm_lost_atom, "vmmlost")
@@ -160,7 +161,8 @@ bool tell_device(const caf::actor_addr& device, Ts&&... xs) {
 }
 
 /// A device's VMM-facing vhost-user socket (actors/vmm_port.hpp): serves
-/// one VMM connection at a time as its back-end, forwarding through the device.
+/// one VMM connection at a time as its back-end, forwarding to the device's
+/// connection actor.
 using vmm_port_actor = caf::typed_actor<
     /// From the accept task: a new VMM connection.
     caf::reacts_to<accept_atom, SharedFd>,
@@ -168,6 +170,12 @@ using vmm_port_actor = caf::typed_actor<
     caf::reacts_to<vmm_msg_atom, std::shared_ptr<Message>>,
     /// From the reader task: the VMM closed the connection, or it broke.
     caf::reacts_to<vmm_eof_atom, std::string>,
+    /// From the device: the connection actor the VMM's requests go to
+    /// (vmm_fwd_atom, straight to it), told when it changes: on the device's
+    /// connect, renewal and reconnect; null (and why: the error a request
+    /// fails with) whenever the device is not negotiated with one (lost,
+    /// reconnecting, shutting down).
+    caf::reacts_to<vmm_conn_atom, caf::actor_addr, caf::error>,
     /// From the device: its back-end was lost (why); vufront answers for it
     /// until the next one is there (docs/vmm-proxy.md, "Back-end loss").
     caf::reacts_to<vmm_lost_atom, std::string>,
@@ -230,9 +238,6 @@ using device_actor = device_child_side::extend<
     /// that would fight it answer bad_state); replies with what was
     /// negotiated. Only on a negotiated device, once.
     caf::replies_to<vmm_atom, caf::actor_addr>::with<DeviceInfo>,
-    /// One VMM request for the back-end (docs/vmm-proxy.md), through the
-    /// current connection; the loss at once on a broken device.
-    caf::replies_to<vmm_fwd_atom, proxy::Forward, proxy::Answer>::with<proxy::ForwardResult>,
     /// The VMM left: a new connection to the back-end makes it forget the
     /// dead VM's memory and rings (answered once it is negotiated; if it
     /// cannot be, the device is lost with `why`).

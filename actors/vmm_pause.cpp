@@ -56,7 +56,7 @@ void restore_paused(VmmPortState& st) {
   st.paused.clear();
 }
 
-/// Sends `steps[i..]` through the device one after another, each recorded in
+/// Sends `steps[i..]` to the back-end one after another, each recorded in
 /// the shadow once accepted; then `then(error or nothing)`.
 void run_steps(Self self, uint64_t session, std::shared_ptr<std::vector<Prepared>> steps, size_t i,
                std::function<void(std::optional<Error>)> then) {
@@ -64,14 +64,14 @@ void run_steps(Self self, uint64_t session, std::shared_ptr<std::vector<Prepared
     return then(make_error(errc::cancelled, "snapshot", "the VMM left"));
   if (i == steps->size())
     return then(std::nullopt);
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*steps)[i].forward, proxy::Answer{})
-      .then(
-          [self, session, steps, i, then](ForwardResult& r) {
-            if (current(self, session))
-              self->state.shadow->commit((*steps)[i], r);
-            run_steps(self, session, steps, i + 1, then);
-          },
-          [self, steps, i, then](caf::error& e) { then(from_caf(e, req_name((*steps)[i].forward.req))); });
+  to_backend(
+      self, (*steps)[i].forward, proxy::Answer{},
+      [self, session, steps, i, then](ForwardResult& r) {
+        if (current(self, session))
+          self->state.shadow->commit((*steps)[i], r);
+        run_steps(self, session, steps, i + 1, then);
+      },
+      [self, steps, i, then](caf::error& e) { then(from_caf(e, req_name((*steps)[i].forward.req))); });
 }
 
 /// The stop of every running ring: enable 0 (with PROTOCOL_FEATURES), then

@@ -55,7 +55,10 @@ void on_accept(Self self, const SharedFd& conn) {
     return;
   }
   UniqueFd own = UniqueFd::adopt(::fcntl(conn->get(), F_DUPFD_CLOEXEC, 0));
-  if (!own) {
+  // OWNERSHIP: one more dup for the answers the connection steps send, for
+  // the session's life (closed with its last reference).
+  UniqueFd answers = UniqueFd::adopt(::fcntl(conn->get(), F_DUPFD_CLOEXEC, 0));
+  if (!own || !answers) {
     warn(self, "accept: dup failed");
     return;
   }
@@ -67,7 +70,9 @@ void on_accept(Self self, const SharedFd& conn) {
     return;
   }
   st.reader = std::move(reader).value();
-  st.vmm_answer_fd = conn;
+  st.vmm_answer_stop = std::make_shared<std::atomic<bool>>(false);
+  st.vmm_answer = std::make_shared<Connection>(std::move(answers));
+  st.vmm_answer->stop_when(st.vmm_answer_stop);
   st.shadow.emplace(st.offer);
   st.peer_uid = *uid;
   st.requests = 0;
@@ -186,6 +191,10 @@ vmm_port_full::behavior_type vmm_port_impl(vmm_port_full::stateful_pointer<VmmPo
       },
       [self](vmm_msg_atom, std::shared_ptr<Message> m) { on_request(self, std::move(m)); },
       [self](vmm_eof_atom, const std::string& why) { on_eof(self, why); },
+      [self](vmm_conn_atom, const caf::actor_addr& conn, const caf::error& why) {
+        self->state.backend_conn = conn;
+        self->state.no_conn = why;
+      },
       [self](vmm_lost_atom, const std::string& why) { backend_lost(self, why); },
       [self](vmm_back_atom, const std::string& detail) { backend_back(self, detail); },
       [self](vmm_hold_atom, uint64_t token) { hold_expired(self, token); },

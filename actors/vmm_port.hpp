@@ -8,7 +8,8 @@
 //   accept    peer uid checked -> one VMM connection at a time
 //   request   decoded against what this VMM negotiated -> answered here
 //             (identity: features, queues, slots) or prepared (addresses
-//             translated, fds shared) and forwarded through the device, one
+//             translated, fds shared) and forwarded to the device's
+//             connection actor (the one the device last told the port), one
 //             at a time in the VMM's order -> the reply after the back-end's
 //   eof       the VMM left without a word: its rings are stopped and its
 //             memory removed from the back-end (or the connection renewed);
@@ -22,6 +23,7 @@
 //
 // Kick and call fds go straight to the back-end; the shadow keeps them.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -77,10 +79,18 @@ struct VmmPortState {
   std::optional<uint32_t> peer_uid;
   /// The current VMM connection (sent on here; the reader reads a dup).
   std::optional<Connection> vmm;
-  /// The same socket for the connection step that forwards a request: it
-  /// sends the VMM its answer as soon as the back-end's reply is read
-  /// (proxy::forward_and_answer()), the shadow records it afterwards.
-  SharedFd vmm_answer_fd;
+  /// The same socket (one dup per session) for the connection step that
+  /// forwards a request: it sends the VMM its answer as soon as the
+  /// back-end's reply is read (proxy::forward_and_answer()), the shadow
+  /// records it afterwards. A send waiting for room gives up when the
+  /// session ends (`vmm_answer_stop`) or at send_timeout.
+  std::shared_ptr<Connection> vmm_answer;
+  std::shared_ptr<std::atomic<bool>> vmm_answer_stop;
+  /// The device's connection actor the VMM's requests go to, straight
+  /// (vmm_conn_atom: the device tells it on connect, renewal, reconnect);
+  /// null while there is none, and `no_conn` says why.
+  caf::actor_addr backend_conn;
+  caf::error no_conn;
   /// The connection step that sent the VMM its answer let the reader read
   /// the next request (proxy::Answer::sent): done() gives it no credit.
   bool reader_ahead = false;

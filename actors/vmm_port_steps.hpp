@@ -1,13 +1,14 @@
 #pragma once
 // The VMM port's steps, shared by its three files: vmm_port.cpp (the actor,
 // accepting, listening, status), vmm_session.cpp (one VMM connection: its
-// requests in order, forwarded through the device, and its end) and
+// requests in order, forwarded to the device's connection, and its end) and
 // vmm_away.cpp (the back-end lost under the session: fencing, answering
 // from the shadow, replaying it into the next back-end). Internal to the port.
 
 #include <memory>
 #include <string>
 
+#include "actors/error.hpp"
 #include "actors/vmm_port.hpp"
 #include "base/log.hpp"
 
@@ -16,8 +17,27 @@ namespace vufront::actors::vmm_port_steps {
 using Self = vmm_port_full::stateful_pointer<VmmPortState>;
 using Prepared = proxy::Shadow::Prepared;
 
-/// The connection bounds every request the device forwards.
+/// The connection bounds every request it forwards, and the device every
+/// step it runs for the port.
 inline const caf::duration device_wait{caf::infinite};
+
+/// Sends `f` straight to the device's connection actor (the one it last
+/// told the port: vmm_conn_atom), the VMM's answer as `a` says; then
+/// `ok(ForwardResult&)`, or `err(caf::error&)` with the connection's error.
+/// When the device has no connection (lost, reconnecting, renewing's
+/// failure, shutting down), `err` at once with what the device said.
+template <class Ok, class Err>
+void to_backend(Self self, const proxy::Forward& f, proxy::Answer a, Ok ok, Err err) {
+  auto& st = self->state;
+  if (auto conn = caf::actor_cast<connection_actor>(st.backend_conn)) {
+    self->request(conn, device_wait, vmm_fwd_atom_v, f, std::move(a)).then(std::move(ok), std::move(err));
+    return;
+  }
+  caf::error why = st.no_conn ? st.no_conn
+                              : to_caf(make_error(errc::broken, "VMM request",
+                                                  "the device's connection to the back-end is gone"));
+  err(why);
+}
 
 void say(Self self, log::Level level, const std::string& line);
 inline void log(Self self, const std::string& line) { say(self, log::Level::info, line); }
@@ -43,7 +63,7 @@ void done(Self self);
 /// Sends the answer `r` to `p` the VMM waits for (a reply of its own, or the
 /// ack it asked for), then done(); false when the session ended.
 bool answer(Self self, const Prepared& p, const proxy::ForwardResult& r);
-/// Forwards `p` through the device and answers the VMM after the back-end.
+/// Forwards `p` to the back-end and answers the VMM after it.
 void forward(Self self, Prepared p);
 void on_request(Self self, std::shared_ptr<Message> m);
 /// One request in the VMM's order: answered here, forwarded, held.

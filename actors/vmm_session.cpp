@@ -1,7 +1,8 @@
 // One VMM connection of a port (actors/vmm_port.hpp): its requests, one at a
-// time in the VMM's order, answered here (identity), forwarded through the
-// device (the reply after the back-end's), or, while the back-end is away,
-// handed to vmm_away.cpp; and its end, with the teardown of what it set up.
+// time in the VMM's order, answered here (identity), forwarded to the
+// device's connection actor (the reply after the back-end's), or, while the
+// back-end is away, handed to vmm_away.cpp; and its end, with the teardown
+// of what it set up.
 #include <sys/socket.h>
 
 #include <functional>
@@ -77,22 +78,22 @@ void forward_ready(Self self, uint64_t session, std::shared_ptr<std::vector<Prep
     then();
     return;
   }
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, (*queue)[i].forward, proxy::Answer{})
-      .then(
-          [self, session, queue, i, then](ForwardResult& r) {
-            if (!current(self, session))
-              return;
-            self->state.shadow->commit((*queue)[i], r);
-            forward_ready(self, session, queue, i + 1, then);
-          },
-          [self, session, queue, i](caf::error& err) {
-            if (!current(self, session))
-              return;
-            const auto index = std::get<wire::VringAddr>((*queue)[i].forward.payload).index;
-            end_session(self, "SET_VRING_ADDR (ring " + std::to_string(index) + ", once its memory came): " +
-                                  from_caf(err, "SET_VRING_ADDR").message(),
-                        false);
-          });
+  to_backend(
+      self, (*queue)[i].forward, proxy::Answer{},
+      [self, session, queue, i, then](ForwardResult& r) {
+        if (!current(self, session))
+          return;
+        self->state.shadow->commit((*queue)[i], r);
+        forward_ready(self, session, queue, i + 1, then);
+      },
+      [self, session, queue, i](caf::error& err) {
+        if (!current(self, session))
+          return;
+        const auto index = std::get<wire::VringAddr>((*queue)[i].forward.payload).index;
+        end_session(self, "SET_VRING_ADDR (ring " + std::to_string(index) + ", once its memory came): " +
+                              from_caf(err, "SET_VRING_ADDR").message(),
+                    false);
+      });
 }
 
 /// Forwards the ring addresses that waited for memory (Shadow::take_ready),
@@ -138,16 +139,17 @@ void run_teardown(Self self, std::shared_ptr<proxy::Shadow::Teardown> t, size_t 
       teardown_done(self, why, "");
     return;
   }
-  self->request(self->state.config.device, device_wait, vmm_fwd_atom_v, t->requests[i], proxy::Answer{})
-      .then([self, t, i, why](ForwardResult&) { run_teardown(self, t, i + 1, why); },
-            [self, t, i, why](caf::error& err) {
-              Error e = from_caf(err, req_name(t->requests[i].req));
-              if (e.code == errc::backend_failure) {  // refused: go on with the rest
-                run_teardown(self, t, i + 1, why);
-                return;
-              }
-              teardown_done(self, why, "undoing its set-up failed: " + e.message());
-            });
+  to_backend(
+      self, t->requests[i], proxy::Answer{},
+      [self, t, i, why](ForwardResult&) { run_teardown(self, t, i + 1, why); },
+      [self, t, i, why](caf::error& err) {
+        Error e = from_caf(err, req_name(t->requests[i].req));
+        if (e.code == errc::backend_failure) {  // refused: go on with the rest
+          run_teardown(self, t, i + 1, why);
+          return;
+        }
+        teardown_done(self, why, "undoing its set-up failed: " + e.message());
+      });
 }
 
 }  // namespace
@@ -183,7 +185,10 @@ void end_session(Self self, const std::string& why, bool undo) {
   ::shutdown(st.vmm->fd(), SHUT_RDWR);
   st.reader.reset();
   st.vmm.reset();
-  st.vmm_answer_fd.reset();
+  if (st.vmm_answer_stop)
+    st.vmm_answer_stop->store(true);  // a connection step waiting to send the VMM an answer gives up
+  st.vmm_answer.reset();
+  st.vmm_answer_stop.reset();
   st.reader_ahead = false;
   st.next_request.reset();
   st.next_eof.reset();
@@ -253,36 +258,36 @@ void forward(Self self, Prepared prepared) {
   // back here first); this request is recorded when the step reports, and
   // the VMM's next one is read only then (done()), so the order holds.
   proxy::Answer a;
-  a.to = st.vmm_answer_fd;
+  a.to = st.vmm_answer;
   a.need_reply = p->need_reply;
   a.timeout = st.config.send_timeout;
   // Once the VMM has its answer, the reader may read the next request; the
   // port holds it (next_request) until this one is recorded.
   if (st.reader)
     a.sent = st.reader->done_hook();
-  self->request(st.config.device, device_wait, vmm_fwd_atom_v, p->forward, std::move(a))
-      .then(
-          [self, p, session](ForwardResult& r) {
-            if (!current(self, session))
-              return;  // the session ended meanwhile
-            self->state.reader_ahead = r.answered && r.answer_error.empty();
-            self->state.shadow->commit(*p, r);
-            if (!answered(self, *p, r))
-              return;
-            flush_ready(self, session, [self] { done(self); });
-          },
-          [self, p, session](caf::error& err) {
-            if (!current(self, session))
-              return;
-            Error e = from_caf(err, req_name(p->forward.req));
-            if (e.code == errc::backend_failure)
-              return refused(self, *p, e);
-            // The back-end is lost (the device says so too): vufront answers
-            // for it, this request first, or the session ends.
-            backend_lost(self, req_name(p->forward.req) + ": " + e.message());
-            if (current(self, session))
-              handle_away(self, std::move(*p));
-          });
+  to_backend(
+      self, p->forward, std::move(a),
+      [self, p, session](ForwardResult& r) {
+        if (!current(self, session))
+          return;  // the session ended meanwhile
+        self->state.reader_ahead = r.answered && r.answer_error.empty();
+        self->state.shadow->commit(*p, r);
+        if (!answered(self, *p, r))
+          return;
+        flush_ready(self, session, [self] { done(self); });
+      },
+      [self, p, session](caf::error& err) {
+        if (!current(self, session))
+          return;
+        Error e = from_caf(err, req_name(p->forward.req));
+        if (e.code == errc::backend_failure)
+          return refused(self, *p, e);
+        // The back-end is lost (the device says so too): vufront answers
+        // for it, this request first, or the session ends.
+        backend_lost(self, req_name(p->forward.req) + ": " + e.message());
+        if (current(self, session))
+          handle_away(self, std::move(*p));
+      });
 }
 
 void on_request(Self self, std::shared_ptr<Message> m) {

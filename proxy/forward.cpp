@@ -1,8 +1,5 @@
 #include "proxy/forward.hpp"
 
-#include <fcntl.h>
-
-#include <cerrno>
 #include <utility>
 
 namespace vufront::proxy {
@@ -196,24 +193,15 @@ std::optional<FrontendReply> vmm_answer(const Forward& f, bool need_reply, const
   return std::nullopt;
 }
 
-Result<ForwardResult> forward_and_answer(BackendClient& c, const Forward& f, const Answer& a,
-                                         std::shared_ptr<const std::atomic<bool>> stop) {
+Result<ForwardResult> forward_and_answer(BackendClient& c, const Forward& f, const Answer& a) {
   auto r = forward(c, f);
   if (!r || !a.to)
     return r;
   r->answered = true;
   if (auto answer = vmm_answer(f, a.need_reply, *r)) {
-    // OWNERSHIP: a dup of the VMM's socket, closed once this answer is
-    // sent; the port's own copy is untouched (its session may have ended
-    // meanwhile: then the socket is shut down and the send fails).
-    UniqueFd dup = UniqueFd::adopt(::fcntl(a.to->get(), F_DUPFD_CLOEXEC, 0));
-    if (!dup) {
-      r->answer_error = make_error(errc::io_error, "reply to the VMM", "dup of its socket", errno).message();
-      return r;
-    }
-    Connection vmm(std::move(dup));
-    vmm.stop_when(std::move(stop));
-    if (auto s = send_reply(vmm, *answer, deadline_in(a.timeout)); !s) {
+    // The port's session connection, no dup per answer: `a` holds it; once
+    // the session ended its socket is shut down and this send fails.
+    if (auto s = send_reply(*a.to, *answer, deadline_in(a.timeout)); !s) {
       r->answer_error = s.error().message();
       return r;
     }

@@ -5,7 +5,6 @@
 // waits on, its answer sent to the VMM from the same place. Runs inside a
 // connection actor step (actors/connection.cpp); no CAF here.
 
-#include <atomic>
 #include <chrono>
 #include <functional>
 #include <cstdint>
@@ -35,7 +34,11 @@ struct Forward {
 /// where the back-end's reply is read (forward_and_answer()). Empty (no
 /// `to`): the caller answers (teardown, deferred rings, replays).
 struct Answer {
-  SharedFd to;             ///< the VMM's socket
+  /// The VMM's socket: the port's one connection per session for answers
+  /// (its stop flag set when the session ends), shared so that it outlives
+  /// a step that is still sending; sends on it are one at a time (the port
+  /// has one forwarded request in flight per session).
+  std::shared_ptr<Connection> to;
   bool need_reply = false; ///< the VMM asked for a REPLY_ACK ack (Shadow::Prepared)
   /// How long the answer may wait for room in the VMM's socket.
   std::chrono::milliseconds timeout{5000};
@@ -76,14 +79,14 @@ struct ForwardResult {
                                                       const ForwardResult& r);
 
 /// forward(), then, when `a.to` is set, the VMM's answer (vmm_answer())
-/// sent on it at once, within `a.timeout` (giving up when `stop` is set),
-/// so the VMM's wait ends without a hand-off back to the actors; then
+/// sent on it at once, within `a.timeout` (giving up when the connection's
+/// stop flag is set: the session ended), so the VMM's wait ends without a
+/// hand-off back to the actors; then
 /// `a.sent()`. `answered` says so. Errors: forward()'s (then nothing was
 /// sent to the VMM: its caller answers a refusal or handles the loss). A
 /// failed send to the VMM is no error: the back-end has the request, so it
 /// is recorded, and `answer_error` says why the VMM did not get its answer
 /// (`a.sent` is not called).
-[[nodiscard]] Result<ForwardResult> forward_and_answer(BackendClient& c, const Forward& f, const Answer& a,
-                                                       std::shared_ptr<const std::atomic<bool>> stop);
+[[nodiscard]] Result<ForwardResult> forward_and_answer(BackendClient& c, const Forward& f, const Answer& a);
 
 }  // namespace vufront::proxy

@@ -69,6 +69,27 @@ FakeBackend::~FakeBackend() {
     ::unlink(listen_path_.c_str());
 }
 
+FakeBackend& FakeBackend::accept_next() {
+  return step("the front-end connects again", [](FakeBackend& f) -> std::string {
+    if (!f.listen_fd_)
+      return "not serving at a path (serve_at)";
+    auto deadline = deadline_in(f.step_timeout_);
+    for (;;) {
+      pollfd p[2] = {{f.listen_fd_.get(), POLLIN, 0}, {f.stop_fd_.get(), POLLIN, 0}};
+      int r = ::poll(p, 2, ms_left(deadline));
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0 || p[1].revents)
+        return "no front-end connected again to " + f.listen_path_;
+      UniqueFd c = UniqueFd::adopt(::accept4(f.listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (c) {
+        f.conn_.emplace(std::move(c));
+        return "";
+      }
+    }
+  });
+}
+
 bool FakeBackend::serve_at(const std::string& path) {
   ListenFailure why = ListenFailure::none;
   listen_fd_ = make_listening_socket(path, SOCK_STREAM, SOCK_NONBLOCK, ListenOptions{}, 1, why);

@@ -113,6 +113,10 @@ public:
   FakeBackend& close();
   /// Blocks until signal() is called (or the step timeout / destructor).
   FakeBackend& wait_signal();
+  /// With serve_at(): the front-end's next connection to the path (a
+  /// reconnect, a renewal) is accepted and the script goes on there; the
+  /// connection before is closed.
+  FakeBackend& accept_next();
 
   /// Listens at `path` (a unix socket, replaced if stale) and runs the script
   /// on the first front-end that connects there, instead of on the end that

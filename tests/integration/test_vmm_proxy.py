@@ -662,6 +662,114 @@ def test_scripted_vmm_closes_right_after_its_answer(tmp):
         assert a.proc.poll() is None
 
 
+def vmm_get_config(s, offset, size):
+    """GET_CONFIG of `size` bytes at `offset`: the reply's data."""
+    vu_send(s, 24, struct.pack('<III', offset, size, 0) + bytes(size))
+    req, _, body = vu_recv(s)
+    assert req == 24 and len(body) == 12 + size, (req, body)
+    assert struct.unpack('<II', body[:8]) == (offset, size), body
+    return body[12:]
+
+
+def backend_connections(log):
+    """The back-end's log cut at each front-end connection: one list of
+    lines per connection, in order."""
+    out = []
+    for line in log.splitlines():
+        if 'front-end connected' in line:
+            out.append([])
+        elif out:
+            out[-1].append(line)
+    return out
+
+
+def first_index(lines, *words):
+    for i, line in enumerate(lines):
+        if all(w in line for w in words):
+            return i
+    return -1
+
+
+def vmm_negotiate_config(s):
+    """The protocol features a VMM needs for GET_CONFIG (and REPLY_ACK)."""
+    vu_send(s, 15)  # GET_PROTOCOL_FEATURES
+    req, _, body = vu_recv(s)
+    offered, = struct.unpack('<Q', body)
+    assert offered & (1 << 9) and offered & (1 << 3), 'CONFIG / REPLY_ACK not offered: %#x' % offered
+    vu_send(s, 16, struct.pack('<Q', (1 << 9) | (1 << 3)))  # SET_PROTOCOL_FEATURES: CONFIG, REPLY_ACK
+    vu_send(s, 2, struct.pack('<Q', (1 << 32) | (1 << 30)))  # SET_FEATURES: VERSION_1, PROTOCOL_FEATURES
+
+
+def test_scripted_vmm_requests_follow_the_device_connection(tmp):
+    """The port sends the VMM's requests straight to the device's connection
+    actor, the one the device last told it of. Across a reconnect: a request
+    the VMM sends while the back-end is away is held, and once the device has
+    its new connection it goes there, after the device's replay of the
+    VMM's set-up (the device's step first, on the same connection). Across a
+    renewal (the VMM left): the next VMM's requests go to the renewed
+    connection."""
+    image = os.path.join(tmp, 'ref.img')
+    with open(image, 'wb') as f:
+        f.truncate(16 << 20)
+    with Backend(ARGS.backend, os.path.join(tmp, 'ref.sock'), '--image', image,
+                 '--close-at', 'SET_VRING_NUM:1') as b, \
+            attach(tmp, b.sock, '--reconnect-max-delay', '0.2') as a, Control(a.control) as ctl:
+        s = vmm_connect(os.path.join(tmp, 'vmm.sock'))
+        memfd = os.memfd_create('vm')
+        try:
+            os.ftruncate(memfd, 1 << 20)
+            vmm_negotiate_config(s)
+            first = vmm_get_config(s, 0, 8)  # the first connection answers
+            vu_send(s, 5, struct.pack('<II', 1, 0) + struct.pack('<QQQQ', 0, 1 << 20, 0x7f0000000000, 0),
+                    [memfd], flags=1 | 8)  # SET_MEM_TABLE, NEED_REPLY
+            req, _, body = vu_recv(s)
+            assert req == 5 and struct.unpack('<Q', body)[0] == 0, (req, body)
+            vu_send(s, 8, struct.pack('<II', 0, 128))  # SET_VRING_NUM: the back-end drops its connection
+            # not in the shadow's config cache: held while the back-end is away,
+            # then sent to the new connection after the replay
+            again = vmm_get_config(s, 8, 8)
+            assert len(again) == 8 and len(first) == 8
+            ev = ctl.wait_event('vmm_resumed', timeout=30, device='disk0')
+            v = vmm_status(ctl)
+            assert v['connected'] and v['resumes'] == 1 and v['connections'] == 1, (ev, v)
+            # and the next one goes there at once (REPLY_ACK'd by the new connection)
+            vu_send(s, 8, struct.pack('<II', 0, 256), flags=1 | 8)  # SET_VRING_NUM, NEED_REPLY
+            req, _, body = vu_recv(s)
+            assert req == 8 and struct.unpack('<Q', body)[0] == 0, (req, body)
+        finally:
+            os.close(memfd)
+        guest.wait_until(lambda: len(backend_connections(b.log_text())) >= 2 and
+                         first_index(backend_connections(b.log_text())[1], '<- SET_VRING_NUM', '256') >= 0,
+                         20, 'the second SET_VRING_NUM on the new connection')
+        conns = backend_connections(b.log_text())
+        assert len(conns) == 2, b.log_text()
+        new = conns[1]
+        replayed = first_index(new, '<- SET_MEM_TABLE')
+        held = first_index(new, '<- GET_CONFIG', 'offset 8')
+        after = first_index(new, '<- SET_VRING_NUM', '256')
+        # the replay (the device's step) first, then the held request, then the next
+        assert 0 <= replayed < held < after, '\n'.join(new)
+        assert first_index(conns[0], '<- GET_CONFIG', 'offset 8') < 0, '\n'.join(conns[0])
+        # the VMM leaves: the connection is renewed, and the next VMM's
+        # requests go to the renewed one
+        s.close()
+        ev = ctl.wait_event('vmm_disconnected', timeout=20, device='disk0')
+        assert 'renewed' in json.dumps(ev), ev
+        s = vmm_connect(os.path.join(tmp, 'vmm.sock'))
+        try:
+            vmm_negotiate_config(s)
+            assert len(vmm_get_config(s, 16, 8)) == 8
+        finally:
+            s.close()
+        # (the back-end's log is read by a thread: it may lag the answer; the
+        # VMM's leaving renews the connection once more)
+        guest.wait_until(lambda: len(backend_connections(b.log_text())) >= 3 and
+                         first_index(backend_connections(b.log_text())[2], '<- GET_CONFIG', 'offset 16') >= 0,
+                         20, 'the next VMM\'s GET_CONFIG on the renewed connection')
+        wait_session_over(ctl, timeout=20)
+        assert a.proc.poll() is None
+
+
 def main():
     global ARGS, PREREQ
     ap = argparse.ArgumentParser(description=__doc__)

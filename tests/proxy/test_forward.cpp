@@ -114,17 +114,15 @@ void script_plain(FakeBackend& f) {
 
 /// The VMM's end of its socket and the end forward_and_answer() sends on.
 struct VmmSocket {
-  SharedFd ours;
+  std::shared_ptr<Connection> ours;
   Connection vmm;
 };
 
 VmmSocket vmm_socket() {
   auto sp = make_socketpair();
   REQUIRE(sp.first);
-  return VmmSocket{share(std::move(sp.first)), Connection(std::move(sp.second))};
+  return VmmSocket{std::make_shared<Connection>(std::move(sp.first)), Connection(std::move(sp.second))};
 }
-
-std::shared_ptr<const std::atomic<bool>> no_stop() { return std::make_shared<std::atomic<bool>>(false); }
 
 Message vmm_receives(Connection& vmm) {
   auto m = vmm.receive(64, 1, deadline_in(std::chrono::milliseconds(5000)), "the VMM's answer");
@@ -147,7 +145,7 @@ TEST_CASE("proxy forward_and_answer: GET_VRING_BASE's reply reaches the VMM befo
   a.to = s.ours;
   bool sent = false;
   a.sent = [&sent] { sent = true; };
-  auto r = proxy::forward_and_answer(c, fw, a, no_stop());
+  auto r = proxy::forward_and_answer(c, fw, a);
   REQUIRE(r);
   CHECK(r->answered);
   CHECK(r->answer_error.empty());
@@ -173,7 +171,7 @@ TEST_CASE("proxy forward_and_answer: the ack a VMM asked for, and nothing when i
   proxy::Answer a;
   a.to = s.ours;
   a.need_reply = true;
-  auto r = proxy::forward_and_answer(c, acked, a, no_stop());
+  auto r = proxy::forward_and_answer(c, acked, a);
   REQUIRE(r);
   CHECK(r->answered);
   auto m = vmm_receives(s.vmm);
@@ -184,7 +182,7 @@ TEST_CASE("proxy forward_and_answer: the ack a VMM asked for, and nothing when i
   a.need_reply = false;
   int sent = 0;
   a.sent = [&sent] { ++sent; };
-  auto r2 = proxy::forward_and_answer(c, silent, a, no_stop());
+  auto r2 = proxy::forward_and_answer(c, silent, a);
   REQUIRE(r2);
   CHECK(r2->answered);  // nothing was owed
   CHECK(r2->answer_error.empty());
@@ -217,11 +215,11 @@ TEST_CASE("proxy forward_and_answer: a refusal or a lost back-end sends the VMM 
   a.need_reply = true;
   bool sent = false;
   a.sent = [&sent] { sent = true; };
-  auto r = proxy::forward_and_answer(c, num, a, no_stop());
+  auto r = proxy::forward_and_answer(c, num, a);
   REQUIRE_FALSE(r);
   CHECK(r.error().code == errc::backend_failure);  // the port answers the refusal itself
   proxy::Forward base{FrontendReq::get_vring_base, wire::VringState{0, 0}, {}, false};
-  auto lost = proxy::forward_and_answer(c, base, a, no_stop());
+  auto lost = proxy::forward_and_answer(c, base, a);
   REQUIRE_FALSE(lost);
   CHECK(c.broken());  // the port answers for it from the shadow, or ends the session
   CHECK_FALSE(sent);  // the VMM's next request waits for the port
@@ -245,10 +243,10 @@ TEST_CASE("proxy forward_and_answer: a VMM that is gone does not undo what the b
   sp.second.reset();  // the VMM's end closed
   proxy::Forward fw{FrontendReq::get_vring_base, wire::VringState{0, 0}, {}, false};
   proxy::Answer a;
-  a.to = share(std::move(sp.first));
+  a.to = std::make_shared<Connection>(std::move(sp.first));
   bool sent = false;
   a.sent = [&sent] { sent = true; };
-  auto r = proxy::forward_and_answer(c, fw, a, no_stop());
+  auto r = proxy::forward_and_answer(c, fw, a);
   REQUIRE(r);  // the back-end stopped the ring: the shadow must record it
   CHECK(r->vring_base == 7);
   CHECK(r->answered);
