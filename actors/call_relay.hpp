@@ -1,0 +1,91 @@
+#pragma once
+// CallRelay: what the worker's call watcher does with the signals it reads
+// from the queues' call eventfds (actors/worker.*). Shared by the worker,
+// its owner, and the watcher's callbacks on the event loop's thread; no
+// mutex.
+//
+// The watcher calls on_ready() for each call eventfd of one wake (it reads
+// the counter and notes the queue) and end_of_wake() once after them, which
+// delivers what the wake read:
+//  * while the relay is open (the worker runs and its sink is an eventfd
+//    only): straight to the sink eventfd, one write of the number of queues
+//    read, each counted here per queue. No actor runs; the interrupt takes
+//    one thread hop, as with bare eventfds;
+//  * else: one (irq_atom, queue indices) message to the worker for the whole
+//    wake, which forwards it (an actor sink) or keeps it pending (stopped).
+//
+// open() and close() are the worker's. close() returns only after every
+// delivery that saw the relay open has finished: one atomic word holds the
+// open bit and the number of deliveries in progress; a delivery adds itself
+// and looks at the bit, close() clears the bit and waits (yielding) for the
+// number to drop to zero, a few syscalls at most. After close() nothing
+// reaches the sink through the relay until the next open(). A delivery
+// never waits inside, so close() may run on the loop thread too (the worker
+// dropped from a callback), where the number is then zero.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <caf/actor_addr.hpp>
+
+namespace vufront::actors {
+
+class CallRelay {
+public:
+  struct Queue {
+    uint16_t index = 0;        ///< the queue's index: the interrupt's vector
+    int fd = -1;               ///< its call eventfd, NOT owned: the worker keeps it open
+    bool nonblocking = false;  ///< O_NONBLOCK: read without a poll first
+  };
+
+  /// `worker`: weak; receives (irq_atom, indices) while the relay is closed.
+  CallRelay(std::vector<Queue> queues, caf::actor_addr worker);
+
+  CallRelay(const CallRelay&) = delete;
+  CallRelay& operator=(const CallRelay&) = delete;
+
+  // ---- the loop thread (the watcher's callbacks); one caller at a time
+
+  /// Queue `slot`'s call eventfd is ready (`revents` from poll): reads its
+  /// counter and notes the queue if it held signals. Returns whether to
+  /// watch it on (false without POLLIN: not an eventfd we can use).
+  bool on_ready(size_t slot, short revents) noexcept;
+
+  /// Delivers what on_ready() noted since the last call (see above).
+  void end_of_wake() noexcept;
+
+  // ---- the worker
+
+  /// Starts direct delivery into `sink_fd` (NOT owned: open until close()
+  /// has returned). Only while closed.
+  void open(int sink_fd, bool nonblocking) noexcept;
+
+  /// Ends direct delivery; returns once no delivery is in progress.
+  /// Idempotent.
+  void close() noexcept;
+
+  /// Interrupts of queue `slot` delivered straight to the sink so far.
+  [[nodiscard]] uint64_t delivered(size_t slot) const noexcept;
+
+  [[nodiscard]] const std::vector<Queue>& queues() const noexcept { return queues_; }
+
+private:
+  static constexpr uint32_t open_bit = 1;
+  static constexpr uint32_t one_delivery = 2;
+
+  const std::vector<Queue> queues_;
+  const caf::actor_addr worker_;
+  std::unique_ptr<std::atomic<uint64_t>[]> delivered_;  ///< per slot
+  std::atomic<uint32_t> gate_{0};                      ///< open_bit | deliveries * 2
+  std::atomic<int> sink_fd_{-1};
+  std::atomic<bool> sink_nonblocking_{false};
+
+  // The loop thread's only: the slots read in the current wake.
+  std::vector<size_t> ready_;     ///< capacity: one per queue
+  std::vector<char> noted_;       ///< per slot: in ready_ already
+};
+
+}  // namespace vufront::actors
