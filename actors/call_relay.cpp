@@ -29,7 +29,18 @@ bool CallRelay::on_ready(size_t slot, short revents) noexcept {
   // 0: the worker drained the counter first (it does at stop and start
   // while the watcher is kept); the fd is then not readable until the next
   // signal, so watching on does not spin.
-  if (read_eventfd(q.fd, q.nonblocking) == 0 || noted_[slot])
+  uint64_t n = 0;
+  if (q.nonblocking) {
+    n = read_eventfd(q.fd, true);
+  } else {
+    // The worker is reading the call fds (take()): it empties them; if it
+    // left a signal, the fd is still readable and the next wake reads it.
+    if (reading_.exchange(true, std::memory_order_acquire))
+      return true;
+    n = read_eventfd(q.fd, false);
+    reading_.store(false, std::memory_order_release);
+  }
+  if (n == 0 || noted_[slot])
     return true;
   noted_[slot] = 1;
   ready_.push_back(slot);  // within the reserved capacity: one per slot
@@ -91,6 +102,19 @@ void CallRelay::close() noexcept {
   // few syscalls on the loop thread). One that did not leaves at once.
   while ((gate_.load(std::memory_order_acquire) / one_delivery) != 0)
     std::this_thread::yield();
+}
+
+uint64_t CallRelay::take(size_t slot) noexcept {
+  if (slot >= queues_.size())
+    return 0;
+  const Queue& q = queues_[slot];
+  if (q.nonblocking)
+    return read_eventfd(q.fd, true);  // EAGAIN when emptied: never blocks
+  while (reading_.exchange(true, std::memory_order_acquire))
+    std::this_thread::yield();  // the loop thread's poll + read: two syscalls
+  const uint64_t n = read_eventfd(q.fd, false);
+  reading_.store(false, std::memory_order_release);
+  return n;
 }
 
 uint64_t CallRelay::delivered(size_t slot) const noexcept {

@@ -22,6 +22,10 @@
 // reaches the sink through the relay until the next open(). A delivery
 // never waits inside, so close() may run on the loop thread too (the worker
 // dropped from a callback), where the number is then zero.
+//
+// A call eventfd in blocking mode is read with a zero-timeout poll first;
+// the worker's own reads (take()) and the loop thread's never overlap, else
+// one could read a counter the other just emptied and block.
 
 #include <atomic>
 #include <cstddef>
@@ -67,6 +71,14 @@ public:
   /// Idempotent.
   void close() noexcept;
 
+  /// Reads queue `slot`'s call eventfd now (stop and start take what the
+  /// watcher has not read). A call fd in blocking mode is read by one
+  /// thread at a time, so neither ever reads an emptied counter and blocks:
+  /// this waits (yielding) for the loop thread's read in progress, and the
+  /// loop thread skips its read while this one runs (the fd stays readable,
+  /// so the watcher reads it at its next wake).
+  [[nodiscard]] uint64_t take(size_t slot) noexcept;
+
   /// Interrupts of queue `slot` delivered straight to the sink so far.
   [[nodiscard]] uint64_t delivered(size_t slot) const noexcept;
 
@@ -82,6 +94,7 @@ private:
   std::atomic<uint32_t> gate_{0};                      ///< open_bit | deliveries * 2
   std::atomic<int> sink_fd_{-1};
   std::atomic<bool> sink_nonblocking_{false};
+  std::atomic<bool> reading_{false};  ///< a blocking call fd is being read (poll + read)
 
   // The loop thread's only: the slots read in the current wake.
   std::vector<size_t> ready_;     ///< capacity: one per queue

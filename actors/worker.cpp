@@ -146,9 +146,10 @@ std::vector<CallRelay::Queue> relay_queues(const std::vector<WatchedQueue>& queu
 /// Signals written into the call eventfds while nobody read them (stopped,
 /// or before the watcher starts) become pending.
 void take_unread(WorkerState& st) {
-  for (const auto& q : st.relay->queues())
-    if (read_eventfd(q.fd, q.nonblocking) > 0)
-      st.pending.insert(q.index);
+  const auto& qs = st.relay->queues();
+  for (size_t slot = 0; slot < qs.size(); ++slot)
+    if (st.relay->take(slot) > 0)
+      st.pending.insert(qs[slot].index);
 }
 
 /// Direct delivery by the relay while running with an eventfd-only sink.
@@ -243,10 +244,12 @@ caf::ok_atom on_stop(WorkerPtr self) {
   // Forward what is pending now. The watcher is kept for the next start (a
   // sleep -> wake cycle creates no task): what it reads from now on arrives
   // as irq messages while stopped and becomes pending.
-  if (st.relay)
-    for (const auto& q : st.relay->queues())
-      if (read_eventfd(q.fd, q.nonblocking) > 0)
-        forward(st, q.index);
+  if (st.relay) {
+    const auto& qs = st.relay->queues();
+    for (size_t slot = 0; slot < qs.size(); ++slot)
+      if (st.relay->take(slot) > 0)
+        forward(st, qs[slot].index);
+  }
   st.running = false;
   return caf::ok_atom_v;
 }

@@ -716,6 +716,31 @@ TEST_CASE("call relay (threaded): after close() returns nothing reaches the sink
   CHECK(relay->delivered(0) == total);
 }
 
+TEST_CASE("call relay (threaded): a blocking call fd read by the worker and the loop thread at once") {
+  // Both read with a poll first; were the two reads not kept apart, one
+  // could read the counter the other just emptied and block (a hang: the
+  // ctest time limit). Every signal is read by exactly one of them.
+  auto call0 = new_eventfd(false);
+  auto relay = std::make_shared<CallRelay>(
+      std::vector<CallRelay::Queue>{{0, call0->get(), false}}, caf::actor_addr{});
+  std::atomic<bool> running{true};
+  std::thread loop([&] {
+    while (running.load()) {
+      relay->on_ready(0, POLLIN);  // as if the wait had said readable
+      relay->end_of_wake();
+    }
+  });
+  uint64_t taken = 0;
+  for (int i = 0; i < 20000; ++i) {
+    signal(call0);
+    taken += relay->take(0);
+  }
+  running.store(false);
+  loop.join();
+  CHECK(taken <= 20000);
+  CHECK(relay->take(0) == 0);  // nothing left unread
+}
+
 TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a hang-up is reported to the device exactly once") {
   auto w = spawn_worker(caf::actor_cast<caf::actor_addr>(self));
   auto main_sp = make_socketpair();
