@@ -182,10 +182,11 @@ Result<std::unique_ptr<FdWatcher>> watch_calls(const std::shared_ptr<CallRelay>&
   entries.reserve(qs.size());
   for (size_t slot = 0; slot < qs.size(); ++slot)
     entries.push_back({qs[slot].fd, static_cast<int>(slot), POLLIN});
-  return FdWatcher::start(
-      std::move(entries),
-      [relay](int tag, int, short revents) { return relay->on_ready(static_cast<size_t>(tag), revents); },
-      [relay] { relay->end_of_wake(); });
+  auto on_ready = [relay](int tag, int, short revents) {
+    return relay->on_ready(static_cast<size_t>(tag), revents);
+  };
+  return FdWatcher::start(std::move(entries), std::move(on_ready),
+                          [relay] { relay->end_of_wake(); });
 }
 
 caf::result<caf::ok_atom> on_start(WorkerPtr self, std::vector<WatchedQueue> queues,
