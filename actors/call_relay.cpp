@@ -54,11 +54,7 @@ void CallRelay::end_of_wake() noexcept {
   // orders this delivery before close()'s wait sees it end.
   const uint32_t seen = gate_.fetch_add(one_delivery, std::memory_order_acq_rel);
   if ((seen & open_bit) != 0) {
-    // Counted before the write: whoever sees the interrupt sees it counted.
-    for (size_t slot : ready_)
-      delivered_[slot].fetch_add(1, std::memory_order_relaxed);
-    add_to_eventfd(sink_fd_.load(std::memory_order_relaxed), ready_.size(),
-                   sink_nonblocking_.load(std::memory_order_relaxed));
+    deliver_open();
     gate_.fetch_sub(one_delivery, std::memory_order_release);
     for (size_t slot : ready_)
       noted_[slot] = 0;
@@ -90,7 +86,28 @@ void CallRelay::end_of_wake() noexcept {
   }
 }
 
-void CallRelay::open(int sink_fd, bool nonblocking) noexcept {
+void CallRelay::deliver_open() noexcept {
+  // Counted before the write and the sends: whoever sees the interrupt sees
+  // it counted.
+  for (size_t slot : ready_)
+    delivered_[slot].fetch_add(1, std::memory_order_relaxed);
+  const int fd = sink_fd_.load(std::memory_order_relaxed);
+  if (fd >= 0)
+    add_to_eventfd(fd, ready_.size(), sink_nonblocking_.load(std::memory_order_relaxed));
+  if (!target_)
+    return;
+  for (size_t slot : ready_) {
+    try {
+      caf::anon_send(target_, interrupt_atom_v, static_cast<int32_t>(queues_[slot].index));
+    } catch (const std::exception&) {
+      // Out of memory: this interrupt is lost (its eventfd was read), as a
+      // lost message from the worker would lose it.
+    }
+  }
+}
+
+void CallRelay::open(int sink_fd, bool nonblocking, caf::actor target) noexcept {
+  target_ = std::move(target);  // no delivery reads it: closed
   sink_fd_.store(sink_fd, std::memory_order_relaxed);
   sink_nonblocking_.store(nonblocking, std::memory_order_relaxed);
   gate_.fetch_or(open_bit, std::memory_order_release);
@@ -102,6 +119,8 @@ void CallRelay::close() noexcept {
   // few syscalls on the loop thread). One that did not leaves at once.
   while ((gate_.load(std::memory_order_acquire) / one_delivery) != 0)
     std::this_thread::yield();
+  // Deliveries from here on see the bit cleared and never read the target.
+  target_ = nullptr;
 }
 
 uint64_t CallRelay::take(size_t slot) noexcept {

@@ -7,19 +7,23 @@
 // The watcher calls on_ready() for each call eventfd of one wake (it reads
 // the counter and notes the queue) and end_of_wake() once after them, which
 // delivers what the wake read:
-//  * while the relay is open (the worker runs and its sink is an eventfd
-//    only): straight to the sink eventfd, one write of the number of queues
-//    read, each counted here per queue. No actor runs; the interrupt takes
-//    one thread hop, as with bare eventfds;
-//  * else: one (irq_atom, queue indices) message to the worker for the whole
-//    wake, which forwards it (an actor sink) or keeps it pending (stopped).
+//  * while the relay is open (the worker runs): straight to the sink from
+//    the loop thread, each queue counted here: to the sink eventfd one write
+//    of the number of queues read, to the sink actor one (interrupt_atom,
+//    queue index) per queue (caf::anon_send is thread-safe), to a sink with
+//    both, both. The worker is not in the path: an eventfd sink takes one
+//    thread hop, as with bare eventfds; an actor sink one CAF hop;
+//  * else (stopped): one (irq_atom, queue indices) message to the worker for
+//    the whole wake, which keeps it pending until the next start.
 //
 // open() and close() are the worker's. close() returns only after every
 // delivery that saw the relay open has finished: one atomic word holds the
 // open bit and the number of deliveries in progress; a delivery adds itself
 // and looks at the bit, close() clears the bit and waits (yielding) for the
-// number to drop to zero, a few syscalls at most. After close() nothing
-// reaches the sink through the relay until the next open(). A delivery
+// number to drop to zero (a write and one send per queue of a wake at most). After close() nothing
+// reaches the sink through the relay (no write, no message sent) until the
+// next open(). The sink actor's handle is set by open() before the bit and
+// read only by a delivery that saw the bit; close() drops it. A delivery
 // never waits inside, so close() may run on the loop thread too (the worker
 // dropped from a callback), where the number is then zero.
 //
@@ -33,6 +37,7 @@
 #include <memory>
 #include <vector>
 
+#include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
 
 namespace vufront::actors {
@@ -63,12 +68,12 @@ public:
 
   // ---- the worker
 
-  /// Starts direct delivery into `sink_fd` (NOT owned: open until close()
-  /// has returned). Only while closed.
-  void open(int sink_fd, bool nonblocking) noexcept;
+  /// Starts direct delivery into `sink_fd` (-1: none; NOT owned: open until
+  /// close() has returned) and to `target` (may be null). Only while closed.
+  void open(int sink_fd, bool nonblocking, caf::actor target = {}) noexcept;
 
-  /// Ends direct delivery; returns once no delivery is in progress.
-  /// Idempotent.
+  /// Ends direct delivery; returns once no delivery is in progress (its
+  /// write done, its messages sent) and drops the target. Idempotent.
   void close() noexcept;
 
   /// Reads queue `slot`'s call eventfd now (stop and start take what the
@@ -85,6 +90,10 @@ public:
   [[nodiscard]] const std::vector<Queue>& queues() const noexcept { return queues_; }
 
 private:
+  /// end_of_wake() while open: counts, writes the sink eventfd, sends to the
+  /// target.
+  void deliver_open() noexcept;
+
   static constexpr uint32_t open_bit = 1;
   static constexpr uint32_t one_delivery = 2;
 
@@ -94,6 +103,7 @@ private:
   std::atomic<uint32_t> gate_{0};                      ///< open_bit | deliveries * 2
   std::atomic<int> sink_fd_{-1};
   std::atomic<bool> sink_nonblocking_{false};
+  caf::actor target_;  ///< written by open()/close() while no delivery may read it
   std::atomic<bool> reading_{false};  ///< a blocking call fd is being read (poll + read)
 
   // The loop thread's only: the slots read in the current wake.

@@ -329,7 +329,7 @@ using worker_actor = caf::typed_actor<
     /// queues (wake) reuses it, other queues replace it.
     caf::replies_to<stop_atom>::with<caf::ok_atom>,
     /// From the call watcher: the queues whose call eventfd held signals in
-    /// one wake, each once (while the relay does not write the sink itself).
+    /// one wake, each once (while stopped: running, the relay delivers to the sink itself).
     caf::reacts_to<irq_atom, std::vector<int32_t>>,
     /// An interrupt that did not come through an eventfd (BACKEND_VRING_CALL,
     /// vector -1 = config change): forwarded now if running, else at start.

@@ -152,10 +152,14 @@ void take_unread(WorkerState& st) {
       st.pending.insert(qs[slot].index);
 }
 
-/// Direct delivery by the relay while running with an eventfd-only sink.
+/// Direct delivery by the relay while running: the sink eventfd, the sink
+/// actor, or both.
 void open_relay(WorkerState& st) {
-  if (st.relay && has_fd(st.sink.eventfd) && !st.sink.target)
-    st.relay->open(st.sink.eventfd->get(), st.sink_nonblocking);
+  if (!st.relay)
+    return;
+  const int fd = has_fd(st.sink.eventfd) ? st.sink.eventfd->get() : -1;
+  if (fd >= 0 || st.sink.target)
+    st.relay->open(fd, st.sink_nonblocking, st.sink.target);
 }
 
 /// Ends the watcher and the relay of the last queues (the worker is

@@ -8,10 +8,12 @@
 // sink.target, each if set. The call watcher (a task on the event loop)
 // reads the call eventfds; its CallRelay (call_relay.hpp) delivers what one
 // wake read:
-//  * with an eventfd-only sink, while running: straight into the sink from
-//    the loop thread (no actor in between), counted in the relay;
-//  * otherwise: one (irq_atom, queue indices) message per wake to the
-//    worker, which forwards each queue (or keeps it pending while stopped).
+//  * while running: straight to the sink from the loop thread (the eventfd
+//    written, (interrupt_atom, queue) sent to the target; the worker not in
+//    between), counted in the relay;
+//  * while stopped: one (irq_atom, queue indices) message per wake to the
+//    worker, which keeps it pending (and forwards it, should it arrive
+//    after a start).
 // One queue read is one forwarded interrupt, whatever its count (the eventfd
 // already coalesced the signals), and (get_atom) counts the forwarded
 // interrupts per queue (the worker's own plus the relay's).

@@ -355,7 +355,7 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): with an eventfd sink a watcher's wak
   CHECK(counts() == Counts{2, 0, 2});
 }
 
-TEST_CASE_FIXTURE(DetWorker, "worker (det): with an actor sink one wake is one message for all its queues") {
+TEST_CASE_FIXTURE(DetWorker, "worker (det): with an actor sink a watcher's wake sends to the target itself") {
   setup();
   auto call0 = new_eventfd();
   auto call2 = new_eventfd();
@@ -363,9 +363,9 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): with an actor sink one wake is one m
   CHECK(call(start_atom_v, Queues{{0, call0}, {2, call2}}, sink_to(self, sinkfd)) == "");
   signal(call0);
   signal(call2);
-  CHECK(wake({1, 0}) == 1);  // one irq message for both queues
+  CHECK(wake({1, 0}) == 0);  // the worker did not run: the relay sent, in wake order
   CHECK(received_interrupts(self) == Vectors{2, 0});
-  CHECK(take(sinkfd) == 2);  // a sink with both: the worker writes the eventfd too
+  CHECK(take(sinkfd) == 2);  // a sink with both: the relay writes the eventfd too
   CHECK(counts() == Counts{1, 0, 1});
   // A fd reported twice in one wake (a watcher does not) is still one queue.
   auto r = relay();
@@ -374,8 +374,10 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): with an actor sink one wake is one m
   signal(call0);
   CHECK(r->on_ready(0, POLLIN));
   r->end_of_wake();
-  CHECK(sched.run() == 1);
+  CHECK(sched.run() == 0);
   CHECK(received_interrupts(self) == Vectors{0});
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{2, 0, 1});
   // Not readable (POLLERR, POLLNVAL): not watched on.
   CHECK_FALSE(r->on_ready(0, POLLERR));
   CHECK_FALSE(r->on_ready(7, POLLIN));  // no such slot
@@ -437,11 +439,11 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): each start delivers to its own sink,
   CHECK(take(sink_a) == 1);
   CHECK(take(sink_b) == 1);
 
-  // An actor sink: the relay stays closed, the worker forwards.
+  // An actor sink: the relay sends to it, the eventfds of before see nothing.
   CHECK(call(stop_atom_v) == "");
   CHECK(call(start_atom_v, queues, sink_to(self)) == "");
   signal(call0);
-  CHECK(wake({0}) == 1);
+  CHECK(wake({0}) == 0);
   CHECK(received_interrupts(self) == Vectors{0});
   CHECK(take(sink_a) == 0);
   CHECK(take(sink_b) == 0);
@@ -455,6 +457,83 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): each start delivers to its own sink,
   CHECK(wake({0}) == 0);  // slot 0 is queue 1 now
   CHECK(take(sink_a) == 1);
   CHECK(counts() == Counts{3, 1});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): an actor-only sink: direct sends, stop exact, pending forwarded at start") {
+  setup();
+  auto call0 = new_eventfd();
+  auto call5 = new_eventfd();
+  const Queues queues{{0, call0}, {5, call5}};
+  CHECK(call(start_atom_v, queues, sink_to(self)) == "");
+  signal(call5);
+  CHECK(wake({1}) == 0);
+  signal(call0);
+  signal(call5);
+  CHECK(wake({0, 1}) == 0);
+  CHECK(received_interrupts(self) == Vectors{5, 0, 5});
+  CHECK(counts() == Counts{1, 0, 0, 0, 0, 2});
+
+  // Not yet read at stop: stop forwards it (the worker sends, before its reply).
+  signal(call0);
+  CHECK(call(stop_atom_v) == "");
+  CHECK(received_interrupts(self) == Vectors{0});
+  // Read by the watcher after stop has answered: nothing reaches the target;
+  // one message to the worker, pending (both queues, each once).
+  signal(call0);
+  signal(call5);
+  CHECK(wake({0, 1}) == 1);
+  signal(call5);
+  CHECK(wake({1}) == 1);
+  CHECK(received_interrupts(self).empty());
+  CHECK(counts() == Counts{2, 0, 0, 0, 0, 2});
+  CHECK(relay()->delivered(0) == 1);  // the relay's own: only while running
+  CHECK(relay()->delivered(1) == 2);
+
+  // Start forwards the pending ones once (in vector order), then the relay sends again.
+  CHECK(call(start_atom_v, queues, sink_to(self)) == "");
+  CHECK(received_interrupts(self) == Vectors{0, 5});
+  CHECK(counts() == Counts{3, 0, 0, 0, 0, 3});
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self) == Vectors{0});
+  CHECK(counts() == Counts{4, 0, 0, 0, 0, 3});
+  // Messages that do not come through an eventfd still go through the worker.
+  inject(interrupt_atom_v, int32_t{-1});
+  CHECK(received_interrupts(self) == Vectors{-1});
+  CHECK(counts() == Counts{4, 0, 0, 0, 0, 3});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): a new start's target gets the relay's sends, the old one nothing") {
+  setup();
+  caf::scoped_actor other{sys, true};
+  auto call0 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  const Queues queues{{0, call0}};
+  CHECK(call(start_atom_v, queues, sink_to(self)) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self) == Vectors{0});
+
+  // Same queues (the relay is kept), another target, with an eventfd.
+  CHECK(call(stop_atom_v) == "");
+  CHECK(call(start_atom_v, queues, sink_to(other, sinkfd)) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self).empty());
+  CHECK(received_interrupts(other) == Vectors{0});
+  CHECK(take(sinkfd) == 1);
+
+  // Then an eventfd-only sink: no target is sent to any more.
+  CHECK(call(stop_atom_v) == "");
+  InterruptSink only_fd;
+  only_fd.eventfd = sinkfd;
+  CHECK(call(start_atom_v, queues, only_fd) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self).empty());
+  CHECK(received_interrupts(other).empty());
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{3});
 }
 
 TEST_CASE_FIXTURE(DetWorker, "worker (det): a worker that ended leaves its relay closed") {
@@ -714,6 +793,52 @@ TEST_CASE("call relay (threaded): after close() returns nothing reaches the sink
   loop.join();
   CHECK(total >= 200);
   CHECK(relay->delivered(0) == total);
+}
+
+TEST_CASE_FIXTURE(RtWorker, "call relay (threaded): after close() returns nothing is sent to the target") {
+  auto call0 = new_eventfd();
+  auto relay = std::make_shared<CallRelay>(
+      std::vector<CallRelay::Queue>{{3, call0->get(), true}}, caf::actor_addr{});
+  std::atomic<uint64_t> wakes{0};
+  std::atomic<bool> running{true};
+  std::thread loop([&] {
+    const uint64_t one = 1;
+    while (running.load()) {
+      [[maybe_unused]] auto n = ::write(call0->get(), &one, sizeof one);
+      relay->on_ready(0, POLLIN);
+      relay->end_of_wake();
+      wakes.fetch_add(1);
+    }
+  });
+  auto more_wakes = [&](uint64_t n) {
+    const uint64_t target = wakes.load() + n;
+    const auto deadline = std::chrono::steady_clock::now() + test::scaled(5s);
+    while (wakes.load() < target)
+      if (std::chrono::steady_clock::now() > deadline)
+        return false;
+    return true;
+  };
+  // A send is in the mailbox when anon_send returns: once close() has
+  // returned, the mailbox holds every interrupt counted, and no more come.
+  auto received = [&] {
+    const Vectors v = received_interrupts(self);
+    for (int32_t x : v)
+      REQUIRE(x == 3);
+    return static_cast<uint64_t>(v.size());
+  };
+  uint64_t total = 0;
+  for (int i = 0; i < 100; ++i) {
+    relay->open(-1, false, caf::actor_cast<caf::actor>(self));
+    REQUIRE(more_wakes(2));
+    relay->close();
+    total += received();
+    REQUIRE(relay->delivered(0) == total);
+    REQUIRE(more_wakes(2));  // closed: these wakes send nothing to the target
+    REQUIRE(received() == 0);
+  }
+  running.store(false);
+  loop.join();
+  CHECK(total >= 100);
 }
 
 TEST_CASE("call relay (threaded): a blocking call fd read by the worker and the loop thread at once") {
