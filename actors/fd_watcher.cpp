@@ -14,18 +14,27 @@ namespace vufront::actors {
 
 std::atomic<int> FdWatcher::live_{0};
 
-
-
 struct FdWatcher::Core {
   std::vector<Entry> entries;
   std::vector<pollfd> pfds;  // [0] = stop_fd, [i + 1] = entries[i]; built before the thread starts
   Callback cb;
+  WakeEnd wake_end;
   UniqueFd stop_fd;
   std::atomic<bool> stopping{false};
   std::atomic<bool> active{true};
 
   void run() noexcept;
+  void end_wake() noexcept;
 };
+
+void FdWatcher::Core::end_wake() noexcept {
+  if (!wake_end)
+    return;
+  try {
+    wake_end();
+  } catch (...) {
+  }
+}
 
 void FdWatcher::Core::run() noexcept {
   size_t watched = 0;
@@ -54,6 +63,7 @@ void FdWatcher::Core::run() noexcept {
       // The owner may be gone now (or be joining us): its fds may be closed,
       // so touch none of them again.
       if (stopping.load()) {
+        end_wake();
         active.store(false);
         return;
       }
@@ -62,13 +72,15 @@ void FdWatcher::Core::run() noexcept {
         --watched;
       }
     }
+    end_wake();
   }
   active.store(false);
 }
 
 FdWatcher::FdWatcher(std::shared_ptr<Core> core) : core_(std::move(core)) {}
 
-Result<std::unique_ptr<FdWatcher>> FdWatcher::start(std::vector<Entry> entries, Callback cb) {
+Result<std::unique_ptr<FdWatcher>> FdWatcher::start(std::vector<Entry> entries, Callback cb,
+                                                    WakeEnd wake_end) {
   std::unique_ptr<FdWatcher> watcher;
   try {
     auto core = std::make_shared<Core>();
@@ -81,6 +93,7 @@ Result<std::unique_ptr<FdWatcher>> FdWatcher::start(std::vector<Entry> entries, 
       core->pfds.push_back(pollfd{e.fd, e.events, 0});
     core->entries = std::move(entries);
     core->cb = std::move(cb);
+    core->wake_end = std::move(wake_end);
     watcher.reset(new FdWatcher(core));
     ++live_;
     watcher->task_ = loop::EventLoop::instance().spawn(
@@ -116,24 +129,6 @@ void FdWatcher::stop() noexcept {
 
 bool FdWatcher::active() const noexcept {
   return core_->active.load();
-}
-
-uint64_t drain_eventfd(int fd) noexcept {
-  if (fd < 0)
-    return 0;
-  pollfd p{fd, POLLIN, 0};
-  int r;
-  do
-    r = ::poll(&p, 1, 0);
-  while (r < 0 && errno == EINTR);
-  if (r <= 0 || (p.revents & POLLIN) == 0)
-    return 0;
-  uint64_t value = 0;
-  ssize_t got;
-  do
-    got = ::read(fd, &value, sizeof value);
-  while (got < 0 && errno == EINTR);
-  return got == static_cast<ssize_t>(sizeof value) ? value : 0;
 }
 
 }  // namespace vufront::actors

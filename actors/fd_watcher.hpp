@@ -1,9 +1,11 @@
 #pragma once
 // FdWatcher: one task on the event loop (loop/event_loop.hpp) that waits on a
 // list of fds (not owned) plus a private stop eventfd, and runs a callback on
-// the loop thread for every fd that becomes ready. This is how fd readiness (call eventfds,
-// hang-up of the back-end sockets) becomes CAF messages: the callback
-// consumes the readiness and anon_sends a message to the owning actor.
+// the loop thread for every fd that becomes ready, then an optional end-of-wake
+// callback once per wake. This is how fd readiness (call eventfds, hang-up of
+// the back-end sockets) reaches the owning actor: the callback consumes the
+// readiness, and it or the end-of-wake callback anon_sends a message to the
+// owner (or, for the worker's call eventfds, writes the sink: call_relay.hpp).
 //
 // Ownership rules:
 //  * The owning actor keeps the FdWatcher in its state, as the LAST member,
@@ -26,6 +28,7 @@
 #include <memory>
 #include <vector>
 
+#include "actors/eventfd_io.hpp"  // drain_eventfd, for the watchers' callbacks
 #include "base/unique_fd.hpp"
 #include "base/error.hpp"
 #include "loop/event_loop.hpp"
@@ -47,10 +50,17 @@ public:
   /// callback must not throw; if it does, the fd is no longer watched.
   using Callback = std::function<bool(int tag, int fd, short revents)>;
 
+  /// Runs on the loop thread once after the callbacks of one wake (also
+  /// when the watcher was stopped during them: what they consumed is not
+  /// lost). It must not throw and must touch no watched fd (the owner may
+  /// be gone when stopping); it is how a callback's work is batched per wake.
+  using WakeEnd = std::function<void()>;
+
   /// Starts the task. Errors (no eventfd, no memory) come back
   /// as an Error with request "fd watcher"; nothing throws.
   [[nodiscard]] static Result<std::unique_ptr<FdWatcher>> start(std::vector<Entry> entries,
-                                                                Callback cb);
+                                                                Callback cb,
+                                                                WakeEnd wake_end = {});
 
   /// stop() + join (on the loop thread itself: ends the task's wait instead).
   ~FdWatcher();
@@ -80,11 +90,5 @@ private:
 
   static std::atomic<int> live_;
 };
-
-/// Reads and returns an eventfd's counter without ever blocking, also when
-/// the fd is in blocking mode (poll with zero timeout first, then read).
-/// 0 when nothing was pending or on error. Only safe while no other thread
-/// of this process reads the same eventfd.
-[[nodiscard]] uint64_t drain_eventfd(int fd) noexcept;
 
 }  // namespace vufront::actors

@@ -333,8 +333,9 @@ using worker_actor = caf::typed_actor<
     /// the next start. The watcher thread is kept: a start with the same
     /// queues (wake) reuses it, other queues replace it.
     caf::replies_to<stop_atom>::with<caf::ok_atom>,
-    /// From the watcher thread: `count` signals on queue `queue`.
-    caf::reacts_to<irq_atom, int32_t, uint64_t>,
+    /// From the call watcher: the queues whose call eventfd held signals in
+    /// one wake, each once (while stopped: running, the relay delivers to the sink itself).
+    caf::reacts_to<irq_atom, std::vector<int32_t>>,
     /// An interrupt that did not come through an eventfd (BACKEND_VRING_CALL,
     /// vector -1 = config change): forwarded now if running, else at start.
     caf::reacts_to<interrupt_atom, int32_t>,

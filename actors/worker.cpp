@@ -6,13 +6,13 @@
 #include <utility>
 
 #include <poll.h>
-#include <unistd.h>
 
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/error.hpp"
+#include "actors/eventfd_io.hpp"
 
 namespace vufront::actors {
 
@@ -32,28 +32,11 @@ bool valid_vector(int32_t v) {
   return v >= config_vector && v <= max_queue_index;
 }
 
-/// Adds 1 to an eventfd without ever blocking a scheduler thread (a
-/// saturated counter would block; then the interrupt is pending anyway).
-void signal_eventfd(int fd) {
-  pollfd p{fd, POLLOUT, 0};
-  int r;
-  do
-    r = ::poll(&p, 1, 0);
-  while (r < 0 && errno == EINTR);
-  if (r <= 0 || (p.revents & POLLOUT) == 0)
-    return;
-  const uint64_t one = 1;
-  ssize_t n;
-  do
-    n = ::write(fd, &one, sizeof one);
-  while (n < 0 && errno == EINTR);
-}
-
 /// Delivers one interrupt to the sink now and counts it.
 void forward(WorkerState& st, int32_t vector) {
   bool delivered = false;
   if (has_fd(st.sink.eventfd)) {
-    signal_eventfd(st.sink.eventfd->get());
+    add_to_eventfd(st.sink.eventfd->get(), 1, st.sink_nonblocking);
     delivered = true;
   }
   if (st.sink.target) {
@@ -151,6 +134,65 @@ bool same_queues(const std::vector<WatchedQueue>& a, const std::vector<WatchedQu
   return true;
 }
 
+/// The relay's view of `queues`: each call fd with its blocking mode.
+std::vector<CallRelay::Queue> relay_queues(const std::vector<WatchedQueue>& queues) {
+  std::vector<CallRelay::Queue> out;
+  out.reserve(queues.size());
+  for (const auto& q : queues)
+    out.push_back({q.index, q.call->get(), fd_nonblocking(q.call->get())});
+  return out;
+}
+
+/// Signals written into the call eventfds while nobody read them (stopped,
+/// or before the watcher starts) become pending.
+void take_unread(WorkerState& st) {
+  const auto& qs = st.relay->queues();
+  for (size_t slot = 0; slot < qs.size(); ++slot)
+    if (st.relay->take(slot) > 0)
+      st.pending.insert(qs[slot].index);
+}
+
+/// Direct delivery by the relay while running: the sink eventfd, the sink
+/// actor, or both.
+void open_relay(WorkerState& st) {
+  if (!st.relay)
+    return;
+  const int fd = has_fd(st.sink.eventfd) ? st.sink.eventfd->get() : -1;
+  if (fd >= 0 || st.sink.target)
+    st.relay->open(fd, st.sink_nonblocking, st.sink.target);
+}
+
+/// Ends the watcher and the relay of the last queues (the worker is
+/// stopped: the relay is closed); what the relay delivered moves into the
+/// worker's counts.
+void retire_relay(WorkerState& st) {
+  st.call_watcher.reset();  // joined: the relay's counts are final
+  if (!st.relay)
+    return;
+  const auto& qs = st.relay->queues();
+  for (size_t slot = 0; slot < qs.size(); ++slot) {
+    const size_t i = qs[slot].index;
+    if (st.forwarded.size() <= i)
+      st.forwarded.resize(i + 1, 0);
+    st.forwarded[i] += st.relay->delivered(slot);
+  }
+  st.relay.reset();
+}
+
+/// A watcher task over the relay's call eventfds (tag = slot).
+Result<std::unique_ptr<FdWatcher>> watch_calls(const std::shared_ptr<CallRelay>& relay) {
+  std::vector<FdWatcher::Entry> entries;
+  const auto& qs = relay->queues();
+  entries.reserve(qs.size());
+  for (size_t slot = 0; slot < qs.size(); ++slot)
+    entries.push_back({qs[slot].fd, static_cast<int>(slot), POLLIN});
+  auto on_ready = [relay](int tag, int, short revents) {
+    return relay->on_ready(static_cast<size_t>(tag), revents);
+  };
+  return FdWatcher::start(std::move(entries), std::move(on_ready),
+                          [relay] { relay->end_of_wake(); });
+}
+
 caf::result<caf::ok_atom> on_start(WorkerPtr self, std::vector<WatchedQueue> queues,
                                    InterruptSink sink) {
   auto& st = self->state;
@@ -163,56 +205,36 @@ caf::result<caf::ok_atom> on_start(WorkerPtr self, std::vector<WatchedQueue> que
   if (!queues.empty() && !has_fd(sink.eventfd) && !sink.target)
     return worker_error(errc::invalid_argument, "worker start",
                         "queues to watch but no interrupt sink (eventfd or target)");
-  // The same queues as before (wake after sleep): the kept watcher goes on.
-  if (st.call_watcher && st.call_watcher->active() && same_queues(st.queues, queues)) {
-    for (const auto& q : queues)
-      if (drain_eventfd(q.call->get()) > 0)
-        st.pending.insert(q.index);
-    st.sink = std::move(sink);
-    st.running = true;
-    forward_pending(st);
-    return caf::ok_atom_v;
+  const bool sink_nonblocking = has_fd(sink.eventfd) && fd_nonblocking(sink.eventfd->get());
+  // The same queues as before (wake after sleep): the kept watcher and
+  // relay go on; otherwise they are replaced.
+  const bool watching = !st.start_threads || (st.call_watcher && st.call_watcher->active());
+  if (!(st.relay && watching && same_queues(st.queues, queues))) {
+    retire_relay(st);
+    if (!queues.empty())
+      st.relay = std::make_shared<CallRelay>(relay_queues(queues),
+                                             caf::actor_cast<caf::actor_addr>(self));
   }
-  st.call_watcher.reset();  // other queues: the old watcher goes first
   // Signals written while stopped are still in the eventfds: take them now,
-  // before a watcher thread reads the same fds.
-  for (const auto& q : queues)
-    if (drain_eventfd(q.call->get()) > 0)
-      st.pending.insert(q.index);
-  std::unique_ptr<FdWatcher> watcher;
-  if (st.start_threads && !queues.empty()) {
-    std::vector<FdWatcher::Entry> entries;
-    entries.reserve(queues.size());
-    for (const auto& q : queues)
-      entries.push_back({q.call->get(), q.index, POLLIN});
-    auto weak = caf::actor_cast<caf::actor_addr>(self);
-    auto started = FdWatcher::start(std::move(entries), [weak](int tag, int fd, short revents) {
-      if ((revents & POLLIN) == 0)
-        return false;  // POLLERR/POLLNVAL: not an eventfd we can use
-      // Consume the readiness. 0: the worker drained the counter first (it
-      // does at stop and start while this thread is kept); the fd is then
-      // not readable until the next signal, so watching on does not spin.
-      const uint64_t n = drain_eventfd(fd);
-      if (n == 0)
-        return true;
-      auto hdl = caf::actor_cast<worker_actor>(weak);
-      if (!hdl)
-        return false;
-      caf::anon_send(hdl, irq_atom_v, static_cast<int32_t>(tag), n);
-      return true;
-    });
+  // before a new watcher reads the same fds.
+  if (st.relay)
+    take_unread(st);
+  if (st.relay && st.start_threads && !st.call_watcher) {
+    auto started = watch_calls(st.relay);
     if (!started) {
       Error e = std::move(started).error();
       e.request = "worker start";
-      return to_caf(e);  // stays stopped; what was drained stays pending
+      st.relay.reset();  // closed, nothing delivered; what was drained stays pending
+      return to_caf(e);
     }
-    watcher = std::move(started).value();
+    st.call_watcher = std::move(started).value();
   }
   st.queues = std::move(queues);
   st.sink = std::move(sink);
+  st.sink_nonblocking = sink_nonblocking;
   st.running = true;
   forward_pending(st);
-  st.call_watcher = std::move(watcher);
+  open_relay(st);
   return caf::ok_atom_v;
 }
 
@@ -220,12 +242,19 @@ caf::ok_atom on_stop(WorkerPtr self) {
   auto& st = self->state;
   if (!st.running)
     return caf::ok_atom_v;
-  // Forward what is pending now. The watcher thread is kept for the next
-  // start (a sleep -> wake cycle creates no thread): what it reads from now
-  // on arrives as irq messages while stopped and becomes pending.
-  for (const auto& q : st.queues)
-    if (has_fd(q.call) && drain_eventfd(q.call->get()) > 0)
-      forward(st, q.index);
+  // No direct delivery from here on: close() returns after the one in
+  // progress, if any, has written the sink.
+  if (st.relay)
+    st.relay->close();
+  // Forward what is pending now. The watcher is kept for the next start (a
+  // sleep -> wake cycle creates no task): what it reads from now on arrives
+  // as irq messages while stopped and becomes pending.
+  if (st.relay) {
+    const auto& qs = st.relay->queues();
+    for (size_t slot = 0; slot < qs.size(); ++slot)
+      if (st.relay->take(slot) > 0)
+        forward(st, qs[slot].index);
+  }
   st.running = false;
   return caf::ok_atom_v;
 }
@@ -236,6 +265,15 @@ std::vector<uint64_t> on_get(WorkerPtr self) {
   for (const auto& q : st.queues)
     if (out.size() <= q.index)
       out.resize(size_t{q.index} + 1, 0);
+  if (st.relay) {
+    const auto& qs = st.relay->queues();
+    for (size_t slot = 0; slot < qs.size(); ++slot) {
+      const size_t i = qs[slot].index;
+      if (out.size() <= i)
+        out.resize(i + 1, 0);
+      out[i] += st.relay->delivered(slot);
+    }
+  }
   return out;
 }
 
@@ -265,15 +303,16 @@ worker_actor::behavior_type worker_impl(WorkerPtr self, caf::actor_addr device,
         try {
           return on_stop(self);
         } catch (const std::exception& e) {
+          if (self->state.relay)
+            self->state.relay->close();
           self->state.running = false;
           return worker_error(errc::io_error, "worker stop", e.what());
         }
       },
-      [self](irq_atom, int32_t queue, uint64_t count) {
-        if (count == 0)
-          return;
+      [self](irq_atom, const std::vector<int32_t>& queues) {
         try {
-          raise(self->state, queue);
+          for (int32_t q : queues)
+            raise(self->state, q);
         } catch (const std::exception&) {
         }
       },

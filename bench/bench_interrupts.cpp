@@ -9,13 +9,16 @@
 // writer of every queue and sees the deliveries.
 //   * floor: one reflector thread polls the call eventfds and writes 1 into
 //     the queue's ack eventfd (an eventfd round trip through one thread);
-//   * worker -> eventfd sink: call eventfd -> call watcher (event loop) ->
-//     worker actor -> the sink eventfd (one line, as INTx). Deliveries are
+//   * worker -> eventfd sink: call eventfd -> call watcher (event loop),
+//     whose relay writes the sink eventfd itself while the worker runs (one
+//     line, as INTx; actors/call_relay.hpp). Deliveries are
 //     counted exactly from the sink's counter; the line does not say which
 //     queue, so each delivery acknowledges the oldest outstanding signal
 //     whose call eventfd the watcher has already read (it never coalesces);
-//   * worker -> actor sink: ... -> worker actor -> (interrupt_atom, queue) to
-//     a sink actor that writes 1 into that queue's ack eventfd.
+//   * worker -> actor sink: call eventfd -> call watcher, whose relay sends
+//     (interrupt_atom, queue) to the sink actor itself while the worker runs
+//     (the worker actor not in between), which writes 1 into that queue's
+//     ack eventfd.
 // Every round runs the three paths one after the other (the order rotates);
 // the ratios are per round, and the medians with interquartile range of the
 // rounds are printed. Targets (issue 26): throughput >= 0.5x, latency p50 and

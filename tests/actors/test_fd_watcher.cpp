@@ -110,6 +110,38 @@ TEST_CASE("fd watcher: delivers eventfd readiness and stops cleanly") {
   CHECK(fds.leaked() == 0);
 }
 
+TEST_CASE("fd watcher: the end-of-wake callback runs once after the callbacks of a wake") {
+  auto a = make_eventfd();
+  auto b = make_eventfd();
+  auto pipe = make_pipe();
+  const int out = pipe.write_end.get();
+  // Both ready before the task first waits: one wake for both.
+  test::signal_eventfd(a.get());
+  test::signal_eventfd(b.get(), 2);
+  auto w = FdWatcher::start(
+      {{a.get(), 1, POLLIN}, {b.get(), 2, POLLIN}},
+      [out](int tag, int fd, short revents) {
+        report(out, Seen{tag, revents, actors::drain_eventfd(fd)});
+        return true;
+      },
+      [out] { report(out, Seen{-1, 0, 0}); });
+  REQUIRE(w.ok());
+  for (int expected : {1, 2, -1}) {
+    auto s = next_seen(pipe.read_end.get());
+    REQUIRE(s);
+    CHECK(s->tag == expected);
+  }
+  // The next wake: one callback, one end.
+  test::signal_eventfd(b.get());
+  for (int expected : {2, -1}) {
+    auto s = next_seen(pipe.read_end.get());
+    REQUIRE(s);
+    CHECK(s->tag == expected);
+  }
+  w.value().reset();
+  CHECK_FALSE(wait_readable(pipe.read_end.get(), 0));  // stopping is no wake
+}
+
 TEST_CASE("fd watcher: a callback returning false stops watching that fd only") {
   auto a = make_eventfd();
   auto b = make_eventfd();

@@ -6,7 +6,10 @@
 // receive or poll() with a deadline.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
+#include <initializer_list>
+#include <memory>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -22,6 +25,7 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
+#include "actors/call_relay.hpp"
 #include "actors/fd_watcher.hpp"
 #include "actors/worker.hpp"
 #include "base/unique_fd.hpp"
@@ -140,6 +144,26 @@ struct DetWorker : test::DetFixture {
     return out;
   }
 
+  /// The call watcher's relay of the current queues (the test plays the
+  /// watcher: no task runs without threads).
+  std::shared_ptr<CallRelay> relay() {
+    auto* p = caf::actor_cast<caf::abstract_actor*>(worker);
+    REQUIRE(p != nullptr);
+    auto& st = dynamic_cast<worker_actor::stateful_base<WorkerState>&>(*p).state;
+    REQUIRE(st.relay);
+    return st.relay;
+  }
+
+  /// One wake of the call watcher in which the call eventfds of `slots`
+  /// were ready; returns how many messages the actors handled afterwards.
+  size_t wake(std::initializer_list<size_t> slots) {
+    auto r = relay();
+    for (size_t slot : slots)
+      CHECK(r->on_ready(slot, POLLIN));
+    r->end_of_wake();
+    return sched.run();
+  }
+
   Counts counts() {
     auto rh = self->request(worker, caf::infinite, caf::get_atom_v);
     sched.run();
@@ -163,8 +187,8 @@ struct RtWorker : test::RtFixture {
     return out;
   }
 
-  Counts counts(const worker_actor& w) {
-    auto [v, err] = ask<Counts>(w, 2s, caf::get_atom_v);
+  Counts counts(const worker_actor& w, std::chrono::milliseconds timeout = 2s) {
+    auto [v, err] = ask<Counts>(w, timeout, caf::get_atom_v);
     REQUIRE_MESSAGE(v.has_value(), err);
     return *v;
   }
@@ -189,12 +213,12 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): interrupts while running are forward
   CHECK(call(start_atom_v, Queues{{0, call0}, {2, call2}}, sink_to(self, sinkfd)) == "");
   CHECK(counts() == Counts{0, 0, 0});
 
-  inject(irq_atom_v, int32_t{2}, uint64_t{5});  // 5 coalesced signals: one interrupt
+  inject(irq_atom_v, Vectors{2});  // one wake of the watcher: one interrupt
   CHECK(received_interrupts(self) == Vectors{2});
   CHECK(take(sinkfd) == 1);
 
-  inject(irq_atom_v, int32_t{0}, uint64_t{1});
-  inject(irq_atom_v, int32_t{0}, uint64_t{1});
+  inject(irq_atom_v, Vectors{0});
+  inject(irq_atom_v, Vectors{0});
   CHECK(received_interrupts(self) == Vectors{0, 0});
   CHECK(take(sinkfd) == 2);
 
@@ -204,21 +228,28 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): interrupts while running are forward
   CHECK(take(sinkfd) == 2);
   CHECK(counts() == Counts{2, 1, 1});
 
+  // One wake with two queues: one message, two interrupts.
+  inject(irq_atom_v, Vectors{0, 2});
+  CHECK(received_interrupts(self) == Vectors{0, 2});
+  CHECK(take(sinkfd) == 2);
+  CHECK(counts() == Counts{3, 1, 2});
+
   // Nonsense is ignored.
   inject(interrupt_atom_v, int32_t{-7});
   inject(interrupt_atom_v, int32_t{1 << 20});
-  inject(irq_atom_v, int32_t{0}, uint64_t{0});
+  inject(irq_atom_v, Vectors{});
+  inject(irq_atom_v, Vectors{-7});
   CHECK(received_interrupts(self).empty());
-  CHECK(counts() == Counts{2, 1, 1});
+  CHECK(counts() == Counts{3, 1, 2});
 }
 
 TEST_CASE_FIXTURE(DetWorker, "worker (det): interrupts while stopped are pending until start") {
   setup();
   auto call1 = new_eventfd();
   // Before the first start: kept, the same vector coalesces.
-  inject(irq_atom_v, int32_t{1}, uint64_t{1});
+  inject(irq_atom_v, Vectors{1});
   inject(interrupt_atom_v, int32_t{-1});
-  inject(irq_atom_v, int32_t{1}, uint64_t{2});
+  inject(irq_atom_v, Vectors{1});
   CHECK(received_interrupts(self).empty());
 
   CHECK(call(start_atom_v, Queues{{1, call1}}, sink_to(self)) == "");
@@ -227,7 +258,7 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): interrupts while stopped are pending
 
   // After a stop: the thread's last irq arrives late; it is kept, not dropped.
   CHECK(call(stop_atom_v) == "");
-  inject(irq_atom_v, int32_t{1}, uint64_t{1});
+  inject(irq_atom_v, Vectors{1});
   inject(interrupt_atom_v, int32_t{-1});
   CHECK(received_interrupts(self).empty());
   CHECK(counts() == Counts{0, 1});
@@ -282,7 +313,7 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): start while running fails, bad start
   CHECK(contains(err, "worker start"));
   CHECK(contains(err, "bad_state"));
   // Still running with the first start's sink.
-  inject(irq_atom_v, int32_t{0}, uint64_t{1});
+  inject(irq_atom_v, Vectors{0});
   CHECK(received_interrupts(self) == Vectors{0});
 
   CHECK(call(stop_atom_v) == "");
@@ -291,6 +322,236 @@ TEST_CASE_FIXTURE(DetWorker, "worker (det): start while running fails, bad start
   CHECK(call(start_atom_v, Queues{}, InterruptSink{}) == "");
   inject(interrupt_atom_v, int32_t{0});
   CHECK(counts() == Counts{1});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): with an eventfd sink a watcher's wake writes the sink itself") {
+  setup();
+  auto call0 = new_eventfd();
+  auto call2 = new_eventfd(false);  // blocking: read after a poll, never blocks
+  auto sinkfd = new_eventfd();
+  InterruptSink sink;
+  sink.eventfd = sinkfd;
+  CHECK(call(start_atom_v, Queues{{0, call0}, {2, call2}}, sink) == "");
+
+  signal(call2);
+  signal(call0, 3);  // coalesced: one interrupt
+  CHECK(wake({0, 1}) == 0);  // no actor ran: the relay wrote the sink
+  CHECK(take(sinkfd) == 2);
+  CHECK(take(call0) == 0);
+  CHECK(take(call2) == 0);
+  CHECK(counts() == Counts{1, 0, 1});  // slot 1 is queue 2
+
+  // Ready but already drained (by a stop or start): nothing delivered.
+  CHECK(wake({0}) == 0);
+  CHECK(take(sinkfd) == 0);
+
+  // Interrupts that come as messages still go through the worker, same counts.
+  inject(interrupt_atom_v, int32_t{2});
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{1, 0, 2});
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{2, 0, 2});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): with an actor sink a watcher's wake sends to the target itself") {
+  setup();
+  auto call0 = new_eventfd();
+  auto call2 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  CHECK(call(start_atom_v, Queues{{0, call0}, {2, call2}}, sink_to(self, sinkfd)) == "");
+  signal(call0);
+  signal(call2);
+  CHECK(wake({1, 0}) == 0);  // the worker did not run: the relay sent, in wake order
+  CHECK(received_interrupts(self) == Vectors{2, 0});
+  CHECK(take(sinkfd) == 2);  // a sink with both: the relay writes the eventfd too
+  CHECK(counts() == Counts{1, 0, 1});
+  // A fd reported twice in one wake (a watcher does not) is still one queue.
+  auto r = relay();
+  signal(call0);
+  CHECK(r->on_ready(0, POLLIN));
+  signal(call0);
+  CHECK(r->on_ready(0, POLLIN));
+  r->end_of_wake();
+  CHECK(sched.run() == 0);
+  CHECK(received_interrupts(self) == Vectors{0});
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{2, 0, 1});
+  // Not readable (POLLERR, POLLNVAL): not watched on.
+  CHECK_FALSE(r->on_ready(0, POLLERR));
+  CHECK_FALSE(r->on_ready(7, POLLIN));  // no such slot
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): after stop has answered nothing reaches the sink until start") {
+  setup();
+  auto call0 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  InterruptSink sink;
+  sink.eventfd = sinkfd;
+  const Queues queues{{0, call0}};
+  CHECK(call(start_atom_v, queues, sink) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(take(sinkfd) == 1);
+
+  // Not yet read by the watcher at stop: stop forwards it.
+  signal(call0);
+  CHECK(call(stop_atom_v) == "");
+  CHECK(take(sinkfd) == 1);
+  // Read by the watcher after stop: a message to the worker, pending.
+  signal(call0);
+  CHECK(wake({0}) == 1);
+  CHECK(take(sinkfd) == 0);
+  signal(call0);
+  CHECK(wake({0}) == 1);  // the same queue again: still one pending interrupt
+  CHECK(take(sinkfd) == 0);
+  CHECK(counts() == Counts{2});
+
+  // Start forwards it once, then the relay writes the sink again.
+  CHECK(call(start_atom_v, queues, sink) == "");
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{3});
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{4});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): each start delivers to its own sink, counts survive new queues") {
+  setup();
+  auto call0 = new_eventfd();
+  auto call1 = new_eventfd();
+  auto sink_a = new_eventfd();
+  auto sink_b = new_eventfd();
+  InterruptSink a, b;
+  a.eventfd = sink_a;
+  b.eventfd = sink_b;
+  const Queues queues{{0, call0}};
+
+  CHECK(call(start_atom_v, queues, a) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(call(stop_atom_v) == "");
+  CHECK(call(start_atom_v, queues, b) == "");  // same queues: the relay is kept
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(take(sink_a) == 1);
+  CHECK(take(sink_b) == 1);
+
+  // An actor sink: the relay sends to it, the eventfds of before see nothing.
+  CHECK(call(stop_atom_v) == "");
+  CHECK(call(start_atom_v, queues, sink_to(self)) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self) == Vectors{0});
+  CHECK(take(sink_a) == 0);
+  CHECK(take(sink_b) == 0);
+  CHECK(counts() == Counts{3});
+
+  // Other queues: a new relay; the old one's counts stay in the worker's.
+  CHECK(call(stop_atom_v) == "");
+  CHECK(call(start_atom_v, Queues{{1, call1}}, a) == "");
+  CHECK(counts() == Counts{3, 0});
+  signal(call1);
+  CHECK(wake({0}) == 0);  // slot 0 is queue 1 now
+  CHECK(take(sink_a) == 1);
+  CHECK(counts() == Counts{3, 1});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): an actor-only sink: direct sends, stop exact, pending forwarded at start") {
+  setup();
+  auto call0 = new_eventfd();
+  auto call5 = new_eventfd();
+  const Queues queues{{0, call0}, {5, call5}};
+  CHECK(call(start_atom_v, queues, sink_to(self)) == "");
+  signal(call5);
+  CHECK(wake({1}) == 0);
+  signal(call0);
+  signal(call5);
+  CHECK(wake({0, 1}) == 0);
+  CHECK(received_interrupts(self) == Vectors{5, 0, 5});
+  CHECK(counts() == Counts{1, 0, 0, 0, 0, 2});
+
+  // Not yet read at stop: stop forwards it (the worker sends, before its reply).
+  signal(call0);
+  CHECK(call(stop_atom_v) == "");
+  CHECK(received_interrupts(self) == Vectors{0});
+  // Read by the watcher after stop has answered: nothing reaches the target;
+  // one message to the worker, pending (both queues, each once).
+  signal(call0);
+  signal(call5);
+  CHECK(wake({0, 1}) == 1);
+  signal(call5);
+  CHECK(wake({1}) == 1);
+  CHECK(received_interrupts(self).empty());
+  CHECK(counts() == Counts{2, 0, 0, 0, 0, 2});
+  CHECK(relay()->delivered(0) == 1);  // the relay's own: only while running
+  CHECK(relay()->delivered(1) == 2);
+
+  // Start forwards the pending ones once (in vector order), then the relay sends again.
+  CHECK(call(start_atom_v, queues, sink_to(self)) == "");
+  CHECK(received_interrupts(self) == Vectors{0, 5});
+  CHECK(counts() == Counts{3, 0, 0, 0, 0, 3});
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self) == Vectors{0});
+  CHECK(counts() == Counts{4, 0, 0, 0, 0, 3});
+  // Messages that do not come through an eventfd still go through the worker.
+  inject(interrupt_atom_v, int32_t{-1});
+  CHECK(received_interrupts(self) == Vectors{-1});
+  CHECK(counts() == Counts{4, 0, 0, 0, 0, 3});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): a new start's target gets the relay's sends, the old one nothing") {
+  setup();
+  caf::scoped_actor other{sys, true};
+  auto call0 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  const Queues queues{{0, call0}};
+  CHECK(call(start_atom_v, queues, sink_to(self)) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self) == Vectors{0});
+
+  // Same queues (the relay is kept), another target, with an eventfd.
+  CHECK(call(stop_atom_v) == "");
+  CHECK(call(start_atom_v, queues, sink_to(other, sinkfd)) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self).empty());
+  CHECK(received_interrupts(other) == Vectors{0});
+  CHECK(take(sinkfd) == 1);
+
+  // Then an eventfd-only sink: no target is sent to any more.
+  CHECK(call(stop_atom_v) == "");
+  InterruptSink only_fd;
+  only_fd.eventfd = sinkfd;
+  CHECK(call(start_atom_v, queues, only_fd) == "");
+  signal(call0);
+  CHECK(wake({0}) == 0);
+  CHECK(received_interrupts(self).empty());
+  CHECK(received_interrupts(other).empty());
+  CHECK(take(sinkfd) == 1);
+  CHECK(counts() == Counts{3});
+}
+
+TEST_CASE_FIXTURE(DetWorker, "worker (det): a worker that ended leaves its relay closed") {
+  setup();
+  auto call0 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  InterruptSink sink;
+  sink.eventfd = sinkfd;
+  CHECK(call(start_atom_v, Queues{{0, call0}}, sink) == "");
+  auto r = relay();  // as a watcher task still running would hold it
+  caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
+  sched.run();
+  signal(call0);
+  CHECK(r->on_ready(0, POLLIN));
+  r->end_of_wake();  // closed: a message to a worker that is gone
+  sched.run();
+  CHECK(take(sinkfd) == 0);
+  CHECK(r->delivered(0) == 0);
 }
 
 TEST_CASE_FIXTURE(DetWorker, "worker (det): a hang-up is reported to the device once per watch") {
@@ -397,6 +658,212 @@ TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a signal racing with stop is for
   // Every signal was taken: nothing more is in flight, nothing came twice.
   CHECK(received_interrupts(self).empty());
   CHECK(counts(w) == Counts{100});
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): an eventfd sink is written from the loop thread, counted exactly") {
+  auto w = spawn_worker();
+  auto call0 = new_eventfd();
+  auto call1 = new_eventfd(false);
+  auto sinkfd = new_eventfd();
+  InterruptSink sink;
+  sink.eventfd = sinkfd;
+  const Queues queues{{0, call0}, {1, call1}};
+  REQUIRE(ask_ok(w, test::scaled(2s), start_atom_v, queues, sink) == "");
+  for (int i = 0; i < 50; ++i) {
+    signal(i % 2 ? call1 : call0);
+    REQUIRE(wait_readable(sinkfd, static_cast<int>(test::scaled(2000ms).count())));
+    REQUIRE(take(sinkfd) == 1);
+  }
+  CHECK(counts(w, test::scaled(2s)) == Counts{25, 25});
+
+  // A writer signals both queues in bursts of 200 that race with each stop
+  // (bounded: while stopped, each signal read is a message to the worker):
+  // whatever reached the sink is what the worker counts once stop has
+  // answered, and nothing reaches it while stopped (a delivery after stop
+  // would be counted before it is written, so it would show).
+  std::atomic<int> bursts{0};
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    const uint64_t one = 1;
+    int done = 0;
+    while (writing.load()) {
+      if (bursts.load() == done) {
+        std::this_thread::yield();
+        continue;
+      }
+      for (int k = 0; k < 100; ++k) {
+        [[maybe_unused]] auto a = ::write(call0->get(), &one, sizeof one);
+        [[maybe_unused]] auto b = ::write(call1->get(), &one, sizeof one);
+      }
+      ++done;
+    }
+  });
+  uint64_t seen = 50;
+  for (int i = 0; i < 50; ++i) {
+    bursts.fetch_add(1);
+    REQUIRE(ask_ok(w, test::scaled(2s), stop_atom_v) == "");
+    seen += take(sinkfd);
+    const auto c = counts(w, test::scaled(2s));
+    REQUIRE(c.size() == 2);
+    REQUIRE(c[0] + c[1] == seen);
+    REQUIRE(take(sinkfd) == 0);  // stopped: nothing came since
+    REQUIRE(ask_ok(w, test::scaled(2s), start_atom_v, queues, sink) == "");
+  }
+  writing.store(false);
+  writer.join();
+  REQUIRE(ask_ok(w, test::scaled(2s), stop_atom_v) == "");
+  seen += take(sinkfd);
+  const auto c = counts(w, test::scaled(2s));
+  CHECK(c[0] + c[1] == seen);
+  CHECK(exit_and_wait(w));
+  CHECK(FdWatcher::live_watchers() == 0);
+}
+
+TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a worker that exits while its watcher delivers") {
+  test::FdCount fds;
+  {
+    auto w = spawn_worker();
+    std::vector<SharedFd> calls;
+    Queues queues;
+    for (uint16_t q = 0; q < 8; ++q) {
+      calls.push_back(new_eventfd());
+      queues.push_back({q, calls.back()});
+    }
+    auto sinkfd = new_eventfd();
+    InterruptSink sink;
+    sink.eventfd = sinkfd;
+    REQUIRE(ask_ok(w, test::scaled(2s), start_atom_v, queues, sink) == "");
+    std::atomic<bool> writing{true};
+    std::thread writer([&] {
+      const uint64_t one = 1;
+      while (writing.load())
+        for (const auto& c : calls)
+          [[maybe_unused]] auto n = ::write(c->get(), &one, sizeof one);
+    });
+    // Delivering now: the first interrupts arrived.
+    CHECK(wait_readable(sinkfd, static_cast<int>(test::scaled(2000ms).count())));
+    CHECK(exit_and_wait(w));  // the watcher is joined before the fds go
+    CHECK(FdWatcher::live_watchers() == 0);
+    const uint64_t after_exit = take(sinkfd);
+    writing.store(false);
+    writer.join();
+    CHECK(after_exit > 0);
+    CHECK(take(sinkfd) == 0);  // nothing delivered once the worker was gone
+  }
+  CHECK(fds.leaked() == 0);
+}
+
+TEST_CASE("call relay (threaded): after close() returns nothing reaches the sink") {
+  auto call0 = new_eventfd();
+  auto sinkfd = new_eventfd();
+  auto relay = std::make_shared<CallRelay>(
+      std::vector<CallRelay::Queue>{{0, call0->get(), true}}, caf::actor_addr{});
+  std::atomic<uint64_t> wakes{0};
+  std::atomic<bool> running{true};
+  // Plays the loop thread: one signal and one wake after another.
+  std::thread loop([&] {
+    const uint64_t one = 1;
+    while (running.load()) {
+      [[maybe_unused]] auto n = ::write(call0->get(), &one, sizeof one);
+      relay->on_ready(0, POLLIN);
+      relay->end_of_wake();
+      wakes.fetch_add(1);
+    }
+  });
+  // Waits (bounded) until the loop thread has finished `n` more wakes.
+  auto more_wakes = [&](uint64_t n) {
+    const uint64_t target = wakes.load() + n;
+    const auto deadline = std::chrono::steady_clock::now() + test::scaled(5s);
+    while (wakes.load() < target)
+      if (std::chrono::steady_clock::now() > deadline)
+        return false;
+    return true;
+  };
+  uint64_t total = 0;
+  for (int i = 0; i < 200; ++i) {
+    relay->open(sinkfd->get(), true);
+    REQUIRE(more_wakes(2));
+    relay->close();
+    total += take(sinkfd);
+    REQUIRE(relay->delivered(0) == total);  // counted before written, all written
+    REQUIRE(more_wakes(2));                 // closed: these wakes write nothing
+    REQUIRE(take(sinkfd) == 0);
+  }
+  running.store(false);
+  loop.join();
+  CHECK(total >= 200);
+  CHECK(relay->delivered(0) == total);
+}
+
+TEST_CASE_FIXTURE(RtWorker, "call relay (threaded): after close() returns nothing is sent to the target") {
+  auto call0 = new_eventfd();
+  auto relay = std::make_shared<CallRelay>(
+      std::vector<CallRelay::Queue>{{3, call0->get(), true}}, caf::actor_addr{});
+  std::atomic<uint64_t> wakes{0};
+  std::atomic<bool> running{true};
+  std::thread loop([&] {
+    const uint64_t one = 1;
+    while (running.load()) {
+      [[maybe_unused]] auto n = ::write(call0->get(), &one, sizeof one);
+      relay->on_ready(0, POLLIN);
+      relay->end_of_wake();
+      wakes.fetch_add(1);
+    }
+  });
+  auto more_wakes = [&](uint64_t n) {
+    const uint64_t target = wakes.load() + n;
+    const auto deadline = std::chrono::steady_clock::now() + test::scaled(5s);
+    while (wakes.load() < target)
+      if (std::chrono::steady_clock::now() > deadline)
+        return false;
+    return true;
+  };
+  // A send is in the mailbox when anon_send returns: once close() has
+  // returned, the mailbox holds every interrupt counted, and no more come.
+  auto received = [&] {
+    const Vectors v = received_interrupts(self);
+    for (int32_t x : v)
+      REQUIRE(x == 3);
+    return static_cast<uint64_t>(v.size());
+  };
+  uint64_t total = 0;
+  for (int i = 0; i < 100; ++i) {
+    relay->open(-1, false, caf::actor_cast<caf::actor>(self));
+    REQUIRE(more_wakes(2));
+    relay->close();
+    total += received();
+    REQUIRE(relay->delivered(0) == total);
+    REQUIRE(more_wakes(2));  // closed: these wakes send nothing to the target
+    REQUIRE(received() == 0);
+  }
+  running.store(false);
+  loop.join();
+  CHECK(total >= 100);
+}
+
+TEST_CASE("call relay (threaded): a blocking call fd read by the worker and the loop thread at once") {
+  // Both read with a poll first; were the two reads not kept apart, one
+  // could read the counter the other just emptied and block (a hang: the
+  // ctest time limit). Every signal is read by exactly one of them.
+  auto call0 = new_eventfd(false);
+  auto relay = std::make_shared<CallRelay>(
+      std::vector<CallRelay::Queue>{{0, call0->get(), false}}, caf::actor_addr{});
+  std::atomic<bool> running{true};
+  std::thread loop([&] {
+    while (running.load()) {
+      relay->on_ready(0, POLLIN);  // as if the wait had said readable
+      relay->end_of_wake();
+    }
+  });
+  uint64_t taken = 0;
+  for (int i = 0; i < 20000; ++i) {
+    signal(call0);
+    taken += relay->take(0);
+  }
+  running.store(false);
+  loop.join();
+  CHECK(taken <= 20000);
+  CHECK(relay->take(0) == 0);  // nothing left unread
 }
 
 TEST_CASE_FIXTURE(RtWorker, "worker (threaded): a hang-up is reported to the device exactly once") {
