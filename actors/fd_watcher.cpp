@@ -119,12 +119,9 @@ FdWatcher::~FdWatcher() {
 
 void FdWatcher::stop() noexcept {
   core_->stopping.store(true);
-  const uint64_t one = 1;
-  ssize_t n;
-  do
-    n = ::write(core_->stop_fd.get(), &one, sizeof one);
-  while (n < 0 && errno == EINTR);
-  // EAGAIN means the counter is already non-zero: the thread wakes anyway.
+  // The stop eventfd is non-blocking (make_eventfd(true)); a full counter
+  // (EAGAIN) is non-zero already: the task wakes anyway.
+  (void)add_to_eventfd(core_->stop_fd.get(), 1, true);
 }
 
 bool FdWatcher::active() const noexcept {

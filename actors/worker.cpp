@@ -162,6 +162,18 @@ void open_relay(WorkerState& st) {
     st.relay->open(fd, st.sink_nonblocking, st.sink.target);
 }
 
+/// Adds what the relay delivered straight to the sink to `counts` (indexed
+/// by queue index, grown as needed).
+void add_relay_counts(const CallRelay& relay, std::vector<uint64_t>& counts) {
+  const auto& qs = relay.queues();
+  for (size_t slot = 0; slot < qs.size(); ++slot) {
+    const size_t i = qs[slot].index;
+    if (counts.size() <= i)
+      counts.resize(i + 1, 0);
+    counts[i] += relay.delivered(slot);
+  }
+}
+
 /// Ends the watcher and the relay of the last queues (the worker is
 /// stopped: the relay is closed); what the relay delivered moves into the
 /// worker's counts.
@@ -169,13 +181,7 @@ void retire_relay(WorkerState& st) {
   st.call_watcher.reset();  // joined: the relay's counts are final
   if (!st.relay)
     return;
-  const auto& qs = st.relay->queues();
-  for (size_t slot = 0; slot < qs.size(); ++slot) {
-    const size_t i = qs[slot].index;
-    if (st.forwarded.size() <= i)
-      st.forwarded.resize(i + 1, 0);
-    st.forwarded[i] += st.relay->delivered(slot);
-  }
+  add_relay_counts(*st.relay, st.forwarded);
   st.relay.reset();
 }
 
@@ -265,15 +271,8 @@ std::vector<uint64_t> on_get(WorkerPtr self) {
   for (const auto& q : st.queues)
     if (out.size() <= q.index)
       out.resize(size_t{q.index} + 1, 0);
-  if (st.relay) {
-    const auto& qs = st.relay->queues();
-    for (size_t slot = 0; slot < qs.size(); ++slot) {
-      const size_t i = qs[slot].index;
-      if (out.size() <= i)
-        out.resize(i + 1, 0);
-      out[i] += st.relay->delivered(slot);
-    }
-  }
+  if (st.relay)
+    add_relay_counts(*st.relay, out);
   return out;
 }
 
